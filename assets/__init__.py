@@ -1,0 +1,1 @@
+"""Textual styles (.tcss) for the studio."""

@@ -1,0 +1,1 @@
+"""Model and training presets, one TOML file each; loaded by studio.presets."""

@@ -1,0 +1,1 @@
+"""llm-studio: the engine (everything but the Textual widgets)."""

@@ -1,0 +1,1 @@
+"""The Textual widgets of the studio, one per file."""
