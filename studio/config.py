@@ -8,6 +8,7 @@ is checked in `validate()`, which raises a StudioError naming the key and the fi
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class DataConfig:
     max_chars: int = 0  # documents longer than this are dropped; 0: no limit
     dedup: bool = True  # drop exact duplicate documents
     strict: bool = False  # refuse non-UTF-8 bytes instead of replacing them
+    dataset: str = ""  # the prepared dataset the run trains on; filled in at launch
 
 
 @dataclass
@@ -96,6 +98,9 @@ class RunConfig:
     # ---- TOML in and out ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     def to_toml(self) -> str:
         lines = [f"preset = {_toml_value(self.preset)}"]

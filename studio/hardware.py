@@ -1,0 +1,123 @@
+"""What the machine has and how busy it is: GPUs through NVML (nvidia-ml-py), CPU and RAM through psutil.
+
+Torch-free, so the studio can poll it. Any NVML failure (no driver, no library, a GPU that vanished) reads
+as "no GPU" or "N/A": this module never raises for want of a driver.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import psutil
+
+
+@dataclass
+class GpuStats:
+    index: int
+    name: str
+    utilization: float | None  # percent
+    memory_used: int  # bytes
+    memory_total: int
+    temperature: float | None  # degrees C
+    power: float | None  # watts
+    power_limit: float | None
+
+
+@dataclass
+class CpuStats:
+    cores: int
+    utilization: float  # percent, all cores
+    ram_used: int  # bytes
+    ram_total: int
+
+
+def _nvml():
+    """The initialised pynvml module, or None when there is no usable NVIDIA driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError...: all mean "no GPU"
+        return None
+
+
+def gpu_count() -> int:
+    nvml = _nvml()
+    if nvml is None:
+        return 0
+    try:
+        return nvml.nvmlDeviceGetCount()
+    except Exception:
+        return 0
+
+
+def gpu_stats() -> list[GpuStats]:
+    nvml = _nvml()
+    if nvml is None:
+        return []
+    stats = []
+    try:
+        count = nvml.nvmlDeviceGetCount()
+    except Exception:
+        return []
+    for index in range(count):
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            name = nvml.nvmlDeviceGetName(handle)
+        except Exception:
+            continue
+        stats.append(GpuStats(
+            index=index,
+            name=name.decode() if isinstance(name, bytes) else name,
+            utilization=_maybe(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+            memory_used=memory.used,
+            memory_total=memory.total,
+            temperature=_maybe(lambda: _temperature(nvml, handle)),
+            power=_maybe(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),
+            power_limit=_maybe(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
+        ))
+    return stats
+
+
+def _temperature(nvml, handle) -> float:
+    sensor = nvml.NVML_TEMPERATURE_GPU
+    if hasattr(nvml, "nvmlDeviceGetTemperatureV"):  # the older call is deprecated since CUDA 13
+        return nvml.nvmlDeviceGetTemperatureV(handle, sensor)
+    return nvml.nvmlDeviceGetTemperature(handle, sensor)
+
+
+def _maybe(read):
+    try:
+        return read()
+    except Exception:
+        return None
+
+
+def cpu_stats() -> CpuStats:
+    memory = psutil.virtual_memory()
+    return CpuStats(cores=os.cpu_count() or 1, utilization=psutil.cpu_percent(interval=None),
+                    ram_used=memory.total - memory.available, ram_total=memory.total)
+
+
+# Dense peak throughput (FLOP/s) by GPU name, for the MFU estimate: (bf16/fp16 tensor cores, fp32).
+GPU_PEAK_FLOPS = {
+    "H200": (989e12, 67e12),
+    "H100": (989e12, 67e12),
+    "A100": (312e12, 19.5e12),
+    "L40S": (362e12, 91.6e12),
+    "A10": (125e12, 31.2e12),
+    "RTX 4090": (165e12, 82.6e12),
+    "RTX 3090": (71e12, 35.6e12),
+    "V100": (125e12, 15.7e12),
+    "T4": (65e12, 8.1e12),
+}
+
+
+def gpu_peak_flops(name: str, half_precision: bool) -> float | None:
+    for key, (half, full) in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return half if half_precision else full
+    return None

@@ -1,0 +1,56 @@
+"""From a resolved config to a run folder that is ready to launch: the checks that need the dataset and the
+machine, done in the launching process so that bad input is reported at once, not in a background log.
+Torch-free (the studio launches runs too).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from studio.config import RunConfig, validate
+from studio.errors import StudioError
+from studio.hardware import gpu_count
+from studio.runs import check_new_name, create_run, default_run_name, existing_run, find_checkpoint, summarize
+
+
+def prepare_run(config: RunConfig, name: str | None,
+                progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Check the config, prepare (or find) its dataset, fill in the vocabulary, create the run folder."""
+    from studio.data.prepare import resolve_dataset
+
+    validate(config)
+    if name:
+        check_new_name(name)  # fail on a taken name before spending minutes on data
+    check_hardware(config)
+    dataset = resolve_dataset(config.data, progress=progress)
+    config.data.dataset = dataset.name
+    if config.model.vocab_size == 0:
+        config.model.vocab_size = dataset.vocab_size
+    elif config.model.vocab_size < dataset.vocab_size:
+        raise StudioError(f"model.vocab_size {config.model.vocab_size} is smaller than the dataset's vocabulary "
+                          f"({dataset.vocab_size}); set model.vocab_size=0 to take the dataset's")
+    return create_run(config, name or default_run_name(config))
+
+
+def check_hardware(config: RunConfig) -> None:
+    gpus = gpu_count()
+    if config.train.mixed_precision == "fp16" and gpus == 0:
+        raise StudioError("fp16 mixed precision needs a CUDA GPU; on CPUs use --mixed-precision bf16 or no")
+    if gpus and config.train.num_processes > gpus:
+        raise StudioError(f"--num-processes {config.train.num_processes} asks for more GPUs than the {gpus} here")
+
+
+def prepare_resume(name: str, max_steps: int | None) -> Path:
+    """Check that a run can resume (stopped or crashed, with a complete checkpoint); extend max_steps if asked."""
+    run_dir = existing_run(name)
+    status = summarize(run_dir).status
+    if status in ("running", "starting"):
+        raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
+    find_checkpoint(run_dir)  # raises when there is none to resume from
+    config = RunConfig.load(run_dir / "config.toml")
+    if max_steps is not None:
+        config.train.max_steps = max_steps
+        validate(config)
+        config.save(run_dir / "config.toml")
+    return run_dir

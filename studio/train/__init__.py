@@ -1,0 +1,1 @@
+"""Training: the Accelerate loop (worker), optimisers and learning-rate schedules, checkpoints."""

@@ -1,0 +1,333 @@
+"""The trainer process: `python -m studio.train.worker RUN_DIR [--resume]`, alone or under `accelerate launch`.
+
+It reads the run's config.toml, trains with Accelerate, and reports only through the run folder: events
+(rank 0), checkpoints, trainer.log. It stops cleanly (checkpoint, `stopped` event, exit 0) when the run
+folder holds a `STOP` file or the process gets SIGTERM/SIGINT; every rank agrees on that before saving.
+A `CHECKPOINT` file asks for a checkpoint now.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from studio.config import RunConfig
+from studio.data.batches import TokenFile, sample_batch
+from studio.data.prepare import open_dataset
+from studio.data.tokenizer import load_tokenizer
+from studio.errors import StudioError
+from studio.events import EventWriter
+from studio.generate import SamplingConfig, sample
+from studio.hardware import gpu_peak_flops
+from studio.model import build_model, param_groups
+from studio.model.size import flops_per_token
+from studio.runs import CHECKPOINT_FILE, STOP_FILE
+from studio.train import checkpoint
+from studio.train.schedule import lr_at
+
+
+class NullWriter:
+    """What ranks other than 0 get instead of an EventWriter: they report nothing."""
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Trainer:
+    def __init__(self, run_dir: Path, resume: bool):
+        self.run_dir = run_dir
+        self.config = RunConfig.load(run_dir / "config.toml")
+        train = self.config.train
+        self.accelerator = Accelerator(mixed_precision=train.mixed_precision,
+                                       gradient_accumulation_steps=train.grad_accum)
+        self.rank = self.accelerator.process_index
+        self.events = EventWriter(run_dir / "events.jsonl") if self.accelerator.is_main_process else NullWriter()
+        self.stop_requested = False
+
+        dataset = open_dataset(self.config.data.dataset)
+        self.tokenizer = load_tokenizer(dataset.tokenizer_path)
+        self.tokenizer_hash = dataset.meta["tokenizer_hash"]
+        self.eot_id = dataset.eot_id
+        self.train_tokens = TokenFile(dataset.path / "train.bin", dataset.dtype)
+        self.val_tokens = TokenFile(dataset.path / "val.bin", dataset.dtype)
+
+        set_seed(train.seed)  # the same initial weights on every rank
+        self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
+        self.optimizer = self._build_optimizer()
+        self.data_generator = torch.Generator().manual_seed(train.seed + self.rank)
+        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        if resume:
+            self._load_checkpoint()
+        else:
+            torch.manual_seed(train.seed + self.rank)  # dropout differs per rank
+        trained = torch.compile(self.model) if train.compile else self.model
+        self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
+        self.flops_per_token = flops_per_token(self.config.model, self.config.model.vocab_size)
+        self.peak_flops = self._peak_flops()
+
+    # ---- setup --------------------------------------------------------------------------------------
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        train = self.config.train
+        groups = param_groups(self.model, train.weight_decay)
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
+        try:  # the fused kernel is fastest wherever the device has one
+            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=True)
+        except (RuntimeError, ValueError):
+            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
+
+    def _load_checkpoint(self) -> None:
+        found = checkpoint.find_checkpoint(self.run_dir)
+        weights, _ = checkpoint.read_weights(found)
+        checkpoint.load_weights(self.model, weights, self.config.model.tie_embeddings)
+        state = checkpoint.read_training_state(found, self.rank)
+        self.optimizer.load_state_dict(state["optimizer"])
+        trainer_state = state["trainer"]
+        self.step = trainer_state["step"]
+        self.tokens_seen = trainer_state["tokens_seen"]
+        self.train_seconds = trainer_state["train_seconds"]
+        if state["rng"] is not None:
+            torch.set_rng_state(state["rng"]["torch"])
+            self.data_generator.set_state(state["rng"]["data"])
+            if "cuda" in state["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+        else:  # saved with fewer processes: this rank starts a fresh stream (batch order is not exact then)
+            torch.manual_seed(self.config.train.seed + self.rank + self.step)
+            self.data_generator.manual_seed(self.config.train.seed + self.rank + self.step)
+        self.events.write("status", self.step, state="resumed", checkpoint=found.name)
+
+    def _peak_flops(self) -> float:
+        """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
+        half = self.config.train.mixed_precision != "no"
+        device = self.accelerator.device
+        if device.type == "cuda":
+            per_device = gpu_peak_flops(torch.cuda.get_device_name(device), half) or 0.0
+        else:
+            per_device = _measured_matmul_flops(torch.bfloat16 if half else torch.float32)
+        return per_device * self.accelerator.num_processes
+
+    # ---- the loop -----------------------------------------------------------------------------------
+    def run(self) -> None:
+        train, model_cfg = self.config.train, self.config.model
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        self.events.write("status", self.step, state="running", max_steps=train.max_steps,
+                          world_size=self.accelerator.num_processes, device=str(self.accelerator.device),
+                          params=self.model.num_params())
+        if self.step == 0:
+            self.evaluate()
+            self.write_samples()
+        tokens_per_step = train.batch_size * model_cfg.block_size * train.grad_accum * self.accelerator.num_processes
+        window_loss = torch.zeros((), device=self.accelerator.device)
+        window_steps, window_seconds = 0, 0.0
+        while self.step < train.max_steps:
+            started = time.perf_counter()
+            loss, grad_norm = self.train_step(log=(self.step + 1) % train.log_interval == 0)
+            window_seconds += time.perf_counter() - started
+            window_loss += loss
+            window_steps += 1
+            self.step += 1
+            self.tokens_seen += tokens_per_step
+            if self.step % train.log_interval == 0 or self.step == train.max_steps:
+                self.log_train(window_loss, window_steps, window_seconds, grad_norm, tokens_per_step)
+                self.train_seconds += window_seconds
+                window_loss.zero_()
+                window_steps, window_seconds = 0, 0.0
+            if self.step % train.eval_interval == 0 or self.step == train.max_steps:
+                self.evaluate()
+            if train.sample_interval and (self.step % train.sample_interval == 0 or self.step == train.max_steps):
+                self.write_samples()
+            stop = self.should_stop()
+            if stop or self.step % train.checkpoint_interval == 0 or self.step == train.max_steps \
+                    or self._consume_request(CHECKPOINT_FILE):
+                self.save_checkpoint()
+            if stop:
+                self.events.write("status", self.step, state="stopped")
+                return
+        self.events.write("status", self.step, state="finished", tokens_seen=self.tokens_seen,
+                          train_seconds=round(self.train_seconds, 2))
+
+    def train_step(self, log: bool) -> tuple[torch.Tensor, float | None]:
+        """One optimizer step over grad_accum micro-batches; the mean loss, and the grad norm when asked."""
+        train = self.config.train
+        lr = lr_at(self.step, train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total_loss = torch.zeros((), device=self.accelerator.device)
+        grad_norm = None
+        for _ in range(train.grad_accum):
+            x, y = sample_batch(self.train_tokens, train.batch_size, self.config.model.block_size,
+                                self.data_generator)
+            x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
+            with self.accelerator.accumulate(self.trained_model):
+                _, loss = self.trained_model(x, y)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients and (train.grad_clip or log):
+                    norm = self.accelerator.clip_grad_norm_(self.model.parameters(), train.grad_clip or math.inf)
+                    grad_norm = float(norm) if log else None
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            total_loss += loss.detach()
+        return total_loss / train.grad_accum, grad_norm
+
+    # ---- reporting ----------------------------------------------------------------------------------
+    def log_train(self, window_loss: torch.Tensor, steps: int, seconds: float, grad_norm: float | None,
+                  tokens_per_step: int) -> None:
+        loss = self.accelerator.reduce(window_loss, "mean").item() / steps
+        tokens_per_s = tokens_per_step * steps / max(seconds, 1e-9)
+        fields = {"loss": round(loss, 6), "lr": lr_at(self.step - 1, self.config.train),
+                  "grad_norm": None if grad_norm is None else round(grad_norm, 5),
+                  "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": self.tokens_seen,
+                  "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None}
+        if self.accelerator.device.type == "cuda":
+            device = self.accelerator.device
+            fields.update(mem_allocated=torch.cuda.memory_allocated(device),
+                          mem_reserved=torch.cuda.memory_reserved(device),
+                          mem_peak=torch.cuda.max_memory_allocated(device))
+        self.events.write("train", self.step, **fields)
+
+    @torch.no_grad()
+    def evaluate(self) -> None:
+        """Validation loss, perplexity and next-token accuracy on eval_steps fixed batches per process."""
+        train = self.config.train
+        generator = torch.Generator().manual_seed(train.seed + 10_000 + self.rank)  # the same batches each time
+        self.trained_model.eval()
+        totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, tokens
+        for _ in range(train.eval_steps):
+            x, y = sample_batch(self.val_tokens, train.batch_size, self.config.model.block_size, generator)
+            x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
+            with self.accelerator.autocast():
+                logits, loss = self.trained_model(x, y)
+            totals[0] += loss.float() * y.numel()
+            totals[1] += (logits.argmax(-1) == y).sum()
+            totals[2] += y.numel()
+        self.trained_model.train()
+        loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
+        val_loss = loss_sum / count
+        self.events.write("eval", self.step, val_loss=round(val_loss, 6),
+                          val_ppl=round(math.exp(min(val_loss, 50.0)), 4), val_acc=round(correct / count, 6))
+
+    def write_samples(self) -> None:
+        """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison."""
+        train = self.config.train
+        if not (train.sample_interval and self.accelerator.is_main_process):
+            return
+        generator = torch.Generator().manual_seed(train.seed)
+        sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
+        self.model.eval()
+        texts = []
+        for prompt in train.sample_prompts:
+            ids = torch.tensor([self.tokenizer.encode(prompt).ids or [self.eot_id]], device=self.accelerator.device)
+            with self.accelerator.autocast():
+                new = sample(self.model, ids, self.config.model.block_size, sampling, generator, self.eot_id)
+            texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
+        self.model.train()
+        self.events.write("sample", self.step, samples=texts)
+
+    # ---- stopping and checkpoints -----------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def _consume_request(self, name: str) -> bool:
+        """Whether any rank saw the request file; rank 0 removes it. Every rank calls this at the same step."""
+        path = self.run_dir / name
+        seen = self._any_rank(path.exists())
+        if seen and self.accelerator.is_main_process:
+            path.unlink(missing_ok=True)
+        return seen
+
+    def should_stop(self) -> bool:
+        return self._any_rank(self.stop_requested) or self._consume_request(STOP_FILE)
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        flags = torch.tensor([float(flag)], device=self.accelerator.device)
+        return self.accelerator.reduce(flags, "sum").item() > 0
+
+    def save_checkpoint(self) -> None:
+        accelerator = self.accelerator
+        tmp = checkpoint.checkpoints_dir(self.run_dir) / f".tmp-{checkpoint.checkpoint_name(self.step)}"
+        if accelerator.is_main_process:
+            tmp = checkpoint.begin(self.run_dir, self.step)
+        accelerator.wait_for_everyone()
+        checkpoint.write_rng(tmp, self.rank, self.data_generator)
+        if accelerator.is_main_process:
+            metadata = {"config": self.config.to_json(), "step": str(self.step),
+                        "tokenizer_hash": self.tokenizer_hash}
+            trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
+                             "train_seconds": self.train_seconds, "world_size": accelerator.num_processes}
+            checkpoint.write_main(tmp, checkpoint.weights_to_save(self.model, self.config.model.tie_embeddings), self.optimizer.optimizer,
+                                  metadata, trainer_state)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            final = checkpoint.commit(self.run_dir, tmp, self.step, self.config.train.keep_checkpoints)
+            self.events.write("checkpoint", self.step, path=str(final.relative_to(self.run_dir)))
+
+
+def _measured_matmul_flops(dtype: torch.dtype, size: int = 512, repeats: int = 8) -> float:
+    """A CPU has no spec sheet here: time a square matmul and call that the peak."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[0])
+    events = None
+    trainer = None
+    try:
+        trainer = Trainer(run_dir, resume="--resume" in argv)
+        events = trainer.events
+        trainer.run()
+        return 0
+    except torch.cuda.OutOfMemoryError:
+        traceback.print_exc()
+        _report_failure(trainer, run_dir, _oom_message(trainer))
+    except StudioError as error:
+        _report_failure(trainer, run_dir, str(error))
+    except Exception as error:
+        traceback.print_exc()
+        _report_failure(trainer, run_dir, f"{type(error).__name__}: {error}; the traceback is in trainer.log")
+    finally:
+        if events is not None:
+            events.close()
+    return 1
+
+
+def _report_failure(trainer: Trainer | None, run_dir: Path, message: str) -> None:
+    if trainer is not None and not trainer.accelerator.is_main_process:
+        return
+    print(message, file=sys.stderr)
+    writer = trainer.events if trainer is not None else EventWriter(run_dir / "events.jsonl")
+    step = trainer.step if trainer is not None else 0
+    writer.write("error", step, message=message)
+    writer.write("status", step, state="failed")
+
+
+def _oom_message(trainer: Trainer | None) -> str:
+    if trainer is None:
+        return "out of GPU memory while setting up; pick a smaller preset"
+    train, model = trainer.config.train, trainer.config.model
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    return (f"out of GPU memory at step {trainer.step} with batch {train.batch_size}x{model.block_size} tokens "
+            f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
+            "model.block_size, or the model size, or use --mixed-precision bf16")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

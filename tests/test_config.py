@@ -1,0 +1,72 @@
+"""Config: TOML round trip, --set overrides with type checks, validation messages."""
+
+import pytest
+
+from studio.config import RunConfig, field_names, parse_override, set_field, validate
+from studio.errors import StudioError
+
+
+def test_toml_round_trip(tmp_path):
+    config = RunConfig()
+    config.train.sample_prompts = ['say "hi"\n', "tab\there"]
+    config.model.dropout = 0.1
+    config.save(tmp_path / "config.toml")
+    assert RunConfig.load(tmp_path / "config.toml") == config
+
+
+@pytest.mark.parametrize("key, text, expected", [
+    ("train.lr", "3e-4", 3e-4),
+    ("train.max_steps", "1_000", 1000),
+    ("train.compile", "true", True),
+    ("model.arch", "gpt2", "gpt2"),
+    ("train.sample_prompts", "a|b", ["a", "b"]),
+])
+def test_set_converts_command_line_text(key, text, expected):
+    config = RunConfig()
+    set_field(config, key, text)
+    section, name = key.split(".")
+    assert getattr(getattr(config, section), name) == expected
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("train.nope", "1", "unknown key 'train.nope'"),
+    ("nope", "1", "unknown key"),
+    ("train.max_steps", "ten", "must be a whole number"),
+    ("train.lr", "fast", "must be a number"),
+    ("train.compile", "maybe", "true or false"),
+])
+def test_set_rejects_unknown_keys_and_wrong_types(key, value, words):
+    with pytest.raises(StudioError, match=words):
+        set_field(RunConfig(), key, value)
+
+
+def test_parse_override_needs_an_equals_sign():
+    assert parse_override("train.lr=1e-3") == ("train.lr", "1e-3")
+    with pytest.raises(StudioError, match="section.key=value"):
+        parse_override("train.lr")
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("model.n_embd", 130, "divisible by model.n_head"),
+    ("train.lr", 0.0, "train.lr must be positive"),
+    ("train.lr", -1.0, "train.lr must be positive"),
+    ("train.batch_size", 0, "train.batch_size must be positive"),
+    ("train.max_steps", -5, "train.max_steps must be positive"),
+    ("data.vocab_size", 100, "vocab_size 100 is out of range"),
+    ("data.vocab_size", 10**8, "out of range"),
+    ("model.arch", "transformer-xl", "model.arch must be one of"),
+    ("model.dropout", 1.5, "dropout"),
+])
+def test_validation_names_the_key_and_the_fix(key, value, words):
+    config = RunConfig()
+    set_field(config, key, value)
+    with pytest.raises(StudioError, match=words):
+        validate(config)
+
+
+def test_every_field_is_settable():
+    config = RunConfig()
+    for key in field_names():
+        section, name = key.split(".")
+        set_field(config, key, getattr(getattr(config, section), name))
+    validate(config)

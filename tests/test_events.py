@@ -1,0 +1,40 @@
+"""The event stream: append, read incrementally, skip torn lines, drop superseded history after a resume."""
+
+import json
+
+from studio.events import EventWriter, current_history, read_events, read_new_events
+
+
+def test_incremental_reads_leave_a_torn_last_line_for_later(tmp_path):
+    path = tmp_path / "events.jsonl"
+    writer = EventWriter(path)
+    writer.write("train", 1, loss=3.0)
+    events, offset = read_new_events(path)
+    assert [e["loss"] for e in events] == [3.0]
+    with open(path, "a") as file:
+        file.write('{"kind": "train", "step": 2, "lo')  # the writer is mid-line
+    events, offset2 = read_new_events(path, offset)
+    assert events == [] and offset2 == offset
+    with open(path, "a") as file:
+        file.write('ss": 2.5}\n')
+    events, _ = read_new_events(path, offset2)
+    assert events[0]["loss"] == 2.5
+
+
+def test_a_damaged_line_is_skipped(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind": "train", "step": 1}\nnot json\n{"kind": "eval", "step": 2}\n')
+    assert [e["step"] for e in read_events(path)] == [1, 2]
+
+
+def test_missing_file_reads_as_empty(tmp_path):
+    assert read_new_events(tmp_path / "none.jsonl", 0) == ([], 0)
+
+
+def test_resume_supersedes_metrics_after_the_checkpoint():
+    events = [{"kind": "train", "step": s} for s in (10, 20, 30)]
+    events.append({"kind": "status", "step": 20, "state": "resumed"})
+    events.append({"kind": "train", "step": 30})
+    steps = [(e["kind"], e["step"]) for e in current_history(events)]
+    assert steps == [("train", 10), ("train", 20), ("status", 20), ("train", 30)]
+    assert json.dumps(events)  # plain data
