@@ -1,0 +1,78 @@
+"""The model zoo: `build_model(cfg)` and what the architectures share (init, loss, optimizer groups).
+
+One file per architecture: llama.py (the default), gpt2.py (nanoGPT / GPT-2 layout), recurrent.py (LSTM
+and RNN baselines). Importing this package must not import torch, because the UI process imports
+studio.model.size for live parameter counts; torch and the architecture modules load inside the functions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import TYPE_CHECKING
+
+from studio.config import ModelConfig
+from studio.errors import StudioError
+
+if TYPE_CHECKING:
+    import torch
+
+ARCHITECTURES = {  # cfg.arch -> (module, class)
+    "llama": ("studio.model.llama", "Llama"),
+    "gpt2": ("studio.model.gpt2", "GPT2"),
+    "lstm": ("studio.model.recurrent", "RecurrentLM"),
+    "rnn": ("studio.model.recurrent", "RecurrentLM"),
+}
+
+# Output projections that write into the residual stream: GPT-2 scales their init by 1/sqrt(2·n_layer)
+# so the residual's variance does not grow with depth (two such writes per layer).
+RESIDUAL_PROJECTIONS = ("o_proj.weight", "down_proj.weight", "c_proj.weight")
+
+
+def build_model(cfg: ModelConfig) -> "torch.nn.Module":
+    """A freshly initialised model for cfg; cfg.vocab_size must be set (the dataset's)."""
+    if cfg.arch not in ARCHITECTURES:
+        raise StudioError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, not {cfg.arch!r}")
+    if cfg.vocab_size <= 0:
+        raise StudioError("model.vocab_size is 0: set it to the prepared dataset's vocabulary before building")
+    module_name, class_name = ARCHITECTURES[cfg.arch]
+    return getattr(importlib.import_module(module_name), class_name)(cfg)
+
+
+def init_weights(model: "torch.nn.Module", n_layer: int) -> None:
+    """GPT-2's init: N(0, 0.02) for linear and embedding weights, zero biases, residual projections scaled."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    for name, param in model.named_parameters():
+        if name.endswith(RESIDUAL_PROJECTIONS):
+            nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+
+def lm_loss(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+    """Mean next-token cross-entropy, in fp32 even under autocast (a bf16 log-softmax loses the small losses).
+
+    Targets of -1 are ignored, so a loader can mask padding."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-1)
+
+
+def count_params(model: "torch.nn.Module") -> int:
+    """Distinct parameters: `parameters()` yields a shared (tied) tensor once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
+    """Optimizer groups, nanoGPT's rule: matrices and embeddings (dim >= 2) decay; norms and biases do not.
+
+    `parameters()` yields a tied tensor once, so it lands in one group once."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]

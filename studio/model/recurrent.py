@@ -1,0 +1,42 @@
+"""Recurrent baselines: embedding -> LSTM or tanh RNN (n_layer layers, width n_embd) -> linear head.
+
+Each forward starts from a zero state: training samples random windows, so no state carries over.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from studio.config import ModelConfig
+from studio.model import count_params, init_weights, lm_loss
+
+
+class RecurrentLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        rnn_class = nn.LSTM if cfg.arch == "lstm" else nn.RNN  # nn.RNN's nonlinearity is tanh by default
+        between_layers = cfg.dropout if cfg.n_layer > 1 else 0.0  # nn.LSTM warns about dropout with one layer
+        self.rnn = rnn_class(cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, dropout=between_layers, batch_first=True)
+        self.drop = nn.Dropout(cfg.dropout)  # on the input and output too (Zaremba et al.), so one layer regularises
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        # Embedding and head get GPT-2's N(0, 0.02); the recurrent weights keep PyTorch's uniform
+        # ±1/sqrt(n_embd), the usual recurrent init, which keeps the state from vanishing at the start.
+        init_weights(self, cfg.n_layer)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the embedding with the output head when cfg.tie_embeddings; call again after a load
+        that replaces tensors (load_state_dict(assign=True)); a plain load copies in place and keeps the tie."""
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def num_params(self) -> int:
+        return count_params(self)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        x, _ = self.rnn(self.drop(self.embed(idx)))  # no initial state given: zeros
+        logits = self.lm_head(self.drop(x))
+        return logits, None if targets is None else lm_loss(logits, targets)

@@ -1,0 +1,122 @@
+"""Sizes without building anything: parameter counts, FLOPs per token, training memory.
+
+Pure Python on purpose: the studio's Model tab shows live counts and memory estimates while the user types,
+and the UI process never imports torch. `param_count` is exact (the tests hold it equal to the built
+model's `num_params()`); FLOPs and memory are estimates whose formulas are written out below.
+"""
+
+from __future__ import annotations
+
+from studio.config import RECURRENT_ARCHS, ModelConfig, TrainConfig
+from studio.errors import StudioError
+
+
+def mlp_hidden(cfg: ModelConfig) -> int:
+    """The MLP's inner width: cfg.mlp_hidden, else 4·n_embd (gpt2) or 8/3·n_embd rounded up to 64 (llama).
+
+    SwiGLU has three matrices instead of two, so Llama shrinks the inner width by 2/3 to keep the
+    parameter count of a 4·n_embd MLP; rounding to 64 keeps matmul shapes friendly.
+    """
+    if cfg.mlp_hidden:
+        return cfg.mlp_hidden
+    if cfg.arch == "gpt2":
+        return 4 * cfg.n_embd
+    return -(-(8 * cfg.n_embd // 3) // 64) * 64
+
+
+def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
+    """Exact number of distinct parameters (a tied embedding counted once) of build_model(cfg)."""
+    vocab = _vocab(cfg, vocab_size)
+    d, n_layer = cfg.n_embd, cfg.n_layer
+    head = 0 if cfg.tie_embeddings else vocab * d  # lm_head has no bias in any architecture
+    if cfg.arch in RECURRENT_ARCHS:
+        gates = 4 if cfg.arch == "lstm" else 1
+        per_layer = gates * (2 * d * d + 2 * d)  # weight_ih, weight_hh, and PyTorch's two bias vectors
+        return vocab * d + n_layer * per_layer + head
+    hidden = mlp_hidden(cfg)
+    if cfg.arch == "llama":
+        per_layer = 4 * d * d + 3 * d * hidden + 2 * d  # q k v o, gate up down, two RMSNorm weights
+        return vocab * d + n_layer * per_layer + d + head  # + final norm
+    # gpt2: fused qkv + c_proj, c_fc + c_proj, two LayerNorms; biases on all of them when cfg.bias
+    bias = cfg.bias
+    per_layer = (4 * d * d + 2 * d * hidden + 2 * d  # matrices and LayerNorm weights
+                 + bias * (3 * d + d + hidden + d + 2 * d))  # c_attn, attn.c_proj, c_fc, mlp.c_proj, ln_1/ln_2
+    return vocab * d + cfg.block_size * d + n_layer * per_layer + d + bias * d + head
+
+
+def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
+    """Training FLOPs (forward + backward) per token.
+
+    Decoders: 6·N + 12·n_layer·n_embd·block_size (PaLM, appendix B; the second term is attention's
+    QK^T and AV). Recurrent models: 6·N. N counts the parameters that take part in a matmul: not the
+    position table, and not the input embedding when it is untied (a lookup costs no FLOPs).
+    """
+    vocab = _vocab(cfg, vocab_size)
+    n = param_count(cfg, vocab)
+    if not cfg.tie_embeddings:
+        n -= vocab * cfg.n_embd
+    if cfg.arch == "gpt2":
+        n -= cfg.block_size * cfg.n_embd
+    if cfg.arch in RECURRENT_ARCHS:
+        return 6.0 * n
+    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int | None = None) -> dict[str, int]:
+    """Bytes one training process needs, roughly: {weights, gradients, optimizer, activations, total}.
+
+    - weights: fp32 master copy (4 bytes each); under bf16/fp16 autocast add the 16-bit copies that
+      autocast makes for the matmuls and keeps for the backward (2 bytes each).
+    - gradients: fp32, 4 bytes each.
+    - optimizer: AdamW keeps two fp32 moments (8 bytes each), SGD one momentum buffer (4, none at momentum 0).
+    - activations: what autograd keeps for the backward for batch_size·block_size tokens, counted in
+      values per token at the mixed-precision width (4 bytes, 2 under bf16/fp16). A decoder layer keeps
+      its residual input, normed input, q, k, v and attention output per sublayer (~8·n_embd) plus the
+      MLP's inner tensors (4·hidden for SwiGLU: gate, silu(gate), up, product; 2·hidden for GELU).
+      SDPA's fused kernels keep no T×T matrix. An LSTM layer keeps ~6·n_embd (four gates, cell, output),
+      an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
+      keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted.
+    """
+    vocab = _vocab(cfg, vocab_size)
+    n = param_count(cfg, vocab)
+    mixed = train.mixed_precision != "no"
+    act_bytes = 2 if mixed else 4
+    optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
+    tokens = train.batch_size * cfg.block_size
+    if cfg.arch in RECURRENT_ARCHS:
+        per_layer = (6 if cfg.arch == "lstm" else 2) * cfg.n_embd
+    else:
+        per_layer = 8 * cfg.n_embd + (4 if cfg.arch == "llama" else 2) * mlp_hidden(cfg)
+    per_token = cfg.n_layer * per_layer + cfg.n_embd
+    memory = {
+        "weights": 4 * n + (2 * n if mixed else 0),
+        "gradients": 4 * n,
+        "optimizer": 4 * optimizer_values * n,
+        "activations": tokens * (per_token * act_bytes + 2 * vocab * 4),
+    }
+    memory["total"] = sum(memory.values())
+    return memory
+
+
+def format_count(n: float) -> str:
+    """123 -> "123", 1_234_567 -> "1.2M", 124_439_808 -> "124.4M"."""
+    for limit, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= limit:
+            return f"{n / limit:.1f}{unit}"
+    return str(int(n))
+
+
+def format_bytes(n: float) -> str:
+    """Powers of 1024 under the usual short names, as nvidia-smi and `free -h` count: 3.4 GB, 512.0 MB."""
+    for power, unit in ((4, "TB"), (3, "GB"), (2, "MB"), (1, "KB")):
+        if abs(n) >= 1024 ** power:
+            return f"{n / 1024 ** power:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:
+    vocab = vocab_size or cfg.vocab_size
+    if vocab <= 0:
+        raise StudioError("model.vocab_size is 0 (the dataset's) and no vocabulary size was given; "
+                          "prepare the data first or set model.vocab_size")
+    return vocab
