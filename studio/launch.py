@@ -11,7 +11,8 @@ from typing import Callable
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
-from studio.runs import check_new_name, create_run, default_run_name, existing_run, find_checkpoint, summarize
+from studio.runs import (check_new_name, create_run, default_run_name, existing_run, find_checkpoint, summarize,
+                         verify_checkpoint)
 
 
 def prepare_run(config: RunConfig, name: str | None,
@@ -47,7 +48,7 @@ def prepare_resume(name: str, max_steps: int | None) -> Path:
     status = summarize(run_dir).status
     if status in ("running", "starting"):
         raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
-    find_checkpoint(run_dir)  # raises when there is none to resume from
+    verify_checkpoint(find_checkpoint(run_dir))
     config = RunConfig.load(run_dir / "config.toml")
     if max_steps is not None:
         config.train.max_steps = max_steps

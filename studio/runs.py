@@ -162,6 +162,20 @@ def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
     return found
 
 
+def verify_checkpoint(checkpoint: Path) -> None:
+    """Check every safetensors header of a checkpoint (torch-free), so a damaged one is refused up front."""
+    from safetensors import safe_open
+
+    for path in [checkpoint / "model.safetensors", *sorted(checkpoint.glob("*.safetensors"))]:
+        try:
+            with safe_open(str(path), framework="numpy") as file:
+                file.keys()
+        except Exception as error:  # safetensors raises several types for a damaged file
+            reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+            raise StudioError(f"checkpoint file {path} is unreadable or corrupt ({reason}); delete the folder "
+                              f"{checkpoint.name} to fall back to an earlier checkpoint") from None
+
+
 def list_checkpoint_steps(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in checkpoints_dir(run_dir).glob("step-*") if p.is_dir())
 

@@ -65,16 +65,14 @@ class Trainer:
         set_seed(train.seed)  # the same initial weights on every rank
         self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
         self.optimizer = self._build_optimizer()
-        self.data_generator = torch.Generator().manual_seed(train.seed + self.rank)
+        self.data_generator = torch.Generator()
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
-        if resume:
-            self._load_checkpoint()
-        else:
-            torch.manual_seed(train.seed + self.rank)  # dropout differs per rank
+        rng_state = self._load_checkpoint() if resume else None
         trained = torch.compile(self.model) if train.compile else self.model
         self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.vocab_size)
         self.peak_flops = self._peak_flops()
+        self._seed_streams(rng_state)  # last, so nothing above consumes random numbers of the training streams
 
     # ---- setup --------------------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -87,7 +85,8 @@ class Trainer:
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
-    def _load_checkpoint(self) -> None:
+    def _load_checkpoint(self) -> dict[str, torch.Tensor] | None:
+        """Weights, optimizer and counters from the latest checkpoint; returns this rank's saved RNG streams."""
         found = checkpoint.find_checkpoint(self.run_dir)
         weights, _ = checkpoint.read_weights(found)
         checkpoint.load_weights(self.model, weights, self.config.model.tie_embeddings)
@@ -97,15 +96,21 @@ class Trainer:
         self.step = trainer_state["step"]
         self.tokens_seen = trainer_state["tokens_seen"]
         self.train_seconds = trainer_state["train_seconds"]
-        if state["rng"] is not None:
-            torch.set_rng_state(state["rng"]["torch"])
-            self.data_generator.set_state(state["rng"]["data"])
-            if "cuda" in state["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
-        else:  # saved with fewer processes: this rank starts a fresh stream (batch order is not exact then)
-            torch.manual_seed(self.config.train.seed + self.rank + self.step)
-            self.data_generator.manual_seed(self.config.train.seed + self.rank + self.step)
         self.events.write("status", self.step, state="resumed", checkpoint=found.name)
+        return state["rng"]
+
+    def _seed_streams(self, saved: dict[str, torch.Tensor] | None) -> None:
+        """Dropout (global torch RNG) and batch order (data generator): restored exactly on resume, else seeded
+        per rank. A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
+        if saved is None:
+            seed = self.config.train.seed + self.rank + self.step
+            torch.manual_seed(seed)
+            self.data_generator.manual_seed(seed)
+            return
+        torch.set_rng_state(saved["torch"])
+        self.data_generator.set_state(saved["data"])
+        if "cuda" in saved and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved["cuda"])
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""

@@ -1,0 +1,293 @@
+"""Preparing a dataset: a source becomes `tokenizer.json`, `train.bin`, `val.bin` and `meta.json`.
+
+    datasets_dir()/<name>/
+        tokenizer.json   Hugging Face tokenizers format
+        train.bin        flat token ids (uint16, or uint32 for vocabularies over 65536), EOT after each document
+        val.bin          the tail of the cleaned corpus: the last val_fraction of its characters
+        meta.json        source, content hash, options, counts, dtype, vocabulary size
+
+The source is read in passes, never whole: (0) hash it, for the cache key; (1) scan: clean every
+document and decide which to keep; (2) BPE only: train the tokenizer on the kept documents;
+(3) encode the kept documents piece by piece, appending ids to the files as they come. Memory
+stays flat however large the corpus. A dataset is built in a hidden temporary folder and moved
+into place when complete, so an interrupted prepare leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from studio.config import DataConfig
+from studio.data.clean import Scan, kept_documents, scan
+from studio.data.sources import Source, open_source
+from studio.data.tokenizer import encoder_for, tokenizer_hash, train_bpe, train_char
+from studio.errors import StudioError
+from studio.paths import datasets_dir
+
+FORMAT = 1  # bump when cleaning or the file layout changes, so old caches are not reused
+SPLITS = ("train", "val")
+MIN_SPLIT_TOKENS = 8
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class Dataset:
+    name: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta["vocab_size"]
+
+    @property
+    def eot_id(self) -> int:
+        return self.meta["eot_id"]
+
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / "tokenizer.json"
+
+    def bin_path(self, split: str) -> Path:
+        """The token file of a split: `train` or `val`."""
+        return self.path / f"{split}.bin"
+
+
+# ---- finding datasets ---------------------------------------------------------------------------
+def open_dataset(name: str) -> Dataset:
+    path = datasets_dir() / name
+    if not _is_dataset(name):
+        raise StudioError(f"no prepared dataset named {name!r} in {datasets_dir()}; prepare it first")
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StudioError(f"dataset {name!r} is damaged ({error}); delete {path} and prepare it again") from None
+    return Dataset(name, path, meta)
+
+
+def list_datasets() -> list[Dataset]:
+    root = datasets_dir()
+    names = sorted(path.name for path in root.iterdir()) if root.is_dir() else []
+    return [open_dataset(name) for name in names if _is_dataset(name)]
+
+
+def resolve_dataset(data: DataConfig, progress: Progress | None = None) -> Dataset:
+    """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached)."""
+    if _is_dataset(data.source):
+        return open_dataset(data.source)
+    return prepare_dataset(data, progress=progress)
+
+
+def _is_dataset(name: str) -> bool:
+    # temporary build folders start with a dot, so they never match
+    return bool(DATASET_NAME.fullmatch(name)) and (datasets_dir() / name / "meta.json").is_file()
+
+
+# ---- preparing ----------------------------------------------------------------------------------
+def prepare_dataset(data: DataConfig, name: str | None = None, progress: Progress | None = None) -> Dataset:
+    """Clean, tokenize and store `data.source`; the same source and options again is a cache hit."""
+    progress = progress or _no_progress
+    if name is not None and not DATASET_NAME.fullmatch(name):
+        raise StudioError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-', "
+                          "starting with a letter or digit")
+    source = open_source(data.source, data)
+    options = _options(data, source.kind)
+    fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
+    key = hashlib.blake2b(json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(),
+                          digest_size=16).hexdigest()
+    cached = _cached(key, name)
+    if cached:
+        progress("cached", 1, 1)
+        return cached
+    name = name or _free_name(_default_name(source, data), key)
+    identity = {"name": name, "source": source.location, "kind": source.kind, "format": FORMAT,
+                "key": key, "content_hash": fingerprint, "options": options}
+    return _build(source, data, identity, progress)
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+def _options(data: DataConfig, kind: str) -> dict[str, Any]:
+    """The options that shape the result; the others would only make needless cache misses."""
+    options = dataclasses.asdict(data)
+    del options["source"]
+    if data.tokenizer == "char":
+        del options["vocab_size"]
+    if kind != "folder":
+        del options["glob"]
+    if kind not in ("folder", "jsonl"):
+        del options["text_field"]
+    return options
+
+
+def _cached(key: str, name: str | None) -> Dataset | None:
+    """An existing dataset of the same key (under `name` when given); refuses to reuse a taken name."""
+    if name is None:
+        return next((dataset for dataset in list_datasets() if dataset.meta.get("key") == key), None)
+    if not (datasets_dir() / name).exists():
+        return None
+    dataset = open_dataset(name) if _is_dataset(name) else None
+    if dataset is None or dataset.meta.get("key") != key:
+        raise StudioError(f"dataset {name!r} already exists with other options; "
+                          "pick another --name or delete it")
+    return dataset
+
+
+def _default_name(source: Source, data: DataConfig) -> str:
+    """e.g. python-stdlib-bpe4096, or tinyshakespeare-char."""
+    path = Path(source.location)
+    stem = {"builtin": source.location, "folder": path.name}.get(source.kind, path.stem)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "corpus"
+    tokenizer = "char" if data.tokenizer == "char" else f"bpe{data.vocab_size}"
+    return f"{stem}-{tokenizer}"
+
+
+def _free_name(name: str, key: str) -> str:
+    """The name itself, or with a short hash of the key when a dataset of other options has it."""
+    return f"{name}-{key[:8]}" if (datasets_dir() / name).exists() else name
+
+
+def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress) -> Dataset:
+    root = datasets_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / identity["name"]
+    temporary = root / f".tmp-{identity['name']}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)  # left over by a killed process of the same id
+    temporary.mkdir()
+    try:
+        meta = _write_dataset(temporary, source, data, identity, progress)
+        os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return Dataset(identity["name"], final, meta)
+
+
+def _write_dataset(folder: Path, source: Source, data: DataConfig, identity: dict[str, Any],
+                   progress: Progress) -> dict[str, Any]:
+    """Run the passes, writing every file of the dataset into `folder`; returns the meta."""
+    corpus = scan(source, data, collect_charset=data.tokenizer == "char",
+                  progress=lambda done, total: progress("scan", done, total))
+    _check_not_empty(corpus, source, data)
+
+    progress("tokenizer", 0, 1)
+    tokenizer = _train_tokenizer(source, corpus, data)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    progress("tokenizer", 1, 1)
+
+    vocab_size = tokenizer.get_vocab_size()
+    encoder = encoder_for(tokenizer, data.tokenizer)
+    train_chars = int(corpus.characters * (1 - data.val_fraction))
+    with SplitWriter(folder, token_dtype(vocab_size), train_chars) as writer:
+        for pieces in kept_documents(source, corpus):
+            for piece in pieces:
+                writer.write(piece, encoder.encode)
+                progress("encode", writer.chars, corpus.characters)
+            writer.write_ids(np.array([encoder.eot_id]))
+    _check_split_sizes(writer.tokens, corpus)
+
+    text_tokens = sum(writer.tokens.values()) - corpus.kept  # all but the EOTs
+    meta = identity | {
+        "documents": {"seen": corpus.seen, "kept": corpus.kept, "dropped": corpus.dropped},
+        "files_read": corpus.read.files_read,
+        "binary_files_skipped": corpus.read.binary_files_skipped,
+        "characters": corpus.characters,
+        "bytes_replaced": corpus.read.bytes_replaced,
+        "tokens": writer.tokens,
+        "dtype": writer.dtype,
+        "vocab_size": vocab_size,
+        "eot_id": encoder.eot_id,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return meta
+
+
+def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenizer:
+    if data.tokenizer == "char":
+        return train_char(corpus.charset)
+    texts: Iterator[str] = (piece for pieces in kept_documents(source, corpus) for piece in pieces)
+    return train_bpe(texts, data.vocab_size)
+
+
+def token_dtype(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 1 << 16 else "uint32"
+
+
+class SplitWriter:
+    """Appends token ids to train.bin until `train_chars` characters are in, then to val.bin.
+
+    A document that straddles the border is cut at exactly that character, so for a single text
+    file val.bin is the encoded end of the cleaned text, like nanoGPT's 90/10 split.
+    """
+
+    def __init__(self, folder: Path, dtype: str, train_chars: int) -> None:
+        self.dtype, self.train_chars = dtype, train_chars
+        self.split, self.chars = "train", 0
+        self.tokens = dict.fromkeys(SPLITS, 0)
+        self.files = {split: open(folder / f"{split}.bin", "wb") for split in SPLITS}
+
+    def __enter__(self) -> "SplitWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for file in self.files.values():
+            file.close()
+
+    def write(self, text: str, encode: Callable[[str], np.ndarray]) -> None:
+        if self.split == "train" and self.chars + len(text) > self.train_chars:
+            head = self.train_chars - self.chars
+            if head:
+                self.write_ids(encode(text[:head]))
+            self.split, self.chars, text = "val", self.train_chars, text[head:]
+        self.write_ids(encode(text))
+        self.chars += len(text)
+
+    def write_ids(self, ids: np.ndarray) -> None:
+        ids.astype(self.dtype, copy=False).tofile(self.files[self.split])
+        self.tokens[self.split] += len(ids)
+
+
+def _check_not_empty(corpus: Scan, source: Source, data: DataConfig) -> None:
+    if corpus.kept:
+        return
+    if not corpus.seen:
+        skipped = corpus.read.binary_files_skipped
+        raise StudioError(f"no documents in {source.location}"
+                          + (f" ({skipped} binary files skipped)" if skipped else "")
+                          + "; give a source with text in it")
+    reasons = {"empty": "empty", "too_short": f"shorter than data.min_chars={data.min_chars}",
+               "too_long": f"longer than data.max_chars={data.max_chars}", "duplicate": "duplicates"}
+    dropped = ", ".join(f"{count} {reasons[rule]}" for rule, count in corpus.dropped.items() if count)
+    raise StudioError(f"nothing left after cleaning: all {corpus.seen} documents were dropped ({dropped}); "
+                      "check the source or loosen data.min_chars / data.max_chars")
+
+
+def _check_split_sizes(tokens: dict[str, int], corpus: Scan) -> None:
+    if min(tokens.values()) < MIN_SPLIT_TOKENS:
+        raise StudioError(f"the corpus is too small to split: {corpus.characters} characters give "
+                          f"{tokens['train']} train and {tokens['val']} validation tokens, and each split "
+                          f"needs at least {MIN_SPLIT_TOKENS}; add text or raise data.val_fraction")

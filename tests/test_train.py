@@ -1,0 +1,190 @@
+"""End to end on the CPU: real trainer processes writing real run folders, driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.events import current_history, read_events
+from studio.runs import find_checkpoint, run_path, summarize, trainer_pid, wait_for_exit
+from tests.conftest import TINY_TRAIN
+
+
+def events_of(name: str, kind: str) -> list[dict]:
+    return [e for e in current_history(read_events(run_path(name) / "events.jsonl")) if e["kind"] == kind]
+
+
+def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_a_short_run_learns_and_leaves_a_complete_run_folder(run_cli, code_corpus):
+    code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "r1", "--max-steps", 60,
+                             "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2")
+    assert code == 0, err
+    assert "finished" in out
+    folder = run_path("r1")
+    assert {"config.toml", "events.jsonl", "checkpoints", "trainer.log", "pid"} <= {p.name for p in folder.iterdir()}
+    assert (folder / "checkpoints" / "latest").read_text() == "step-0000060"
+    evals = events_of("r1", "eval")
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 60
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0  # from ln(vocab) to far below
+    train = events_of("r1", "train")
+    assert [e["step"] for e in train] == list(range(5, 61, 5))
+    for event in train:
+        assert event["tokens_per_s"] > 0 and event["lr"] > 0 and event["grad_norm"] > 0 and event["mfu"] > 0
+    samples = events_of("r1", "sample")
+    assert [e["step"] for e in samples] == [0, 20, 40, 60]
+    assert [s["prompt"] for s in samples[-1]["samples"]] == ["\n", "def ", "The "]
+    assert summarize(folder).status == "finished"
+
+
+def test_resume_continues_exactly_where_the_uninterrupted_run_went(run_cli, code_corpus):
+    """Run A trains 40 steps. Run B is A's folder rolled back to A's step-20 checkpoint, then resumed:
+    its losses from step 25 on must equal A's (same seed, same data order, dropout on)."""
+    args = [*TINY_TRAIN, "--data", code_corpus, "--max-steps", 40, "--set", "train.checkpoint_interval=20",
+            "--set", "model.dropout=0.1", "--set", "train.keep_checkpoints=5"]
+    code, _, err = run_cli("train", *args, "--name", "a")
+    assert code == 0, err
+    shutil.copytree(run_path("a"), run_path("b"))
+    b = run_path("b")
+    shutil.rmtree(b / "checkpoints" / "step-0000040")
+    (b / "checkpoints" / "latest").write_text("step-0000020")
+    code, out, err = run_cli("resume", "b")
+    assert code == 0, err
+    losses_a = {e["step"]: e["loss"] for e in events_of("a", "train") if e["step"] > 20}
+    losses_b = {e["step"]: e["loss"] for e in events_of("b", "train") if e["step"] > 20}
+    assert losses_a.keys() == losses_b.keys() == {25, 30, 35, 40}
+    for step in losses_a:
+        assert losses_b[step] == pytest.approx(losses_a[step], abs=1e-5)
+    val_a, val_b = events_of("a", "eval")[-1], events_of("b", "eval")[-1]
+    assert val_b["val_loss"] == pytest.approx(val_a["val_loss"], abs=1e-5)
+
+
+def test_two_processes_really_run_with_the_one_process_schedule(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "ddp", "--max-steps", 20,
+                           "--num-processes", 2, "--set", "train.checkpoint_interval=10")
+    assert code == 0, err
+    running = next(e for e in read_events(run_path("ddp") / "events.jsonl") if e.get("state") == "running")
+    assert running["world_size"] == 2
+    from studio.config import RunConfig
+    from studio.train.schedule import lr_at
+
+    train_config = RunConfig.load(run_path("ddp") / "config.toml").train
+    for event in events_of("ddp", "train"):  # the schedule advances once per optimizer step, not per process
+        assert event["lr"] == pytest.approx(lr_at(event["step"] - 1, train_config))
+    checkpoint = run_path("ddp") / "checkpoints" / "step-0000020"
+    assert (checkpoint / "rng-rank0.safetensors").exists() and (checkpoint / "rng-rank1.safetensors").exists()
+
+
+def test_detach_returns_at_once_and_stop_checkpoints_then_exits(run_cli, code_corpus):
+    started = time.monotonic()
+    code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "bg", "--max-steps", 100000,
+                             "--set", "train.checkpoint_interval=100000", "--detach")
+    assert code == 0, err
+    assert "background" in out
+    folder = run_path("bg")
+    assert trainer_pid(folder) is not None
+    wait_until(lambda: len(events_of("bg", "train")) >= 2, what="training to start")
+    assert summarize(folder).status == "running"
+    assert time.monotonic() - started < 30
+    code, out, _ = run_cli("stop", "bg")
+    assert code == 0 and "stopped" in out
+    assert trainer_pid(folder) is None
+    last_step = events_of("bg", "status")[-1]["step"]
+    assert find_checkpoint(folder).name == f"step-{last_step:07d}"
+
+
+def test_a_killed_trainer_shows_as_crashed(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "victim", "--max-steps", 100000,
+                           "--detach")
+    assert code == 0, err
+    folder = run_path("victim")
+    wait_until(lambda: events_of("victim", "train"), what="training to start")
+    os.killpg(trainer_pid(folder), signal.SIGKILL)
+    wait_for_exit(folder, 10)
+    assert summarize(folder).status == "crashed"
+    code, out, _ = run_cli("runs")
+    assert "victim" in out and "crashed" in out
+
+
+KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""
+    import sys, time
+    from studio.train import checkpoint, worker
+    saved = []
+    original = checkpoint._save
+    def slow_save(tensors, path, metadata=None):
+        original(tensors, path, metadata)
+        if path.name == "model.safetensors":
+            saved.append(path)
+            if len(saved) == 2:  # half-way through the second checkpoint: wait to be killed
+                print("WRITING", path.parent, flush=True)
+                time.sleep(600)
+    checkpoint._save = slow_save
+    sys.exit(worker.main(sys.argv[1:]))
+""")
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run_cli, code_corpus, tmp_path):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "k", "--max-steps", 20,
+                           "--set", "train.checkpoint_interval=10")
+    assert code == 0, err
+    folder = run_path("k")
+    shutil.rmtree(folder / "checkpoints")  # start over in the same folder, with a trainer we can kill mid-write
+    (folder / "events.jsonl").unlink()
+    script = tmp_path / "slow_worker.py"
+    script.write_text(KILL_DURING_SECOND_CHECKPOINT)
+    process = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    line = process.stdout.readline()
+    assert line.startswith("WRITING"), line
+    assert ".tmp-step-0000020" in line
+    process.kill()
+    process.wait()
+    assert find_checkpoint(folder).name == "step-0000010"
+    from studio.train.checkpoint import read_weights
+
+    weights, metadata = read_weights(find_checkpoint(folder))
+    assert metadata["step"] == "10" and weights
+    code, out, err = run_cli("resume", "k")
+    assert code == 0, err
+    assert find_checkpoint(folder).name == "step-0000020"
+    assert events_of("k", "status")[-1]["state"] == "finished"
+
+
+def test_a_corrupt_checkpoint_is_one_line_not_a_traceback(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "c", "--max-steps", 10)
+    assert code == 0, err
+    weights = run_path("c") / "checkpoints" / "step-0000010" / "model.safetensors"
+    weights.write_bytes(b"\x00garbage" * 10)
+    code, out, err = run_cli("resume", "c", "--max-steps", 20)
+    assert code == 2
+    assert err.count("\n") == 1 and "corrupt" in err and "step-0000010" in err
+    assert summarize(run_path("c")).status == "finished"  # nothing was launched, nothing lost
+    from studio.train.checkpoint import read_weights
+    from studio.errors import StudioError
+
+    with pytest.raises(StudioError, match="corrupt"):
+        read_weights(weights.parent)
+
+
+def test_config_toml_and_events_are_plain_files(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "p", "--max-steps", 5)
+    assert code == 0, err
+    text = (run_path("p") / "config.toml").read_text()
+    assert "[model]" in text and "[train]" in text and 'dataset = "corpus-char' in text
+    for line in (run_path("p") / "events.jsonl").read_text().splitlines():
+        assert json.loads(line)["kind"] in ("train", "eval", "checkpoint", "status", "error", "sample")
