@@ -1,0 +1,8 @@
+"""PLACEHOLDER: replaced by the helper that owns this pane."""
+
+from textual.widgets import Static
+
+
+class DataPane(Static):
+    def __init__(self) -> None:
+        super().__init__("DataPane")

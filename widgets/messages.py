@@ -1,0 +1,29 @@
+"""Messages the studio's widgets share (posted up to the app, which routes them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.message import Message
+
+
+@dataclass
+class ConfigChanged(Message):
+    """A pane changed the config being edited (app.config); other panes refresh what they derive from it."""
+
+    section: str  # model, data or train
+
+
+@dataclass
+class RunLaunched(Message):
+    """A run was started (or resumed) from the studio: open its dashboard."""
+
+    run_dir: Path
+
+
+@dataclass
+class OpenRun(Message):
+    """Open a run's dashboard (the Runs pane's enter)."""
+
+    run_dir: Path
