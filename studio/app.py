@@ -15,9 +15,11 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from studio.config import RunConfig
 from studio.presets import load_preset
 from widgets.data_pane import DataPane
+from widgets.messages import OpenRun, RunLaunched
 from widgets.model_pane import ModelPane
 from widgets.playground_pane import PlaygroundPane
 from widgets.runs_pane import RunsPane
+from widgets.screens.dashboard import DashboardScreen
 from widgets.train_pane import TrainPane
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -25,7 +27,7 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 class StudioApp(App):
     TITLE = "llm-studio"
-    CSS_PATH = ASSETS / "studio.tcss"
+    CSS_PATH = [ASSETS / "studio.tcss", ASSETS / "runs.tcss", ASSETS / "playground.tcss"]
     AUTO_FOCUS = None  # an auto-focused Input would swallow the single-key bindings
     BINDINGS = [
         Binding("1", "show_tab('data')", "Data"),
@@ -57,6 +59,12 @@ class StudioApp(App):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
+
+    def on_open_run(self, message: OpenRun) -> None:
+        self.push_screen(DashboardScreen(message.run_dir))
+
+    def on_run_launched(self, message: RunLaunched) -> None:
+        self.push_screen(DashboardScreen(message.run_dir))
 
 
 def default_config() -> RunConfig:

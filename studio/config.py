@@ -86,6 +86,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16
     compile: bool = False
     num_processes: int = 1
+    init_from: str = ""  # start from these weights: a local Hugging Face folder or a run's name ("": from scratch)
 
 
 @dataclass
