@@ -74,20 +74,26 @@ def test_resume_continues_exactly_where_the_uninterrupted_run_went(run_cli, code
     assert val_b["val_loss"] == pytest.approx(val_a["val_loss"], abs=1e-5)
 
 
-def test_two_processes_really_run_with_the_one_process_schedule(run_cli, code_corpus):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "ddp", "--max-steps", 20,
-                           "--num-processes", 2, "--set", "train.checkpoint_interval=10")
+def test_two_processes_really_run_with_the_one_process_schedule_and_stop_together(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "ddp", "--max-steps", 100000,
+                           "--num-processes", 2, "--set", "train.warmup_steps=100", "--detach")
     assert code == 0, err
-    running = next(e for e in read_events(run_path("ddp") / "events.jsonl") if e.get("state") == "running")
+    folder = run_path("ddp")
+    wait_until(lambda: len(events_of("ddp", "train")) >= 3, what="both ranks to train")
+    running = next(e for e in read_events(folder / "events.jsonl") if e.get("state") == "running")
     assert running["world_size"] == 2
+    code, out, _ = run_cli("stop", "ddp")
+    assert code == 0 and "stopped" in out
     from studio.config import RunConfig
     from studio.train.schedule import lr_at
 
-    train_config = RunConfig.load(run_path("ddp") / "config.toml").train
+    train_config = RunConfig.load(folder / "config.toml").train
     for event in events_of("ddp", "train"):  # the schedule advances once per optimizer step, not per process
         assert event["lr"] == pytest.approx(lr_at(event["step"] - 1, train_config))
-    checkpoint = run_path("ddp") / "checkpoints" / "step-0000020"
+    checkpoint = find_checkpoint(folder)
+    assert checkpoint.name == f"step-{events_of('ddp', 'status')[-1]['step']:07d}"
     assert (checkpoint / "rng-rank0.safetensors").exists() and (checkpoint / "rng-rank1.safetensors").exists()
+    assert "Traceback" not in (folder / "trainer.log").read_text()
 
 
 def test_detach_returns_at_once_and_stop_checkpoints_then_exits(run_cli, code_corpus):
