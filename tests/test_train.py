@@ -194,3 +194,28 @@ def test_config_toml_and_events_are_plain_files(run_cli, code_corpus):
     assert "[model]" in text and "[train]" in text and 'dataset = "corpus-char' in text
     for line in (run_path("p") / "events.jsonl").read_text().splitlines():
         assert json.loads(line)["kind"] in ("train", "eval", "checkpoint", "status", "error", "sample")
+
+
+@pytest.mark.parametrize("extra, check", [
+    (["--set", "train.optimizer=sgd", "--set", "train.momentum=0.9"], "momentum_buffer"),
+    (["--set", "train.grad_accum=2"], "exp_avg"),
+    (["--mixed-precision", "bf16"], "exp_avg"),
+    (["--set", "model.arch=gpt2", "--set", "model.bias=true"], "exp_avg"),
+    (["--set", "model.arch=lstm", "--set", "train.schedule=wsd"], "exp_avg"),
+    (["--set", "model.arch=rnn", "--set", "train.schedule=inverse_time"], "exp_avg"),
+])
+def test_optimizers_precisions_and_architectures_train_and_checkpoint(run_cli, code_corpus, extra, check):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "v", "--max-steps", 6,
+                           "--set", "train.log_interval=3", *extra)
+    assert code == 0, err
+    from safetensors import safe_open
+
+    with safe_open(str(find_checkpoint(run_path("v")) / "optimizer.safetensors"), framework="pt") as file:
+        keys = list(file.keys())
+        assert any(key.endswith(check) for key in keys), keys
+        if check == "exp_avg":  # one AdamW update per optimizer step, whatever the accumulation
+            assert float(file.get_tensor(next(k for k in keys if k.endswith(".step")))) == 6
+    train = events_of("v", "train")
+    assert [e["step"] for e in train] == [3, 6] and all(e["loss"] > 0 for e in train)
+    accumulation = 2 if "train.grad_accum=2" in extra else 1
+    assert train[-1]["tokens_seen"] == 6 * 8 * 32 * accumulation
