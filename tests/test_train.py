@@ -219,3 +219,14 @@ def test_optimizers_precisions_and_architectures_train_and_checkpoint(run_cli, c
     assert [e["step"] for e in train] == [3, 6] and all(e["loss"] > 0 for e in train)
     accumulation = 2 if "train.grad_accum=2" in extra else 1
     assert train[-1]["tokens_seen"] == 6 * 8 * 32 * accumulation
+
+
+def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "compiled", "--max-steps", 10,
+                           "--set", "model.n_layer=1", "--compile")
+    assert code == 0, err
+    from studio.train.checkpoint import read_weights
+
+    weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
+    assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)
+    assert json.loads(metadata["config"])["train"]["compile"] is True
