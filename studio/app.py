@@ -1,41 +1,81 @@
 """The studio: a Textual app over the run folders. It never imports torch (DESIGN.md, "two kinds of process").
 
 Tabs, one key each: 1 Data, 2 Model, 3 Train, 4 Runs, 5 Playground. The app owns the config being edited
-(`self.config`, a RunConfig); panes post messages up (widgets/messages.py) and the app hands state down.
+(`self.config`, a RunConfig); panes post messages up (widgets/messages.py) and the app hands state down:
+after a ConfigChanged it calls `config_changed(section)` on every config pane, after a preset is chosen
+`load_config()`, so the panes never talk to each other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.lazy import Lazy
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from studio.config import RunConfig
 from studio.presets import load_preset
 from widgets.data_pane import DataPane
-from widgets.messages import OpenRun, RunLaunched
+from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
 from widgets.model_pane import ModelPane
 from widgets.playground_pane import PlaygroundPane
 from widgets.runs_pane import RunsPane
 from widgets.screens.dashboard import DashboardScreen
+from widgets.screens.help import HelpScreen
 from widgets.train_pane import TrainPane
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CONFIG_PANES = (DataPane, ModelPane, TrainPane)
+
+
+class StudioCommands(Provider):
+    """The studio's main actions in the command palette (ctrl+p), next to Textual's own (theme, keys, quit)."""
+
+    def actions(self) -> list[tuple[str, str, Callable[[], object]]]:
+        app = self.app
+        return [
+            ("Prepare data", "clean and tokenize the Data tab's source", app.action_prepare),
+            ("Launch run", "train the config as set (ctrl+l)", app.action_launch),
+            ("Open runs", "the table of runs (4)", partial(app.action_show_tab, "runs")),
+            ("Switch theme", "pick one of Textual's themes (ctrl+t cycles)", app.action_change_theme),
+            ("Help", "keys and what each tab does (?)", app.action_help),
+        ]
+
+    async def discover(self) -> Hits:
+        for name, help_text, action in self.actions():
+            yield DiscoveryHit(name, action, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, action in self.actions():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), action, help=help_text)
 
 
 class StudioApp(App):
     TITLE = "llm-studio"
     CSS_PATH = [ASSETS / "studio.tcss", ASSETS / "runs.tcss", ASSETS / "playground.tcss"]
     AUTO_FOCUS = None  # an auto-focused Input would swallow the single-key bindings
+    COMMANDS = App.COMMANDS | {StudioCommands}
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [
-        Binding("1", "show_tab('data')", "Data"),
-        Binding("2", "show_tab('model')", "Model"),
-        Binding("3", "show_tab('train')", "Train"),
-        Binding("4", "show_tab('runs')", "Runs"),
-        Binding("5", "show_tab('playground')", "Playground"),
+        Binding("1", "show_tab('data')", "Data", show=False),  # the tab titles show these keys
+        Binding("2", "show_tab('model')", "Model", show=False),
+        Binding("3", "show_tab('train')", "Train", show=False),
+        Binding("4", "show_tab('runs')", "Runs", show=False),
+        Binding("5", "show_tab('playground')", "Playground", show=False),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("L", "launch", "Launch", show=False),
+        Binding("ctrl+t", "next_theme", "Theme"),
+        Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
+        Binding("escape", "leave_field", "Leave field", show=False),
     ]
 
     def __init__(self, config: RunConfig | None = None):
@@ -47,19 +87,77 @@ class StudioApp(App):
         with TabbedContent(initial="data", id="tabs"):
             with TabPane("1 Data", id="data"):
                 yield DataPane()
+            # the hidden tabs mount after the first frame: styling a few hundred widgets takes a second
             with TabPane("2 Model", id="model"):
-                yield ModelPane()
+                yield Lazy(ModelPane())
             with TabPane("3 Train", id="train"):
-                yield TrainPane()
+                yield Lazy(TrainPane())
             with TabPane("4 Runs", id="runs"):
-                yield RunsPane()
+                yield Lazy(RunsPane())
             with TabPane("5 Playground", id="playground"):
-                yield PlaygroundPane()
+                yield Lazy(PlaygroundPane())
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_config_summary()
+        self.focus_active_pane()
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one("#tabs", TabbedContent).active = tab
 
+    def on_tabbed_content_tab_activated(self) -> None:
+        self.call_after_refresh(self.focus_active_pane)  # once the pane is shown: hidden ones take no focus
+
+    def focus_active_pane(self) -> None:
+        """The pane of the shown tab holds the focus, so its single-key bindings work and show in the footer."""
+        pane = self.query_one("#tabs", TabbedContent).active_pane
+        if pane is not None and pane.children and pane.children[0].focusable:
+            pane.children[0].focus()
+
+    def action_prepare(self) -> None:
+        self.action_show_tab("data")
+        self.query_one(DataPane).action_prepare()
+
+    def action_launch(self) -> None:
+        self.action_show_tab("train")  # where the progress and any error show
+        self.query_one(TrainPane).launch()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_leave_field(self) -> None:
+        """Escape gives the keyboard back to the pane's single-key bindings, which a focused field swallows."""
+        self.focus_active_pane()
+
+    def action_next_theme(self) -> None:
+        names = sorted(self.available_themes)
+        self.theme = names[(names.index(self.theme) + 1) % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=1.5)
+
+    # ---- the config: messages up, state down ------------------------------------------------------
+    def on_config_changed(self, message: ConfigChanged) -> None:
+        for pane in self.config_panes():
+            pane.config_changed(message.section)
+        self.show_config_summary()
+
+    def on_preset_chosen(self, message: PresetChosen) -> None:
+        """The preset's model and training; the data section stays as the Data tab set it."""
+        config = load_preset(message.name)
+        config.data = self.config.data
+        self.config = config
+        for pane in self.config_panes():
+            pane.load_config()
+        self.show_config_summary()
+        self.notify(f"preset {message.name} loaded", timeout=2)
+
+    def config_panes(self) -> list[DataPane | ModelPane | TrainPane]:
+        return [pane for kind in CONFIG_PANES for pane in self.query(kind)]
+
+    def show_config_summary(self) -> None:
+        self.sub_title = f"{self.config.preset} · {self.config.data.source}"
+
+    # ---- runs ---------------------------------------------------------------------------------------
     def on_open_run(self, message: OpenRun) -> None:
         self.push_screen(DashboardScreen(message.run_dir))
 

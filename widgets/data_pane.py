@@ -1,8 +1,141 @@
-"""PLACEHOLDER: replaced by the helper that owns this pane."""
+"""Tab 1, Data: the corpus and how it is cleaned and tokenized (app.config.data), Prepare, and what came out.
 
-from textual.widgets import Static
+Preparing runs in a thread worker (it reads and tokenizes the whole corpus); the result is shown as the
+dataset's facts from meta.json and the first training tokens with their boundaries visible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Label
+from textual.worker import Worker, WorkerState
+
+from studio.config import TOKENIZERS, DataConfig, RunConfig, validate
+from studio.errors import StudioError
+from widgets.config_field import ConfigField, mark_invalid_fields
+from widgets.dataset_facts import DatasetFacts
+from widgets.prepare_progress import PrepareProgress
+from widgets.status_line import StatusLine
+from widgets.screens.file_picker import FilePickerScreen
+from widgets.token_sample import TokenSample, read_token_pieces
+
+BUILTIN_SOURCE = "python-stdlib"
 
 
-class DataPane(Static):
-    def __init__(self) -> None:
-        super().__init__("DataPane")
+class DataPane(Horizontal):
+    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+
+    BINDINGS = [
+        Binding("p", "prepare", "Prepare"),
+        Binding("b", "browse", "Browse"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="data-form", classes="form"):
+            yield Label("Source", classes="form-section")
+            yield ConfigField("data.source", "source", tooltip="a .txt / .jsonl file, a folder, python-stdlib, "
+                                                               "or a prepared dataset's name")
+            with Horizontal(classes="button-row"):
+                yield Button("Built-in corpus", id="data-builtin", compact=True)
+                yield Button("Browse…", id="data-browse", compact=True)
+            yield ConfigField("data.text_field", "JSONL field", tooltip="the JSON key holding each document's text")
+            yield ConfigField("data.glob", "folder files", tooltip="which files of a folder to read")
+            yield Label("Cleaning", classes="form-section")
+            yield ConfigField("data.min_chars", "min chars", tooltip="drop shorter documents")
+            yield ConfigField("data.max_chars", "max chars", tooltip="drop longer documents; 0: no limit")
+            yield ConfigField("data.dedup", "dedup", tooltip="drop exact duplicate documents")
+            yield ConfigField("data.strict", "strict UTF-8", tooltip="refuse bytes that are not UTF-8")
+            yield Label("Tokenizer", classes="form-section")
+            yield ConfigField("data.tokenizer", "tokenizer", choices=TOKENIZERS)
+            yield ConfigField("data.vocab_size", "vocab size", tooltip="BPE only")
+            yield ConfigField("data.val_fraction", "val fraction", tooltip="the share of text held out")
+        with Vertical(id="data-result"):
+            with Horizontal(id="data-prepare-row"):
+                yield Button("Prepare", id="data-prepare", variant="primary", compact=True)
+                yield PrepareProgress(id="data-progress")
+            yield StatusLine("Not prepared yet: press p to clean and tokenize the source.", id="data-status")
+            with VerticalScroll(id="data-output"):
+                yield DatasetFacts(id="data-facts")
+                yield Label("", id="data-sample-title", classes="form-section")
+                yield TokenSample(id="data-sample")
+
+    # ---- the app hands config changes down ------------------------------------------------------
+    def load_config(self) -> None:
+        for field in self.query(ConfigField):
+            field.load()
+        self.config_changed("data")
+
+    def config_changed(self, section: str) -> None:
+        mark_invalid_fields(self, self.app.config)
+
+
+    # ---- source -----------------------------------------------------------------------------------
+    @on(Button.Pressed, "#data-builtin")
+    def _use_builtin(self) -> None:
+        self.source_field().assign(BUILTIN_SOURCE)
+
+    @on(Button.Pressed, "#data-browse")
+    def action_browse(self) -> None:
+        self.app.push_screen(FilePickerScreen(browse_start(self.app.config.data.source)), self._picked)
+
+    def _picked(self, path: Path | None) -> None:
+        if path is not None:
+            self.source_field().assign(str(path))
+
+    def source_field(self) -> ConfigField:
+        return next(field for field in self.query(ConfigField) if field.config_key == "data.source")
+
+    # ---- prepare ----------------------------------------------------------------------------------
+    @on(Button.Pressed, "#data-prepare")
+    def action_prepare(self) -> None:
+        data = dataclasses.replace(self.app.config.data)
+        self.query_one("#data-prepare", Button).disabled = True
+        self.query_one(StatusLine).show(f"preparing {data.source}…")
+        self.prepare(data, self.query_one(PrepareProgress).reporter())
+
+    @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
+    def prepare(self, data: DataConfig, progress: Callable[[str, int, int], None]) -> None:
+        from studio.data.prepare import prepare_dataset  # imports numpy: only once the user prepares
+
+        try:
+            validate(RunConfig(data=data))
+            dataset = prepare_dataset(data, progress=progress)
+            pieces = read_token_pieces(dataset.path, dataset.dtype)
+        except StudioError as error:
+            self.app.call_from_thread(self._prepare_failed, str(error))
+            return
+        self.app.call_from_thread(self._prepared, dataset.name, dataset.meta, pieces)
+
+    def _prepared(self, name: str, meta: dict, pieces: list[str]) -> None:
+        self.query_one("#data-prepare", Button).disabled = False
+        self.query_one(PrepareProgress).clear()
+        self.query_one(StatusLine).show(f"dataset {name} is ready; a launch on this source reuses it")
+        self.query_one(DatasetFacts).show_meta(name, meta)
+        self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens")
+        self.query_one(TokenSample).show_pieces(pieces)
+
+    def _prepare_failed(self, message: str) -> None:
+        self.query_one("#data-prepare", Button).disabled = False
+        self.query_one(PrepareProgress).clear()
+        self.query_one(StatusLine).show(message, failed=True)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failure that is not a StudioError (a bug, a disk error) still ends as one line, not a crash."""
+        if event.worker.group == "prepare" and event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self._prepare_failed(f"preparing failed: {type(error).__name__}: {error}")
+
+
+def browse_start(source: str) -> Path:
+    """Where the file picker opens: the current source's folder when it is a path, else the working folder."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    return path.resolve().parent if path.is_file() else Path.cwd()

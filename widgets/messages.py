@@ -16,6 +16,13 @@ class ConfigChanged(Message):
 
 
 @dataclass
+class PresetChosen(Message):
+    """The Model pane picked a preset: the app loads its model and train sections into app.config."""
+
+    name: str
+
+
+@dataclass
 class RunLaunched(Message):
     """A run was started (or resumed) from the studio: open its dashboard."""
 

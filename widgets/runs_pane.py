@@ -1,8 +1,165 @@
-"""PLACEHOLDER: replaced by the helper that owns this pane."""
+"""Tab 4: every run, refreshed in the background; open, compare, resume, stop, delete and export runs.
 
-from textual.widgets import Static
+Every slow thing (reading the run folders, stopping, resuming, deleting, exporting) runs in a thread worker and
+reports back with call_from_thread; a failure is one line (notify), never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from studio.errors import StudioError
+from studio.launch import prepare_resume
+from studio.paths import studio_home
+from studio.runs import RunInfo, delete_run, launch, list_runs, stop_run
+from widgets.messages import OpenRun, RunLaunched
+from widgets.run_table import RunTable
+from widgets.screens.compare import CompareScreen
+from widgets.screens.confirm import ConfirmScreen
+from widgets.screens.export_dialog import ExportDialog
+
+REFRESH_SECONDS = 2.0
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+clock = time.time  # the runs' ages are measured against this; snapshot tests fix it
 
 
-class RunsPane(Static):
-    def __init__(self) -> None:
-        super().__init__("RunsPane")
+class RunsPane(Vertical):
+    BINDINGS = [
+        Binding("v", "compare", "Compare marked"),
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("d", "delete", "Delete"),
+        Binding("e", "export", "Export"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield RunTable(id="runs-table")
+        yield Static("", id="runs-hint")
+
+    def on_mount(self) -> None:
+        self.refresh_runs()
+        self.set_interval(REFRESH_SECONDS, self._refresh_if_shown)
+
+    def on_show(self) -> None:
+        self.query_one(RunTable).focus()
+        self.refresh_runs()
+
+    def _refresh_if_shown(self) -> None:
+        if self.is_on_screen:
+            self.refresh_runs()
+
+    @work(thread=True, exclusive=True, group="list-runs", exit_on_error=False)
+    def refresh_runs(self) -> None:
+        runs = list_runs()
+        self.app.call_from_thread(self._show_runs, runs)
+
+    def _show_runs(self, runs: list[RunInfo]) -> None:
+        table = self.query_one(RunTable)
+        table.show_runs(runs, clock())
+        hint = ("no runs yet: set one up in 1-3 and launch it, or `llm-studio train --detach`" if not runs else
+                f"{len(runs)} runs · enter opens a run · space marks runs, v compares them")
+        self.query_one("#runs-hint", Static).update(hint)
+
+    def tell(self, message: str, severity: str = "information") -> None:
+        """One line from a worker thread; plain text, since paths and CLI output may hold [brackets]."""
+        self.app.call_from_thread(self.notify, message, severity=severity, markup=False)
+
+    # ---- opening ---------------------------------------------------------------------------------------
+    @on(DataTable.RowSelected, "#runs-table")
+    def open_run(self, event: DataTable.RowSelected) -> None:
+        self.post_message(OpenRun(self.query_one(RunTable).runs[event.row_key.value].path))
+
+    def action_compare(self) -> None:
+        table = self.query_one(RunTable)
+        marked = [table.runs[name].path for name in table.runs if name in table.marked]
+        if len(marked) < 2:
+            self.notify("mark two runs or more with space, then press v", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(marked))
+
+    def _current(self) -> RunInfo | None:
+        run = self.query_one(RunTable).current_run()
+        if run is None:
+            self.notify("no run selected", severity="warning")
+        return run
+
+    # ---- resume / stop / delete ------------------------------------------------------------------------
+    def action_resume(self) -> None:
+        if run := self._current():
+            self.resume_run(run.path)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def resume_run(self, run_dir: Path) -> None:
+        try:
+            prepare_resume(run_dir.name, None)
+            launch(run_dir, resume=True)
+        except (OSError, StudioError) as error:
+            self.tell(str(error), "error")
+            return
+        self.app.call_from_thread(self.post_message, RunLaunched(run_dir))
+        self.refresh_runs()
+
+    def action_stop(self) -> None:
+        if run := self._current():
+            self.notify(f"stopping {run.name}: a checkpoint, then every process exits")
+            self.stop_training(run.path)
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def stop_training(self, run_dir: Path) -> None:
+        try:
+            status = stop_run(run_dir)
+        except (OSError, StudioError) as error:
+            self.tell(str(error), "error")
+            return
+        self.tell(f"run {run_dir.name}: {status}")
+        self.refresh_runs()
+
+    def action_delete(self) -> None:
+        if run := self._current():
+            question = f"Delete run {run.name} and all its checkpoints? This cannot be undone."
+            self.app.push_screen(ConfirmScreen(question, confirm="Delete"),
+                                 lambda confirmed: confirmed and self.delete(run.path))
+
+    @work(thread=True, group="run-control", exit_on_error=False)
+    def delete(self, run_dir: Path) -> None:
+        try:
+            delete_run(run_dir)
+        except (OSError, StudioError) as error:
+            self.tell(str(error), "error")
+            return
+        self.tell(f"deleted run {run_dir.name}")
+        self.refresh_runs()
+
+    # ---- export ----------------------------------------------------------------------------------------
+    def action_export(self) -> None:
+        if run := self._current():
+            default = studio_home() / "exports" / run.name
+            self.app.push_screen(ExportDialog(run.name, str(default)),
+                                 lambda folder: folder and self.export(run.name, folder))
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def export(self, name: str, folder: str) -> None:
+        """`llm-studio export` in a subprocess: it loads torch, which the studio's process never does."""
+        self.tell(f"exporting {name} to {folder}…")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        try:
+            done = subprocess.run([sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
+                                  capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        except OSError as error:
+            self.tell(f"export failed: {error}", "error")
+            return
+        output = (done.stderr if done.returncode else done.stdout) or done.stdout + done.stderr
+        lines = [line for line in output.splitlines() if line.strip()]
+        last = lines[-1] if lines else f"export exited with code {done.returncode}"
+        self.tell(last, "information" if done.returncode == 0 else "error")

@@ -1,8 +1,135 @@
-"""PLACEHOLDER: replaced by the helper that owns this pane."""
+"""Tab 3, Train: the hyperparameters (app.config.train), the schedule's learning-rate curve, the equivalent
+`llm-studio train ...` command line, and Launch.
 
-from textual.widgets import Static
+Launching runs in a thread worker: prepare_run may prepare the dataset (minutes for a large corpus), then
+studio.runs.launch starts the trainer as a detached process group. The UI never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, Label, Static
+from textual.worker import Worker, WorkerState
+
+from studio.command_line import cli_command
+from studio.config import OPTIMIZERS, PRECISIONS, SCHEDULES, RunConfig
+from studio.errors import StudioError
+from widgets.config_field import ConfigField, mark_invalid_fields
+from widgets.lr_preview import LrPreview
+from widgets.messages import RunLaunched
+from widgets.prepare_progress import PrepareProgress
+from widgets.status_line import StatusLine
 
 
-class TrainPane(Static):
-    def __init__(self) -> None:
-        super().__init__("TrainPane")
+class TrainPane(Horizontal):
+    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+
+    BINDINGS = [Binding("y", "copy_command", "Copy command")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="train-form", classes="form"):
+            yield Label("Optimizer", classes="form-section")
+            yield ConfigField("train.optimizer", "optimizer", choices=OPTIMIZERS)
+            yield ConfigField("train.lr", "learning rate")
+            yield ConfigField("train.min_lr", "min lr", tooltip="where linear, cosine and wsd decay to")
+            yield ConfigField("train.schedule", "schedule", choices=SCHEDULES)
+            yield ConfigField("train.warmup_steps", "warmup steps")
+            yield ConfigField("train.decay_fraction", "wsd decay", tooltip="wsd: the share of steps spent decaying")
+            yield ConfigField("train.inverse_time_k", "inverse-time k", tooltip="inverse_time: lr / (1 + k·t)")
+            yield ConfigField("train.weight_decay", "weight decay")
+            yield ConfigField("train.grad_clip", "grad clip", tooltip="0: no clipping")
+            yield Label("Steps and batches", classes="form-section")
+            yield ConfigField("train.max_steps", "steps")
+            yield ConfigField("train.batch_size", "batch", tooltip="sequences per process per micro-step")
+            yield ConfigField("train.grad_accum", "grad accum", tooltip="micro-steps per optimizer step")
+            yield ConfigField("train.mixed_precision", "precision", choices=PRECISIONS)
+            yield ConfigField("train.num_processes", "processes", tooltip="GPUs, or CPU processes over gloo")
+            yield ConfigField("train.compile", "torch.compile")
+            yield Label("Evaluation and checkpoints", classes="form-section")
+            yield ConfigField("train.eval_interval", "eval every")
+            yield ConfigField("train.checkpoint_interval", "checkpoint every")
+            yield ConfigField("train.sample_interval", "sample every", tooltip="0: no samples")
+            yield ConfigField("train.seed", "seed")
+            yield ConfigField("train.init_from", "init from",
+                              tooltip="a local Hugging Face folder or a run's name; empty: from scratch")
+        with Vertical(id="train-side"):
+            yield LrPreview(id="train-lr")
+            yield Label("Command line (y copies)", classes="form-section")
+            yield Static("", id="train-command")
+            with Horizontal(id="train-launch-row"):
+                yield Input(placeholder="run name (default: preset-time)", id="train-run-name", compact=True)
+                yield Button("Launch", id="train-launch", variant="success", compact=True)
+            yield PrepareProgress(id="train-progress")
+            yield StatusLine("ctrl+l launches from any tab", id="train-status")
+
+    def on_mount(self) -> None:
+        self.config_changed("train")
+
+    # ---- the app hands config changes down ------------------------------------------------------
+    def load_config(self) -> None:
+        for field in self.query(ConfigField):
+            field.load()
+        self.config_changed("train")
+
+    def config_changed(self, section: str) -> None:
+        mark_invalid_fields(self, self.app.config)
+        self.query_one("#train-command", Static).update(cli_command(self.app.config))
+        if section == "train":
+            self.query_one(LrPreview).show_schedule(self.app.config.train)
+
+    def action_copy_command(self) -> None:
+        self.app.copy_to_clipboard(cli_command(self.app.config))
+        self.app.notify("command line copied")
+
+    @on(Input.Submitted, "#train-run-name")
+    def _name_submitted(self) -> None:
+        self.launch()
+
+    # ---- launch -----------------------------------------------------------------------------------
+    @on(Button.Pressed, "#train-launch")
+    def launch(self) -> None:
+        """Prepare (if needed) and start a run of the config as it stands; the app opens its dashboard."""
+        button = self.query_one("#train-launch", Button)
+        if button.disabled:
+            return
+        button.disabled = True
+        self.query_one(StatusLine).show("launching…")
+        name = self.query_one("#train-run-name", Input).value.strip() or None
+        self.launch_run(self.app.config.copy(), name, self.query_one(PrepareProgress).reporter())
+
+    @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
+    def launch_run(self, config: RunConfig, name: str | None, progress: Callable[[str, int, int], None]) -> None:
+        from studio.launch import prepare_run
+        from studio.runs import launch
+
+        try:
+            run_dir = prepare_run(config, name, progress=progress)
+            launch(run_dir)
+        except StudioError as error:
+            self.app.call_from_thread(self._launch_failed, str(error))
+            return
+        self.app.call_from_thread(self._launched, run_dir)
+
+    def _launched(self, run_dir) -> None:
+        self.query_one("#train-launch", Button).disabled = False
+        self.query_one("#train-run-name", Input).value = ""
+        self.query_one(PrepareProgress).clear()
+        self.query_one(StatusLine).show(f"run {run_dir.name} started")
+        self.post_message(RunLaunched(run_dir))
+
+    def _launch_failed(self, message: str) -> None:
+        self.query_one("#train-launch", Button).disabled = False
+        self.query_one(PrepareProgress).clear()
+        self.query_one(StatusLine).show(message, failed=True)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failure that is not a StudioError still ends as one line, not a crash."""
+        if event.worker.group == "launch" and event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self._launch_failed(f"launch failed: {type(error).__name__}: {error}")
+

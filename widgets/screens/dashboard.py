@@ -1,11 +1,121 @@
-"""PLACEHOLDER: replaced by the helper that owns the run dashboard."""
+"""One run, live: progress, losses, learning rate and throughput, samples, the log tail, the machine.
+
+A timer asks a thread worker to poll the run folder (RunWatcher reads only new bytes); when something changed the
+worker hands a copy (RunView) to the UI, and the widgets redraw. The run is a detached process group: leaving
+this screen or quitting the studio never touches it, and opening it again reads its whole history.
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from studio.errors import StudioError
+from studio.run_watch import RunView, RunWatcher
+from studio.runs import request_checkpoint, stop_run
+from widgets.hardware_panel import HardwarePanel
+from widgets.log_tail import LogTail
+from widgets.loss_chart import Curve, LossChart
+from widgets.run_header import RunHeader
+from widgets.samples_view import SamplesView
+
+POLL_SECONDS = 0.5
+TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
+
+
+def loss_curves(view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR,
+                val_color: str = VAL_COLOR) -> list[Curve]:
+    """Train loss as a line, validation loss as points (the compare screen draws several runs this way)."""
+    train, val = view.series["loss"], view.series["val_loss"]
+    return [Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
+            Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True)]
 
 
 class DashboardScreen(Screen):
+    AUTO_FOCUS = None
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "stop", "Stop"),
+        Binding("c", "checkpoint", "Checkpoint"),
+        Binding("l", "toggle_log_scale", "Log scale"),
+        Binding("m", "toggle_smoothing", "Smoothing"),
+    ]
+
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
+        self.watcher = RunWatcher(self.run_dir)
+        self.view: RunView | None = None  # the latest shown (tests read it)
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield Static("", id="run-error")
+        with Horizontal(id="dashboard-top"):
+            yield LossChart("loss (train ─ / val •)", id="loss-chart")
+            yield HardwarePanel(id="hardware")
+        with Horizontal(id="dashboard-bottom"):
+            yield SamplesView(id="samples")
+            yield LogTail(id="log-tail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#run-error").display = False
+        self.poll_run()
+        self.set_interval(POLL_SECONDS, self.poll_run)
+
+    @work(thread=True, exclusive=True, group="poll-run", exit_on_error=False)
+    def poll_run(self) -> None:
+        if self.watcher.poll() or self.view is None:
+            view = self.watcher.view()
+            self.app.call_from_thread(self.show_run, view)
+
+    def show_run(self, view: RunView) -> None:
+        self.view = view
+        self.query_one(RunHeader).show(view)
+        self.query_one("#loss-chart", LossChart).show_curves(loss_curves(view))
+        self.query_one(HardwarePanel).show_run_memory(view.series["mem_allocated"], view.series["mem_peak"])
+        self.query_one(SamplesView).show(view.samples)
+        self.query_one(LogTail).show(view.log_lines)
+        self._show_failure(view)
+
+    def _show_failure(self, view: RunView) -> None:
+        """A failed or crashed run leads with what went wrong and the log, not with a frozen chart."""
+        failed = view.status in ("failed", "crashed")
+        self.set_class(failed, "-failed")
+        banner = self.query_one("#run-error", Static)
+        banner.display = failed
+        if failed:
+            reason = view.error or "the trainer stopped without a word: see trainer.log below"
+            banner.update(f"{view.status}: {reason}")
+
+    # ---- actions -------------------------------------------------------------------------------------
+    def action_toggle_log_scale(self) -> None:
+        chart = self.query_one("#loss-chart", LossChart)
+        chart.log_scale = not chart.log_scale
+
+    def action_toggle_smoothing(self) -> None:
+        chart = self.query_one("#loss-chart", LossChart)
+        chart.smoothing = not chart.smoothing
+
+    def action_checkpoint(self) -> None:
+        request_checkpoint(self.run_dir)
+        self.notify("checkpoint requested: the trainer saves one after its current step")
+
+    def action_stop(self) -> None:
+        self.notify("stopping: the trainer saves a checkpoint, then every process exits")
+        self.stop_training()
+
+    @work(thread=True, exclusive=True, group="stop-run", exit_on_error=False)
+    def stop_training(self) -> None:
+        try:
+            status = stop_run(self.run_dir)
+        except (OSError, StudioError) as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error", markup=False)
+            return
+        self.app.call_from_thread(self.notify, f"run {self.run_dir.name}: {status}")

@@ -1,0 +1,66 @@
+"""Snapshots of the Data, Model and Train tabs at 80x24 and 160x48, and of the help screen.
+
+Deterministic by construction: a private studio home, a fixed corpus under a relative path (the working
+folder is the test's), and nothing focused, so no cursor blinks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.app import StudioApp
+from studio.config import set_field
+from studio.presets import load_preset
+from widgets.lr_preview import LrPreview
+from widgets.train_pane import TrainPane
+
+SIZES = [(80, 24), (160, 48)]
+CORPUS = "".join(f"def area_{i}(width, height):\n    return width * height + {i}\n\n" for i in range(200))
+
+
+@pytest.fixture
+def studio(studio_home, tmp_path, monkeypatch) -> StudioApp:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text(CORPUS, encoding="utf-8")
+    config = load_preset("tiny")
+    set_field(config, "data.source", "corpus.txt")
+    set_field(config, "data.tokenizer", "char")
+    return StudioApp(config)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_data_tab_after_prepare(snap_compare, studio, size):
+    async def prepare(pilot):
+        await pilot.press("p")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(studio, terminal_size=size, run_before=prepare)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_model_tab_with_an_invalid_head_count(snap_compare, studio, size):
+    async def edit(pilot):
+        await pilot.press("2")
+        studio.query_one("#model-form").query("Input")[1].value = "3"  # heads: 128 is not divisible by 3
+        await pilot.pause()
+
+    assert snap_compare(studio, terminal_size=size, run_before=edit)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_train_tab(snap_compare, studio, size):
+    async def show(pilot):
+        await pilot.press("3")
+        preview = studio.query_one(LrPreview)
+        while preview.shown is None or preview.redraw_timer is not None:  # drawn after a short debounce
+            await pilot.pause(0.05)
+        while not isinstance(studio.focused, TrainPane):  # focus (and the footer's keys) follow the tab
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    assert snap_compare(studio, terminal_size=size, run_before=show)
+
+
+def test_help_screen(snap_compare, studio):
+    assert snap_compare(studio, terminal_size=(80, 24), press=["question_mark"])

@@ -1,0 +1,211 @@
+"""The Runs pane, a run's dashboard, compare, delete and export, driven headless with Pilot.
+
+Most tests use run folders written by hand (tests/test_run_watch.py): fixed events, no process. One test launches a
+real tiny CPU run, stops it from the dashboard and resumes it from the Runs pane.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from studio.app import StudioApp
+from studio.config import set_field
+from studio.launch import prepare_run
+from studio.presets import load_preset
+from studio.runs import launch, run_path, stop_run, summarize, trainer_pid
+from tests.test_run_watch import fixture_events, write_fixture_run
+from widgets.loss_chart import LossChart
+from widgets.run_table import RunTable
+from widgets.screens.compare import CompareScreen
+from widgets.screens.confirm import ConfirmScreen
+from widgets.screens.dashboard import DashboardScreen
+from widgets.screens.export_dialog import ExportDialog
+
+SIZE = (160, 48)
+pytestmark = pytest.mark.asyncio
+
+
+async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def record_notifications(app: StudioApp) -> list[tuple[str, str]]:
+    """Every notify() as (severity, message), passed on to the app as usual."""
+    seen: list[tuple[str, str]] = []
+    notify = app.notify
+
+    def recording(message, *args, severity="information", **kwargs):
+        seen.append((severity, str(message)))
+        return notify(message, *args, severity=severity, **kwargs)
+
+    app.notify = recording
+    return seen
+
+
+async def open_runs_tab(pilot, rows: int) -> RunTable:
+    await pilot.press("4")
+    table = pilot.app.query_one(RunTable)
+    await wait_for(pilot, lambda: table.row_count == rows, what=f"{rows} rows in the runs table")
+    return table
+
+
+def chart_curves(screen) -> dict[str, tuple]:
+    return {curve.label: curve for curve in screen.query_one(LossChart).curves}
+
+
+async def test_runs_pane_lists_runs_and_the_dashboard_charts_their_events(studio_home):
+    write_fixture_run("alpha")
+    write_fixture_run("beta", events=fixture_events()[:12], preset="small")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=2)
+        assert table.has_focus
+        assert [str(cell).strip() for cell in table.get_row("alpha")][1:6] == ["alpha", "finished", "100/100", "1.3283", "1.5551"]
+        assert table.get_row("beta")[7:] == ["small", "fixture-data"]
+        await pilot.press("enter")
+        assert isinstance(app.screen, DashboardScreen) and app.screen.run_dir == run_path("alpha")
+        await wait_for(pilot, lambda: "train" in chart_curves(app.screen), what="loss points")
+        curves = chart_curves(app.screen)
+        assert curves["train"].steps == tuple(range(5, 101, 5)) and not curves["train"].points
+        assert curves["val"].steps == (0, 20, 40, 60, 80, 100) and curves["val"].points
+        assert curves["train"].values[-1] == 1.3283
+        header = str(app.screen.query_one("#run-header").render())
+        assert "run: alpha · finished · step 100/100 · 100%" in header and "tokens seen 25.6K" in header
+        samples = str(app.screen.query_one("#samples Static").render())
+        assert samples.index("@100") < samples.index("@50") < samples.index("@0")  # newest first
+        assert "def f100(x):" in samples
+        assert not app.screen.query_one("#run-error").display
+        chart = app.screen.query_one(LossChart)
+        await pilot.press("l", "m")
+        assert chart.log_scale and chart.smoothing
+        await pilot.press("escape")
+        assert table.has_focus and not isinstance(app.screen, DashboardScreen)
+        assert "torch" not in sys.modules
+
+
+async def test_a_failed_run_leads_with_its_error_and_the_log(studio_home):
+    write_fixture_run("broken", events=fixture_events(failed_at=40), log="Traceback (most recent call last):\nOOM\n")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        await pilot.press("enter")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.view is not None, what="the first poll")
+        banner = screen.query_one("#run-error")
+        assert banner.display and screen.has_class("-failed")
+        assert str(banner.render()) == "failed: out of memory at step 40: lower train.batch_size"
+        assert screen.query_one("#log-tail").lines[-1] == "OOM"
+
+
+async def test_compare_overlays_the_marked_runs(studio_home):
+    write_fixture_run("one")
+    write_fixture_run("two", events=fixture_events(failed_at=60))
+    write_fixture_run("three")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=3)
+        seen = record_notifications(app)
+        await pilot.press("v")
+        assert seen[-1][0] == "warning" and not isinstance(app.screen, CompareScreen)  # nothing marked yet
+        await pilot.press("space", "down", "space", "v")
+        assert isinstance(app.screen, CompareScreen)
+        await wait_for(pilot, lambda: chart_curves(app.screen), what="the compared curves")
+        curves = chart_curves(app.screen)
+        assert set(curves) == {"one train", "one val", "two train", "two val"}
+        assert curves["two train"].steps[-1] == 60 and curves["one train"].steps[-1] == 100
+        assert curves["one train"].color != curves["two train"].color
+
+
+async def test_delete_asks_first(studio_home):
+    keep, doomed = write_fixture_run("keep"), write_fixture_run("doomed")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=2)
+        await pilot.press("down", "d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert doomed.exists() and table.row_count == 2
+        await pilot.press("d", "y")
+        await wait_for(pilot, lambda: table.row_count == 1, what="the deleted run to leave the table")
+        assert not doomed.exists() and keep.exists() and table.get_row_at(0)[1] == "keep"
+
+
+async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):
+    write_fixture_run("exportable")
+    out = studio_home / "exported"
+    command = [sys.executable, "-m", "studio.cli", "export", "exportable", "--out", str(out)]
+    expected = subprocess.run(command, capture_output=True, text=True).stderr.strip().splitlines()[-1]
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        seen = record_notifications(app)
+        await pilot.press("e")
+        assert isinstance(app.screen, ExportDialog)
+        folder = app.screen.query_one("#export-folder")
+        assert folder.value == str(studio_home / "exports" / "exportable")
+        folder.value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(severity == "error" for severity, _ in seen), timeout=60,
+                       what="the export's result")
+        assert ("error", expected) in seen  # the run has no checkpoint: the CLI's own one-line reason
+
+
+def tiny_config(max_steps: int):
+    config = load_preset("tiny")
+    for key, value in {"data.tokenizer": "char", "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32,
+                       "model.block_size": 32, "train.batch_size": 8, "train.warmup_steps": 5,
+                       "train.log_interval": 5, "train.eval_interval": 10, "train.eval_steps": 2,
+                       "train.sample_interval": 20, "train.sample_tokens": 8, "train.max_steps": max_steps,
+                       "train.checkpoint_interval": 1000}.items():
+        set_field(config, key, value)
+    return config
+
+
+@pytest.fixture
+def live_run(studio_home, code_corpus):
+    config = tiny_config(max_steps=100_000)
+    config.data.source = str(code_corpus)
+    run_dir = prepare_run(config, "live")
+    launch(run_dir)
+    yield run_dir
+    stop_run(run_dir, timeout=30)
+
+
+async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pane(live_run):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        await pilot.press("enter")
+        screen = app.screen
+        await wait_for(pilot, lambda: len(chart_curves(screen).get("train", ()).steps or ()) >= 2, timeout=90,
+                       what="train loss points from the live run")
+        assert screen.view.status == "running"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.view.status == "stopped", timeout=90, what="the run to stop")
+        stopped_at = screen.view.step
+        assert trainer_pid(live_run) is None and summarize(live_run).status == "stopped"
+        await pilot.press("escape")
+        seen = record_notifications(app)
+        out = live_run.parent.parent / "exported"
+        await pilot.press("e")
+        app.screen.query_one("#export-folder").value = str(out)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(seen) >= 2, timeout=120, what="the export to finish")  # "exporting…", result
+        assert seen[-1][0] == "information" and (out / "config.json").exists(), seen
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen is not screen,
+                       timeout=30, what="the resumed run's dashboard")
+        resumed = app.screen
+        await wait_for(pilot, lambda: resumed.view is not None and resumed.view.status in ("running", "finished")
+                       and resumed.view.step > stopped_at, timeout=90, what="the resumed run to train on")
+        assert chart_curves(resumed)["train"].steps[0] == 5  # the whole history, not only the new part
+        assert "torch" not in sys.modules

@@ -1,0 +1,67 @@
+"""Snapshots of the Runs pane and a run's dashboard inside the whole studio, at 80x24 and 160x48.
+
+Deterministic: fixture run folders with fixed events and file times, a fixed clock for the ages, fixed CPU / RAM
+figures for the hardware panel and no GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import widgets.hardware_panel
+import widgets.runs_pane
+from studio.app import StudioApp
+from studio.hardware import CpuStats
+from tests.test_run_watch import T0, fixture_events, write_fixture_run
+from widgets.screens.dashboard import DashboardScreen
+
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture
+def fixed_runs(studio_home, monkeypatch):
+    runs = [write_fixture_run("shakes-small"),
+            write_fixture_run("code-tiny", events=fixture_events(failed_at=40), preset="small",
+                              log="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n")]
+    for age_hours, run_dir in zip((5, 2), runs):  # the finished run is older: it lists first
+        for path in run_dir.iterdir():
+            os.utime(path, (T0 - 3600 * age_hours, T0 - 3600 * age_hours))
+    monkeypatch.setattr(widgets.runs_pane, "clock", lambda: T0)
+    monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: [])
+    monkeypatch.setattr(widgets.hardware_panel, "cpu_stats",
+                        lambda: CpuStats(cores=16, utilization=12.0, ram_used=18 * 1024**3, ram_total=128 * 1024**3))
+    return runs
+
+
+async def show_runs(pilot) -> None:
+    await pilot.press("4")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(0.1)
+
+
+def open_run(row: int):
+    async def run_before(pilot) -> None:
+        await show_runs(pilot)
+        await pilot.press(*["down"] * row, "enter")
+        await pilot.app.workers.wait_for_complete()
+        assert isinstance(pilot.app.screen, DashboardScreen) and pilot.app.screen.view is not None
+        await pilot.pause(0.5)  # past one chart redraw tick
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_pane(fixed_runs, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=show_runs)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_of_a_finished_run(fixed_runs, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=open_run(0))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_dashboard_of_a_failed_run(fixed_runs, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=open_run(1))

@@ -1,0 +1,40 @@
+"""What preparing a dataset did, from its meta.json: documents kept and dropped, characters, tokens, vocabulary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from textual.widgets import Static
+
+DROP_REASONS = {"empty": "empty", "too_short": "too short", "too_long": "too long", "duplicate": "duplicates"}
+
+
+class DatasetFacts(Static):
+    def show_meta(self, name: str, meta: dict[str, Any]) -> None:
+        self.update(facts_table(name, meta))
+
+
+def facts_table(name: str, meta: dict[str, Any]) -> Table:
+    documents, tokens = meta["documents"], meta["tokens"]
+    dropped = ", ".join(f"{DROP_REASONS.get(rule, rule)} {count:,}"
+                        for rule, count in documents["dropped"].items() if count) or "none"
+    tokenizer = meta["options"]["tokenizer"]
+    rows = [
+        ("dataset", name),
+        ("documents", f"{documents['kept']:,} kept of {documents['seen']:,} seen"),
+        ("dropped", dropped),
+        ("characters", f"{meta['characters']:,}"),
+        ("tokens", f"{tokens['train']:,} train · {tokens['val']:,} val"),
+        ("vocabulary", f"{meta['vocab_size']:,} ({tokenizer})"),
+        ("chars/token", f"{meta['chars_per_token']:.2f}"),
+        ("bytes replaced", f"{meta['bytes_replaced']:,}" + (" (not UTF-8)" if meta["bytes_replaced"] else "")),
+    ]
+    if meta.get("binary_files_skipped"):
+        rows.append(("binary skipped", f"{meta['binary_files_skipped']:,} files"))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for label, value in rows:
+        table.add_row(label, value)
+    return table

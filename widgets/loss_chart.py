@@ -1,0 +1,121 @@
+"""Line charts of metrics against the step (textual-plotext), cheap to keep live.
+
+A PlotextPlot rebuilds the whole chart on every refresh, and the cost grows with the points drawn
+(notes: 10k points ≈ 150 ms). So points are downsampled to about two per column (each bucket keeps its min and
+max, so spikes stay visible), new data only marks the chart dirty, and a timer redraws at most
+REDRAWS_PER_SECOND times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from textual.reactive import reactive
+from textual_plotext import PlotextPlot
+
+REDRAWS_PER_SECOND = 3
+EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One series to draw: a line (train) or points (val), in a plotext colour."""
+
+    label: str
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    color: str
+    points: bool = False
+
+
+def downsample(steps: tuple[int, ...], values: tuple[float, ...], buckets: int) -> tuple[list[int], list[float]]:
+    """At most 2 * buckets points: per bucket of consecutive points, its min and its max, in step order."""
+    if len(steps) <= 2 * buckets:
+        return list(steps), list(values)
+    size = len(steps) / buckets
+    out_steps, out_values = [], []
+    for bucket in range(buckets):
+        start, stop = int(bucket * size), int((bucket + 1) * size)
+        chunk = range(start, stop)
+        low = min(chunk, key=values.__getitem__)
+        high = max(chunk, key=values.__getitem__)
+        for index in sorted({low, high}):
+            out_steps.append(steps[index])
+            out_values.append(values[index])
+    return out_steps, out_values
+
+
+def ema(values: list[float], weight: float = EMA_WEIGHT) -> list[float]:
+    smoothed, current = [], None
+    for value in values:
+        current = value if current is None else weight * current + (1 - weight) * value
+        smoothed.append(current)
+    return smoothed
+
+
+class LossChart(PlotextPlot):
+    """Curves against the step; `smoothing` (EMA on lines) and `log_scale` are toggled by the screen."""
+
+    smoothing: reactive[bool] = reactive(False)
+    log_scale: reactive[bool] = reactive(False)
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self.curves: tuple[Curve, ...] = ()
+        self._dirty = False
+
+    def on_mount(self) -> None:
+        self.set_interval(1 / REDRAWS_PER_SECOND, self._redraw_if_dirty)
+
+    def show_curves(self, curves: list[Curve]) -> None:
+        """New data; drawn at the next redraw tick, and only if something changed."""
+        curves = tuple(curves)
+        if curves != self.curves:
+            self.curves = curves
+            self._dirty = True
+
+    def _redraw_if_dirty(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self.refresh()
+
+    def watch_smoothing(self) -> None:
+        self.refresh()
+
+    def watch_log_scale(self) -> None:
+        self.refresh()
+
+    def render(self):
+        self._plot_curves()
+        return super().render()
+
+    def _plot_curves(self) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(self.title + (" · EMA" if self.smoothing else "") + (" · log" if self.log_scale else ""))
+        plt.yscale("log" if self.log_scale else "linear")
+        buckets = max(10, self.size.width - 10)  # the plot area is the width less the y-axis labels
+        drawn = False
+        for curve in self.curves:
+            steps, values = self._shown_points(curve, buckets)
+            if not steps:
+                continue
+            draw = plt.scatter if curve.points else plt.plot
+            draw(steps, values, label=curve.label, color=curve.color, marker="dot" if curve.points else "braille")
+            drawn = True
+        if not drawn:
+            plt.text("waiting for the first points", 0.5, 0.5, alignment="center")
+            plt.xlim(0, 1)
+            plt.ylim(0, 1)
+
+    def _shown_points(self, curve: Curve, buckets: int) -> tuple[list[int], list[float]]:
+        pairs = [(s, v) for s, v in zip(curve.steps, curve.values)
+                 if v is not None and math.isfinite(v) and (v > 0 or not self.log_scale)]
+        if not pairs:
+            return [], []
+        steps, values = (list(column) for column in zip(*pairs))
+        if self.smoothing and not curve.points:
+            values = ema(values)
+        return downsample(tuple(steps), tuple(values), buckets)

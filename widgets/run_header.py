@@ -1,0 +1,49 @@
+"""The dashboard's top lines: the run, its status, progress, ETA; then lr, grad norm, throughput and MFU."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from studio.model.size import format_count
+from studio.run_watch import RunView
+
+STATUS_STYLES = {"running": "bold green", "starting": "yellow", "finished": "bold cyan", "stopped": "yellow",
+                 "failed": "bold red", "crashed": "bold red", "created": "dim"}
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def title_line(view: RunView) -> Text:
+    percent = 100 * view.step / view.max_steps if view.max_steps else 0
+    parts = [f"step {view.step}/{view.max_steps}", f"{percent:.0f}%"]
+    if view.tokens_seen is not None:
+        parts.append(f"tokens seen {format_count(view.tokens_seen)}")
+    if view.eta_seconds is not None:
+        parts.append(f"ETA {format_duration(view.eta_seconds)}")
+    return Text.assemble(("run: ", "dim"), (view.name, "bold"), " · ",
+                         (view.status, STATUS_STYLES.get(view.status, "")), " · ", " · ".join(parts))
+
+
+def metrics_line(view: RunView) -> str:
+    last = {name: series.last() for name, series in view.series.items()}
+    tokens_per_s = last["tokens_per_s"]
+    mfu = last["mfu"]
+    return (f"lr {_number(last['lr'], '.2e')} ({view.schedule})   grad norm {_number(last['grad_norm'], '.3f')}   "
+            f"tokens/s {'-' if tokens_per_s is None else format_count(tokens_per_s)}   "
+            f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}   "
+            f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}")
+
+
+class RunHeader(Static):
+    def show(self, view: RunView) -> None:
+        self.update(Text("\n").join([title_line(view), Text(metrics_line(view))]))

@@ -1,0 +1,56 @@
+"""The keys, and what each tab is for (`?`)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Label, Static
+
+KEYS = [
+    ("1 … 5", "switch tab: Data, Model, Train, Runs, Playground"),
+    ("ctrl+l", "launch a run of the config as set, from any tab (L too, outside text fields)"),
+    ("ctrl+p", "command palette: prepare, launch, runs, theme, help, quit"),
+    ("ctrl+t", "next theme"),
+    ("tab / shift+tab", "move between fields; escape leaves a text field"),
+    ("?", "this help"),
+    ("q", "quit (runs keep training: they are separate processes)"),
+]
+
+TABS = [
+    ("1 Data", "the corpus (built-in, a file, a folder: b browses), cleaning and tokenizer options; "
+               "p prepares it and shows the dataset's facts and its first tokens, boundaries coloured"),
+    ("2 Model", "presets with parameters and training memory (enter loads one); layers, heads, width, context, "
+                "vocabulary, dropout, architecture: bad values are marked with the reason at once"),
+    ("3 Train", "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, "
+                "init_from; the equivalent `llm-studio train` command (y copies it); Launch"),
+    ("4 Runs", "every run with its status, step and losses; enter opens its dashboard"),
+    ("5 Playground", "generate text from a run's checkpoints"),
+]
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close", show=False),
+        Binding("q", "dismiss", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Label("llm-studio: keys", classes="form-section")
+            yield Static(two_columns(KEYS))
+            yield Label("Tabs", classes="form-section")
+            yield Static(two_columns(TABS))
+        yield Footer()
+
+
+def two_columns(rows: list[tuple[str, str]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, text in rows:
+        table.add_row(key, text)
+    return table

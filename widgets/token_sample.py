@@ -1,0 +1,49 @@
+"""The start of a dataset's training tokens with each token's boundaries visible: alternate backgrounds.
+
+Decoded with the `tokenizers` library straight from train.bin (read with the array module, so no numpy
+in the studio), one token at a time, so what is shown is exactly how the model will see the text.
+"""
+
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+
+from textual.content import Content
+from textual.widgets import Static
+
+SAMPLE_TOKENS = 160
+TOKEN_STYLES = ("on $primary 35%", "on $accent 35%")
+ARRAY_CODES = {"uint16": "H", "uint32": "I"}
+
+
+def read_token_pieces(dataset_path: Path, dtype: str, count: int = SAMPLE_TOKENS) -> list[str]:
+    """The first `count` tokens of train.bin, each decoded on its own. Call it from a worker: it loads the
+    tokenizer (and studio.data.tokenizer imports numpy, kept out of the studio's start)."""
+    from studio.data.tokenizer import load_tokenizer
+
+    ids = array(ARRAY_CODES[dtype])  # train.bin is in native byte order (numpy's tofile), as array reads it
+    with open(dataset_path / "train.bin", "rb") as file:
+        ids.frombytes(file.read(count * ids.itemsize))
+    tokenizer = load_tokenizer(dataset_path / "tokenizer.json")
+    return [tokenizer.decode([token], skip_special_tokens=False) for token in ids]
+
+
+class TokenSample(Static):
+    def show_pieces(self, pieces: list[str]) -> None:
+        self.update(token_content(pieces))
+
+
+def token_content(pieces: list[str]) -> Content:
+    """Each piece on its own background; a line break inside a token shows as ↵ so it has a visible cell."""
+    parts = []
+    for index, piece in enumerate(pieces):
+        style = TOKEN_STYLES[index % 2]
+        lines = piece.split("\n")
+        for line_index, line in enumerate(lines):
+            if line_index < len(lines) - 1:
+                parts.append((line + "↵", style))
+                parts.append(("\n", ""))
+            elif line:
+                parts.append((line, style))
+    return Content.assemble(*parts)
