@@ -50,7 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"])
     train.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     train.add_argument("--detach", action="store_true", help="return at once; the run goes on in the background")
+    train.add_argument("--init-from", metavar="DIR|RUN",
+                       help="start from these weights: a local Hugging Face folder (Llama or GPT-2) or a run")
     train.set_defaults(handler=cmd_train)
+
+    generate = commands.add_parser("generate", help="continue prompts with a trained model (streams text)")
+    generate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
+    generate.add_argument("--prompt", action="append", required=True, help="repeatable: prompts run as a batch")
+    generate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    generate.add_argument("--top-k", type=int, default=50, help="0: off")
+    generate.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    generate.add_argument("--seed", type=int, help="the same seed gives the same text")
+    generate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    generate.set_defaults(handler=cmd_generate)
+
+    export = commands.add_parser("export", help="write a checkpoint as a Hugging Face folder")
+    export.add_argument("run")
+    export.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
+    export.add_argument("--out", required=True, type=Path, help="an empty or new folder (or an earlier export)")
+    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    export.add_argument("--max-shard-size", default="2GB", help="split weights above this size, e.g. 500MB")
+    export.set_defaults(handler=cmd_export)
 
     resume = commands.add_parser("resume", help="continue a run from its last complete checkpoint")
     resume.add_argument("run")
@@ -73,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     presets = commands.add_parser("presets", help="list presets: parameters, estimated training memory")
     presets.add_argument("--keys", action="store_true", help="list every config key instead")
     presets.set_defaults(handler=cmd_presets)
+
+    serve = commands.add_parser("serve", help="the studio in a web browser (textual-serve)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 
@@ -166,7 +194,8 @@ def resolve_train_config(args: argparse.Namespace):
         key, value = parse_override(override)
         set_field(config, key, value)
     flags = {"train.max_steps": args.max_steps, "train.num_processes": args.num_processes,
-             "train.mixed_precision": args.mixed_precision, "train.compile": args.compile}
+             "train.mixed_precision": args.mixed_precision, "train.compile": args.compile,
+             "train.init_from": args.init_from}
     for key, value in flags.items():
         if value is not None:
             set_field(config, key, value, where=f"--{key.split('.')[1].replace('_', '-')}")
@@ -247,6 +276,82 @@ def format_event(event: dict) -> str | None:
     return None
 
 
+# ---- generate / export ------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    from studio.generate import SamplingConfig
+
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+    sampling.check()  # before seconds of loading torch and the model
+    from studio.generate import load_generator
+
+    generator = load_generator(args.target, args.checkpoint, args.device)
+    print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+    return 0
+
+
+def print_streams(stream, prompts: list[str]) -> None:
+    """Print each prompt and its continuation in prompt order, live for the one being printed; a batch's
+    other rows are held until their turn."""
+    held = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    current = 0
+
+    def begin(index: int) -> None:
+        if len(prompts) > 1:
+            separator = "" if index == 0 else "\n"
+            sys.stdout.write(f"{separator}--- prompt {index + 1} ---\n")
+        sys.stdout.write(prompts[index] + "".join(held[index]))
+        sys.stdout.flush()
+
+    begin(0)
+    for index, delta in stream:
+        if delta is None:
+            done[index] = True
+        elif index == current:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        else:
+            held[index].append(delta)
+        while done[current] and current + 1 < len(prompts):
+            current += 1
+            begin(current)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    size = parse_size(args.max_shard_size)
+    from studio.export import export_run
+
+    result = export_run(args.run, args.out, args.checkpoint, args.dtype, size)
+    print(f"exported {len(result.files)} files to {result.out}")
+    if result.max_logit_diff is not None:
+        print(f"checked with transformers: largest logit difference {result.max_logit_diff:.2e} ({result.note})")
+    else:
+        print(f"note: {result.note}")
+    return 0
+
+
+def parse_size(text: str) -> int:
+    """"2GB", "500MB", "10KB", "1000" (bytes) -> bytes, in powers of 1024 as format_bytes prints them."""
+    units = {"TB": 1024**4, "GB": 1024**3, "MB": 1024**2, "KB": 1024, "B": 1}
+    cleaned = text.strip().upper()
+    for unit, factor in units.items():
+        if cleaned.endswith(unit):
+            number = cleaned[:-len(unit)].strip()
+            break
+    else:
+        number, factor = cleaned, 1
+    try:
+        size = int(float(number) * factor)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise StudioError(f"--max-shard-size {text!r}: give a positive size such as 2GB or 500MB")
+    return size
+
+
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
     from studio.runs import list_runs
@@ -318,7 +423,18 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_studio(args: argparse.Namespace) -> int:
-    build_parser().print_help()
+    from studio.app import run_studio
+
+    run_studio()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The studio in a browser: textual-serve starts one studio process per browser tab."""
+    from textual_serve.server import Server
+
+    print(f"serving the studio on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    Server(command=f"{sys.executable} -m studio.cli", host=args.host, port=args.port).serve()
     return 0
 
 

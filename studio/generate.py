@@ -1,10 +1,23 @@
-"""Sampling text from a model: temperature, top-k, top-p, repetition penalty."""
+"""Sampling text from a model: temperature, top-k, top-p, repetition penalty; a KV cache; streaming text.
+
+`decode_steps` is the loop everything uses (the trainer's samples, `llm-studio generate`, the playground's
+worker): it yields one token per sequence per step. The decoders keep a preallocated KV cache, so a step
+feeds one token, not the whole context; once the context is full the window slides (a full forward per
+step, as without a cache). The recurrent models recompute the window every step.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
+
+from studio.errors import StudioError
 
 
 @dataclass
@@ -14,6 +27,19 @@ class SamplingConfig:
     top_k: int = 50  # 0: off
     top_p: float = 1.0  # 1: off
     repetition_penalty: float = 1.0  # 1: off
+
+    def check(self) -> None:
+        """A StudioError naming the first value out of range."""
+        if self.max_new_tokens <= 0:
+            raise StudioError(f"max_new_tokens must be positive, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise StudioError(f"temperature must be 0 (greedy) or more, not {self.temperature}")
+        if self.top_k < 0:
+            raise StudioError(f"top_k must be 0 (off) or positive, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise StudioError(f"top_p must be in (0, 1] (1: off), not {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise StudioError(f"repetition_penalty must be positive (1: off), not {self.repetition_penalty}")
 
 
 def next_token_distribution(logits: torch.Tensor, history: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
@@ -37,20 +63,195 @@ def next_token_distribution(logits: torch.Tensor, history: torch.Tensor, samplin
     return probs
 
 
-@torch.no_grad()
+def pick(logits: torch.Tensor, history: torch.Tensor, sampling: SamplingConfig,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of every row (B,) from the last position's logits (B, V)."""
+    if sampling.temperature == 0:
+        if sampling.repetition_penalty == 1.0:
+            return logits.argmax(-1)
+        return next_token_distribution(logits, history, SamplingConfig(temperature=1.0, top_k=0,
+                                       repetition_penalty=sampling.repetition_penalty)).argmax(-1)
+    probs = next_token_distribution(logits, history, sampling)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+
+
+@torch.inference_mode()
+def decode_steps(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sampling: SamplingConfig,
+                 generator: torch.Generator | None = None, stop_id: int | None = None,
+                 use_cache: bool = True) -> Iterator[torch.Tensor]:
+    """Yield the next token of every sequence in `ids` (B, T) (a (B,) tensor) per step, up to
+    max_new_tokens steps; stop early once every row has produced stop_id (finished rows repeat it)."""
+    B, T = ids.shape
+    tokens = torch.empty(B, T + sampling.max_new_tokens, dtype=ids.dtype, device=ids.device)
+    tokens[:, :T] = ids
+    cached = use_cache and hasattr(model, "new_cache")
+    cache, filled = None, 0  # filled: positions of the current window whose keys and values are stored
+    finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
+    for step in range(sampling.max_new_tokens):
+        end = T + step
+        if cached and cache is not None and filled < cache.max_len:
+            logits, _ = model(tokens[:, end - 1:end], cache=cache, start=filled)
+            filled += 1
+        else:  # no cache, a first step, or a full context sliding on: the window whole (as without a cache)
+            window = tokens[:, max(0, end - block_size):end]
+            if cached:
+                if cache is None:  # sized for this generation, not the whole context a model may allow
+                    cache = model.new_cache(B, min(block_size, T + sampling.max_new_tokens))
+                filled = window.size(1)
+            logits, _ = model(window, cache=cache) if cached else model(window)
+        token = pick(logits[:, -1, :], tokens[:, :end], sampling, generator)
+        if stop_id is not None:
+            token = token.masked_fill(finished, stop_id)
+            finished |= token == stop_id
+        tokens[:, end] = token
+        yield token
+        if stop_id is not None and bool(finished.all()):
+            return
+
+
 def sample(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sampling: SamplingConfig,
            generator: torch.Generator | None = None, stop_id: int | None = None) -> torch.Tensor:
     """Extend `ids` (B, T) by up to max_new_tokens tokens; returns only the new tokens (B, N)."""
-    start = ids.size(1)
-    for _ in range(sampling.max_new_tokens):
-        logits, _ = model(ids[:, -block_size:])
-        last = logits[:, -1, :]
-        if sampling.temperature == 0:
-            token = last.argmax(-1, keepdim=True)
-        else:
-            probs = next_token_distribution(last, ids, sampling)
-            token = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
-        ids = torch.cat([ids, token], dim=1)
-        if stop_id is not None and bool((token == stop_id).all()):
-            break
-    return ids[:, start:]
+    steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_id))
+    return torch.stack(steps, dim=1) if steps else ids[:, :0]
+
+
+# ---- text in, text out ----------------------------------------------------------------------------------
+class TextStream:
+    """Turns tokens into text deltas as they come. Decoding the whole list each time keeps multi-token
+    characters (a byte-level BPE splits emoji) whole: a trailing partial character waits for its rest."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd") or not text.startswith(self.text):
+            return ""
+        delta, self.text = text[len(self.text):], text
+        return delta
+
+
+@dataclass
+class Generator:
+    """A model ready to generate, with what decoding needs around it."""
+
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    eot_id: int | None
+    block_size: int
+    description: str  # what was loaded, e.g. "run r1, step 500"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's ids (the end-of-text token for an empty prompt); refuses one longer than the context."""
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        if not ids:
+            ids = [self.eot_id if self.eot_id is not None else 0]
+        if len(ids) > self.block_size:
+            raise StudioError(f"the prompt is {len(ids)} tokens long, more than the model's context of "
+                              f"{self.block_size} tokens; shorten it")
+        return ids
+
+    def stream(self, prompts: list[str], sampling: SamplingConfig, seed: int | None = None,
+               ) -> Iterator[tuple[int, str | None]]:
+        """Yield (prompt index, text delta) as tokens come, and (index, None) when a prompt is done.
+
+        Prompts of the same length in tokens run as one batch, so each row sees exactly what it would
+        alone (no padding); under greedy decoding a prompt's text is the same batched or alone."""
+        sampling.check()  # checked here, before the first token is asked for: errors come before any output
+        encoded = [self.encode(prompt) for prompt in prompts]
+        return self._stream(encoded, sampling, seed)
+
+    def _stream(self, encoded: list[list[int]], sampling: SamplingConfig, seed: int | None,
+                ) -> Iterator[tuple[int, str | None]]:
+        groups: dict[int, list[int]] = {}
+        for index, ids in enumerate(encoded):
+            groups.setdefault(len(ids), []).append(index)
+        for indices in groups.values():
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            ids = torch.tensor([encoded[i] for i in indices], device=self.device)
+            streams = [TextStream(self.tokenizer) for _ in indices]
+            done = [False] * len(indices)
+            for token in decode_steps(self.model, ids, self.block_size, sampling, generator, self.eot_id):
+                for row, token_id in enumerate(token.tolist()):
+                    if done[row]:
+                        continue
+                    if token_id == self.eot_id:
+                        done[row] = True
+                        yield indices[row], None
+                        continue
+                    delta = streams[row].push(token_id)
+                    if delta:
+                        yield indices[row], delta
+            for row, index in enumerate(indices):
+                if not done[row]:
+                    yield index, None
+
+
+class Rate:
+    """Tokens per second since the first token (the prompt's prefill is not a generated token)."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.tokens = 0
+
+    def tick(self) -> float:
+        self.tokens += 1
+        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
+
+
+# ---- loading --------------------------------------------------------------------------------------------
+def load_generator(target: str, step: int | None = None, device: str = "cpu") -> Generator:
+    """A run's checkpoint (`target` a run name or run folder; the latest, or `step`) or a Hugging Face
+    folder (config.json + safetensors + tokenizer.json), on `device`, in eval mode."""
+    torch_device = _device(device)
+    folder = Path(target).expanduser()
+    if (folder / "config.json").is_file():
+        from studio.hf_import import load_hf_generator
+
+        if step is not None:
+            raise StudioError(f"{folder} is a Hugging Face folder with one set of weights: drop --checkpoint")
+        loaded = load_hf_generator(folder)
+    else:
+        loaded = _load_run(folder if (folder / "config.toml").is_file() else None, target, step)
+    loaded.model.to(torch_device).eval()
+    return loaded
+
+
+def _device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda"):
+        raise StudioError(f"--device must be cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StudioError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    return torch.device(device)
+
+
+def _load_run(run_dir: Path | None, name: str, step: int | None) -> Generator:
+    from studio.config import RunConfig
+    from studio.data.prepare import open_dataset
+    from studio.data.tokenizer import load_tokenizer, tokenizer_hash
+    from studio.model import build_model
+    from studio.runs import existing_run, find_checkpoint
+    from studio.train import checkpoint
+
+    run_dir = run_dir or existing_run(name)
+    found = find_checkpoint(run_dir, step)
+    weights, metadata = checkpoint.read_weights(found)
+    config = RunConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata \
+        else RunConfig.load(run_dir / "config.toml")
+    dataset = open_dataset(config.data.dataset)
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
+    if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
+        raise StudioError(f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
+                          "with (it was prepared again); restore that dataset to generate from this run")
+    model = build_model(config.model)
+    checkpoint.load_weights(model, weights, config.model.tie_embeddings)
+    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size,
+                     f"run {run_dir.name}, step {int(metadata.get('step', found.name.split('-')[1]))}")

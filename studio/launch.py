@@ -24,7 +24,8 @@ def prepare_run(config: RunConfig, name: str | None,
     if name:
         check_new_name(name)  # fail on a taken name before spending minutes on data
     check_hardware(config)
-    dataset = resolve_dataset(config.data, progress=progress)
+    pretrained = resolve_init_from(config)
+    dataset = resolve_dataset(config.data, progress=progress, pretrained=pretrained)
     config.data.dataset = dataset.name
     if config.model.vocab_size == 0:
         config.model.vocab_size = dataset.vocab_size
@@ -32,6 +33,21 @@ def prepare_run(config: RunConfig, name: str | None,
         raise StudioError(f"model.vocab_size {config.model.vocab_size} is smaller than the dataset's vocabulary "
                           f"({dataset.vocab_size}); set model.vocab_size=0 to take the dataset's")
     return create_run(config, name or default_run_name(config))
+
+
+def resolve_init_from(config: RunConfig):
+    """train.init_from (a Hugging Face folder or a run): take its model config, pin it to the folder holding
+    the weights (the worker loads them), and return its tokenizer for the dataset; None when from scratch."""
+    if not config.train.init_from:
+        return None
+    from studio.data.prepare import PretrainedTokenizer
+    from studio.hf_import import resolve_init
+
+    init = resolve_init(config.train.init_from)
+    config.model = init.model
+    config.train.init_from = str(init.weights)
+    validate(config)
+    return PretrainedTokenizer(init.tokenizer_file, init.eot_token)
 
 
 def check_hardware(config: RunConfig) -> None:

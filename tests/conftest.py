@@ -47,3 +47,12 @@ TINY_TRAIN = [
     "--set", "train.sample_interval=20", "--set", "train.sample_tokens=8",
 ]
 
+
+
+@pytest.fixture
+def torch_blocked(monkeypatch):
+    """The UI process must never import torch: during the test, `import torch` raises ImportError, even when an
+    earlier test in this pytest process has loaded it (None in sys.modules halts an import)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)

@@ -70,7 +70,9 @@ def detached_run(studio_home, code_corpus):
     env = dict(os.environ, LLM_STUDIO_HOME=str(studio_home),
                PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     subprocess.run([sys.executable, "-m", "studio.cli", "train", *TINY_TRAIN, "--data", str(code_corpus),
-                    "--name", "live", "--max-steps", "100000", "--detach"], env=env, check=True, capture_output=True)
+                    "--name", "live", "--max-steps", "100000", "--detach",
+                    "--set", "train.sample_interval=100000"],  # one sample, at step 0: shown only from history
+                   env=env, check=True, capture_output=True)
     yield env
     stop_run(run_path("live"), timeout=30)
 

@@ -1,8 +1,106 @@
-"""PLACEHOLDER: replaced by the helper that owns this pane."""
+"""Tab 5, the playground: a prompt, sampling controls, and one or two generation panels side by side.
 
-from textual.widgets import Static
+Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
+runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
+worker processes, so a run that is still training can be tried at its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Label, TextArea
+
+from widgets.generation_panel import GenerationPanel
+
+# (input id, label, default, type): the sampling controls, in SamplingConfig's names
+SAMPLING_FIELDS = (
+    ("max_new_tokens", "tokens", "200", "integer"),
+    ("temperature", "temp", "0.8", "number"),
+    ("top_k", "top-k", "50", "integer"),
+    ("top_p", "top-p", "1.0", "number"),
+    ("repetition_penalty", "rep", "1.0", "number"),
+    ("seed", "seed", "0", "integer"),
+)
 
 
-class PlaygroundPane(Static):
-    def __init__(self) -> None:
-        super().__init__("PlaygroundPane")
+class PlaygroundPane(Vertical):
+    BINDINGS = [
+        Binding("g", "generate", "Generate"),
+        Binding("ctrl+g", "generate", "Generate", show=False),  # also from inside the prompt and the inputs
+        Binding("s", "stop", "Stop"),
+        Binding("c", "toggle_compare", "Compare"),
+        Binding("r", "refresh_runs", "Refresh runs"),
+        Binding("p", "focus_prompt", "Prompt"),
+    ]
+    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="sampling"):
+            for field, label, default, kind in SAMPLING_FIELDS:
+                yield Label(label, classes="sampling-label")
+                yield Input(default, type=kind, id=field, classes="sampling-input")
+        yield TextArea("def ", id="prompt", soft_wrap=True, show_line_numbers=False)
+        with Horizontal(id="panels"):
+            yield GenerationPanel("A", id="panel-a")
+            yield GenerationPanel("B", id="panel-b")
+
+    def on_mount(self) -> None:
+        self.query_one("#panel-b").display = False
+
+    def on_show(self) -> None:
+        self.action_refresh_runs()  # new runs and checkpoints appear while the studio is open
+        if self.app.focused is None:  # the tab switch can land before this pane is displayed, hence focusable
+            self.focus()
+
+    # ---- runs --------------------------------------------------------------------------------------------
+    def action_refresh_runs(self) -> None:
+        self._load_runs()
+
+    @work(thread=True, exclusive=True, group="playground-runs", exit_on_error=False)
+    def _load_runs(self) -> None:
+        from studio.runs import list_checkpoint_steps, list_runs
+
+        runs = {run.name: list_checkpoint_steps(run.path) for run in list_runs()}
+        self.app.call_from_thread(self._show_runs, runs)
+
+    def _show_runs(self, runs: dict[str, list[int]]) -> None:
+        for panel in self.query(GenerationPanel):
+            panel.set_runs(runs)
+
+    # ---- generating --------------------------------------------------------------------------------------
+    def action_generate(self) -> None:
+        sampling = self.sampling()
+        prompt = self.query_one("#prompt", TextArea).text
+        for panel in self.visible_panels():
+            panel.generate(prompt, sampling)
+
+    def action_stop(self) -> None:
+        for panel in self.query(GenerationPanel):
+            panel.stop()
+
+    def sampling(self) -> dict[str, Any]:
+        """The controls' values; an empty field takes its default, and the worker checks the ranges."""
+        values: dict[str, Any] = {}
+        for field, _, default, kind in SAMPLING_FIELDS:
+            text = self.query_one(f"#{field}", Input).value.strip() or default
+            try:
+                values[field] = int(text) if kind == "integer" else float(text)
+            except ValueError:
+                values[field] = float(default) if kind == "number" else int(default)
+        return values
+
+    def visible_panels(self) -> list[GenerationPanel]:
+        return [panel for panel in self.query(GenerationPanel) if panel.display]
+
+    def action_toggle_compare(self) -> None:
+        panel_b = self.query_one("#panel-b", GenerationPanel)
+        panel_b.display = not panel_b.display
+
+    # ---- focus -------------------------------------------------------------------------------------------
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", TextArea).focus()

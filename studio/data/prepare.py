@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.sources import Source, open_source
-from studio.data.tokenizer import encoder_for, tokenizer_hash, train_bpe, train_char
+from studio.data.tokenizer import BpeEncoder, encoder_for, load_tokenizer, tokenizer_hash, train_bpe, train_char
 from studio.errors import StudioError
 from studio.paths import datasets_dir
 
@@ -43,6 +43,14 @@ MIN_SPLIT_TOKENS = 8
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class PretrainedTokenizer:
+    """A tokenizer to use as is instead of training one: fine-tuning keeps the model's vocabulary."""
+
+    path: Path  # its tokenizer.json
+    eot_token: str  # the token that ends every document (the model's eos token)
 
 
 @dataclass
@@ -90,11 +98,18 @@ def list_datasets() -> list[Dataset]:
     return [open_dataset(name) for name in names if _is_dataset(name)]
 
 
-def resolve_dataset(data: DataConfig, progress: Progress | None = None) -> Dataset:
-    """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached)."""
+def resolve_dataset(data: DataConfig, progress: Progress | None = None,
+                    pretrained: PretrainedTokenizer | None = None) -> Dataset:
+    """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached).
+
+    With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer."""
     if _is_dataset(data.source):
-        return open_dataset(data.source)
-    return prepare_dataset(data, progress=progress)
+        dataset = open_dataset(data.source)
+        if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
+            raise StudioError(f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
+                              "give its source text instead, to tokenize it with the model's tokenizer")
+        return dataset
+    return prepare_dataset(data, progress=progress, pretrained=pretrained)
 
 
 def _is_dataset(name: str) -> bool:
@@ -103,14 +118,18 @@ def _is_dataset(name: str) -> bool:
 
 
 # ---- preparing ----------------------------------------------------------------------------------
-def prepare_dataset(data: DataConfig, name: str | None = None, progress: Progress | None = None) -> Dataset:
-    """Clean, tokenize and store `data.source`; the same source and options again is a cache hit."""
+def prepare_dataset(data: DataConfig, name: str | None = None, progress: Progress | None = None,
+                    pretrained: PretrainedTokenizer | None = None) -> Dataset:
+    """Clean, tokenize and store `data.source`; the same source and options again is a cache hit.
+
+    `pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
+    are then ignored; the tokenizer's hash and end-of-text token join the cache key)."""
     progress = progress or _no_progress
     if name is not None and not DATASET_NAME.fullmatch(name):
         raise StudioError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-', "
                           "starting with a letter or digit")
     source = open_source(data.source, data)
-    options = _options(data, source.kind)
+    options = _options(data, source.kind, pretrained)
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
     key = hashlib.blake2b(json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(),
                           digest_size=16).hexdigest()
@@ -118,21 +137,24 @@ def prepare_dataset(data: DataConfig, name: str | None = None, progress: Progres
     if cached:
         progress("cached", 1, 1)
         return cached
-    name = name or _free_name(_default_name(source, data), key)
+    name = name or _free_name(_default_name(source, data, options), key)
     identity = {"name": name, "source": source.location, "kind": source.kind, "format": FORMAT,
                 "key": key, "content_hash": fingerprint, "options": options}
-    return _build(source, data, identity, progress)
+    return _build(source, data, identity, progress, pretrained)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def _options(data: DataConfig, kind: str) -> dict[str, Any]:
+def _options(data: DataConfig, kind: str, pretrained: PretrainedTokenizer | None) -> dict[str, Any]:
     """The options that shape the result; the others would only make needless cache misses."""
     options = dataclasses.asdict(data)
     del options["source"]
-    if data.tokenizer == "char":
+    if pretrained:
+        options["tokenizer"] = f"pretrained-{tokenizer_hash(load_tokenizer(pretrained.path))[:12]}"
+        options["eot_token"] = pretrained.eot_token
+    if data.tokenizer == "char" or pretrained:
         del options["vocab_size"]
     if kind != "folder":
         del options["glob"]
@@ -154,12 +176,12 @@ def _cached(key: str, name: str | None) -> Dataset | None:
     return dataset
 
 
-def _default_name(source: Source, data: DataConfig) -> str:
-    """e.g. python-stdlib-bpe4096, or tinyshakespeare-char."""
+def _default_name(source: Source, data: DataConfig, options: dict[str, Any]) -> str:
+    """e.g. python-stdlib-bpe4096, tinyshakespeare-char, or notes-pretrained-<hash> (a model's tokenizer)."""
     path = Path(source.location)
     stem = {"builtin": source.location, "folder": path.name}.get(source.kind, path.stem)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "corpus"
-    tokenizer = "char" if data.tokenizer == "char" else f"bpe{data.vocab_size}"
+    tokenizer = options["tokenizer"] if "vocab_size" not in options else f"bpe{data.vocab_size}"
     return f"{stem}-{tokenizer}"
 
 
@@ -168,7 +190,8 @@ def _free_name(name: str, key: str) -> str:
     return f"{name}-{key[:8]}" if (datasets_dir() / name).exists() else name
 
 
-def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress) -> Dataset:
+def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress,
+           pretrained: PretrainedTokenizer | None) -> Dataset:
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / identity["name"]
@@ -176,7 +199,7 @@ def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress:
     shutil.rmtree(temporary, ignore_errors=True)  # left over by a killed process of the same id
     temporary.mkdir()
     try:
-        meta = _write_dataset(temporary, source, data, identity, progress)
+        meta = _write_dataset(temporary, source, data, identity, progress, pretrained)
         os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -185,19 +208,19 @@ def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress:
 
 
 def _write_dataset(folder: Path, source: Source, data: DataConfig, identity: dict[str, Any],
-                   progress: Progress) -> dict[str, Any]:
+                   progress: Progress, pretrained: PretrainedTokenizer | None) -> dict[str, Any]:
     """Run the passes, writing every file of the dataset into `folder`; returns the meta."""
-    corpus = scan(source, data, collect_charset=data.tokenizer == "char",
+    corpus = scan(source, data, collect_charset=data.tokenizer == "char" and not pretrained,
                   progress=lambda done, total: progress("scan", done, total))
     _check_not_empty(corpus, source, data)
 
     progress("tokenizer", 0, 1)
-    tokenizer = _train_tokenizer(source, corpus, data)
+    tokenizer = load_tokenizer(pretrained.path) if pretrained else _train_tokenizer(source, corpus, data)
     tokenizer.save(str(folder / "tokenizer.json"))
     progress("tokenizer", 1, 1)
 
     vocab_size = tokenizer.get_vocab_size()
-    encoder = encoder_for(tokenizer, data.tokenizer)
+    encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
     train_chars = int(corpus.characters * (1 - data.val_fraction))
     with SplitWriter(folder, token_dtype(vocab_size), train_chars) as writer:
         for pieces in kept_documents(source, corpus):
@@ -231,6 +254,13 @@ def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenize
         return train_char(corpus.charset)
     texts: Iterator[str] = (piece for pieces in kept_documents(source, corpus) for piece in pieces)
     return train_bpe(texts, data.vocab_size)
+
+
+def _pretrained_encoder(tokenizer: Tokenizer, pretrained: PretrainedTokenizer) -> BpeEncoder:
+    """The general encoder (the Rust tokenizer itself), ending documents with the model's own eos token."""
+    encoder = BpeEncoder(tokenizer)
+    encoder.eot_id = tokenizer.token_to_id(pretrained.eot_token)
+    return encoder
 
 
 def token_dtype(vocab_size: int) -> str:

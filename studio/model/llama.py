@@ -12,6 +12,7 @@ from torch import nn
 
 from studio.config import ModelConfig
 from studio.model import count_params, init_weights, lm_loss
+from studio.model.kv_cache import KVCache, attend
 from studio.model.size import mlp_hidden
 
 
@@ -27,7 +28,7 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, (seq_len, head_dim), fp32. Recomputed per forward (cheap) so a bf16 cast of the
     model never rounds the angles of far positions."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
@@ -44,8 +45,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer  # its slot in a KV cache
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
@@ -54,12 +56,13 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -79,15 +82,16 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -97,7 +101,7 @@ class Llama(nn.Module):
         self.cfg = cfg
         self.model = nn.ModuleDict(dict(  # Hugging Face's LlamaModel, so names read model.layers.0...
             embed_tokens=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            layers=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            layers=nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer)),
             norm=RMSNorm(cfg.n_embd, cfg.norm_eps),
         ))
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
@@ -113,12 +117,28 @@ class Llama(nn.Module):
     def num_params(self) -> int:
         return count_params(self)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
+        weight = self.model.embed_tokens.weight
+        head_dim = self.cfg.n_embd // self.cfg.n_head
+        cache = KVCache(self.cfg.n_layer, batch, self.cfg.n_head, max_len or self.cfg.block_size, head_dim,
+                        dtype or weight.dtype, weight.device)
+        cache.rope = rope_tables(cache.max_len, head_dim, self.cfg.rope_theta, weight.device)
+        return cache
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                cache: KVCache | None = None, start: int = 0):
+        """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
+        positions already stored in it (their keys and values are read, not recomputed)."""
         T = idx.size(1)
-        assert T <= self.cfg.block_size, f"sequence of {T} tokens is longer than block_size {self.cfg.block_size}"
-        cos, sin = rope_tables(T, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_theta, idx.device)
+        assert start + T <= self.cfg.block_size, \
+            f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
+        if cache is None:
+            cos, sin = rope_tables(T, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_theta, idx.device)
+        else:
+            cos, sin = (table[start:start + T] for table in cache.rope)
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, cache, start)
         logits = self.lm_head(self.model.norm(x))
         return logits, None if targets is None else lm_loss(logits, targets)

@@ -64,6 +64,10 @@ class Trainer:
 
         set_seed(train.seed)  # the same initial weights on every rank
         self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
+        if train.init_from and not resume:  # resolved at launch to a folder of weights
+            from studio.hf_import import load_initial_weights
+
+            load_initial_weights(self.model, Path(train.init_from))
         self.optimizer = self._build_optimizer()
         self.data_generator = torch.Generator()
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0

@@ -1,0 +1,255 @@
+"""`llm-studio export`: a run's checkpoint as a Hugging Face folder that transformers loads as is.
+
+    config.json                     LlamaForCausalLM / GPT2LMHeadModel (plain JSON: transformers is not needed)
+    model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json
+    tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json
+    README.md                       a model card: the training config and the final metrics
+
+Export checks itself where transformers is importable: it loads the folder back with AutoModelForCausalLM
+and compares logits with the studio's model on the run's sample prompts; a mismatch is an error. The
+recurrent models have no transformers class: they leave as plain safetensors plus config, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from studio.config import RECURRENT_ARCHS, ModelConfig, RunConfig
+from studio.data.prepare import open_dataset
+from studio.data.tokenizer import EOT, UNK, load_tokenizer
+from studio.errors import StudioError
+from studio.events import current_history, read_events
+from studio.hf_import import CONV1D, WEIGHTS, WEIGHTS_INDEX
+from studio.model import build_model
+from studio.model.size import mlp_hidden
+from studio.runs import existing_run, find_checkpoint
+from studio.train import checkpoint
+
+MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
+GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    files: list[str]
+    max_logit_diff: float | None  # None: not verified (recurrent model, or transformers not installed)
+    note: str
+
+
+def export_run(run: str, out: Path, step: int | None = None, dtype: str = "fp32",
+               max_shard_size: int = 2 * 1024**3, verify: bool = True) -> ExportResult:
+    if dtype not in DTYPES:
+        raise StudioError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    run_dir = Path(run) if (Path(run) / "config.toml").is_file() else existing_run(run)
+    found = find_checkpoint(run_dir, step)
+    weights, metadata = checkpoint.read_weights(found)
+    config = RunConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata \
+        else RunConfig.load(run_dir / "config.toml")
+    dataset = open_dataset(config.data.dataset)
+    step = int(metadata.get("step", found.name.split("-")[1]))
+    out = out.expanduser().resolve()
+    clear_output(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    model_cfg = config.model
+    recurrent = model_cfg.arch in RECURRENT_ARCHS
+    hf_weights = weights if recurrent else hf_names(weights, model_cfg)
+    hf_weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in hf_weights.items()}
+    files = write_weights(hf_weights, out, max_shard_size)
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
+    eot_id = dataset.eot_id
+    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype)})
+    if not recurrent:
+        files += write_json(out, {"generation_config.json": generation_config(eot_id)})
+    files += write_tokenizer(out, dataset.tokenizer_path, tokenizer.token_to_id(UNK) is not None, model_cfg)
+    metrics = final_metrics(run_dir)
+    (out / "README.md").write_text(model_card(run_dir.name, step, config, metrics, dtype), encoding="utf-8")
+    files.append("README.md")
+    (out / MARKER).write_text(json.dumps({"run": run_dir.name, "step": step, "files": files}, indent=1),
+                              encoding="utf-8")
+    if recurrent:
+        return ExportResult(out, files, None, f"{model_cfg.arch} models have no transformers class: the folder "
+                            "holds plain safetensors (the studio's names) and config.json, not loadable by "
+                            "AutoModelForCausalLM")
+    if not verify or not transformers_available():
+        return ExportResult(out, files, None, "not verified: transformers is not installed")
+    reference = build_model(model_cfg)
+    rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
+    checkpoint.load_weights(reference, rounded, model_cfg.tie_embeddings)
+    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
+    return ExportResult(out, files, diff, f"verified with transformers on {len(config.train.sample_prompts)} "
+                        "sample prompts")
+
+
+# ---- the output folder ----------------------------------------------------------------------------------
+def clear_output(out: Path) -> None:
+    """Refuse a non-empty folder unless it holds an earlier export; then remove the files that export wrote."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise StudioError(f"--out {out} is a file; give a folder")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    if not (out / MARKER).is_file():
+        raise StudioError(f"--out {out} is not empty and holds no earlier export; give an empty or new folder")
+    try:
+        earlier = json.loads((out / MARKER).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        raise StudioError(f"--out {out}: the earlier export's record {MARKER} is damaged; remove the folder") from None
+    for name in [*earlier, MARKER]:
+        if "/" not in name:
+            (out / name).unlink(missing_ok=True)
+
+
+def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
+    GPT2LMHeadModel always has) written as zeros when the model has none."""
+    if cfg.arch == "llama":
+        return dict(weights)
+    renamed = {name: tensor.t().contiguous() if name.endswith(CONV1D) else tensor for name, tensor in weights.items()}
+    if not cfg.bias:
+        for layer in range(cfg.n_layer):
+            for suffix in GPT2_BIASES:
+                weight = renamed[f"transformer.h.{layer}.{suffix.replace('bias', 'weight')}"]
+                # a bias is as long as its weight's last dim: LayerNorm (width,), Conv1D (in, out)
+                renamed[f"transformer.h.{layer}.{suffix}"] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
+        renamed["transformer.ln_f.bias"] = torch.zeros_like(renamed["transformer.ln_f.weight"])
+    return renamed
+
+
+def write_weights(weights: dict[str, torch.Tensor], out: Path, max_shard_size: int) -> list[str]:
+    """One model.safetensors, or shards of at most max_shard_size bytes (a larger tensor gets its own)."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in weights.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})
+        return [WEIGHTS]
+    names = [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    weight_map = {}
+    for name, shard in zip(names, shards):
+        save_file(shard, str(out / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+    total = sum(t.numel() * t.element_size() for t in weights.values())
+    return names + write_json(out, {WEIGHTS_INDEX: {"metadata": {"total_size": total}, "weight_map": weight_map}})
+
+
+def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
+    for name, document in documents.items():
+        (out / name).write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return list(documents)
+
+
+def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, Any]:
+    m = config.model
+    common = {"vocab_size": m.vocab_size, "tie_word_embeddings": m.tie_embeddings, "bos_token_id": eot_id,
+              "eos_token_id": eot_id, "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]}
+    if m.arch == "llama":
+        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": m.n_embd,
+                "intermediate_size": mlp_hidden(m), "num_hidden_layers": m.n_layer,
+                "num_attention_heads": m.n_head, "num_key_value_heads": m.n_head,
+                "head_dim": m.n_embd // m.n_head, "max_position_embeddings": m.block_size,
+                "rms_norm_eps": m.norm_eps, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+                "attention_dropout": 0.0, "rope_theta": m.rope_theta,
+                "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta}, **common}
+    if m.arch == "gpt2":
+        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": m.n_embd,
+                "n_layer": m.n_layer, "n_head": m.n_head, "n_positions": m.block_size, "n_ctx": m.block_size,
+                "n_inner": mlp_hidden(m), "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
+                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True, **common}
+    return {"architectures": [], "model_type": f"llm-studio-{m.arch}",
+            "note": "no transformers class exists for this recurrent model; load it with the studio",
+            "llm_studio": config.to_dict(), **common}
+
+
+def generation_config(eot_id: int) -> dict[str, Any]:
+    return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id, "do_sample": True,
+            "temperature": 0.8, "top_k": 50}
+
+
+def write_tokenizer(out: Path, tokenizer_path: Path, has_unk: bool, cfg: ModelConfig) -> list[str]:
+    shutil.copyfile(tokenizer_path, out / "tokenizer.json")
+    special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, **({"unk_token": UNK} if has_unk else {})}
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.block_size,
+                        "clean_up_tokenization_spaces": False, "add_bos_token": False, **special}
+    return ["tokenizer.json", *write_json(out, {"tokenizer_config.json": tokenizer_config,
+                                                "special_tokens_map.json": special})]
+
+
+# ---- the model card --------------------------------------------------------------------------------------
+def final_metrics(run_dir: Path) -> dict[str, Any]:
+    events = current_history(read_events(run_dir / "events.jsonl"))
+    last = {kind: next((e for e in reversed(events) if e.get("kind") == kind), None) for kind in ("train", "eval")}
+    metrics: dict[str, Any] = {}
+    if last["train"]:
+        metrics.update(step=last["train"]["step"], train_loss=last["train"]["loss"],
+                       tokens_seen=last["train"].get("tokens_seen"))
+    if last["eval"]:
+        metrics.update(val_loss=last["eval"]["val_loss"], val_ppl=last["eval"]["val_ppl"],
+                       val_acc=last["eval"]["val_acc"])
+    return metrics
+
+
+def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
+    m = config.model
+    loader = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}.get(m.arch)
+    usage = (f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+             f"model = AutoModelForCausalLM.from_pretrained(\"PATH\")  # {loader}\n"
+             f"tokenizer = AutoTokenizer.from_pretrained(\"PATH\")\n```\n") if loader else \
+        (f"A {m.arch} model: transformers has no class for it. The weights keep llm-studio's names; "
+         "load them with llm-studio (`llm-studio generate`).\n")
+    rows = "\n".join(f"| {key} | {value} |" for key, value in metrics.items()) or "| (no metrics logged) | |"
+    return (f"# {name} (step {step})\n\nTrained with llm-studio: a {m.arch} model, {m.n_layer} layers, width "
+            f"{m.n_embd}, context {m.block_size} tokens, vocabulary {m.vocab_size}; exported as {dtype}.\n\n"
+            f"{usage}\n## Final metrics\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+            f"## Training config\n\n```toml\n{config.to_toml()}```\n")
+
+
+# ---- verification ----------------------------------------------------------------------------------------
+def transformers_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
+def verify_export(out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int) -> float:
+    """The largest logit difference between the studio's model and transformers' reload of `out`, over the
+    prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
+    largest = 0.0
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = tokenizer.encode(prompt, add_special_tokens=False).ids or [eot_id]
+            hf_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"] or [eot_id]
+            if hf_ids != ids:
+                raise StudioError(f"export check failed: transformers' tokenizer encodes {prompt!r} as {hf_ids[:8]}, "
+                                  f"the studio's as {ids[:8]}")
+            x = torch.tensor([ids[-reference.cfg.block_size:]])
+            diff = (hf_model(x).logits - reference(x)[0]).abs().max().item()
+            largest = max(largest, diff)
+    if not largest <= TOLERANCE:
+        raise StudioError(f"export check failed: transformers' logits differ from the studio's by {largest:.2e} "
+                          f"(allowed {TOLERANCE:.0e}); the folder {out} is not a faithful export")
+    return largest

@@ -1,0 +1,120 @@
+"""The playground's generation process: `python -m studio.generate_worker`, JSON lines in and out.
+
+The studio's UI never imports torch, so it starts this process and talks to it over pipes. Requests on
+stdin, one JSON object per line:
+    {"generate": {"target": RUN|DIR, "checkpoint": STEP|null, "prompt": TEXT, "seed": N|null,
+                  "max_new_tokens": N, "temperature": T, "top_k": K, "top_p": P, "repetition_penalty": R}}
+    {"stop": true}        end the current generation after the token being made
+Replies on stdout, one JSON object per line:
+    {"loaded": "run r1, step 500"}               the model is ready (loaded once, reused while unchanged)
+    {"token": TEXT, "tokens_per_s": F}           text as it grows
+    {"done": {"tokens": N, "tokens_per_s": F, "stopped": bool}}
+    {"error": MESSAGE}                           one line the user can act on; the worker carries on
+A reader thread takes requests as they come, so a stop arrives while tokens are being made.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from typing import Any
+
+from studio.errors import StudioError
+
+SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty")
+
+
+def reply(**message: Any) -> None:
+    sys.stdout.write(json.dumps(message, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def read_requests(requests: queue.Queue, stop: threading.Event) -> None:
+    """stdin, line by line: a stop sets the event at once, the rest queue up; end of input queues None."""
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            reply(error=f"not a JSON request: {line.strip()[:80]}")
+            continue
+        if request.get("stop"):
+            stop.set()
+        else:
+            requests.put(request)
+    stop.set()
+    requests.put(None)
+
+
+class Session:
+    """The loaded model (kept while the same target and checkpoint are asked for) and the request loop."""
+
+    def __init__(self):
+        self.key: tuple[str, int | None] | None = None
+        self.generator = None
+
+    def load(self, target: str, step: int | None):
+        """The model of target at step; "latest" is looked up each time, so a run still training gives its
+        newest checkpoint without restarting the worker."""
+        from studio.generate import load_generator
+
+        key = (target, step, latest_checkpoint_name(target) if step is None else None)
+        if self.key != key:
+            self.generator, self.key = None, None
+            self.generator = load_generator(target, step)
+            self.key = key
+            reply(loaded=self.generator.description)
+        return self.generator
+
+    def generate(self, request: dict[str, Any], stop: threading.Event) -> None:
+        from studio.generate import Rate, SamplingConfig
+
+        try:
+            sampling = SamplingConfig(**{key: request[key] for key in SAMPLING_KEYS if key in request})
+        except TypeError as error:
+            raise StudioError(f"bad sampling values: {error}") from None
+        sampling.check()
+        generator = self.load(str(request["target"]), request.get("checkpoint"))
+        stream = generator.stream([str(request.get("prompt", ""))], sampling, request.get("seed"))
+        rate, tokens_per_s = Rate(), 0.0
+        stop.clear()
+        for _, delta in stream:
+            if stop.is_set():
+                break
+            if delta is None:
+                continue
+            tokens_per_s = rate.tick()
+            reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
+        reply(done={"tokens": rate.tokens, "tokens_per_s": round(tokens_per_s, 1), "stopped": stop.is_set()})
+
+
+def latest_checkpoint_name(target: str) -> str | None:
+    from pathlib import Path
+
+    from studio.runs import latest_checkpoint, run_path
+
+    run_dir = Path(target) if (Path(target) / "config.toml").is_file() else run_path(target)
+    latest = latest_checkpoint(run_dir) if (run_dir / "config.toml").is_file() else None
+    return latest.name if latest else None
+
+
+def main() -> int:
+    requests: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=read_requests, args=(requests, stop), daemon=True).start()
+    session = Session()
+    while (request := requests.get()) is not None:
+        try:
+            if "generate" not in request:
+                raise StudioError(f"unknown request {sorted(request)}; send generate or stop")
+            session.generate(request["generate"], stop)
+        except StudioError as error:
+            reply(error=str(error))
+        except Exception as error:  # the UI shows one line; the worker stays up for the next request
+            reply(error=f"{type(error).__name__}: {error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The decoders' KV cache: keys and values of every layer, preallocated for the whole context.
+
+Decoding writes one position per step in place (no torch.cat, no reallocation), and attention reads the
+filled prefix as a view. `attend` is the one attention call both decoders make, with or without a cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class KVCache:
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (n_layer, batch, n_head, max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.max_len = max_len
+        self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # llama: cos/sin for every position, once
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, H, T, D) at positions start..start+T; return every position's keys and values so far."""
+        end = start + k.size(2)
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
+           cache: KVCache | None, layer: int, start: int) -> torch.Tensor:
+    """Causal attention of q (B, H, T, D) over k, v; with a cache, over every position stored before too."""
+    if cache is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    k, v = cache.update(layer, start, k, v)
+    k, v = k.to(q.dtype), v.to(q.dtype)  # under autocast q may be 16-bit while the cache keeps the weights' dtype
+    T = q.size(2)
+    if T == 1:  # one new position sees all earlier ones: no mask at all
+        return F.scaled_dot_product_attention(q, k, v)
+    if start == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)

@@ -1,0 +1,128 @@
+"""Generation: the KV cache changes nothing but speed, seeds reproduce, batches equal single prompts, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from studio.cli import main
+from studio.config import ModelConfig
+from studio.errors import StudioError
+from studio.generate import SamplingConfig, decode_steps, load_generator
+from studio.model import build_model
+from tests.conftest import TINY_TRAIN
+
+VOCAB = 97
+
+
+def tiny(arch: str) -> ModelConfig:
+    return ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=VOCAB)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A studio home holding run `r` (llama, char tokenizer, 20 steps), trained once for this module."""
+    home = tmp_path_factory.mktemp("home")
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\n\n" * 200, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_STUDIO_HOME", str(home))
+        assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", "r", "--max-steps", "20"]) == 0
+    return home
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
+    return trained
+
+
+@pytest.mark.parametrize("arch", ("llama", "gpt2"))
+def test_cached_logits_equal_full_forward_at_every_step(arch):
+    torch.manual_seed(0)
+    model = build_model(tiny(arch)).eval()
+    ids = torch.randint(0, VOCAB, (2, 16))
+    with torch.no_grad():
+        full, _ = model(ids)
+        cache = model.new_cache(2)
+        prefill, _ = model(ids[:, :5], cache=cache)
+        torch.testing.assert_close(prefill, full[:, :5], atol=1e-5, rtol=0)
+        for position in range(5, 16):
+            step, _ = model(ids[:, position:position + 1], cache=cache, start=position)
+            torch.testing.assert_close(step[:, 0], full[:, position], atol=1e-5, rtol=0)
+        chunked_cache = model.new_cache(2)  # a prefill in two chunks: the second needs a causal mask with offset
+        model(ids[:, :6], cache=chunked_cache)
+        chunk, _ = model(ids[:, 6:], cache=chunked_cache, start=6)
+        torch.testing.assert_close(chunk, full[:, 6:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ("llama", "gpt2", "lstm"))
+def test_greedy_tokens_with_and_without_cache_are_identical_past_the_context(arch):
+    torch.manual_seed(1)
+    model = build_model(tiny(arch)).eval()
+    ids = torch.randint(0, VOCAB, (3, 6))
+    sampling = SamplingConfig(max_new_tokens=30, temperature=0)  # 36 tokens: the window slides past 16
+    cached = torch.stack(list(decode_steps(model, ids, 16, sampling)), 1)
+    uncached = torch.stack(list(decode_steps(model, ids, 16, sampling, use_cache=False)), 1)
+    assert cached.shape == (3, 30) and torch.equal(cached, uncached)
+
+
+def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(home):
+    generator = load_generator("r")
+    sampling = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=0)
+
+    def text(seed: int) -> str:
+        return "".join(delta for _, delta in generator.stream(["def "], sampling, seed) if delta)
+
+    assert text(7) == text(7)
+    assert len({text(seed) for seed in range(4)}) > 1
+
+
+def test_batched_prompts_equal_single_prompts_under_greedy_decoding(home):
+    generator = load_generator("r")
+    sampling = SamplingConfig(max_new_tokens=25, temperature=0)
+    prompts = ["def ", "ret", "a + ", "\n", "def add"]  # lengths 4, 3, 4, 1, 7: batches of equal length
+
+    def texts(batch: list[str]) -> list[str]:
+        out = [""] * len(batch)
+        for index, delta in generator.stream(batch, dataclasses.replace(sampling), seed=0):
+            out[index] += delta or ""
+        return out
+
+    assert texts(prompts) == [texts([prompt])[0] for prompt in prompts]
+
+
+def test_cli_streams_the_continuation_of_each_prompt(home, capsys):
+    args = ["generate", "r", "--prompt", "def ", "--prompt", "a + ", "--temperature", "0", "--max-new-tokens", "20"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    generator = load_generator("r")
+    expected = "".join(d or "" for _, d in generator.stream(["a + "], SamplingConfig(20, temperature=0)))
+    assert "--- prompt 1 ---\ndef " in out and f"--- prompt 2 ---\na + {expected}" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "-1"], "temperature must be 0"),
+    (["--top-p", "0"], "top_p must be in (0, 1]"),
+    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+    (["--top-k", "-2"], "top_k must be 0"),
+    (["--repetition-penalty", "0"], "repetition_penalty must be positive"),
+    (["--max-new-tokens", "0"], "max_new_tokens must be positive"),
+    (["--checkpoint", "7"], "has no checkpoint at step 7 (saved steps: 20)"),
+    (["--prompt", "x" * 40], "more than the model's context of 32 tokens"),
+])
+def test_bad_input_is_one_line_and_a_nonzero_exit(home, capsys, flags, message):
+    assert main(["generate", "r", "--prompt", "def ", *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err and "Traceback" not in captured.err
+
+
+def test_unknown_run_and_missing_cuda_are_studio_errors(home):
+    with pytest.raises(StudioError, match="no run named 'nope'"):
+        load_generator("nope")
+    if not torch.cuda.is_available():
+        with pytest.raises(StudioError, match="no CUDA GPU"):
+            load_generator("r", device="cuda")

@@ -1,0 +1,162 @@
+"""The playground tab: text streams in from a tiny trained model, stops on request, compares side by side.
+
+Generation runs in worker processes (studio.generate_worker); the UI process only reads their JSON lines.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from textual.widgets import Input, TextArea
+
+from studio.app import StudioApp
+from studio.cli import main
+from studio.runs import checkpoint_name
+from tests.conftest import TINY_TRAIN
+from widgets.generation_panel import GenerationPanel
+
+SIZES = [(80, 24), (160, 48)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Run `r`: a tiny char-level llama, 60 steps (enough that end-of-text becomes rare), checkpoints at 30 and 60."""
+    home = tmp_path_factory.mktemp("home")
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\n\n" * 200, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_STUDIO_HOME", str(home))
+        assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", "r", "--max-steps", "60",
+                     "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]) == 0
+    return home
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
+    return trained
+
+
+async def open_playground(pilot, prompt: str, **sampling: str) -> None:
+    await pilot.press("5")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    pilot.app.query_one("#prompt", TextArea).text = prompt
+    for field, value in sampling.items():
+        pilot.app.query_one(f"#{field}", Input).value = value
+
+
+async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def cli_generate(*args: str) -> str:
+    command = [sys.executable, "-m", "studio.cli", "generate", "r", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.asyncio
+async def test_text_streams_in_and_equals_the_cli_with_the_same_settings(home, torch_blocked):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "def ", max_new_tokens="30", temperature="0", seed="3")
+        panel = app.query_one("#panel-a", GenerationPanel)
+        assert panel.run_name == "r" and panel.checkpoint is None  # the newest run, latest checkpoint
+        await pilot.press("g")
+        assert panel.busy
+        await wait_for(pilot, lambda: not panel.busy)
+        status = str(panel.query_one(".generation-status").render())
+        assert status.startswith("done · ") and "tok/s" in status, status
+        assert panel.tokens > 1  # one reply per token: it streamed (the stop test sees a generation mid-way)
+        assert panel.text + "\n" == cli_generate("--prompt", "def ", "--temperature", "0", "--max-new-tokens",
+                                                 "30", "--seed", "3")
+
+
+@pytest.mark.asyncio
+async def test_stop_ends_a_long_generation_mid_way(home, torch_blocked):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        # seed 1 samples no end-of-text for over a thousand tokens: the stop, not the model, ends it
+        await open_playground(pilot, "def ", max_new_tokens="100000", temperature="1.0", seed="1")
+        panel = app.query_one("#panel-a", GenerationPanel)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: panel.tokens >= 5)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: not panel.busy)
+        assert str(panel.query_one(".generation-status").render()).startswith("stopped · ")
+        assert 5 <= panel.tokens < 100000
+
+
+@pytest.mark.asyncio
+async def test_compare_two_checkpoints_side_by_side_on_the_same_prompt_and_seed(home, torch_blocked):
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_playground(pilot, "def ", max_new_tokens="20", temperature="0.9", seed="5")
+        await pilot.press("c")
+        panel_a, panel_b = app.query_one("#panel-a", GenerationPanel), app.query_one("#panel-b", GenerationPanel)
+        assert panel_b.display
+        panel_b.select("r", 30)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy and panel_a.tokens and panel_b.tokens)
+        assert panel_a.text.startswith("def ") and panel_b.text.startswith("def ")
+        assert panel_b.text + "\n" == cli_generate("--prompt", "def ", "--checkpoint", "30", "--temperature", "0.9",
+                                                   "--max-new-tokens", "20", "--seed", "5")
+        panel_b.select("r", None)  # the same checkpoint as A, same seed: the same text
+        await pilot.press("g")
+        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy)
+        assert panel_a.text == panel_b.text
+
+
+@pytest.mark.asyncio
+async def test_a_bad_sampling_value_shows_one_line_from_the_worker(home):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "def ", top_p="1.5")
+        panel = app.query_one("#panel-a", GenerationPanel)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: not panel.busy)
+        assert str(panel.query_one(".generation-status").render()) == "error: top_p must be in (0, 1] (1: off), not 1.5"
+
+
+# ---- snapshots: a fixture run folder (no weights needed: nothing is generated) and fixed streamed text -------
+@pytest.fixture
+def fixture_run(studio_home):
+    from studio.config import RunConfig
+
+    run_dir = studio_home / "runs" / "demo"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    RunConfig().save(run_dir / "config.toml")
+    for step in (500, 1000):
+        (run_dir / "checkpoints" / checkpoint_name(step)).mkdir()
+    (run_dir / "checkpoints" / "latest").write_text(checkpoint_name(1000))
+    return run_dir
+
+
+def show_streamed(compare: bool):
+    async def run_before(pilot) -> None:
+        await open_playground(pilot, "def fib(n):")
+        panels = list(pilot.app.query(GenerationPanel))
+        if compare:
+            await pilot.press("c")
+            panels[1].select("demo", 500)
+        replies = [{"loaded": "run demo, step 1000"}, {"token": "\n    if n < 2:", "tokens_per_s": 210.0},
+                   {"token": "\n        return n", "tokens_per_s": 230.5},
+                   {"done": {"tokens": 12, "tokens_per_s": 230.5, "stopped": False}}]
+        for panel in panels[:2 if compare else 1]:
+            panel.begin("def fib(n):")
+            for reply in replies:
+                panel.post_message(GenerationPanel.Reply(panel, reply))
+        await pilot.pause(0.2)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_playground_snapshot(fixture_run, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=show_streamed(compare=size[0] >= 160))

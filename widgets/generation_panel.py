@@ -1,0 +1,173 @@
+"""One side of the playground: a run and checkpoint picker, the streamed text, and its tokens per second.
+
+Each panel owns a generation worker process (`python -m studio.generate_worker`, JSON lines over pipes),
+started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
+its replies and posts them as messages, so the UI never waits on the process and never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Select, Static, TextArea
+
+LATEST = "latest"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class GenerationPanel(Vertical):
+    @dataclass
+    class Reply(Message):
+        """One JSON line from the worker process (or {"exited": code} when it ends)."""
+
+        panel: "GenerationPanel"
+        data: dict[str, Any]
+
+    def __init__(self, title: str, id: str | None = None):
+        super().__init__(id=id, classes="generation-panel")
+        self.border_title = title
+        self.text = ""
+        self.tokens = 0
+        self.busy = False
+        self._process: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._runs: dict[str, list[int]] = {}
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="picker"):
+            yield Select[str]([], prompt="run", id="run", classes="run-select")
+            yield Select[str | int]([(LATEST, LATEST)], value=LATEST, allow_blank=False, id="checkpoint",
+                                    classes="checkpoint-select")
+        # a read-only TextArea keeps the text's indentation, scrolls, and lets the user select and copy
+        yield TextArea("", read_only=True, soft_wrap=True, show_line_numbers=False, classes="output-text")
+        yield Static("pick a run, write a prompt, press g (ctrl+g in the prompt)", classes="generation-status")
+
+    # ---- attributes down ---------------------------------------------------------------------------------
+    def set_runs(self, runs: dict[str, list[int]]) -> None:
+        """The runs and their saved steps; keeps the current choice when it still exists."""
+        self._runs = runs
+        select = self.query_one("#run", Select)
+        current = select.value
+        select.set_options((name, name) for name in runs)
+        if current in runs:
+            select.value = current
+        elif runs:
+            select.value = next(reversed(runs))  # the newest run
+        self._fill_checkpoints()
+
+    @on(Select.Changed, "#run")
+    def _fill_checkpoints(self) -> None:
+        run = self.run_name
+        steps = self._runs.get(run, []) if run else []
+        select = self.query_one("#checkpoint", Select)
+        current = select.value
+        select.set_options([(LATEST, LATEST), *((f"step {step}", step) for step in reversed(steps))])
+        select.value = current if current in steps else LATEST
+
+    @property
+    def run_name(self) -> str | None:
+        value = self.query_one("#run", Select).value
+        return value if isinstance(value, str) else None
+
+    @property
+    def checkpoint(self) -> int | None:
+        value = self.query_one("#checkpoint", Select).value
+        return value if isinstance(value, int) else None
+
+    def select(self, run: str, checkpoint: int | None = None) -> None:
+        self.query_one("#run", Select).value = run
+        self._fill_checkpoints()
+        self.query_one("#checkpoint", Select).value = LATEST if checkpoint is None else checkpoint
+
+    # ---- generating ------------------------------------------------------------------------------------------
+    def generate(self, prompt: str, sampling: dict[str, Any]) -> None:
+        if self.run_name is None:
+            self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
+            return
+        self.begin(prompt)
+        self._send({"generate": {"target": self.run_name, "checkpoint": self.checkpoint, "prompt": prompt,
+                                 **sampling}})
+
+    def begin(self, prompt: str) -> None:
+        """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
+        self.text, self.tokens, self.busy = prompt, 0, True
+        self.query_one(".output-text", TextArea).load_text(prompt)
+        self._show_status("loading the model...")
+
+    def stop(self) -> None:
+        if self.busy:
+            self._send({"stop": True})
+
+    def on_generation_panel_reply(self, message: Reply) -> None:
+        data = message.data
+        if "token" in data:
+            self.text += data["token"]
+            self.tokens += 1
+            self._append(data["token"])
+            self._show_status(f"streaming · {self.tokens} tokens · {data['tokens_per_s']:.1f} tok/s")
+        elif "loaded" in data:
+            self._show_status(f"{data['loaded']} · generating...")
+        elif "done" in data:
+            done = data["done"]
+            state = "stopped" if done["stopped"] else "done"
+            self._show_status(f"{state} · {done['tokens']} tokens · {done['tokens_per_s']:.1f} tok/s")
+            self.busy = False
+        elif "error" in data:
+            self._show_status(f"error: {data['error']}")
+            self.busy = False
+        elif "exited" in data and self.busy:
+            self._show_status(f"the generation worker ended (exit code {data['exited']})")
+            self.busy = False
+        message.stop()
+
+    def _append(self, text: str) -> None:
+        output = self.query_one(".output-text", TextArea)
+        output.insert(text, output.document.end)
+        output.scroll_end(animate=False)
+
+    def _show_status(self, text: str) -> None:
+        self.query_one(".generation-status", Static).update(text)
+
+    # ---- the worker process ----------------------------------------------------------------------------------
+    @work(thread=True, group="generation-send", exit_on_error=False)
+    def _send(self, request: dict[str, Any]) -> None:
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._process = self._start_process()
+                self.app.call_from_thread(self._read_replies, self._process)
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+
+    @staticmethod
+    def _start_process() -> subprocess.Popen:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        return subprocess.Popen([sys.executable, "-m", "studio.generate_worker"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
+                                bufsize=1, env=env)
+
+    @work(thread=True, group="generation-read", exit_on_error=False)
+    def _read_replies(self, process: subprocess.Popen) -> None:
+        for line in process.stdout:
+            try:
+                self.post_message(self.Reply(self, json.loads(line)))
+            except ValueError:
+                continue  # not a reply (a stray print from a library): the protocol lines are JSON
+        self.post_message(self.Reply(self, {"exited": process.wait()}))
+
+    def on_unmount(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.stdin.close()  # the worker's loop ends at the end of its input
+            process.terminate()
