@@ -16,7 +16,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.lazy import Lazy
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig
 from studio.presets import load_preset
@@ -28,6 +28,7 @@ from widgets.runs_pane import RunsPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
 from widgets.train_pane import TrainPane
+from widgets.key_hints import KeyHints
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
@@ -96,7 +97,7 @@ class StudioApp(App):
                 yield Lazy(RunsPane())
             with TabPane("5 Playground", id="playground"):
                 yield Lazy(PlaygroundPane())
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.show_config_summary()

@@ -25,12 +25,12 @@ from widgets.prepare_progress import PrepareProgress
 from widgets.status_line import StatusLine
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.token_sample import TokenSample, read_token_pieces
+from widgets.tab_pane_focus import FocusablePane
 
 BUILTIN_SOURCE = "python-stdlib"
 
 
-class DataPane(Horizontal):
-    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+class DataPane(FocusablePane, Horizontal):
 
     BINDINGS = [
         Binding("p", "prepare", "Prepare"),

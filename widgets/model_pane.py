@@ -14,10 +14,10 @@ from studio.model.size import estimate_train_memory, format_bytes, format_count,
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from widgets.config_field import ConfigField, concerns, mark_invalid_fields
 from widgets.messages import PresetChosen
+from widgets.tab_pane_focus import FocusablePane
 
 
-class ModelPane(Horizontal):
-    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+class ModelPane(FocusablePane, Horizontal):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="model-side"):

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, TextArea
 
 from widgets.generation_panel import GenerationPanel
+from widgets.tab_pane_focus import FocusablePane
 
 # (input id, label, default, type): the sampling controls, in SamplingConfig's names
 SAMPLING_FIELDS = (
@@ -28,7 +29,7 @@ SAMPLING_FIELDS = (
 )
 
 
-class PlaygroundPane(Vertical):
+class PlaygroundPane(FocusablePane, Vertical):
     BINDINGS = [
         Binding("g", "generate", "Generate"),
         Binding("ctrl+g", "generate", "Generate", show=False),  # also from inside the prompt and the inputs
@@ -37,7 +38,6 @@ class PlaygroundPane(Vertical):
         Binding("r", "refresh_runs", "Refresh runs"),
         Binding("p", "focus_prompt", "Prompt"),
     ]
-    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sampling"):

@@ -24,10 +24,10 @@ from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.prepare_progress import PrepareProgress
 from widgets.status_line import StatusLine
+from widgets.tab_pane_focus import FocusablePane
 
 
-class TrainPane(Horizontal):
-    can_focus = True  # the app focuses the shown tab's pane: its keys work without a field focused
+class TrainPane(FocusablePane, Horizontal):
 
     BINDINGS = [Binding("y", "copy_command", "Copy command")]
 

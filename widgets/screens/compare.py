@@ -8,11 +8,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from studio.run_watch import RunView, RunWatcher
 from widgets.loss_chart import LossChart
 from widgets.screens.dashboard import loss_curves
+from widgets.key_hints import KeyHints
 
 RUN_COLORS = ("cyan", "orange", "green", "magenta", "yellow", "red", "blue", "white")
 
@@ -33,7 +34,7 @@ class CompareScreen(Screen):
         yield Static(f"comparing {len(self.run_dirs)} runs: " + ", ".join(p.name for p in self.run_dirs),
                      id="compare-title")
         yield LossChart("loss (train ─ / val •)", id="compare-chart")
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.read_runs()

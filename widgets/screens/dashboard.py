@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from studio.errors import StudioError
 from studio.run_watch import RunView, RunWatcher
@@ -24,6 +24,7 @@ from widgets.log_tail import LogTail
 from widgets.loss_chart import Curve, LossChart
 from widgets.run_header import RunHeader
 from widgets.samples_view import SamplesView
+from widgets.key_hints import KeyHints
 
 POLL_SECONDS = 0.5
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
@@ -62,7 +63,7 @@ class DashboardScreen(Screen):
         with Horizontal(id="dashboard-bottom"):
             yield SamplesView(id="samples")
             yield LogTail(id="log-tail")
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.query_one("#run-error").display = False

@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, DirectoryTree, Footer, Label
+from textual.widgets import Button, DirectoryTree, Label
+from widgets.key_hints import KeyHints
 
 
 class FilePickerScreen(ModalScreen[Path | None]):
@@ -31,7 +32,7 @@ class FilePickerScreen(ModalScreen[Path | None]):
             with Horizontal(id="picker-buttons"):
                 yield Button("Choose", id="picker-choose", variant="primary")
                 yield Button("Cancel", id="picker-cancel")
-        yield Footer()
+        yield KeyHints()
 
     def on_mount(self) -> None:
         self.query_one(DirectoryTree).focus()

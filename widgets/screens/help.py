@@ -7,7 +7,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Label, Static
+from textual.widgets import Label, Static
+from widgets.key_hints import KeyHints
 
 KEYS = [
     ("1 … 5", "switch tab: Data, Model, Train, Runs, Playground"),
@@ -44,7 +45,7 @@ class HelpScreen(ModalScreen[None]):
             yield Static(two_columns(KEYS))
             yield Label("Tabs", classes="form-section")
             yield Static(two_columns(TABS))
-        yield Footer()
+        yield KeyHints()
 
 
 def two_columns(rows: list[tuple[str, str]]) -> Table:
