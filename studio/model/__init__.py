@@ -62,11 +62,6 @@ def lm_loss(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
     return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-1)
 
 
-def count_params(model: "torch.nn.Module") -> int:
-    """Distinct parameters: `parameters()` yields a shared (tied) tensor once."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
     """Optimizer groups, nanoGPT's rule: matrices and embeddings (dim >= 2) decay; norms and biases do not.
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import count_params, init_weights, lm_loss
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend
 from studio.model.size import mlp_hidden
 
@@ -59,7 +60,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT2(nn.Module):
+class GPT2(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -74,20 +75,12 @@ class GPT2(nn.Module):
         init_weights(self, cfg.n_layer)
         self.tie_weights()
 
-    def tie_weights(self) -> None:
-        """Share wte with the output head when cfg.tie_embeddings; call again after a load that replaces
-        tensors (load_state_dict(assign=True)); a plain load copies in place and keeps the tie."""
-        if self.cfg.tie_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
-
-    def num_params(self) -> int:
-        return count_params(self)
+    def input_embedding(self) -> nn.Embedding:
+        return self.transformer.wte
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
-        weight = self.transformer.wte.weight
-        return KVCache(self.cfg.n_layer, batch, self.cfg.n_head, max_len or self.cfg.block_size,
-                       self.cfg.n_embd // self.cfg.n_head, dtype or weight.dtype, weight.device)
+        return KVCache.for_model(self.cfg, batch, max_len, self.transformer.wte.weight, dtype)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 cache: KVCache | None = None, start: int = 0):

@@ -19,6 +19,13 @@ class KVCache:
         self.max_len = max_len
         self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # llama: cos/sin for every position, once
 
+    @classmethod
+    def for_model(cls, cfg, batch: int, max_len: int | None, like: torch.Tensor,
+                  dtype: torch.dtype | None = None) -> "KVCache":
+        """An empty cache for a decoder of config cfg, on the device (and by default in the dtype) of `like`."""
+        return cls(cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.n_embd // cfg.n_head,
+                   dtype or like.dtype, like.device)
+
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) at positions start..start+T; return every position's keys and values so far."""
         end = start + k.size(2)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import count_params, init_weights, lm_loss
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend
 from studio.model.size import mlp_hidden
 
@@ -95,7 +96,7 @@ class Block(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class Llama(nn.Module):
+class Llama(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -108,22 +109,14 @@ class Llama(nn.Module):
         init_weights(self, cfg.n_layer)
         self.tie_weights()
 
-    def tie_weights(self) -> None:
-        """Share the embedding with the output head when cfg.tie_embeddings; call again after a load
-        that replaces tensors (load_state_dict(assign=True)); a plain load copies in place and keeps the tie."""
-        if self.cfg.tie_embeddings:
-            self.lm_head.weight = self.model.embed_tokens.weight
-
-    def num_params(self) -> int:
-        return count_params(self)
+    def input_embedding(self) -> nn.Embedding:
+        return self.model.embed_tokens
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
         weight = self.model.embed_tokens.weight
-        head_dim = self.cfg.n_embd // self.cfg.n_head
-        cache = KVCache(self.cfg.n_layer, batch, self.cfg.n_head, max_len or self.cfg.block_size, head_dim,
-                        dtype or weight.dtype, weight.device)
-        cache.rope = rope_tables(cache.max_len, head_dim, self.cfg.rope_theta, weight.device)
+        cache = KVCache.for_model(self.cfg, batch, max_len, weight, dtype)
+        cache.rope = rope_tables(cache.max_len, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_theta, weight.device)
         return cache
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import count_params, init_weights, lm_loss
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel
 
 
-class RecurrentLM(nn.Module):
+class RecurrentLM(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -27,14 +28,8 @@ class RecurrentLM(nn.Module):
         init_weights(self, cfg.n_layer)
         self.tie_weights()
 
-    def tie_weights(self) -> None:
-        """Share the embedding with the output head when cfg.tie_embeddings; call again after a load
-        that replaces tensors (load_state_dict(assign=True)); a plain load copies in place and keeps the tie."""
-        if self.cfg.tie_embeddings:
-            self.lm_head.weight = self.embed.weight
-
-    def num_params(self) -> int:
-        return count_params(self)
+    def input_embedding(self) -> nn.Embedding:
+        return self.embed
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x, _ = self.rnn(self.drop(self.embed(idx)))  # no initial state given: zeros

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from studio.errors import StudioError
-from studio.runs import checkpoint_name, checkpoints_dir, find_checkpoint, latest_checkpoint  # noqa: F401
+from studio.runs import checkpoint_name, checkpoints_dir
 
 FORMAT = "llm-studio/1"
 WEIGHTS = "model.safetensors"
@@ -32,9 +32,14 @@ TRAINER_STATE = "trainer_state.json"
 
 
 # ---- writing ------------------------------------------------------------------------------------
+def temporary_dir(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` is built before it is renamed into place."""
+    return checkpoints_dir(run_dir) / f".tmp-{checkpoint_name(step)}"
+
+
 def begin(run_dir: Path, step: int) -> Path:
     """Rank 0: an empty temporary folder for the checkpoint of `step`."""
-    tmp = checkpoints_dir(run_dir) / f".tmp-{checkpoint_name(step)}"
+    tmp = temporary_dir(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp

@@ -29,7 +29,7 @@ from studio.generate import SamplingConfig, sample
 from studio.hardware import gpu_peak_flops
 from studio.model import build_model, param_groups
 from studio.model.size import flops_per_token
-from studio.runs import CHECKPOINT_FILE, STOP_FILE
+from studio.runs import CHECKPOINT_FILE, STOP_FILE, find_checkpoint
 from studio.train import checkpoint
 from studio.train.schedule import lr_at
 
@@ -91,7 +91,7 @@ class Trainer:
 
     def _load_checkpoint(self) -> dict[str, torch.Tensor] | None:
         """Weights, optimizer and counters from the latest checkpoint; returns this rank's saved RNG streams."""
-        found = checkpoint.find_checkpoint(self.run_dir)
+        found = find_checkpoint(self.run_dir)
         weights, _ = checkpoint.read_weights(found)
         checkpoint.load_weights(self.model, weights, self.config.model.tie_embeddings)
         state = checkpoint.read_training_state(found, self.rank)
@@ -267,9 +267,9 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         accelerator = self.accelerator
-        tmp = checkpoint.checkpoints_dir(self.run_dir) / f".tmp-{checkpoint.checkpoint_name(self.step)}"
+        tmp = checkpoint.temporary_dir(self.run_dir, self.step)
         if accelerator.is_main_process:
-            tmp = checkpoint.begin(self.run_dir, self.step)
+            checkpoint.begin(self.run_dir, self.step)
         accelerator.wait_for_everyone()
         checkpoint.write_rng(tmp, self.rank, self.data_generator)
         if accelerator.is_main_process:
@@ -277,7 +277,8 @@ class Trainer:
                         "tokenizer_hash": self.tokenizer_hash}
             trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
                              "train_seconds": self.train_seconds, "world_size": accelerator.num_processes}
-            checkpoint.write_main(tmp, checkpoint.weights_to_save(self.model, self.config.model.tie_embeddings), self.optimizer.optimizer,
+            weights = checkpoint.weights_to_save(self.model, self.config.model.tie_embeddings)
+            checkpoint.write_main(tmp, weights, self.optimizer.optimizer,
                                   metadata, trainer_state)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
