@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 PROMPT = "def fibonacci(n):\n    "
 
 
-def make_run(arch: str) -> str:
+def make_run(arch: str, preset: str) -> str:
     """A run folder with a dataset (tokenizer) and a step-0 checkpoint of random weights."""
     from safetensors.torch import save_file
 
@@ -43,11 +43,11 @@ def make_run(arch: str) -> str:
     corpus = Path(os.environ["LLM_STUDIO_HOME"]) / "corpus.txt"
     corpus.write_text("\n".join(Path(m.__file__).read_text() for m in (a, collections, dataclasses, json.decoder,
                                                                        pathlib)), encoding="utf-8")
-    config: RunConfig = load_preset("small")
+    config: RunConfig = load_preset(preset)
     config.data.source = str(corpus)
     dataset = prepare_dataset(config.data)
     config.data.dataset = dataset.name
-    config.model.arch, config.model.block_size, config.model.vocab_size = arch, 512, 4096
+    config.model.arch, config.model.block_size, config.model.vocab_size = arch, 512, config.data.vocab_size
     run_dir = create_run(config, "bench")
     torch.manual_seed(0)
     model = build_model(config.model)
@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--arch", default="llama", choices=["llama", "gpt2"])
+    parser.add_argument("--preset", default="small", help="whose architecture (vocabulary included) to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as home:
@@ -93,7 +94,7 @@ def main() -> None:
         from studio.generate import load_generator
 
         hf_logging.disable_progress_bar()
-        run = make_run(args.arch)
+        run = make_run(args.arch, args.preset)
         exported = export_run(run, Path(home) / "export")
         generator = load_generator(run)
         hf_model = AutoModelForCausalLM.from_pretrained(exported.out, dtype=torch.float32).eval()
@@ -108,7 +109,7 @@ def main() -> None:
             hf_rates.append(rate)
         same = studio_tokens == hf_tokens
     result = {
-        "model": f"{args.arch}, small preset architecture, {params / 1e6:.1f}M parameters, context 512",
+        "model": f"{args.arch}, {args.preset} preset architecture, {params / 1e6:.1f}M parameters, context 512",
         "prompt_tokens": ids.size(1), "new_tokens": args.new_tokens, "threads": args.threads,
         "studio_tokens_per_s": {"best": round(max(studio_rates), 1), "median": round(statistics.median(studio_rates), 1)},
         "transformers_tokens_per_s": {"best": round(max(hf_rates), 1), "median": round(statistics.median(hf_rates), 1)},

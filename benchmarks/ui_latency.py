@@ -69,7 +69,8 @@ async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], flo
         return display(screen, renderable)
 
     app._display = timed_display
-    latencies: dict[str, list[float]] = {"tab switch": [], "runs table move": [], "chart toggle": []}
+    latencies: dict[str, list[float]] = {"tab first visit": [], "tab switch": [], "runs table move": [],
+                                         "chart toggle": []}
 
     async with app.run_test(size=(160, 48)) as pilot:
         async def press(kind: str, key: str) -> None:
@@ -88,8 +89,12 @@ async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], flo
         process = psutil.Process()
         cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
         per_kind = max(1, presses // 3)
+        for key in "2345":  # the first showing of a tab lays out and renders it whole: once per session
+            await press("tab first visit", key)
+            await pilot.pause(0.3)
         for index in range(per_kind):
             await press("tab switch", "12345"[index % 5])
+            await pilot.pause(0.05)  # a person does not type faster than this; lets the poll timers run too
         await press("tab switch", "4")
         await pilot.pause(0.3)
         for index in range(per_kind):
@@ -121,10 +126,10 @@ def main() -> None:
         latencies, cpu, wall = asyncio.run(measure(live, args.presses))
     finally:
         stop_run(live, timeout=30)
-    everything = [value for values in latencies.values() for value in values]
+    everything = [value for kind, values in latencies.items() if kind != "tab first visit" for value in values]
     print(f"UI latency over {len(everything)} presses while training on {os.cpu_count()} cores (ms):")
-    for kind, values in [*latencies.items(), ("all", everything)]:
-        print(f"  {kind:16} p50 {1000 * statistics.median(values):6.1f}   p95 {1000 * percentile(values, 0.95):6.1f}"
+    for kind, values in [*latencies.items(), ("all but first visits", everything)]:
+        print(f"  {kind:20} p50 {1000 * statistics.median(values):6.1f}   p95 {1000 * percentile(values, 0.95):6.1f}"
               f"   max {1000 * max(values):6.1f}   (n={len(values)})")
     print(f"UI process CPU: {100 * cpu / wall:.0f}% of one core over {wall:.1f} s "
           f"(including the benchmark's own driving); 'torch' imported in the UI: {'torch' in sys.modules}")

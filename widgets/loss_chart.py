@@ -1,6 +1,6 @@
 """Line charts of metrics against the step (textual-plotext), cheap to keep live.
 
-A PlotextPlot rebuilds the whole chart on every refresh, and the cost grows with the points drawn
+Building a plotext chart costs more the more points it draws with the points drawn
 (notes: 10k points ≈ 150 ms). So points are downsampled to about two per column (each bucket keeps its min and
 max, so spikes stay visible), new data only marks the chart dirty, and a timer redraws at most
 REDRAWS_PER_SECOND times.
@@ -12,7 +12,8 @@ import math
 from dataclasses import dataclass
 
 from textual.reactive import reactive
-from textual_plotext import PlotextPlot
+
+from widgets.cached_plot import CachedPlot
 
 REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
@@ -54,7 +55,7 @@ def ema(values: list[float], weight: float = EMA_WEIGHT) -> list[float]:
     return smoothed
 
 
-class LossChart(PlotextPlot):
+class LossChart(CachedPlot):
     """Curves against the step; `smoothing` (EMA on lines) and `log_scale` are toggled by the screen."""
 
     smoothing: reactive[bool] = reactive(False)
@@ -79,19 +80,15 @@ class LossChart(PlotextPlot):
     def _redraw_if_dirty(self) -> None:
         if self._dirty:
             self._dirty = False
-            self.refresh()
+            self.replot()
 
     def watch_smoothing(self) -> None:
-        self.refresh()
+        self.replot()
 
     def watch_log_scale(self) -> None:
-        self.refresh()
+        self.replot()
 
-    def render(self):
-        self._plot_curves()
-        return super().render()
-
-    def _plot_curves(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
         plt.clear_figure()
         plt.title(self.title + (" · EMA" if self.smoothing else "") + (" · log" if self.log_scale else ""))

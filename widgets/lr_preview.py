@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from textual_plotext import PlotextPlot
 
 from studio.config import TrainConfig
 from studio.train.schedule import lr_curve
+from widgets.cached_plot import CachedPlot
 
 REDRAW_DELAY = 0.15  # seconds: typing "3e-4" redraws once, not four times
 
 
-class LrPreview(PlotextPlot):
+class LrPreview(CachedPlot):
     def on_mount(self) -> None:
         self.pending: TrainConfig | None = None
         self.shown: TrainConfig | None = None  # the schedule drawn last
@@ -41,4 +41,4 @@ class LrPreview(PlotextPlot):
         plot.xlabel("step")
         plot.plot([step for step, _ in points], [lr for _, lr in points], marker="braille")
         self.shown = train
-        self.refresh()
+        self.replot()
