@@ -56,3 +56,27 @@ def torch_blocked(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch", None)
+
+
+ADD_FUNCTION = "def add(a, b):\n    return a + b\n\n"
+
+
+def train_runs(tmp_path_factory, corpus_text: str, runs: dict[str, list[str]]) -> Path:
+    """A studio home for a test module holding tiny runs trained once through the CLI (name -> extra args)."""
+    from studio.cli import main
+
+    home = tmp_path_factory.mktemp("home")
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text(corpus_text, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_STUDIO_HOME", str(home))
+        for name, extra in runs.items():
+            assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", name, *extra]) == 0
+    return home
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    """LLM_STUDIO_HOME pointed at the test module's `trained` home (a module-scoped fixture of train_runs)."""
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
+    return trained

@@ -9,7 +9,7 @@ import torch
 
 from studio.cli import main
 from studio.generate import load_generator
-from tests.conftest import TINY_TRAIN
+from tests.conftest import ADD_FUNCTION, train_runs
 
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 
@@ -17,22 +17,10 @@ transformers = pytest.importorskip("transformers")  # the test extra: always ins
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Runs `llama`, `gpt2` (no biases: export writes GPT-2's zero biases) and `lstm`, 10 steps each."""
-    home = tmp_path_factory.mktemp("home")
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    corpus.write_text("def add(a, b):\n    return a + b\n\nclass Point:\n    x: int\n\n" * 100, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LLM_STUDIO_HOME", str(home))
-        for arch in ("llama", "gpt2", "lstm"):
-            args = ["train", *TINY_TRAIN, "--data", str(corpus), "--name", arch, "--max-steps", "10",
-                    "--set", f"model.arch={arch}", "--set", "model.tie_embeddings=" + str(arch != "gpt2").lower()]
-            assert main(args) == 0
-    return home
-
-
-@pytest.fixture
-def home(trained, monkeypatch):
-    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
-    return trained
+    return train_runs(tmp_path_factory, (ADD_FUNCTION + "class Point:\n    x: int\n\n") * 100, {
+        arch: ["--max-steps", "10", "--set", f"model.arch={arch}",
+               "--set", "model.tie_embeddings=" + str(arch != "gpt2").lower()]
+        for arch in ("llama", "gpt2", "lstm")})
 
 
 @pytest.mark.parametrize("arch, cls", [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])

@@ -12,7 +12,7 @@ from studio.config import ModelConfig
 from studio.errors import StudioError
 from studio.generate import SamplingConfig, decode_steps, load_generator
 from studio.model import build_model
-from tests.conftest import TINY_TRAIN
+from tests.conftest import ADD_FUNCTION, train_runs
 
 VOCAB = 97
 
@@ -24,19 +24,7 @@ def tiny(arch: str) -> ModelConfig:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A studio home holding run `r` (llama, char tokenizer, 20 steps), trained once for this module."""
-    home = tmp_path_factory.mktemp("home")
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    corpus.write_text("def add(a, b):\n    return a + b\n\n" * 200, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LLM_STUDIO_HOME", str(home))
-        assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", "r", "--max-steps", "20"]) == 0
-    return home
-
-
-@pytest.fixture
-def home(trained, monkeypatch):
-    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
-    return trained
+    return train_runs(tmp_path_factory, ADD_FUNCTION * 200, {"r": ["--max-steps", "20"]})
 
 
 @pytest.mark.parametrize("arch", ("llama", "gpt2"))

@@ -13,9 +13,8 @@ import pytest
 from textual.widgets import Input, TextArea
 
 from studio.app import StudioApp
-from studio.cli import main
 from studio.runs import checkpoint_name
-from tests.conftest import TINY_TRAIN
+from tests.conftest import ADD_FUNCTION, train_runs
 from widgets.generation_panel import GenerationPanel
 
 SIZES = [(80, 24), (160, 48)]
@@ -24,20 +23,8 @@ SIZES = [(80, 24), (160, 48)]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Run `r`: a tiny char-level llama, 60 steps (enough that end-of-text becomes rare), checkpoints at 30 and 60."""
-    home = tmp_path_factory.mktemp("home")
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    corpus.write_text("def add(a, b):\n    return a + b\n\n" * 200, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LLM_STUDIO_HOME", str(home))
-        assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", "r", "--max-steps", "60",
-                     "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]) == 0
-    return home
-
-
-@pytest.fixture
-def home(trained, monkeypatch):
-    monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
-    return trained
+    return train_runs(tmp_path_factory, ADD_FUNCTION * 200, {"r": ["--max-steps", "60", "--set",
+                                                                    "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]})
 
 
 async def open_playground(pilot, prompt: str, **sampling: str) -> None:
