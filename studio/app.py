@@ -22,6 +22,7 @@ from textual.widgets import Header, TabbedContent, TabPane
 from studio.config import RunConfig
 from studio.presets import load_preset
 from widgets.data_pane import DataPane
+from widgets.key_hints import KeyHints
 from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
 from widgets.model_pane import ModelPane
 from widgets.playground_pane import PlaygroundPane
@@ -29,7 +30,6 @@ from widgets.runs_pane import RunsPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
 from widgets.train_pane import TrainPane
-from widgets.key_hints import KeyHints
 
 GC_FREEZE_AFTER_SECONDS = 2.0
 ASSETS = Path(__file__).resolve().parent.parent / "assets"

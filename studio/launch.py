@@ -11,8 +11,15 @@ from typing import Callable
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
-from studio.runs import (check_new_name, create_run, default_run_name, existing_run, find_checkpoint, summarize,
-                         verify_checkpoint)
+from studio.runs import (
+    check_new_name,
+    create_run,
+    default_run_name,
+    existing_run,
+    find_checkpoint,
+    summarize,
+    verify_checkpoint,
+)
 
 
 def prepare_run(config: RunConfig, name: str | None,

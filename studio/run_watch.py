@@ -71,7 +71,7 @@ class RunWatcher:
         self.schedule = config.train.schedule
         self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
         self.samples: list[tuple[int, list[dict[str, str]]]] = []
-        self.status_events: list[dict[str, Any]] = []
+        self.last_state: str | None = None  # of the newest status event
         self.step = 0
         self.error: str | None = None
         self.status = "created"
@@ -90,7 +90,7 @@ class RunWatcher:
             for event in events:
                 self._apply(event)
             new_log = self._read_log()
-            status = derive_status(self.status_events, trainer_pid(self.run_dir) is not None,
+            status = derive_status(self.last_state, trainer_pid(self.run_dir) is not None,
                                    (self.run_dir / "pid").exists())
             changed = bool(events or new_log) or status != self.status
             self.status = status
@@ -115,8 +115,7 @@ class RunWatcher:
         self.step = max(self.step, step)
 
     def _apply_status(self, event: dict[str, Any], step: int) -> None:
-        self.status_events.append(event)
-        state = event.get("state")
+        state = self.last_state = event.get("state")
         if state == "resumed":  # the interrupted attempt's points after the checkpoint are superseded
             for series in self.series.values():
                 series.drop_after(step)

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import psutil
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.events import current_history, read_events
+from studio.events import read_new_events
 from studio.hardware import gpu_count
 from studio.paths import runs_dir
 
@@ -194,33 +194,66 @@ def trainer_pid(run_dir: Path) -> int | None:
     return None
 
 
-def derive_status(events: list[dict[str, Any]], alive: bool, launched: bool) -> str:
-    states = [e["state"] for e in events if e.get("kind") == "status"]
-    last = states[-1] if states else None
+def derive_status(last_state: str | None, alive: bool, launched: bool) -> str:
+    """A run's status from its last status event's state and whether its process lives."""
     if alive:
-        return "running" if last in ("running", "resumed") else "starting"
-    if last in FINAL_STATES:
-        return last
+        return "running" if last_state in ("running", "resumed") else "starting"
+    if last_state in FINAL_STATES:
+        return last_state
     return "crashed" if launched else "created"
+
+
+@dataclass
+class EventTally:
+    """What a run summary needs from events.jsonl, folded in as the file grows: the studio refreshes its runs
+    table every few seconds, and re-reading every run's whole history each time would grow with the runs."""
+
+    offset: int = 0
+    step: int = 0
+    state: str | None = None
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval and error events
+
+    def read(self, path: Path) -> None:
+        events, self.offset = read_new_events(path, self.offset)
+        for event in events:
+            self.fold(event)
+
+    def fold(self, event: dict[str, Any]) -> None:
+        kind, step = event.get("kind"), event.get("step", 0)
+        if kind == "status":
+            self.state = event.get("state")
+            if self.state == "resumed":  # the interrupted attempt's metrics after the checkpoint are superseded:
+                # blank until the resumed attempt logs again (seconds), rather than keeping every event
+                self.step = step
+                self.last = {k: e for k, e in self.last.items() if e.get("step", 0) <= step and k != "error"}
+        if kind in ("train", "eval", "error"):
+            self.last[kind] = event
+        self.step = max(self.step, step)
+
+
+_tallies: dict[tuple[Path, int], EventTally] = {}  # by folder and events file inode: a run made anew starts over
 
 
 def summarize(run_dir: Path) -> RunInfo:
     config = RunConfig.load(run_dir / "config.toml")
-    events = current_history(read_events(run_dir / "events.jsonl"))
-    status = derive_status(events, trainer_pid(run_dir) is not None, (run_dir / "pid").exists())
-    last = {kind: next((e for e in reversed(events) if e.get("kind") == kind), None)
-            for kind in ("train", "eval", "error")}
     events_file = run_dir / "events.jsonl"
+    try:
+        key = (run_dir.resolve(), events_file.stat().st_ino)
+    except FileNotFoundError:
+        key = (run_dir.resolve(), -1)
+    tally = _tallies.setdefault(key, EventTally())
+    tally.read(events_file)
+    status = derive_status(tally.state, trainer_pid(run_dir) is not None, (run_dir / "pid").exists())
+    train, val, error = (tally.last.get(kind) for kind in ("train", "eval", "error"))
     return RunInfo(
-        name=run_dir.name, path=run_dir, status=status,
-        step=max((e.get("step", 0) for e in events), default=0),
+        name=run_dir.name, path=run_dir, status=status, step=tally.step,
         max_steps=config.train.max_steps,
-        train_loss=last["train"]["loss"] if last["train"] else None,
-        val_loss=last["eval"]["val_loss"] if last["eval"] else None,
+        train_loss=train["loss"] if train else None,
+        val_loss=val["val_loss"] if val else None,
         preset=config.preset, data=config.data.dataset or config.data.source,
         created=(run_dir / "config.toml").stat().st_mtime,
         updated=events_file.stat().st_mtime if events_file.exists() else (run_dir / "config.toml").stat().st_mtime,
-        error=last["error"]["message"] if last["error"] and status == "failed" else None,
+        error=error["message"] if error and status == "failed" else None,
     )
 
 
@@ -268,3 +301,5 @@ def delete_run(run_dir: Path) -> None:
     if trainer_pid(run_dir) is not None:
         raise StudioError(f"run {run_dir.name} is still training; stop it first with `llm-studio stop {run_dir.name}`")
     shutil.rmtree(run_dir)
+    for key in [key for key in _tallies if key[0] == run_dir.resolve()]:
+        del _tallies[key]

@@ -22,10 +22,10 @@ from studio.errors import StudioError
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.dataset_facts import DatasetFacts
 from widgets.prepare_progress import PrepareProgress
-from widgets.status_line import StatusLine
 from widgets.screens.file_picker import FilePickerScreen
-from widgets.token_sample import TokenSample, read_token_pieces
+from widgets.status_line import StatusLine
 from widgets.tab_pane_focus import FocusablePane
+from widgets.token_sample import TokenSample, read_token_pieces
 
 BUILTIN_SOURCE = "python-stdlib"
 
@@ -102,7 +102,9 @@ class DataPane(FocusablePane, Horizontal):
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def prepare(self, data: DataConfig, progress: Callable[[str, int, int], None]) -> None:
-        from studio.data.prepare import prepare_dataset  # imports numpy: only once the user prepares
+        from studio.data.prepare import (
+            prepare_dataset,  # imports numpy: only once the user prepares
+        )
 
         try:
             validate(RunConfig(data=data))

@@ -7,6 +7,8 @@ from typing import Any
 from rich.table import Table
 from textual.widgets import Static
 
+from widgets.label_table import label_table
+
 DROP_REASONS = {"empty": "empty", "too_short": "too short", "too_long": "too long", "duplicate": "duplicates"}
 
 
@@ -32,9 +34,4 @@ def facts_table(name: str, meta: dict[str, Any]) -> Table:
     ]
     if meta.get("binary_files_skipped"):
         rows.append(("binary skipped", f"{meta['binary_files_skipped']:,} files"))
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    for label, value in rows:
-        table.add_row(label, value)
-    return table
+    return label_table(rows)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-
 from studio.config import TrainConfig
 from studio.train.schedule import lr_curve
 from widgets.cached_plot import CachedPlot

@@ -10,7 +10,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Label, Static
 
 from studio.config import ARCHS, RunConfig
-from studio.model.size import estimate_train_memory, format_bytes, format_count, param_count
+from studio.model.size import (
+    estimate_train_memory,
+    format_bytes,
+    format_count,
+    param_count,
+)
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from widgets.config_field import ConfigField, concerns, mark_invalid_fields
 from widgets.messages import PresetChosen

@@ -49,7 +49,8 @@ class RunTable(DataTable):
         if names == list(self.runs):
             for run in runs:
                 for column, value in zip(self.columns, self.row_cells(run, now)):
-                    self.update_cell(run.name, column, value)
+                    if self.get_cell(run.name, column) != value:  # each update repaints the table
+                        self.update_cell(run.name, column, value)
         else:
             current = self.current_name()
             self.clear()

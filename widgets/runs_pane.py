@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
@@ -96,48 +98,39 @@ class RunsPane(Vertical):
     # ---- resume / stop / delete ------------------------------------------------------------------------
     def action_resume(self) -> None:
         if run := self._current():
-            self.resume_run(run.path)
+            self.control_run(partial(self._resume, run.path))
 
-    @work(thread=True, group="run-control", exit_on_error=False)
-    def resume_run(self, run_dir: Path) -> None:
-        try:
-            prepare_resume(run_dir.name, None)
-            launch(run_dir, resume=True)
-        except (OSError, StudioError) as error:
-            self.tell(str(error), "error")
-            return
+    def _resume(self, run_dir: Path) -> str:
+        prepare_resume(run_dir.name, None)
+        launch(run_dir, resume=True)
         self.app.call_from_thread(self.post_message, RunLaunched(run_dir))
-        self.refresh_runs()
+        return f"run {run_dir.name} resumed"
 
     def action_stop(self) -> None:
         if run := self._current():
             self.notify(f"stopping {run.name}: a checkpoint, then every process exits")
-            self.stop_training(run.path)
-
-    @work(thread=True, group="run-control", exit_on_error=False)
-    def stop_training(self, run_dir: Path) -> None:
-        try:
-            status = stop_run(run_dir)
-        except (OSError, StudioError) as error:
-            self.tell(str(error), "error")
-            return
-        self.tell(f"run {run_dir.name}: {status}")
-        self.refresh_runs()
+            self.control_run(lambda: f"run {run.name}: {stop_run(run.path)}")
 
     def action_delete(self) -> None:
         if run := self._current():
             question = f"Delete run {run.name} and all its checkpoints? This cannot be undone."
             self.app.push_screen(ConfirmScreen(question, confirm="Delete"),
-                                 lambda confirmed: confirmed and self.delete(run.path))
+                                 lambda confirmed: confirmed and self.control_run(partial(self._delete, run.path)))
+
+    @staticmethod
+    def _delete(run_dir: Path) -> str:
+        delete_run(run_dir)
+        return f"deleted run {run_dir.name}"
 
     @work(thread=True, group="run-control", exit_on_error=False)
-    def delete(self, run_dir: Path) -> None:
+    def control_run(self, act: Callable[[], str]) -> None:
+        """Resume, stop or delete off the event loop; its outcome (or error) as one line, then a fresh table."""
         try:
-            delete_run(run_dir)
+            outcome = act()
         except (OSError, StudioError) as error:
             self.tell(str(error), "error")
             return
-        self.tell(f"deleted run {run_dir.name}")
+        self.tell(outcome)
         self.refresh_runs()
 
     # ---- export ----------------------------------------------------------------------------------------

@@ -4,6 +4,12 @@
 torch) reads it back during training.
 """
 
-from studio.data.prepare import Dataset, list_datasets, open_dataset, prepare_dataset, resolve_dataset
+from studio.data.prepare import (
+    Dataset,
+    list_datasets,
+    open_dataset,
+    prepare_dataset,
+    resolve_dataset,
+)
 
 __all__ = ["Dataset", "list_datasets", "open_dataset", "prepare_dataset", "resolve_dataset"]

@@ -33,7 +33,14 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.sources import Source, open_source
-from studio.data.tokenizer import BpeEncoder, encoder_for, load_tokenizer, tokenizer_hash, train_bpe, train_char
+from studio.data.tokenizer import (
+    BpeEncoder,
+    encoder_for,
+    load_tokenizer,
+    tokenizer_hash,
+    train_bpe,
+    train_char,
+)
 from studio.errors import StudioError
 from studio.paths import datasets_dir
 

@@ -11,9 +11,9 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from studio.run_watch import RunView, RunWatcher
+from widgets.key_hints import KeyHints
 from widgets.loss_chart import LossChart
 from widgets.screens.dashboard import loss_curves
-from widgets.key_hints import KeyHints
 
 RUN_COLORS = ("cyan", "orange", "green", "magenta", "yellow", "red", "blue", "white")
 

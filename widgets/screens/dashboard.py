@@ -20,11 +20,11 @@ from studio.errors import StudioError
 from studio.run_watch import RunView, RunWatcher
 from studio.runs import request_checkpoint, stop_run
 from widgets.hardware_panel import HardwarePanel
+from widgets.key_hints import KeyHints
 from widgets.log_tail import LogTail
 from widgets.loss_chart import Curve, LossChart
 from widgets.run_header import RunHeader
 from widgets.samples_view import SamplesView
-from widgets.key_hints import KeyHints
 
 POLL_SECONDS = 0.5
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"

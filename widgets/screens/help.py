@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
+
 from widgets.key_hints import KeyHints
+from widgets.label_table import label_table
 
 KEYS = [
     ("1 … 5", "switch tab: Data, Model, Train, Runs, Playground"),
@@ -42,16 +43,8 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Label("llm-studio: keys", classes="form-section")
-            yield Static(two_columns(KEYS))
+            yield Static(label_table(KEYS))
             yield Label("Tabs", classes="form-section")
-            yield Static(two_columns(TABS))
+            yield Static(label_table(TABS))
         yield KeyHints()
 
-
-def two_columns(rows: list[tuple[str, str]]) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    for key, text in rows:
-        table.add_row(key, text)
-    return table
