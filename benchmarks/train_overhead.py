@@ -64,8 +64,7 @@ def studio_loop(trainer: Trainer):
     def step():
         loss, _ = trainer.train_step(log=False)
         trainer.step += 1
-        trainer.should_stop()
-        trainer._consume_request("CHECKPOINT")
+        trainer.poll_requests()
         return loss
 
     return step

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from studio.events import current_history, read_events
-from studio.runs import find_checkpoint, run_path, summarize, trainer_pid, wait_for_exit
+from studio.runs import find_checkpoint, request_checkpoint, run_path, summarize, trainer_pid, wait_for_exit
 from tests.conftest import TINY_TRAIN
 
 
@@ -107,6 +107,9 @@ def test_detach_returns_at_once_and_stop_checkpoints_then_exits(run_cli, code_co
     wait_until(lambda: len(events_of("bg", "train")) >= 2, what="training to start")
     assert summarize(folder).status == "running"
     assert time.monotonic() - started < 30
+    request_checkpoint(folder)  # "checkpoint now": saved at the next step, the request file consumed
+    wait_until(lambda: events_of("bg", "checkpoint"), what="the requested checkpoint")
+    assert not (folder / "CHECKPOINT").exists()
     code, out, _ = run_cli("stop", "bg")
     assert code == 0 and "stopped" in out
     assert trainer_pid(folder) is None

@@ -157,9 +157,8 @@ class Trainer:
                 self.evaluate()
             if train.sample_interval and (self.step % train.sample_interval == 0 or self.step == train.max_steps):
                 self.write_samples()
-            stop = self.should_stop()
-            if stop or self.step % train.checkpoint_interval == 0 or self.step == train.max_steps \
-                    or self._consume_request(CHECKPOINT_FILE):
+            stop, checkpoint_now = self.poll_requests()
+            if stop or checkpoint_now or self.step % train.checkpoint_interval == 0 or self.step == train.max_steps:
                 self.save_checkpoint()
             if stop:
                 self.events.write("status", self.step, state="stopped")
@@ -248,22 +247,19 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
 
-    def _consume_request(self, name: str) -> bool:
-        """Whether any rank saw the request file; rank 0 removes it. Every rank calls this at the same step."""
-        path = self.run_dir / name
-        seen = self._any_rank(path.exists())
-        if seen and self.accelerator.is_main_process:
-            path.unlink(missing_ok=True)
-        return seen
-
-    def should_stop(self) -> bool:
-        return self._any_rank(self.stop_requested) or self._consume_request(STOP_FILE)
-
-    def _any_rank(self, flag: bool) -> bool:
-        if self.accelerator.num_processes == 1:
-            return flag
-        flags = torch.tensor([float(flag)], device=self.accelerator.device)
-        return self.accelerator.reduce(flags, "sum").item() > 0
+    def poll_requests(self) -> tuple[bool, bool]:
+        """(stop, checkpoint now), from a signal or the run folder's request files, agreed by every rank in a
+        single all-reduce per step; rank 0 removes the files it acted on. Every rank calls this each step."""
+        files = (self.run_dir / STOP_FILE, self.run_dir / CHECKPOINT_FILE)
+        seen = [self.stop_requested or files[0].exists(), files[1].exists()]
+        if self.accelerator.num_processes > 1:
+            flags = torch.tensor(seen, dtype=torch.float32, device=self.accelerator.device)
+            seen = (self.accelerator.reduce(flags, "sum") > 0).tolist()
+        if self.accelerator.is_main_process:
+            for path, asked in zip(files, seen):
+                if asked:
+                    path.unlink(missing_ok=True)
+        return seen[0], seen[1]
 
     def save_checkpoint(self) -> None:
         accelerator = self.accelerator
