@@ -25,7 +25,7 @@ from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.events import read_new_events
 from studio.hardware import gpu_count
-from studio.paths import runs_dir
+from studio.paths import child_process_env, runs_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 FINAL_STATES = ("finished", "stopped", "failed")
@@ -107,9 +107,7 @@ def launch(run_dir: Path, resume: bool = False) -> int:
 def trainer_command(run_dir: Path, config: RunConfig, resume: bool) -> tuple[list[str], dict[str, str]]:
     """One process: the worker itself. Several: `accelerate launch`, on CPUs through gloo."""
     worker = ["-m", "studio.train.worker", str(run_dir)] + (["--resume"] if resume else [])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent),
-                                                      env.get("PYTHONPATH")]))
+    env = child_process_env()
     processes = config.train.num_processes
     if processes == 1:
         return [sys.executable, *worker], env

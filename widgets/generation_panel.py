@@ -8,12 +8,10 @@ its replies and posts them as messages, so the UI never waits on the process and
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -22,8 +20,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Select, Static, TextArea
 
+from studio.paths import child_process_env
+
 LATEST = "latest"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class GenerationPanel(Vertical):
@@ -151,11 +150,9 @@ class GenerationPanel(Vertical):
 
     @staticmethod
     def _start_process() -> subprocess.Popen:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         return subprocess.Popen([sys.executable, "-m", "studio.generate_worker"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
-                                bufsize=1, env=env)
+                                bufsize=1, env=child_process_env())
 
     @work(thread=True, group="generation-read", exit_on_error=False)
     def _read_replies(self, process: subprocess.Popen) -> None:

@@ -6,7 +6,6 @@ reports back with call_from_thread; a failure is one line (notify), never a cras
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from textual.widgets import DataTable, Static
 
 from studio.errors import StudioError
 from studio.launch import prepare_resume
-from studio.paths import studio_home
+from studio.paths import child_process_env, studio_home
 from studio.runs import RunInfo, delete_run, launch, list_runs, stop_run
 from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
@@ -31,7 +30,6 @@ from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.export_dialog import ExportDialog
 
 REFRESH_SECONDS = 2.0
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 clock = time.time  # the runs' ages are measured against this; snapshot tests fix it
 
 
@@ -144,11 +142,9 @@ class RunsPane(Vertical):
     def export(self, name: str, folder: str) -> None:
         """`llm-studio export` in a subprocess: it loads torch, which the studio's process never does."""
         self.tell(f"exporting {name} to {folder}…")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         try:
             done = subprocess.run([sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
-                                  capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+                                  capture_output=True, text=True, env=child_process_env(), stdin=subprocess.DEVNULL)
         except OSError as error:
             self.tell(f"export failed: {error}", "error")
             return
