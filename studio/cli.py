@@ -228,22 +228,17 @@ def follow(run_dir: Path) -> int:
     from studio.events import read_new_events
     from studio.runs import STOP_FILE, summarize, trainer_pid
 
-    offset = (run_dir / "events.jsonl").stat().st_size if (run_dir / "events.jsonl").exists() else 0
-    while True:
+    events_file = run_dir / "events.jsonl"
+    offset = events_file.stat().st_size if events_file.exists() else 0
+    running = True
+    while running:
         try:
-            events, offset = read_new_events(run_dir / "events.jsonl", offset)
-            for event in events:
-                line = format_event(event)
-                if line:
-                    print(line, flush=True)
-            if trainer_pid(run_dir) is None:
-                events, offset = read_new_events(run_dir / "events.jsonl", offset)
-                for event in events:
-                    line = format_event(event)
-                    if line:
-                        print(line, flush=True)
-                break
-            time.sleep(0.25)
+            running = trainer_pid(run_dir) is not None  # checked before reading, so the last events print too
+            events, offset = read_new_events(events_file, offset)
+            for line in filter(None, map(format_event, events)):
+                print(line, flush=True)
+            if running:
+                time.sleep(0.25)
         except KeyboardInterrupt:
             print("stopping: saving a checkpoint...", file=sys.stderr, flush=True)
             (run_dir / STOP_FILE).touch()
