@@ -36,7 +36,7 @@ def make_run(arch: str, preset: str) -> str:
     from studio.data.prepare import prepare_dataset
     from studio.model import build_model
     from studio.presets import load_preset
-    from studio.runs import create_run
+    from studio.run_folder.control import create_run
     from studio.train import checkpoint
 
     import argparse as a, collections, dataclasses, json.decoder, pathlib  # noqa: E401  some real text

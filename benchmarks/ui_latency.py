@@ -34,7 +34,7 @@ def make_runs(corpus: Path, idle_runs: int) -> Path:
     from studio.config import set_field
     from studio.launch import prepare_run
     from studio.presets import load_preset
-    from studio.runs import launch
+    from studio.run_folder.control import launch
 
     def config():
         cfg = load_preset("tiny")
@@ -56,8 +56,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], float, float]:
-    from studio.app import StudioApp
-    from studio.run_watch import RunWatcher
+    from widgets.app import StudioApp
+    from studio.run_folder.watch import RunWatcher
 
     app = StudioApp()
     frames: list[float] = []
@@ -116,7 +116,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="llm-studio-bench-"))
     os.environ["LLM_STUDIO_HOME"] = str(home)
     sys.path.insert(0, str(PROJECT_ROOT))
-    from studio.runs import stop_run
+    from studio.run_folder.control import stop_run
 
     corpus = home / "corpus.txt"
     corpus.write_text("\n\n".join(Path(m.__file__).read_text(encoding="utf-8")

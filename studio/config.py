@@ -1,8 +1,11 @@
-"""The resolved configuration of a run: model, data, training. TOML in and out, plain-spoken validation.
+"""The resolved configuration of a run: model, data, training. Each field declared once; TOML in and out.
 
 A run's `config.toml` holds one `[model]`, `[data]` and `[train]` section with exactly the fields below;
-presets are partial files of the same shape, and `--set section.key=value` edits one field. Every value
-is checked in `validate()`, which raises a StudioError naming the key and the fix.
+presets are partial files of the same shape, and `--set section.key=value` edits one field. A field is
+declared once, with `setting()`: its type (a `Literal` names the allowed values), its default, its one-line
+help and its label. The CLI's options and `--help`, `presets --keys`, and the studio's form fields and their
+tooltips all read that declaration (`config_field`). Every value is checked in `validate()`, which raises a
+StudioError naming the key and the fix. Values derived from fields (`head_dim`, `mlp_width`) are properties.
 """
 
 from __future__ import annotations
@@ -10,83 +13,122 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from studio.errors import StudioError
 
-ARCHS = ("llama", "gpt2", "lstm", "rnn")
+Arch = Literal["llama", "gpt2", "lstm", "rnn"]
+TokenizerKind = Literal["bpe", "char"]
+Optimizer = Literal["adamw", "sgd"]
+Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
+Precision = Literal["no", "bf16", "fp16"]
 RECURRENT_ARCHS = ("lstm", "rnn")
-TOKENIZERS = ("bpe", "char")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("constant", "linear", "cosine", "inverse_time", "wsd")
-PRECISIONS = ("no", "bf16", "fp16")
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
 MIN_BPE_VOCAB = 257  # 256 byte symbols plus the end-of-text token
 
 
+def setting(default: Any, help: str, label: str = "") -> Any:
+    """A config field: its default, its one-line help, and its label in the studio's forms (default: its name)."""
+    metadata = {"help": help, "label": label}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class ModelConfig:
-    arch: str = "llama"  # llama | gpt2 | lstm | rnn
-    n_layer: int = 4
-    n_head: int = 4  # decoders only
-    n_embd: int = 128  # width; the hidden size for the recurrent models
-    block_size: int = 128  # context length (tokens per training sequence)
-    vocab_size: int = 0  # 0: the prepared dataset's vocabulary size
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    mlp_hidden: int = 0  # 0: 4 * n_embd (gpt2) or the SwiGLU 8/3 rule rounded to 64 (llama)
-    bias: bool = False  # gpt2 only: biases in linear layers and LayerNorm
-    rope_theta: float = 10000.0  # llama only
-    norm_eps: float = 1e-5
+    arch: Arch = setting("llama", "the architecture: a Llama- or GPT-2-style decoder, or an LSTM/RNN baseline",
+                         "architecture")
+    n_layer: int = setting(4, "layers (blocks)", "layers")
+    n_head: int = setting(4, "attention heads; must divide the width (decoders only)", "heads")
+    n_embd: int = setting(128, "n_embd: the residual stream's size (the hidden size of recurrent models)", "width")
+    block_size: int = setting(128, "block_size: tokens per training sequence (the context length)", "context")
+    vocab_size: int = setting(0, "0: the prepared dataset's vocabulary", "vocab")
+    dropout: float = setting(0.0, "dropout probability during training", "dropout")
+    tie_embeddings: bool = setting(True, "share input and output embeddings", "tie embeddings")
+    mlp_hidden: int = setting(0, "the MLP's inner width; 0: 4 * n_embd (gpt2) or SwiGLU's 8/3 rule rounded to 64 "
+                                 "(llama)", "MLP width")
+    bias: bool = setting(False, "gpt2 only: biases in linear layers and LayerNorm", "bias")
+    rope_theta: float = setting(10000.0, "llama only: the base of the rotary embeddings' frequencies", "RoPE theta")
+    norm_eps: float = setting(1e-5, "the epsilon of RMSNorm / LayerNorm", "norm eps")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        """The MLP's inner width: mlp_hidden, else 4·n_embd (gpt2) or 8/3·n_embd rounded up to 64 (llama).
+
+        SwiGLU has three matrices instead of two, so Llama shrinks the inner width by 2/3 to keep the
+        parameter count of a 4·n_embd MLP; rounding to 64 keeps matmul shapes friendly.
+        """
+        if self.mlp_hidden:
+            return self.mlp_hidden
+        if self.arch == "gpt2":
+            return 4 * self.n_embd
+        return -(-(8 * self.n_embd // 3) // 64) * 64
+
+    @property
+    def recurrent(self) -> bool:
+        return self.arch in RECURRENT_ARCHS
 
 
 @dataclass
 class DataConfig:
-    source: str = "python-stdlib"  # a .txt / .jsonl file, a folder, `python-stdlib`, or a prepared dataset name
-    tokenizer: str = "bpe"  # bpe | char
-    vocab_size: int = 4096  # bpe only; char vocabularies are the corpus' own characters
-    val_fraction: float = 0.05
-    text_field: str = "text"  # jsonl only
-    glob: str = "**/*"  # folders only: which files to read
-    min_chars: int = 1  # documents shorter than this (after cleaning) are dropped
-    max_chars: int = 0  # documents longer than this are dropped; 0: no limit
-    dedup: bool = True  # drop exact duplicate documents
-    strict: bool = False  # refuse non-UTF-8 bytes instead of replacing them
-    dataset: str = ""  # the prepared dataset the run trains on; filled in at launch
+    source: str = setting("python-stdlib", "a .txt / .jsonl file, a folder, python-stdlib, or a prepared "
+                                           "dataset's name", "source")
+    tokenizer: TokenizerKind = setting("bpe", "byte-level BPE, or one token per character", "tokenizer")
+    vocab_size: int = setting(4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own "
+                                    "characters", "vocab size")
+    val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
+    text_field: str = setting("text", "JSONL: the JSON key holding each document's text", "JSONL field")
+    glob: str = setting("**/*", "folders: which files to read", "folder files")
+    min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
+    max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")
+    dedup: bool = setting(True, "drop exact duplicate documents", "dedup")
+    strict: bool = setting(False, "refuse bytes that are not UTF-8 instead of replacing them", "strict UTF-8")
+    dataset: str = setting("", "the prepared dataset the run trains on; filled in at launch", "dataset")
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    schedule: str = "cosine"  # constant | linear | cosine | inverse_time | wsd
-    warmup_steps: int = 100
-    decay_fraction: float = 0.2  # wsd: the share of steps spent decaying at the end
-    inverse_time_k: float = 0.01  # inverse_time: lr0 / (1 + k * t)
-    max_steps: int = 2000
-    batch_size: int = 32  # sequences per process per micro-step
-    grad_accum: int = 1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    momentum: float = 0.9  # sgd only
-    grad_clip: float = 1.0  # 0: no clipping
-    eval_interval: int = 250
-    eval_steps: int = 20
-    log_interval: int = 10
-    checkpoint_interval: int = 500
-    keep_checkpoints: int = 3
-    sample_interval: int = 500  # 0: no samples
-    sample_tokens: int = 64
-    sample_prompts: list[str] = field(default_factory=lambda: ["\n", "def ", "The "])
-    seed: int = 1337
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    compile: bool = False
-    num_processes: int = 1
-    init_from: str = ""  # start from these weights: a local Hugging Face folder or a run's name ("": from scratch)
+    optimizer: Optimizer = setting("adamw", "the optimizer", "optimizer")
+    lr: float = setting(1e-3, "the peak learning rate", "learning rate")
+    min_lr: float = setting(1e-4, "where linear, cosine and wsd decay to", "min lr")
+    schedule: Schedule = setting("cosine", "the learning-rate schedule after warmup", "schedule")
+    warmup_steps: int = setting(100, "steps of linear warmup", "warmup steps")
+    decay_fraction: float = setting(0.2, "wsd: the share of steps spent decaying at the end", "wsd decay")
+    inverse_time_k: float = setting(0.01, "inverse_time: lr / (1 + k·t)", "inverse-time k")
+    max_steps: int = setting(2000, "optimizer steps to train for", "steps")
+    batch_size: int = setting(32, "sequences per process per micro-step", "batch")
+    grad_accum: int = setting(1, "micro-steps per optimizer step", "grad accum")
+    weight_decay: float = setting(0.1, "AdamW / SGD weight decay on matrices and embeddings", "weight decay")
+    beta1: float = setting(0.9, "AdamW's first-moment decay", "beta1")
+    beta2: float = setting(0.99, "AdamW's second-moment decay", "beta2")
+    momentum: float = setting(0.9, "sgd only: momentum", "momentum")
+    grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: no clipping", "grad clip")
+    eval_interval: int = setting(250, "evaluate every this many steps", "eval every")
+    eval_steps: int = setting(20, "validation batches per evaluation (per process)", "eval batches")
+    log_interval: int = setting(10, "write a train event every this many steps", "log every")
+    checkpoint_interval: int = setting(500, "save a checkpoint every this many steps", "checkpoint every")
+    keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep", "keep checkpoints")
+    sample_interval: int = setting(500, "write samples from the fixed prompts every this many steps; 0: none",
+                                   "sample every")
+    sample_tokens: int = setting(64, "tokens generated per sample", "sample tokens")
+    sample_prompts: list[str] = setting(["\n", "def ", "The "], "the fixed prompts samples continue",
+                                        "sample prompts")
+    seed: int = setting(1337, "the seed of weights, batches and dropout", "seed")
+    mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)",
+                                         "precision")
+    compile: bool = setting(False, "torch.compile the model", "torch.compile")
+    num_processes: int = setting(1, "processes: GPUs, or CPU processes over gloo", "processes")
+    init_from: str = setting("", "start from these weights: a local Hugging Face folder or a run's name; "
+                                 "empty: from scratch", "init from")
 
 
 @dataclass
@@ -115,13 +157,13 @@ class RunConfig:
         path.write_text(self.to_toml(), encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
         config = cls()
         config.update(raw, where)
         return config
 
     @classmethod
-    def load(cls, path: Path) -> "RunConfig":
+    def load(cls, path: Path) -> RunConfig:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as error:
@@ -139,11 +181,16 @@ class RunConfig:
             else:
                 raise StudioError(f"{where}: unknown key {key!r}; sections are {', '.join(SECTIONS)}")
 
-    def copy(self) -> "RunConfig":
+    def copy(self) -> RunConfig:
         return RunConfig.from_dict(self.to_dict())
 
+    def value(self, key: str) -> Any:
+        """The value of `section.key`."""
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name)
 
-SECTIONS = ("model", "data", "train")
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
 def _toml_value(value: Any) -> str:
@@ -159,24 +206,58 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-# ---- one field at a time (presets, --set, the studio's forms) -----------------------------------
+# ---- the declarations, read back (the CLI, `presets --keys`, the studio's forms) -------------------
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field's declaration: what setting() and the annotation say about `section.name`."""
+
+    key: str  # section.name
+    kind: type  # bool, int, float, str or list
+    choices: tuple[str, ...]  # the Literal's values; () when any value of the kind goes
+    default: Any
+    help: str
+    label: str
+
+    @property
+    def type_name(self) -> str:
+        return "|".join(self.choices) if self.choices else self.kind.__name__
+
+
+@cache
+def field_specs() -> dict[str, FieldSpec]:
+    """Every settable field, by `section.key`, in declaration order."""
+    specs = {}
+    for section, section_type in SECTIONS.items():
+        hints = typing.get_type_hints(section_type)
+        for item in dataclasses.fields(section_type):
+            hint = hints[item.name]
+            choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+            kind = str if choices else (typing.get_origin(hint) or hint)
+            default = item.default_factory() if item.default is dataclasses.MISSING else item.default
+            key = f"{section}.{item.name}"
+            specs[key] = FieldSpec(key, kind, choices, default, item.metadata["help"],
+                                   item.metadata["label"] or item.name)
+    return specs
+
+
+def field_spec(key: str, where: str = "--set") -> FieldSpec:
+    try:
+        return field_specs()[key]
+    except KeyError:
+        raise StudioError(f"{where}: unknown key {key!r}; run `llm-studio presets --keys` for the list") from None
+
+
 def field_names() -> list[str]:
     """Every settable key, as `section.key`."""
-    return [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(_section_type(s))]
+    return list(field_specs())
 
 
-def _section_type(section: str) -> type:
-    return {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}[section]
-
-
+# ---- one field at a time (presets, --set, the studio's forms) -----------------------------------
 def set_field(config: RunConfig, dotted_key: str, value: Any, where: str = "--set") -> None:
     """Set `section.key` to value, converting strings (from the command line) to the field's type."""
-    section, _, key = dotted_key.partition(".")
-    if section not in SECTIONS or key not in {f.name for f in dataclasses.fields(_section_type(section))}:
-        raise StudioError(f"{where}: unknown key {dotted_key!r}; run `llm-studio presets --keys` for the list")
-    target = getattr(config, section)
-    kind = type(getattr(target, key))
-    setattr(target, key, _coerce(value, kind, dotted_key, where))
+    spec = field_spec(dotted_key, where)
+    section, _, name = dotted_key.partition(".")
+    setattr(getattr(config, section), name, _coerce(value, spec.kind, dotted_key, where))
 
 
 def _coerce(value: Any, kind: type, key: str, where: str) -> Any:
@@ -221,6 +302,15 @@ def _kind_name(kind: type) -> str:
             list: "a list (on the command line: items separated by |)"}.get(kind, "text")
 
 
+def format_value(value: Any) -> str:
+    """The text that set_field turns back into `value` (the command line's and the forms' spelling)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "|".join(value)  # set_field splits list values on |
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def parse_override(text: str) -> tuple[str, str]:
     """`section.key=value` from the command line."""
     key, sep, value = text.partition("=")
@@ -233,18 +323,18 @@ def parse_override(text: str) -> tuple[str, str]:
 def validate(config: RunConfig) -> None:
     """Raise a StudioError for the first value that cannot work, naming the key and the fix."""
     m, d, t = config.model, config.data, config.train
-    _choice("model.arch", m.arch, ARCHS)
+    _choices(config, "model")
     _positive("model.n_layer", m.n_layer)
     _positive("model.n_embd", m.n_embd)
     _positive("model.block_size", m.block_size)
-    if m.arch not in RECURRENT_ARCHS:
+    if not m.recurrent:
         _positive("model.n_head", m.n_head)
         if m.n_embd % m.n_head:
             raise StudioError(
                 f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
                 f"try n_head={_nearest_divisor(m.n_embd, m.n_head)}")
-        if m.arch == "llama" and (m.n_embd // m.n_head) % 2:
-            raise StudioError(f"model: the head size n_embd/n_head = {m.n_embd // m.n_head} must be even "
+        if m.arch == "llama" and m.head_dim % 2:
+            raise StudioError(f"model: the head size n_embd/n_head = {m.head_dim} must be even "
                               "for rotary embeddings; change n_embd or n_head")
     if not 0.0 <= m.dropout < 1.0:
         raise StudioError(f"model.dropout must be in [0, 1), not {m.dropout}")
@@ -253,7 +343,7 @@ def validate(config: RunConfig) -> None:
     if m.mlp_hidden < 0:
         raise StudioError("model.mlp_hidden must be 0 (automatic) or positive")
 
-    _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
+    _choices(config, "data")
     if d.tokenizer == "bpe" and not MIN_BPE_VOCAB <= d.vocab_size <= MAX_VOCAB:
         raise StudioError(f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "
                           f"between {MIN_BPE_VOCAB} and {MAX_VOCAB} tokens (try 4096)")
@@ -262,9 +352,7 @@ def validate(config: RunConfig) -> None:
     if d.min_chars < 0 or d.max_chars < 0 or (d.max_chars and d.max_chars < d.min_chars):
         raise StudioError("data.min_chars and data.max_chars must be >= 0, and max_chars >= min_chars (0: no limit)")
 
-    _choice("train.optimizer", t.optimizer, OPTIMIZERS)
-    _choice("train.schedule", t.schedule, SCHEDULES)
-    _choice("train.mixed_precision", t.mixed_precision, PRECISIONS)
+    _choices(config, "train")
     for key in ("lr", "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_steps",
                 "log_interval", "checkpoint_interval", "keep_checkpoints", "num_processes", "sample_tokens"):
         _positive(f"train.{key}", getattr(t, key))
@@ -280,14 +368,17 @@ def validate(config: RunConfig) -> None:
         raise StudioError("train.decay_fraction must be in (0, 1], e.g. 0.2")
 
 
+def _choices(config: RunConfig, section: str) -> None:
+    """Every field of the section whose declaration names its allowed values holds one of them."""
+    for spec in field_specs().values():
+        if spec.choices and spec.key.startswith(f"{section}.") and config.value(spec.key) not in spec.choices:
+            raise StudioError(f"{spec.key} must be one of {', '.join(spec.choices)}, "
+                              f"not {config.value(spec.key)!r}")
+
+
 def _positive(key: str, value: float) -> None:
     if value <= 0:
         raise StudioError(f"{key} must be positive, not {value}")
-
-
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise StudioError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def _nearest_divisor(n: int, near: int) -> int:

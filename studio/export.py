@@ -21,21 +21,19 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from studio.config import RECURRENT_ARCHS, ModelConfig, RunConfig
+from studio.config import ModelConfig, RunConfig
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import EOT, UNK, load_tokenizer
 from studio.errors import StudioError
-from studio.events import current_history, read_events
-from studio.hf_import import CONV1D, WEIGHTS, WEIGHTS_INDEX
+from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX
 from studio.model import build_model
-from studio.model.size import mlp_hidden
-from studio.runs import existing_run, find_checkpoint
-from studio.train import checkpoint
+from studio.run_folder.events import current_history, read_events
+from studio.run_folder.layout import EVENTS, checkpoint_step, find_checkpoint, run_or_folder, trained_config
+from studio.weights import hf_names, load_weights, read_weights
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
-GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 
 
 @dataclass
@@ -50,19 +48,18 @@ def export_run(run: str, out: Path, step: int | None = None, dtype: str = "fp32"
                max_shard_size: int = 2 * 1024**3, verify: bool = True) -> ExportResult:
     if dtype not in DTYPES:
         raise StudioError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    run_dir = Path(run) if (Path(run) / "config.toml").is_file() else existing_run(run)
+    run_dir = run_or_folder(run)
     found = find_checkpoint(run_dir, step)
-    weights, metadata = checkpoint.read_weights(found)
-    config = RunConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata \
-        else RunConfig.load(run_dir / "config.toml")
+    weights, metadata = read_weights(found)
+    config = trained_config(run_dir, metadata)
     dataset = open_dataset(config.data.dataset)
-    step = int(metadata.get("step", found.name.split("-")[1]))
+    step = int(metadata.get("step", checkpoint_step(found)))
     out = out.expanduser().resolve()
     clear_output(out)
     out.mkdir(parents=True, exist_ok=True)
 
     model_cfg = config.model
-    recurrent = model_cfg.arch in RECURRENT_ARCHS
+    recurrent = model_cfg.recurrent
     hf_weights = weights if recurrent else hf_names(weights, model_cfg)
     hf_weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in hf_weights.items()}
     files = write_weights(hf_weights, out, max_shard_size)
@@ -85,7 +82,7 @@ def export_run(run: str, out: Path, step: int | None = None, dtype: str = "fp32"
         return ExportResult(out, files, None, "not verified: transformers is not installed")
     reference = build_model(model_cfg)
     rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
-    checkpoint.load_weights(reference, rounded, model_cfg.tie_embeddings)
+    load_weights(reference, rounded, model_cfg.tie_embeddings)
     diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
     return ExportResult(out, files, diff, f"verified with transformers on {len(config.train.sample_prompts)} "
                         "sample prompts")
@@ -110,22 +107,6 @@ def clear_output(out: Path) -> None:
     for name in [*earlier, MARKER]:
         if "/" not in name:
             (out / name).unlink(missing_ok=True)
-
-
-def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
-    GPT2LMHeadModel always has) written as zeros when the model has none."""
-    if cfg.arch == "llama":
-        return dict(weights)
-    renamed = {name: tensor.t().contiguous() if name.endswith(CONV1D) else tensor for name, tensor in weights.items()}
-    if not cfg.bias:
-        for layer in range(cfg.n_layer):
-            for suffix in GPT2_BIASES:
-                weight = renamed[f"transformer.h.{layer}.{suffix.replace('bias', 'weight')}"]
-                # a bias is as long as its weight's last dim: LayerNorm (width,), Conv1D (in, out)
-                renamed[f"transformer.h.{layer}.{suffix}"] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
-        renamed["transformer.ln_f.bias"] = torch.zeros_like(renamed["transformer.ln_f.weight"])
-    return renamed
 
 
 def write_weights(weights: dict[str, torch.Tensor], out: Path, max_shard_size: int) -> list[str]:
@@ -163,16 +144,16 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, A
               "eos_token_id": eot_id, "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]}
     if m.arch == "llama":
         return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": m.n_embd,
-                "intermediate_size": mlp_hidden(m), "num_hidden_layers": m.n_layer,
+                "intermediate_size": m.mlp_width, "num_hidden_layers": m.n_layer,
                 "num_attention_heads": m.n_head, "num_key_value_heads": m.n_head,
-                "head_dim": m.n_embd // m.n_head, "max_position_embeddings": m.block_size,
+                "head_dim": m.head_dim, "max_position_embeddings": m.block_size,
                 "rms_norm_eps": m.norm_eps, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
                 "attention_dropout": 0.0, "rope_theta": m.rope_theta,
                 "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta}, **common}
     if m.arch == "gpt2":
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": m.n_embd,
                 "n_layer": m.n_layer, "n_head": m.n_head, "n_positions": m.block_size, "n_ctx": m.block_size,
-                "n_inner": mlp_hidden(m), "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
+                "n_inner": m.mlp_width, "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
                 "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True, **common}
     return {"architectures": [], "model_type": f"llm-studio-{m.arch}",
             "note": "no transformers class exists for this recurrent model; load it with the studio",
@@ -195,7 +176,7 @@ def write_tokenizer(out: Path, tokenizer_path: Path, has_unk: bool, cfg: ModelCo
 
 # ---- the model card --------------------------------------------------------------------------------------
 def final_metrics(run_dir: Path) -> dict[str, Any]:
-    events = current_history(read_events(run_dir / "events.jsonl"))
+    events = current_history(read_events(run_dir / EVENTS))
     last = {kind: next((e for e in reversed(events) if e.get("kind") == kind), None) for kind in ("train", "eval")}
     metrics: dict[str, Any] = {}
     if last["train"]:

@@ -8,7 +8,6 @@ step, as without a cache). The recurrent models recompute the window every step.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,13 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from studio.data.prepare import open_dataset
+from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
+from studio.hf_folder import read_hf_folder
+from studio.model import build_model
+from studio.run_folder.layout import checkpoint_step, find_checkpoint, run_or_folder, trained_config
+from studio.weights import load_hf_weights, load_weights, read_weights
 
 
 @dataclass
@@ -214,13 +219,11 @@ def load_generator(target: str, step: int | None = None, device: str = "cpu") ->
     torch_device = _device(device)
     folder = Path(target).expanduser()
     if (folder / "config.json").is_file():
-        from studio.hf_import import load_hf_generator
-
         if step is not None:
             raise StudioError(f"{folder} is a Hugging Face folder with one set of weights: drop --checkpoint")
-        loaded = load_hf_generator(folder)
+        loaded = _load_hf_folder(folder)
     else:
-        loaded = _load_run(folder if (folder / "config.toml").is_file() else None, target, step)
+        loaded = _load_run(run_or_folder(target), step)
     loaded.model.to(torch_device).eval()
     return loaded
 
@@ -233,25 +236,25 @@ def _device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _load_run(run_dir: Path | None, name: str, step: int | None) -> Generator:
-    from studio.config import RunConfig
-    from studio.data.prepare import open_dataset
-    from studio.data.tokenizer import load_tokenizer, tokenizer_hash
-    from studio.model import build_model
-    from studio.runs import existing_run, find_checkpoint
-    from studio.train import checkpoint
-
-    run_dir = run_dir or existing_run(name)
+def _load_run(run_dir: Path, step: int | None) -> Generator:
     found = find_checkpoint(run_dir, step)
-    weights, metadata = checkpoint.read_weights(found)
-    config = RunConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata \
-        else RunConfig.load(run_dir / "config.toml")
+    weights, metadata = read_weights(found)
+    config = trained_config(run_dir, metadata)
     dataset = open_dataset(config.data.dataset)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
         raise StudioError(f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
                           "with (it was prepared again); restore that dataset to generate from this run")
     model = build_model(config.model)
-    checkpoint.load_weights(model, weights, config.model.tie_embeddings)
-    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size,
-                     f"run {run_dir.name}, step {int(metadata.get('step', found.name.split('-')[1]))}")
+    load_weights(model, weights, config.model.tie_embeddings)
+    step = int(metadata.get("step", checkpoint_step(found)))
+    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size, f"run {run_dir.name}, step {step}")
+
+
+def _load_hf_folder(folder: Path) -> Generator:
+    """A Hugging Face folder as a studio model, ready to generate (fp32)."""
+    hf = read_hf_folder(folder)
+    model = build_model(hf.model)
+    load_weights(model, load_hf_weights(hf), hf.model.tie_embeddings)
+    tokenizer = load_tokenizer(hf.tokenizer_file)
+    return Generator(model, tokenizer, tokenizer.token_to_id(hf.eot_token), hf.model.block_size, f"{folder}")

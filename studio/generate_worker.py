@@ -90,12 +90,13 @@ class Session:
 
 
 def latest_checkpoint_name(target: str) -> str | None:
+    """The name of a run's newest checkpoint (None for a Hugging Face folder or a run without one)."""
     from pathlib import Path
 
-    from studio.runs import latest_checkpoint, run_path
+    from studio.run_folder.layout import is_run, latest_checkpoint, run_path
 
-    run_dir = Path(target) if (Path(target) / "config.toml").is_file() else run_path(target)
-    latest = latest_checkpoint(run_dir) if (run_dir / "config.toml").is_file() else None
+    run_dir = Path(target) if is_run(Path(target)) else run_path(target)
+    latest = latest_checkpoint(run_dir) if is_run(run_dir) else None
     return latest.name if latest else None
 
 

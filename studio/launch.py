@@ -11,15 +11,17 @@ from typing import Callable
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
-from studio.runs import (
+from studio.run_folder.control import create_run
+from studio.run_folder.layout import (
+    CONFIG,
     check_new_name,
-    create_run,
     default_run_name,
     existing_run,
     find_checkpoint,
-    summarize,
+    read_config,
     verify_checkpoint,
 )
+from studio.run_folder.status import summarize
 
 
 def prepare_run(config: RunConfig, name: str | None,
@@ -48,7 +50,7 @@ def resolve_init_from(config: RunConfig):
     if not config.train.init_from:
         return None
     from studio.data.prepare import PretrainedTokenizer
-    from studio.hf_import import resolve_init
+    from studio.hf_folder import resolve_init
 
     init = resolve_init(config.train.init_from)
     config.model = init.model
@@ -72,9 +74,9 @@ def prepare_resume(name: str, max_steps: int | None) -> Path:
     if status in ("running", "starting"):
         raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
     verify_checkpoint(find_checkpoint(run_dir))
-    config = RunConfig.load(run_dir / "config.toml")
+    config = read_config(run_dir)
     if max_steps is not None:
         config.train.max_steps = max_steps
         validate(config)
-        config.save(run_dir / "config.toml")
+        config.save(run_dir / CONFIG)
     return run_dir

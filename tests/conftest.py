@@ -28,7 +28,7 @@ def code_corpus(tmp_path) -> Path:
 @pytest.fixture
 def run_cli(studio_home, capsys):
     """Call `llm-studio ARGS...` in this process; returns (exit code, stdout, stderr)."""
-    from studio.cli import main
+    from studio.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         code = main([str(a) for a in args])
@@ -63,7 +63,7 @@ ADD_FUNCTION = "def add(a, b):\n    return a + b\n\n"
 
 def train_runs(tmp_path_factory, corpus_text: str, runs: dict[str, list[str]]) -> Path:
     """A studio home for a test module holding tiny runs trained once through the CLI (name -> extra args)."""
-    from studio.cli import main
+    from studio.cli.main import main
 
     home = tmp_path_factory.mktemp("home")
     corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"

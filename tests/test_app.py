@@ -12,11 +12,11 @@ from rich.console import Console
 from textual.content import Content
 from textual.widgets import Input, Select, TabbedContent
 
-from studio.app import StudioApp
-from studio.cli import build_parser, resolve_train_config
-from studio.command_line import cli_command
+from widgets.app import StudioApp
+from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
-from studio.model.size import format_count, param_count
+from studio.formatting import format_count
+from studio.sizes import param_count
 from studio.presets import load_preset, preset_vocab
 from widgets.config_field import ConfigField
 from widgets.dataset_facts import DatasetFacts
@@ -72,14 +72,14 @@ def static_text(widget) -> str:
 def parse_back(command: str):
     words = shlex.split(command)
     assert words[:2] == ["llm-studio", "train"]
-    return resolve_train_config(build_parser().parse_args(words[1:]))
+    return train_config(build_parser().parse_args(words[1:]))
 
 
-def test_cli_command_of_an_untouched_preset_names_only_preset_and_data():
-    assert cli_command(load_preset("tiny")) == "llm-studio train --preset tiny --data python-stdlib"
+def test_train_command_line_of_an_untouched_preset_names_only_preset_and_data():
+    assert train_command_line(load_preset("tiny")) == "llm-studio train --preset tiny --data python-stdlib"
 
 
-def test_cli_command_parses_back_to_the_same_config(tmp_path):
+def test_train_command_line_parses_back_to_the_same_config(tmp_path):
     config = load_preset("small")
     edits = {"model.n_layer": 3, "model.dropout": 0.15, "model.tie_embeddings": False, "data.tokenizer": "char",
              "data.source": str(tmp_path / "my corpus.txt"), "data.dedup": False, "train.lr": 3e-4,
@@ -87,7 +87,7 @@ def test_cli_command_parses_back_to_the_same_config(tmp_path):
              "train.init_from": "some run", "train.compile": True}
     for key, value in edits.items():
         set_field(config, key, value)
-    command = cli_command(config)
+    command = train_command_line(config)
     assert "--set model.n_layer=3" in command and "train.lr=0.0003" in command
     assert "model.n_head" not in command  # unchanged from the preset: not repeated
     assert parse_back(command).to_dict() == config.to_dict()
@@ -259,7 +259,7 @@ class LaunchRecordingApp(StudioApp):
 
 @pytest.mark.asyncio
 async def test_launch_from_the_train_tab_starts_a_run(studio_home, small_corpus, torch_blocked):
-    from studio.runs import stop_run
+    from studio.run_folder.control import stop_run
 
     config = load_preset("tiny")
     for key, value in {"data.source": str(small_corpus), "data.tokenizer": "char", "model.n_layer": 2,

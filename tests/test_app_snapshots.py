@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from studio.app import StudioApp
+from widgets.app import StudioApp
 from studio.config import set_field
 from studio.presets import load_preset
 from widgets.lr_preview import LrPreview
-from widgets.train_pane import TrainPane
+from widgets.panes.train import TrainPane
 
 SIZES = [(80, 24), (160, 48)]
 CORPUS = "".join(f"def area_{i}(width, height):\n    return width * height + {i}\n\n" for i in range(200))

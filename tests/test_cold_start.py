@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 SHOW_EVERY_TAB = """
 import asyncio, sys
-from studio.app import StudioApp
+from widgets.app import StudioApp
 
 async def main():
     app = StudioApp()

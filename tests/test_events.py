@@ -2,7 +2,7 @@
 
 import json
 
-from studio.events import EventWriter, current_history, read_events, read_new_events
+from studio.run_folder.events import EventWriter, current_history, read_events, read_new_events
 
 
 def test_incremental_reads_leave_a_torn_last_line_for_later(tmp_path):
@@ -41,7 +41,7 @@ def test_resume_supersedes_metrics_after_the_checkpoint():
 
 
 def test_a_run_summary_reads_only_new_events_and_honours_a_resume(tmp_path):
-    from studio.runs import EventTally
+    from studio.run_folder.status import EventTally
 
     path = tmp_path / "events.jsonl"
     writer = EventWriter(path)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from studio.cli import main
+from studio.cli.main import main
 from studio.generate import load_generator
 from tests.conftest import ADD_FUNCTION, train_runs
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from studio.cli import main
+from studio.cli.main import main
 from studio.generate import load_generator
-from studio.runs import find_checkpoint, run_path
+from studio.run_folder.layout import find_checkpoint, run_path
 
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 

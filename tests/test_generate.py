@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from studio.cli import main
+from studio.cli.main import main
 from studio.config import ModelConfig
 from studio.errors import StudioError
 from studio.generate import SamplingConfig, decode_steps, load_generator

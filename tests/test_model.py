@@ -11,8 +11,8 @@ import torch
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.model import build_model, param_groups
-from studio.model.size import (estimate_train_memory, flops_per_token, format_bytes, format_count,
-                               mlp_hidden, param_count)
+from studio.formatting import format_bytes, format_count
+from studio.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
 ARCHS = ("llama", "gpt2", "lstm", "rnn")
@@ -108,11 +108,11 @@ def test_param_count_takes_the_vocabulary_from_the_argument_or_refuses():
         build_model(dataclasses.replace(cfg, vocab_size=0))
 
 
-def test_mlp_hidden_rules():
-    assert mlp_hidden(ModelConfig(arch="llama", n_embd=128)) == 384  # 341 rounded up to 64
-    assert mlp_hidden(ModelConfig(arch="llama", n_embd=2048)) == 5504
-    assert mlp_hidden(ModelConfig(arch="gpt2", n_embd=768)) == 3072
-    assert mlp_hidden(ModelConfig(arch="llama", n_embd=2048, mlp_hidden=8192)) == 8192
+def test_mlp_width_rules():
+    assert ModelConfig(arch="llama", n_embd=128).mlp_width == 384  # 341 rounded up to 64
+    assert ModelConfig(arch="llama", n_embd=2048).mlp_width == 5504
+    assert ModelConfig(arch="gpt2", n_embd=768).mlp_width == 3072
+    assert ModelConfig(arch="llama", n_embd=2048, mlp_hidden=8192).mlp_width == 8192
 
 
 def test_param_groups_decay_matrices_only_and_count_tied_weights_once():
@@ -188,7 +188,7 @@ def test_llama_logits_equal_hugging_faces(tie):
     cfg = tiny("llama", n_embd=64, n_head=4, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
     ours = build_model(cfg).eval()
     hf_config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=cfg.n_embd, intermediate_size=mlp_hidden(cfg),
+        vocab_size=VOCAB, hidden_size=cfg.n_embd, intermediate_size=cfg.mlp_width,
         num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_head,
         max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=tie,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},

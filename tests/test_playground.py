@@ -12,8 +12,8 @@ import time
 import pytest
 from textual.widgets import Input, TextArea
 
-from studio.app import StudioApp
-from studio.runs import checkpoint_name
+from widgets.app import StudioApp
+from studio.run_folder.layout import checkpoint_name
 from tests.conftest import ADD_FUNCTION, train_runs
 from widgets.generation_panel import GenerationPanel
 

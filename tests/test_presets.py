@@ -11,7 +11,7 @@ import pytest
 
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
-from studio.model.size import param_count
+from studio.sizes import param_count
 from studio.presets import load_preset, preset_description, preset_names, preset_table, preset_vocab
 
 EXPECTED = {"tiny", "small", "gpt2-124m", "llama-350m", "llama-1b", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "finetune"}
@@ -100,7 +100,7 @@ def test_preset_table():
 
 
 def test_sizes_and_presets_import_without_torch():
-    code = "import sys, studio.presets, studio.model.size; studio.presets.preset_table(); print('torch' in sys.modules)"
+    code = "import sys, studio.presets, studio.sizes; studio.presets.preset_table(); print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                             capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from studio.config import RunConfig
 from studio.paths import runs_dir
-from studio.run_watch import RunWatcher
+from studio.run_folder.watch import RunWatcher
 
 T0 = 1_700_000_000.0
 

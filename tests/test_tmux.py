@@ -18,7 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from studio.runs import run_path, stop_run, trainer_pid
+from studio.run_folder.control import stop_run
+
+from studio.run_folder.layout import run_path
+
+from studio.run_folder.status import trainer_pid
 from tests.conftest import TINY_TRAIN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from studio.events import current_history, read_events
-from studio.runs import find_checkpoint, request_checkpoint, run_path, summarize, trainer_pid, wait_for_exit
+from studio.run_folder.events import current_history, read_events
+from studio.run_folder.control import request_checkpoint, wait_for_exit
+from studio.run_folder.layout import find_checkpoint, run_path
+from studio.run_folder.status import summarize, trainer_pid
 from tests.conftest import TINY_TRAIN
 
 

@@ -12,11 +12,13 @@ import time
 
 import pytest
 
-from studio.app import StudioApp
+from widgets.app import StudioApp
 from studio.config import set_field
 from studio.launch import prepare_run
 from studio.presets import load_preset
-from studio.runs import launch, run_path, stop_run, summarize, trainer_pid
+from studio.run_folder.control import launch, stop_run
+from studio.run_folder.layout import run_path
+from studio.run_folder.status import summarize, trainer_pid
 from tests.test_run_watch import fixture_events, write_fixture_run
 from widgets.loss_chart import LossChart
 from widgets.run_table import RunTable

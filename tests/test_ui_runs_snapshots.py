@@ -11,8 +11,8 @@ import os
 import pytest
 
 import widgets.hardware_panel
-import widgets.runs_pane
-from studio.app import StudioApp
+import widgets.panes.runs
+from widgets.app import StudioApp
 from studio.hardware import CpuStats
 from tests.test_run_watch import T0, fixture_events, write_fixture_run
 from widgets.screens.dashboard import DashboardScreen
@@ -28,7 +28,7 @@ def fixed_runs(studio_home, monkeypatch):
     for age_hours, run_dir in zip((5, 2), runs):  # the finished run is older: it lists first
         for path in run_dir.iterdir():
             os.utime(path, (T0 - 3600 * age_hours, T0 - 3600 * age_hours))
-    monkeypatch.setattr(widgets.runs_pane, "clock", lambda: T0)
+    monkeypatch.setattr(widgets.panes.runs, "clock", lambda: T0)
     monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: [])
     monkeypatch.setattr(widgets.hardware_panel, "cpu_stats",
                         lambda: CpuStats(cores=16, utilization=12.0, ram_used=18 * 1024**3, ram_total=128 * 1024**3))

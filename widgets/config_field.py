@@ -1,4 +1,7 @@
-"""One config key as a form row: its name, an editor that fits the key's type, and the reason a value is refused.
+"""One config key as a form row: its label, an editor that fits the key's type, and the reason a value is refused.
+
+The label, the editor's kind (a Select for a field with allowed values) and the tooltip all come from the key's
+declaration in studio.config, so a form row is just `ConfigField("section.key")`.
 
 The field edits `app.config` in place through set_field, so the app's config stays the single state; it posts
 ConfigChanged for its section and the app tells every pane to refresh what it derives. A value set_field
@@ -17,23 +20,55 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from studio.command_line import format_value
-from studio.config import RunConfig, set_field, validate
+from studio.config import RunConfig, field_spec, format_value, set_field, validate
 from studio.errors import StudioError
 from widgets.messages import ConfigChanged
 
 
 class ConfigField(Widget):
-    """Edits `section.key` of app.config: a Checkbox for booleans, a Select for `choices`, else an Input."""
+    """Edits `section.key` of app.config: a Checkbox for booleans, a Select for allowed values, else an Input."""
+
+    DEFAULT_CSS = """
+    ConfigField {
+        layout: grid;
+        grid-size: 2;
+        grid-columns: 18 1fr;
+        grid-rows: auto;
+        height: auto;
+    }
+    ConfigField .field-label {
+        color: $text-muted;
+    }
+    ConfigField Checkbox {
+        width: 5;  /* auto cuts the compact box to "X…" */
+    }
+    ConfigField .field-error {
+        display: none;
+        column-span: 2;
+        color: $text-error;
+        padding-left: 18;
+    }
+    ConfigField.-invalid .field-error {
+        display: block;
+    }
+    ConfigField.-invalid .field-label {
+        color: $text-error;
+        text-style: bold;
+    }
+    ConfigField.-invalid Input {
+        background: $error 25%;
+    }
+    """
 
     type_error: reactive[str] = reactive("", init=False)  # set_field refused what was typed
     validation_error: reactive[str] = reactive("", init=False)  # validate() blames this key
 
-    def __init__(self, key: str, label: str, choices: tuple[str, ...] = (), tooltip: str = "") -> None:
+    def __init__(self, key: str) -> None:
         super().__init__(classes="config-field")
-        self.config_key, self.label, self.choices = key, label, choices
+        spec = field_spec(key)
+        self.config_key, self.label, self.choices = key, spec.label, spec.choices
         self.section, _, self.name_in_section = key.partition(".")
-        self.tooltip = tooltip or None
+        self.tooltip = spec.help
 
     def compose(self) -> ComposeResult:
         value = self._config_value()

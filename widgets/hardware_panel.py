@@ -13,8 +13,8 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats
-from studio.model.size import format_bytes
-from studio.run_watch import Series
+from studio.formatting import format_bytes
+from studio.run_folder.watch import Series
 from widgets.loss_chart import Curve, LossChart
 
 POLL_SECONDS = 1.0

@@ -5,18 +5,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from studio.model.size import format_count
-from studio.run_watch import RunView
+from studio.formatting import format_count, format_duration
+from studio.run_folder.watch import RunView
 
 STATUS_STYLES = {"running": "bold green", "starting": "yellow", "finished": "bold cyan", "stopped": "yellow",
                  "failed": "bold red", "crashed": "bold red", "created": "dim"}
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def _number(value: float | None, spec: str) -> str:

@@ -7,22 +7,12 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from studio.runs import RunInfo
+from studio.formatting import format_age, format_loss
+from studio.run_folder.status import RunInfo
 from widgets.run_header import STATUS_STYLES
 
 COLUMNS = ("", "name", "status", "step", "train loss", "val loss", "age", "preset", "data")  # what fits 80 columns first
 MARK = "●"
-
-
-def format_age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(0, int(seconds))}s"
-
-
-def _loss(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 class RunTable(DataTable):
@@ -39,7 +29,7 @@ class RunTable(DataTable):
     def row_cells(self, run: RunInfo, now: float) -> tuple:
         return (MARK if run.name in self.marked else " ", run.name,
                 Text(run.status, style=STATUS_STYLES.get(run.status, ""), end=""), f"{run.step}/{run.max_steps}",
-                _loss(run.train_loss), _loss(run.val_loss), format_age(now - run.created),
+                format_loss(run.train_loss), format_loss(run.val_loss), format_age(now - run.created),
                 escape(run.preset), escape(run.data))  # str cells are read as markup
 
     def show_runs(self, runs: list[RunInfo], now: float) -> None:

@@ -47,11 +47,12 @@ def train_char(chars: Iterable[str]) -> Tokenizer:
     return tokenizer
 
 
-def load_tokenizer(path: Path) -> Tokenizer:
+def load_tokenizer(path: Path, fix: str = "prepare the dataset again") -> Tokenizer:
+    """A tokenizer.json; a damaged one is a StudioError ending with `fix`."""
     try:
         return Tokenizer.from_file(str(path))
     except Exception as error:  # the Rust side raises plain Exceptions
-        raise StudioError(f"cannot load the tokenizer {path}: {error}; prepare the dataset again") from None
+        raise StudioError(f"cannot load the tokenizer {path}: {str(error)[:120]}; {fix}") from None
 
 
 def tokenizer_hash(tokenizer: Tokenizer) -> str:

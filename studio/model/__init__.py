@@ -1,21 +1,21 @@
 """The model zoo: `build_model(cfg)` and what the architectures share (init, loss, optimizer groups).
 
 One file per architecture: llama.py (the default), gpt2.py (nanoGPT / GPT-2 layout), recurrent.py (LSTM
-and RNN baselines). Importing this package must not import torch, because the UI process imports
-studio.model.size for live parameter counts; torch and the architecture modules load inside the functions.
+and RNN baselines), loaded when built. Sizes without building (for the studio, which has no torch) are in
+studio.sizes.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
-from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 from studio.config import ModelConfig
 from studio.errors import StudioError
-
-if TYPE_CHECKING:
-    import torch
 
 ARCHITECTURES = {  # cfg.arch -> (module, class)
     "llama": ("studio.model.llama", "Llama"),
@@ -29,7 +29,7 @@ ARCHITECTURES = {  # cfg.arch -> (module, class)
 RESIDUAL_PROJECTIONS = ("o_proj.weight", "down_proj.weight", "c_proj.weight")
 
 
-def build_model(cfg: ModelConfig) -> "torch.nn.Module":
+def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model for cfg; cfg.vocab_size must be set (the dataset's)."""
     if cfg.arch not in ARCHITECTURES:
         raise StudioError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, not {cfg.arch!r}")
@@ -39,10 +39,8 @@ def build_model(cfg: ModelConfig) -> "torch.nn.Module":
     return getattr(importlib.import_module(module_name), class_name)(cfg)
 
 
-def init_weights(model: "torch.nn.Module", n_layer: int) -> None:
+def init_weights(model: nn.Module, n_layer: int) -> None:
     """GPT-2's init: N(0, 0.02) for linear and embedding weights, zero biases, residual projections scaled."""
-    from torch import nn
-
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
@@ -53,16 +51,14 @@ def init_weights(model: "torch.nn.Module", n_layer: int) -> None:
             nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
 
-def lm_loss(logits: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy, in fp32 even under autocast (a bf16 log-softmax loses the small losses).
 
     Targets of -1 are ignored, so a loader can mask padding."""
-    import torch.nn.functional as F
-
     return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-1)
 
 
-def param_groups(model: "torch.nn.Module", weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Optimizer groups, nanoGPT's rule: matrices and embeddings (dim >= 2) decay; norms and biases do not.
 
     `parameters()` yields a tied tensor once, so it lands in one group once."""

@@ -13,7 +13,6 @@ from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend
-from studio.model.size import mlp_hidden
 
 
 class CausalSelfAttention(nn.Module):
@@ -37,7 +36,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = mlp_hidden(cfg)
+        hidden = cfg.mlp_width
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU, Hugging Face's "gelu_new"
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)

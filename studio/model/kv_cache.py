@@ -23,7 +23,7 @@ class KVCache:
     def for_model(cls, cfg, batch: int, max_len: int | None, like: torch.Tensor,
                   dtype: torch.dtype | None = None) -> "KVCache":
         """An empty cache for a decoder of config cfg, on the device (and by default in the dtype) of `like`."""
-        return cls(cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.n_embd // cfg.n_head,
+        return cls(cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.head_dim,
                    dtype or like.dtype, like.device)
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,6 @@ from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend
-from studio.model.size import mlp_hidden
 
 
 class RMSNorm(nn.Module):
@@ -72,7 +71,7 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = mlp_hidden(cfg)
+        hidden = cfg.mlp_width
         self.gate_proj = nn.Linear(cfg.n_embd, hidden, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, cfg.n_embd, bias=False)
@@ -116,7 +115,7 @@ class Llama(LanguageModel):
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
         weight = self.model.embed_tokens.weight
         cache = KVCache.for_model(self.cfg, batch, max_len, weight, dtype)
-        cache.rope = rope_tables(cache.max_len, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_theta, weight.device)
+        cache.rope = rope_tables(cache.max_len, self.cfg.head_dim, self.cfg.rope_theta, weight.device)
         return cache
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
@@ -127,7 +126,7 @@ class Llama(LanguageModel):
         assert start + T <= self.cfg.block_size, \
             f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
         if cache is None:
-            cos, sin = rope_tables(T, self.cfg.n_embd // self.cfg.n_head, self.cfg.rope_theta, idx.device)
+            cos, sin = rope_tables(T, self.cfg.head_dim, self.cfg.rope_theta, idx.device)
         else:
             cos, sin = (table[start:start + T] for table in cache.rope)
         x = self.model.embed_tokens(idx)

@@ -3,8 +3,8 @@
 A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
   model.safetensors      the weights (a tied lm_head is stored once) with metadata: config, step, tokenizer hash
   optimizer.safetensors  the optimizer's tensors; its hyperparameters and layout in the file's metadata (JSON)
-  rng-rank{R}.safetensors  per process: the global torch RNG (dropout) and the data sampler's generator
-  trainer_state.json     step, tokens seen, elapsed time, world size
+  rng-rank{R}.safetensors  per process: its random streams (the TrainingState's global torch RNG and data generator)
+  trainer_state.json     the TrainingState's counters (step, tokens seen, training seconds) and the world size
 It is built in `checkpoints/.tmp-step-N/`, every file fsynced, then renamed into place; only then does
 `checkpoints/latest` (itself written to a temp file, fsynced and renamed) name it. A crash at any instant
 therefore leaves `latest` naming a complete checkpoint.
@@ -23,43 +23,48 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from studio.errors import StudioError
-from studio.runs import checkpoint_name, checkpoints_dir
+from studio.run_folder.layout import (
+    LATEST,
+    WEIGHTS,
+    checkpoint_name,
+    checkpoints_dir,
+    temporary_checkpoint_dir,
+)
+from studio.train.state import TrainingState
+from studio.weights import short_reason
 
 FORMAT = "llm-studio/1"
-WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
 
 
 # ---- writing ------------------------------------------------------------------------------------
-def temporary_dir(run_dir: Path, step: int) -> Path:
-    """Where the checkpoint of `step` is built before it is renamed into place."""
-    return checkpoints_dir(run_dir) / f".tmp-{checkpoint_name(step)}"
-
-
 def begin(run_dir: Path, step: int) -> Path:
     """Rank 0: an empty temporary folder for the checkpoint of `step`."""
-    tmp = temporary_dir(run_dir, step)
+    tmp = temporary_checkpoint_dir(run_dir, step)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     return tmp
 
 
-def write_rng(tmp: Path, rank: int, data_generator: torch.Generator) -> None:
-    """Every rank: its own random streams, so dropout and batch order continue exactly after resume."""
-    tensors = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
-    if torch.cuda.is_available():
-        tensors["cuda"] = torch.cuda.get_rng_state()
-    _save(tensors, tmp / f"rng-rank{rank}.safetensors")
+def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size: int) -> None:
+    """Every rank: its random streams, so dropout and batch order continue exactly after resume; rank 0 also
+    the counters, which every rank shares."""
+    _save(state.random_streams(), _streams_path(tmp, rank))
+    if rank == 0:
+        _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
-def write_main(tmp: Path, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               metadata: dict[str, str], trainer_state: dict[str, Any]) -> None:
-    """Rank 0: weights, optimizer state and trainer state."""
+def write_model(tmp: Path, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+                metadata: dict[str, str]) -> None:
+    """Rank 0: weights (with the metadata) and optimizer state."""
     _save(model_state, tmp / WEIGHTS, {"format": FORMAT, **metadata})
     optimizer_tensors, optimizer_layout = _flatten_optimizer(optimizer.state_dict())
     _save(optimizer_tensors, tmp / OPTIMIZER, {"layout": json.dumps(optimizer_layout)})
-    _write_text(tmp / TRAINER_STATE, json.dumps(trainer_state, indent=1))
+
+
+def _streams_path(checkpoint: Path, rank: int) -> Path:
+    return checkpoint / f"rng-rank{rank}.safetensors"
 
 
 def commit(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
@@ -69,19 +74,9 @@ def commit(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
-    _write_text(checkpoints_dir(run_dir) / "latest", final.name)
+    _write_text(checkpoints_dir(run_dir) / LATEST, final.name)
     _prune(run_dir, keep, final.name)
     return final
-
-
-TIED_HEAD = "lm_head.weight"  # with tied embeddings the output head is the embedding matrix, stored once
-
-
-def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
-    weights = model.state_dict()
-    if tied:
-        weights.pop(TIED_HEAD, None)
-    return weights
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -139,45 +134,28 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict[str, Any
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
-    path = checkpoint / WEIGHTS
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, ValueError) as error:
-        raise StudioError(f"checkpoint {path} is unreadable or corrupt ({_short(error)}); "
-                          "delete that checkpoint folder to fall back to an earlier one") from None
-
-
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied: bool) -> None:
-    """Load weights in place (a tied head follows its embedding, being the same tensor); mismatches are errors."""
-    try:
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-    except RuntimeError as error:  # shapes differ
-        raise StudioError(f"the checkpoint does not fit this model ({_short(error)}); "
-                          "use the config the checkpoint was trained with") from None
-    missing = [key for key in missing if not (tied and key == TIED_HEAD)]
-    if missing or unexpected:
-        raise StudioError(f"the checkpoint does not fit this model (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}); use the config it was trained with")
-
-
-def read_training_state(checkpoint: Path, rank: int) -> dict[str, Any]:
-    """Optimizer state, this rank's RNG streams (None if it was saved with fewer ranks) and trainer state."""
+def read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
     try:
         with safe_open(str(checkpoint / OPTIMIZER), framework="pt") as file:
             layout = json.loads(file.metadata()["layout"])
-        optimizer = _unflatten_optimizer(load_file(str(checkpoint / OPTIMIZER)), layout)
-        rng_path = checkpoint / f"rng-rank{rank}.safetensors"
-        rng = load_file(str(rng_path)) if rng_path.exists() else None
-        trainer_state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+        return _unflatten_optimizer(load_file(str(checkpoint / OPTIMIZER)), layout)
     except (SafetensorError, OSError, ValueError, KeyError) as error:
-        raise StudioError(f"training state in {checkpoint} is unreadable or corrupt ({_short(error)}); "
-                          "delete that checkpoint folder to fall back to an earlier one") from None
-    return {"optimizer": optimizer, "rng": rng, "trainer": trainer_state}
+        raise _damaged(checkpoint, error) from None
 
 
-def _short(error: Exception) -> str:
-    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+def read_training_state(checkpoint: Path, rank: int, state: TrainingState) -> bool:
+    """Restore `state` whole from a checkpoint: the counters, and this rank's random streams. False when the
+    checkpoint has no streams for this rank (it was saved by fewer processes): the caller seeds fresh ones."""
+    path = _streams_path(checkpoint, rank)
+    try:
+        counters = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+        streams = load_file(str(path)) if path.exists() else None
+        state.restore(counters, streams)
+    except (SafetensorError, OSError, ValueError, KeyError) as error:
+        raise _damaged(checkpoint, error) from None
+    return streams is not None
+
+
+def _damaged(checkpoint: Path, error: Exception) -> StudioError:
+    return StudioError(f"training state in {checkpoint} is unreadable or corrupt ({short_reason(error)}); "
+                       "delete that checkpoint folder to fall back to an earlier one")

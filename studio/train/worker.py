@@ -19,19 +19,27 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from studio.config import RunConfig
 from studio.data.batches import TokenFile, sample_batch
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
-from studio.events import EventWriter
 from studio.generate import SamplingConfig, sample
 from studio.hardware import gpu_peak_flops
 from studio.model import build_model, param_groups
-from studio.model.size import flops_per_token
-from studio.runs import CHECKPOINT_FILE, STOP_FILE, find_checkpoint
+from studio.run_folder.events import EventWriter
+from studio.run_folder.layout import (
+    CHECKPOINT_REQUEST,
+    EVENTS,
+    STOP,
+    find_checkpoint,
+    read_config,
+    temporary_checkpoint_dir,
+)
+from studio.sizes import flops_per_token
 from studio.train import checkpoint
 from studio.train.schedule import lr_at
+from studio.train.state import TrainingState
+from studio.weights import load_initial_weights, load_weights, read_weights, weights_to_save
 
 
 class NullWriter:
@@ -47,12 +55,12 @@ class NullWriter:
 class Trainer:
     def __init__(self, run_dir: Path, resume: bool):
         self.run_dir = run_dir
-        self.config = RunConfig.load(run_dir / "config.toml")
+        self.config = read_config(run_dir)
         train = self.config.train
         self.accelerator = Accelerator(mixed_precision=train.mixed_precision,
                                        gradient_accumulation_steps=train.grad_accum)
         self.rank = self.accelerator.process_index
-        self.events = EventWriter(run_dir / "events.jsonl") if self.accelerator.is_main_process else NullWriter()
+        self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
         self.stop_requested = False
 
         dataset = open_dataset(self.config.data.dataset)
@@ -65,18 +73,15 @@ class Trainer:
         set_seed(train.seed)  # the same initial weights on every rank
         self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
         if train.init_from and not resume:  # resolved at launch to a folder of weights
-            from studio.hf_import import load_initial_weights
-
             load_initial_weights(self.model, Path(train.init_from))
         self.optimizer = self._build_optimizer()
-        self.data_generator = torch.Generator()
-        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
-        rng_state = self._load_checkpoint() if resume else None
+        resumed_from = self._load_model_and_optimizer() if resume else None
         trained = torch.compile(self.model) if train.compile else self.model
         self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.vocab_size)
         self.peak_flops = self._peak_flops()
-        self._seed_streams(rng_state)  # last, so nothing above consumes random numbers of the training streams
+        self.state = TrainingState()  # last, so nothing above consumes random numbers of the training streams
+        self._start_state(resumed_from)
 
     # ---- setup --------------------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -89,32 +94,22 @@ class Trainer:
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
-    def _load_checkpoint(self) -> dict[str, torch.Tensor] | None:
-        """Weights, optimizer and counters from the latest checkpoint; returns this rank's saved RNG streams."""
+    def _load_model_and_optimizer(self) -> Path:
+        """Weights and optimizer state from the latest checkpoint; returns that checkpoint."""
         found = find_checkpoint(self.run_dir)
-        weights, _ = checkpoint.read_weights(found)
-        checkpoint.load_weights(self.model, weights, self.config.model.tie_embeddings)
-        state = checkpoint.read_training_state(found, self.rank)
-        self.optimizer.load_state_dict(state["optimizer"])
-        trainer_state = state["trainer"]
-        self.step = trainer_state["step"]
-        self.tokens_seen = trainer_state["tokens_seen"]
-        self.train_seconds = trainer_state["train_seconds"]
-        self.events.write("status", self.step, state="resumed", checkpoint=found.name)
-        return state["rng"]
+        weights, _ = read_weights(found)
+        load_weights(self.model, weights, self.config.model.tie_embeddings)
+        self.optimizer.load_state_dict(checkpoint.read_optimizer_state(found))
+        return found
 
-    def _seed_streams(self, saved: dict[str, torch.Tensor] | None) -> None:
-        """Dropout (global torch RNG) and batch order (data generator): restored exactly on resume, else seeded
-        per rank. A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
-        if saved is None:
-            seed = self.config.train.seed + self.rank + self.step
-            torch.manual_seed(seed)
-            self.data_generator.manual_seed(seed)
-            return
-        torch.set_rng_state(saved["torch"])
-        self.data_generator.set_state(saved["data"])
-        if "cuda" in saved and torch.cuda.is_available():
-            torch.cuda.set_rng_state(saved["cuda"])
+    def _start_state(self, resumed_from: Path | None) -> None:
+        """The training state restored whole from the checkpoint on resume, else fresh streams seeded per rank.
+        A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
+        restored = resumed_from is not None and checkpoint.read_training_state(resumed_from, self.rank, self.state)
+        if not restored:
+            self.state.seed(self.config.train.seed + self.rank + self.state.step)
+        if resumed_from is not None:
+            self.events.write("status", self.state.step, state="resumed", checkpoint=resumed_from.name)
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
@@ -131,52 +126,57 @@ class Trainer:
         train, model_cfg = self.config.train, self.config.model
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.events.write("status", self.step, state="running", max_steps=train.max_steps,
+        self.events.write("status", self.state.step, state="running", max_steps=train.max_steps,
                           world_size=self.accelerator.num_processes, device=str(self.accelerator.device),
                           params=self.model.num_params())
-        if self.step == 0:
+        if self.state.step == 0:
             self.evaluate()
             self.write_samples()
         tokens_per_step = train.batch_size * model_cfg.block_size * train.grad_accum * self.accelerator.num_processes
         window_loss = torch.zeros((), device=self.accelerator.device)
         window_steps, window_seconds = 0, 0.0
-        while self.step < train.max_steps:
+        while self.state.step < train.max_steps:
             started = time.perf_counter()
-            loss, grad_norm = self.train_step(log=(self.step + 1) % train.log_interval == 0)
-            window_seconds += time.perf_counter() - started
+            loss, grad_norm = self.train_step(log=(self.state.step + 1) % train.log_interval == 0)
+            elapsed = time.perf_counter() - started
+            window_seconds += elapsed
+            self.state.train_seconds += elapsed  # every step, so a stop between two log lines counts it too
             window_loss += loss
             window_steps += 1
-            self.step += 1
-            self.tokens_seen += tokens_per_step
-            if self.step % train.log_interval == 0 or self.step == train.max_steps:
+            self.state.step += 1
+            self.state.tokens_seen += tokens_per_step
+            if self._due(train.log_interval):
                 self.log_train(window_loss, window_steps, window_seconds, grad_norm, tokens_per_step)
-                self.train_seconds += window_seconds
                 window_loss.zero_()
                 window_steps, window_seconds = 0, 0.0
-            if self.step % train.eval_interval == 0 or self.step == train.max_steps:
+            if self._due(train.eval_interval):
                 self.evaluate()
-            if train.sample_interval and (self.step % train.sample_interval == 0 or self.step == train.max_steps):
+            if train.sample_interval and self._due(train.sample_interval):
                 self.write_samples()
             stop, checkpoint_now = self.poll_requests()
-            if stop or checkpoint_now or self.step % train.checkpoint_interval == 0 or self.step == train.max_steps:
+            if stop or checkpoint_now or self._due(train.checkpoint_interval):
                 self.save_checkpoint()
             if stop:
-                self.events.write("status", self.step, state="stopped")
+                self.events.write("status", self.state.step, state="stopped")
                 return
-        self.events.write("status", self.step, state="finished", tokens_seen=self.tokens_seen,
-                          train_seconds=round(self.train_seconds, 2))
+        self.events.write("status", self.state.step, state="finished", tokens_seen=self.state.tokens_seen,
+                          train_seconds=round(self.state.train_seconds, 2))
+
+    def _due(self, interval: int) -> bool:
+        """Whether something done every `interval` steps (and at the last step) is due now."""
+        return self.state.step % interval == 0 or self.state.step == self.config.train.max_steps
 
     def train_step(self, log: bool) -> tuple[torch.Tensor, float | None]:
         """One optimizer step over grad_accum micro-batches; the mean loss, and the grad norm when asked."""
         train = self.config.train
-        lr = lr_at(self.step, train)
+        lr = lr_at(self.state.step, train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total_loss = torch.zeros((), device=self.accelerator.device)
         grad_norm = None
         for _ in range(train.grad_accum):
             x, y = sample_batch(self.train_tokens, train.batch_size, self.config.model.block_size,
-                                self.data_generator)
+                                self.state.data_generator)
             x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
             with self.accelerator.accumulate(self.trained_model):
                 _, loss = self.trained_model(x, y)
@@ -194,16 +194,16 @@ class Trainer:
                   tokens_per_step: int) -> None:
         loss = self.accelerator.reduce(window_loss, "mean").item() / steps
         tokens_per_s = tokens_per_step * steps / max(seconds, 1e-9)
-        fields = {"loss": round(loss, 6), "lr": lr_at(self.step - 1, self.config.train),
+        fields = {"loss": round(loss, 6), "lr": lr_at(self.state.step - 1, self.config.train),
                   "grad_norm": None if grad_norm is None else round(grad_norm, 5),
-                  "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": self.tokens_seen,
+                  "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": self.state.tokens_seen,
                   "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None}
         if self.accelerator.device.type == "cuda":
             device = self.accelerator.device
             fields.update(mem_allocated=torch.cuda.memory_allocated(device),
                           mem_reserved=torch.cuda.memory_reserved(device),
                           mem_peak=torch.cuda.max_memory_allocated(device))
-        self.events.write("train", self.step, **fields)
+        self.events.write("train", self.state.step, **fields)
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -223,7 +223,7 @@ class Trainer:
         self.trained_model.train()
         loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
-        self.events.write("eval", self.step, val_loss=round(val_loss, 6),
+        self.events.write("eval", self.state.step, val_loss=round(val_loss, 6),
                           val_ppl=round(math.exp(min(val_loss, 50.0)), 4), val_acc=round(correct / count, 6))
 
     def write_samples(self) -> None:
@@ -241,7 +241,7 @@ class Trainer:
                 new = sample(self.model, ids, self.config.model.block_size, sampling, generator, self.eot_id)
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
-        self.events.write("sample", self.step, samples=texts)
+        self.events.write("sample", self.state.step, samples=texts)
 
     # ---- stopping and checkpoints -----------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -250,7 +250,7 @@ class Trainer:
     def poll_requests(self) -> tuple[bool, bool]:
         """(stop, checkpoint now), from a signal or the run folder's request files, agreed by every rank in a
         single all-reduce per step; rank 0 removes the files it acted on. Every rank calls this each step."""
-        files = (self.run_dir / STOP_FILE, self.run_dir / CHECKPOINT_FILE)
+        files = (self.run_dir / STOP, self.run_dir / CHECKPOINT_REQUEST)
         seen = [self.stop_requested or files[0].exists(), files[1].exists()]
         if self.accelerator.num_processes > 1:
             flags = torch.tensor(seen, dtype=torch.float32, device=self.accelerator.device)
@@ -263,23 +263,20 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         accelerator = self.accelerator
-        tmp = checkpoint.temporary_dir(self.run_dir, self.step)
+        tmp = temporary_checkpoint_dir(self.run_dir, self.state.step)
         if accelerator.is_main_process:
-            checkpoint.begin(self.run_dir, self.step)
+            checkpoint.begin(self.run_dir, self.state.step)
         accelerator.wait_for_everyone()
-        checkpoint.write_rng(tmp, self.rank, self.data_generator)
+        checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes)
         if accelerator.is_main_process:
-            metadata = {"config": self.config.to_json(), "step": str(self.step),
+            metadata = {"config": self.config.to_json(), "step": str(self.state.step),
                         "tokenizer_hash": self.tokenizer_hash}
-            trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
-                             "train_seconds": self.train_seconds, "world_size": accelerator.num_processes}
-            weights = checkpoint.weights_to_save(self.model, self.config.model.tie_embeddings)
-            checkpoint.write_main(tmp, weights, self.optimizer.optimizer,
-                                  metadata, trainer_state)
+            weights = weights_to_save(self.model, self.config.model.tie_embeddings)
+            checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            final = checkpoint.commit(self.run_dir, tmp, self.step, self.config.train.keep_checkpoints)
-            self.events.write("checkpoint", self.step, path=str(final.relative_to(self.run_dir)))
+            final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
+            self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
 
 
 def _measured_matmul_flops(dtype: torch.dtype, size: int = 1024, trials: int = 5) -> float:
@@ -321,8 +318,8 @@ def _report_failure(trainer: Trainer | None, run_dir: Path, message: str) -> Non
     if trainer is not None and not trainer.accelerator.is_main_process:
         return
     print(message, file=sys.stderr)
-    writer = trainer.events if trainer is not None else EventWriter(run_dir / "events.jsonl")
-    step = trainer.step if trainer is not None else 0
+    writer = trainer.events if trainer is not None else EventWriter(run_dir / EVENTS)
+    step = trainer.state.step if trainer is not None else 0
     writer.write("error", step, message=message)
     writer.write("status", step, state="failed")
 
@@ -332,7 +329,7 @@ def _oom_message(trainer: Trainer | None) -> str:
         return "out of GPU memory while setting up; pick a smaller preset"
     train, model = trainer.config.train, trainer.config.model
     peak = torch.cuda.max_memory_allocated() / 2**30
-    return (f"out of GPU memory at step {trainer.step} with batch {train.batch_size}x{model.block_size} tokens "
+    return (f"out of GPU memory at step {trainer.state.step} with batch {train.batch_size}x{model.block_size} tokens "
             f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
             "model.block_size, or the model size, or use --mixed-precision bf16")
 

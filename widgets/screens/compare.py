@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Static
 
-from studio.run_watch import RunView, RunWatcher
+from studio.run_folder.watch import RunView, RunWatcher
 from widgets.key_hints import KeyHints
 from widgets.loss_chart import LossChart
 from widgets.screens.dashboard import loss_curves

@@ -17,8 +17,8 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from studio.errors import StudioError
-from studio.run_watch import RunView, RunWatcher
-from studio.runs import request_checkpoint, stop_run
+from studio.run_folder.watch import RunView, RunWatcher
+from studio.run_folder.control import request_checkpoint, stop_run
 from widgets.hardware_panel import HardwarePanel
 from widgets.key_hints import KeyHints
 from widgets.log_tail import LogTail

@@ -2,7 +2,7 @@
 `llm-studio train ...` command line, and Launch.
 
 Launching runs in a thread worker: prepare_run may prepare the dataset (minutes for a large corpus), then
-studio.runs.launch starts the trainer as a detached process group. The UI never imports torch.
+studio.run_folder.control.launch starts the trainer as a detached process group. The UI never imports torch.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
-from studio.command_line import cli_command
-from studio.config import OPTIMIZERS, PRECISIONS, SCHEDULES, RunConfig
+from studio.cli.parser import train_command_line
+from studio.config import RunConfig
 from studio.errors import StudioError
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.prepare_progress import PrepareProgress
 from widgets.status_line import StatusLine
-from widgets.tab_pane_focus import FocusablePane
+from widgets.panes.focus import FocusablePane
 
 
 class TrainPane(FocusablePane, Horizontal):
@@ -34,29 +34,28 @@ class TrainPane(FocusablePane, Horizontal):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
             yield Label("Optimizer", classes="form-section")
-            yield ConfigField("train.optimizer", "optimizer", choices=OPTIMIZERS)
-            yield ConfigField("train.lr", "learning rate")
-            yield ConfigField("train.min_lr", "min lr", tooltip="where linear, cosine and wsd decay to")
-            yield ConfigField("train.schedule", "schedule", choices=SCHEDULES)
-            yield ConfigField("train.warmup_steps", "warmup steps")
-            yield ConfigField("train.decay_fraction", "wsd decay", tooltip="wsd: the share of steps spent decaying")
-            yield ConfigField("train.inverse_time_k", "inverse-time k", tooltip="inverse_time: lr / (1 + k·t)")
-            yield ConfigField("train.weight_decay", "weight decay")
-            yield ConfigField("train.grad_clip", "grad clip", tooltip="0: no clipping")
+            yield ConfigField("train.optimizer")
+            yield ConfigField("train.lr")
+            yield ConfigField("train.min_lr")
+            yield ConfigField("train.schedule")
+            yield ConfigField("train.warmup_steps")
+            yield ConfigField("train.decay_fraction")
+            yield ConfigField("train.inverse_time_k")
+            yield ConfigField("train.weight_decay")
+            yield ConfigField("train.grad_clip")
             yield Label("Steps and batches", classes="form-section")
-            yield ConfigField("train.max_steps", "steps")
-            yield ConfigField("train.batch_size", "batch", tooltip="sequences per process per micro-step")
-            yield ConfigField("train.grad_accum", "grad accum", tooltip="micro-steps per optimizer step")
-            yield ConfigField("train.mixed_precision", "precision", choices=PRECISIONS)
-            yield ConfigField("train.num_processes", "processes", tooltip="GPUs, or CPU processes over gloo")
-            yield ConfigField("train.compile", "torch.compile")
+            yield ConfigField("train.max_steps")
+            yield ConfigField("train.batch_size")
+            yield ConfigField("train.grad_accum")
+            yield ConfigField("train.mixed_precision")
+            yield ConfigField("train.num_processes")
+            yield ConfigField("train.compile")
             yield Label("Evaluation and checkpoints", classes="form-section")
-            yield ConfigField("train.eval_interval", "eval every")
-            yield ConfigField("train.checkpoint_interval", "checkpoint every")
-            yield ConfigField("train.sample_interval", "sample every", tooltip="0: no samples")
-            yield ConfigField("train.seed", "seed")
-            yield ConfigField("train.init_from", "init from",
-                              tooltip="a local Hugging Face folder or a run's name; empty: from scratch")
+            yield ConfigField("train.eval_interval")
+            yield ConfigField("train.checkpoint_interval")
+            yield ConfigField("train.sample_interval")
+            yield ConfigField("train.seed")
+            yield ConfigField("train.init_from")
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Label("Command line (y copies)", classes="form-section")
@@ -78,12 +77,12 @@ class TrainPane(FocusablePane, Horizontal):
 
     def config_changed(self, section: str) -> None:
         mark_invalid_fields(self, self.app.config)
-        self.query_one("#train-command", Static).update(cli_command(self.app.config))
+        self.query_one("#train-command", Static).update(train_command_line(self.app.config))
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
 
     def action_copy_command(self) -> None:
-        self.app.copy_to_clipboard(cli_command(self.app.config))
+        self.app.copy_to_clipboard(train_command_line(self.app.config))
         self.app.notify("command line copied")
 
     @on(Input.Submitted, "#train-run-name")
@@ -105,7 +104,7 @@ class TrainPane(FocusablePane, Horizontal):
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch_run(self, config: RunConfig, name: str | None, progress: Callable[[str, int, int], None]) -> None:
         from studio.launch import prepare_run
-        from studio.runs import launch
+        from studio.run_folder.control import launch
 
         try:
             run_dir = prepare_run(config, name, progress=progress)

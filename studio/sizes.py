@@ -7,21 +7,8 @@ model's `num_params()`); FLOPs and memory are estimates whose formulas are writt
 
 from __future__ import annotations
 
-from studio.config import RECURRENT_ARCHS, ModelConfig, TrainConfig
+from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
-
-
-def mlp_hidden(cfg: ModelConfig) -> int:
-    """The MLP's inner width: cfg.mlp_hidden, else 4·n_embd (gpt2) or 8/3·n_embd rounded up to 64 (llama).
-
-    SwiGLU has three matrices instead of two, so Llama shrinks the inner width by 2/3 to keep the
-    parameter count of a 4·n_embd MLP; rounding to 64 keeps matmul shapes friendly.
-    """
-    if cfg.mlp_hidden:
-        return cfg.mlp_hidden
-    if cfg.arch == "gpt2":
-        return 4 * cfg.n_embd
-    return -(-(8 * cfg.n_embd // 3) // 64) * 64
 
 
 def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
@@ -29,11 +16,11 @@ def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
     vocab = _vocab(cfg, vocab_size)
     d, n_layer = cfg.n_embd, cfg.n_layer
     head = 0 if cfg.tie_embeddings else vocab * d  # lm_head has no bias in any architecture
-    if cfg.arch in RECURRENT_ARCHS:
+    if cfg.recurrent:
         gates = 4 if cfg.arch == "lstm" else 1
         per_layer = gates * (2 * d * d + 2 * d)  # weight_ih, weight_hh, and PyTorch's two bias vectors
         return vocab * d + n_layer * per_layer + head
-    hidden = mlp_hidden(cfg)
+    hidden = cfg.mlp_width
     if cfg.arch == "llama":
         per_layer = 4 * d * d + 3 * d * hidden + 2 * d  # q k v o, gate up down, two RMSNorm weights
         return vocab * d + n_layer * per_layer + d + head  # + final norm
@@ -57,7 +44,7 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
         n -= vocab * cfg.n_embd
     if cfg.arch == "gpt2":
         n -= cfg.block_size * cfg.n_embd
-    if cfg.arch in RECURRENT_ARCHS:
+    if cfg.recurrent:
         return 6.0 * n
     return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
@@ -83,10 +70,10 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
     act_bytes = 2 if mixed else 4
     optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
     tokens = train.batch_size * cfg.block_size
-    if cfg.arch in RECURRENT_ARCHS:
+    if cfg.recurrent:
         per_layer = (6 if cfg.arch == "lstm" else 2) * cfg.n_embd
     else:
-        per_layer = 8 * cfg.n_embd + (4 if cfg.arch == "llama" else 2) * mlp_hidden(cfg)
+        per_layer = 8 * cfg.n_embd + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
     per_token = cfg.n_layer * per_layer + cfg.n_embd
     memory = {
         "weights": 4 * n + (2 * n if mixed else 0),
@@ -96,22 +83,6 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
     }
     memory["total"] = sum(memory.values())
     return memory
-
-
-def format_count(n: float) -> str:
-    """123 -> "123", 1_234_567 -> "1.2M", 124_439_808 -> "124.4M"."""
-    for limit, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= limit:
-            return f"{n / limit:.1f}{unit}"
-    return str(int(n))
-
-
-def format_bytes(n: float) -> str:
-    """Powers of 1024 under the usual short names, as nvidia-smi and `free -h` count: 3.4 GB, 512.0 MB."""
-    for power, unit in ((4, "TB"), (3, "GB"), (2, "MB"), (1, "KB")):
-        if abs(n) >= 1024 ** power:
-            return f"{n / 1024 ** power:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:

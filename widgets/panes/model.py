@@ -1,5 +1,5 @@
 """Tab 2, Model: the presets with their sizes, and the model's fields (app.config.model) with live validation
-and a live parameter count and training-memory estimate (studio.model.size: pure Python, no torch)."""
+and a live parameter count and training-memory estimate (studio.sizes: pure Python, no torch)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Label, Static
 
-from studio.config import ARCHS, RunConfig
-from studio.model.size import (
-    estimate_train_memory,
-    format_bytes,
-    format_count,
-    param_count,
-)
+from studio.config import RunConfig
+from studio.formatting import format_bytes, format_count
+from studio.sizes import estimate_train_memory, param_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from widgets.config_field import ConfigField, concerns, mark_invalid_fields
 from widgets.messages import PresetChosen
-from widgets.tab_pane_focus import FocusablePane
+from widgets.panes.focus import FocusablePane
 
 
 class ModelPane(FocusablePane, Horizontal):
@@ -32,14 +28,14 @@ class ModelPane(FocusablePane, Horizontal):
             yield Static("", id="model-size")
         with VerticalScroll(id="model-form", classes="form"):
             yield Label("Model", classes="form-section")
-            yield ConfigField("model.arch", "architecture", choices=ARCHS)
-            yield ConfigField("model.n_layer", "layers")
-            yield ConfigField("model.n_head", "heads", tooltip="attention heads; must divide the width")
-            yield ConfigField("model.n_embd", "width", tooltip="n_embd: the residual stream's size")
-            yield ConfigField("model.block_size", "context", tooltip="block_size: tokens per training sequence")
-            yield ConfigField("model.vocab_size", "vocab", tooltip="0: the prepared dataset's vocabulary")
-            yield ConfigField("model.dropout", "dropout")
-            yield ConfigField("model.tie_embeddings", "tie embeddings", tooltip="share input and output embeddings")
+            yield ConfigField("model.arch")
+            yield ConfigField("model.n_layer")
+            yield ConfigField("model.n_head")
+            yield ConfigField("model.n_embd")
+            yield ConfigField("model.block_size")
+            yield ConfigField("model.vocab_size")
+            yield ConfigField("model.dropout")
+            yield ConfigField("model.tie_embeddings")
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -21,15 +21,15 @@ from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig
 from studio.presets import load_preset
-from widgets.data_pane import DataPane
+from widgets.panes.data import DataPane
 from widgets.key_hints import KeyHints
 from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
-from widgets.model_pane import ModelPane
-from widgets.playground_pane import PlaygroundPane
-from widgets.runs_pane import RunsPane
+from widgets.panes.model import ModelPane
+from widgets.panes.playground import PlaygroundPane
+from widgets.panes.runs import RunsPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
-from widgets.train_pane import TrainPane
+from widgets.panes.train import TrainPane
 
 GC_FREEZE_AFTER_SECONDS = 2.0
 ASSETS = Path(__file__).resolve().parent.parent / "assets"

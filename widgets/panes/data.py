@@ -17,14 +17,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
 from textual.worker import Worker, WorkerState
 
-from studio.config import TOKENIZERS, DataConfig, RunConfig, validate
+from studio.config import DataConfig, RunConfig, validate
 from studio.errors import StudioError
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.dataset_facts import DatasetFacts
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.status_line import StatusLine
-from widgets.tab_pane_focus import FocusablePane
+from widgets.panes.focus import FocusablePane
 from widgets.token_sample import TokenSample, read_token_pieces
 
 BUILTIN_SOURCE = "python-stdlib"
@@ -40,22 +40,21 @@ class DataPane(FocusablePane, Horizontal):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="data-form", classes="form"):
             yield Label("Source", classes="form-section")
-            yield ConfigField("data.source", "source", tooltip="a .txt / .jsonl file, a folder, python-stdlib, "
-                                                               "or a prepared dataset's name")
+            yield ConfigField("data.source")
             with Horizontal(classes="button-row"):
                 yield Button("Built-in corpus", id="data-builtin", compact=True)
                 yield Button("Browse…", id="data-browse", compact=True)
-            yield ConfigField("data.text_field", "JSONL field", tooltip="the JSON key holding each document's text")
-            yield ConfigField("data.glob", "folder files", tooltip="which files of a folder to read")
+            yield ConfigField("data.text_field")
+            yield ConfigField("data.glob")
             yield Label("Cleaning", classes="form-section")
-            yield ConfigField("data.min_chars", "min chars", tooltip="drop shorter documents")
-            yield ConfigField("data.max_chars", "max chars", tooltip="drop longer documents; 0: no limit")
-            yield ConfigField("data.dedup", "dedup", tooltip="drop exact duplicate documents")
-            yield ConfigField("data.strict", "strict UTF-8", tooltip="refuse bytes that are not UTF-8")
+            yield ConfigField("data.min_chars")
+            yield ConfigField("data.max_chars")
+            yield ConfigField("data.dedup")
+            yield ConfigField("data.strict")
             yield Label("Tokenizer", classes="form-section")
-            yield ConfigField("data.tokenizer", "tokenizer", choices=TOKENIZERS)
-            yield ConfigField("data.vocab_size", "vocab size", tooltip="BPE only")
-            yield ConfigField("data.val_fraction", "val fraction", tooltip="the share of text held out")
+            yield ConfigField("data.tokenizer")
+            yield ConfigField("data.vocab_size")
+            yield ConfigField("data.val_fraction")
         with Vertical(id="data-result"):
             with Horizontal(id="data-prepare-row"):
                 yield Button("Prepare", id="data-prepare", variant="primary", compact=True)

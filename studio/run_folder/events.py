@@ -1,7 +1,12 @@
 """The metrics stream of a run: `events.jsonl`, one JSON object per line, appended and flushed per line.
 
 Written by the trainer (rank 0), read by anything: the CLI, the studio, tests. Readers keep a byte offset and
-read only new bytes; a torn last line (the writer is mid-line) is left for the next read.
+read only new bytes; a torn last line (the writer is mid-line) is left for the next read. Every event has
+`t` (unix time), `kind` (one of KINDS) and `step`; docs/ARCHITECTURE.md lists each kind's fields.
+
+The resume rule, which every reader applies: a resume restarts from a checkpoint at step S, so what the
+interrupted attempt logged after S is superseded (its metrics, samples and checkpoints), and its error no
+longer stands; status and error events stay in the history.
 """
 
 from __future__ import annotations
@@ -52,16 +57,24 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return read_new_events(path)[0]
 
 
-def current_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The events of the run's surviving timeline.
+def resumed_from(event: dict[str, Any]) -> int | None:
+    """The step S a `resumed` status event restarts from; None for any other event (the module's resume rule)."""
+    if event.get("kind") == "status" and event.get("state") == "resumed":
+        return int(event.get("step", 0))
+    return None
 
-    A resume restarts from the last checkpoint, so metrics logged after that checkpoint by the interrupted
-    attempt are superseded: a `status` event with `state == "resumed"` at step S drops earlier metric events
-    with a step above S.
-    """
+
+def superseded(event: dict[str, Any], resumed_step: int) -> bool:
+    """Whether an earlier event is superseded by a resume from `resumed_step` (the module's resume rule)."""
+    return event.get("kind") not in ("status", "error") and event.get("step", 0) > resumed_step
+
+
+def current_history(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of the run's surviving timeline: the resume rule applied to a whole file."""
     history: list[dict[str, Any]] = []
     for event in events:
-        if event.get("kind") == "status" and event.get("state") == "resumed":
-            history = [e for e in history if e.get("kind") in ("status", "error") or e.get("step", 0) <= event["step"]]
+        step = resumed_from(event)
+        if step is not None:
+            history = [e for e in history if not superseded(e, step)]
         history.append(event)
     return history

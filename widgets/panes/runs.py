@@ -22,7 +22,8 @@ from textual.widgets import DataTable, Static
 from studio.errors import StudioError
 from studio.launch import prepare_resume
 from studio.paths import child_process_env, studio_home
-from studio.runs import RunInfo, delete_run, launch, list_runs, stop_run
+from studio.run_folder.control import delete_run, launch, stop_run
+from studio.run_folder.status import RunInfo, list_runs
 from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen

@@ -2,8 +2,8 @@
 
 `RunWatcher(run_dir).poll()` reads the events appended to events.jsonl since the last poll and the new lines of
 trainer.log, and folds them into in-memory series. Opening a watcher reads from offset 0, so a studio started
-again shows a running run with its whole history (re-attach). A `status` event with state "resumed" at step S
-drops the metric points above S, as studio.events.current_history does for a whole file.
+again shows a running run with its whole history (re-attach). It applies the resume rule of
+studio.run_folder.events: a resume from step S drops the points and samples above S and the error shown.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.config import RunConfig
-from studio.events import read_new_events
-from studio.runs import derive_status, trainer_pid
+from studio.run_folder.events import read_new_events, resumed_from
+from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
+from studio.run_folder.status import run_status
 
 TRAIN_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen", "mfu", "mem_allocated", "mem_peak")
 EVAL_METRICS = ("val_loss",)
@@ -66,7 +66,7 @@ class RunView:
 class RunWatcher:
     def __init__(self, run_dir: Path, log_lines: int = 200):
         self.run_dir = Path(run_dir)
-        config = RunConfig.load(self.run_dir / "config.toml")
+        config = read_config(self.run_dir)
         self.max_steps = config.train.max_steps
         self.schedule = config.train.schedule
         self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
@@ -86,12 +86,11 @@ class RunWatcher:
     def poll(self) -> bool:
         """Fold in what was appended since the last poll; whether anything the dashboard shows changed."""
         with self._lock:
-            events, self._events_offset = read_new_events(self.run_dir / "events.jsonl", self._events_offset)
+            events, self._events_offset = read_new_events(self.run_dir / EVENTS, self._events_offset)
             for event in events:
                 self._apply(event)
             new_log = self._read_log()
-            status = derive_status(self.last_state, trainer_pid(self.run_dir) is not None,
-                                   (self.run_dir / "pid").exists())
+            status = run_status(self.run_dir, self.last_state)
             changed = bool(events or new_log) or status != self.status
             self.status = status
             return changed
@@ -116,7 +115,7 @@ class RunWatcher:
 
     def _apply_status(self, event: dict[str, Any], step: int) -> None:
         state = self.last_state = event.get("state")
-        if state == "resumed":  # the interrupted attempt's points after the checkpoint are superseded
+        if resumed_from(event) is not None:
             for series in self.series.values():
                 series.drop_after(step)
             self.samples = [sample for sample in self.samples if sample[0] <= step]
@@ -127,7 +126,7 @@ class RunWatcher:
             self.max_steps = int(event["max_steps"])
 
     def _read_log(self) -> bool:
-        path = self.run_dir / "trainer.log"
+        path = self.run_dir / TRAINER_LOG
         try:
             size = path.stat().st_size
         except FileNotFoundError:

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, TextArea
 
 from widgets.generation_panel import GenerationPanel
-from widgets.tab_pane_focus import FocusablePane
+from widgets.panes.focus import FocusablePane
 
 # (input id, label, default, type): the sampling controls, in SamplingConfig's names
 SAMPLING_FIELDS = (
@@ -63,7 +63,8 @@ class PlaygroundPane(FocusablePane, Vertical):
 
     @work(thread=True, exclusive=True, group="playground-runs", exit_on_error=False)
     def _load_runs(self) -> None:
-        from studio.runs import list_checkpoint_steps, list_runs
+        from studio.run_folder.layout import list_checkpoint_steps
+        from studio.run_folder.status import list_runs
 
         runs = {run.name: list_checkpoint_steps(run.path) for run in list_runs()}
         self.app.call_from_thread(self._show_runs, runs)

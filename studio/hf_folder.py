@@ -1,13 +1,8 @@
 """Reading Hugging Face layout folders (config.json + safetensors + tokenizer.json): Llama-family and GPT-2.
 
-Two halves. Torch-free (the launching process, so bad input fails at once): `read_hf_folder` checks the
-folder and turns config.json into a ModelConfig; `resolve_init` does that for `train.init_from`, which names
-either such a folder or one of the studio's runs. With torch (the trainer, generation): `load_hf_weights`
-reads the tensors under the studio's names, and `load_initial_weights` loads an init_from into a model.
-
-Names: Llama's are ours one to one. GPT-2's are nanoGPT's once the four Conv1D weights are transposed
-(Conv1D stores (in, out), nn.Linear (out, in)); GPT-2 checkpoints saved from GPT2Model lack the
-`transformer.` prefix. A tied lm_head is usually absent from the files.
+Torch-free, so the launching process (the CLI, the studio) refuses bad input at once: `read_hf_folder` checks
+the folder and turns config.json into a ModelConfig; `resolve_init` does that for `train.init_from`, which
+names either such a folder or one of the studio's runs. studio.weights reads the tensors themselves.
 """
 
 from __future__ import annotations
@@ -15,19 +10,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from studio.config import ModelConfig
+from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
-
-if TYPE_CHECKING:
-    import torch
-
-    from studio.generate import Generator
+from studio.run_folder.layout import (
+    checkpoint_metadata,
+    find_checkpoint,
+    is_run,
+    run_or_folder,
+    trained_config,
+    verify_checkpoint,
+)
 
 SUPPORTED = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2"}
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-GPT2_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers saved
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 
@@ -63,7 +60,7 @@ def read_hf_folder(folder: Path) -> HFFolder:
     if not tokenizer_file.is_file():
         raise StudioError(f"{folder} has no tokenizer.json (the fast tokenizer); save the tokenizer there with "
                           "save_pretrained (slow sentencepiece-only tokenizers are not read)")
-    tokenizer = _load_tokenizer(tokenizer_file)
+    tokenizer = load_tokenizer(tokenizer_file, fix="save it again with save_pretrained")
     eot = _eot_token(folder, raw, tokenizer)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if vocab > model.vocab_size:
@@ -169,15 +166,6 @@ def _embedding_rows(files: list[Path], arch: str) -> int:
                       "incomplete or not this architecture")
 
 
-def _load_tokenizer(path: Path):
-    from tokenizers import Tokenizer
-
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as error:  # the Rust side raises plain Exceptions
-        raise StudioError(f"cannot load the tokenizer {path}: {str(error)[:120]}") from None
-
-
 def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer) -> str:
     """tokenizer_config.json's eos_token, else config.json's eos_token_id, else <|endoftext|> if present."""
     config_path = folder / "tokenizer_config.json"
@@ -200,82 +188,21 @@ def resolve_init(init_from: str) -> InitSource:
     """`train.init_from`: a local Hugging Face folder, or a studio run (its latest checkpoint, config and
     tokenizer). Torch-free: reads JSON and safetensors headers, not weights. Nothing is downloaded."""
     folder = Path(init_from).expanduser()
-    if (folder / "config.json").is_file() or folder.is_dir() and not (folder / "config.toml").is_file():
+    if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
         hf = read_hf_folder(folder.resolve())
         return InitSource(hf.model, hf.tokenizer_file, hf.eot_token, hf.path)
-    return _resolve_run(folder if (folder / "config.toml").is_file() else None, init_from)
+    if not is_run(folder) and ("/" in init_from or init_from.startswith(".")):
+        raise StudioError(f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or "
+                          "a run name")
+    return _resolve_run(run_or_folder(init_from))
 
 
-def _resolve_run(run_dir: Path | None, name: str) -> InitSource:
-    from safetensors import safe_open
-
-    from studio.config import RunConfig
+def _resolve_run(run_dir: Path) -> InitSource:
     from studio.data.prepare import open_dataset
-    from studio.runs import existing_run, find_checkpoint, verify_checkpoint
 
-    if run_dir is None and ("/" in name or name.startswith(".")):
-        raise StudioError(f"--init-from {name}: no such folder; give a Hugging Face checkpoint folder or a run name")
-    run_dir = run_dir or existing_run(name)
     found = find_checkpoint(run_dir)
     verify_checkpoint(found)
-    with safe_open(str(found / WEIGHTS), framework="numpy") as file:
-        metadata = file.metadata() or {}
-    config = RunConfig.from_dict(json.loads(metadata["config"])) if "config" in metadata \
-        else RunConfig.load(run_dir / "config.toml")
+    config = trained_config(run_dir, checkpoint_metadata(found))
     dataset = open_dataset(config.data.dataset)
-    eot = _load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
+    eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
     return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve())
-
-
-# ---- with torch -----------------------------------------------------------------------------------------
-def studio_names(weights: dict[str, "torch.Tensor"], arch: str) -> dict[str, "torch.Tensor"]:
-    """A Hugging Face state dict under the studio's parameter names."""
-    if arch == "llama":
-        return {name: tensor for name, tensor in weights.items() if not name.endswith("rotary_emb.inv_freq")}
-    renamed = {}
-    for name, tensor in weights.items():
-        if name.endswith(GPT2_BUFFERS):
-            continue
-        if not name.startswith(("transformer.", "lm_head.")):
-            name = f"transformer.{name}"
-        renamed[name] = tensor.t().contiguous() if name.endswith(CONV1D) else tensor
-    return renamed
-
-
-def load_hf_weights(hf: HFFolder) -> dict[str, "torch.Tensor"]:
-    from safetensors.torch import load_file
-
-    weights: dict[str, torch.Tensor] = {}
-    for path in hf.weight_files:
-        try:
-            weights.update(load_file(str(path)))
-        except Exception as error:  # safetensors raises several types for a damaged file
-            raise StudioError(f"{path} is unreadable or corrupt ({str(error).splitlines()[0][:100]})") from None
-    return studio_names(weights, hf.model.arch)
-
-
-def load_initial_weights(model: "torch.nn.Module", source: Path) -> None:
-    """The trainer's start from `train.init_from` (resolved at launch to a folder): a Hugging Face folder
-    or a studio checkpoint. A weight that does not fit the model is a StudioError."""
-    from studio.train import checkpoint
-
-    if (source / "config.json").is_file():
-        weights = load_hf_weights(read_hf_folder(source))
-    else:
-        weights, _ = checkpoint.read_weights(source)
-    weights = {name: tensor.float() for name, tensor in weights.items()}  # training keeps fp32 master weights
-    checkpoint.load_weights(model, weights, model.cfg.tie_embeddings)
-
-
-def load_hf_generator(folder: Path) -> "Generator":
-    """A Hugging Face folder as a studio model, ready to generate (fp32)."""
-    from studio.generate import Generator
-    from studio.model import build_model
-    from studio.train import checkpoint
-
-    hf = read_hf_folder(folder)
-    model = build_model(hf.model)
-    weights = {name: tensor.float() for name, tensor in load_hf_weights(hf).items()}
-    checkpoint.load_weights(model, weights, hf.model.tie_embeddings)
-    tokenizer = _load_tokenizer(hf.tokenizer_file)
-    return Generator(model, tokenizer, tokenizer.token_to_id(hf.eot_token), hf.model.block_size, f"{folder}")

@@ -1,0 +1,191 @@
+"""What each `llm-studio` subcommand does, one function each (COMMANDS), given its parsed arguments.
+
+Every command imports what it needs when it runs, so `--help`, `runs` and the studio itself start fast and
+never load torch. Errors the user can fix are raised as StudioError; studio.cli.main prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from studio.cli.parser import DATA_FLAGS, apply_config_options, parse_size, train_config
+from studio.console import ProgressBar, format_event, print_dataset, print_streams, print_table
+from studio.errors import StudioError
+from studio.formatting import format_age, format_bytes, format_count, format_loss
+
+
+# ---- prepare -------------------------------------------------------------------------------------------
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from studio.config import RunConfig, validate
+    from studio.data.prepare import prepare_dataset
+
+    config = RunConfig()
+    config.data.source = args.source
+    apply_config_options(config, args, DATA_FLAGS)
+    validate(config)
+    dataset = prepare_dataset(config.data, name=args.name, progress=ProgressBar())
+    print_dataset(dataset)
+    return 0
+
+
+# ---- train / resume / follow ---------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from studio.launch import prepare_run
+
+    config = train_config(args)
+    run_dir = prepare_run(config, args.name, progress=ProgressBar())
+    return start(run_dir, resume=False, detach=args.detach)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from studio.launch import prepare_resume
+
+    run_dir = prepare_resume(args.run, args.max_steps)
+    return start(run_dir, resume=True, detach=args.detach)
+
+
+def start(run_dir: Path, resume: bool, detach: bool) -> int:
+    from studio.run_folder.control import launch
+
+    launch(run_dir, resume=resume)
+    name = run_dir.name
+    if detach:
+        print(f"run {name} {'resumed' if resume else 'started'} in the background: {run_dir}")
+        print(f"follow it with `llm-studio runs`, stop it with `llm-studio stop {name}`")
+        return 0
+    print(f"run {name}: {run_dir} (Ctrl-C checkpoints and stops it)")
+    return follow(run_dir)
+
+
+def follow(run_dir: Path) -> int:
+    """Print the run's events as they come until its process exits; Ctrl-C stops the run cleanly."""
+    from studio.run_folder.events import read_new_events
+    from studio.run_folder.layout import EVENTS, STOP, TRAINER_LOG
+    from studio.run_folder.status import summarize, trainer_pid
+
+    events_file = run_dir / EVENTS
+    offset = events_file.stat().st_size if events_file.exists() else 0
+    running = True
+    while running:
+        try:
+            running = trainer_pid(run_dir) is not None  # checked before reading, so the last events print too
+            events, offset = read_new_events(events_file, offset)
+            for line in filter(None, map(format_event, events)):
+                print(line, flush=True)
+            if running:
+                time.sleep(0.25)
+        except KeyboardInterrupt:
+            print("stopping: saving a checkpoint...", file=sys.stderr, flush=True)
+            (run_dir / STOP).touch()
+    status = summarize(run_dir).status
+    print(f"run {run_dir.name}: {status}")
+    if status == "crashed":
+        print(f"the trainer died without a word; see {run_dir / TRAINER_LOG}", file=sys.stderr)
+    return 0 if status in ("finished", "stopped") else 1
+
+
+# ---- generate / export ------------------------------------------------------------------------------
+def cmd_generate(args: argparse.Namespace) -> int:
+    from studio.generate import SamplingConfig
+
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+    sampling.check()  # before seconds of loading torch and the model
+    from studio.generate import load_generator
+
+    generator = load_generator(args.target, args.checkpoint, args.device)
+    print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    size = parse_size(args.max_shard_size)
+    from studio.export import export_run
+
+    result = export_run(args.run, args.out, args.checkpoint, args.dtype, size)
+    print(f"exported {len(result.files)} files to {result.out}")
+    if result.max_logit_diff is not None:
+        print(f"checked with transformers: largest logit difference {result.max_logit_diff:.2e} ({result.note})")
+    else:
+        print(f"note: {result.note}")
+    return 0
+
+
+# ---- runs / stop / delete / presets --------------------------------------------------------------------
+def cmd_runs(args: argparse.Namespace) -> int:
+    from studio.run_folder.status import list_runs
+
+    runs = list_runs()
+    if not runs:
+        print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
+        return 0
+    header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", "PRESET", "DATA", "AGE")
+    rows = [(run.name, run.status, f"{run.step}/{run.max_steps}", format_loss(run.train_loss), format_loss(run.val_loss),
+             run.preset, run.data, format_age(time.time() - run.created)) for run in runs]
+    print_table(header, rows)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from studio.run_folder.control import stop_run
+    from studio.run_folder.layout import existing_run
+
+    status = stop_run(existing_run(args.run))
+    print(f"run {args.run}: {status}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from studio.run_folder.control import delete_run
+    from studio.run_folder.layout import existing_run
+
+    run_dir = existing_run(args.run)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StudioError(f"deleting run {args.run} needs confirmation: add --yes")
+        if input(f"delete run {args.run} and all its checkpoints? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("kept")
+            return 1
+    delete_run(run_dir)
+    print(f"deleted run {args.run}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.keys:
+        from studio.config import field_specs
+
+        rows = [(spec.key, spec.type_name, repr(spec.default), spec.help) for spec in field_specs().values()]
+        print_table(("KEY", "TYPE", "DEFAULT", "HELP"), rows)
+        return 0
+    from studio.presets import preset_table
+
+    rows = [(p["name"], p["arch"], format_count(p["params"]), format_bytes(p["memory"]["total"]), p["description"])
+            for p in preset_table()]
+    print_table(("PRESET", "ARCH", "PARAMS", "TRAIN MEMORY", "DESCRIPTION"), rows)
+    return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    from widgets.app import run_studio  # the one import of the UI from the engine's side (see pyproject)
+
+    run_studio()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The studio in a browser: textual-serve starts one studio process per browser tab."""
+    from textual_serve.server import Server
+
+    print(f"serving the studio on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    Server(command=f"{sys.executable} -m studio.cli", host=args.host, port=args.port).serve()
+    return 0
+
+
+
+COMMANDS = {"studio": cmd_studio, "prepare": cmd_prepare, "train": cmd_train, "resume": cmd_resume,
+            "generate": cmd_generate, "export": cmd_export, "runs": cmd_runs, "stop": cmd_stop,
+            "delete": cmd_delete, "presets": cmd_presets, "serve": cmd_serve}

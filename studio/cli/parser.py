@@ -1,0 +1,156 @@
+"""The command line's grammar, both ways: argv to a config (`build_parser`, `train_config`), and a config back
+to the `llm-studio train ...` line that reproduces it (`train_command_line`: every studio action has a CLI
+twin, and the Train tab shows it live). Torch-free and Textual-free.
+
+Options that set a config field (`--max-steps`, `--tokenizer`, ...) take their type, choices and help from
+the field's declaration in studio.config; the tables below only say which fields have a flag of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from studio.config import RunConfig, field_names, field_spec, format_value, parse_override, set_field, validate
+from studio.errors import StudioError
+from studio.presets import load_preset
+
+DATA_FLAGS = ("data.tokenizer", "data.vocab_size", "data.val_fraction", "data.text_field", "data.glob",
+              "data.strict")
+TRAIN_FLAGS = ("train.max_steps", "train.num_processes", "train.mixed_precision", "train.compile",
+               "train.init_from")
+METAVARS = {"train.init_from": "DIR|RUN"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-studio", description="Train language models from the terminal.")
+    parser.set_defaults(command="studio")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.set_defaults(command=name)
+        return sub
+
+    prepare = command("prepare", "clean and tokenize a corpus once (cached)")
+    prepare.add_argument("source", help="a .txt or .jsonl file, a folder, or python-stdlib")
+    add_config_options(prepare, DATA_FLAGS)
+    prepare.add_argument("--name", help="dataset name (default: derived from the source and options)")
+
+    train = command("train", "train a model (headless)")
+    train.add_argument("--preset", default="tiny", help="model + training preset (see `llm-studio presets`)")
+    train.add_argument("--data", help="a prepared dataset's name, or a source to prepare first")
+    add_config_options(train, DATA_FLAGS)
+    train.add_argument("--name", help="run name (default: preset and time)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override any config value, e.g. --set train.lr=3e-4 (repeatable)")
+    add_config_options(train, TRAIN_FLAGS)
+    train.add_argument("--detach", action="store_true", help="return at once; the run goes on in the background")
+
+    generate = command("generate", "continue prompts with a trained model (streams text)")
+    generate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
+    generate.add_argument("--prompt", action="append", required=True, help="repeatable: prompts run as a batch")
+    generate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
+    generate.add_argument("--max-new-tokens", type=int, default=200)
+    generate.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+    generate.add_argument("--top-k", type=int, default=50, help="0: off")
+    generate.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
+    generate.add_argument("--seed", type=int, help="the same seed gives the same text")
+    generate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+    export = command("export", "write a checkpoint as a Hugging Face folder")
+    export.add_argument("run")
+    export.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
+    export.add_argument("--out", required=True, type=Path, help="an empty or new folder (or an earlier export)")
+    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    export.add_argument("--max-shard-size", default="2GB", help="split weights above this size, e.g. 500MB")
+
+    resume = command("resume", "continue a run from its last complete checkpoint")
+    resume.add_argument("run")
+    resume.add_argument("--max-steps", type=int, help="train further than the run's original max_steps")
+    resume.add_argument("--detach", action="store_true")
+
+    command("runs", "list runs")
+
+    stop = command("stop", "checkpoint a run, then stop every process")
+    stop.add_argument("run")
+
+    delete = command("delete", "delete a run folder")
+    delete.add_argument("run")
+    delete.add_argument("--yes", action="store_true", help="do not ask")
+
+    presets = command("presets", "list presets: parameters, estimated training memory")
+    presets.add_argument("--keys", action="store_true", help="list every config key instead")
+
+    serve = command("serve", "the studio in a web browser (textual-serve)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help)."""
+    for key in keys:
+        spec = field_spec(key)
+        flag = f"--{key.split('.')[1].replace('_', '-')}"
+        if spec.kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=spec.help)
+        else:
+            parser.add_argument(flag, type=spec.kind, choices=spec.choices or None, help=spec.help,
+                                metavar=METAVARS.get(key))
+
+
+def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+    """The values given for add_config_options' flags, into config."""
+    for key in keys:
+        name = key.split(".")[1]
+        value = getattr(args, name)
+        if value is not None:
+            set_field(config, key, value, where=f"--{name.replace('_', '-')}")
+
+
+def train_config(args: argparse.Namespace) -> RunConfig:
+    """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags."""
+    config = load_preset(args.preset)
+    if args.data:
+        config.data.source = args.data
+    apply_config_options(config, args, DATA_FLAGS)
+    for override in args.overrides:
+        key, value = parse_override(override)
+        set_field(config, key, value)
+    apply_config_options(config, args, TRAIN_FLAGS)
+    validate(config)
+    return config
+
+
+def train_command_line(config: RunConfig) -> str:
+    """The `llm-studio train` line that train_config turns back into `config`: the preset and the data source,
+    then one `--set section.key=value` for each field that differs from the preset, so it stays short for a
+    lightly edited preset and still reproduces the whole config."""
+    preset = load_preset(config.preset)
+    words = ["llm-studio", "train", "--preset", config.preset, "--data", config.data.source]
+    for key in field_names():
+        if key != "data.source" and config.value(key) != preset.value(key):
+            words += ["--set", f"{key}={format_value(config.value(key))}"]
+    return shlex.join(words)
+
+
+def parse_size(text: str) -> int:
+    """"2GB", "500MB", "10KB", "1000" (bytes) -> bytes, in powers of 1024 as format_bytes prints them."""
+    units = {"TB": 1024**4, "GB": 1024**3, "MB": 1024**2, "KB": 1024, "B": 1}
+    cleaned = text.strip().upper()
+    for unit, factor in units.items():
+        if cleaned.endswith(unit):
+            number = cleaned[:-len(unit)].strip()
+            break
+    else:
+        number, factor = cleaned, 1
+    try:
+        size = int(float(number) * factor)
+    except ValueError:
+        size = 0
+    if size <= 0:
+        raise StudioError(f"--max-shard-size {text!r}: give a positive size such as 2GB or 500MB")
+    return size

@@ -1,0 +1,96 @@
+"""What the CLI prints: a progress bar, tables, one line per event, streamed generations, dataset facts."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr for prepare's stages; silent when stderr is not a terminal."""
+
+    def __init__(self):
+        self.enabled = sys.stderr.isatty()
+        self.last_draw = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last_draw < 0.1 and done < total):
+            return
+        self.last_draw = now
+        fraction = done / total if total else 1.0
+        filled = int(30 * fraction)
+        sys.stderr.write(f"\r{stage:>10} [{'#' * filled}{'.' * (30 - filled)}] {100 * fraction:5.1f}%")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_dataset(dataset) -> None:
+    meta = dataset.meta
+    documents = meta["documents"]
+    dropped = ", ".join(f"{rule} {count}" for rule, count in documents.items() if rule.startswith("dropped_") and count)
+    print(f"dataset {dataset.name}: {documents['kept']:,} documents kept of {documents['seen']:,}"
+          f"{f' ({dropped})' if dropped else ''}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
+          f"tokens; vocab {meta['vocab_size']:,}; {meta['chars_per_token']:.2f} chars/token")
+    if meta.get("bytes_replaced"):
+        print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
+    print(f"folder: {dataset.path}")
+
+
+def format_event(event: dict) -> str | None:
+    kind, step = event.get("kind"), event.get("step")
+    if kind == "train":
+        norm = f" grad_norm {event['grad_norm']:.3f}" if event.get("grad_norm") is not None else ""
+        mfu = f" mfu {100 * event['mfu']:.1f}%" if event.get("mfu") is not None else ""
+        return (f"step {step:>6}  loss {event['loss']:.4f}  lr {event['lr']:.2e}{norm}  "
+                f"{event['tokens_per_s']:,.0f} tok/s{mfu}")
+    if kind == "eval":
+        return (f"step {step:>6}  val_loss {event['val_loss']:.4f}  val_ppl {event['val_ppl']:.2f}  "
+                f"val_acc {100 * event['val_acc']:.1f}%")
+    if kind == "sample":
+        first = event["samples"][0] if event.get("samples") else None
+        return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
+    if kind == "error":
+        return f"step {step:>6}  error: {event['message']}"
+    if kind == "status":
+        return f"step {step:>6}  {event['state']}"
+    if kind == "checkpoint":
+        return f"step {step:>6}  checkpoint {event['path']}"
+    return None
+
+
+def print_streams(stream, prompts: list[str]) -> None:
+    """Print each prompt and its continuation in prompt order, live for the one being printed; a batch's
+    other rows are held until their turn."""
+    held = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    current = 0
+
+    def begin(index: int) -> None:
+        if len(prompts) > 1:
+            separator = "" if index == 0 else "\n"
+            sys.stdout.write(f"{separator}--- prompt {index + 1} ---\n")
+        sys.stdout.write(prompts[index] + "".join(held[index]))
+        sys.stdout.flush()
+
+    begin(0)
+    for index, delta in stream:
+        if delta is None:
+            done[index] = True
+        elif index == current:
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        else:
+            held[index].append(delta)
+        while done[current] and current + 1 < len(prompts):
+            current += 1
+            begin(current)
+    sys.stdout.write("\n")
+    sys.stdout.flush()

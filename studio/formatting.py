@@ -1,0 +1,39 @@
+"""Numbers as people read them: counts, bytes, ages and durations. Shared by the CLI and the studio."""
+
+from __future__ import annotations
+
+
+def format_count(n: float) -> str:
+    """123 -> "123", 1_234_567 -> "1.2M", 124_439_808 -> "124.4M"."""
+    for limit, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= limit:
+            return f"{n / limit:.1f}{unit}"
+    return str(int(n))
+
+
+def format_bytes(n: float) -> str:
+    """Powers of 1024 under the usual short names, as nvidia-smi and `free -h` count: 3.4 GB, 512.0 MB."""
+    for power, unit in ((4, "TB"), (3, "GB"), (2, "MB"), (1, "KB")):
+        if abs(n) >= 1024 ** power:
+            return f"{n / 1024 ** power:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_age(seconds: float) -> str:
+    """How long ago, in its largest whole unit: 42s, 5m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def format_duration(seconds: float) -> str:
+    """A time left or taken: 4m05s, 1h07m."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def format_loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,118 @@
+"""Acting on run folders: create one, launch its trainer, ask it to checkpoint or stop, delete it. Torch-free.
+
+A run is a detached process group started here; from then on the folder is the only contract
+(docs/ARCHITECTURE.md). The studio and the CLI both act through these functions.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from studio.config import RunConfig
+from studio.errors import StudioError
+from studio.hardware import gpu_count
+from studio.paths import child_process_env
+from studio.run_folder.layout import (
+    CHECKPOINT_REQUEST,
+    CONFIG,
+    PID,
+    STOP,
+    TRAINER_LOG,
+    check_new_name,
+    read_config,
+    run_path,
+)
+from studio.run_folder.status import summarize, trainer_pid
+
+
+# ---- creating and launching ------------------------------------------------------------------------
+def create_run(config: RunConfig, name: str) -> Path:
+    """A new run folder holding config.toml; an existing run is never touched."""
+    check_new_name(name)
+    path = run_path(name)
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:  # created by someone else since the check
+        check_new_name(name)
+        raise
+    config.save(path / CONFIG)
+    return path
+
+
+def launch(run_dir: Path, resume: bool = False) -> int:
+    """Start the trainer in its own process group, detached from this process; returns its pid."""
+    config = read_config(run_dir)
+    command, env = trainer_command(run_dir, config, resume)
+    (run_dir / STOP).unlink(missing_ok=True)
+    with open(run_dir / TRAINER_LOG, "ab") as log:
+        process = subprocess.Popen(command, env=env, cwd=run_dir, start_new_session=True,
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    started = psutil.Process(process.pid).create_time()
+    (run_dir / PID).write_text(f"{process.pid} {started}\n", encoding="utf-8")
+    return process.pid
+
+
+def trainer_command(run_dir: Path, config: RunConfig, resume: bool) -> tuple[list[str], dict[str, str]]:
+    """One process: the worker itself. Several: `accelerate launch`, on CPUs through gloo."""
+    worker = ["-m", "studio.train.worker", str(run_dir)] + (["--resume"] if resume else [])
+    env = child_process_env()
+    processes = config.train.num_processes
+    if processes == 1:
+        return [sys.executable, *worker], env
+    if gpu_count() < processes:
+        env["ACCELERATE_USE_CPU"] = "1"  # without it, --multi_gpu on a CPU box starts N separate world-size-1 runs
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                "--num_processes", str(processes), "--num_machines", "1",
+                "--mixed_precision", config.train.mixed_precision, "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port())]
+    return [*launcher, *worker], env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---- requests, stop, delete -----------------------------------------------------------------------------------------
+def request_checkpoint(run_dir: Path) -> None:
+    (run_dir / CHECKPOINT_REQUEST).touch()
+
+
+def stop_run(run_dir: Path, timeout: float = 120.0) -> str:
+    """Ask the trainer to checkpoint and exit (every rank); signal it if it does not within `timeout`."""
+    pid = trainer_pid(run_dir)
+    if pid is None:
+        return summarize(run_dir).status
+    (run_dir / STOP).touch()
+    if not wait_for_exit(run_dir, timeout):
+        os.killpg(pid, signal.SIGTERM)  # the worker's handler checkpoints too; a launcher forwards it
+        if not wait_for_exit(run_dir, 30.0):
+            os.killpg(pid, signal.SIGKILL)
+            wait_for_exit(run_dir, 5.0)
+    (run_dir / STOP).unlink(missing_ok=True)
+    return summarize(run_dir).status
+
+
+def wait_for_exit(run_dir: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while trainer_pid(run_dir) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def delete_run(run_dir: Path) -> None:
+    if trainer_pid(run_dir) is not None:
+        raise StudioError(f"run {run_dir.name} is still training; stop it first with `llm-studio stop {run_dir.name}`")
+    shutil.rmtree(run_dir)

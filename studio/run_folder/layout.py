@@ -1,0 +1,163 @@
+"""The run folder's files, by name, and what can be read from them without torch.
+
+    $LLM_STUDIO_HOME/runs/<name>/
+        config.toml                     the resolved config (the launcher writes it once; resume may raise max_steps)
+        events.jsonl                    the event stream (studio.run_folder.events)
+        trainer.log                     stdout and stderr of every rank
+        pid                             "<pid> <start time>" of the launched process group
+        STOP, CHECKPOINT                requests the trainer polls for every step, then removes
+        checkpoints/latest              the name of the newest complete checkpoint
+        checkpoints/step-NNNNNNN/       one checkpoint (studio.train.checkpoint writes and reads its files)
+        checkpoints/.tmp-step-NNNNNNN/  a checkpoint being written
+
+Every reader and writer (the CLI, the trainer, generation, export, the studio) takes these names from here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from studio.config import RunConfig
+from studio.errors import StudioError
+from studio.paths import runs_dir
+
+CONFIG = "config.toml"
+EVENTS = "events.jsonl"
+TRAINER_LOG = "trainer.log"
+PID = "pid"
+STOP = "STOP"
+CHECKPOINT_REQUEST = "CHECKPOINT"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TEMPORARY_PREFIX = ".tmp-"
+WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+def run_path(name: str) -> Path:
+    return runs_dir() / name
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / CONFIG).is_file()
+
+
+def list_run_dirs() -> list[Path]:
+    root = runs_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG).exists())
+
+
+def existing_run(name: str) -> Path:
+    path = run_path(name)
+    if not (path / CONFIG).exists():
+        known = ", ".join(sorted(p.name for p in list_run_dirs())[:8]) or "none yet"
+        raise StudioError(f"no run named {name!r} (runs: {known}); see `llm-studio runs`")
+    return path
+
+
+def run_or_folder(target: str) -> Path:
+    """A run given by its name or by its folder's path."""
+    folder = Path(target).expanduser()
+    return folder if is_run(folder) else existing_run(target)
+
+
+def check_new_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise StudioError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (80 at most)")
+    if run_path(name).exists():
+        raise StudioError(f"run {name!r} already exists; pick another --name, "
+                          f"or continue it with `llm-studio resume {name}`")
+
+
+def default_run_name(config: RunConfig) -> str:
+    stem = f"{config.preset}-{time.strftime('%m%d-%H%M%S')}"
+    name, suffix = stem, 2
+    while run_path(name).exists():
+        name, suffix = f"{stem}-{suffix}", suffix + 1
+    return name
+
+
+def read_config(run_dir: Path) -> RunConfig:
+    return RunConfig.load(run_dir / CONFIG)
+
+
+def trained_config(run_dir: Path, metadata: dict[str, str]) -> RunConfig:
+    """The config a checkpoint was trained with: its weights' metadata, else (an older checkpoint) config.toml."""
+    if "config" in metadata:
+        return RunConfig.from_dict(json.loads(metadata["config"]))
+    return read_config(run_dir)
+
+
+# ---- checkpoints (the layout; studio.train.checkpoint writes and reads their files) -------------------
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINTS
+
+
+def temporary_checkpoint_dir(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint of `step` is built before it is renamed into place."""
+    return checkpoints_dir(run_dir) / f"{TEMPORARY_PREFIX}{checkpoint_name(step)}"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None when the run has none yet."""
+    try:
+        name = (checkpoints_dir(run_dir) / LATEST).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    path = checkpoints_dir(run_dir) / name
+    return path if path.is_dir() else None
+
+
+def list_checkpoint_steps(run_dir: Path) -> list[int]:
+    return sorted(checkpoint_step(p) for p in checkpoints_dir(run_dir).glob("step-*") if p.is_dir())
+
+
+def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
+    """The checkpoint of `step`, or the latest; a StudioError naming what exists when there is none."""
+    if step is None:
+        found = latest_checkpoint(run_dir)
+    else:
+        found = checkpoints_dir(run_dir) / checkpoint_name(step)
+        found = found if found.is_dir() else None
+    if found is None:
+        saved = ", ".join(str(s) for s in list_checkpoint_steps(run_dir)) or "none"
+        raise StudioError(f"run {run_dir.name} has no checkpoint{'' if step is None else f' at step {step}'} "
+                          f"(saved steps: {saved}); train longer or pick a saved step")
+    return found
+
+
+def verify_checkpoint(checkpoint: Path) -> None:
+    """Check every safetensors header of a checkpoint (torch-free), so a damaged one is refused up front."""
+    from safetensors import safe_open
+
+    for path in [checkpoint / WEIGHTS, *sorted(checkpoint.glob("*.safetensors"))]:
+        try:
+            with safe_open(str(path), framework="numpy") as file:
+                file.keys()
+        except Exception as error:  # safetensors raises several types for a damaged file
+            reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+            raise StudioError(f"checkpoint file {path} is unreadable or corrupt ({reason}); delete the folder "
+                              f"{checkpoint.name} to fall back to an earlier checkpoint") from None
+
+
+def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:
+    """The metadata of a checkpoint's weights (config, step, tokenizer hash), read from the header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / WEIGHTS), framework="numpy") as file:
+        return file.metadata() or {}

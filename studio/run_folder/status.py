@@ -1,0 +1,141 @@
+"""A run's status and summary, read from its folder: torch-free, for the CLI's `runs` and the studio's tables.
+
+Status comes from the last `status` event plus whether the launched process is still alive, so a killed
+trainer reads as `crashed`, never as `running` forever. Summaries fold events.jsonl in as it grows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from studio.run_folder.events import read_new_events, resumed_from, superseded
+from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
+
+FINAL_STATES = ("finished", "stopped", "failed")
+
+
+@dataclass
+class RunInfo:
+    name: str
+    path: Path
+    status: str  # created, starting, running, finished, stopped, failed, crashed
+    step: int
+    max_steps: int
+    train_loss: float | None
+    val_loss: float | None
+    preset: str
+    data: str
+    created: float
+    updated: float
+    error: str | None
+
+
+def trainer_pid(run_dir: Path) -> int | None:
+    """The launched process's pid while it is alive (the same pid and start time as recorded), else None."""
+    try:
+        pid_text, started = (run_dir / PID).read_text(encoding="utf-8").split()
+        process = psutil.Process(int(pid_text))
+        if abs(process.create_time() - float(started)) < 1.0 and process.status() != psutil.STATUS_ZOMBIE:
+            return process.pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def derive_status(last_state: str | None, alive: bool, launched: bool) -> str:
+    """A run's status from its last status event's state and whether its process lives."""
+    if alive:
+        return "running" if last_state in ("running", "resumed") else "starting"
+    if last_state in FINAL_STATES:
+        return last_state
+    return "crashed" if launched else "created"
+
+
+def run_status(run_dir: Path, last_state: str | None) -> str:
+    """derive_status for a run folder whose newest status event had `last_state`."""
+    return derive_status(last_state, trainer_pid(run_dir) is not None, (run_dir / PID).exists())
+
+
+@dataclass
+class EventTally:
+    """What a run summary needs from events.jsonl, folded in as the file grows: the studio refreshes its runs
+    table every few seconds, and re-reading every run's whole history each time would grow with the runs."""
+
+    offset: int = 0
+    step: int = 0
+    state: str | None = None
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval and error events
+
+    def read(self, path: Path) -> None:
+        events, self.offset = read_new_events(path, self.offset)
+        for event in events:
+            self.fold(event)
+
+    def fold(self, event: dict[str, Any]) -> None:
+        kind, step = event.get("kind"), event.get("step", 0)
+        if kind == "status":
+            self.state = event.get("state")
+        resumed = resumed_from(event)
+        if resumed is not None:  # blank until the resumed attempt logs again (seconds)
+            self.step = resumed
+            self.last = {k: e for k, e in self.last.items() if not superseded(e, resumed) and k != "error"}
+        if kind in ("train", "eval", "error"):
+            self.last[kind] = event
+        self.step = max(self.step, step)
+
+
+class RunSummaries:
+    """Every run's summary, each run's events folded in incrementally (an EventTally per run).
+
+    A tally belongs to one events file: it is keyed by the folder and the file's inode, and started over when
+    the file is shorter than what was read (a run deleted and made anew under the same name). Tallies of
+    folders that are no longer listed are dropped at the next listing, so deleting a run needs no bookkeeping.
+    """
+
+    def __init__(self) -> None:
+        self._tallies: dict[tuple[Path, int], EventTally] = {}
+
+    def summarize(self, run_dir: Path) -> RunInfo:
+        config = read_config(run_dir)
+        events_file = run_dir / EVENTS
+        tally = self._tally(run_dir, events_file)
+        tally.read(events_file)
+        status = run_status(run_dir, tally.state)
+        train, val, error = (tally.last.get(kind) for kind in ("train", "eval", "error"))
+        created = (run_dir / CONFIG).stat().st_mtime
+        return RunInfo(
+            name=run_dir.name, path=run_dir, status=status, step=tally.step,
+            max_steps=config.train.max_steps,
+            train_loss=train["loss"] if train else None,
+            val_loss=val["val_loss"] if val else None,
+            preset=config.preset, data=config.data.dataset or config.data.source,
+            created=created,
+            updated=events_file.stat().st_mtime if events_file.exists() else created,
+            error=error["message"] if error and status == "failed" else None,
+        )
+
+    def list_runs(self) -> list[RunInfo]:
+        run_dirs = list_run_dirs()
+        listed = {path.resolve() for path in run_dirs}
+        self._tallies = {key: tally for key, tally in self._tallies.items() if key[0] in listed}
+        return sorted((self.summarize(path) for path in run_dirs), key=lambda run: run.created)
+
+    def _tally(self, run_dir: Path, events_file: Path) -> EventTally:
+        try:
+            stat = events_file.stat()
+            key, size = (run_dir.resolve(), stat.st_ino), stat.st_size
+        except FileNotFoundError:
+            key, size = (run_dir.resolve(), -1), 0
+        tally = self._tallies.get(key)
+        if tally is None or size < tally.offset:
+            tally = self._tallies[key] = EventTally()
+        return tally
+
+
+_summaries = RunSummaries()  # one per process: the CLI asks once, the studio every few seconds
+summarize = _summaries.summarize
+list_runs = _summaries.list_runs

@@ -1,0 +1,49 @@
+"""What moves as training goes, in one object: the counters and the random streams, saved and loaded whole.
+
+The weights and the optimizer's state are saved beside it (studio.train.checkpoint); this is the rest that
+a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training) and its
+random streams (the global torch RNG, which drives dropout, and the data generator, which picks batches).
+The counters are the same on every rank; each rank has its own streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TrainingState:
+    step: int = 0  # optimizer steps done
+    tokens_seen: int = 0  # by all processes together
+    train_seconds: float = 0.0  # time spent in training steps (not evaluation, samples or checkpoints)
+    data_generator: torch.Generator = field(default_factory=torch.Generator)  # the batch order of this rank
+
+    def seed(self, seed: int) -> None:
+        """Fresh streams: dropout and the batch order from `seed`."""
+        torch.manual_seed(seed)
+        self.data_generator.manual_seed(seed)
+
+    # ---- to and from a checkpoint ----------------------------------------------------------------
+    def counters(self) -> dict[str, int | float]:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "train_seconds": self.train_seconds}
+
+    def random_streams(self) -> dict[str, torch.Tensor]:
+        streams = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
+        if torch.cuda.is_available():
+            streams["cuda"] = torch.cuda.get_rng_state()
+        return streams
+
+    def restore(self, counters: dict[str, int | float], streams: dict[str, torch.Tensor] | None) -> None:
+        """The saved counters, and the saved streams (None: a checkpoint written by fewer processes has none
+        for this rank, and the caller seeds fresh ones)."""
+        self.step = int(counters["step"])
+        self.tokens_seen = int(counters["tokens_seen"])
+        self.train_seconds = float(counters["train_seconds"])
+        if streams is None:
+            return
+        torch.set_rng_state(streams["torch"])
+        self.data_generator.set_state(streams["data"])
+        if "cuda" in streams and torch.cuda.is_available():
+            torch.cuda.set_rng_state(streams["cuda"])

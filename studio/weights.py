@@ -1,0 +1,115 @@
+"""Model weights in and out: a checkpoint's weights, a Hugging Face folder's, and the names between them.
+
+The studio's parameter names are Llama's Hugging Face names one to one, and nanoGPT's for GPT-2. GPT-2's
+Hugging Face names differ only in that the four Conv1D weights are transposed (Conv1D stores (in, out),
+nn.Linear (out, in)), that GPT2LMHeadModel always has biases, and that checkpoints saved from GPT2Model lack
+the `transformer.` prefix. A tied lm_head is stored once (as the embedding) and re-tied on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+
+from studio.config import ModelConfig
+from studio.errors import StudioError
+from studio.hf_folder import HFFolder, read_hf_folder
+from studio.run_folder.layout import WEIGHTS
+
+TIED_HEAD = "lm_head.weight"  # with tied embeddings the output head is the embedding matrix, stored once
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+GPT2_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers saved
+GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
+
+
+# ---- the studio's checkpoints ---------------------------------------------------------------------
+def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
+    weights = model.state_dict()
+    if tied:
+        weights.pop(TIED_HEAD, None)
+    return weights
+
+
+def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
+    path = checkpoint / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError) as error:
+        raise StudioError(f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
+                          "delete that checkpoint folder to fall back to an earlier one") from None
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied: bool) -> None:
+    """Load weights in place (a tied head follows its embedding, being the same tensor); mismatches are errors."""
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # shapes differ
+        raise StudioError(f"the checkpoint does not fit this model ({short_reason(error)}); "
+                          "use the config the checkpoint was trained with") from None
+    missing = [key for key in missing if not (tied and key == TIED_HEAD)]
+    if missing or unexpected:
+        raise StudioError(f"the checkpoint does not fit this model (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); use the config it was trained with")
+
+
+def short_reason(error: Exception) -> str:
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+
+
+# ---- Hugging Face names, both ways ----------------------------------------------------------------
+def studio_names(weights: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    """A Hugging Face state dict under the studio's parameter names."""
+    if arch == "llama":
+        return {name: tensor for name, tensor in weights.items() if not name.endswith("rotary_emb.inv_freq")}
+    renamed = {}
+    for name, tensor in weights.items():
+        if name.endswith(GPT2_BUFFERS):
+            continue
+        if not name.startswith(("transformer.", "lm_head.")):
+            name = f"transformer.{name}"
+        renamed[name] = tensor.t().contiguous() if name.endswith(CONV1D) else tensor
+    return renamed
+
+
+def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
+    GPT2LMHeadModel always has) written as zeros when the model has none."""
+    if cfg.arch == "llama":
+        return dict(weights)
+    renamed = {name: tensor.t().contiguous() if name.endswith(CONV1D) else tensor for name, tensor in weights.items()}
+    if not cfg.bias:
+        for layer in range(cfg.n_layer):
+            for suffix in GPT2_BIASES:
+                weight = renamed[f"transformer.h.{layer}.{suffix.replace('bias', 'weight')}"]
+                # a bias is as long as its weight's last dim: LayerNorm (width,), Conv1D (in, out)
+                renamed[f"transformer.h.{layer}.{suffix}"] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
+        renamed["transformer.ln_f.bias"] = torch.zeros_like(renamed["transformer.ln_f.weight"])
+    return renamed
+
+
+def load_hf_weights(hf: HFFolder) -> dict[str, torch.Tensor]:
+    """A Hugging Face folder's weights (every shard) under the studio's names, in fp32 (training and
+    generation keep fp32 weights)."""
+    weights: dict[str, torch.Tensor] = {}
+    for path in hf.weight_files:
+        try:
+            weights.update(load_file(str(path)))
+        except Exception as error:  # safetensors raises several types for a damaged file
+            raise StudioError(f"{path} is unreadable or corrupt ({short_reason(error)[:100]})") from None
+    return {name: tensor.float() for name, tensor in studio_names(weights, hf.model.arch).items()}
+
+
+def load_initial_weights(model: torch.nn.Module, source: Path) -> None:
+    """The trainer's start from `train.init_from` (resolved at launch to a folder): a Hugging Face folder
+    or a studio checkpoint. A weight that does not fit the model is a StudioError."""
+    if (source / "config.json").is_file():
+        weights = load_hf_weights(read_hf_folder(source))
+    else:
+        weights, _ = read_weights(source)  # fp32, as the trainer keeps its master weights
+    load_weights(model, weights, model.cfg.tie_embeddings)
