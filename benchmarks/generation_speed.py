@@ -37,7 +37,9 @@ def make_run(arch: str, preset: str) -> str:
     from studio.model import build_model
     from studio.presets import load_preset
     from studio.run_folder.control import create_run
+    from studio.run_folder.layout import WEIGHTS
     from studio.train import checkpoint
+    from studio.weights import weights_to_save
 
     import argparse as a, collections, dataclasses, json.decoder, pathlib  # noqa: E401  some real text
     corpus = Path(os.environ["LLM_STUDIO_HOME"]) / "corpus.txt"
@@ -52,8 +54,8 @@ def make_run(arch: str, preset: str) -> str:
     torch.manual_seed(0)
     model = build_model(config.model)
     tmp = checkpoint.begin(run_dir, 0)
-    weights = checkpoint.weights_to_save(model, config.model.tie_embeddings)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / checkpoint.WEIGHTS),
+    weights = weights_to_save(model, config.model.tie_embeddings)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS),
               metadata={"config": config.to_json(), "step": "0", "tokenizer_hash": dataset.meta["tokenizer_hash"]})
     checkpoint.commit(run_dir, tmp, 0, 1)
     return "bench"

@@ -63,7 +63,7 @@ def studio_loop(trainer: Trainer):
     """The trainer's own step, plus the per-step bookkeeping its loop does (stop and checkpoint polls)."""
     def step():
         loss, _ = trainer.train_step(log=False)
-        trainer.step += 1
+        trainer.state.step += 1
         trainer.poll_requests()
         return loss
 

@@ -26,6 +26,38 @@ LATEST = "latest"
 
 
 class GenerationPanel(Vertical):
+    DEFAULT_CSS = """
+    GenerationPanel {
+        width: 1fr;
+        height: 1fr;
+        border: round $primary;
+        border-title-color: $accent;
+    }
+
+    GenerationPanel .picker {
+        height: 3;
+    }
+
+    GenerationPanel .run-select {
+        width: 1fr;
+    }
+
+    GenerationPanel .checkpoint-select {
+        width: 20;
+    }
+
+    GenerationPanel .output-text {
+        height: 1fr;
+        border: none;
+        padding: 0 1;
+    }
+
+    GenerationPanel .generation-status {
+        height: 1;
+        color: $text-muted;
+    }
+    """
+
     @dataclass
     class Reply(Message):
         """One JSON line from the worker process (or {"exited": code} when it ends)."""

@@ -44,6 +44,16 @@ def describe_machine(gpus: list[GpuStats], cpu: CpuStats) -> str:
 
 
 class HardwarePanel(Vertical):
+    DEFAULT_CSS = """
+    HardwarePanel #machine-stats {
+        height: auto;
+    }
+
+    HardwarePanel #run-memory {
+        height: 1fr;
+    }
+    """
+
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.border_title = "hardware"

@@ -13,6 +13,16 @@ from textual.widgets import Static
 
 
 class KeyHints(Static):
+    DEFAULT_CSS = """
+    KeyHints {
+        dock: bottom;
+        height: 1;
+        padding: 0 1;
+        background: $footer-background;
+        color: $footer-foreground;
+    }
+    """
+
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self.bindings_changed)
         self.update(self.hints())

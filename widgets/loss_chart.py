@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from textual.reactive import reactive
 
+from studio.run_folder.watch import RunView
 from widgets.cached_plot import CachedPlot
 
 REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
+TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,14 @@ class Curve:
     values: tuple[float, ...]
     color: str
     points: bool = False
+
+
+def loss_curves(view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR,
+                val_color: str = VAL_COLOR) -> list[Curve]:
+    """A run's train loss as a line and validation loss as points (the compare screen draws several runs)."""
+    train, val = view.series["loss"], view.series["val_loss"]
+    return [Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
+            Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True)]
 
 
 def downsample(steps: tuple[int, ...], values: tuple[float, ...], buckets: int) -> tuple[list[int], list[float]]:
@@ -56,7 +66,8 @@ def ema(values: list[float], weight: float = EMA_WEIGHT) -> list[float]:
 
 
 class LossChart(CachedPlot):
-    """Curves against the step; `smoothing` (EMA on lines) and `log_scale` are toggled by the screen."""
+    """Curves against the step; `smoothing` (EMA on lines) and `log_scale` are toggled by the screen
+    (widgets.screens.chart_screen)."""
 
     smoothing: reactive[bool] = reactive(False)
     log_scale: reactive[bool] = reactive(False)

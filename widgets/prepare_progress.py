@@ -16,6 +16,18 @@ REDRAW_SECONDS = 0.1  # prepare reports every chunk; the bar needs a few updates
 class PrepareProgress(Horizontal):
     """Hidden while nothing is being prepared (an idle bar would only pulse)."""
 
+    DEFAULT_CSS = """
+    PrepareProgress {
+        height: 1;
+        width: 1fr;
+    }
+
+    PrepareProgress .progress-stage {
+        width: 10;
+        margin-left: 1;
+    }
+    """
+
     def on_mount(self) -> None:
         self.display = False
 

@@ -15,22 +15,22 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
-from textual.worker import Worker, WorkerState
 
 from studio.config import DataConfig, RunConfig, validate
-from studio.errors import StudioError
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.dataset_facts import DatasetFacts
+from widgets.panes.focus import FocusablePane
+from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.status_line import StatusLine
-from widgets.panes.focus import FocusablePane
 from widgets.token_sample import TokenSample, read_token_pieces
 
 BUILTIN_SOURCE = "python-stdlib"
 
 
-class DataPane(FocusablePane, Horizontal):
+class DataPane(TaskPane, FocusablePane, Horizontal):
+    TASK_BUTTON = "#data-prepare"
 
     BINDINGS = [
         Binding("p", "prepare", "Prepare"),
@@ -95,9 +95,8 @@ class DataPane(FocusablePane, Horizontal):
     @on(Button.Pressed, "#data-prepare")
     def action_prepare(self) -> None:
         data = dataclasses.replace(self.app.config.data)
-        self.query_one("#data-prepare", Button).disabled = True
-        self.query_one(StatusLine).show(f"preparing {data.source}…")
-        self.prepare(data, self.query_one(PrepareProgress).reporter())
+        if self.begin_task(f"preparing {data.source}…"):
+            self.prepare(data, self.query_one(PrepareProgress).reporter())
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def prepare(self, data: DataConfig, progress: Callable[[str, int, int], None]) -> None:
@@ -105,33 +104,16 @@ class DataPane(FocusablePane, Horizontal):
             prepare_dataset,  # imports numpy: only once the user prepares
         )
 
-        try:
-            validate(RunConfig(data=data))
-            dataset = prepare_dataset(data, progress=progress)
-            pieces = read_token_pieces(dataset.path, dataset.dtype)
-        except StudioError as error:
-            self.app.call_from_thread(self._prepare_failed, str(error))
-            return
+        validate(RunConfig(data=data))
+        dataset = prepare_dataset(data, progress=progress)
+        pieces = read_token_pieces(dataset.path, dataset.dtype)
         self.app.call_from_thread(self._prepared, dataset.name, dataset.meta, pieces)
 
     def _prepared(self, name: str, meta: dict, pieces: list[str]) -> None:
-        self.query_one("#data-prepare", Button).disabled = False
-        self.query_one(PrepareProgress).clear()
-        self.query_one(StatusLine).show(f"dataset {name} is ready; a launch on this source reuses it")
+        self.end_task(f"dataset {name} is ready; a launch on this source reuses it")
         self.query_one(DatasetFacts).show_meta(name, meta)
         self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens")
         self.query_one(TokenSample).show_pieces(pieces)
-
-    def _prepare_failed(self, message: str) -> None:
-        self.query_one("#data-prepare", Button).disabled = False
-        self.query_one(PrepareProgress).clear()
-        self.query_one(StatusLine).show(message, failed=True)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """A failure that is not a StudioError (a bug, a disk error) still ends as one line, not a crash."""
-        if event.worker.group == "prepare" and event.state == WorkerState.ERROR:
-            error = event.worker.error
-            self._prepare_failed(f"preparing failed: {type(error).__name__}: {error}")
 
 
 def browse_start(source: str) -> Path:

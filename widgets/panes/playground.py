@@ -17,6 +17,7 @@ from textual.widgets import Input, Label, TextArea
 
 from widgets.generation_panel import GenerationPanel
 from widgets.panes.focus import FocusablePane
+from widgets.worker_errors import ReportsWorkerErrors
 
 # (input id, label, default, type): the sampling controls, in SamplingConfig's names
 SAMPLING_FIELDS = (
@@ -29,7 +30,7 @@ SAMPLING_FIELDS = (
 )
 
 
-class PlaygroundPane(FocusablePane, Vertical):
+class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
     BINDINGS = [
         Binding("g", "generate", "Generate"),
         Binding("ctrl+g", "generate", "Generate", show=False),  # also from inside the prompt and the inputs

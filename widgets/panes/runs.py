@@ -1,7 +1,7 @@
 """Tab 4: every run, refreshed in the background; open, compare, resume, stop, delete and export runs.
 
 Every slow thing (reading the run folders, stopping, resuming, deleting, exporting) runs in a thread worker and
-reports back with call_from_thread; a failure is one line (notify), never a crash.
+reports back with call_from_thread; a failure is one line (widgets.worker_errors), never a crash.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from studio.errors import StudioError
 from studio.launch import prepare_resume
 from studio.paths import child_process_env, studio_home
 from studio.run_folder.control import delete_run, launch, stop_run
@@ -29,12 +28,25 @@ from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.export_dialog import ExportDialog
+from widgets.worker_errors import ReportsWorkerErrors
 
 REFRESH_SECONDS = 2.0
 clock = time.time  # the runs' ages are measured against this; snapshot tests fix it
 
 
-class RunsPane(Vertical):
+class RunsPane(ReportsWorkerErrors, Vertical):
+    DEFAULT_CSS = """
+    RunsPane {
+        height: 1fr;
+    }
+    RunsPane #runs-table {
+        height: 1fr;
+    }
+    RunsPane #runs-hint {
+        height: 1;
+        color: $text-muted;
+    }
+    """
     BINDINGS = [
         Binding("v", "compare", "Compare marked"),
         Binding("r", "resume", "Resume"),
@@ -123,12 +135,8 @@ class RunsPane(Vertical):
 
     @work(thread=True, group="run-control", exit_on_error=False)
     def control_run(self, act: Callable[[], str]) -> None:
-        """Resume, stop or delete off the event loop; its outcome (or error) as one line, then a fresh table."""
-        try:
-            outcome = act()
-        except (OSError, StudioError) as error:
-            self.tell(str(error), "error")
-            return
+        """Resume, stop or delete off the event loop; its outcome as one line, then a fresh table."""
+        outcome = act()
         self.tell(outcome)
         self.refresh_runs()
 
@@ -143,12 +151,8 @@ class RunsPane(Vertical):
     def export(self, name: str, folder: str) -> None:
         """`llm-studio export` in a subprocess: it loads torch, which the studio's process never does."""
         self.tell(f"exporting {name} to {folder}…")
-        try:
-            done = subprocess.run([sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
-                                  capture_output=True, text=True, env=child_process_env(), stdin=subprocess.DEVNULL)
-        except OSError as error:
-            self.tell(f"export failed: {error}", "error")
-            return
+        done = subprocess.run([sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
+                              capture_output=True, text=True, env=child_process_env(), stdin=subprocess.DEVNULL)
         output = (done.stderr if done.returncode else done.stdout) or done.stdout + done.stderr
         lines = [line for line in output.splitlines() if line.strip()]
         last = lines[-1] if lines else f"export exited with code {done.returncode}"

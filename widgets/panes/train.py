@@ -14,20 +14,20 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Static
-from textual.worker import Worker, WorkerState
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
-from studio.errors import StudioError
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.prepare_progress import PrepareProgress
 from widgets.status_line import StatusLine
 from widgets.panes.focus import FocusablePane
+from widgets.panes.task import TaskPane
 
 
-class TrainPane(FocusablePane, Horizontal):
+class TrainPane(TaskPane, FocusablePane, Horizontal):
+    TASK_BUTTON = "#train-launch"
 
     BINDINGS = [Binding("y", "copy_command", "Copy command")]
 
@@ -93,42 +93,20 @@ class TrainPane(FocusablePane, Horizontal):
     @on(Button.Pressed, "#train-launch")
     def launch(self) -> None:
         """Prepare (if needed) and start a run of the config as it stands; the app opens its dashboard."""
-        button = self.query_one("#train-launch", Button)
-        if button.disabled:
-            return
-        button.disabled = True
-        self.query_one(StatusLine).show("launching…")
-        name = self.query_one("#train-run-name", Input).value.strip() or None
-        self.launch_run(self.app.config.copy(), name, self.query_one(PrepareProgress).reporter())
+        if self.begin_task("launching…"):
+            name = self.query_one("#train-run-name", Input).value.strip() or None
+            self.launch_run(self.app.config.copy(), name, self.query_one(PrepareProgress).reporter())
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch_run(self, config: RunConfig, name: str | None, progress: Callable[[str, int, int], None]) -> None:
         from studio.launch import prepare_run
         from studio.run_folder.control import launch
 
-        try:
-            run_dir = prepare_run(config, name, progress=progress)
-            launch(run_dir)
-        except StudioError as error:
-            self.app.call_from_thread(self._launch_failed, str(error))
-            return
+        run_dir = prepare_run(config, name, progress=progress)
+        launch(run_dir)
         self.app.call_from_thread(self._launched, run_dir)
 
     def _launched(self, run_dir) -> None:
-        self.query_one("#train-launch", Button).disabled = False
         self.query_one("#train-run-name", Input).value = ""
-        self.query_one(PrepareProgress).clear()
-        self.query_one(StatusLine).show(f"run {run_dir.name} started")
+        self.end_task(f"run {run_dir.name} started")
         self.post_message(RunLaunched(run_dir))
-
-    def _launch_failed(self, message: str) -> None:
-        self.query_one("#train-launch", Button).disabled = False
-        self.query_one(PrepareProgress).clear()
-        self.query_one(StatusLine).show(message, failed=True)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """A failure that is not a StudioError still ends as one line, not a crash."""
-        if event.worker.group == "launch" and event.state == WorkerState.ERROR:
-            error = event.worker.error
-            self._launch_failed(f"launch failed: {type(error).__name__}: {error}")
-

@@ -7,24 +7,24 @@ from pathlib import Path
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import Static
 
 from studio.run_folder.watch import RunView, RunWatcher
 from widgets.key_hints import KeyHints
-from widgets.loss_chart import LossChart
-from widgets.screens.dashboard import loss_curves
+from widgets.loss_chart import LossChart, loss_curves
+from widgets.screens.chart_screen import ChartScreen
+from widgets.worker_errors import ReportsWorkerErrors
 
 RUN_COLORS = ("cyan", "orange", "green", "magenta", "yellow", "red", "blue", "white")
 
 
-class CompareScreen(Screen):
-    AUTO_FOCUS = None
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("l", "toggle_log_scale", "Log scale"),
-        Binding("m", "toggle_smoothing", "Smoothing"),
-    ]
+class CompareScreen(ReportsWorkerErrors, ChartScreen):
+    DEFAULT_CSS = """
+    CompareScreen #compare-chart {
+        height: 1fr;
+    }
+    """
+    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), *ChartScreen.CHART_KEYS]
 
     def __init__(self, run_dirs: list[Path]):
         super().__init__()
@@ -54,11 +54,3 @@ class CompareScreen(Screen):
             color = RUN_COLORS[index % len(RUN_COLORS)]
             curves += loss_curves(view, label_prefix=f"{view.name} ", train_color=color, val_color=color)
         self.query_one(LossChart).show_curves(curves)
-
-    def action_toggle_log_scale(self) -> None:
-        chart = self.query_one(LossChart)
-        chart.log_scale = not chart.log_scale
-
-    def action_toggle_smoothing(self) -> None:
-        chart = self.query_one(LossChart)
-        chart.smoothing = not chart.smoothing

@@ -13,39 +13,29 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import Static
 
-from studio.errors import StudioError
-from studio.run_folder.watch import RunView, RunWatcher
 from studio.run_folder.control import request_checkpoint, stop_run
+from studio.run_folder.watch import RunView, RunWatcher
 from widgets.hardware_panel import HardwarePanel
 from widgets.key_hints import KeyHints
 from widgets.log_tail import LogTail
-from widgets.loss_chart import Curve, LossChart
+from widgets.loss_chart import LossChart, loss_curves
 from widgets.run_header import RunHeader
 from widgets.samples_view import SamplesView
+from widgets.screens.chart_screen import ChartScreen
+from widgets.worker_errors import ReportsWorkerErrors
 
 POLL_SECONDS = 0.5
-TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 
 
-def loss_curves(view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR,
-                val_color: str = VAL_COLOR) -> list[Curve]:
-    """Train loss as a line, validation loss as points (the compare screen draws several runs this way)."""
-    train, val = view.series["loss"], view.series["val_loss"]
-    return [Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
-            Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True)]
-
-
-class DashboardScreen(Screen):
-    AUTO_FOCUS = None
+class DashboardScreen(ReportsWorkerErrors, ChartScreen):
+    CHART = "#loss-chart"
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "stop", "Stop"),
         Binding("c", "checkpoint", "Checkpoint"),
-        Binding("l", "toggle_log_scale", "Log scale"),
-        Binding("m", "toggle_smoothing", "Smoothing"),
+        *ChartScreen.CHART_KEYS,
     ]
 
     def __init__(self, run_dir: Path) -> None:
@@ -96,14 +86,6 @@ class DashboardScreen(Screen):
             banner.update(f"{view.status}: {reason}")
 
     # ---- actions -------------------------------------------------------------------------------------
-    def action_toggle_log_scale(self) -> None:
-        chart = self.query_one("#loss-chart", LossChart)
-        chart.log_scale = not chart.log_scale
-
-    def action_toggle_smoothing(self) -> None:
-        chart = self.query_one("#loss-chart", LossChart)
-        chart.smoothing = not chart.smoothing
-
     def action_checkpoint(self) -> None:
         request_checkpoint(self.run_dir)
         self.notify("checkpoint requested: the trainer saves one after its current step")
@@ -112,11 +94,7 @@ class DashboardScreen(Screen):
         self.notify("stopping: the trainer saves a checkpoint, then every process exits")
         self.stop_training()
 
-    @work(thread=True, exclusive=True, group="stop-run", exit_on_error=False)
+    @work(thread=True, exclusive=True, group="stop", exit_on_error=False)
     def stop_training(self) -> None:
-        try:
-            status = stop_run(self.run_dir)
-        except (OSError, StudioError) as error:
-            self.app.call_from_thread(self.notify, str(error), severity="error", markup=False)
-            return
+        status = stop_run(self.run_dir)
         self.app.call_from_thread(self.notify, f"run {self.run_dir.name}: {status}")

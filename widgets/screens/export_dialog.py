@@ -6,11 +6,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from widgets.screens.dialog import Dialog
 
-class ExportDialog(ModalScreen[str | None]):
+
+class ExportDialog(Dialog[str | None]):
     AUTO_FOCUS = "#export-folder"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 

@@ -15,6 +15,32 @@ from widgets.key_hints import KeyHints
 
 
 class FilePickerScreen(ModalScreen[Path | None]):
+    DEFAULT_CSS = """
+    FilePickerScreen {
+        align: center middle;
+    }
+    #picker {
+        width: 90%;
+        height: 90%;
+        border: round $primary;
+        background: $surface;
+        padding: 0 1;
+    }
+    #picker-tree {
+        height: 1fr;
+    }
+    #picker-path {
+        color: $text-muted;
+    }
+    #picker-buttons {
+        height: auto;
+        align-horizontal: right;
+    }
+    #picker-buttons Button {
+        margin-left: 1;
+    }
+    """
+
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Cancel"),
         Binding("c", "choose", "Choose highlighted"),
