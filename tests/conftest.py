@@ -1,4 +1,6 @@
-"""Shared fixtures: a private LLM_STUDIO_HOME per test, small real corpora, tiny configs, the CLI."""
+"""Shared fixtures: a private LLM_STUDIO_HOME per test, a small real corpus, the CLI, torch blocked.
+
+Helpers that tests import (tiny training options, trained homes, fixture run folders) are in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -38,17 +40,6 @@ def run_cli(studio_home, capsys):
     return run
 
 
-# Options for a model small enough that a trainer process does 100 steps in a few seconds on 2 cores.
-TINY_TRAIN = [
-    "--preset", "tiny", "--tokenizer", "char",
-    "--set", "model.n_layer=2", "--set", "model.n_head=2", "--set", "model.n_embd=32",
-    "--set", "model.block_size=32", "--set", "train.batch_size=8", "--set", "train.warmup_steps=5",
-    "--set", "train.log_interval=5", "--set", "train.eval_interval=10", "--set", "train.eval_steps=2",
-    "--set", "train.sample_interval=20", "--set", "train.sample_tokens=8",
-]
-
-
-
 @pytest.fixture
 def torch_blocked(monkeypatch):
     """The UI process must never import torch: during the test, `import torch` raises ImportError, even when an
@@ -56,23 +47,6 @@ def torch_blocked(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "torch", None)
-
-
-ADD_FUNCTION = "def add(a, b):\n    return a + b\n\n"
-
-
-def train_runs(tmp_path_factory, corpus_text: str, runs: dict[str, list[str]]) -> Path:
-    """A studio home for a test module holding tiny runs trained once through the CLI (name -> extra args)."""
-    from studio.cli.main import main
-
-    home = tmp_path_factory.mktemp("home")
-    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    corpus.write_text(corpus_text, encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LLM_STUDIO_HOME", str(home))
-        for name, extra in runs.items():
-            assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", name, *extra]) == 0
-    return home
 
 
 @pytest.fixture

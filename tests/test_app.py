@@ -258,6 +258,7 @@ class LaunchRecordingApp(StudioApp):
 
 
 @pytest.mark.asyncio
+@pytest.mark.slow
 async def test_launch_from_the_train_tab_starts_a_run(studio_home, small_corpus, torch_blocked):
     from studio.run_folder.control import stop_run
 

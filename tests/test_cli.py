@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from studio.run_folder.layout import run_path
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:
@@ -88,6 +88,7 @@ def test_bad_train_settings_fail_before_anything_is_written(run_cli, code_corpus
     assert not (studio_home / "runs").exists() or not any((studio_home / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_a_taken_run_name_is_refused_and_the_run_kept(run_cli, code_corpus):
     code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "mine", "--max-steps", 5)
     assert code == 0, err
@@ -102,6 +103,7 @@ def test_unknown_run(run_cli):
     assert_one_line_error(*run_cli("stop", "ghost")[::2], "no run named 'ghost'")
 
 
+@pytest.mark.slow
 def test_train_prepares_a_source_then_reuses_the_dataset_by_name(run_cli, code_corpus):
     code, out, err = run_cli("prepare", code_corpus, "--tokenizer", "char", "--name", "mycode")
     assert code == 0, err
@@ -111,6 +113,7 @@ def test_train_prepares_a_source_then_reuses_the_dataset_by_name(run_cli, code_c
     assert 'dataset = "mycode"' in (run_path("byname") / "config.toml").read_text()
 
 
+@pytest.mark.slow
 def test_runs_lists_and_delete_removes(run_cli, code_corpus):
     code, out, _ = run_cli("runs")
     assert "no runs yet" in out

@@ -9,7 +9,9 @@ import torch
 
 from studio.cli.main import main
 from studio.generate import load_generator
-from tests.conftest import ADD_FUNCTION, train_runs
+from tests.helpers import ADD_FUNCTION, train_runs
+
+pytestmark = pytest.mark.slow  # every test here starts trainer processes
 
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 

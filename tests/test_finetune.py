@@ -13,6 +13,8 @@ from studio.cli.main import main
 from studio.generate import load_generator
 from studio.run_folder.layout import find_checkpoint, run_path
 
+pytestmark = pytest.mark.slow  # every test here starts trainer processes
+
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 
 TEXT = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int\n    y: int\n\n"

@@ -12,7 +12,7 @@ from studio.config import ModelConfig
 from studio.errors import StudioError
 from studio.generate import SamplingConfig, decode_steps, load_generator
 from studio.model import build_model
-from tests.conftest import ADD_FUNCTION, train_runs
+from tests.helpers import ADD_FUNCTION, train_runs
 
 VOCAB = 97
 
@@ -57,6 +57,7 @@ def test_greedy_tokens_with_and_without_cache_are_identical_past_the_context(arc
     assert cached.shape == (3, 30) and torch.equal(cached, uncached)
 
 
+@pytest.mark.slow
 def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(home):
     generator = load_generator("r")
     sampling = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=0)
@@ -68,6 +69,7 @@ def test_sampling_with_a_seed_is_reproducible_and_seeds_differ(home):
     assert len({text(seed) for seed in range(4)}) > 1
 
 
+@pytest.mark.slow
 def test_batched_prompts_equal_single_prompts_under_greedy_decoding(home):
     generator = load_generator("r")
     sampling = SamplingConfig(max_new_tokens=25, temperature=0)
@@ -82,6 +84,7 @@ def test_batched_prompts_equal_single_prompts_under_greedy_decoding(home):
     assert texts(prompts) == [texts([prompt])[0] for prompt in prompts]
 
 
+@pytest.mark.slow
 def test_cli_streams_the_continuation_of_each_prompt(home, capsys):
     args = ["generate", "r", "--prompt", "def ", "--prompt", "a + ", "--temperature", "0", "--max-new-tokens", "20"]
     assert main(args) == 0
@@ -101,6 +104,7 @@ def test_cli_streams_the_continuation_of_each_prompt(home, capsys):
     (["--checkpoint", "7"], "has no checkpoint at step 7 (saved steps: 20)"),
     (["--prompt", "x" * 40], "more than the model's context of 32 tokens"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_a_nonzero_exit(home, capsys, flags, message):
     assert main(["generate", "r", "--prompt", "def ", *flags]) == 2
     captured = capsys.readouterr()
@@ -108,6 +112,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(home, capsys, flags, message):
     assert captured.err.count("\n") == 1 and message in captured.err and "Traceback" not in captured.err
 
 
+@pytest.mark.slow
 def test_unknown_run_and_missing_cuda_are_studio_errors(home):
     with pytest.raises(StudioError, match="no run named 'nope'"):
         load_generator("nope")

@@ -14,8 +14,10 @@ from textual.widgets import Input, TextArea
 
 from widgets.app import StudioApp
 from studio.run_folder.layout import checkpoint_name
-from tests.conftest import ADD_FUNCTION, train_runs
+from tests.helpers import ADD_FUNCTION, train_runs, wait_for
 from widgets.generation_panel import GenerationPanel
+
+pytestmark = pytest.mark.slow  # every test here starts trainer processes
 
 SIZES = [(80, 24), (160, 48)]
 
@@ -36,13 +38,6 @@ async def open_playground(pilot, prompt: str, **sampling: str) -> None:
         pilot.app.query_one(f"#{field}", Input).value = value
 
 
-async def wait_for(pilot, condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
-
-
 def cli_generate(*args: str) -> str:
     command = [sys.executable, "-m", "studio.cli", "generate", "r", *args]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -57,7 +52,7 @@ async def test_text_streams_in_and_equals_the_cli_with_the_same_settings(home, t
         assert panel.run_name == "r" and panel.checkpoint is None  # the newest run, latest checkpoint
         await pilot.press("g")
         assert panel.busy
-        await wait_for(pilot, lambda: not panel.busy)
+        await wait_for(pilot, lambda: not panel.busy, timeout=60.0)
         status = str(panel.query_one(".generation-status").render())
         assert status.startswith("done · ") and "tok/s" in status, status
         assert panel.tokens > 1  # one reply per token: it streamed (the stop test sees a generation mid-way)
@@ -73,9 +68,9 @@ async def test_stop_ends_a_long_generation_mid_way(home, torch_blocked):
         await open_playground(pilot, "def ", max_new_tokens="100000", temperature="1.0", seed="1")
         panel = app.query_one("#panel-a", GenerationPanel)
         await pilot.press("g")
-        await wait_for(pilot, lambda: panel.tokens >= 5)
+        await wait_for(pilot, lambda: panel.tokens >= 5, timeout=60.0)
         await pilot.press("s")
-        await wait_for(pilot, lambda: not panel.busy)
+        await wait_for(pilot, lambda: not panel.busy, timeout=60.0)
         assert str(panel.query_one(".generation-status").render()).startswith("stopped · ")
         assert 5 <= panel.tokens < 100000
 
@@ -90,13 +85,13 @@ async def test_compare_two_checkpoints_side_by_side_on_the_same_prompt_and_seed(
         assert panel_b.display
         panel_b.select("r", 30)
         await pilot.press("g")
-        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy and panel_a.tokens and panel_b.tokens)
+        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy and panel_a.tokens and panel_b.tokens, timeout=60.0)
         assert panel_a.text.startswith("def ") and panel_b.text.startswith("def ")
         assert panel_b.text + "\n" == cli_generate("--prompt", "def ", "--checkpoint", "30", "--temperature", "0.9",
                                                    "--max-new-tokens", "20", "--seed", "5")
         panel_b.select("r", None)  # the same checkpoint as A, same seed: the same text
         await pilot.press("g")
-        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy)
+        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy, timeout=60.0)
         assert panel_a.text == panel_b.text
 
 
@@ -107,7 +102,7 @@ async def test_a_bad_sampling_value_shows_one_line_from_the_worker(home):
         await open_playground(pilot, "def ", top_p="1.5")
         panel = app.query_one("#panel-a", GenerationPanel)
         await pilot.press("g")
-        await wait_for(pilot, lambda: not panel.busy)
+        await wait_for(pilot, lambda: not panel.busy, timeout=60.0)
         assert str(panel.query_one(".generation-status").render()) == "error: top_p must be in (0, 1] (1: off), not 1.5"
 
 

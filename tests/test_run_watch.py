@@ -1,7 +1,5 @@
-"""RunWatcher on hand-written run folders: incremental reads, a torn last line, a resume, the log tail.
-
-`write_fixture_run` is shared with the UI tests: a run folder with fixed events, fast and deterministic.
-"""
+"""RunWatcher on hand-written run folders (tests.helpers.write_fixture_run): incremental reads, a torn last line,
+a resume, the log tail."""
 
 from __future__ import annotations
 
@@ -12,51 +10,7 @@ from pathlib import Path
 from studio.config import RunConfig
 from studio.paths import runs_dir
 from studio.run_folder.watch import RunWatcher
-
-T0 = 1_700_000_000.0
-
-
-def fixture_events(max_steps: int = 100, failed_at: int | None = None) -> list[dict]:
-    """A run of `max_steps` steps: train every 5, eval every 20, samples every 50; finished, or failed."""
-    events = [{"t": T0, "kind": "status", "step": 0, "state": "running", "max_steps": max_steps}]
-    last = failed_at if failed_at is not None else max_steps
-    for step in range(0, last + 1, 5):
-        if step:
-            events.append({"t": T0 + step, "kind": "train", "step": step, "loss": round(4.0 * math.exp(-step / 40) + 1.0, 4),
-                           "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 12000.0, "tokens_seen": step * 256,
-                           "mfu": 0.02})
-        if step % 20 == 0:
-            events.append({"t": T0 + step, "kind": "eval", "step": step, "val_loss": round(4.2 * math.exp(-step / 45) + 1.1, 4)})
-        if step % 50 == 0:
-            events.append({"t": T0 + step, "kind": "sample", "step": step,
-                           "samples": [{"prompt": "def ", "text": f"f{step}(x):"}, {"prompt": "The ", "text": f"cat {step}"}]})
-    if failed_at is not None:
-        events.append({"t": T0 + last, "kind": "error", "step": last,
-                       "message": "out of memory at step 40: lower train.batch_size"})
-        events.append({"t": T0 + last, "kind": "status", "step": last, "state": "failed"})
-    else:
-        events.append({"t": T0 + last, "kind": "status", "step": last, "state": "finished"})
-    return events
-
-
-def write_fixture_run(name: str, events: list[dict] | None = None, log: str = "step 100 loss 1.2\n",
-                      preset: str = "tiny") -> Path:
-    """A run folder under the current LLM_STUDIO_HOME: config.toml, events.jsonl, trainer.log (no process)."""
-    run_dir = runs_dir() / name
-    run_dir.mkdir(parents=True)
-    config = RunConfig(preset=preset)
-    config.train.max_steps = 100
-    config.data.dataset = "fixture-data"
-    config.save(run_dir / "config.toml")
-    write_events(run_dir, fixture_events() if events is None else events)
-    (run_dir / "trainer.log").write_text(log, encoding="utf-8")
-    return run_dir
-
-
-def write_events(run_dir: Path, events: list[dict], mode: str = "a") -> None:
-    with open(run_dir / "events.jsonl", mode, encoding="utf-8") as file:
-        file.writelines(json.dumps(event) + "\n" for event in events)
-
+from tests.helpers import T0, fixture_events, write_events, write_fixture_run
 
 def test_a_finished_run_reads_whole(studio_home):
     watcher = RunWatcher(write_fixture_run("done"))

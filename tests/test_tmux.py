@@ -23,13 +23,14 @@ from studio.run_folder.control import stop_run
 from studio.run_folder.layout import run_path
 
 from studio.run_folder.status import trainer_pid
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSS_SHOWN = re.compile(r"train loss \d+\.\d{4}")
 BRAILLE = re.compile("[\u2801-\u28ff]")
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)")
+pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)"),
+              pytest.mark.slow]
 
 
 class Terminal:

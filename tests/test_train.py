@@ -18,7 +18,9 @@ from studio.run_folder.events import current_history, read_events
 from studio.run_folder.control import request_checkpoint, wait_for_exit
 from studio.run_folder.layout import find_checkpoint, run_path
 from studio.run_folder.status import summarize, trainer_pid
-from tests.conftest import TINY_TRAIN
+from tests.helpers import TINY_TRAIN
+
+pytestmark = pytest.mark.slow  # every test here starts trainer processes
 
 
 def events_of(name: str, kind: str) -> list[dict]:

@@ -19,7 +19,7 @@ from studio.presets import load_preset
 from studio.run_folder.control import launch, stop_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import summarize, trainer_pid
-from tests.test_run_watch import fixture_events, write_fixture_run
+from tests.helpers import fixture_events, wait_for, write_fixture_run
 from widgets.loss_chart import LossChart
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
@@ -29,14 +29,6 @@ from widgets.screens.export_dialog import ExportDialog
 
 SIZE = (160, 48)
 pytestmark = pytest.mark.asyncio
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 def record_notifications(app: StudioApp) -> list[tuple[str, str]]:
@@ -181,6 +173,7 @@ def live_run(studio_home, code_corpus):
     stop_run(run_dir, timeout=30)
 
 
+@pytest.mark.slow
 async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pane(live_run, torch_blocked):
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:

@@ -14,7 +14,7 @@ import widgets.hardware_panel
 import widgets.panes.runs
 from widgets.app import StudioApp
 from studio.hardware import CpuStats
-from tests.test_run_watch import T0, fixture_events, write_fixture_run
+from tests.helpers import T0, fixture_events, write_fixture_run
 from widgets.screens.dashboard import DashboardScreen
 
 SIZES = [(80, 24), (160, 48)]

@@ -1,0 +1,93 @@
+"""Helpers the tests share: tiny training options, homes with trained runs, hand-written run folders, waiting."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from studio.config import RunConfig
+from studio.paths import runs_dir
+
+# Options for a model small enough that a trainer process does 100 steps in a few seconds on 2 cores.
+TINY_TRAIN = [
+    "--preset", "tiny", "--tokenizer", "char",
+    "--set", "model.n_layer=2", "--set", "model.n_head=2", "--set", "model.n_embd=32",
+    "--set", "model.block_size=32", "--set", "train.batch_size=8", "--set", "train.warmup_steps=5",
+    "--set", "train.log_interval=5", "--set", "train.eval_interval=10", "--set", "train.eval_steps=2",
+    "--set", "train.sample_interval=20", "--set", "train.sample_tokens=8",
+]
+
+
+ADD_FUNCTION = "def add(a, b):\n    return a + b\n\n"
+
+
+def train_runs(tmp_path_factory, corpus_text: str, runs: dict[str, list[str]]) -> Path:
+    """A studio home for a test module holding tiny runs trained once through the CLI (name -> extra args)."""
+    from studio.cli.main import main
+
+    home = tmp_path_factory.mktemp("home")
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    corpus.write_text(corpus_text, encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_STUDIO_HOME", str(home))
+        for name, extra in runs.items():
+            assert main(["train", *TINY_TRAIN, "--data", str(corpus), "--name", name, *extra]) == 0
+    return home
+
+
+T0 = 1_700_000_000.0
+
+
+def fixture_events(max_steps: int = 100, failed_at: int | None = None) -> list[dict]:
+    """A run of `max_steps` steps: train every 5, eval every 20, samples every 50; finished, or failed."""
+    events = [{"t": T0, "kind": "status", "step": 0, "state": "running", "max_steps": max_steps}]
+    last = failed_at if failed_at is not None else max_steps
+    for step in range(0, last + 1, 5):
+        if step:
+            events.append({"t": T0 + step, "kind": "train", "step": step, "loss": round(4.0 * math.exp(-step / 40) + 1.0, 4),
+                           "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 12000.0, "tokens_seen": step * 256,
+                           "mfu": 0.02})
+        if step % 20 == 0:
+            events.append({"t": T0 + step, "kind": "eval", "step": step, "val_loss": round(4.2 * math.exp(-step / 45) + 1.1, 4)})
+        if step % 50 == 0:
+            events.append({"t": T0 + step, "kind": "sample", "step": step,
+                           "samples": [{"prompt": "def ", "text": f"f{step}(x):"}, {"prompt": "The ", "text": f"cat {step}"}]})
+    if failed_at is not None:
+        events.append({"t": T0 + last, "kind": "error", "step": last,
+                       "message": "out of memory at step 40: lower train.batch_size"})
+        events.append({"t": T0 + last, "kind": "status", "step": last, "state": "failed"})
+    else:
+        events.append({"t": T0 + last, "kind": "status", "step": last, "state": "finished"})
+    return events
+
+
+def write_fixture_run(name: str, events: list[dict] | None = None, log: str = "step 100 loss 1.2\n",
+                      preset: str = "tiny") -> Path:
+    """A run folder under the current LLM_STUDIO_HOME: config.toml, events.jsonl, trainer.log (no process)."""
+    run_dir = runs_dir() / name
+    run_dir.mkdir(parents=True)
+    config = RunConfig(preset=preset)
+    config.train.max_steps = 100
+    config.data.dataset = "fixture-data"
+    config.save(run_dir / "config.toml")
+    write_events(run_dir, fixture_events() if events is None else events)
+    (run_dir / "trainer.log").write_text(log, encoding="utf-8")
+    return run_dir
+
+
+def write_events(run_dir: Path, events: list[dict], mode: str = "a") -> None:
+    with open(run_dir / "events.jsonl", mode, encoding="utf-8") as file:
+        file.writelines(json.dumps(event) + "\n" for event in events)
+
+
+async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:
+    """Let the app run until condition() holds; an AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
