@@ -30,6 +30,12 @@ PROMPT = "def fibonacci(n):\n    "
 
 def make_run(arch: str, preset: str) -> str:
     """A run folder with a dataset (tokenizer) and a step-0 checkpoint of random weights."""
+    import argparse as a  # noqa: E401  some real text
+    import collections
+    import dataclasses
+    import json.decoder
+    import pathlib
+
     from safetensors.torch import save_file
 
     from studio.config import RunConfig
@@ -41,10 +47,11 @@ def make_run(arch: str, preset: str) -> str:
     from studio.train import checkpoint
     from studio.weights import weights_to_save
 
-    import argparse as a, collections, dataclasses, json.decoder, pathlib  # noqa: E401  some real text
     corpus = Path(os.environ["LLM_STUDIO_HOME"]) / "corpus.txt"
-    corpus.write_text("\n".join(Path(m.__file__).read_text() for m in (a, collections, dataclasses, json.decoder,
-                                                                       pathlib)), encoding="utf-8")
+    corpus.write_text(
+        "\n".join(Path(m.__file__).read_text() for m in (a, collections, dataclasses, json.decoder, pathlib)),
+        encoding="utf-8",
+    )
     config: RunConfig = load_preset(preset)
     config.data.source = str(corpus)
     dataset = prepare_dataset(config.data)
@@ -55,8 +62,11 @@ def make_run(arch: str, preset: str) -> str:
     model = build_model(config.model)
     tmp = checkpoint.begin(run_dir, 0)
     weights = weights_to_save(model, config.model.tie_embeddings)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS),
-              metadata={"config": config.to_json(), "step": "0", "tokenizer_hash": dataset.meta["tokenizer_hash"]})
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()},
+        str(tmp / WEIGHTS),
+        metadata={"config": config.to_json(), "step": "0", "tokenizer_hash": dataset.meta["tokenizer_hash"]},
+    )
     checkpoint.commit(run_dir, tmp, 0, 1)
     return "bench"
 
@@ -73,9 +83,16 @@ def time_studio(generator, ids: torch.Tensor, new_tokens: int) -> tuple[float, l
 def time_transformers(model, ids: torch.Tensor, new_tokens: int) -> tuple[float, list[int]]:
     started = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                             eos_token_id=None, pad_token_id=0, attention_mask=torch.ones_like(ids))
-    return new_tokens / (time.perf_counter() - started), out[0, ids.size(1):].tolist()
+        out = model.generate(
+            ids,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+            attention_mask=torch.ones_like(ids),
+        )
+    return new_tokens / (time.perf_counter() - started), out[0, ids.size(1) :].tolist()
 
 
 def main() -> None:
@@ -112,11 +129,17 @@ def main() -> None:
         same = studio_tokens == hf_tokens
     result = {
         "model": f"{args.arch}, {args.preset} preset architecture, {params / 1e6:.1f}M parameters, context 512",
-        "prompt_tokens": ids.size(1), "new_tokens": args.new_tokens, "threads": args.threads,
-        "studio_tokens_per_s": {"best": round(max(studio_rates), 1), "median": round(statistics.median(studio_rates), 1)},
+        "prompt_tokens": ids.size(1),
+        "new_tokens": args.new_tokens,
+        "threads": args.threads,
+        "studio_tokens_per_s": {
+            "best": round(max(studio_rates), 1),
+            "median": round(statistics.median(studio_rates), 1),
+        },
         "transformers_tokens_per_s": {"best": round(max(hf_rates), 1), "median": round(statistics.median(hf_rates), 1)},
         "ratio_of_medians": round(statistics.median(studio_rates) / statistics.median(hf_rates), 2),
-        "export_logit_diff": exported.max_logit_diff, "same_greedy_tokens": same,
+        "export_logit_diff": exported.max_logit_diff,
+        "same_greedy_tokens": same,
     }
     print(json.dumps(result, indent=1))
 

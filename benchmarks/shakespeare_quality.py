@@ -32,20 +32,40 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="llm-studio-quality-"))
     env = dict(os.environ, LLM_STUDIO_HOME=str(home), PYTHONPATH=str(ROOT))
-    subprocess.run([sys.executable, "-m", "studio.cli", "train", "--preset", "nanogpt-cpu", "--data", str(args.text),
-                    "--name", "shakespeare", "--max-steps", str(args.steps)], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio.cli",
+            "train",
+            "--preset",
+            "nanogpt-cpu",
+            "--data",
+            str(args.text),
+            "--name",
+            "shakespeare",
+            "--max-steps",
+            str(args.steps),
+        ],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     events = read_events(home / "runs" / "shakespeare" / "events.jsonl")
     print(f"{'step':>6} {'train loss':>10} {'val loss':>9} {'val acc':>8}")
     train_loss = {e["step"]: e["loss"] for e in events if e["kind"] == "train"}
     for event in (e for e in events if e["kind"] == "eval"):
         loss = train_loss.get(event["step"])
-        print(f"{event['step']:>6} {'-' if loss is None else f'{loss:.4f}':>10} {event['val_loss']:>9.4f} "
-              f"{100 * event['val_acc']:>7.1f}%")
+        print(
+            f"{event['step']:>6} {'-' if loss is None else f'{loss:.4f}':>10} {event['val_loss']:>9.4f} "
+            f"{100 * event['val_acc']:>7.1f}%"
+        )
     final = [e for e in events if e["kind"] == "eval"][-1]["val_loss"]
     speed = [e["tokens_per_s"] for e in events if e["kind"] == "train"]
-    print(f"final val loss {final:.4f} (target <= {TARGET}: {'met' if final <= TARGET else 'NOT met'}); "
-          f"median {sorted(speed)[len(speed) // 2]:,.0f} tokens/s")
+    print(
+        f"final val loss {final:.4f} (target <= {TARGET}: {'met' if final <= TARGET else 'NOT met'}); "
+        f"median {sorted(speed)[len(speed) // 2]:,.0f} tokens/s"
+    )
 
 
 if __name__ == "__main__":

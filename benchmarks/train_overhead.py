@@ -36,15 +36,16 @@ def bare_loop(config, train_bin: Path, dtype: str):
     torch.manual_seed(config.train.seed)
     model = build_model(config.model)
     train = config.train
-    optimizer = torch.optim.AdamW(param_groups(model, train.weight_decay), lr=train.lr,
-                                  betas=(train.beta1, train.beta2), fused=True)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, train.weight_decay), lr=train.lr, betas=(train.beta1, train.beta2), fused=True
+    )
     block, batch = config.model.block_size, train.batch_size
 
     def get_batch():
         data = np.memmap(train_bin, dtype=dtype, mode="r")
         ix = torch.randint(len(data) - block, (batch,))
-        x = torch.stack([torch.from_numpy(data[i:i + block].astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block].astype(np.int64)) for i in ix])
+        x = torch.stack([torch.from_numpy(data[i : i + block].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block].astype(np.int64)) for i in ix])
         return x, y
 
     def step():
@@ -61,6 +62,7 @@ def bare_loop(config, train_bin: Path, dtype: str):
 
 def studio_loop(trainer: Trainer):
     """The trainer's own step, plus the per-step bookkeeping its loop does (stop and checkpoint polls)."""
+
     def step():
         loss, _ = trainer.train_step(log=False)
         trainer.state.step += 1

@@ -23,10 +23,22 @@ from pathlib import Path
 import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TINY = {"data.tokenizer": "char", "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 64, "model.block_size": 64,
-        "train.batch_size": 16, "train.warmup_steps": 5, "train.log_interval": 5, "train.eval_interval": 50,
-        "train.eval_steps": 2, "train.sample_interval": 100, "train.sample_tokens": 16, "train.max_steps": 1_000_000,
-        "train.checkpoint_interval": 1_000_000}
+TINY = {
+    "data.tokenizer": "char",
+    "model.n_layer": 2,
+    "model.n_head": 2,
+    "model.n_embd": 64,
+    "model.block_size": 64,
+    "train.batch_size": 16,
+    "train.warmup_steps": 5,
+    "train.log_interval": 5,
+    "train.eval_interval": 50,
+    "train.eval_steps": 2,
+    "train.sample_interval": 100,
+    "train.sample_tokens": 16,
+    "train.max_steps": 1_000_000,
+    "train.checkpoint_interval": 1_000_000,
+}
 
 
 def make_runs(corpus: Path, idle_runs: int) -> Path:
@@ -56,8 +68,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], float, float]:
-    from widgets.app import StudioApp
     from studio.run_folder.watch import RunWatcher
+    from widgets.app import StudioApp
 
     app = StudioApp()
     frames: list[float] = []
@@ -69,10 +81,15 @@ async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], flo
         return display(screen, renderable)
 
     app._display = timed_display
-    latencies: dict[str, list[float]] = {"tab first visit": [], "tab switch": [], "runs table move": [],
-                                         "chart toggle": []}
+    latencies: dict[str, list[float]] = {
+        "tab first visit": [],
+        "tab switch": [],
+        "runs table move": [],
+        "chart toggle": [],
+    }
 
     async with app.run_test(size=(160, 48)) as pilot:
+
         async def press(kind: str, key: str) -> None:
             started = time.perf_counter()
             count = len(frames)
@@ -119,8 +136,10 @@ def main() -> None:
     from studio.run_folder.control import stop_run
 
     corpus = home / "corpus.txt"
-    corpus.write_text("\n\n".join(Path(m.__file__).read_text(encoding="utf-8")
-                                  for m in (argparse, statistics, tempfile)), encoding="utf-8")
+    corpus.write_text(
+        "\n\n".join(Path(m.__file__).read_text(encoding="utf-8") for m in (argparse, statistics, tempfile)),
+        encoding="utf-8",
+    )
     live = make_runs(corpus, idle_runs=6)
     try:
         latencies, cpu, wall = asyncio.run(measure(live, args.presses))
@@ -129,10 +148,14 @@ def main() -> None:
     everything = [value for kind, values in latencies.items() if kind != "tab first visit" for value in values]
     print(f"UI latency over {len(everything)} presses while training on {os.cpu_count()} cores (ms):")
     for kind, values in [*latencies.items(), ("all but first visits", everything)]:
-        print(f"  {kind:20} p50 {1000 * statistics.median(values):6.1f}   p95 {1000 * percentile(values, 0.95):6.1f}"
-              f"   max {1000 * max(values):6.1f}   (n={len(values)})")
-    print(f"UI process CPU: {100 * cpu / wall:.0f}% of one core over {wall:.1f} s "
-          f"(including the benchmark's own driving); 'torch' imported in the UI: {'torch' in sys.modules}")
+        print(
+            f"  {kind:20} p50 {1000 * statistics.median(values):6.1f}   p95 {1000 * percentile(values, 0.95):6.1f}"
+            f"   max {1000 * max(values):6.1f}   (n={len(values)})"
+        )
+    print(
+        f"UI process CPU: {100 * cpu / wall:.0f}% of one core over {wall:.1f} s "
+        f"(including the benchmark's own driving); 'torch' imported in the UI: {'torch' in sys.modules}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ def setting(default: Any, help: str, label: str = "") -> Any:
 
 @dataclass
 class ModelConfig:
-    arch: Arch = setting("llama", "the architecture: a Llama- or GPT-2-style decoder, or an LSTM/RNN baseline",
-                         "architecture")
+    arch: Arch = setting(
+        "llama", "the architecture: a Llama- or GPT-2-style decoder, or an LSTM/RNN baseline", "architecture"
+    )
     n_layer: int = setting(4, "layers (blocks)", "layers")
     n_head: int = setting(4, "attention heads; must divide the width (decoders only)", "heads")
     n_embd: int = setting(128, "n_embd: the residual stream's size (the hidden size of recurrent models)", "width")
@@ -50,8 +51,9 @@ class ModelConfig:
     vocab_size: int = setting(0, "0: the prepared dataset's vocabulary", "vocab")
     dropout: float = setting(0.0, "dropout probability during training", "dropout")
     tie_embeddings: bool = setting(True, "share input and output embeddings", "tie embeddings")
-    mlp_hidden: int = setting(0, "the MLP's inner width; 0: 4 * n_embd (gpt2) or SwiGLU's 8/3 rule rounded to 64 "
-                                 "(llama)", "MLP width")
+    mlp_hidden: int = setting(
+        0, "the MLP's inner width; 0: 4 * n_embd (gpt2) or SwiGLU's 8/3 rule rounded to 64 (llama)", "MLP width"
+    )
     bias: bool = setting(False, "gpt2 only: biases in linear layers and LayerNorm", "bias")
     rope_theta: float = setting(10000.0, "llama only: the base of the rotary embeddings' frequencies", "RoPE theta")
     norm_eps: float = setting(1e-5, "the epsilon of RMSNorm / LayerNorm", "norm eps")
@@ -80,11 +82,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = setting("python-stdlib", "a .txt / .jsonl file, a folder, python-stdlib, or a prepared "
-                                           "dataset's name", "source")
+    source: str = setting(
+        "python-stdlib", "a .txt / .jsonl file, a folder, python-stdlib, or a prepared dataset's name", "source"
+    )
     tokenizer: TokenizerKind = setting("bpe", "byte-level BPE, or one token per character", "tokenizer")
-    vocab_size: int = setting(4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own "
-                                    "characters", "vocab size")
+    vocab_size: int = setting(
+        4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own characters", "vocab size"
+    )
     val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
     text_field: str = setting("text", "JSONL: the JSON key holding each document's text", "JSONL field")
     glob: str = setting("**/*", "folders: which files to read", "folder files")
@@ -117,18 +121,18 @@ class TrainConfig:
     log_interval: int = setting(10, "write a train event every this many steps", "log every")
     checkpoint_interval: int = setting(500, "save a checkpoint every this many steps", "checkpoint every")
     keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep", "keep checkpoints")
-    sample_interval: int = setting(500, "write samples from the fixed prompts every this many steps; 0: none",
-                                   "sample every")
+    sample_interval: int = setting(
+        500, "write samples from the fixed prompts every this many steps; 0: none", "sample every"
+    )
     sample_tokens: int = setting(64, "tokens generated per sample", "sample tokens")
-    sample_prompts: list[str] = setting(["\n", "def ", "The "], "the fixed prompts samples continue",
-                                        "sample prompts")
+    sample_prompts: list[str] = setting(["\n", "def ", "The "], "the fixed prompts samples continue", "sample prompts")
     seed: int = setting(1337, "the seed of weights, batches and dropout", "seed")
-    mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)",
-                                         "precision")
+    mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)", "precision")
     compile: bool = setting(False, "torch.compile the model", "torch.compile")
     num_processes: int = setting(1, "processes: GPUs, or CPU processes over gloo", "processes")
-    init_from: str = setting("", "start from these weights: a local Hugging Face folder or a run's name; "
-                                 "empty: from scratch", "init from")
+    init_from: str = setting(
+        "", "start from these weights: a local Hugging Face folder or a run's name; empty: from scratch", "init from"
+    )
 
 
 @dataclass
@@ -235,8 +239,9 @@ def field_specs() -> dict[str, FieldSpec]:
             kind = str if choices else (typing.get_origin(hint) or hint)
             default = item.default_factory() if item.default is dataclasses.MISSING else item.default
             key = f"{section}.{item.name}"
-            specs[key] = FieldSpec(key, kind, choices, default, item.metadata["help"],
-                                   item.metadata["label"] or item.name)
+            specs[key] = FieldSpec(
+                key, kind, choices, default, item.metadata["help"], item.metadata["label"] or item.name
+            )
     return specs
 
 
@@ -298,8 +303,12 @@ def _coerce(value: Any, kind: type, key: str, where: str) -> Any:
 
 
 def _kind_name(kind: type) -> str:
-    return {bool: "true or false", int: "a whole number", float: "a number",
-            list: "a list (on the command line: items separated by |)"}.get(kind, "text")
+    return {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        list: "a list (on the command line: items separated by |)",
+    }.get(kind, "text")
 
 
 def format_value(value: Any) -> str:
@@ -332,10 +341,13 @@ def validate(config: RunConfig) -> None:
         if m.n_embd % m.n_head:
             raise StudioError(
                 f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
-                f"try n_head={_nearest_divisor(m.n_embd, m.n_head)}")
+                f"try n_head={_nearest_divisor(m.n_embd, m.n_head)}"
+            )
         if m.arch == "llama" and m.head_dim % 2:
-            raise StudioError(f"model: the head size n_embd/n_head = {m.head_dim} must be even "
-                              "for rotary embeddings; change n_embd or n_head")
+            raise StudioError(
+                f"model: the head size n_embd/n_head = {m.head_dim} must be even "
+                "for rotary embeddings; change n_embd or n_head"
+            )
     if not 0.0 <= m.dropout < 1.0:
         raise StudioError(f"model.dropout must be in [0, 1), not {m.dropout}")
     if m.vocab_size < 0 or m.vocab_size > MAX_VOCAB:
@@ -345,19 +357,31 @@ def validate(config: RunConfig) -> None:
 
     _choices(config, "data")
     if d.tokenizer == "bpe" and not MIN_BPE_VOCAB <= d.vocab_size <= MAX_VOCAB:
-        raise StudioError(f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "
-                          f"between {MIN_BPE_VOCAB} and {MAX_VOCAB} tokens (try 4096)")
+        raise StudioError(
+            f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "
+            f"between {MIN_BPE_VOCAB} and {MAX_VOCAB} tokens (try 4096)"
+        )
     if not 0.0 < d.val_fraction < 0.5:
         raise StudioError(f"data.val_fraction must be above 0 and below 0.5, not {d.val_fraction} (try 0.05)")
     if d.min_chars < 0 or d.max_chars < 0 or (d.max_chars and d.max_chars < d.min_chars):
         raise StudioError("data.min_chars and data.max_chars must be >= 0, and max_chars >= min_chars (0: no limit)")
 
     _choices(config, "train")
-    for key in ("lr", "max_steps", "batch_size", "grad_accum", "eval_interval", "eval_steps",
-                "log_interval", "checkpoint_interval", "keep_checkpoints", "num_processes", "sample_tokens"):
+    for key in (
+        "lr",
+        "max_steps",
+        "batch_size",
+        "grad_accum",
+        "eval_interval",
+        "eval_steps",
+        "log_interval",
+        "checkpoint_interval",
+        "keep_checkpoints",
+        "num_processes",
+        "sample_tokens",
+    ):
         _positive(f"train.{key}", getattr(t, key))
-    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval",
-                "inverse_time_k"):
+    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k"):
         if getattr(t, key) < 0:
             raise StudioError(f"train.{key} must not be negative, not {getattr(t, key)}")
     if t.min_lr > t.lr:
@@ -372,8 +396,7 @@ def _choices(config: RunConfig, section: str) -> None:
     """Every field of the section whose declaration names its allowed values holds one of them."""
     for spec in field_specs().values():
         if spec.choices and spec.key.startswith(f"{section}.") and config.value(spec.key) not in spec.choices:
-            raise StudioError(f"{spec.key} must be one of {', '.join(spec.choices)}, "
-                              f"not {config.value(spec.key)!r}")
+            raise StudioError(f"{spec.key} must be one of {', '.join(spec.choices)}, not {config.value(spec.key)!r}")
 
 
 def _positive(key: str, value: float) -> None:

@@ -36,9 +36,11 @@ def print_dataset(dataset) -> None:
     meta = dataset.meta
     documents = meta["documents"]
     dropped = ", ".join(f"{rule} {count}" for rule, count in documents.items() if rule.startswith("dropped_") and count)
-    print(f"dataset {dataset.name}: {documents['kept']:,} documents kept of {documents['seen']:,}"
-          f"{f' ({dropped})' if dropped else ''}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
-          f"tokens; vocab {meta['vocab_size']:,}; {meta['chars_per_token']:.2f} chars/token")
+    print(
+        f"dataset {dataset.name}: {documents['kept']:,} documents kept of {documents['seen']:,}"
+        f"{f' ({dropped})' if dropped else ''}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
+        f"tokens; vocab {meta['vocab_size']:,}; {meta['chars_per_token']:.2f} chars/token"
+    )
     if meta.get("bytes_replaced"):
         print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
     print(f"folder: {dataset.path}")
@@ -49,11 +51,15 @@ def format_event(event: dict) -> str | None:
     if kind == "train":
         norm = f" grad_norm {event['grad_norm']:.3f}" if event.get("grad_norm") is not None else ""
         mfu = f" mfu {100 * event['mfu']:.1f}%" if event.get("mfu") is not None else ""
-        return (f"step {step:>6}  loss {event['loss']:.4f}  lr {event['lr']:.2e}{norm}  "
-                f"{event['tokens_per_s']:,.0f} tok/s{mfu}")
+        return (
+            f"step {step:>6}  loss {event['loss']:.4f}  lr {event['lr']:.2e}{norm}  "
+            f"{event['tokens_per_s']:,.0f} tok/s{mfu}"
+        )
     if kind == "eval":
-        return (f"step {step:>6}  val_loss {event['val_loss']:.4f}  val_ppl {event['val_ppl']:.2f}  "
-                f"val_acc {100 * event['val_acc']:.1f}%")
+        return (
+            f"step {step:>6}  val_loss {event['val_loss']:.4f}  val_ppl {event['val_ppl']:.2f}  "
+            f"val_acc {100 * event['val_acc']:.1f}%"
+        )
     if kind == "sample":
         first = event["samples"][0] if event.get("samples") else None
         return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None

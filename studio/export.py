@@ -44,8 +44,14 @@ class ExportResult:
     note: str
 
 
-def export_run(run: str, out: Path, step: int | None = None, dtype: str = "fp32",
-               max_shard_size: int = 2 * 1024**3, verify: bool = True) -> ExportResult:
+def export_run(
+    run: str,
+    out: Path,
+    step: int | None = None,
+    dtype: str = "fp32",
+    max_shard_size: int = 2 * 1024**3,
+    verify: bool = True,
+) -> ExportResult:
     if dtype not in DTYPES:
         raise StudioError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     run_dir = run_or_folder(run)
@@ -72,20 +78,27 @@ def export_run(run: str, out: Path, step: int | None = None, dtype: str = "fp32"
     metrics = final_metrics(run_dir)
     (out / "README.md").write_text(model_card(run_dir.name, step, config, metrics, dtype), encoding="utf-8")
     files.append("README.md")
-    (out / MARKER).write_text(json.dumps({"run": run_dir.name, "step": step, "files": files}, indent=1),
-                              encoding="utf-8")
+    (out / MARKER).write_text(
+        json.dumps({"run": run_dir.name, "step": step, "files": files}, indent=1), encoding="utf-8"
+    )
     if recurrent:
-        return ExportResult(out, files, None, f"{model_cfg.arch} models have no transformers class: the folder "
-                            "holds plain safetensors (the studio's names) and config.json, not loadable by "
-                            "AutoModelForCausalLM")
+        return ExportResult(
+            out,
+            files,
+            None,
+            f"{model_cfg.arch} models have no transformers class: the folder "
+            "holds plain safetensors (the studio's names) and config.json, not loadable by "
+            "AutoModelForCausalLM",
+        )
     if not verify or not transformers_available():
         return ExportResult(out, files, None, "not verified: transformers is not installed")
     reference = build_model(model_cfg)
     rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
     load_weights(reference, rounded, model_cfg.tie_embeddings)
     diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
-    return ExportResult(out, files, diff, f"verified with transformers on {len(config.train.sample_prompts)} "
-                        "sample prompts")
+    return ExportResult(
+        out, files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
+    )
 
 
 # ---- the output folder ----------------------------------------------------------------------------------
@@ -140,38 +153,85 @@ def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
 
 def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, Any]:
     m = config.model
-    common = {"vocab_size": m.vocab_size, "tie_word_embeddings": m.tie_embeddings, "bos_token_id": eot_id,
-              "eos_token_id": eot_id, "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype]}
+    common = {
+        "vocab_size": m.vocab_size,
+        "tie_word_embeddings": m.tie_embeddings,
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype],
+    }
     if m.arch == "llama":
-        return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": m.n_embd,
-                "intermediate_size": m.mlp_width, "num_hidden_layers": m.n_layer,
-                "num_attention_heads": m.n_head, "num_key_value_heads": m.n_head,
-                "head_dim": m.head_dim, "max_position_embeddings": m.block_size,
-                "rms_norm_eps": m.norm_eps, "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
-                "attention_dropout": 0.0, "rope_theta": m.rope_theta,
-                "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta}, **common}
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": m.n_embd,
+            "intermediate_size": m.mlp_width,
+            "num_hidden_layers": m.n_layer,
+            "num_attention_heads": m.n_head,
+            "num_key_value_heads": m.n_head,
+            "head_dim": m.head_dim,
+            "max_position_embeddings": m.block_size,
+            "rms_norm_eps": m.norm_eps,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "attention_dropout": 0.0,
+            "rope_theta": m.rope_theta,
+            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
+            **common,
+        }
     if m.arch == "gpt2":
-        return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": m.n_embd,
-                "n_layer": m.n_layer, "n_head": m.n_head, "n_positions": m.block_size, "n_ctx": m.block_size,
-                "n_inner": m.mlp_width, "activation_function": "gelu_new", "layer_norm_epsilon": m.norm_eps,
-                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True, **common}
-    return {"architectures": [], "model_type": f"llm-studio-{m.arch}",
-            "note": "no transformers class exists for this recurrent model; load it with the studio",
-            "llm_studio": config.to_dict(), **common}
+        return {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "n_embd": m.n_embd,
+            "n_layer": m.n_layer,
+            "n_head": m.n_head,
+            "n_positions": m.block_size,
+            "n_ctx": m.block_size,
+            "n_inner": m.mlp_width,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": m.norm_eps,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+            "scale_attn_weights": True,
+            **common,
+        }
+    return {
+        "architectures": [],
+        "model_type": f"llm-studio-{m.arch}",
+        "note": "no transformers class exists for this recurrent model; load it with the studio",
+        "llm_studio": config.to_dict(),
+        **common,
+    }
 
 
 def generation_config(eot_id: int) -> dict[str, Any]:
-    return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id, "do_sample": True,
-            "temperature": 0.8, "top_k": 50}
+    return {
+        "bos_token_id": eot_id,
+        "eos_token_id": eot_id,
+        "pad_token_id": eot_id,
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_k": 50,
+    }
 
 
 def write_tokenizer(out: Path, tokenizer_path: Path, has_unk: bool, cfg: ModelConfig) -> list[str]:
     shutil.copyfile(tokenizer_path, out / "tokenizer.json")
     special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, **({"unk_token": UNK} if has_unk else {})}
-    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg.block_size,
-                        "clean_up_tokenization_spaces": False, "add_bos_token": False, **special}
-    return ["tokenizer.json", *write_json(out, {"tokenizer_config.json": tokenizer_config,
-                                                "special_tokens_map.json": special})]
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": cfg.block_size,
+        "clean_up_tokenization_spaces": False,
+        "add_bos_token": False,
+        **special,
+    }
+    return [
+        "tokenizer.json",
+        *write_json(out, {"tokenizer_config.json": tokenizer_config, "special_tokens_map.json": special}),
+    ]
 
 
 # ---- the model card --------------------------------------------------------------------------------------
@@ -180,27 +240,38 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
     last = {kind: next((e for e in reversed(events) if e.get("kind") == kind), None) for kind in ("train", "eval")}
     metrics: dict[str, Any] = {}
     if last["train"]:
-        metrics.update(step=last["train"]["step"], train_loss=last["train"]["loss"],
-                       tokens_seen=last["train"].get("tokens_seen"))
+        metrics.update(
+            step=last["train"]["step"], train_loss=last["train"]["loss"], tokens_seen=last["train"].get("tokens_seen")
+        )
     if last["eval"]:
-        metrics.update(val_loss=last["eval"]["val_loss"], val_ppl=last["eval"]["val_ppl"],
-                       val_acc=last["eval"]["val_acc"])
+        metrics.update(
+            val_loss=last["eval"]["val_loss"], val_ppl=last["eval"]["val_ppl"], val_acc=last["eval"]["val_acc"]
+        )
     return metrics
 
 
 def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
     m = config.model
     loader = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}.get(m.arch)
-    usage = (f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-             f"model = AutoModelForCausalLM.from_pretrained(\"PATH\")  # {loader}\n"
-             f"tokenizer = AutoTokenizer.from_pretrained(\"PATH\")\n```\n") if loader else \
-        (f"A {m.arch} model: transformers has no class for it. The weights keep llm-studio's names; "
-         "load them with llm-studio (`llm-studio generate`).\n")
+    usage = (
+        (
+            f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            f'model = AutoModelForCausalLM.from_pretrained("PATH")  # {loader}\n'
+            f'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n'
+        )
+        if loader
+        else (
+            f"A {m.arch} model: transformers has no class for it. The weights keep llm-studio's names; "
+            "load them with llm-studio (`llm-studio generate`).\n"
+        )
+    )
     rows = "\n".join(f"| {key} | {value} |" for key, value in metrics.items()) or "| (no metrics logged) | |"
-    return (f"# {name} (step {step})\n\nTrained with llm-studio: a {m.arch} model, {m.n_layer} layers, width "
-            f"{m.n_embd}, context {m.block_size} tokens, vocabulary {m.vocab_size}; exported as {dtype}.\n\n"
-            f"{usage}\n## Final metrics\n\n| metric | value |\n|---|---|\n{rows}\n\n"
-            f"## Training config\n\n```toml\n{config.to_toml()}```\n")
+    return (
+        f"# {name} (step {step})\n\nTrained with llm-studio: a {m.arch} model, {m.n_layer} layers, width "
+        f"{m.n_embd}, context {m.block_size} tokens, vocabulary {m.vocab_size}; exported as {dtype}.\n\n"
+        f"{usage}\n## Final metrics\n\n| metric | value |\n|---|---|\n{rows}\n\n"
+        f"## Training config\n\n```toml\n{config.to_toml()}```\n"
+    )
 
 
 # ---- verification ----------------------------------------------------------------------------------------
@@ -225,12 +296,16 @@ def verify_export(out: Path, reference: torch.nn.Module, tokenizer, prompts: lis
             ids = tokenizer.encode(prompt, add_special_tokens=False).ids or [eot_id]
             hf_ids = hf_tokenizer(prompt, add_special_tokens=False)["input_ids"] or [eot_id]
             if hf_ids != ids:
-                raise StudioError(f"export check failed: transformers' tokenizer encodes {prompt!r} as {hf_ids[:8]}, "
-                                  f"the studio's as {ids[:8]}")
-            x = torch.tensor([ids[-reference.cfg.block_size:]])
+                raise StudioError(
+                    f"export check failed: transformers' tokenizer encodes {prompt!r} as {hf_ids[:8]}, "
+                    f"the studio's as {ids[:8]}"
+                )
+            x = torch.tensor([ids[-reference.cfg.block_size :]])
             diff = (hf_model(x).logits - reference(x)[0]).abs().max().item()
             largest = max(largest, diff)
     if not largest <= TOLERANCE:
-        raise StudioError(f"export check failed: transformers' logits differ from the studio's by {largest:.2e} "
-                          f"(allowed {TOLERANCE:.0e}); the folder {out} is not a faithful export")
+        raise StudioError(
+            f"export check failed: transformers' logits differ from the studio's by {largest:.2e} "
+            f"(allowed {TOLERANCE:.0e}); the folder {out} is not a faithful export"
+        )
     return largest

@@ -14,8 +14,8 @@ def format_count(n: float) -> str:
 def format_bytes(n: float) -> str:
     """Powers of 1024 under the usual short names, as nvidia-smi and `free -h` count: 3.4 GB, 512.0 MB."""
     for power, unit in ((4, "TB"), (3, "GB"), (2, "MB"), (1, "KB")):
-        if abs(n) >= 1024 ** power:
-            return f"{n / 1024 ** power:.1f} {unit}"
+        if abs(n) >= 1024**power:
+            return f"{n / 1024**power:.1f} {unit}"
     return f"{int(n)} B"
 
 

@@ -68,22 +68,30 @@ def next_token_distribution(logits: torch.Tensor, history: torch.Tensor, samplin
     return probs
 
 
-def pick(logits: torch.Tensor, history: torch.Tensor, sampling: SamplingConfig,
-         generator: torch.Generator | None) -> torch.Tensor:
+def pick(
+    logits: torch.Tensor, history: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None
+) -> torch.Tensor:
     """The next token of every row (B,) from the last position's logits (B, V)."""
     if sampling.temperature == 0:
         if sampling.repetition_penalty == 1.0:
             return logits.argmax(-1)
-        return next_token_distribution(logits, history, SamplingConfig(temperature=1.0, top_k=0,
-                                       repetition_penalty=sampling.repetition_penalty)).argmax(-1)
+        return next_token_distribution(
+            logits, history, SamplingConfig(temperature=1.0, top_k=0, repetition_penalty=sampling.repetition_penalty)
+        ).argmax(-1)
     probs = next_token_distribution(logits, history, sampling)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
 
 
 @torch.inference_mode()
-def decode_steps(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sampling: SamplingConfig,
-                 generator: torch.Generator | None = None, stop_id: int | None = None,
-                 use_cache: bool = True) -> Iterator[torch.Tensor]:
+def decode_steps(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    block_size: int,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None = None,
+    stop_id: int | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence in `ids` (B, T) (a (B,) tensor) per step, up to
     max_new_tokens steps; stop early once every row has produced stop_id (finished rows repeat it)."""
     B, T = ids.shape
@@ -95,10 +103,10 @@ def decode_steps(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sam
     for step in range(sampling.max_new_tokens):
         end = T + step
         if cached and cache is not None and filled < cache.max_len:
-            logits, _ = model(tokens[:, end - 1:end], cache=cache, start=filled)
+            logits, _ = model(tokens[:, end - 1 : end], cache=cache, start=filled)
             filled += 1
         else:  # no cache, a first step, or a full context sliding on: the window whole (as without a cache)
-            window = tokens[:, max(0, end - block_size):end]
+            window = tokens[:, max(0, end - block_size) : end]
             if cached:
                 if cache is None:  # sized for this generation, not the whole context a model may allow
                     cache = model.new_cache(B, min(block_size, T + sampling.max_new_tokens))
@@ -114,8 +122,14 @@ def decode_steps(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sam
             return
 
 
-def sample(model: torch.nn.Module, ids: torch.Tensor, block_size: int, sampling: SamplingConfig,
-           generator: torch.Generator | None = None, stop_id: int | None = None) -> torch.Tensor:
+def sample(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    block_size: int,
+    sampling: SamplingConfig,
+    generator: torch.Generator | None = None,
+    stop_id: int | None = None,
+) -> torch.Tensor:
     """Extend `ids` (B, T) by up to max_new_tokens tokens; returns only the new tokens (B, N)."""
     steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_id))
     return torch.stack(steps, dim=1) if steps else ids[:, :0]
@@ -136,7 +150,7 @@ class TextStream:
         text = self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd") or not text.startswith(self.text):
             return ""
-        delta, self.text = text[len(self.text):], text
+        delta, self.text = text[len(self.text) :], text
         return delta
 
 
@@ -160,12 +174,18 @@ class Generator:
         if not ids:
             ids = [self.eot_id if self.eot_id is not None else 0]
         if len(ids) > self.block_size:
-            raise StudioError(f"the prompt is {len(ids)} tokens long, more than the model's context of "
-                              f"{self.block_size} tokens; shorten it")
+            raise StudioError(
+                f"the prompt is {len(ids)} tokens long, more than the model's context of "
+                f"{self.block_size} tokens; shorten it"
+            )
         return ids
 
-    def stream(self, prompts: list[str], sampling: SamplingConfig, seed: int | None = None,
-               ) -> Iterator[tuple[int, str | None]]:
+    def stream(
+        self,
+        prompts: list[str],
+        sampling: SamplingConfig,
+        seed: int | None = None,
+    ) -> Iterator[tuple[int, str | None]]:
         """Yield (prompt index, text delta) as tokens come, and (index, None) when a prompt is done.
 
         Prompts of the same length in tokens run as one batch, so each row sees exactly what it would
@@ -174,8 +194,12 @@ class Generator:
         encoded = [self.encode(prompt) for prompt in prompts]
         return self._stream(encoded, sampling, seed)
 
-    def _stream(self, encoded: list[list[int]], sampling: SamplingConfig, seed: int | None,
-                ) -> Iterator[tuple[int, str | None]]:
+    def _stream(
+        self,
+        encoded: list[list[int]],
+        sampling: SamplingConfig,
+        seed: int | None,
+    ) -> Iterator[tuple[int, str | None]]:
         groups: dict[int, list[int]] = {}
         for index, ids in enumerate(encoded):
             groups.setdefault(len(ids), []).append(index)
@@ -243,8 +267,10 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
     dataset = open_dataset(config.data.dataset)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
-        raise StudioError(f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
-                          "with (it was prepared again); restore that dataset to generate from this run")
+        raise StudioError(
+            f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
+            "with (it was prepared again); restore that dataset to generate from this run"
+        )
     model = build_model(config.model)
     load_weights(model, weights, config.model.tie_embeddings)
     step = int(metadata.get("step", checkpoint_step(found)))

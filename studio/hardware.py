@@ -57,29 +57,31 @@ def gpu_stats() -> list[GpuStats]:
     nvml = _nvml()
     if nvml is None:
         return []
-    stats = []
     try:
         count = nvml.nvmlDeviceGetCount()
     except Exception:
         return []
-    for index in range(count):
-        try:
-            handle = nvml.nvmlDeviceGetHandleByIndex(index)
-            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
-            name = nvml.nvmlDeviceGetName(handle)
-        except Exception:
-            continue
-        stats.append(GpuStats(
-            index=index,
-            name=name.decode() if isinstance(name, bytes) else name,
-            utilization=_maybe(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
-            memory_used=memory.used,
-            memory_total=memory.total,
-            temperature=_maybe(lambda: _temperature(nvml, handle)),
-            power=_maybe(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),
-            power_limit=_maybe(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
-        ))
-    return stats
+    return [stats for stats in (_gpu(nvml, index) for index in range(count)) if stats is not None]
+
+
+def _gpu(nvml, index: int) -> GpuStats | None:
+    """One GPU's stats; None when it cannot be read at all, N/A (None) for any reading that fails."""
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+        name = nvml.nvmlDeviceGetName(handle)
+    except Exception:
+        return None
+    return GpuStats(
+        index=index,
+        name=name.decode() if isinstance(name, bytes) else name,
+        utilization=_maybe(lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+        memory_used=memory.used,
+        memory_total=memory.total,
+        temperature=_maybe(lambda: _temperature(nvml, handle)),
+        power=_maybe(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000),
+        power_limit=_maybe(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000),
+    )
 
 
 def _temperature(nvml, handle) -> float:
@@ -98,8 +100,12 @@ def _maybe(read):
 
 def cpu_stats() -> CpuStats:
     memory = psutil.virtual_memory()
-    return CpuStats(cores=os.cpu_count() or 1, utilization=psutil.cpu_percent(interval=None),
-                    ram_used=memory.total - memory.available, ram_total=memory.total)
+    return CpuStats(
+        cores=os.cpu_count() or 1,
+        utilization=psutil.cpu_percent(interval=None),
+        ram_used=memory.total - memory.available,
+        ram_total=memory.total,
+    )
 
 
 # Dense peak throughput (FLOP/s) by GPU name, for the MFU estimate: (bf16/fp16 tensor cores, fp32).

@@ -58,18 +58,24 @@ def read_hf_folder(folder: Path) -> HFFolder:
     weight_files = _weight_files(folder)
     tokenizer_file = folder / "tokenizer.json"
     if not tokenizer_file.is_file():
-        raise StudioError(f"{folder} has no tokenizer.json (the fast tokenizer); save the tokenizer there with "
-                          "save_pretrained (slow sentencepiece-only tokenizers are not read)")
+        raise StudioError(
+            f"{folder} has no tokenizer.json (the fast tokenizer); save the tokenizer there with "
+            "save_pretrained (slow sentencepiece-only tokenizers are not read)"
+        )
     tokenizer = load_tokenizer(tokenizer_file, fix="save it again with save_pretrained")
     eot = _eot_token(folder, raw, tokenizer)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if vocab > model.vocab_size:
-        raise StudioError(f"{folder}: the tokenizer has {vocab} tokens but the model's embedding only "
-                          f"{model.vocab_size} rows; the tokenizer does not belong to these weights")
+        raise StudioError(
+            f"{folder}: the tokenizer has {vocab} tokens but the model's embedding only "
+            f"{model.vocab_size} rows; the tokenizer does not belong to these weights"
+        )
     embedding_rows = _embedding_rows(weight_files, model.arch)
     if embedding_rows != model.vocab_size:
-        raise StudioError(f"{folder}: config.json says vocab_size {model.vocab_size} but the embedding in the "
-                          f"weights has {embedding_rows} rows; the files do not belong together")
+        raise StudioError(
+            f"{folder}: config.json says vocab_size {model.vocab_size} but the embedding in the "
+            f"weights has {embedding_rows} rows; the files do not belong together"
+        )
     return HFFolder(folder, model, weight_files, tokenizer_file, eot)
 
 
@@ -79,8 +85,9 @@ def model_config_from_hf(raw: dict[str, Any], folder: Path) -> ModelConfig:
     supported = ", ".join(SUPPORTED)
     if architecture not in SUPPORTED:
         extra = " (sliding-window attention)" if raw.get("sliding_window") else ""
-        raise StudioError(f"{folder}: architecture {architecture}{extra} is not supported; "
-                          f"the studio reads {supported}")
+        raise StudioError(
+            f"{folder}: architecture {architecture}{extra} is not supported; the studio reads {supported}"
+        )
     try:
         return _llama_config(raw) if SUPPORTED[architecture] == "llama" else _gpt2_config(raw)
     except KeyError as missing:
@@ -101,13 +108,19 @@ def _llama_config(raw: dict[str, Any]) -> ModelConfig:
     for present, what in unsupported:
         if present:
             raise StudioError(f"this Llama uses {what}, which the studio's Llama does not have")
-    return ModelConfig(arch="llama", n_layer=raw["num_hidden_layers"], n_head=heads, n_embd=width,
-                       block_size=raw["max_position_embeddings"], vocab_size=raw["vocab_size"],
-                       dropout=float(raw.get("attention_dropout", 0.0)),
-                       tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
-                       mlp_hidden=raw["intermediate_size"],
-                       rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
-                       norm_eps=float(raw.get("rms_norm_eps", 1e-6)))
+    return ModelConfig(
+        arch="llama",
+        n_layer=raw["num_hidden_layers"],
+        n_head=heads,
+        n_embd=width,
+        block_size=raw["max_position_embeddings"],
+        vocab_size=raw["vocab_size"],
+        dropout=float(raw.get("attention_dropout", 0.0)),
+        tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        mlp_hidden=raw["intermediate_size"],
+        rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
+        norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+    )
 
 
 def _gpt2_config(raw: dict[str, Any]) -> ModelConfig:
@@ -116,12 +129,19 @@ def _gpt2_config(raw: dict[str, Any]) -> ModelConfig:
         raise StudioError(f"this GPT-2 uses activation {activation}; the studio's GPT-2 has tanh GELU (gelu_new)")
     if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("add_cross_attention"):
         raise StudioError("this GPT-2 scales attention by layer index or has cross-attention; not supported")
-    return ModelConfig(arch="gpt2", n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"],
-                       block_size=raw["n_positions"], vocab_size=raw["vocab_size"],
-                       dropout=float(raw.get("resid_pdrop", 0.1)),
-                       tie_embeddings=bool(raw.get("tie_word_embeddings", True)),
-                       mlp_hidden=raw.get("n_inner") or 0, bias=True,
-                       norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)))
+    return ModelConfig(
+        arch="gpt2",
+        n_layer=raw["n_layer"],
+        n_head=raw["n_head"],
+        n_embd=raw["n_embd"],
+        block_size=raw["n_positions"],
+        vocab_size=raw["vocab_size"],
+        dropout=float(raw.get("resid_pdrop", 0.1)),
+        tie_embeddings=bool(raw.get("tie_word_embeddings", True)),
+        mlp_hidden=raw.get("n_inner") or 0,
+        bias=True,
+        norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
+    )
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -140,12 +160,16 @@ def _weight_files(folder: Path) -> list[Path]:
     elif (folder / WEIGHTS).is_file():
         files = [folder / WEIGHTS]
     else:
-        raise StudioError(f"{folder} has no {WEIGHTS} (nor {WEIGHTS_INDEX}); the studio reads safetensors "
-                          "only (never pickled .bin files): re-save the model with save_pretrained")
+        raise StudioError(
+            f"{folder} has no {WEIGHTS} (nor {WEIGHTS_INDEX}); the studio reads safetensors "
+            "only (never pickled .bin files): re-save the model with save_pretrained"
+        )
     missing = [path.name for path in files if not path.is_file()]
     if missing or not files:
-        raise StudioError(f"{folder} is incomplete: shard(s) {', '.join(missing[:3]) or '(none listed)'} "
-                          f"missing; copy the whole checkpoint folder")
+        raise StudioError(
+            f"{folder} is incomplete: shard(s) {', '.join(missing[:3]) or '(none listed)'} "
+            f"missing; copy the whole checkpoint folder"
+        )
     return files
 
 
@@ -162,8 +186,10 @@ def _embedding_rows(files: list[Path], arch: str) -> int:
                         return file.get_slice(name).get_shape()[0]
         except Exception as error:  # safetensors raises several types for a damaged file
             raise StudioError(f"{path} is unreadable or corrupt ({str(error).splitlines()[0][:100]})") from None
-    raise StudioError(f"{files[0].parent}: no token embedding ({names[0]}) in the weights; the folder is "
-                      "incomplete or not this architecture")
+    raise StudioError(
+        f"{files[0].parent}: no token embedding ({names[0]}) in the weights; the folder is "
+        "incomplete or not this architecture"
+    )
 
 
 def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer) -> str:
@@ -180,8 +206,10 @@ def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer) -> str:
     for token in candidates:
         if token and tokenizer.token_to_id(token) is not None:
             return token
-    raise StudioError(f"{folder}: no end-of-text token found (eos_token in tokenizer_config.json or "
-                      "eos_token_id in config.json); add one")
+    raise StudioError(
+        f"{folder}: no end-of-text token found (eos_token in tokenizer_config.json or "
+        "eos_token_id in config.json); add one"
+    )
 
 
 def resolve_init(init_from: str) -> InitSource:
@@ -192,8 +220,9 @@ def resolve_init(init_from: str) -> InitSource:
         hf = read_hf_folder(folder.resolve())
         return InitSource(hf.model, hf.tokenizer_file, hf.eot_token, hf.path)
     if not is_run(folder) and ("/" in init_from or init_from.startswith(".")):
-        raise StudioError(f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or "
-                          "a run name")
+        raise StudioError(
+            f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or a run name"
+        )
     return _resolve_run(run_or_folder(init_from))
 
 

@@ -5,8 +5,8 @@ Torch-free (the studio launches runs too).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
@@ -24,8 +24,7 @@ from studio.run_folder.layout import (
 from studio.run_folder.status import summarize
 
 
-def prepare_run(config: RunConfig, name: str | None,
-                progress: Callable[[str, int, int], None] | None = None) -> Path:
+def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, int, int], None] | None = None) -> Path:
     """Check the config, prepare (or find) its dataset, fill in the vocabulary, create the run folder."""
     from studio.data.prepare import resolve_dataset
 
@@ -39,8 +38,10 @@ def prepare_run(config: RunConfig, name: str | None,
     if config.model.vocab_size == 0:
         config.model.vocab_size = dataset.vocab_size
     elif config.model.vocab_size < dataset.vocab_size:
-        raise StudioError(f"model.vocab_size {config.model.vocab_size} is smaller than the dataset's vocabulary "
-                          f"({dataset.vocab_size}); set model.vocab_size=0 to take the dataset's")
+        raise StudioError(
+            f"model.vocab_size {config.model.vocab_size} is smaller than the dataset's vocabulary "
+            f"({dataset.vocab_size}); set model.vocab_size=0 to take the dataset's"
+        )
     return create_run(config, name or default_run_name(config))
 
 

@@ -61,7 +61,15 @@ def preset_table() -> list[dict[str, Any]]:
     for name in preset_names():
         raw, config = _read(name), load_preset(name)
         vocab = preset_vocab(config)
-        rows.append({"name": name, "arch": config.model.arch, "description": raw.get("description", ""),
-                     "vocab_size": vocab, "params": param_count(config.model, vocab),
-                     "memory": estimate_train_memory(config.model, config.train, vocab), "sets_model": "model" in raw})
+        rows.append(
+            {
+                "name": name,
+                "arch": config.model.arch,
+                "description": raw.get("description", ""),
+                "vocab_size": vocab,
+                "params": param_count(config.model, vocab),
+                "memory": estimate_train_memory(config.model, config.train, vocab),
+                "sets_model": "model" in raw,
+            }
+        )
     return rows

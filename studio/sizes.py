@@ -26,8 +26,12 @@ def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
         return vocab * d + n_layer * per_layer + d + head  # + final norm
     # gpt2: fused qkv + c_proj, c_fc + c_proj, two LayerNorms; biases on all of them when cfg.bias
     bias = cfg.bias
-    per_layer = (4 * d * d + 2 * d * hidden + 2 * d  # matrices and LayerNorm weights
-                 + bias * (3 * d + d + hidden + d + 2 * d))  # c_attn, attn.c_proj, c_fc, mlp.c_proj, ln_1/ln_2
+    per_layer = (
+        4 * d * d
+        + 2 * d * hidden
+        + 2 * d  # matrices and LayerNorm weights
+        + bias * (3 * d + d + hidden + d + 2 * d)
+    )  # c_attn, attn.c_proj, c_fc, mlp.c_proj, ln_1/ln_2
     return vocab * d + cfg.block_size * d + n_layer * per_layer + d + bias * d + head
 
 
@@ -88,6 +92,8 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:
     vocab = vocab_size or cfg.vocab_size
     if vocab <= 0:
-        raise StudioError("model.vocab_size is 0 (the dataset's) and no vocabulary size was given; "
-                          "prepare the data first or set model.vocab_size")
+        raise StudioError(
+            "model.vocab_size is 0 (the dataset's) and no vocabulary size was given; "
+            "prepare the data first or set model.vocab_size"
+        )
     return vocab

@@ -41,8 +41,10 @@ def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             metadata = file.metadata() or {}
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError) as error:
-        raise StudioError(f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
-                          "delete that checkpoint folder to fall back to an earlier one") from None
+        raise StudioError(
+            f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
+            "delete that checkpoint folder to fall back to an earlier one"
+        ) from None
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied: bool) -> None:
@@ -50,12 +52,16 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied:
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as error:  # shapes differ
-        raise StudioError(f"the checkpoint does not fit this model ({short_reason(error)}); "
-                          "use the config the checkpoint was trained with") from None
+        raise StudioError(
+            f"the checkpoint does not fit this model ({short_reason(error)}); "
+            "use the config the checkpoint was trained with"
+        ) from None
     missing = [key for key in missing if not (tied and key == TIED_HEAD)]
     if missing or unexpected:
-        raise StudioError(f"the checkpoint does not fit this model (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]}); use the config it was trained with")
+        raise StudioError(
+            f"the checkpoint does not fit this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); use the config it was trained with"
+        )
 
 
 def short_reason(error: Exception) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def studio_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
@@ -18,10 +19,15 @@ def studio_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def code_corpus(tmp_path) -> Path:
     """About 300 KB of real text: a few standard-library modules in one .txt file."""
-    import argparse, collections, dataclasses, json.decoder, pathlib as pl  # noqa: E401
+    import argparse
+    import collections
+    import dataclasses
+    import json.decoder
+    import pathlib as pl
 
-    text = "\n\n".join(Path(m.__file__).read_text(encoding="utf-8")
-                       for m in (argparse, collections, dataclasses, json.decoder, pl))
+    text = "\n\n".join(
+        Path(m.__file__).read_text(encoding="utf-8") for m in (argparse, collections, dataclasses, json.decoder, pl)
+    )
     path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
     return path

@@ -14,11 +14,32 @@ from studio.paths import runs_dir
 
 # Options for a model small enough that a trainer process does 100 steps in a few seconds on 2 cores.
 TINY_TRAIN = [
-    "--preset", "tiny", "--tokenizer", "char",
-    "--set", "model.n_layer=2", "--set", "model.n_head=2", "--set", "model.n_embd=32",
-    "--set", "model.block_size=32", "--set", "train.batch_size=8", "--set", "train.warmup_steps=5",
-    "--set", "train.log_interval=5", "--set", "train.eval_interval=10", "--set", "train.eval_steps=2",
-    "--set", "train.sample_interval=20", "--set", "train.sample_tokens=8",
+    "--preset",
+    "tiny",
+    "--tokenizer",
+    "char",
+    "--set",
+    "model.n_layer=2",
+    "--set",
+    "model.n_head=2",
+    "--set",
+    "model.n_embd=32",
+    "--set",
+    "model.block_size=32",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "train.warmup_steps=5",
+    "--set",
+    "train.log_interval=5",
+    "--set",
+    "train.eval_interval=10",
+    "--set",
+    "train.eval_steps=2",
+    "--set",
+    "train.sample_interval=20",
+    "--set",
+    "train.sample_tokens=8",
 ]
 
 
@@ -48,25 +69,50 @@ def fixture_events(max_steps: int = 100, failed_at: int | None = None) -> list[d
     last = failed_at if failed_at is not None else max_steps
     for step in range(0, last + 1, 5):
         if step:
-            events.append({"t": T0 + step, "kind": "train", "step": step, "loss": round(4.0 * math.exp(-step / 40) + 1.0, 4),
-                           "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 12000.0, "tokens_seen": step * 256,
-                           "mfu": 0.02})
+            events.append(
+                {
+                    "t": T0 + step,
+                    "kind": "train",
+                    "step": step,
+                    "loss": round(4.0 * math.exp(-step / 40) + 1.0, 4),
+                    "lr": 1e-3,
+                    "grad_norm": 0.5,
+                    "tokens_per_s": 12000.0,
+                    "tokens_seen": step * 256,
+                    "mfu": 0.02,
+                }
+            )
         if step % 20 == 0:
-            events.append({"t": T0 + step, "kind": "eval", "step": step, "val_loss": round(4.2 * math.exp(-step / 45) + 1.1, 4)})
+            events.append(
+                {"t": T0 + step, "kind": "eval", "step": step, "val_loss": round(4.2 * math.exp(-step / 45) + 1.1, 4)}
+            )
         if step % 50 == 0:
-            events.append({"t": T0 + step, "kind": "sample", "step": step,
-                           "samples": [{"prompt": "def ", "text": f"f{step}(x):"}, {"prompt": "The ", "text": f"cat {step}"}]})
+            events.append(
+                {
+                    "t": T0 + step,
+                    "kind": "sample",
+                    "step": step,
+                    "samples": [{"prompt": "def ", "text": f"f{step}(x):"}, {"prompt": "The ", "text": f"cat {step}"}],
+                }
+            )
     if failed_at is not None:
-        events.append({"t": T0 + last, "kind": "error", "step": last,
-                       "message": "out of memory at step 40: lower train.batch_size"})
+        events.append(
+            {
+                "t": T0 + last,
+                "kind": "error",
+                "step": last,
+                "message": "out of memory at step 40: lower train.batch_size",
+            }
+        )
         events.append({"t": T0 + last, "kind": "status", "step": last, "state": "failed"})
     else:
         events.append({"t": T0 + last, "kind": "status", "step": last, "state": "finished"})
     return events
 
 
-def write_fixture_run(name: str, events: list[dict] | None = None, log: str = "step 100 loss 1.2\n",
-                      preset: str = "tiny") -> Path:
+def write_fixture_run(
+    name: str, events: list[dict] | None = None, log: str = "step 100 loss 1.2\n", preset: str = "tiny"
+) -> Path:
     """A run folder under the current LLM_STUDIO_HOME: config.toml, events.jsonl, trainer.log (no process)."""
     run_dir = runs_dir() / name
     run_dir.mkdir(parents=True)

@@ -12,12 +12,12 @@ from rich.console import Console
 from textual.content import Content
 from textual.widgets import Input, Select, TabbedContent
 
-from widgets.app import StudioApp
 from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
 from studio.formatting import format_count
-from studio.sizes import param_count
 from studio.presets import load_preset, preset_vocab
+from studio.sizes import param_count
+from widgets.app import StudioApp
 from widgets.config_field import ConfigField
 from widgets.dataset_facts import DatasetFacts
 from widgets.lr_preview import LrPreview
@@ -81,10 +81,19 @@ def test_train_command_line_of_an_untouched_preset_names_only_preset_and_data():
 
 def test_train_command_line_parses_back_to_the_same_config(tmp_path):
     config = load_preset("small")
-    edits = {"model.n_layer": 3, "model.dropout": 0.15, "model.tie_embeddings": False, "data.tokenizer": "char",
-             "data.source": str(tmp_path / "my corpus.txt"), "data.dedup": False, "train.lr": 3e-4,
-             "train.schedule": "wsd", "train.sample_prompts": ["Once upon", "it's 'quoted'"],
-             "train.init_from": "some run", "train.compile": True}
+    edits = {
+        "model.n_layer": 3,
+        "model.dropout": 0.15,
+        "model.tie_embeddings": False,
+        "data.tokenizer": "char",
+        "data.source": str(tmp_path / "my corpus.txt"),
+        "data.dedup": False,
+        "train.lr": 3e-4,
+        "train.schedule": "wsd",
+        "train.sample_prompts": ["Once upon", "it's 'quoted'"],
+        "train.init_from": "some run",
+        "train.compile": True,
+    }
     for key, value in edits.items():
         set_field(config, key, value)
     command = train_command_line(config)
@@ -263,10 +272,21 @@ async def test_launch_from_the_train_tab_starts_a_run(studio_home, small_corpus,
     from studio.run_folder.control import stop_run
 
     config = load_preset("tiny")
-    for key, value in {"data.source": str(small_corpus), "data.tokenizer": "char", "model.n_layer": 2,
-                       "model.n_head": 2, "model.n_embd": 32, "model.block_size": 32, "train.batch_size": 8,
-                       "train.warmup_steps": 5, "train.max_steps": 20, "train.eval_interval": 10,
-                       "train.eval_steps": 2, "train.sample_interval": 20, "train.sample_tokens": 8}.items():
+    for key, value in {
+        "data.source": str(small_corpus),
+        "data.tokenizer": "char",
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.n_embd": 32,
+        "model.block_size": 32,
+        "train.batch_size": 8,
+        "train.warmup_steps": 5,
+        "train.max_steps": 20,
+        "train.eval_interval": 10,
+        "train.eval_steps": 2,
+        "train.sample_interval": 20,
+        "train.sample_tokens": 8,
+    }.items():
         set_field(config, key, value)
     app = LaunchRecordingApp(config)
     run_dir = None

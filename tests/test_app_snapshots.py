@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from widgets.app import StudioApp
 from studio.config import set_field
 from studio.presets import load_preset
+from widgets.app import StudioApp
 from widgets.lr_preview import LrPreview
 from widgets.panes.train import TrainPane
 

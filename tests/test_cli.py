@@ -70,18 +70,21 @@ def test_vocab_size_out_of_range(run_cli, code_corpus, size):
     assert_one_line_error(*run_cli("prepare", code_corpus, "--vocab-size", size)[::2], "vocab_size")
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--set", "model.n_embd=33"], ["divisible by model.n_head"]),
-    (["--set", "train.lr=0"], ["train.lr must be positive"]),
-    (["--set", "train.lr=-0.1"], ["train.lr must be positive"]),
-    (["--set", "train.batch_size=0"], ["train.batch_size must be positive"]),
-    (["--max-steps", "-3"], ["train.max_steps must be positive"]),
-    (["--set", "train.warp_speed=9"], ["unknown key 'train.warp_speed'"]),
-    (["--set", "train.max_steps=many"], ["must be a whole number"]),
-    (["--set", "train.lr"], ["section.key=value"]),
-    (["--preset", "gigantic"], ["unknown preset 'gigantic'", "tiny"]),
-    (["--mixed-precision", "fp16"], ["fp16", "bf16"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "model.n_embd=33"], ["divisible by model.n_head"]),
+        (["--set", "train.lr=0"], ["train.lr must be positive"]),
+        (["--set", "train.lr=-0.1"], ["train.lr must be positive"]),
+        (["--set", "train.batch_size=0"], ["train.batch_size must be positive"]),
+        (["--max-steps", "-3"], ["train.max_steps must be positive"]),
+        (["--set", "train.warp_speed=9"], ["unknown key 'train.warp_speed'"]),
+        (["--set", "train.max_steps=many"], ["must be a whole number"]),
+        (["--set", "train.lr"], ["section.key=value"]),
+        (["--preset", "gigantic"], ["unknown preset 'gigantic'", "tiny"]),
+        (["--mixed-precision", "fp16"], ["fp16", "bf16"]),
+    ],
+)
 def test_bad_train_settings_fail_before_anything_is_written(run_cli, code_corpus, studio_home, args, words):
     base = [a for a in TINY_TRAIN if a not in ("--preset", "tiny")] if "--preset" in args else TINY_TRAIN
     assert_one_line_error(*run_cli("train", *base, "--data", code_corpus, *args)[::2], *words)
@@ -93,8 +96,9 @@ def test_a_taken_run_name_is_refused_and_the_run_kept(run_cli, code_corpus):
     code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "mine", "--max-steps", 5)
     assert code == 0, err
     before = {p.name: p.stat().st_mtime_ns for p in run_path("mine").rglob("*")}
-    assert_one_line_error(*run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "mine")[::2],
-                          "already exists", "resume")
+    assert_one_line_error(
+        *run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "mine")[::2], "already exists", "resume"
+    )
     assert {p.name: p.stat().st_mtime_ns for p in run_path("mine").rglob("*")} == before
 
 
@@ -141,8 +145,11 @@ def test_presets_lists_each_with_parameters_and_memory(run_cli):
 
 
 def test_the_installed_entry_point_prints_help_without_torch():
-    code = ("import sys; from studio.cli.parser import build_parser; build_parser().format_help(); "
-            "import studio.run_folder.control, studio.run_folder.watch, studio.launch; print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys; from studio.cli.parser import build_parser; build_parser().format_help(); "
+        "import studio.run_folder.control, studio.run_folder.watch, studio.launch; print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     assert result.stdout.strip() == "False", result.stderr

@@ -30,7 +30,8 @@ asyncio.run(main())
 
 def test_no_torch_in_the_studio_process(studio_home):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    result = subprocess.run([sys.executable, "-c", SHOW_EVERY_TAB], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SHOW_EVERY_TAB], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "heavy: \n" in result.stdout

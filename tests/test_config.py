@@ -14,13 +14,16 @@ def test_toml_round_trip(tmp_path):
     assert RunConfig.load(tmp_path / "config.toml") == config
 
 
-@pytest.mark.parametrize("key, text, expected", [
-    ("train.lr", "3e-4", 3e-4),
-    ("train.max_steps", "1_000", 1000),
-    ("train.compile", "true", True),
-    ("model.arch", "gpt2", "gpt2"),
-    ("train.sample_prompts", "a|b", ["a", "b"]),
-])
+@pytest.mark.parametrize(
+    "key, text, expected",
+    [
+        ("train.lr", "3e-4", 3e-4),
+        ("train.max_steps", "1_000", 1000),
+        ("train.compile", "true", True),
+        ("model.arch", "gpt2", "gpt2"),
+        ("train.sample_prompts", "a|b", ["a", "b"]),
+    ],
+)
 def test_set_converts_command_line_text(key, text, expected):
     config = RunConfig()
     set_field(config, key, text)
@@ -28,13 +31,16 @@ def test_set_converts_command_line_text(key, text, expected):
     assert getattr(getattr(config, section), name) == expected
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("train.nope", "1", "unknown key 'train.nope'"),
-    ("nope", "1", "unknown key"),
-    ("train.max_steps", "ten", "must be a whole number"),
-    ("train.lr", "fast", "must be a number"),
-    ("train.compile", "maybe", "true or false"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("train.nope", "1", "unknown key 'train.nope'"),
+        ("nope", "1", "unknown key"),
+        ("train.max_steps", "ten", "must be a whole number"),
+        ("train.lr", "fast", "must be a number"),
+        ("train.compile", "maybe", "true or false"),
+    ],
+)
 def test_set_rejects_unknown_keys_and_wrong_types(key, value, words):
     with pytest.raises(StudioError, match=words):
         set_field(RunConfig(), key, value)
@@ -46,17 +52,20 @@ def test_parse_override_needs_an_equals_sign():
         parse_override("train.lr")
 
 
-@pytest.mark.parametrize("key, value, words", [
-    ("model.n_embd", 130, "divisible by model.n_head"),
-    ("train.lr", 0.0, "train.lr must be positive"),
-    ("train.lr", -1.0, "train.lr must be positive"),
-    ("train.batch_size", 0, "train.batch_size must be positive"),
-    ("train.max_steps", -5, "train.max_steps must be positive"),
-    ("data.vocab_size", 100, "vocab_size 100 is out of range"),
-    ("data.vocab_size", 10**8, "out of range"),
-    ("model.arch", "transformer-xl", "model.arch must be one of"),
-    ("model.dropout", 1.5, "dropout"),
-])
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("model.n_embd", 130, "divisible by model.n_head"),
+        ("train.lr", 0.0, "train.lr must be positive"),
+        ("train.lr", -1.0, "train.lr must be positive"),
+        ("train.batch_size", 0, "train.batch_size must be positive"),
+        ("train.max_steps", -5, "train.max_steps must be positive"),
+        ("data.vocab_size", 100, "vocab_size 100 is out of range"),
+        ("data.vocab_size", 10**8, "out of range"),
+        ("model.arch", "transformer-xl", "model.arch must be one of"),
+        ("model.dropout", 1.5, "dropout"),
+    ],
+)
 def test_validation_names_the_key_and_the_fix(key, value, words):
     config = RunConfig()
     set_field(config, key, value)

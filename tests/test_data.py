@@ -17,15 +17,26 @@ from studio.data.batches import TokenFile, sample_batch
 from studio.data.clean import clean_chunks, clean_text, scan
 from studio.data.prepare import token_dtype
 from studio.data.sources import ReadStats, open_source, source_fingerprint
-from studio.data.tokenizer import (EOT, UNK, BpeEncoder, CharEncoder, load_tokenizer, split_before_newlines,
-                                   tokenizer_hash, train_bpe, train_char)
+from studio.data.tokenizer import (
+    EOT,
+    UNK,
+    BpeEncoder,
+    CharEncoder,
+    load_tokenizer,
+    split_before_newlines,
+    tokenizer_hash,
+    train_bpe,
+    train_char,
+)
 from studio.errors import StudioError
 
-MIXED = ("中文分词很有趣，我们今天学习。\n"
-         "Emoji 😀👍🏽 and flags 🇫🇷 mixed in.\n"
-         "def add(a, b):\n\treturn a + b  # tabs and  double  spaces\n\n"
-         "    indented line\n\n   \n"
-         "The quick brown fox jumps over the lazy dog.\n")
+MIXED = (
+    "中文分词很有趣，我们今天学习。\n"
+    "Emoji 😀👍🏽 and flags 🇫🇷 mixed in.\n"
+    "def add(a, b):\n\treturn a + b  # tabs and  double  spaces\n\n"
+    "    indented line\n\n   \n"
+    "The quick brown fox jumps over the lazy dog.\n"
+)
 
 
 @pytest.fixture
@@ -117,7 +128,7 @@ def test_binary_single_file_is_refused(tmp_path):
 @pytest.mark.parametrize("chunk_bytes", [1, 3, 1 << 20])
 def test_invalid_utf8_is_replaced_and_counted(tmp_path, monkeypatch, chunk_bytes):
     monkeypatch.setattr(sources, "CHUNK_BYTES", chunk_bytes)
-    raw = "ok ".encode() + b"\xff\xfe" + " and €".encode() + b"\xe2\x82" + " 你好 end".encode() + b"\xc3"
+    raw = b"ok " + b"\xff\xfe" + " and €".encode() + b"\xe2\x82" + " 你好 end".encode() + b"\xc3"
     path = tmp_path / "latin.txt"
     path.write_bytes(raw)
     stats = ReadStats()
@@ -199,8 +210,14 @@ def test_scan_counts_every_rule(tmp_path):
 
 
 # ---- tokenizers ---------------------------------------------------------------------------------
-ROUND_TRIPS = [MIXED, "日本語とかな、한국어도", "🧑‍💻 \u200d zero width", "  \t \n\n\n  x  ", "<|endoftext|> in text",
-               "class A:\n    pass\r\n"]
+ROUND_TRIPS = [
+    MIXED,
+    "日本語とかな、한국어도",
+    "🧑‍💻 \u200d zero width",
+    "  \t \n\n\n  x  ",
+    "<|endoftext|> in text",
+    "class A:\n    pass\r\n",
+]
 
 
 def test_bpe_round_trips_any_text():
@@ -276,8 +293,10 @@ def test_same_source_and_options_is_a_cache_hit(home, tmp_path):
     first = prepare_dataset(DataConfig(source=str(path), tokenizer="bpe", vocab_size=300))
     times = {file.name: file.stat().st_mtime_ns for file in first.path.iterdir()}
     stages = []
-    again = prepare_dataset(DataConfig(source=str(path), tokenizer="bpe", vocab_size=300),
-                            progress=lambda stage, done, total: stages.append(stage))
+    again = prepare_dataset(
+        DataConfig(source=str(path), tokenizer="bpe", vocab_size=300),
+        progress=lambda stage, done, total: stages.append(stage),
+    )
     assert again.path == first.path and "cached" in stages and "encode" not in stages
     assert {file.name: file.stat().st_mtime_ns for file in again.path.iterdir()} == times
     other = prepare_dataset(DataConfig(source=str(path), tokenizer="bpe", vocab_size=300, val_fraction=0.2))

@@ -19,10 +19,21 @@ transformers = pytest.importorskip("transformers")  # the test extra: always ins
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Runs `llama`, `gpt2` (no biases: export writes GPT-2's zero biases) and `lstm`, 10 steps each."""
-    return train_runs(tmp_path_factory, (ADD_FUNCTION + "class Point:\n    x: int\n\n") * 100, {
-        arch: ["--max-steps", "10", "--set", f"model.arch={arch}",
-               "--set", "model.tie_embeddings=" + str(arch != "gpt2").lower()]
-        for arch in ("llama", "gpt2", "lstm")})
+    return train_runs(
+        tmp_path_factory,
+        (ADD_FUNCTION + "class Point:\n    x: int\n\n") * 100,
+        {
+            arch: [
+                "--max-steps",
+                "10",
+                "--set",
+                f"model.arch={arch}",
+                "--set",
+                "model.tie_embeddings=" + str(arch != "gpt2").lower(),
+            ]
+            for arch in ("llama", "gpt2", "lstm")
+        },
+    )
 
 
 @pytest.mark.parametrize("arch, cls", [("llama", "LlamaForCausalLM"), ("gpt2", "GPT2LMHeadModel")])
@@ -31,8 +42,15 @@ def test_transformers_loads_the_export_with_equal_logits(home, tmp_path, capsys,
     assert main(["export", arch, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "largest logit difference" in printed
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-            "generation_config.json", "README.md"} <= {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "generation_config.json",
+        "README.md",
+    } <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == [cls]
 
@@ -82,10 +100,13 @@ def test_refuses_a_non_empty_folder_that_is_not_an_export(home, tmp_path, capsys
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--checkpoint", "3"], "has no checkpoint at step 3"),
-    (["--max-shard-size", "lots"], "give a positive size"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--checkpoint", "3"], "has no checkpoint at step 3"),
+        (["--max-shard-size", "lots"], "give a positive size"),
+    ],
+)
 def test_bad_export_input_is_one_line(home, tmp_path, capsys, args, message):
     assert main(["export", "llama", "--out", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err

@@ -18,9 +18,26 @@ pytestmark = pytest.mark.slow  # every test here starts trainer processes
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 
 TEXT = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int\n    y: int\n\n"
-FINETUNE = ["--preset", "finetune", "--max-steps", "5", "--set", "train.eval_interval=5", "--set", "train.eval_steps=2",
-            "--set", "train.batch_size=4", "--set", "train.sample_interval=5", "--set", "train.sample_tokens=4",
-            "--set", "train.warmup_steps=1", "--set", "train.log_interval=5"]
+FINETUNE = [
+    "--preset",
+    "finetune",
+    "--max-steps",
+    "5",
+    "--set",
+    "train.eval_interval=5",
+    "--set",
+    "train.eval_steps=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.sample_interval=5",
+    "--set",
+    "train.sample_tokens=4",
+    "--set",
+    "train.warmup_steps=1",
+    "--set",
+    "train.log_interval=5",
+]
 
 
 def save_tokenizer(folder, eos: str) -> int:
@@ -30,24 +47,39 @@ def save_tokenizer(folder, eos: str) -> int:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", eos], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", eos],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator([TEXT * 20], trainer)
-    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token=eos) \
-        .save_pretrained(folder)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token=eos).save_pretrained(
+        folder
+    )
     return tokenizer.get_vocab_size()
 
 
 def make_hf_model(folder, arch: str, vocab: int = 320) -> torch.nn.Module:
     torch.manual_seed(0)
     if arch == "llama":
-        config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
-                                          tie_word_embeddings=False, eos_token_id=1, bos_token_id=0)
+        config = transformers.LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+            eos_token_id=1,
+            bos_token_id=0,
+        )
         model = transformers.LlamaForCausalLM(config)
     else:
-        config = transformers.GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-                                         eos_token_id=1, bos_token_id=0)
+        config = transformers.GPT2Config(
+            vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=64, eos_token_id=1, bos_token_id=0
+        )
         model = transformers.GPT2LMHeadModel(config)
     model.eval().save_pretrained(folder)
     save_tokenizer(folder, "</s>" if arch == "llama" else "<|endoftext|>")
@@ -113,8 +145,9 @@ def test_continue_from_a_run_on_new_data(studio_home, tmp_path, corpus):
 
 def break_partial(folder):
     (folder / "model.safetensors").unlink()
-    (folder / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"lm_head.weight": "model-00002-of-00002.safetensors"}})
+    )
 
 
 def break_mistral(folder):
@@ -134,16 +167,19 @@ def break_vocab(folder):
     assert json.loads((folder / "config.json").read_text())["vocab_size"] == 200 != config["vocab_size"]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda folder: shutil.rmtree(folder), "no such folder; give a Hugging Face checkpoint folder or a run"),
-    (lambda folder: (folder / "config.json").unlink(), "has no config.json"),
-    (lambda folder: (folder / "model.safetensors").unlink(), "has no model.safetensors"),
-    (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer.json"),
-    (break_partial, "is incomplete: shard(s) model-00002-of-00002.safetensors missing"),
-    (break_mistral, "MistralForCausalLM (sliding-window attention) is not supported"),
-    (break_bert, "BertModel is not supported"),
-    (break_vocab, "tokens but the model's embedding only 200 rows; the tokenizer does not belong"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda folder: shutil.rmtree(folder), "no such folder; give a Hugging Face checkpoint folder or a run"),
+        (lambda folder: (folder / "config.json").unlink(), "has no config.json"),
+        (lambda folder: (folder / "model.safetensors").unlink(), "has no model.safetensors"),
+        (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer.json"),
+        (break_partial, "is incomplete: shard(s) model-00002-of-00002.safetensors missing"),
+        (break_mistral, "MistralForCausalLM (sliding-window attention) is not supported"),
+        (break_bert, "BertModel is not supported"),
+        (break_vocab, "tokens but the model's embedding only 200 rows; the tokenizer does not belong"),
+    ],
+)
 def test_bad_init_from_is_one_line_before_anything_runs(studio_home, tmp_path, corpus, capsys, damage, message):
     folder = tmp_path / "model"
     make_hf_model(folder, "llama")

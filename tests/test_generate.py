@@ -38,7 +38,7 @@ def test_cached_logits_equal_full_forward_at_every_step(arch):
         prefill, _ = model(ids[:, :5], cache=cache)
         torch.testing.assert_close(prefill, full[:, :5], atol=1e-5, rtol=0)
         for position in range(5, 16):
-            step, _ = model(ids[:, position:position + 1], cache=cache, start=position)
+            step, _ = model(ids[:, position : position + 1], cache=cache, start=position)
             torch.testing.assert_close(step[:, 0], full[:, position], atol=1e-5, rtol=0)
         chunked_cache = model.new_cache(2)  # a prefill in two chunks: the second needs a causal mask with offset
         model(ids[:, :6], cache=chunked_cache)
@@ -94,16 +94,19 @@ def test_cli_streams_the_continuation_of_each_prompt(home, capsys):
     assert "--- prompt 1 ---\ndef " in out and f"--- prompt 2 ---\na + {expected}" in out
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--temperature", "-1"], "temperature must be 0"),
-    (["--top-p", "0"], "top_p must be in (0, 1]"),
-    (["--top-p", "1.5"], "top_p must be in (0, 1]"),
-    (["--top-k", "-2"], "top_k must be 0"),
-    (["--repetition-penalty", "0"], "repetition_penalty must be positive"),
-    (["--max-new-tokens", "0"], "max_new_tokens must be positive"),
-    (["--checkpoint", "7"], "has no checkpoint at step 7 (saved steps: 20)"),
-    (["--prompt", "x" * 40], "more than the model's context of 32 tokens"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--temperature", "-1"], "temperature must be 0"),
+        (["--top-p", "0"], "top_p must be in (0, 1]"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--top-k", "-2"], "top_k must be 0"),
+        (["--repetition-penalty", "0"], "repetition_penalty must be positive"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be positive"),
+        (["--checkpoint", "7"], "has no checkpoint at step 7 (saved steps: 20)"),
+        (["--prompt", "x" * 40], "more than the model's context of 32 tokens"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_a_nonzero_exit(home, capsys, flags, message):
     assert main(["generate", "r", "--prompt", "def ", *flags]) == 2

@@ -16,8 +16,9 @@ TOOLS = Path(sys.executable).parent  # lint-imports and ruff are installed besid
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(root))  # the tree at root, not the installed one
-    return subprocess.run([str(TOOLS / "lint-imports"), "--no-cache"], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(TOOLS / "lint-imports"), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_import_contracts_hold():
@@ -40,9 +41,12 @@ def test_a_widget_that_imports_torch_breaks_the_contract(tmp_path):
 
 def test_no_module_imports_itself_through_others():
     graph = grimp.build_graph("studio", "widgets", cache_dir=None)
-    cycles = [chain for importer in sorted(graph.modules)
-              for imported in graph.find_modules_directly_imported_by(importer)
-              if (chain := graph.find_shortest_chain(importer=imported, imported=importer))]
+    cycles = [
+        chain
+        for importer in sorted(graph.modules)
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if (chain := graph.find_shortest_chain(importer=imported, imported=importer))
+    ]
     assert cycles == []
 
 

@@ -10,8 +10,8 @@ import torch
 
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
-from studio.model import build_model, param_groups
 from studio.formatting import format_bytes, format_count
+from studio.model import build_model, param_groups
 from studio.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
@@ -173,7 +173,7 @@ def test_size_estimates():
     sgd = estimate_train_memory(cfg, TrainConfig(optimizer="sgd", momentum=0.0), 50257)
     assert sgd["optimizer"] == 0
     assert format_count(124_439_808) == "124.4M" and format_count(999) == "999" and format_count(1.2e9) == "1.2B"
-    assert format_bytes(3.4 * 1024 ** 3) == "3.4 GB" and format_bytes(512) == "512 B"
+    assert format_bytes(3.4 * 1024**3) == "3.4 GB" and format_bytes(512) == "512 B"
 
 
 # ---- Hugging Face equivalence (transformers is in the test extra) -------------------------------
@@ -188,11 +188,21 @@ def test_llama_logits_equal_hugging_faces(tie):
     cfg = tiny("llama", n_embd=64, n_head=4, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
     ours = build_model(cfg).eval()
     hf_config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=cfg.n_embd, intermediate_size=cfg.mlp_width,
-        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_head,
-        max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=tie,
+        vocab_size=VOCAB,
+        hidden_size=cfg.n_embd,
+        intermediate_size=cfg.mlp_width,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_head,
+        max_position_embeddings=cfg.block_size,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=tie,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-        attention_bias=False, mlp_bias=False, bos_token_id=0, eos_token_id=0)
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     theirs = transformers.LlamaForCausalLM(hf_config).eval()
     state = ours.state_dict()
     if tie:
@@ -210,10 +220,21 @@ def test_gpt2_logits_equal_hugging_faces():
     cfg = tiny("gpt2", n_embd=64, n_head=4, bias=True, mlp_hidden=96)
     ours = build_model(cfg).eval()
     hf_config = transformers.GPT2Config(
-        vocab_size=VOCAB, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-        n_head=cfg.n_head, n_inner=cfg.mlp_hidden, activation_function="gelu_new",
-        layer_norm_epsilon=cfg.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
+        vocab_size=VOCAB,
+        n_positions=cfg.block_size,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_inner=cfg.mlp_hidden,
+        activation_function="gelu_new",
+        layer_norm_epsilon=cfg.norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     theirs = transformers.GPT2LMHeadModel(hf_config).eval()
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     state = {k: v.t() if k.endswith(conv1d) else v for k, v in ours.state_dict().items() if k != "lm_head.weight"}

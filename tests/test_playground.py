@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 from textual.widgets import Input, TextArea
 
-from widgets.app import StudioApp
 from studio.run_folder.layout import checkpoint_name
 from tests.helpers import ADD_FUNCTION, train_runs, wait_for
+from widgets.app import StudioApp
 from widgets.generation_panel import GenerationPanel
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes
@@ -25,8 +24,11 @@ SIZES = [(80, 24), (160, 48)]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Run `r`: a tiny char-level llama, 60 steps (enough that end-of-text becomes rare), checkpoints at 30 and 60."""
-    return train_runs(tmp_path_factory, ADD_FUNCTION * 200, {"r": ["--max-steps", "60", "--set",
-                                                                    "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]})
+    return train_runs(
+        tmp_path_factory,
+        ADD_FUNCTION * 200,
+        {"r": ["--max-steps", "60", "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]},
+    )
 
 
 async def open_playground(pilot, prompt: str, **sampling: str) -> None:
@@ -56,8 +58,9 @@ async def test_text_streams_in_and_equals_the_cli_with_the_same_settings(home, t
         status = str(panel.query_one(".generation-status").render())
         assert status.startswith("done · ") and "tok/s" in status, status
         assert panel.tokens > 1  # one reply per token: it streamed (the stop test sees a generation mid-way)
-        assert panel.text + "\n" == cli_generate("--prompt", "def ", "--temperature", "0", "--max-new-tokens",
-                                                 "30", "--seed", "3")
+        assert panel.text + "\n" == cli_generate(
+            "--prompt", "def ", "--temperature", "0", "--max-new-tokens", "30", "--seed", "3"
+        )
 
 
 @pytest.mark.asyncio
@@ -85,10 +88,13 @@ async def test_compare_two_checkpoints_side_by_side_on_the_same_prompt_and_seed(
         assert panel_b.display
         panel_b.select("r", 30)
         await pilot.press("g")
-        await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy and panel_a.tokens and panel_b.tokens, timeout=60.0)
+        await wait_for(
+            pilot, lambda: not panel_a.busy and not panel_b.busy and panel_a.tokens and panel_b.tokens, timeout=60.0
+        )
         assert panel_a.text.startswith("def ") and panel_b.text.startswith("def ")
-        assert panel_b.text + "\n" == cli_generate("--prompt", "def ", "--checkpoint", "30", "--temperature", "0.9",
-                                                   "--max-new-tokens", "20", "--seed", "5")
+        assert panel_b.text + "\n" == cli_generate(
+            "--prompt", "def ", "--checkpoint", "30", "--temperature", "0.9", "--max-new-tokens", "20", "--seed", "5"
+        )
         panel_b.select("r", None)  # the same checkpoint as A, same seed: the same text
         await pilot.press("g")
         await wait_for(pilot, lambda: not panel_a.busy and not panel_b.busy, timeout=60.0)
@@ -127,10 +133,13 @@ def show_streamed(compare: bool):
         if compare:
             await pilot.press("c")
             panels[1].select("demo", 500)
-        replies = [{"loaded": "run demo, step 1000"}, {"token": "\n    if n < 2:", "tokens_per_s": 210.0},
-                   {"token": "\n        return n", "tokens_per_s": 230.5},
-                   {"done": {"tokens": 12, "tokens_per_s": 230.5, "stopped": False}}]
-        for panel in panels[:2 if compare else 1]:
+        replies = [
+            {"loaded": "run demo, step 1000"},
+            {"token": "\n    if n < 2:", "tokens_per_s": 210.0},
+            {"token": "\n        return n", "tokens_per_s": 230.5},
+            {"done": {"tokens": 12, "tokens_per_s": 230.5, "stopped": False}},
+        ]
+        for panel in panels[: 2 if compare else 1]:
             panel.begin("def fib(n):")
             for reply in replies:
                 panel.post_message(GenerationPanel.Reply(panel, reply))

@@ -11,8 +11,8 @@ import pytest
 
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
-from studio.sizes import param_count
 from studio.presets import load_preset, preset_description, preset_names, preset_table, preset_vocab
+from studio.sizes import param_count
 
 EXPECTED = {"tiny", "small", "gpt2-124m", "llama-350m", "llama-1b", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "finetune"}
 
@@ -35,10 +35,17 @@ def test_preset_loads_and_validates(name):
     assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
 
 
-@pytest.mark.parametrize("name, low, high", [
-    ("tiny", 0.7e6, 1.5e6), ("small", 10e6, 20e6), ("lstm-tiny", 0.7e6, 1.5e6), ("rnn-tiny", 0.7e6, 1.5e6),
-    ("llama-350m", 300e6, 400e6), ("llama-1b", 1.0e9, 1.3e9),
-])
+@pytest.mark.parametrize(
+    "name, low, high",
+    [
+        ("tiny", 0.7e6, 1.5e6),
+        ("small", 10e6, 20e6),
+        ("lstm-tiny", 0.7e6, 1.5e6),
+        ("rnn-tiny", 0.7e6, 1.5e6),
+        ("llama-350m", 300e6, 400e6),
+        ("llama-1b", 1.0e9, 1.3e9),
+    ],
+)
 def test_preset_sizes(name, low, high):
     assert low <= params(name) <= high
 
@@ -51,8 +58,15 @@ def test_tiny_uses_the_builtin_corpus_and_the_llama_layout():
 def test_gpt2_124m_is_gpt2_small():
     config = load_preset("gpt2-124m")
     m = config.model
-    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size, m.bias, m.tie_embeddings) == \
-        ("gpt2", 12, 12, 768, 1024, True, True)
+    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size, m.bias, m.tie_embeddings) == (
+        "gpt2",
+        12,
+        12,
+        768,
+        1024,
+        True,
+        True,
+    )
     assert config.data.vocab_size == 50257
     assert params("gpt2-124m") == 124_439_808
 
@@ -60,11 +74,32 @@ def test_gpt2_124m_is_gpt2_small():
 def test_nanogpt_cpu_is_nanogpts_shakespeare_char_example():
     config = load_preset("nanogpt-cpu")
     m, t = config.model, config.train
-    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout, m.bias) == ("gpt2", 4, 4, 128, 64, 0.0, False)
+    assert (m.arch, m.n_layer, m.n_head, m.n_embd, m.block_size, m.dropout, m.bias) == (
+        "gpt2",
+        4,
+        4,
+        128,
+        64,
+        0.0,
+        False,
+    )
     assert config.data.tokenizer == "char"
-    assert (t.batch_size, t.lr, t.min_lr, t.schedule, t.warmup_steps, t.max_steps) == (12, 1e-3, 1e-4, "cosine", 100, 2000)
-    assert (t.optimizer, t.beta2, t.weight_decay, t.grad_clip, t.eval_interval, t.eval_steps) == \
-        ("adamw", 0.99, 0.1, 1.0, 250, 20)
+    assert (t.batch_size, t.lr, t.min_lr, t.schedule, t.warmup_steps, t.max_steps) == (
+        12,
+        1e-3,
+        1e-4,
+        "cosine",
+        100,
+        2000,
+    )
+    assert (t.optimizer, t.beta2, t.weight_decay, t.grad_clip, t.eval_interval, t.eval_steps) == (
+        "adamw",
+        0.99,
+        0.1,
+        1.0,
+        250,
+        20,
+    )
 
 
 def test_finetune_keeps_the_model_and_lowers_the_rate():
@@ -102,6 +137,12 @@ def test_preset_table():
 def test_sizes_and_presets_import_without_torch():
     code = "import sys, studio.presets, studio.sizes; studio.presets.preset_table(); print('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert result.stdout.strip() == "False"

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-from studio.config import RunConfig
-from studio.paths import runs_dir
 from studio.run_folder.watch import RunWatcher
 from tests.helpers import T0, fixture_events, write_events, write_fixture_run
+
 
 def test_a_finished_run_reads_whole(studio_home):
     watcher = RunWatcher(write_fixture_run("done"))
@@ -52,9 +50,14 @@ def test_a_resume_drops_the_superseded_points(studio_home):
     watcher = RunWatcher(run_dir)
     watcher.poll()
     assert watcher.series["loss"].steps[-1] == 100
-    write_events(run_dir, [{"t": T0 + 200, "kind": "status", "step": 60, "state": "resumed"},
-                           {"t": T0 + 201, "kind": "status", "step": 60, "state": "running", "max_steps": 150},
-                           {"t": T0 + 205, "kind": "train", "step": 65, "loss": 1.5}])
+    write_events(
+        run_dir,
+        [
+            {"t": T0 + 200, "kind": "status", "step": 60, "state": "resumed"},
+            {"t": T0 + 201, "kind": "status", "step": 60, "state": "running", "max_steps": 150},
+            {"t": T0 + 205, "kind": "train", "step": 65, "loss": 1.5},
+        ],
+    )
     watcher.poll()
     assert watcher.series["loss"].steps == list(range(5, 61, 5)) + [65]
     assert watcher.series["val_loss"].steps == [0, 20, 40, 60]

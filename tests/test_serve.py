@@ -33,8 +33,13 @@ def fetch(url: str, deadline: float) -> str:
 def test_serve_answers_with_the_textual_serve_page(studio_home):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    server = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "studio.cli", "serve", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         page = fetch(f"http://127.0.0.1:{port}/", time.monotonic() + 30)
         assert "textual" in page.lower() and f"ws://127.0.0.1:{port}/ws" in page

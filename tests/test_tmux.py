@@ -19,9 +19,7 @@ from pathlib import Path
 import pytest
 
 from studio.run_folder.control import stop_run
-
 from studio.run_folder.layout import run_path
-
 from studio.run_folder.status import trainer_pid
 from tests.helpers import TINY_TRAIN
 
@@ -29,8 +27,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSS_SHOWN = re.compile(r"train loss \d+\.\d{4}")
 BRAILLE = re.compile("[\u2801-\u28ff]")
 
-pytestmark = [pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)"),
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install -y tmux)"),
+    pytest.mark.slow,
+]
 
 
 class Terminal:
@@ -45,9 +45,11 @@ class Terminal:
 
     def start_studio(self) -> None:
         # COLUMNS / LINES (pytest sets them) would override the terminal's real size
-        command = " ".join(["env", "-u", "COLUMNS", "-u", "LINES"]
-                           + [f"{key}={self.env[key]}" for key in ("LLM_STUDIO_HOME", "PYTHONPATH")]
-                           + [sys.executable, "-m", "studio.cli"])
+        command = " ".join(
+            ["env", "-u", "COLUMNS", "-u", "LINES"]
+            + [f"{key}={self.env[key]}" for key in ("LLM_STUDIO_HOME", "PYTHONPATH")]
+            + [sys.executable, "-m", "studio.cli"]
+        )
         self.tmux("new-session", "-d", "-s", "studio", "-x", "160", "-y", "48", command)
 
     def screen(self) -> str:
@@ -72,12 +74,32 @@ class Terminal:
 
 @pytest.fixture
 def detached_run(studio_home, code_corpus):
-    env = dict(os.environ, LLM_STUDIO_HOME=str(studio_home),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
-    subprocess.run([sys.executable, "-m", "studio.cli", "train", *TINY_TRAIN, "--data", str(code_corpus),
-                    "--name", "live", "--max-steps", "100000", "--detach",
-                    "--set", "train.sample_interval=100000"],  # one sample, at step 0: shown only from history
-                   env=env, check=True, capture_output=True)
+    env = dict(
+        os.environ,
+        LLM_STUDIO_HOME=str(studio_home),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "studio.cli",
+            "train",
+            *TINY_TRAIN,
+            "--data",
+            str(code_corpus),
+            "--name",
+            "live",
+            "--max-steps",
+            "100000",
+            "--detach",
+            "--set",
+            "train.sample_interval=100000",
+        ],  # one sample, at step 0: shown only from history
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     yield env
     stop_run(run_path("live"), timeout=30)
 
@@ -87,8 +109,13 @@ def open_live_run(terminal: Terminal) -> str:
     terminal.keys("4")
     terminal.wait_for(lambda screen: re.search(r"live\s+(running|starting)", screen), "the run in the runs table")
     terminal.keys("Enter")
-    return terminal.wait_for(lambda screen: "run: live · running" in screen and LOSS_SHOWN.search(screen)
-                             and len(BRAILLE.findall(screen)) > 10, "the run's dashboard with its loss", timeout=90)
+    return terminal.wait_for(
+        lambda screen: (
+            "run: live · running" in screen and LOSS_SHOWN.search(screen) and len(BRAILLE.findall(screen)) > 10
+        ),
+        "the run's dashboard with its loss",
+        timeout=90,
+    )
 
 
 def test_the_studio_follows_a_run_dies_and_reattaches(detached_run):

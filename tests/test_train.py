@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.run_folder.events import current_history, read_events
 from studio.run_folder.control import request_checkpoint, wait_for_exit
+from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import find_checkpoint, run_path
 from studio.run_folder.status import summarize, trainer_pid
 from tests.helpers import TINY_TRAIN
@@ -36,8 +36,20 @@ def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> Non
 
 
 def test_a_short_run_learns_and_leaves_a_complete_run_folder(run_cli, code_corpus):
-    code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "r1", "--max-steps", 60,
-                             "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2")
+    code, out, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "r1",
+        "--max-steps",
+        60,
+        "--set",
+        "train.checkpoint_interval=30",
+        "--set",
+        "train.lr=1e-2",
+    )
     assert code == 0, err
     assert "finished" in out
     folder = run_path("r1")
@@ -59,8 +71,19 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(run_cli, code_corpu
 def test_resume_continues_exactly_where_the_uninterrupted_run_went(run_cli, code_corpus):
     """Run A trains 40 steps. Run B is A's folder rolled back to A's step-20 checkpoint, then resumed:
     its losses from step 25 on must equal A's (same seed, same data order, dropout on)."""
-    args = [*TINY_TRAIN, "--data", code_corpus, "--max-steps", 40, "--set", "train.checkpoint_interval=20",
-            "--set", "model.dropout=0.1", "--set", "train.keep_checkpoints=5"]
+    args = [
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--max-steps",
+        40,
+        "--set",
+        "train.checkpoint_interval=20",
+        "--set",
+        "model.dropout=0.1",
+        "--set",
+        "train.keep_checkpoints=5",
+    ]
     code, _, err = run_cli("train", *args, "--name", "a")
     assert code == 0, err
     shutil.copytree(run_path("a"), run_path("b"))
@@ -79,8 +102,21 @@ def test_resume_continues_exactly_where_the_uninterrupted_run_went(run_cli, code
 
 
 def test_two_processes_really_run_with_the_one_process_schedule_and_stop_together(run_cli, code_corpus):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "ddp", "--max-steps", 100000,
-                           "--num-processes", 2, "--set", "train.warmup_steps=100", "--detach")
+    code, _, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "ddp",
+        "--max-steps",
+        100000,
+        "--num-processes",
+        2,
+        "--set",
+        "train.warmup_steps=100",
+        "--detach",
+    )
     assert code == 0, err
     folder = run_path("ddp")
     wait_until(lambda: len(events_of("ddp", "train")) >= 3, what="both ranks to train")
@@ -102,8 +138,19 @@ def test_two_processes_really_run_with_the_one_process_schedule_and_stop_togethe
 
 def test_detach_returns_at_once_and_stop_checkpoints_then_exits(run_cli, code_corpus):
     started = time.monotonic()
-    code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "bg", "--max-steps", 100000,
-                             "--set", "train.checkpoint_interval=100000", "--detach")
+    code, out, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "bg",
+        "--max-steps",
+        100000,
+        "--set",
+        "train.checkpoint_interval=100000",
+        "--detach",
+    )
     assert code == 0, err
     assert "background" in out
     folder = run_path("bg")
@@ -122,8 +169,9 @@ def test_detach_returns_at_once_and_stop_checkpoints_then_exits(run_cli, code_co
 
 
 def test_a_killed_trainer_shows_as_crashed(run_cli, code_corpus):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "victim", "--max-steps", 100000,
-                           "--detach")
+    code, _, err = run_cli(
+        "train", *TINY_TRAIN, "--data", code_corpus, "--name", "victim", "--max-steps", 100000, "--detach"
+    )
     assert code == 0, err
     folder = run_path("victim")
     wait_until(lambda: events_of("victim", "train"), what="training to start")
@@ -152,16 +200,30 @@ KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""
 
 
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run_cli, code_corpus, tmp_path):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "k", "--max-steps", 20,
-                           "--set", "train.checkpoint_interval=10")
+    code, _, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "k",
+        "--max-steps",
+        20,
+        "--set",
+        "train.checkpoint_interval=10",
+    )
     assert code == 0, err
     folder = run_path("k")
     shutil.rmtree(folder / "checkpoints")  # start over in the same folder, with a trainer we can kill mid-write
     (folder / "events.jsonl").unlink()
     script = tmp_path / "slow_worker.py"
     script.write_text(KILL_DURING_SECOND_CHECKPOINT)
-    process = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+    )
     line = process.stdout.readline()
     assert line.startswith("WRITING"), line
     assert ".tmp-step-0000020" in line
@@ -187,8 +249,8 @@ def test_a_corrupt_checkpoint_is_one_line_not_a_traceback(run_cli, code_corpus):
     assert code == 2
     assert err.count("\n") == 1 and "corrupt" in err and "step-0000010" in err
     assert summarize(run_path("c")).status == "finished"  # nothing was launched, nothing lost
-    from studio.weights import read_weights
     from studio.errors import StudioError
+    from studio.weights import read_weights
 
     with pytest.raises(StudioError, match="corrupt"):
         read_weights(weights.parent)
@@ -203,17 +265,31 @@ def test_config_toml_and_events_are_plain_files(run_cli, code_corpus):
         assert json.loads(line)["kind"] in ("train", "eval", "checkpoint", "status", "error", "sample")
 
 
-@pytest.mark.parametrize("extra, check", [
-    (["--set", "train.optimizer=sgd", "--set", "train.momentum=0.9"], "momentum_buffer"),
-    (["--set", "train.grad_accum=2"], "exp_avg"),
-    (["--mixed-precision", "bf16"], "exp_avg"),
-    (["--set", "model.arch=gpt2", "--set", "model.bias=true"], "exp_avg"),
-    (["--set", "model.arch=lstm", "--set", "train.schedule=wsd"], "exp_avg"),
-    (["--set", "model.arch=rnn", "--set", "train.schedule=inverse_time"], "exp_avg"),
-])
+@pytest.mark.parametrize(
+    "extra, check",
+    [
+        (["--set", "train.optimizer=sgd", "--set", "train.momentum=0.9"], "momentum_buffer"),
+        (["--set", "train.grad_accum=2"], "exp_avg"),
+        (["--mixed-precision", "bf16"], "exp_avg"),
+        (["--set", "model.arch=gpt2", "--set", "model.bias=true"], "exp_avg"),
+        (["--set", "model.arch=lstm", "--set", "train.schedule=wsd"], "exp_avg"),
+        (["--set", "model.arch=rnn", "--set", "train.schedule=inverse_time"], "exp_avg"),
+    ],
+)
 def test_optimizers_precisions_and_architectures_train_and_checkpoint(run_cli, code_corpus, extra, check):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "v", "--max-steps", 6,
-                           "--set", "train.log_interval=3", *extra)
+    code, _, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "v",
+        "--max-steps",
+        6,
+        "--set",
+        "train.log_interval=3",
+        *extra,
+    )
     assert code == 0, err
     from safetensors import safe_open
 
@@ -229,8 +305,19 @@ def test_optimizers_precisions_and_architectures_train_and_checkpoint(run_cli, c
 
 
 def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
-    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "compiled", "--max-steps", 10,
-                           "--set", "model.n_layer=1", "--compile")
+    code, _, err = run_cli(
+        "train",
+        *TINY_TRAIN,
+        "--data",
+        code_corpus,
+        "--name",
+        "compiled",
+        "--max-steps",
+        10,
+        "--set",
+        "model.n_layer=1",
+        "--compile",
+    )
     assert code == 0, err
     from studio.weights import read_weights
 

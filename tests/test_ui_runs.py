@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
-from widgets.app import StudioApp
 from studio.config import set_field
 from studio.launch import prepare_run
 from studio.presets import load_preset
@@ -20,6 +18,7 @@ from studio.run_folder.control import launch, stop_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import summarize, trainer_pid
 from tests.helpers import fixture_events, wait_for, write_fixture_run
+from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
@@ -62,7 +61,13 @@ async def test_runs_pane_lists_runs_and_the_dashboard_charts_their_events(studio
     async with app.run_test(size=SIZE) as pilot:
         table = await open_runs_tab(pilot, rows=2)
         assert table.has_focus
-        assert [str(cell).strip() for cell in table.get_row("alpha")][1:6] == ["alpha", "finished", "100/100", "1.3283", "1.5551"]
+        assert [str(cell).strip() for cell in table.get_row("alpha")][1:6] == [
+            "alpha",
+            "finished",
+            "100/100",
+            "1.3283",
+            "1.5551",
+        ]
         assert table.get_row("beta")[7:] == ["small", "fixture-data"]
         await pilot.press("enter")
         assert isinstance(app.screen, DashboardScreen) and app.screen.run_dir == run_path("alpha")
@@ -147,18 +152,30 @@ async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):
         assert folder.value == str(studio_home / "exports" / "exportable")
         folder.value = str(out)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: any(severity == "error" for severity, _ in seen), timeout=60,
-                       what="the export's result")
+        await wait_for(
+            pilot, lambda: any(severity == "error" for severity, _ in seen), timeout=60, what="the export's result"
+        )
         assert ("error", expected) in seen  # the run has no checkpoint: the CLI's own one-line reason
 
 
 def tiny_config(max_steps: int):
     config = load_preset("tiny")
-    for key, value in {"data.tokenizer": "char", "model.n_layer": 2, "model.n_head": 2, "model.n_embd": 32,
-                       "model.block_size": 32, "train.batch_size": 8, "train.warmup_steps": 5,
-                       "train.log_interval": 5, "train.eval_interval": 10, "train.eval_steps": 2,
-                       "train.sample_interval": 20, "train.sample_tokens": 8, "train.max_steps": max_steps,
-                       "train.checkpoint_interval": 1000}.items():
+    for key, value in {
+        "data.tokenizer": "char",
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.n_embd": 32,
+        "model.block_size": 32,
+        "train.batch_size": 8,
+        "train.warmup_steps": 5,
+        "train.log_interval": 5,
+        "train.eval_interval": 10,
+        "train.eval_steps": 2,
+        "train.sample_interval": 20,
+        "train.sample_tokens": 8,
+        "train.max_steps": max_steps,
+        "train.checkpoint_interval": 1000,
+    }.items():
         set_field(config, key, value)
     return config
 
@@ -180,8 +197,12 @@ async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pan
         await open_runs_tab(pilot, rows=1)
         await pilot.press("enter")
         screen = app.screen
-        await wait_for(pilot, lambda: len(chart_curves(screen).get("train", ()).steps or ()) >= 2, timeout=90,
-                       what="train loss points from the live run")
+        await wait_for(
+            pilot,
+            lambda: len(chart_curves(screen).get("train", ()).steps or ()) >= 2,
+            timeout=90,
+            what="train loss points from the live run",
+        )
         assert screen.view.status == "running"
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.view.status == "stopped", timeout=90, what="the run to stop")
@@ -196,9 +217,21 @@ async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pan
         await wait_for(pilot, lambda: len(seen) >= 2, timeout=120, what="the export to finish")  # "exporting…", result
         assert seen[-1][0] == "information" and (out / "config.json").exists(), seen
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen is not screen,
-                       timeout=30, what="the resumed run's dashboard")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, DashboardScreen) and app.screen is not screen,
+            timeout=30,
+            what="the resumed run's dashboard",
+        )
         resumed = app.screen
-        await wait_for(pilot, lambda: resumed.view is not None and resumed.view.status in ("running", "finished")
-                       and resumed.view.step > stopped_at, timeout=90, what="the resumed run to train on")
+        await wait_for(
+            pilot,
+            lambda: (
+                resumed.view is not None
+                and resumed.view.status in ("running", "finished")
+                and resumed.view.step > stopped_at
+            ),
+            timeout=90,
+            what="the resumed run to train on",
+        )
         assert chart_curves(resumed)["train"].steps[0] == 5  # the whole history, not only the new part

@@ -12,9 +12,9 @@ import pytest
 
 import widgets.hardware_panel
 import widgets.panes.runs
-from widgets.app import StudioApp
 from studio.hardware import CpuStats
 from tests.helpers import T0, fixture_events, write_fixture_run
+from widgets.app import StudioApp
 from widgets.screens.dashboard import DashboardScreen
 
 SIZES = [(80, 24), (160, 48)]
@@ -22,16 +22,25 @@ SIZES = [(80, 24), (160, 48)]
 
 @pytest.fixture
 def fixed_runs(studio_home, monkeypatch):
-    runs = [write_fixture_run("shakes-small"),
-            write_fixture_run("code-tiny", events=fixture_events(failed_at=40), preset="small",
-                              log="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n")]
+    runs = [
+        write_fixture_run("shakes-small"),
+        write_fixture_run(
+            "code-tiny",
+            events=fixture_events(failed_at=40),
+            preset="small",
+            log="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n",
+        ),
+    ]
     for age_hours, run_dir in zip((5, 2), runs):  # the finished run is older: it lists first
         for path in run_dir.iterdir():
             os.utime(path, (T0 - 3600 * age_hours, T0 - 3600 * age_hours))
     monkeypatch.setattr(widgets.panes.runs, "clock", lambda: T0)
     monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: [])
-    monkeypatch.setattr(widgets.hardware_panel, "cpu_stats",
-                        lambda: CpuStats(cores=16, utilization=12.0, ram_used=18 * 1024**3, ram_total=128 * 1024**3))
+    monkeypatch.setattr(
+        widgets.hardware_panel,
+        "cpu_stats",
+        lambda: CpuStats(cores=16, utilization=12.0, ram_used=18 * 1024**3, ram_total=128 * 1024**3),
+    )
     return runs
 
 

@@ -21,15 +21,15 @@ from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig
 from studio.presets import load_preset
-from widgets.panes.data import DataPane
 from widgets.key_hints import KeyHints
 from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
+from widgets.panes.data import DataPane
 from widgets.panes.model import ModelPane
 from widgets.panes.playground import PlaygroundPane
 from widgets.panes.runs import RunsPane
+from widgets.panes.train import TrainPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
-from widgets.panes.train import TrainPane
 
 GC_FREEZE_AFTER_SECONDS = 2.0
 ASSETS = Path(__file__).resolve().parent.parent / "assets"

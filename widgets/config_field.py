@@ -76,8 +76,13 @@ class ConfigField(Widget):
         if isinstance(value, bool):
             yield Checkbox(value=value, compact=True, classes="field-editor")
         elif self.choices:
-            yield Select([(choice, choice) for choice in self.choices], value=value, allow_blank=False,
-                         compact=True, classes="field-editor")
+            yield Select(
+                [(choice, choice) for choice in self.choices],
+                value=value,
+                allow_blank=False,
+                compact=True,
+                classes="field-editor",
+            )
         else:
             yield Input(format_value(value), compact=True, classes="field-editor")
         yield Static("", classes="field-error")
@@ -107,8 +112,9 @@ class ConfigField(Widget):
     @on(Checkbox.Changed)
     def _edited(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
         event.stop()
-        if event.value == self._config_value() or (isinstance(event, Input.Changed)
-                                                    and event.value == format_value(self._config_value())):
+        if event.value == self._config_value() or (
+            isinstance(event, Input.Changed) and event.value == format_value(self._config_value())
+        ):
             self.type_error = ""
             return
         try:

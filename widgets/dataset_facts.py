@@ -19,8 +19,10 @@ class DatasetFacts(Static):
 
 def facts_table(name: str, meta: dict[str, Any]) -> Table:
     documents, tokens = meta["documents"], meta["tokens"]
-    dropped = ", ".join(f"{DROP_REASONS.get(rule, rule)} {count:,}"
-                        for rule, count in documents["dropped"].items() if count) or "none"
+    dropped = (
+        ", ".join(f"{DROP_REASONS.get(rule, rule)} {count:,}" for rule, count in documents["dropped"].items() if count)
+        or "none"
+    )
     tokenizer = meta["options"]["tokenizer"]
     rows = [
         ("dataset", name),

@@ -62,7 +62,7 @@ class GenerationPanel(Vertical):
     class Reply(Message):
         """One JSON line from the worker process (or {"exited": code} when it ends)."""
 
-        panel: "GenerationPanel"
+        panel: GenerationPanel
         data: dict[str, Any]
 
     def __init__(self, title: str, id: str | None = None):
@@ -78,8 +78,9 @@ class GenerationPanel(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="picker"):
             yield Select[str]([], prompt="run", id="run", classes="run-select")
-            yield Select[str | int]([(LATEST, LATEST)], value=LATEST, allow_blank=False, id="checkpoint",
-                                    classes="checkpoint-select")
+            yield Select[str | int](
+                [(LATEST, LATEST)], value=LATEST, allow_blank=False, id="checkpoint", classes="checkpoint-select"
+            )
         # a read-only TextArea keeps the text's indentation, scrolls, and lets the user select and copy
         yield TextArea("", read_only=True, soft_wrap=True, show_line_numbers=False, classes="output-text")
         yield Static("pick a run, write a prompt, press g (ctrl+g in the prompt)", classes="generation-status")
@@ -127,8 +128,7 @@ class GenerationPanel(Vertical):
             self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
             return
         self.begin(prompt)
-        self._send({"generate": {"target": self.run_name, "checkpoint": self.checkpoint, "prompt": prompt,
-                                 **sampling}})
+        self._send({"generate": {"target": self.run_name, "checkpoint": self.checkpoint, "prompt": prompt, **sampling}})
 
     def begin(self, prompt: str) -> None:
         """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
@@ -182,9 +182,16 @@ class GenerationPanel(Vertical):
 
     @staticmethod
     def _start_process() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "studio.generate_worker"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
-                                bufsize=1, env=child_process_env())
+        return subprocess.Popen(
+            [sys.executable, "-m", "studio.generate_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            env=child_process_env(),
+        )
 
     @work(thread=True, group="generation-read", exit_on_error=False)
     def _read_replies(self, process: subprocess.Popen) -> None:

@@ -12,8 +12,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats
 from studio.formatting import format_bytes
+from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats
 from studio.run_folder.watch import Series
 from widgets.loss_chart import Curve, LossChart
 
@@ -26,14 +26,18 @@ def _maybe(value: float | None, unit: str) -> str:
 
 def describe_gpu(gpu: GpuStats) -> str:
     power = f"{_maybe(gpu.power, '')}/{_maybe(gpu.power_limit, ' W')}"
-    return (f"GPU{gpu.index} {gpu.name}\n  util {_maybe(gpu.utilization, '%')}  "
-            f"mem {format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}  "
-            f"{_maybe(gpu.temperature, '°C')}  power {power}")
+    return (
+        f"GPU{gpu.index} {gpu.name}\n  util {_maybe(gpu.utilization, '%')}  "
+        f"mem {format_bytes(gpu.memory_used)}/{format_bytes(gpu.memory_total)}  "
+        f"{_maybe(gpu.temperature, '°C')}  power {power}"
+    )
 
 
 def describe_cpu(cpu: CpuStats) -> str:
-    return (f"no NVIDIA GPU: showing CPU and RAM\nCPU {cpu.utilization:.0f}% of {cpu.cores} cores  "
-            f"RAM {format_bytes(cpu.ram_used)}/{format_bytes(cpu.ram_total)}")
+    return (
+        f"no NVIDIA GPU: showing CPU and RAM\nCPU {cpu.utilization:.0f}% of {cpu.cores} cores  "
+        f"RAM {format_bytes(cpu.ram_used)}/{format_bytes(cpu.ram_total)}"
+    )
 
 
 def describe_machine(gpus: list[GpuStats], cpu: CpuStats) -> str:
@@ -83,7 +87,9 @@ class HardwarePanel(Vertical):
         chart = self.query_one("#run-memory", LossChart)
         chart.display = bool(allocated.steps or peak.steps)
         gigabytes = 1 / 1024**3  # as format_bytes and nvidia-smi count
-        chart.show_curves([
-            Curve("allocated", tuple(allocated.steps), tuple(v * gigabytes for v in allocated.values), "cyan"),
-            Curve("peak", tuple(peak.steps), tuple(v * gigabytes for v in peak.values), "orange"),
-        ])
+        chart.show_curves(
+            [
+                Curve("allocated", tuple(allocated.steps), tuple(v * gigabytes for v in allocated.values), "cyan"),
+                Curve("peak", tuple(peak.steps), tuple(v * gigabytes for v in peak.values), "orange"),
+            ]
+        )

@@ -28,6 +28,6 @@ def _overlap(shown: list[str], lines: list[str]) -> int:
     """How many leading lines of `lines` are already on screen (the end of `shown`)."""
     for start in range(max(0, len(shown) - len(lines)), len(shown)):
         tail = shown[start:]
-        if lines[:len(tail)] == tail:
+        if lines[: len(tail)] == tail:
             return len(tail)
     return 0

@@ -32,12 +32,15 @@ class Curve:
     points: bool = False
 
 
-def loss_curves(view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR,
-                val_color: str = VAL_COLOR) -> list[Curve]:
+def loss_curves(
+    view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
+) -> list[Curve]:
     """A run's train loss as a line and validation loss as points (the compare screen draws several runs)."""
     train, val = view.series["loss"], view.series["val_loss"]
-    return [Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
-            Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True)]
+    return [
+        Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
+        Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
+    ]
 
 
 def downsample(steps: tuple[int, ...], values: tuple[float, ...], buckets: int) -> tuple[list[int], list[float]]:
@@ -119,8 +122,11 @@ class LossChart(CachedPlot):
             plt.ylim(0, 1)
 
     def _shown_points(self, curve: Curve, buckets: int) -> tuple[list[int], list[float]]:
-        pairs = [(s, v) for s, v in zip(curve.steps, curve.values)
-                 if v is not None and math.isfinite(v) and (v > 0 or not self.log_scale)]
+        pairs = [
+            (s, v)
+            for s, v in zip(curve.steps, curve.values)
+            if v is not None and math.isfinite(v) and (v > 0 or not self.log_scale)
+        ]
         if not pairs:
             return [], []
         steps, values = (list(column) for column in zip(*pairs))

@@ -8,8 +8,15 @@ from textual.widgets import Static
 from studio.formatting import format_count, format_duration
 from studio.run_folder.watch import RunView
 
-STATUS_STYLES = {"running": "bold green", "starting": "yellow", "finished": "bold cyan", "stopped": "yellow",
-                 "failed": "bold red", "crashed": "bold red", "created": "dim"}
+STATUS_STYLES = {
+    "running": "bold green",
+    "starting": "yellow",
+    "finished": "bold cyan",
+    "stopped": "yellow",
+    "failed": "bold red",
+    "crashed": "bold red",
+    "created": "dim",
+}
 
 
 def _number(value: float | None, spec: str) -> str:
@@ -23,18 +30,26 @@ def title_line(view: RunView) -> Text:
         parts.append(f"tokens seen {format_count(view.tokens_seen)}")
     if view.eta_seconds is not None:
         parts.append(f"ETA {format_duration(view.eta_seconds)}")
-    return Text.assemble(("run: ", "dim"), (view.name, "bold"), " · ",
-                         (view.status, STATUS_STYLES.get(view.status, "")), " · ", " · ".join(parts))
+    return Text.assemble(
+        ("run: ", "dim"),
+        (view.name, "bold"),
+        " · ",
+        (view.status, STATUS_STYLES.get(view.status, "")),
+        " · ",
+        " · ".join(parts),
+    )
 
 
 def metrics_line(view: RunView) -> str:
     last = {name: series.last() for name, series in view.series.items()}
     tokens_per_s = last["tokens_per_s"]
     mfu = last["mfu"]
-    return (f"lr {_number(last['lr'], '.2e')} ({view.schedule})   grad norm {_number(last['grad_norm'], '.3f')}   "
-            f"tokens/s {'-' if tokens_per_s is None else format_count(tokens_per_s)}   "
-            f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}   "
-            f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}")
+    return (
+        f"lr {_number(last['lr'], '.2e')} ({view.schedule})   grad norm {_number(last['grad_norm'], '.3f')}   "
+        f"tokens/s {'-' if tokens_per_s is None else format_count(tokens_per_s)}   "
+        f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}   "
+        f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}"
+    )
 
 
 class RunHeader(Static):

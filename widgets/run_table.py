@@ -11,7 +11,17 @@ from studio.formatting import format_age, format_loss
 from studio.run_folder.status import RunInfo
 from widgets.run_header import STATUS_STYLES
 
-COLUMNS = ("", "name", "status", "step", "train loss", "val loss", "age", "preset", "data")  # what fits 80 columns first
+COLUMNS = (
+    "",
+    "name",
+    "status",
+    "step",
+    "train loss",
+    "val loss",
+    "age",
+    "preset",
+    "data",
+)  # what fits 80 columns first
 MARK = "●"
 
 
@@ -27,10 +37,17 @@ class RunTable(DataTable):
         self.add_columns(*COLUMNS)
 
     def row_cells(self, run: RunInfo, now: float) -> tuple:
-        return (MARK if run.name in self.marked else " ", run.name,
-                Text(run.status, style=STATUS_STYLES.get(run.status, ""), end=""), f"{run.step}/{run.max_steps}",
-                format_loss(run.train_loss), format_loss(run.val_loss), format_age(now - run.created),
-                escape(run.preset), escape(run.data))  # str cells are read as markup
+        return (
+            MARK if run.name in self.marked else " ",
+            run.name,
+            Text(run.status, style=STATUS_STYLES.get(run.status, ""), end=""),
+            f"{run.step}/{run.max_steps}",
+            format_loss(run.train_loss),
+            format_loss(run.val_loss),
+            format_age(now - run.created),
+            escape(run.preset),
+            escape(run.data),
+        )  # str cells are read as markup
 
     def show_runs(self, runs: list[RunInfo], now: float) -> None:
         """Update in place when the same runs are listed (the cursor stays put); rebuild when runs came or went."""

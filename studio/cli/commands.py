@@ -91,8 +91,13 @@ def follow(run_dir: Path) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from studio.generate import SamplingConfig
 
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, repetition_penalty=args.repetition_penalty)
+    sampling = SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
     sampling.check()  # before seconds of loading torch and the model
     from studio.generate import load_generator
 
@@ -123,8 +128,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
         return 0
     header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", "PRESET", "DATA", "AGE")
-    rows = [(run.name, run.status, f"{run.step}/{run.max_steps}", format_loss(run.train_loss), format_loss(run.val_loss),
-             run.preset, run.data, format_age(time.time() - run.created)) for run in runs]
+    rows = [
+        (
+            run.name,
+            run.status,
+            f"{run.step}/{run.max_steps}",
+            format_loss(run.train_loss),
+            format_loss(run.val_loss),
+            run.preset,
+            run.data,
+            format_age(time.time() - run.created),
+        )
+        for run in runs
+    ]
     print_table(header, rows)
     return 0
 
@@ -163,8 +179,10 @@ def cmd_presets(args: argparse.Namespace) -> int:
         return 0
     from studio.presets import preset_table
 
-    rows = [(p["name"], p["arch"], format_count(p["params"]), format_bytes(p["memory"]["total"]), p["description"])
-            for p in preset_table()]
+    rows = [
+        (p["name"], p["arch"], format_count(p["params"]), format_bytes(p["memory"]["total"]), p["description"])
+        for p in preset_table()
+    ]
     print_table(("PRESET", "ARCH", "PARAMS", "TRAIN MEMORY", "DESCRIPTION"), rows)
     return 0
 
@@ -185,7 +203,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-
-COMMANDS = {"studio": cmd_studio, "prepare": cmd_prepare, "train": cmd_train, "resume": cmd_resume,
-            "generate": cmd_generate, "export": cmd_export, "runs": cmd_runs, "stop": cmd_stop,
-            "delete": cmd_delete, "presets": cmd_presets, "serve": cmd_serve}
+COMMANDS = {
+    "studio": cmd_studio,
+    "prepare": cmd_prepare,
+    "train": cmd_train,
+    "resume": cmd_resume,
+    "generate": cmd_generate,
+    "export": cmd_export,
+    "runs": cmd_runs,
+    "stop": cmd_stop,
+    "delete": cmd_delete,
+    "presets": cmd_presets,
+    "serve": cmd_serve,
+}

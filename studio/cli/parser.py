@@ -16,10 +16,8 @@ from studio.config import RunConfig, field_names, field_spec, format_value, pars
 from studio.errors import StudioError
 from studio.presets import load_preset
 
-DATA_FLAGS = ("data.tokenizer", "data.vocab_size", "data.val_fraction", "data.text_field", "data.glob",
-              "data.strict")
-TRAIN_FLAGS = ("train.max_steps", "train.num_processes", "train.mixed_precision", "train.compile",
-               "train.init_from")
+DATA_FLAGS = ("data.tokenizer", "data.vocab_size", "data.val_fraction", "data.text_field", "data.glob", "data.strict")
+TRAIN_FLAGS = ("train.max_steps", "train.num_processes", "train.mixed_precision", "train.compile", "train.init_from")
 METAVARS = {"train.init_from": "DIR|RUN"}
 
 
@@ -43,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", help="a prepared dataset's name, or a source to prepare first")
     add_config_options(train, DATA_FLAGS)
     train.add_argument("--name", help="run name (default: preset and time)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override any config value, e.g. --set train.lr=3e-4 (repeatable)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     add_config_options(train, TRAIN_FLAGS)
     train.add_argument("--detach", action="store_true", help="return at once; the run goes on in the background")
 
@@ -98,8 +102,9 @@ def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -
         if spec.kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=spec.help)
         else:
-            parser.add_argument(flag, type=spec.kind, choices=spec.choices or None, help=spec.help,
-                                metavar=METAVARS.get(key))
+            parser.add_argument(
+                flag, type=spec.kind, choices=spec.choices or None, help=spec.help, metavar=METAVARS.get(key)
+            )
 
 
 def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tuple[str, ...]) -> None:
@@ -137,16 +142,14 @@ def train_command_line(config: RunConfig) -> str:
     return shlex.join(words)
 
 
+SIZE_UNITS = {"TB": 1024**4, "GB": 1024**3, "MB": 1024**2, "KB": 1024, "B": 1}  # longest suffix first
+
+
 def parse_size(text: str) -> int:
-    """"2GB", "500MB", "10KB", "1000" (bytes) -> bytes, in powers of 1024 as format_bytes prints them."""
-    units = {"TB": 1024**4, "GB": 1024**3, "MB": 1024**2, "KB": 1024, "B": 1}
+    """ "2GB", "500MB", "10KB", "1000" (bytes) -> bytes, in powers of 1024 as format_bytes prints them."""
     cleaned = text.strip().upper()
-    for unit, factor in units.items():
-        if cleaned.endswith(unit):
-            number = cleaned[:-len(unit)].strip()
-            break
-    else:
-        number, factor = cleaned, 1
+    unit = next((unit for unit in SIZE_UNITS if cleaned.endswith(unit)), "")
+    number, factor = cleaned.removesuffix(unit).strip(), SIZE_UNITS.get(unit, 1)
     try:
         size = int(float(number) * factor)
     except ValueError:

@@ -27,12 +27,15 @@ class TokenFile:
         return len(self.ids)
 
 
-def sample_batch(tokens: TokenFile, batch_size: int, block_size: int,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    tokens: TokenFile, batch_size: int, block_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """batch_size random windows: inputs x and targets y (x shifted by one token), int64, shape (B, T)."""
     if len(tokens) < block_size + 1:
-        raise StudioError(f"the {tokens.path.stem} split has {len(tokens)} tokens, fewer than "
-                          f"model.block_size + 1 = {block_size + 1}; lower model.block_size or use more data")
+        raise StudioError(
+            f"the {tokens.path.stem} split has {len(tokens)} tokens, fewer than "
+            f"model.block_size + 1 = {block_size + 1}; lower model.block_size or use more data"
+        )
     starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator).numpy()
     windows = tokens.ids[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
     x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))

@@ -109,6 +109,7 @@ def clean_chunks(chunks: Iterable[str]) -> Iterator[str]:
 @dataclass
 class Scan:
     """The outcome of the scan pass: which documents are kept, and why the others are not."""
+
     keep: bytearray = field(default_factory=bytearray)  # one flag per document, in source order
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_RULES, 0))
     characters: int = 0  # in kept documents
@@ -124,8 +125,9 @@ class Scan:
         return self.seen - sum(self.dropped.values())
 
 
-def scan(source: Source, data: DataConfig, collect_charset: bool = False,
-         progress: Callable[[int, int], None] | None = None) -> Scan:
+def scan(
+    source: Source, data: DataConfig, collect_charset: bool = False, progress: Callable[[int, int], None] | None = None
+) -> Scan:
     """Clean every document once, decide which to keep, and count what is kept."""
     result, kept_hashes = Scan(), set()
     total_bytes = source.total_bytes

@@ -23,7 +23,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +105,19 @@ def list_datasets() -> list[Dataset]:
     return [open_dataset(name) for name in names if _is_dataset(name)]
 
 
-def resolve_dataset(data: DataConfig, progress: Progress | None = None,
-                    pretrained: PretrainedTokenizer | None = None) -> Dataset:
+def resolve_dataset(
+    data: DataConfig, progress: Progress | None = None, pretrained: PretrainedTokenizer | None = None
+) -> Dataset:
     """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached).
 
     With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer."""
     if _is_dataset(data.source):
         dataset = open_dataset(data.source)
         if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
-            raise StudioError(f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
-                              "give its source text instead, to tokenize it with the model's tokenizer")
+            raise StudioError(
+                f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
+                "give its source text instead, to tokenize it with the model's tokenizer"
+            )
         return dataset
     return prepare_dataset(data, progress=progress, pretrained=pretrained)
 
@@ -125,28 +128,41 @@ def _is_dataset(name: str) -> bool:
 
 
 # ---- preparing ----------------------------------------------------------------------------------
-def prepare_dataset(data: DataConfig, name: str | None = None, progress: Progress | None = None,
-                    pretrained: PretrainedTokenizer | None = None) -> Dataset:
+def prepare_dataset(
+    data: DataConfig,
+    name: str | None = None,
+    progress: Progress | None = None,
+    pretrained: PretrainedTokenizer | None = None,
+) -> Dataset:
     """Clean, tokenize and store `data.source`; the same source and options again is a cache hit.
 
     `pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
     are then ignored; the tokenizer's hash and end-of-text token join the cache key)."""
     progress = progress or _no_progress
     if name is not None and not DATASET_NAME.fullmatch(name):
-        raise StudioError(f"dataset name {name!r}: use letters, digits, '.', '_' and '-', "
-                          "starting with a letter or digit")
+        raise StudioError(
+            f"dataset name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
     source = open_source(data.source, data)
     options = _options(data, source.kind, pretrained)
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
-    key = hashlib.blake2b(json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(),
-                          digest_size=16).hexdigest()
+    key = hashlib.blake2b(
+        json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
+    ).hexdigest()
     cached = _cached(key, name)
     if cached:
         progress("cached", 1, 1)
         return cached
     name = name or _free_name(_default_name(source, data, options), key)
-    identity = {"name": name, "source": source.location, "kind": source.kind, "format": FORMAT,
-                "key": key, "content_hash": fingerprint, "options": options}
+    identity = {
+        "name": name,
+        "source": source.location,
+        "kind": source.kind,
+        "format": FORMAT,
+        "key": key,
+        "content_hash": fingerprint,
+        "options": options,
+    }
     return _build(source, data, identity, progress, pretrained)
 
 
@@ -178,8 +194,7 @@ def _cached(key: str, name: str | None) -> Dataset | None:
         return None
     dataset = open_dataset(name) if _is_dataset(name) else None
     if dataset is None or dataset.meta.get("key") != key:
-        raise StudioError(f"dataset {name!r} already exists with other options; "
-                          "pick another --name or delete it")
+        raise StudioError(f"dataset {name!r} already exists with other options; pick another --name or delete it")
     return dataset
 
 
@@ -197,8 +212,13 @@ def _free_name(name: str, key: str) -> str:
     return f"{name}-{key[:8]}" if (datasets_dir() / name).exists() else name
 
 
-def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress,
-           pretrained: PretrainedTokenizer | None) -> Dataset:
+def _build(
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    pretrained: PretrainedTokenizer | None,
+) -> Dataset:
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / identity["name"]
@@ -214,11 +234,21 @@ def _build(source: Source, data: DataConfig, identity: dict[str, Any], progress:
     return Dataset(identity["name"], final, meta)
 
 
-def _write_dataset(folder: Path, source: Source, data: DataConfig, identity: dict[str, Any],
-                   progress: Progress, pretrained: PretrainedTokenizer | None) -> dict[str, Any]:
+def _write_dataset(
+    folder: Path,
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    pretrained: PretrainedTokenizer | None,
+) -> dict[str, Any]:
     """Run the passes, writing every file of the dataset into `folder`; returns the meta."""
-    corpus = scan(source, data, collect_charset=data.tokenizer == "char" and not pretrained,
-                  progress=lambda done, total: progress("scan", done, total))
+    corpus = scan(
+        source,
+        data,
+        collect_charset=data.tokenizer == "char" and not pretrained,
+        progress=lambda done, total: progress("scan", done, total),
+    )
     _check_not_empty(corpus, source, data)
 
     progress("tokenizer", 0, 1)
@@ -250,7 +280,7 @@ def _write_dataset(folder: Path, source: Source, data: DataConfig, identity: dic
         "eot_id": encoder.eot_id,
         "tokenizer_hash": tokenizer_hash(tokenizer),
         "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return meta
@@ -287,7 +317,7 @@ class SplitWriter:
         self.tokens = dict.fromkeys(SPLITS, 0)
         self.files = {split: open(folder / f"{split}.bin", "wb") for split in SPLITS}
 
-    def __enter__(self) -> "SplitWriter":
+    def __enter__(self) -> SplitWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -313,18 +343,28 @@ def _check_not_empty(corpus: Scan, source: Source, data: DataConfig) -> None:
         return
     if not corpus.seen:
         skipped = corpus.read.binary_files_skipped
-        raise StudioError(f"no documents in {source.location}"
-                          + (f" ({skipped} binary files skipped)" if skipped else "")
-                          + "; give a source with text in it")
-    reasons = {"empty": "empty", "too_short": f"shorter than data.min_chars={data.min_chars}",
-               "too_long": f"longer than data.max_chars={data.max_chars}", "duplicate": "duplicates"}
+        raise StudioError(
+            f"no documents in {source.location}"
+            + (f" ({skipped} binary files skipped)" if skipped else "")
+            + "; give a source with text in it"
+        )
+    reasons = {
+        "empty": "empty",
+        "too_short": f"shorter than data.min_chars={data.min_chars}",
+        "too_long": f"longer than data.max_chars={data.max_chars}",
+        "duplicate": "duplicates",
+    }
     dropped = ", ".join(f"{count} {reasons[rule]}" for rule, count in corpus.dropped.items() if count)
-    raise StudioError(f"nothing left after cleaning: all {corpus.seen} documents were dropped ({dropped}); "
-                      "check the source or loosen data.min_chars / data.max_chars")
+    raise StudioError(
+        f"nothing left after cleaning: all {corpus.seen} documents were dropped ({dropped}); "
+        "check the source or loosen data.min_chars / data.max_chars"
+    )
 
 
 def _check_split_sizes(tokens: dict[str, int], corpus: Scan) -> None:
     if min(tokens.values()) < MIN_SPLIT_TOKENS:
-        raise StudioError(f"the corpus is too small to split: {corpus.characters} characters give "
-                          f"{tokens['train']} train and {tokens['val']} validation tokens, and each split "
-                          f"needs at least {MIN_SPLIT_TOKENS}; add text or raise data.val_fraction")
+        raise StudioError(
+            f"the corpus is too small to split: {corpus.characters} characters give "
+            f"{tokens['train']} train and {tokens['val']} validation tokens, and each split "
+            f"needs at least {MIN_SPLIT_TOKENS}; add text or raise data.val_fraction"
+        )

@@ -31,6 +31,7 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON may escape them; they are
 @dataclass
 class ReadStats:
     """What reading a source met along the way; one per pass over the source."""
+
     files_read: int = 0
     binary_files_skipped: int = 0
     bytes_read: int = 0
@@ -61,8 +62,9 @@ class Source:
         for file in self.files:
             if _looks_binary(file.path):
                 if self.kind != "folder":
-                    raise StudioError(f"{file.path} looks binary (it has NUL bytes); "
-                                      "give a text file, a .jsonl file, or a folder")
+                    raise StudioError(
+                        f"{file.path} looks binary (it has NUL bytes); give a text file, a .jsonl file, or a folder"
+                    )
                 stats.binary_files_skipped += 1
                 continue
             stats.files_read += 1
@@ -98,10 +100,10 @@ def open_source(source: str, data: DataConfig) -> Source:
         return Source(str(path), "folder", files, data.text_field, data.strict)
     if path.is_file():
         kind = "jsonl" if path.suffix == ".jsonl" else "text"
-        return Source(str(path), kind, (SourceFile(path, path.name, kind == "jsonl"),),
-                      data.text_field, data.strict)
-    raise StudioError(f"no such file or folder: {source}; give a .txt/.jsonl file, a folder, "
-                      f"or {', '.join(BUILTIN_CORPORA)}")
+        return Source(str(path), kind, (SourceFile(path, path.name, kind == "jsonl"),), data.text_field, data.strict)
+    raise StudioError(
+        f"no such file or folder: {source}; give a .txt/.jsonl file, a folder, or {', '.join(BUILTIN_CORPORA)}"
+    )
 
 
 def source_fingerprint(source: str, data: DataConfig) -> str:
@@ -122,8 +124,11 @@ def _stdlib_files() -> tuple[SourceFile, ...]:
 
 
 def _folder_files(folder: Path, glob: str) -> tuple[SourceFile, ...]:
-    files = (SourceFile(path, path.relative_to(folder).as_posix(), path.suffix == ".jsonl")
-             for path in folder.glob(glob) if path.is_file())
+    files = (
+        SourceFile(path, path.relative_to(folder).as_posix(), path.suffix == ".jsonl")
+        for path in folder.glob(glob)
+        if path.is_file()
+    )
     return tuple(sorted(files, key=lambda file: file.name))
 
 
@@ -149,8 +154,7 @@ def _text_chunks(path: Path, strict: bool, stats: ReadStats) -> Iterator[str]:
                 return
 
 
-def _decode_utf8(data: bytes, final: bool, strict: bool, where: Path, offset: int,
-                stats: ReadStats) -> tuple[str, int]:
+def _decode_utf8(data: bytes, final: bool, strict: bool, where: Path, offset: int, stats: ReadStats) -> tuple[str, int]:
     """Decode UTF-8, replacing (and counting) invalid bytes or refusing them when strict.
 
     Returns the text and how many bytes it used: unless `final`, an incomplete character at the
@@ -164,9 +168,11 @@ def _decode_utf8(data: bytes, final: bool, strict: bool, where: Path, offset: in
             return "".join(parts), start + used
         except UnicodeDecodeError as error:
             if strict:
-                raise StudioError(f"{where}: invalid UTF-8 at byte {offset + start + error.start}; "
-                                  "fix the file or drop --strict to replace bad bytes") from None
-            parts.append(codecs.utf_8_decode(view[start:start + error.start], "strict", True)[0])
+                raise StudioError(
+                    f"{where}: invalid UTF-8 at byte {offset + start + error.start}; "
+                    "fix the file or drop --strict to replace bad bytes"
+                ) from None
+            parts.append(codecs.utf_8_decode(view[start : start + error.start], "strict", True)[0])
             parts.append("\ufffd")
             stats.bytes_replaced += error.end - error.start
             start += error.end
@@ -191,16 +197,21 @@ def _jsonl_text(line: str, text_field: str, where: str) -> str:
     except json.JSONDecodeError as error:
         raise StudioError(f"{where} is not valid JSON ({error.msg}); fix or remove that line") from None
     if not isinstance(record, dict):
-        raise StudioError(f"{where} is a JSON {type(record).__name__}, not an object; "
-                          f"each line must be an object with a {text_field!r} field")
+        raise StudioError(
+            f"{where} is a JSON {type(record).__name__}, not an object; "
+            f"each line must be an object with a {text_field!r} field"
+        )
     if text_field not in record:
         fields = ", ".join(record) or "none"
-        raise StudioError(f"{where} has no field {text_field!r} (its fields: {fields}); "
-                          "name the right one with --text-field")
+        raise StudioError(
+            f"{where} has no field {text_field!r} (its fields: {fields}); name the right one with --text-field"
+        )
     text = record[text_field]
     if not isinstance(text, str):
-        raise StudioError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string; "
-                          "fix the line or pick another --text-field")
+        raise StudioError(
+            f"{where}: field {text_field!r} is {type(text).__name__}, not a string; "
+            "fix the line or pick another --text-field"
+        )
     return text
 
 
@@ -208,7 +219,9 @@ def _without_lone_surrogates(text: str, strict: bool, path: Path, line_number: i
     """JSON escapes like \\ud800 decode to lone surrogates, which no tokenizer can encode."""
     cleaned, count = LONE_SURROGATE.subn("\ufffd", text)
     if count and strict:
-        raise StudioError(f"{path} line {line_number}: the text has an unpaired surrogate escape; "
-                          "fix the line or drop --strict to replace it")
+        raise StudioError(
+            f"{path} line {line_number}: the text has an unpaired surrogate escape; "
+            "fix the line or drop --strict to replace it"
+        )
     stats.bytes_replaced += count
     return cleaned

@@ -27,8 +27,11 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # all 256 bytes: any text encodes
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # all 256 bytes: any text encodes
     # the trainer reads hundreds of texts ahead: small pieces keep that buffer small
     pieces = (piece for text in texts for piece in split_before_newlines(text, PIECE_CHARS))
     tokenizer.train_from_iterator(pieces, trainer)

@@ -27,8 +27,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(x).split(C, dim=2))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
@@ -63,13 +62,15 @@ class GPT2(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
-            drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer)),
-            ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias),
-        ))
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                wpe=nn.Embedding(cfg.block_size, cfg.n_embd),
+                drop=nn.Dropout(cfg.dropout),
+                h=nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer)),
+                ln_f=nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias),
+            )
+        )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         init_weights(self, cfg.n_layer)
         self.tie_weights()
@@ -81,13 +82,15 @@ class GPT2(LanguageModel):
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
         return KVCache.for_model(self.cfg, batch, max_len, self.transformer.wte.weight, dtype)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0):
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, start: int = 0
+    ):
         """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
         positions already stored in it (their keys and values are read, not recomputed)."""
         T = idx.size(1)
-        assert start + T <= self.cfg.block_size, \
+        assert start + T <= self.cfg.block_size, (
             f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
+        )
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:

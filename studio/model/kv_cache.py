@@ -11,8 +11,16 @@ import torch.nn.functional as F
 
 
 class KVCache:
-    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        n_layer: int,
+        batch: int,
+        n_head: int,
+        max_len: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ):
         shape = (n_layer, batch, n_head, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -20,11 +28,13 @@ class KVCache:
         self.rope: tuple[torch.Tensor, torch.Tensor] | None = None  # llama: cos/sin for every position, once
 
     @classmethod
-    def for_model(cls, cfg, batch: int, max_len: int | None, like: torch.Tensor,
-                  dtype: torch.dtype | None = None) -> "KVCache":
+    def for_model(
+        cls, cfg, batch: int, max_len: int | None, like: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> KVCache:
         """An empty cache for a decoder of config cfg, on the device (and by default in the dtype) of `like`."""
-        return cls(cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.head_dim,
-                   dtype or like.dtype, like.device)
+        return cls(
+            cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.head_dim, dtype or like.dtype, like.device
+        )
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, H, T, D) at positions start..start+T; return every position's keys and values so far."""
@@ -34,8 +44,9 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float,
-           cache: KVCache | None, layer: int, start: int) -> torch.Tensor:
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, cache: KVCache | None, layer: int, start: int
+) -> torch.Tensor:
     """Causal attention of q (B, H, T, D) over k, v; with a cache, over every position stored before too."""
     if cache is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)

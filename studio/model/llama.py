@@ -28,7 +28,9 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    seq_len: int, head_dim: int, theta: float, device: torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, (seq_len, head_dim), fp32. Recomputed per forward (cheap) so a bf16 cast of the
     model never rounds the angles of far positions."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
@@ -56,11 +58,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, start: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            for proj in (self.q_proj, self.k_proj, self.v_proj)
+        )
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
@@ -89,8 +94,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, start: int = 0
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -99,11 +105,13 @@ class Llama(LanguageModel):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.model = nn.ModuleDict(dict(  # Hugging Face's LlamaModel, so names read model.layers.0...
-            embed_tokens=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            layers=nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer)),
-            norm=RMSNorm(cfg.n_embd, cfg.norm_eps),
-        ))
+        self.model = nn.ModuleDict(
+            dict(  # Hugging Face's LlamaModel, so names read model.layers.0...
+                embed_tokens=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+                layers=nn.ModuleList(Block(cfg, layer) for layer in range(cfg.n_layer)),
+                norm=RMSNorm(cfg.n_embd, cfg.norm_eps),
+            )
+        )
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         init_weights(self, cfg.n_layer)
         self.tie_weights()
@@ -118,17 +126,19 @@ class Llama(LanguageModel):
         cache.rope = rope_tables(cache.max_len, self.cfg.head_dim, self.cfg.rope_theta, weight.device)
         return cache
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None, start: int = 0):
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, start: int = 0
+    ):
         """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
         positions already stored in it (their keys and values are read, not recomputed)."""
         T = idx.size(1)
-        assert start + T <= self.cfg.block_size, \
+        assert start + T <= self.cfg.block_size, (
             f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
+        )
         if cache is None:
             cos, sin = rope_tables(T, self.cfg.head_dim, self.cfg.rope_theta, idx.device)
         else:
-            cos, sin = (table[start:start + T] for table in cache.rope)
+            cos, sin = (table[start : start + T] for table in cache.rope)
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
             x = block(x, cos, sin, cache, start)

@@ -54,8 +54,15 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     command, env = trainer_command(run_dir, config, resume)
     (run_dir / STOP).unlink(missing_ok=True)
     with open(run_dir / TRAINER_LOG, "ab") as log:
-        process = subprocess.Popen(command, env=env, cwd=run_dir, start_new_session=True,
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=run_dir,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     started = psutil.Process(process.pid).create_time()
     (run_dir / PID).write_text(f"{process.pid} {started}\n", encoding="utf-8")
     return process.pid
@@ -70,10 +77,22 @@ def trainer_command(run_dir: Path, config: RunConfig, resume: bool) -> tuple[lis
         return [sys.executable, *worker], env
     if gpu_count() < processes:
         env["ACCELERATE_USE_CPU"] = "1"  # without it, --multi_gpu on a CPU box starts N separate world-size-1 runs
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-                "--num_processes", str(processes), "--num_machines", "1",
-                "--mixed_precision", config.train.mixed_precision, "--dynamo_backend", "no",
-                "--main_process_port", str(_free_port())]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        config.train.mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     return [*launcher, *worker], env
 
 

@@ -72,8 +72,9 @@ def check_new_name(name: str) -> None:
     if not NAME_PATTERN.match(name):
         raise StudioError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (80 at most)")
     if run_path(name).exists():
-        raise StudioError(f"run {name!r} already exists; pick another --name, "
-                          f"or continue it with `llm-studio resume {name}`")
+        raise StudioError(
+            f"run {name!r} already exists; pick another --name, or continue it with `llm-studio resume {name}`"
+        )
 
 
 def default_run_name(config: RunConfig) -> str:
@@ -136,8 +137,10 @@ def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
         found = found if found.is_dir() else None
     if found is None:
         saved = ", ".join(str(s) for s in list_checkpoint_steps(run_dir)) or "none"
-        raise StudioError(f"run {run_dir.name} has no checkpoint{'' if step is None else f' at step {step}'} "
-                          f"(saved steps: {saved}); train longer or pick a saved step")
+        raise StudioError(
+            f"run {run_dir.name} has no checkpoint{'' if step is None else f' at step {step}'} "
+            f"(saved steps: {saved}); train longer or pick a saved step"
+        )
     return found
 
 
@@ -151,8 +154,10 @@ def verify_checkpoint(checkpoint: Path) -> None:
                 file.keys()
         except Exception as error:  # safetensors raises several types for a damaged file
             reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
-            raise StudioError(f"checkpoint file {path} is unreadable or corrupt ({reason}); delete the folder "
-                              f"{checkpoint.name} to fall back to an earlier checkpoint") from None
+            raise StudioError(
+                f"checkpoint file {path} is unreadable or corrupt ({reason}); delete the folder "
+                f"{checkpoint.name} to fall back to an earlier checkpoint"
+            ) from None
 
 
 def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:

@@ -108,11 +108,15 @@ class RunSummaries:
         train, val, error = (tally.last.get(kind) for kind in ("train", "eval", "error"))
         created = (run_dir / CONFIG).stat().st_mtime
         return RunInfo(
-            name=run_dir.name, path=run_dir, status=status, step=tally.step,
+            name=run_dir.name,
+            path=run_dir,
+            status=status,
+            step=tally.step,
             max_steps=config.train.max_steps,
             train_loss=train["loss"] if train else None,
             val_loss=val["val_loss"] if val else None,
-            preset=config.preset, data=config.data.dataset or config.data.source,
+            preset=config.preset,
+            data=config.data.dataset or config.data.source,
             created=created,
             updated=events_file.stat().st_mtime if events_file.exists() else created,
             error=error["message"] if error and status == "failed" else None,

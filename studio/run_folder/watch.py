@@ -42,7 +42,7 @@ class Series:
     def last(self) -> float | None:
         return self.values[-1] if self.values else None
 
-    def copy(self) -> "Series":
+    def copy(self) -> Series:
         return Series(list(self.steps), list(self.values))
 
 
@@ -158,9 +158,15 @@ class RunWatcher:
         with self._lock:
             tokens = self.series["tokens_seen"].last()
             return RunView(
-                name=self.run_dir.name, status=self.status, step=self.step, max_steps=self.max_steps,
-                tokens_seen=None if tokens is None else int(tokens), eta_seconds=self.eta_seconds(),
-                schedule=self.schedule, series={name: s.copy() for name, s in self.series.items()},
-                samples=list(self.samples), error=self.error, log_lines=list(self.log_lines),
+                name=self.run_dir.name,
+                status=self.status,
+                step=self.step,
+                max_steps=self.max_steps,
+                tokens_seen=None if tokens is None else int(tokens),
+                eta_seconds=self.eta_seconds(),
+                schedule=self.schedule,
+                series={name: s.copy() for name, s in self.series.items()},
+                samples=list(self.samples),
+                error=self.error,
+                log_lines=list(self.log_lines),
             )
-

@@ -55,8 +55,9 @@ def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size:
         _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
-def write_model(tmp: Path, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                metadata: dict[str, str]) -> None:
+def write_model(
+    tmp: Path, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, metadata: dict[str, str]
+) -> None:
     """Rank 0: weights (with the metadata) and optimizer state."""
     _save(model_state, tmp / WEIGHTS, {"format": FORMAT, **metadata})
     optimizer_tensors, optimizer_layout = _flatten_optimizer(optimizer.state_dict())
@@ -157,5 +158,7 @@ def read_training_state(checkpoint: Path, rank: int, state: TrainingState) -> bo
 
 
 def _damaged(checkpoint: Path, error: Exception) -> StudioError:
-    return StudioError(f"training state in {checkpoint} is unreadable or corrupt ({short_reason(error)}); "
-                       "delete that checkpoint folder to fall back to an earlier one")
+    return StudioError(
+        f"training state in {checkpoint} is unreadable or corrupt ({short_reason(error)}); "
+        "delete that checkpoint folder to fall back to an earlier one"
+    )

@@ -57,8 +57,9 @@ class Trainer:
         self.run_dir = run_dir
         self.config = read_config(run_dir)
         train = self.config.train
-        self.accelerator = Accelerator(mixed_precision=train.mixed_precision,
-                                       gradient_accumulation_steps=train.grad_accum)
+        self.accelerator = Accelerator(
+            mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum
+        )
         self.rank = self.accelerator.process_index
         self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
         self.stop_requested = False
@@ -126,9 +127,15 @@ class Trainer:
         train, model_cfg = self.config.train, self.config.model
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.events.write("status", self.state.step, state="running", max_steps=train.max_steps,
-                          world_size=self.accelerator.num_processes, device=str(self.accelerator.device),
-                          params=self.model.num_params())
+        self.events.write(
+            "status",
+            self.state.step,
+            state="running",
+            max_steps=train.max_steps,
+            world_size=self.accelerator.num_processes,
+            device=str(self.accelerator.device),
+            params=self.model.num_params(),
+        )
         if self.state.step == 0:
             self.evaluate()
             self.write_samples()
@@ -159,8 +166,13 @@ class Trainer:
             if stop:
                 self.events.write("status", self.state.step, state="stopped")
                 return
-        self.events.write("status", self.state.step, state="finished", tokens_seen=self.state.tokens_seen,
-                          train_seconds=round(self.state.train_seconds, 2))
+        self.events.write(
+            "status",
+            self.state.step,
+            state="finished",
+            tokens_seen=self.state.tokens_seen,
+            train_seconds=round(self.state.train_seconds, 2),
+        )
 
     def _due(self, interval: int) -> bool:
         """Whether something done every `interval` steps (and at the last step) is due now."""
@@ -175,8 +187,9 @@ class Trainer:
         total_loss = torch.zeros((), device=self.accelerator.device)
         grad_norm = None
         for _ in range(train.grad_accum):
-            x, y = sample_batch(self.train_tokens, train.batch_size, self.config.model.block_size,
-                                self.state.data_generator)
+            x, y = sample_batch(
+                self.train_tokens, train.batch_size, self.config.model.block_size, self.state.data_generator
+            )
             x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
             with self.accelerator.accumulate(self.trained_model):
                 _, loss = self.trained_model(x, y)
@@ -190,19 +203,26 @@ class Trainer:
         return total_loss / train.grad_accum, grad_norm
 
     # ---- reporting ----------------------------------------------------------------------------------
-    def log_train(self, window_loss: torch.Tensor, steps: int, seconds: float, grad_norm: float | None,
-                  tokens_per_step: int) -> None:
+    def log_train(
+        self, window_loss: torch.Tensor, steps: int, seconds: float, grad_norm: float | None, tokens_per_step: int
+    ) -> None:
         loss = self.accelerator.reduce(window_loss, "mean").item() / steps
         tokens_per_s = tokens_per_step * steps / max(seconds, 1e-9)
-        fields = {"loss": round(loss, 6), "lr": lr_at(self.state.step - 1, self.config.train),
-                  "grad_norm": None if grad_norm is None else round(grad_norm, 5),
-                  "tokens_per_s": round(tokens_per_s, 1), "tokens_seen": self.state.tokens_seen,
-                  "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None}
+        fields = {
+            "loss": round(loss, 6),
+            "lr": lr_at(self.state.step - 1, self.config.train),
+            "grad_norm": None if grad_norm is None else round(grad_norm, 5),
+            "tokens_per_s": round(tokens_per_s, 1),
+            "tokens_seen": self.state.tokens_seen,
+            "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None,
+        }
         if self.accelerator.device.type == "cuda":
             device = self.accelerator.device
-            fields.update(mem_allocated=torch.cuda.memory_allocated(device),
-                          mem_reserved=torch.cuda.memory_reserved(device),
-                          mem_peak=torch.cuda.max_memory_allocated(device))
+            fields.update(
+                mem_allocated=torch.cuda.memory_allocated(device),
+                mem_reserved=torch.cuda.memory_reserved(device),
+                mem_peak=torch.cuda.max_memory_allocated(device),
+            )
         self.events.write("train", self.state.step, **fields)
 
     @torch.no_grad()
@@ -223,8 +243,13 @@ class Trainer:
         self.trained_model.train()
         loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
-        self.events.write("eval", self.state.step, val_loss=round(val_loss, 6),
-                          val_ppl=round(math.exp(min(val_loss, 50.0)), 4), val_acc=round(correct / count, 6))
+        self.events.write(
+            "eval",
+            self.state.step,
+            val_loss=round(val_loss, 6),
+            val_ppl=round(math.exp(min(val_loss, 50.0)), 4),
+            val_acc=round(correct / count, 6),
+        )
 
     def write_samples(self) -> None:
         """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison."""
@@ -269,8 +294,11 @@ class Trainer:
         accelerator.wait_for_everyone()
         checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes)
         if accelerator.is_main_process:
-            metadata = {"config": self.config.to_json(), "step": str(self.state.step),
-                        "tokenizer_hash": self.tokenizer_hash}
+            metadata = {
+                "config": self.config.to_json(),
+                "step": str(self.state.step),
+                "tokenizer_hash": self.tokenizer_hash,
+            }
             weights = weights_to_save(self.model, self.config.model.tie_embeddings)
             checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
         accelerator.wait_for_everyone()
@@ -329,9 +357,11 @@ def _oom_message(trainer: Trainer | None) -> str:
         return "out of GPU memory while setting up; pick a smaller preset"
     train, model = trainer.config.train, trainer.config.model
     peak = torch.cuda.max_memory_allocated() / 2**30
-    return (f"out of GPU memory at step {trainer.state.step} with batch {train.batch_size}x{model.block_size} tokens "
-            f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
-            "model.block_size, or the model size, or use --mixed-precision bf16")
+    return (
+        f"out of GPU memory at step {trainer.state.step} with batch {train.batch_size}x{model.block_size} tokens "
+        f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
+        "model.block_size, or the model size, or use --mixed-precision bf16"
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ class DataPane(TaskPane, FocusablePane, Horizontal):
     def config_changed(self, section: str) -> None:
         mark_invalid_fields(self, self.app.config)
 
-
     # ---- source -----------------------------------------------------------------------------------
     @on(Button.Pressed, "#data-builtin")
     def _use_builtin(self) -> None:

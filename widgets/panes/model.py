@@ -11,15 +11,14 @@ from textual.widgets import DataTable, Label, Static
 
 from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
-from studio.sizes import estimate_train_memory, param_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
+from studio.sizes import estimate_train_memory, param_count
 from widgets.config_field import ConfigField, concerns, mark_invalid_fields
 from widgets.messages import PresetChosen
 from widgets.panes.focus import FocusablePane
 
 
 class ModelPane(FocusablePane, Horizontal):
-
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="model-side"):
             yield Label("Presets: enter loads one", classes="form-section")
@@ -42,8 +41,13 @@ class ModelPane(FocusablePane, Horizontal):
         table.add_columns("preset", "arch", "params", "memory")
         self.presets = preset_table()
         for row in self.presets:
-            table.add_row(row["name"], row["arch"], format_count(row["params"]),
-                          format_bytes(row["memory"]["total"]), key=row["name"])
+            table.add_row(
+                row["name"],
+                row["arch"],
+                format_count(row["params"]),
+                format_bytes(row["memory"]["total"]),
+                key=row["name"],
+            )
         self.load_config()
 
     # ---- the app hands config changes down ------------------------------------------------------
@@ -87,8 +91,11 @@ def size_table(config: RunConfig) -> Table:
     table.add_column()
     table.add_row("parameters", format_count(param_count(config.model, vocab)))
     table.add_row("vocabulary", f"{vocab:,} ({vocab_note})")
-    table.add_row("train memory", f"{format_bytes(memory['total'])} per process, batch {config.train.batch_size} "
-                                  f"× context {config.model.block_size}")
+    table.add_row(
+        "train memory",
+        f"{format_bytes(memory['total'])} per process, batch {config.train.batch_size} "
+        f"× context {config.model.block_size}",
+    )
     for part in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"  {part}", format_bytes(memory[part]))
     return table

@@ -79,8 +79,11 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def _show_runs(self, runs: list[RunInfo]) -> None:
         table = self.query_one(RunTable)
         table.show_runs(runs, clock())
-        hint = ("no runs yet: set one up in 1-3 and launch it, or `llm-studio train --detach`" if not runs else
-                f"{len(runs)} runs · enter opens a run · space marks runs, v compares them")
+        hint = (
+            "no runs yet: set one up in 1-3 and launch it, or `llm-studio train --detach`"
+            if not runs
+            else f"{len(runs)} runs · enter opens a run · space marks runs, v compares them"
+        )
         self.query_one("#runs-hint", Static).update(hint)
 
     def tell(self, message: str, severity: str = "information") -> None:
@@ -125,8 +128,10 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def action_delete(self) -> None:
         if run := self._current():
             question = f"Delete run {run.name} and all its checkpoints? This cannot be undone."
-            self.app.push_screen(ConfirmScreen(question, confirm="Delete"),
-                                 lambda confirmed: confirmed and self.control_run(partial(self._delete, run.path)))
+            self.app.push_screen(
+                ConfirmScreen(question, confirm="Delete"),
+                lambda confirmed: confirmed and self.control_run(partial(self._delete, run.path)),
+            )
 
     @staticmethod
     def _delete(run_dir: Path) -> str:
@@ -144,15 +149,21 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     def action_export(self) -> None:
         if run := self._current():
             default = studio_home() / "exports" / run.name
-            self.app.push_screen(ExportDialog(run.name, str(default)),
-                                 lambda folder: folder and self.export(run.name, folder))
+            self.app.push_screen(
+                ExportDialog(run.name, str(default)), lambda folder: folder and self.export(run.name, folder)
+            )
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
     def export(self, name: str, folder: str) -> None:
         """`llm-studio export` in a subprocess: it loads torch, which the studio's process never does."""
         self.tell(f"exporting {name} to {folder}…")
-        done = subprocess.run([sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
-                              capture_output=True, text=True, env=child_process_env(), stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
+            capture_output=True,
+            text=True,
+            env=child_process_env(),
+            stdin=subprocess.DEVNULL,
+        )
         output = (done.stderr if done.returncode else done.stdout) or done.stdout + done.stderr
         lines = [line for line in output.splitlines() if line.strip()]
         last = lines[-1] if lines else f"export exited with code {done.returncode}"

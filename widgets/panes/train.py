@@ -20,10 +20,10 @@ from studio.config import RunConfig
 from widgets.config_field import ConfigField, mark_invalid_fields
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
-from widgets.prepare_progress import PrepareProgress
-from widgets.status_line import StatusLine
 from widgets.panes.focus import FocusablePane
 from widgets.panes.task import TaskPane
+from widgets.prepare_progress import PrepareProgress
+from widgets.status_line import StatusLine
 
 
 class TrainPane(TaskPane, FocusablePane, Horizontal):

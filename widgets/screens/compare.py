@@ -31,8 +31,9 @@ class CompareScreen(ReportsWorkerErrors, ChartScreen):
         self.run_dirs = [Path(path) for path in run_dirs]
 
     def compose(self) -> ComposeResult:
-        yield Static(f"comparing {len(self.run_dirs)} runs: " + ", ".join(p.name for p in self.run_dirs),
-                     id="compare-title")
+        yield Static(
+            f"comparing {len(self.run_dirs)} runs: " + ", ".join(p.name for p in self.run_dirs), id="compare-title"
+        )
         yield LossChart("loss (train ─ / val •)", id="compare-chart")
         yield KeyHints()
 

@@ -22,12 +22,21 @@ KEYS = [
 ]
 
 TABS = [
-    ("1 Data", "the corpus (built-in, a file, a folder: b browses), cleaning and tokenizer options; "
-               "p prepares it and shows the dataset's facts and its first tokens, boundaries coloured"),
-    ("2 Model", "presets with parameters and training memory (enter loads one); layers, heads, width, context, "
-                "vocabulary, dropout, architecture: bad values are marked with the reason at once"),
-    ("3 Train", "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, "
-                "init_from; the equivalent `llm-studio train` command (y copies it); Launch"),
+    (
+        "1 Data",
+        "the corpus (built-in, a file, a folder: b browses), cleaning and tokenizer options; "
+        "p prepares it and shows the dataset's facts and its first tokens, boundaries coloured",
+    ),
+    (
+        "2 Model",
+        "presets with parameters and training memory (enter loads one); layers, heads, width, context, "
+        "vocabulary, dropout, architecture: bad values are marked with the reason at once",
+    ),
+    (
+        "3 Train",
+        "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, "
+        "init_from; the equivalent `llm-studio train` command (y copies it); Launch",
+    ),
     ("4 Runs", "every run with its status, step and losses; enter opens its dashboard"),
     ("5 Playground", "generate text from a run's checkpoints"),
 ]
@@ -62,4 +71,3 @@ class HelpScreen(ModalScreen[None]):
             yield Label("Tabs", classes="form-section")
             yield Static(label_table(TABS))
         yield KeyHints()
-
