@@ -30,7 +30,7 @@ PROMPT = "def fibonacci(n):\n    "
 
 def make_run(arch: str, preset: str) -> str:
     """A run folder with a dataset (tokenizer) and a step-0 checkpoint of random weights."""
-    import argparse as a  # noqa: E401  some real text
+    import argparse as a  # some real text
     import collections
     import dataclasses
     import json.decoder

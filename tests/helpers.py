@@ -9,38 +9,34 @@ from pathlib import Path
 
 import pytest
 
-from studio.config import RunConfig
+from studio.config import RunConfig, set_field
 from studio.paths import runs_dir
+from studio.presets import load_preset
 
-# Options for a model small enough that a trainer process does 100 steps in a few seconds on 2 cores.
-TINY_TRAIN = [
-    "--preset",
-    "tiny",
-    "--tokenizer",
-    "char",
-    "--set",
-    "model.n_layer=2",
-    "--set",
-    "model.n_head=2",
-    "--set",
-    "model.n_embd=32",
-    "--set",
-    "model.block_size=32",
-    "--set",
-    "train.batch_size=8",
-    "--set",
-    "train.warmup_steps=5",
-    "--set",
-    "train.log_interval=5",
-    "--set",
-    "train.eval_interval=10",
-    "--set",
-    "train.eval_steps=2",
-    "--set",
-    "train.sample_interval=20",
-    "--set",
-    "train.sample_tokens=8",
-]
+# A model small enough that a trainer process does 100 steps in a few seconds on 2 cores, on characters.
+TINY_SETTINGS = {
+    "model.n_layer": 2,
+    "model.n_head": 2,
+    "model.n_embd": 32,
+    "model.block_size": 32,
+    "train.batch_size": 8,
+    "train.warmup_steps": 5,
+    "train.log_interval": 5,
+    "train.eval_interval": 10,
+    "train.eval_steps": 2,
+    "train.sample_interval": 20,
+    "train.sample_tokens": 8,
+}
+TINY_TRAIN = ["--preset", "tiny", "--tokenizer", "char"]  # the same, as `llm-studio train` options
+TINY_TRAIN += [word for key, value in TINY_SETTINGS.items() for word in ("--set", f"{key}={value}")]
+
+
+def tiny_config(changes: dict[str, object] | None = None) -> RunConfig:
+    """TINY_TRAIN as a config, as the studio would launch it, with `changes` (section.key: value) on top."""
+    config = load_preset("tiny")
+    for key, value in {"data.tokenizer": "char", **TINY_SETTINGS, **(changes or {})}.items():
+        set_field(config, key, value)
+    return config
 
 
 ADD_FUNCTION = "def add(a, b):\n    return a + b\n\n"

@@ -17,6 +17,7 @@ from studio.config import set_field
 from studio.formatting import format_count
 from studio.presets import load_preset, preset_vocab
 from studio.sizes import param_count
+from tests.helpers import tiny_config
 from widgets.app import StudioApp
 from widgets.config_field import ConfigField
 from widgets.dataset_facts import DatasetFacts
@@ -271,23 +272,7 @@ class LaunchRecordingApp(StudioApp):
 async def test_launch_from_the_train_tab_starts_a_run(studio_home, small_corpus, torch_blocked):
     from studio.run_folder.control import stop_run
 
-    config = load_preset("tiny")
-    for key, value in {
-        "data.source": str(small_corpus),
-        "data.tokenizer": "char",
-        "model.n_layer": 2,
-        "model.n_head": 2,
-        "model.n_embd": 32,
-        "model.block_size": 32,
-        "train.batch_size": 8,
-        "train.warmup_steps": 5,
-        "train.max_steps": 20,
-        "train.eval_interval": 10,
-        "train.eval_steps": 2,
-        "train.sample_interval": 20,
-        "train.sample_tokens": 8,
-    }.items():
-        set_field(config, key, value)
+    config = tiny_config({"data.source": str(small_corpus), "train.max_steps": 20})
     app = LaunchRecordingApp(config)
     run_dir = None
     try:

@@ -18,7 +18,7 @@ from studio.run_folder.control import request_checkpoint, wait_for_exit
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import find_checkpoint, run_path
 from studio.run_folder.status import summarize, trainer_pid
-from tests.helpers import TINY_TRAIN
+from tests.helpers import TINY_TRAIN, tiny_config
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes
 
@@ -324,3 +324,18 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
     weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
     assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)
     assert json.loads(metadata["config"])["train"]["compile"] is True
+
+
+def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home, code_corpus):
+    """The trainer in this process: stopped at step 3 of a run that logs every 1000 steps, its saved state
+    holds the seconds those three steps took."""
+    from studio.launch import prepare_run
+    from studio.train.worker import Trainer
+
+    config = tiny_config({"data.source": str(code_corpus), "train.log_interval": 1000, "train.sample_interval": 0})
+    trainer = Trainer(prepare_run(config, "timed"), resume=False)
+    trainer.poll_requests = lambda: (trainer.state.step >= 3, False)  # as if `stop` came at step 3
+    trainer.run()
+    saved = json.loads((find_checkpoint(run_path("timed")) / "trainer_state.json").read_text())
+    assert saved["step"] == 3 and saved["train_seconds"] > 0
+    assert events_of("timed", "train") == []  # no log line was written: the time still counts

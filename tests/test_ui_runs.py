@@ -11,13 +11,11 @@ import sys
 
 import pytest
 
-from studio.config import set_field
 from studio.launch import prepare_run
-from studio.presets import load_preset
 from studio.run_folder.control import launch, stop_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import summarize, trainer_pid
-from tests.helpers import fixture_events, wait_for, write_fixture_run
+from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
 from widgets.run_table import RunTable
@@ -158,31 +156,9 @@ async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):
         assert ("error", expected) in seen  # the run has no checkpoint: the CLI's own one-line reason
 
 
-def tiny_config(max_steps: int):
-    config = load_preset("tiny")
-    for key, value in {
-        "data.tokenizer": "char",
-        "model.n_layer": 2,
-        "model.n_head": 2,
-        "model.n_embd": 32,
-        "model.block_size": 32,
-        "train.batch_size": 8,
-        "train.warmup_steps": 5,
-        "train.log_interval": 5,
-        "train.eval_interval": 10,
-        "train.eval_steps": 2,
-        "train.sample_interval": 20,
-        "train.sample_tokens": 8,
-        "train.max_steps": max_steps,
-        "train.checkpoint_interval": 1000,
-    }.items():
-        set_field(config, key, value)
-    return config
-
-
 @pytest.fixture
 def live_run(studio_home, code_corpus):
-    config = tiny_config(max_steps=100_000)
+    config = tiny_config({"train.max_steps": 100_000, "train.checkpoint_interval": 1000})
     config.data.source = str(code_corpus)
     run_dir = prepare_run(config, "live")
     launch(run_dir)

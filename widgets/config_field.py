@@ -144,6 +144,11 @@ class ConfigField(Widget):
         self.query_one(".field-error", Static).update(f"✗ {error}" if error else "")
 
 
+def form_section(title: str, *keys: str) -> list[Widget]:
+    """A section of a form: its title, then one row per config key."""
+    return [Label(title, classes="form-section"), *(ConfigField(key) for key in keys)]
+
+
 def mark_invalid_fields(container: DOMNode, config: RunConfig) -> str:
     """Run validate() and mark the container's fields it blames; returns its message ("" when valid)."""
     try:

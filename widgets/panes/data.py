@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
 
 from studio.config import DataConfig, RunConfig, validate
-from widgets.config_field import ConfigField, mark_invalid_fields
+from widgets.config_field import ConfigField, form_section, mark_invalid_fields
 from widgets.dataset_facts import DatasetFacts
 from widgets.panes.focus import FocusablePane
 from widgets.panes.task import TaskPane
@@ -39,22 +39,14 @@ class DataPane(TaskPane, FocusablePane, Horizontal):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="data-form", classes="form"):
-            yield Label("Source", classes="form-section")
-            yield ConfigField("data.source")
+            yield from form_section("Source", "data.source")
             with Horizontal(classes="button-row"):
                 yield Button("Built-in corpus", id="data-builtin", compact=True)
                 yield Button("Browse…", id="data-browse", compact=True)
             yield ConfigField("data.text_field")
             yield ConfigField("data.glob")
-            yield Label("Cleaning", classes="form-section")
-            yield ConfigField("data.min_chars")
-            yield ConfigField("data.max_chars")
-            yield ConfigField("data.dedup")
-            yield ConfigField("data.strict")
-            yield Label("Tokenizer", classes="form-section")
-            yield ConfigField("data.tokenizer")
-            yield ConfigField("data.vocab_size")
-            yield ConfigField("data.val_fraction")
+            yield from form_section("Cleaning", "data.min_chars", "data.max_chars", "data.dedup", "data.strict")
+            yield from form_section("Tokenizer", "data.tokenizer", "data.vocab_size", "data.val_fraction")
         with Vertical(id="data-result"):
             with Horizontal(id="data-prepare-row"):
                 yield Button("Prepare", id="data-prepare", variant="primary", compact=True)

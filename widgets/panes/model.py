@@ -13,7 +13,7 @@ from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from studio.sizes import estimate_train_memory, param_count
-from widgets.config_field import ConfigField, concerns, mark_invalid_fields
+from widgets.config_field import ConfigField, concerns, form_section, mark_invalid_fields
 from widgets.messages import PresetChosen
 from widgets.panes.focus import FocusablePane
 
@@ -26,15 +26,17 @@ class ModelPane(FocusablePane, Horizontal):
             yield Static("", id="model-preset-description")
             yield Static("", id="model-size")
         with VerticalScroll(id="model-form", classes="form"):
-            yield Label("Model", classes="form-section")
-            yield ConfigField("model.arch")
-            yield ConfigField("model.n_layer")
-            yield ConfigField("model.n_head")
-            yield ConfigField("model.n_embd")
-            yield ConfigField("model.block_size")
-            yield ConfigField("model.vocab_size")
-            yield ConfigField("model.dropout")
-            yield ConfigField("model.tie_embeddings")
+            yield from form_section(
+                "Model",
+                "model.arch",
+                "model.n_layer",
+                "model.n_head",
+                "model.n_embd",
+                "model.block_size",
+                "model.vocab_size",
+                "model.dropout",
+                "model.tie_embeddings",
+            )
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

@@ -17,7 +17,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
-from widgets.config_field import ConfigField, mark_invalid_fields
+from widgets.config_field import ConfigField, form_section, mark_invalid_fields
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.panes.focus import FocusablePane
@@ -33,29 +33,35 @@ class TrainPane(TaskPane, FocusablePane, Horizontal):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
-            yield Label("Optimizer", classes="form-section")
-            yield ConfigField("train.optimizer")
-            yield ConfigField("train.lr")
-            yield ConfigField("train.min_lr")
-            yield ConfigField("train.schedule")
-            yield ConfigField("train.warmup_steps")
-            yield ConfigField("train.decay_fraction")
-            yield ConfigField("train.inverse_time_k")
-            yield ConfigField("train.weight_decay")
-            yield ConfigField("train.grad_clip")
-            yield Label("Steps and batches", classes="form-section")
-            yield ConfigField("train.max_steps")
-            yield ConfigField("train.batch_size")
-            yield ConfigField("train.grad_accum")
-            yield ConfigField("train.mixed_precision")
-            yield ConfigField("train.num_processes")
-            yield ConfigField("train.compile")
-            yield Label("Evaluation and checkpoints", classes="form-section")
-            yield ConfigField("train.eval_interval")
-            yield ConfigField("train.checkpoint_interval")
-            yield ConfigField("train.sample_interval")
-            yield ConfigField("train.seed")
-            yield ConfigField("train.init_from")
+            yield from form_section(
+                "Optimizer",
+                "train.optimizer",
+                "train.lr",
+                "train.min_lr",
+                "train.schedule",
+                "train.warmup_steps",
+                "train.decay_fraction",
+                "train.inverse_time_k",
+                "train.weight_decay",
+                "train.grad_clip",
+            )
+            yield from form_section(
+                "Steps and batches",
+                "train.max_steps",
+                "train.batch_size",
+                "train.grad_accum",
+                "train.mixed_precision",
+                "train.num_processes",
+                "train.compile",
+            )
+            yield from form_section(
+                "Evaluation and checkpoints",
+                "train.eval_interval",
+                "train.checkpoint_interval",
+                "train.sample_interval",
+                "train.seed",
+                "train.init_from",
+            )
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Label("Command line (y copies)", classes="form-section")
