@@ -23,6 +23,7 @@ from studio.config import RunConfig
 from studio.presets import load_preset
 from widgets.key_hints import KeyHints
 from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
+from widgets.panes.config_pane import ConfigPane
 from widgets.panes.data import DataPane
 from widgets.panes.model import ModelPane
 from widgets.panes.playground import PlaygroundPane
@@ -32,8 +33,8 @@ from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
 
 GC_FREEZE_AFTER_SECONDS = 2.0
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 class StudioCommands(Provider):
@@ -158,7 +159,8 @@ class StudioApp(App):
         self.show_config_summary()
         self.notify(f"preset {message.name} loaded", timeout=2)
 
-    def config_panes(self) -> list[DataPane | ModelPane | TrainPane]:
+    def config_panes(self) -> list[ConfigPane]:
+        """The config panes mounted so far (the hidden tabs mount lazily; a mixin class is no CSS type)."""
         return [pane for kind in CONFIG_PANES for pane in self.query(kind)]
 
     def show_config_summary(self) -> None:

@@ -7,25 +7,28 @@ in the studio), one token at a time, so what is shown is exactly how the model w
 from __future__ import annotations
 
 from array import array
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 from textual.widgets import Static
+
+if TYPE_CHECKING:
+    from studio.data.prepare import Dataset
 
 SAMPLE_TOKENS = 160
 TOKEN_STYLES = ("on $primary 35%", "on $accent 35%")
 ARRAY_CODES = {"uint16": "H", "uint32": "I"}
 
 
-def read_token_pieces(dataset_path: Path, dtype: str, count: int = SAMPLE_TOKENS) -> list[str]:
+def read_token_pieces(dataset: Dataset, count: int = SAMPLE_TOKENS) -> list[str]:
     """The first `count` tokens of train.bin, each decoded on its own. Call it from a worker: it loads the
     tokenizer (and studio.data.tokenizer imports numpy, kept out of the studio's start)."""
     from studio.data.tokenizer import load_tokenizer
 
-    ids = array(ARRAY_CODES[dtype])  # train.bin is in native byte order (numpy's tofile), as array reads it
-    with open(dataset_path / "train.bin", "rb") as file:
+    ids = array(ARRAY_CODES[dataset.dtype])  # train.bin is in native byte order (numpy's tofile), as array reads it
+    with open(dataset.bin_path("train"), "rb") as file:
         ids.frombytes(file.read(count * ids.itemsize))
-    tokenizer = load_tokenizer(dataset_path / "tokenizer.json")
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
     return [tokenizer.decode([token], skip_special_tokens=False) for token in ids]
 
 

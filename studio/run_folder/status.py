@@ -6,6 +6,7 @@ trainer reads as `crashed`, never as `running` forever. Summaries fold events.js
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,16 +95,19 @@ class RunSummaries:
     A tally belongs to one events file: it is keyed by the folder and the file's inode, and started over when
     the file is shorter than what was read (a run deleted and made anew under the same name). Tallies of
     folders that are no longer listed are dropped at the next listing, so deleting a run needs no bookkeeping.
+    The studio asks from several worker threads (the runs table, the playground), so one asks at a time.
     """
 
     def __init__(self) -> None:
         self._tallies: dict[tuple[Path, int], EventTally] = {}
+        self._lock = threading.Lock()
 
     def summarize(self, run_dir: Path) -> RunInfo:
         config = read_config(run_dir)
         events_file = run_dir / EVENTS
-        tally = self._tally(run_dir, events_file)
-        tally.read(events_file)
+        with self._lock:
+            tally = self._tally(run_dir, events_file)
+            tally.read(events_file)
         status = run_status(run_dir, tally.state)
         train, val, error = (tally.last.get(kind) for kind in ("train", "eval", "error"))
         created = (run_dir / CONFIG).stat().st_mtime
@@ -125,7 +129,8 @@ class RunSummaries:
     def list_runs(self) -> list[RunInfo]:
         run_dirs = list_run_dirs()
         listed = {path.resolve() for path in run_dirs}
-        self._tallies = {key: tally for key, tally in self._tallies.items() if key[0] in listed}
+        with self._lock:
+            self._tallies = {key: tally for key, tally in self._tallies.items() if key[0] in listed}
         return sorted((self.summarize(path) for path in run_dirs), key=lambda run: run.created)
 
     def _tally(self, run_dir: Path, events_file: Path) -> EventTally:

@@ -68,8 +68,8 @@ class Trainer:
         self.tokenizer = load_tokenizer(dataset.tokenizer_path)
         self.tokenizer_hash = dataset.meta["tokenizer_hash"]
         self.eot_id = dataset.eot_id
-        self.train_tokens = TokenFile(dataset.path / "train.bin", dataset.dtype)
-        self.val_tokens = TokenFile(dataset.path / "val.bin", dataset.dtype)
+        self.train_tokens = TokenFile(dataset.bin_path("train"), dataset.dtype)
+        self.val_tokens = TokenFile(dataset.bin_path("val"), dataset.dtype)
 
         set_seed(train.seed)  # the same initial weights on every rank
         self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it

@@ -17,9 +17,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
 
 from studio.config import DataConfig, RunConfig, validate
-from widgets.config_field import ConfigField, form_section, mark_invalid_fields
+from widgets.config_field import ConfigField, form_section
 from widgets.dataset_facts import DatasetFacts
-from widgets.panes.focus import FocusablePane
+from widgets.panes.config_pane import ConfigPane
 from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
@@ -29,7 +29,8 @@ from widgets.token_sample import TokenSample, read_token_pieces
 BUILTIN_SOURCE = "python-stdlib"
 
 
-class DataPane(TaskPane, FocusablePane, Horizontal):
+class DataPane(TaskPane, ConfigPane, Horizontal):
+    SECTION = "data"
     TASK_BUTTON = "#data-prepare"
 
     BINDINGS = [
@@ -56,15 +57,6 @@ class DataPane(TaskPane, FocusablePane, Horizontal):
                 yield DatasetFacts(id="data-facts")
                 yield Label("", id="data-sample-title", classes="form-section")
                 yield TokenSample(id="data-sample")
-
-    # ---- the app hands config changes down ------------------------------------------------------
-    def load_config(self) -> None:
-        for field in self.query(ConfigField):
-            field.load()
-        self.config_changed("data")
-
-    def config_changed(self, section: str) -> None:
-        mark_invalid_fields(self, self.app.config)
 
     # ---- source -----------------------------------------------------------------------------------
     @on(Button.Pressed, "#data-builtin")
@@ -97,7 +89,7 @@ class DataPane(TaskPane, FocusablePane, Horizontal):
 
         validate(RunConfig(data=data))
         dataset = prepare_dataset(data, progress=progress)
-        pieces = read_token_pieces(dataset.path, dataset.dtype)
+        pieces = read_token_pieces(dataset)
         self.app.call_from_thread(self._prepared, dataset.name, dataset.meta, pieces)
 
     def _prepared(self, name: str, meta: dict, pieces: list[str]) -> None:

@@ -13,12 +13,14 @@ from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from studio.sizes import estimate_train_memory, param_count
-from widgets.config_field import ConfigField, concerns, form_section, mark_invalid_fields
+from widgets.config_field import concerns, form_section, mark_invalid_fields
 from widgets.messages import PresetChosen
-from widgets.panes.focus import FocusablePane
+from widgets.panes.config_pane import ConfigPane
 
 
-class ModelPane(FocusablePane, Horizontal):
+class ModelPane(ConfigPane, Horizontal):
+    SECTION = "model"
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="model-side"):
             yield Label("Presets: enter loads one", classes="form-section")
@@ -54,14 +56,12 @@ class ModelPane(FocusablePane, Horizontal):
 
     # ---- the app hands config changes down ------------------------------------------------------
     def load_config(self) -> None:
-        for field in self.query(ConfigField):
-            field.load()
         table = self.query_one(DataTable)
         table.move_cursor(row=table.get_row_index(self.app.config.preset))
-        self.config_changed("model")
+        super().load_config()
 
     def config_changed(self, section: str) -> None:
-        error = mark_invalid_fields(self, self.app.config)
+        error = mark_invalid_fields(self, self.app.config)  # what ConfigPane does, keeping the message
         size = self.query_one("#model-size", Static)
         size.set_class(concerns(error, ("model",)), "-error")
         size.update(f"✗ {error}" if concerns(error, ("model",)) else size_table(self.app.config))

@@ -17,16 +17,17 @@ from textual.widgets import Button, Input, Label, Static
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
-from widgets.config_field import ConfigField, form_section, mark_invalid_fields
+from widgets.config_field import form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
-from widgets.panes.focus import FocusablePane
+from widgets.panes.config_pane import ConfigPane
 from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.status_line import StatusLine
 
 
-class TrainPane(TaskPane, FocusablePane, Horizontal):
+class TrainPane(TaskPane, ConfigPane, Horizontal):
+    SECTION = "train"
     TASK_BUTTON = "#train-launch"
 
     BINDINGS = [Binding("y", "copy_command", "Copy command")]
@@ -76,13 +77,8 @@ class TrainPane(TaskPane, FocusablePane, Horizontal):
         self.config_changed("train")
 
     # ---- the app hands config changes down ------------------------------------------------------
-    def load_config(self) -> None:
-        for field in self.query(ConfigField):
-            field.load()
-        self.config_changed("train")
-
     def config_changed(self, section: str) -> None:
-        mark_invalid_fields(self, self.app.config)
+        super().config_changed(section)
         self.query_one("#train-command", Static).update(train_command_line(self.app.config))
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
