@@ -54,3 +54,29 @@ def test_ruff_finds_nothing_to_fix():
     for command in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run([str(TOOLS / "ruff"), *command], cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_the_architecture_names_every_module_and_every_run_folder_file():
+    from studio.run_folder import layout
+    from studio.train import checkpoint
+
+    architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    modules = [
+        path.relative_to(REPO / package).as_posix()
+        for package in ("studio", "widgets")
+        for path in sorted((REPO / package).rglob("*.py"))
+    ]
+    assert [module for module in modules if f"`{module}`" not in architecture] == []
+    files = [
+        layout.CONFIG,
+        layout.EVENTS,
+        layout.TRAINER_LOG,
+        layout.PID,
+        layout.STOP,
+        layout.CHECKPOINT_REQUEST,
+        f"{layout.CHECKPOINTS}/{layout.LATEST}",
+        layout.WEIGHTS,
+        checkpoint.OPTIMIZER,
+        checkpoint.TRAINER_STATE,
+    ]
+    assert [name for name in files if name not in architecture] == []
