@@ -1,7 +1,8 @@
 """What each `llm-studio` subcommand does, one function each (COMMANDS), given its parsed arguments.
 
-Every command imports what it needs when it runs, so `--help`, `runs` and the studio itself start fast and
-never load torch. Errors the user can fix are raised as StudioError; studio.cli.main prints them.
+The heavy parts (data preparation, torch, the studio's UI) are imported inside the commands that need them, so
+`--help`, `runs` and the studio itself start fast and never load torch. Errors the user can fix are raised as
+StudioError; studio.cli.main prints them.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ import time
 from pathlib import Path
 
 from studio.cli.parser import DATA_FLAGS, apply_config_options, parse_size, train_config
+from studio.config import RunConfig, field_specs, validate
 from studio.console import ProgressBar, format_event, print_dataset, print_streams, print_table
 from studio.errors import StudioError
 from studio.formatting import format_age, format_bytes, format_count, format_loss
+from studio.presets import preset_table
+from studio.run_folder.control import delete_run, launch, stop_run
+from studio.run_folder.events import read_new_events
+from studio.run_folder.layout import EVENTS, STOP, TRAINER_LOG, existing_run
+from studio.run_folder.status import list_runs, summarize, trainer_pid
 
 
 # ---- prepare -------------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from studio.config import RunConfig, validate
     from studio.data.prepare import prepare_dataset
 
     config = RunConfig()
@@ -48,7 +54,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def start(run_dir: Path, resume: bool, detach: bool) -> int:
-    from studio.run_folder.control import launch
 
     launch(run_dir, resume=resume)
     name = run_dir.name
@@ -62,9 +67,6 @@ def start(run_dir: Path, resume: bool, detach: bool) -> int:
 
 def follow(run_dir: Path) -> int:
     """Print the run's events as they come until its process exits; Ctrl-C stops the run cleanly."""
-    from studio.run_folder.events import read_new_events
-    from studio.run_folder.layout import EVENTS, STOP, TRAINER_LOG
-    from studio.run_folder.status import summarize, trainer_pid
 
     events_file = run_dir / EVENTS
     offset = events_file.stat().st_size if events_file.exists() else 0
@@ -121,7 +123,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-    from studio.run_folder.status import list_runs
 
     runs = list_runs()
     if not runs:
@@ -146,8 +147,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from studio.run_folder.control import stop_run
-    from studio.run_folder.layout import existing_run
 
     status = stop_run(existing_run(args.run))
     print(f"run {args.run}: {status}")
@@ -155,8 +154,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from studio.run_folder.control import delete_run
-    from studio.run_folder.layout import existing_run
 
     run_dir = existing_run(args.run)
     if not args.yes:
@@ -172,12 +169,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     if args.keys:
-        from studio.config import field_specs
-
         rows = [(spec.key, spec.type_name, repr(spec.default), spec.help) for spec in field_specs().values()]
         print_table(("KEY", "TYPE", "DEFAULT", "HELP"), rows)
         return 0
-    from studio.presets import preset_table
 
     rows = [
         (p["name"], p["arch"], format_count(p["params"]), format_bytes(p["memory"]["total"]), p["description"])
