@@ -47,28 +47,33 @@ def print_dataset(dataset) -> None:
 
 
 def format_event(event: dict) -> str | None:
+    """One line for an event as read (studio.run_folder.events: any field may be missing, none is mistyped)."""
     kind, step = event.get("kind"), event.get("step")
+
+    def number(name: str, spec: str, scale: float = 1.0) -> str:
+        return "-" if event.get(name) is None else format(scale * event[name], spec)
+
     if kind == "train":
-        norm = f" grad_norm {event['grad_norm']:.3f}" if event.get("grad_norm") is not None else ""
-        mfu = f" mfu {100 * event['mfu']:.1f}%" if event.get("mfu") is not None else ""
+        norm = f" grad_norm {number('grad_norm', '.3f')}" if event.get("grad_norm") is not None else ""
+        mfu = f" mfu {number('mfu', '.1f', 100)}%" if event.get("mfu") is not None else ""
         return (
-            f"step {step:>6}  loss {event['loss']:.4f}  lr {event['lr']:.2e}{norm}  "
-            f"{event['tokens_per_s']:,.0f} tok/s{mfu}"
+            f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
+            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
         )
     if kind == "eval":
         return (
-            f"step {step:>6}  val_loss {event['val_loss']:.4f}  val_ppl {event['val_ppl']:.2f}  "
-            f"val_acc {100 * event['val_acc']:.1f}%"
+            f"step {step:>6}  val_loss {number('val_loss', '.4f')}  val_ppl {number('val_ppl', '.2f')}  "
+            f"val_acc {number('val_acc', '.1f', 100)}%"
         )
     if kind == "sample":
         first = event["samples"][0] if event.get("samples") else None
         return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
     if kind == "error":
-        return f"step {step:>6}  error: {event['message']}"
+        return f"step {step:>6}  error: {event.get('message', '(no message)')}"
     if kind == "status":
-        return f"step {step:>6}  {event['state']}"
+        return f"step {step:>6}  {event.get('state', '(no state)')}"
     if kind == "checkpoint":
-        return f"step {step:>6}  checkpoint {event['path']}"
+        return f"step {step:>6}  checkpoint {event.get('path', '')}"
     return None
 
 

@@ -240,13 +240,10 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
     last = {kind: next((e for e in reversed(events) if e.get("kind") == kind), None) for kind in ("train", "eval")}
     metrics: dict[str, Any] = {}
     if last["train"]:
-        metrics.update(
-            step=last["train"]["step"], train_loss=last["train"]["loss"], tokens_seen=last["train"].get("tokens_seen")
-        )
+        metrics.update(step=last["train"]["step"], train_loss=last["train"].get("loss"))
+        metrics.update(tokens_seen=last["train"].get("tokens_seen"))
     if last["eval"]:
-        metrics.update(
-            val_loss=last["eval"]["val_loss"], val_ppl=last["eval"]["val_ppl"], val_acc=last["eval"]["val_acc"]
-        )
+        metrics.update({key: last["eval"].get(key) for key in ("val_loss", "val_ppl", "val_acc")})
     return metrics
 
 

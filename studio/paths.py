@@ -1,7 +1,16 @@
-"""Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/` and `runs/`."""
+"""Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/` and `runs/`.
+
+Runs and datasets are named, and a name is only ever a name: `check_name` is the one rule, so no name can
+reach outside its folder (no `/`, no leading dot, no `..`).
+"""
 
 import os
+import re
 from pathlib import Path
+
+from studio.errors import StudioError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def studio_home() -> Path:
@@ -14,6 +23,20 @@ def datasets_dir() -> Path:
 
 def runs_dir() -> Path:
     return studio_home() / "runs"
+
+
+def is_name(text: str) -> bool:
+    return bool(NAME.fullmatch(text))
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` when it is a valid name of a run or dataset (`what`), else a StudioError that says the rule."""
+    if not is_name(name):
+        raise StudioError(
+            f"{what} name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (100 at most), "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def child_process_env() -> dict[str, str]:

@@ -9,6 +9,7 @@ from studio.formatting import format_count, format_duration
 from studio.run_folder.watch import RunView
 
 STATUS_STYLES = {
+    "damaged": "bold red",
     "running": "bold green",
     "starting": "yellow",
     "finished": "bold cyan",
@@ -30,6 +31,8 @@ def title_line(view: RunView) -> Text:
         parts.append(f"tokens seen {format_count(view.tokens_seen)}")
     if view.eta_seconds is not None:
         parts.append(f"ETA {format_duration(view.eta_seconds)}")
+    if view.skipped_lines:
+        parts.append(f"{view.skipped_lines} damaged event lines skipped")
     return Text.assemble(
         ("run: ", "dim"),
         (view.name, "bold"),

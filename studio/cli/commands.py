@@ -123,7 +123,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-
     runs = list_runs()
     if not runs:
         print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
@@ -143,18 +142,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for run in runs
     ]
     print_table(header, rows)
+    for run in runs:
+        if run.status == "damaged":
+            print(f"run {run.name} is damaged: {run.error}", file=sys.stderr)
+        if run.skipped_lines:
+            print(
+                f"run {run.name}: {run.skipped_lines} lines of its events.jsonl are not events; skipped",
+                file=sys.stderr,
+            )
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-
     status = stop_run(existing_run(args.run))
     print(f"run {args.run}: {status}")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-
     run_dir = existing_run(args.run)
     if not args.yes:
         if not sys.stdin.isatty():

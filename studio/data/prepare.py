@@ -42,12 +42,11 @@ from studio.data.tokenizer import (
     train_char,
 )
 from studio.errors import StudioError
-from studio.paths import datasets_dir
+from studio.paths import check_name, datasets_dir, is_name
 
 FORMAT = 1  # bump when cleaning or the file layout changes, so old caches are not reused
 SPLITS = ("train", "val")
 MIN_SPLIT_TOKENS = 8
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -124,7 +123,7 @@ def resolve_dataset(
 
 def _is_dataset(name: str) -> bool:
     # temporary build folders start with a dot, so they never match
-    return bool(DATASET_NAME.fullmatch(name)) and (datasets_dir() / name / "meta.json").is_file()
+    return is_name(name) and (datasets_dir() / name / "meta.json").is_file()
 
 
 # ---- preparing ----------------------------------------------------------------------------------
@@ -139,10 +138,8 @@ def prepare_dataset(
     `pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
     are then ignored; the tokenizer's hash and end-of-text token join the cache key)."""
     progress = progress or _no_progress
-    if name is not None and not DATASET_NAME.fullmatch(name):
-        raise StudioError(
-            f"dataset name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit"
-        )
+    if name is not None:
+        check_name(name, "dataset")
     source = open_source(data.source, data)
     options = _options(data, source.kind, pretrained)
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
@@ -202,7 +199,7 @@ def _default_name(source: Source, data: DataConfig, options: dict[str, Any]) -> 
     """e.g. python-stdlib-bpe4096, tinyshakespeare-char, or notes-pretrained-<hash> (a model's tokenizer)."""
     path = Path(source.location)
     stem = {"builtin": source.location, "folder": path.name}.get(source.kind, path.stem)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "corpus"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)[:60].strip("-._") or "corpus"
     tokenizer = options["tokenizer"] if "vocab_size" not in options else f"bpe{data.vocab_size}"
     return f"{stem}-{tokenizer}"
 

@@ -17,13 +17,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 KINDS = ("train", "eval", "checkpoint", "status", "error", "sample")
+NUMBER = (int, float)
+FIELD_TYPES = {  # every field an event may carry, and its type; a field of another type is dropped when read
+    "t": NUMBER, "state": str, "max_steps": int, "world_size": int, "device": str, "params": int,
+    "checkpoint": str, "tokens_seen": int, "train_seconds": NUMBER,
+    "loss": NUMBER, "lr": NUMBER, "grad_norm": NUMBER, "tokens_per_s": NUMBER, "mfu": NUMBER,
+    "mem_allocated": int, "mem_reserved": int, "mem_peak": int,
+    "val_loss": NUMBER, "val_ppl": NUMBER, "val_acc": NUMBER,
+    "samples": list, "path": str, "message": str,
+}  # fmt: skip
 
 
 class EventWriter:
     """Appends events to a run's events.jsonl; every line is flushed so a crash loses at most one line."""
 
     def __init__(self, path: Path):
-        self._file: TextIO = open(path, "a", encoding="utf-8")
+        self._file: TextIO = open(path, "a+", encoding="utf-8")
+        if self._file.tell() and not _ends_with_newline(path):  # a writer killed mid-line: start a new one
+            self._file.write("\n")
 
     def write(self, kind: str, step: int, **fields: Any) -> dict[str, Any]:
         event = {"t": round(time.time(), 3), "kind": kind, "step": step, **fields}
@@ -35,22 +46,60 @@ class EventWriter:
         self._file.close()
 
 
-def read_new_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Events from byte `offset` to the last complete line, and the offset to read from next time."""
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as file:
+        file.seek(-1, 2)
+        return file.read(1) == b"\n"
+
+
+def read_event_lines(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int, int]:
+    """Events from byte `offset` to the last complete line, the offset to read from next time, and how many
+    complete lines were skipped for not being events (damaged by a crash, or written by something else)."""
     try:
         with open(path, "rb") as file:
             file.seek(offset)
             data = file.read()
-    except FileNotFoundError:
-        return [], offset
+    except (FileNotFoundError, IsADirectoryError):
+        return [], offset, 0
     complete = data.rfind(b"\n") + 1
-    events = []
-    for line in data[:complete].splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue  # a line damaged by a crash mid-write: skip it, keep the rest
-    return events, offset + complete
+    events, skipped = [], 0
+    for line in data[:complete].split(b"\n"):
+        event = parse_event(line)
+        if event is None:
+            skipped += bool(line.strip())
+        else:
+            events.append(event)
+    return events, offset + complete, skipped
+
+
+def parse_event(line: bytes) -> dict[str, Any] | None:
+    """The event on one line: a JSON object with a known kind and a whole step, its fields of the wrong type
+    dropped (so a reader may trust what is there); None for anything else."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not (isinstance(raw, dict) and raw.get("kind") in KINDS and _is(raw.get("step"), int) and raw["step"] >= 0):
+        return None
+    event = {"kind": raw["kind"], "step": raw["step"]}
+    event.update((key, value) for key, value in raw.items() if key in FIELD_TYPES and _is(value, FIELD_TYPES[key]))
+    if "samples" in event:
+        event["samples"] = [item for item in event["samples"] if _is_sample(item)]
+    return event
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _is_sample(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("prompt"), str) and isinstance(item.get("text"), str)
+
+
+def read_new_events(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """read_event_lines without the count of skipped lines."""
+    events, offset, _ = read_event_lines(path, offset)
+    return events, offset
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
@@ -60,7 +109,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def resumed_from(event: dict[str, Any]) -> int | None:
     """The step S a `resumed` status event restarts from; None for any other event (the module's resume rule)."""
     if event.get("kind") == "status" and event.get("state") == "resumed":
-        return int(event.get("step", 0))
+        return event["step"]
     return None
 
 

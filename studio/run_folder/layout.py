@@ -16,13 +16,12 @@ Every reader and writer (the CLI, the trainer, generation, export, the studio) t
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.paths import runs_dir
+from studio.paths import check_name, runs_dir
 
 CONFIG = "config.toml"
 EVENTS = "events.jsonl"
@@ -35,12 +34,11 @@ LATEST = "latest"
 TEMPORARY_PREFIX = ".tmp-"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-
 
 # ---- runs ---------------------------------------------------------------------------------------
 def run_path(name: str) -> Path:
-    return runs_dir() / name
+    """The folder of the run `name` (which must be a valid name, so the folder is inside the home)."""
+    return runs_dir() / check_name(name, "run")
 
 
 def is_run(folder: Path) -> bool:
@@ -69,8 +67,6 @@ def run_or_folder(target: str) -> Path:
 
 
 def check_new_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
-        raise StudioError(f"run name {name!r} is not allowed: use letters, digits, '.', '_' and '-' (80 at most)")
     if run_path(name).exists():
         raise StudioError(
             f"run {name!r} already exists; pick another --name, or continue it with `llm-studio resume {name}`"

@@ -13,7 +13,8 @@ from typing import Any
 
 import psutil
 
-from studio.run_folder.events import read_new_events, resumed_from, superseded
+from studio.errors import StudioError
+from studio.run_folder.events import read_event_lines, resumed_from, superseded
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 
 FINAL_STATES = ("finished", "stopped", "failed")
@@ -23,7 +24,7 @@ FINAL_STATES = ("finished", "stopped", "failed")
 class RunInfo:
     name: str
     path: Path
-    status: str  # created, starting, running, finished, stopped, failed, crashed
+    status: str  # created, starting, running, finished, stopped, failed, crashed; damaged: unreadable (see error)
     step: int
     max_steps: int
     train_loss: float | None
@@ -33,6 +34,7 @@ class RunInfo:
     created: float
     updated: float
     error: str | None
+    skipped_lines: int = 0  # lines of events.jsonl that are not events
 
 
 def trainer_pid(run_dir: Path) -> int | None:
@@ -67,12 +69,14 @@ class EventTally:
     table every few seconds, and re-reading every run's whole history each time would grow with the runs."""
 
     offset: int = 0
+    skipped: int = 0  # lines that were not events
     step: int = 0
     state: str | None = None
     last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval and error events
 
     def read(self, path: Path) -> None:
-        events, self.offset = read_new_events(path, self.offset)
+        events, self.offset, skipped = read_event_lines(path, self.offset)
+        self.skipped += skipped
         for event in events:
             self.fold(event)
 
@@ -103,6 +107,13 @@ class RunSummaries:
         self._lock = threading.Lock()
 
     def summarize(self, run_dir: Path) -> RunInfo:
+        """The run's summary; a run whose folder cannot be read is `damaged`, with the reason as its error."""
+        try:
+            return self._summarize(run_dir)
+        except (StudioError, OSError) as error:
+            return damaged_run(run_dir, str(error))
+
+    def _summarize(self, run_dir: Path) -> RunInfo:
         config = read_config(run_dir)
         events_file = run_dir / EVENTS
         with self._lock:
@@ -117,13 +128,14 @@ class RunSummaries:
             status=status,
             step=tally.step,
             max_steps=config.train.max_steps,
-            train_loss=train["loss"] if train else None,
-            val_loss=val["val_loss"] if val else None,
+            train_loss=train.get("loss") if train else None,
+            val_loss=val.get("val_loss") if val else None,
             preset=config.preset,
             data=config.data.dataset or config.data.source,
             created=created,
             updated=events_file.stat().st_mtime if events_file.exists() else created,
-            error=error["message"] if error and status == "failed" else None,
+            error=error.get("message", "the trainer failed") if error and status == "failed" else None,
+            skipped_lines=tally.skipped,
         )
 
     def list_runs(self) -> list[RunInfo]:
@@ -143,6 +155,27 @@ class RunSummaries:
         if tally is None or size < tally.offset:
             tally = self._tallies[key] = EventTally()
         return tally
+
+
+def damaged_run(run_dir: Path, reason: str) -> RunInfo:
+    try:
+        created = run_dir.stat().st_mtime
+    except OSError:
+        created = 0.0
+    return RunInfo(
+        name=run_dir.name,
+        path=run_dir,
+        status="damaged",
+        step=0,
+        max_steps=0,
+        train_loss=None,
+        val_loss=None,
+        preset="-",
+        data="-",
+        created=created,
+        updated=created,
+        error=reason,
+    )
 
 
 _summaries = RunSummaries()  # one per process: the CLI asks once, the studio every few seconds

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.run_folder.events import read_new_events, resumed_from
+from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
 from studio.run_folder.status import run_status
 
@@ -61,6 +61,7 @@ class RunView:
     samples: list[tuple[int, list[dict[str, str]]]]  # (step, [{"prompt", "text"}]), oldest first
     error: str | None
     log_lines: list[str]
+    skipped_lines: int = 0  # lines of events.jsonl that are not events
 
 
 class RunWatcher:
@@ -78,6 +79,7 @@ class RunWatcher:
         self.log_lines: deque[str] = deque(maxlen=log_lines)
         self._step_times: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
         self._events_offset = 0
+        self.skipped_lines = 0
         self._log_offset: int | None = None
         self._log_partial = b""
         self._lock = threading.Lock()  # a poll from a worker thread never overlaps another or a view()
@@ -86,7 +88,8 @@ class RunWatcher:
     def poll(self) -> bool:
         """Fold in what was appended since the last poll; whether anything the dashboard shows changed."""
         with self._lock:
-            events, self._events_offset = read_new_events(self.run_dir / EVENTS, self._events_offset)
+            events, self._events_offset, skipped = read_event_lines(self.run_dir / EVENTS, self._events_offset)
+            self.skipped_lines += skipped
             for event in events:
                 self._apply(event)
             new_log = self._read_log()
@@ -169,4 +172,5 @@ class RunWatcher:
                 samples=list(self.samples),
                 error=self.error,
                 log_lines=list(self.log_lines),
+                skipped_lines=self.skipped_lines,
             )

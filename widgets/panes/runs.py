@@ -93,11 +93,15 @@ class RunsPane(ReportsWorkerErrors, Vertical):
     # ---- opening ---------------------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#runs-table")
     def open_run(self, event: DataTable.RowSelected) -> None:
-        self.post_message(OpenRun(self.query_one(RunTable).runs[event.row_key.value].path))
+        run = self.query_one(RunTable).runs[event.row_key.value]
+        if run.status == "damaged":
+            self.notify(f"run {run.name} is damaged: {run.error}", severity="error", markup=False)
+        else:
+            self.post_message(OpenRun(run.path))
 
     def action_compare(self) -> None:
         table = self.query_one(RunTable)
-        marked = [table.runs[name].path for name in table.runs if name in table.marked]
+        marked = [run.path for name, run in table.runs.items() if name in table.marked and run.status != "damaged"]
         if len(marked) < 2:
             self.notify("mark two runs or more with space, then press v", severity="warning")
             return

@@ -1,0 +1,100 @@
+"""Damaged, hostile or concurrent input never costs a run, a file outside the home, or a traceback."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from studio.console import format_event
+from studio.export import final_metrics
+from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
+from studio.run_folder.status import list_runs
+from studio.run_folder.watch import RunWatcher
+from tests.helpers import fixture_events, write_fixture_run
+
+
+# ---- readers that survive anything ------------------------------------------------------------------
+def random_json(rng: random.Random, depth: int = 0):
+    """Any JSON value: scalars, lists, objects, and objects that look like events with fields of any type."""
+    scalars = [None, True, False, 0, -1, 2**40, 1.5, float("nan"), "", "train", "x" * rng.randint(0, 50)]
+    roll = rng.random()
+    if depth > 2 or roll < 0.3:
+        return rng.choice(scalars)
+    if roll < 0.45:
+        return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    if roll < 0.6:
+        return {rng.choice(["a", "kind", "step", "t"]): random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+    kind = rng.choice(["train", "eval", "checkpoint", "status", "error", "sample", "bogus"])
+    fields = ["loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen", "mfu", "val_loss", "val_ppl", "val_acc",
+              "path", "state", "message", "samples", "max_steps", "t", "mem_peak"]  # fmt: skip
+    event = {"kind": kind, "step": rng.choice([0, 5, -3, "7", 2.5, None, True])}
+    event.update((rng.choice(fields), random_json(rng, depth + 1)) for _ in range(rng.randint(0, 6)))
+    return event
+
+
+def junk_line(rng: random.Random) -> bytes:
+    if rng.random() < 0.3:
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 40))).replace(b"\n", b" ")
+    return json.dumps(random_json(rng)).encode()
+
+
+def test_event_readers_survive_any_line_and_read_every_real_event(studio_home):
+    rng = random.Random(0)
+    real = fixture_events()
+    run_dir = write_fixture_run("noisy", events=[])
+    lines = []
+    for event in real:
+        lines += [junk_line(rng) for _ in range(rng.randint(0, 3))]
+        lines.append(json.dumps(event).encode())
+    (run_dir / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+
+    events, _, skipped = read_event_lines(run_dir / "events.jsonl")
+    real_read = [event for event in events if event in real]
+    assert real_read == real  # every real event, in order
+    assert skipped + len(events) == sum(1 for line in lines if line.strip())
+    for event in events:
+        format_event(event)
+    current_history(events)
+    final_metrics(run_dir)
+    [summary] = list_runs()
+    assert summary.status in ("finished", "crashed", "stopped", "failed", "created")
+    watcher = RunWatcher(run_dir)
+    watcher.poll()
+    view = watcher.view()
+    last_train = [event for event in real if event["kind"] == "train"][-1]
+    assert view.series["loss"].values[-1] == last_train["loss"] and view.skipped_lines == skipped
+
+
+def test_a_damaged_run_is_listed_as_damaged_and_the_others_still_are(studio_home, run_cli):
+    write_fixture_run("good")
+    bad = write_fixture_run("bad")
+    (bad / "config.toml").write_text("[model\nthis is not toml", encoding="utf-8")
+    code, out, err = run_cli("runs")
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
+    assert rows == {"good": "finished", "bad": "damaged"}
+    assert "run bad is damaged: cannot read" in err
+
+
+def test_a_writer_after_a_torn_line_starts_a_new_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{"kind": "train", "st', encoding="utf-8")
+    writer = EventWriter(path)
+    writer.write("status", 1, state="stopped")
+    writer.close()
+    assert [(e["kind"], e["step"]) for e in read_events(path)] == [("train", 1), ("status", 1)]
+
+
+# ---- names are names --------------------------------------------------------------------------------
+def test_commands_take_names_not_paths_and_touch_nothing_outside_the_home(studio_home, run_cli, tmp_path):
+    outside = tmp_path / "somewhere"
+    outside.mkdir()
+    (outside / "config.toml").write_text("preset = 'tiny'\n", encoding="utf-8")
+    relative = "../../" + outside.name  # from runs/, two levels up is tmp_path
+    for target in (relative, str(outside), ".hidden", "a/b"):
+        for command in (["delete", target, "--yes"], ["stop", target], ["resume", target]):
+            code, out, err = run_cli(*command)
+            assert code == 2 and "run name" in err and "is not allowed" in err, (command, err)
+    code, _, err = run_cli("prepare", "python-stdlib", "--name", "../escape")
+    assert code == 2 and "dataset name '../escape' is not allowed" in err
+    assert (outside / "config.toml").is_file()
