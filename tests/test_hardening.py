@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
 
 from studio.console import format_event
+from studio.errors import StudioError
 from studio.export import final_metrics
+from studio.paths import child_process_env
+from studio.run_folder.control import launch
 from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
+from studio.run_folder.layout import list_checkpoint_steps, run_path
+from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import list_runs
 from studio.run_folder.watch import RunWatcher
-from tests.helpers import fixture_events, write_fixture_run
+from tests.helpers import TINY_TRAIN, fixture_events, write_fixture_run
 
 
 # ---- readers that survive anything ------------------------------------------------------------------
@@ -98,3 +110,51 @@ def test_commands_take_names_not_paths_and_touch_nothing_outside_the_home(studio
     code, _, err = run_cli("prepare", "python-stdlib", "--name", "../escape")
     assert code == 2 and "dataset name '../escape' is not allowed" in err
     assert (outside / "config.toml").is_file()
+
+
+# ---- one trainer per run ------------------------------------------------------------------------------
+def trainer_processes(run_dir) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "studio.train.worker" in cmdline and str(run_dir) in cmdline:
+            found.append(process)
+    return found
+
+
+@pytest.mark.slow
+def test_two_resumes_started_together_start_one_trainer_and_stop_stops_it(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "twice", "--max-steps", 20)
+    assert code == 0, err
+    run_dir = run_path("twice")
+    command = [sys.executable, "-m", "studio.cli", "resume", "twice", "--max-steps", "100000", "--detach"]
+    resumes = [subprocess.Popen(command, env=child_process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(2)]  # fmt: skip
+    outcomes = [(process.wait(timeout=60), process.stderr.read()) for process in resumes]
+    assert sorted(code for code, _ in outcomes) == [0, 2], outcomes
+    refused = next(err for code, err in outcomes if code == 2)
+    assert "already training" in refused or "still running" in refused
+    assert len(trainer_processes(run_dir)) == 1
+    with pytest.raises(StudioError, match="already training"):  # the lock itself, whatever the status says
+        launch(run_dir, resume=True)
+    code, out, _ = run_cli("stop", "twice")
+    assert code == 0 and "stopped" in out
+    assert trainer_processes(run_dir) == [] and not is_locked(run_dir)
+    steps = list_checkpoint_steps(run_dir)
+    time.sleep(1.0)
+    assert list_checkpoint_steps(run_dir) == steps  # nobody writes checkpoints any more
+
+
+@pytest.mark.slow
+def test_delete_is_refused_while_the_lock_is_held(run_cli, code_corpus):
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "held", "--max-steps", 5)
+    assert code == 0, err
+    run_dir = run_path("held")
+    lock = try_lock(run_dir)  # as a trainer holds it
+    try:
+        code, _, err = run_cli("delete", "held", "--yes")
+        assert code == 2 and "still training" in err and run_dir.is_dir()
+    finally:
+        os.close(lock)
+    code, _, err = run_cli("delete", "held", "--yes")
+    assert code == 0 and not run_dir.exists()

@@ -31,6 +31,7 @@ from studio.run_folder.layout import (
     read_config,
     run_path,
 )
+from studio.run_folder.lock import INHERITED_LOCK, take_lock, try_lock
 from studio.run_folder.status import summarize, trainer_pid
 
 
@@ -49,20 +50,27 @@ def create_run(config: RunConfig, name: str) -> Path:
 
 
 def launch(run_dir: Path, resume: bool = False) -> int:
-    """Start the trainer in its own process group, detached from this process; returns its pid."""
+    """Start the trainer in its own process group, detached from this process; returns its pid. The run's lock
+    is taken first and handed to the trainer (studio.run_folder.lock): a run already training is refused."""
     config = read_config(run_dir)
     command, env = trainer_command(run_dir, config, resume)
-    (run_dir / STOP).unlink(missing_ok=True)
-    with open(run_dir / TRAINER_LOG, "ab") as log:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=run_dir,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    lock = take_lock(run_dir)
+    try:
+        (run_dir / STOP).unlink(missing_ok=True)
+        env[INHERITED_LOCK] = str(lock)
+        with open(run_dir / TRAINER_LOG, "ab") as log:
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=run_dir,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock,),
+            )
+    finally:
+        os.close(lock)  # the trainer holds it now
     started = psutil.Process(process.pid).create_time()
     (run_dir / PID).write_text(f"{process.pid} {started}\n", encoding="utf-8")
     return process.pid
@@ -132,6 +140,11 @@ def wait_for_exit(run_dir: Path, timeout: float) -> bool:
 
 
 def delete_run(run_dir: Path) -> None:
-    if trainer_pid(run_dir) is not None:
+    """Remove a run that is not training; its lock is held meanwhile, so nothing launches into it."""
+    lock = try_lock(run_dir) if trainer_pid(run_dir) is None else None
+    if lock is None:
         raise StudioError(f"run {run_dir.name} is still training; stop it first with `llm-studio stop {run_dir.name}`")
-    shutil.rmtree(run_dir)
+    try:
+        shutil.rmtree(run_dir)
+    finally:
+        os.close(lock)

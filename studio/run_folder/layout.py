@@ -5,6 +5,7 @@
         events.jsonl                    the event stream (studio.run_folder.events)
         trainer.log                     stdout and stderr of every rank
         pid                             "<pid> <start time>" of the launched process group
+        lock                            held (flock) by the run's processes while it trains: one trainer per run
         STOP, CHECKPOINT                requests the trainer polls for every step, then removes
         checkpoints/latest              the name of the newest complete checkpoint
         checkpoints/step-NNNNNNN/       one checkpoint (studio.train.checkpoint writes and reads its files)
@@ -27,6 +28,7 @@ CONFIG = "config.toml"
 EVENTS = "events.jsonl"
 TRAINER_LOG = "trainer.log"
 PID = "pid"
+LOCK = "lock"
 STOP = "STOP"
 CHECKPOINT_REQUEST = "CHECKPOINT"
 CHECKPOINTS = "checkpoints"

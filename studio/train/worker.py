@@ -35,6 +35,7 @@ from studio.run_folder.layout import (
     read_config,
     temporary_checkpoint_dir,
 )
+from studio.run_folder.lock import hold_lock_for_life
 from studio.sizes import flops_per_token
 from studio.train import checkpoint
 from studio.train.schedule import lr_at
@@ -321,6 +322,11 @@ def _measured_matmul_flops(dtype: torch.dtype, size: int = 1024, trials: int = 5
 
 def main(argv: list[str]) -> int:
     run_dir = Path(argv[0])
+    try:
+        hold_lock_for_life(run_dir)
+    except StudioError as error:  # another trainer owns this run: leave its folder alone
+        print(error, file=sys.stderr)
+        return 1
     events = None
     trainer = None
     try:

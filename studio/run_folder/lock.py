@@ -1,0 +1,60 @@
+"""One trainer per run: an exclusive lock on the run folder's `lock` file (flock), which the kernel releases when
+the last process holding it ends, however it ends.
+
+The launcher takes the lock before it starts a trainer and hands the open file to the child it starts (the
+trainer itself, or `accelerate launch`, which outlives its workers), then closes its own copy: from then on the
+lock lives exactly as long as the run's processes. A second launch, from any terminal or the studio, finds it
+taken. A trainer started by hand (without a launcher) takes the lock itself. Delete holds it while it removes
+the folder, so nothing can launch into a folder being deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from studio.errors import StudioError
+from studio.run_folder.layout import LOCK
+
+INHERITED_LOCK = "LLM_STUDIO_RUN_LOCK_FD"  # set by the launcher in the trainer's environment
+
+
+def try_lock(run_dir: Path) -> int | None:
+    """An open descriptor holding the run's lock, or None when another process holds it."""
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def take_lock(run_dir: Path) -> int:
+    """The run's lock, or a StudioError saying that the run is training elsewhere."""
+    fd = try_lock(run_dir)
+    if fd is None:
+        raise StudioError(
+            f"run {run_dir.name} is already training (started from another terminal or the studio); "
+            f"stop it first with `llm-studio stop {run_dir.name}`"
+        )
+    return fd
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a process of the run holds its lock (a trainer is alive)."""
+    if not (run_dir / LOCK).exists():
+        return False
+    fd = try_lock(run_dir)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def hold_lock_for_life(run_dir: Path) -> None:
+    """In the trainer: keep the lock the launcher handed down, or take it when started by hand. The descriptor
+    stays open until the process ends."""
+    if INHERITED_LOCK not in os.environ:
+        take_lock(run_dir)
