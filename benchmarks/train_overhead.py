@@ -92,7 +92,7 @@ def main() -> None:
     config.data.source = str(args.text)
     config.train.sample_interval = 0
     run_dir = prepare_run(config, "bench")
-    trainer = Trainer(run_dir, resume=False)
+    trainer = Trainer(run_dir)
     dataset_dir = Path(os.environ["LLM_STUDIO_HOME"]) / "datasets" / trainer.config.data.dataset
     bare = bare_loop(trainer.config, dataset_dir / "train.bin", trainer.train_tokens.ids.dtype.name)
     studio = studio_loop(trainer)

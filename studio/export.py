@@ -28,8 +28,8 @@ from studio.errors import StudioError
 from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX
 from studio.model import build_model
 from studio.run_folder.events import current_history, read_events
-from studio.run_folder.layout import EVENTS, checkpoint_step, find_checkpoint, run_or_folder, trained_config
-from studio.weights import hf_names, load_weights, read_weights
+from studio.run_folder.layout import EVENTS, run_or_folder
+from studio.weights import hf_names, load_weights, read_checkpoint
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -42,6 +42,7 @@ class ExportResult:
     files: list[str]
     max_logit_diff: float | None  # None: not verified (recurrent model, or transformers not installed)
     note: str
+    fallback: str | None = None  # when a damaged latest checkpoint was passed over: which, and why
 
 
 def export_run(
@@ -55,11 +56,9 @@ def export_run(
     if dtype not in DTYPES:
         raise StudioError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     run_dir = run_or_folder(run)
-    found = find_checkpoint(run_dir, step)
-    weights, metadata = read_weights(found)
-    config = trained_config(run_dir, metadata)
+    read = read_checkpoint(run_dir, step)  # checked before the first byte is written
+    weights, config, step = read.weights, read.config, read.step
     dataset = open_dataset(config.data.dataset)
-    step = int(metadata.get("step", checkpoint_step(found)))
     out = out.expanduser().resolve()
     clear_output(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,24 +80,19 @@ def export_run(
     (out / MARKER).write_text(
         json.dumps({"run": run_dir.name, "step": step, "files": files}, indent=1), encoding="utf-8"
     )
+    diff, note = None, "not verified: transformers is not installed"
     if recurrent:
-        return ExportResult(
-            out,
-            files,
-            None,
-            f"{model_cfg.arch} models have no transformers class: the folder "
-            "holds plain safetensors (the studio's names) and config.json, not loadable by "
-            "AutoModelForCausalLM",
+        note = (
+            f"{model_cfg.arch} models have no transformers class: the folder holds plain safetensors (the "
+            "studio's names) and config.json, not loadable by AutoModelForCausalLM"
         )
-    if not verify or not transformers_available():
-        return ExportResult(out, files, None, "not verified: transformers is not installed")
-    reference = build_model(model_cfg)
-    rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
-    load_weights(reference, rounded, model_cfg.tie_embeddings)
-    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
-    return ExportResult(
-        out, files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
-    )
+    elif verify and transformers_available():
+        reference = build_model(model_cfg)
+        rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
+        load_weights(reference, rounded, model_cfg.tie_embeddings)
+        diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
+        note = f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
+    return ExportResult(out, files, diff, note, read.note)
 
 
 # ---- the output folder ----------------------------------------------------------------------------------

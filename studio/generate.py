@@ -21,8 +21,8 @@ from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
 from studio.hf_folder import read_hf_folder
 from studio.model import build_model
-from studio.run_folder.layout import checkpoint_step, find_checkpoint, run_or_folder, trained_config
-from studio.weights import load_hf_weights, load_weights, read_weights
+from studio.run_folder.layout import run_or_folder
+from studio.weights import load_hf_weights, load_weights, read_checkpoint
 
 
 @dataclass
@@ -163,6 +163,7 @@ class Generator:
     eot_id: int | None
     block_size: int
     description: str  # what was loaded, e.g. "run r1, step 500"
+    note: str | None = None  # when a damaged latest checkpoint was passed over: which, and why
 
     @property
     def device(self) -> torch.device:
@@ -261,9 +262,8 @@ def _device(device: str) -> torch.device:
 
 
 def _load_run(run_dir: Path, step: int | None) -> Generator:
-    found = find_checkpoint(run_dir, step)
-    weights, metadata = read_weights(found)
-    config = trained_config(run_dir, metadata)
+    read = read_checkpoint(run_dir, step)
+    config, metadata = read.config, read.metadata
     dataset = open_dataset(config.data.dataset)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
@@ -272,9 +272,9 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
             "with (it was prepared again); restore that dataset to generate from this run"
         )
     model = build_model(config.model)
-    load_weights(model, weights, config.model.tie_embeddings)
-    step = int(metadata.get("step", checkpoint_step(found)))
-    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size, f"run {run_dir.name}, step {step}")
+    load_weights(model, read.weights, config.model.tie_embeddings)
+    description = f"run {run_dir.name}, step {read.step}"
+    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size, description, read.note)
 
 
 def _load_hf_folder(folder: Path) -> Generator:

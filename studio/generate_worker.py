@@ -64,7 +64,8 @@ class Session:
             self.generator, self.key = None, None
             self.generator = load_generator(target, step)
             self.key = key
-            reply(loaded=self.generator.description)
+            note = self.generator.note
+            reply(loaded=self.generator.description + (f" ({note})" if note else ""))
         return self.generator
 
     def generate(self, request: dict[str, Any], stop: threading.Event) -> None:

@@ -17,11 +17,10 @@ from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
 from studio.run_folder.layout import (
     checkpoint_metadata,
-    find_checkpoint,
     is_run,
     run_or_folder,
     trained_config,
-    verify_checkpoint,
+    usable_checkpoint,
 )
 
 SUPPORTED = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2"}
@@ -229,8 +228,7 @@ def resolve_init(init_from: str) -> InitSource:
 def _resolve_run(run_dir: Path) -> InitSource:
     from studio.data.prepare import open_dataset
 
-    found = find_checkpoint(run_dir)
-    verify_checkpoint(found)
+    found, _ = usable_checkpoint(run_dir)
     config = trained_config(run_dir, checkpoint_metadata(found))
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)

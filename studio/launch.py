@@ -17,9 +17,8 @@ from studio.run_folder.layout import (
     check_new_name,
     default_run_name,
     existing_run,
-    find_checkpoint,
     read_config,
-    verify_checkpoint,
+    usable_checkpoint,
 )
 from studio.run_folder.status import summarize
 
@@ -68,16 +67,18 @@ def check_hardware(config: RunConfig) -> None:
         raise StudioError(f"--num-processes {config.train.num_processes} asks for more GPUs than the {gpus} here")
 
 
-def prepare_resume(name: str, max_steps: int | None) -> Path:
-    """Check that a run can resume (stopped or crashed, with a complete checkpoint); extend max_steps if asked."""
+def prepare_resume(name: str, max_steps: int | None, step: int | None = None) -> tuple[Path, Path, str | None]:
+    """Check that a run can resume (not running, with a usable checkpoint); extend max_steps if asked. Returns the
+    run folder, the checkpoint to resume from (`step`'s, else the newest usable one) and a note when the latest
+    checkpoint was passed over."""
     run_dir = existing_run(name)
     status = summarize(run_dir).status
     if status in ("running", "starting"):
         raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
-    verify_checkpoint(find_checkpoint(run_dir))
+    checkpoint, note = usable_checkpoint(run_dir, step, for_resume=True)
     config = read_config(run_dir)
     if max_steps is not None:
         config.train.max_steps = max_steps
         validate(config)
         config.save(run_dir / CONFIG)
-    return run_dir
+    return run_dir, checkpoint, note

@@ -8,16 +8,27 @@ the `transformer.` prefix. A tied lm_head is stored once (as the embedding) and 
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
-from studio.config import ModelConfig
+from studio.config import ModelConfig, RunConfig
 from studio.errors import StudioError
+from studio.formatting import format_bytes
 from studio.hf_folder import HFFolder, read_hf_folder
-from studio.run_folder.layout import WEIGHTS
+from studio.run_folder.layout import (
+    WEIGHTS,
+    checkpoint_metadata,
+    checkpoint_step,
+    short_reason,
+    trained_config,
+    usable_checkpoint,
+)
 
 TIED_HEAD = "lm_head.weight"  # with tied embeddings the output head is the embedding matrix, stored once
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -26,6 +37,31 @@ GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias",
 
 
 # ---- the studio's checkpoints ---------------------------------------------------------------------
+@dataclass
+class CheckpointRead:
+    """A run's checkpoint read for generation or export, after every check."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    config: RunConfig  # the config it was trained with
+    note: str | None  # when a damaged latest checkpoint was passed over: which, and why
+
+    @property
+    def step(self) -> int:
+        return checkpoint_step(self.path)
+
+
+def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
+    """The checkpoint of `step`, or the newest usable one, checked (headers, steps, shapes, memory) before its
+    weights are read."""
+    found, note = usable_checkpoint(run_dir, step)
+    config = trained_config(run_dir, checkpoint_metadata(found))
+    check_fit(config.model, found / WEIGHTS)
+    weights, metadata = read_weights(found)
+    return CheckpointRead(found, weights, metadata, config, note)
+
+
 def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
     weights = model.state_dict()
     if tied:
@@ -64,8 +100,34 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied:
         )
 
 
-def short_reason(error: Exception) -> str:
-    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
+    """Before a model of `cfg` is built to receive the weights in `weights_file`: the names and shapes in the
+    file's header must be the model's (checked on a model without storage), and the model and its weights must
+    fit in the memory available. A copied folder whose metadata lies is refused before anything is allocated."""
+    from studio.model import build_model
+
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in weights_to_save(build_model(cfg), cfg.tie_embeddings).items()}
+    try:
+        with safe_open(str(weights_file), framework="pt") as file:
+            found = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise StudioError(f"{weights_file} is unreadable or corrupt ({short_reason(error)})") from None
+    if found != expected:
+        wrong = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+        name = wrong[0]
+        raise StudioError(
+            f"the weights in {weights_file} do not fit the model of its config: {name} is "
+            f"{found.get(name, 'missing')} in the file, {expected.get(name, 'absent')} in the model "
+            f"({len(wrong)} tensors differ); the folder is damaged or was put together from different runs"
+        )
+    needed = 2 * 4 * sum(math.prod(shape) for shape in expected.values())  # fp32 model + the weights read
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise StudioError(
+            f"loading this model needs about {format_bytes(needed)} of memory, {format_bytes(available)} is "
+            "available; close other programs or use a machine with more memory"
+        )
 
 
 # ---- Hugging Face names, both ways ----------------------------------------------------------------
@@ -117,5 +179,6 @@ def load_initial_weights(model: torch.nn.Module, source: Path) -> None:
     if (source / "config.json").is_file():
         weights = load_hf_weights(read_hf_folder(source))
     else:
+        check_fit(model.cfg, source / WEIGHTS)
         weights, _ = read_weights(source)  # fp32, as the trainer keeps its master weights
     load_weights(model, weights, model.cfg.tie_embeddings)

@@ -8,9 +8,12 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 from studio.console import format_event
 from studio.errors import StudioError
@@ -18,7 +21,7 @@ from studio.export import final_metrics
 from studio.paths import child_process_env
 from studio.run_folder.control import launch
 from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
-from studio.run_folder.layout import list_checkpoint_steps, run_path
+from studio.run_folder.layout import find_checkpoint, list_checkpoint_steps, run_path
 from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import list_runs
 from studio.run_folder.watch import RunWatcher
@@ -136,7 +139,7 @@ def test_two_resumes_started_together_start_one_trainer_and_stop_stops_it(run_cl
     assert "already training" in refused or "still running" in refused
     assert len(trainer_processes(run_dir)) == 1
     with pytest.raises(StudioError, match="already training"):  # the lock itself, whatever the status says
-        launch(run_dir, resume=True)
+        launch(run_dir, find_checkpoint(run_dir))
     code, out, _ = run_cli("stop", "twice")
     assert code == 0 and "stopped" in out
     assert trainer_processes(run_dir) == [] and not is_locked(run_dir)
@@ -158,3 +161,87 @@ def test_delete_is_refused_while_the_lock_is_held(run_cli, code_corpus):
         os.close(lock)
     code, _, err = run_cli("delete", "held", "--yes")
     assert code == 0 and not run_dir.exists()
+
+
+# ---- checkpoints you can choose, and a fallback; verify before allocating --------------------------------
+def train_two_checkpoints(run_cli, corpus, name: str) -> Path:
+    code, _, err = run_cli("train", *TINY_TRAIN, "--data", corpus, "--name", name, "--max-steps", 20,
+                           "--set", "train.checkpoint_interval=10")  # fmt: skip
+    assert code == 0, err
+    return run_path(name)
+
+
+def rewrite_weights_metadata(checkpoint: Path, **changes: str) -> None:
+    path = checkpoint / "model.safetensors"
+    with safe_open(str(path), framework="numpy") as file:
+        tensors = {name: file.get_tensor(name) for name in file.keys()}
+        metadata = {**(file.metadata() or {}), **changes}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+@pytest.mark.slow
+def test_a_state_of_another_step_is_refused_and_resume_falls_back_saying_so(run_cli, code_corpus):
+    run_dir = train_two_checkpoints(run_cli, code_corpus, "state")
+    state_file = run_dir / "checkpoints" / "step-0000020" / "trainer_state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "step": 0}))
+    code, out, err = run_cli("resume", "state", "--max-steps", 30)
+    assert code == 0, err
+    assert "note: checkpoint step-0000020 (its trainer_state.json says step 0, its folder step 20) cannot be " \
+           "used; using step-0000010" in err  # fmt: skip
+    resumed = [e for e in read_events(run_dir / "events.jsonl") if e.get("state") == "resumed"]
+    assert [e["step"] for e in resumed] == [10]  # not 0: nothing of the run was overwritten from step 0
+    code, _, err = run_cli("resume", "state", "--checkpoint", 5)
+    assert code == 2 and "no checkpoint at step 5" in err
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_checkpoint_is_passed_over_by_generation_and_refused_when_chosen(run_cli, code_corpus):
+    run_dir = train_two_checkpoints(run_cli, code_corpus, "dmg")
+    (run_dir / "checkpoints" / "step-0000020" / "model.safetensors").write_bytes(b"\x00broken" * 4)
+    code, out, err = run_cli("generate", "dmg", "--prompt", "def ", "--max-new-tokens", 4, "--seed", 1)
+    assert code == 0, err
+    assert err.startswith("note: checkpoint step-0000020 (model.safetensors is unreadable or corrupt")
+    assert err.strip().endswith("using step-0000010")
+    code, _, err = run_cli("generate", "dmg", "--prompt", "x", "--checkpoint", 20)
+    assert code == 2 and err.count("\n") == 1 and "checkpoint step-0000020 of run dmg cannot be used" in err
+    code, _, err = run_cli("resume", "dmg", "--checkpoint", 10, "--max-steps", 12)
+    assert code == 0, err  # chosen: no note
+    assert "note:" not in err
+
+
+@pytest.mark.slow
+def test_metadata_that_names_a_larger_model_is_refused_before_anything_is_built(run_cli, code_corpus, tmp_path):
+    run_dir = train_two_checkpoints(run_cli, code_corpus, "liar")
+    for step in (10, 20):
+        checkpoint = run_dir / "checkpoints" / f"step-{step:07d}"
+        config = json.loads(safe_open(str(checkpoint / "model.safetensors"), framework="numpy").metadata()["config"])
+        config["model"]["n_embd"] = 1 << 20
+        rewrite_weights_metadata(checkpoint, config=json.dumps(config))
+    for command in (["generate", "liar", "--prompt", "x"], ["export", "liar", "--out", tmp_path / "out"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "no usable checkpoint" in err and "where the model of its config has" in err
+    assert not (tmp_path / "out").exists()  # export checks before it writes
+
+
+def test_weights_that_do_not_fit_their_config_or_the_memory_are_refused(tmp_path, monkeypatch):
+    from safetensors.torch import save_file as save_torch
+
+    from studio.config import ModelConfig
+    from studio.model import build_model
+    from studio.weights import check_fit, weights_to_save
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50)
+    weights = weights_to_save(build_model(cfg), cfg.tie_embeddings)
+    renamed = {name.replace("layers.1.", "layers.2."): tensor for name, tensor in weights.items()}
+    save_torch({k: v.contiguous() for k, v in renamed.items()}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(
+        StudioError,
+        match="do not fit the model of its config: model.layers.1.input_layernorm.weight is missing in the file",
+    ):
+        check_fit(cfg, tmp_path / "model.safetensors")
+    save_torch({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "model.safetensors"))
+    check_fit(cfg, tmp_path / "model.safetensors")
+    monkeypatch.setattr("psutil.virtual_memory", lambda: type("Memory", (), {"available": 1000})())
+    with pytest.raises(StudioError, match="needs about .* of memory, 1000 B is available"):
+        check_fit(cfg, tmp_path / "model.safetensors")

@@ -333,7 +333,7 @@ def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home
     from studio.train.worker import Trainer
 
     config = tiny_config({"data.source": str(code_corpus), "train.log_interval": 1000, "train.sample_interval": 0})
-    trainer = Trainer(prepare_run(config, "timed"), resume=False)
+    trainer = Trainer(prepare_run(config, "timed"))
     trainer.poll_requests = lambda: (trainer.state.step >= 3, False)  # as if `stop` came at step 3
     trainer.run()
     saved = json.loads((find_checkpoint(run_path("timed")) / "trainer_state.json").read_text())

@@ -43,19 +43,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args)
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
-    return start(run_dir, resume=False, detach=args.detach)
+    return start(run_dir, resume_from=None, detach=args.detach)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from studio.launch import prepare_resume
 
-    run_dir = prepare_resume(args.run, args.max_steps)
-    return start(run_dir, resume=True, detach=args.detach)
+    run_dir, checkpoint, note = prepare_resume(args.run, args.max_steps, args.checkpoint)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return start(run_dir, resume_from=checkpoint, detach=args.detach)
 
 
-def start(run_dir: Path, resume: bool, detach: bool) -> int:
-
-    launch(run_dir, resume=resume)
+def start(run_dir: Path, resume_from: Path | None, detach: bool) -> int:
+    launch(run_dir, resume_from)
+    resume = resume_from is not None
     name = run_dir.name
     if detach:
         print(f"run {name} {'resumed' if resume else 'started'} in the background: {run_dir}")
@@ -104,6 +106,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from studio.generate import load_generator
 
     generator = load_generator(args.target, args.checkpoint, args.device)
+    if generator.note:
+        print(f"note: {generator.note}", file=sys.stderr)
     print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
     return 0
 
@@ -113,6 +117,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from studio.export import export_run
 
     result = export_run(args.run, args.out, args.checkpoint, args.dtype, size)
+    if result.fallback:
+        print(f"note: {result.fallback}", file=sys.stderr)
     print(f"exported {len(result.files)} files to {result.out}")
     if result.max_logit_diff is not None:
         print(f"checked with transformers: largest logit difference {result.max_logit_diff:.2e} ({result.note})")

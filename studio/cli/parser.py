@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume = command("resume", "continue a run from its last complete checkpoint")
     resume.add_argument("run")
     resume.add_argument("--max-steps", type=int, help="train further than the run's original max_steps")
+    resume.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="STEP",
+        help="resume from this saved step (default: the newest usable one)",
+    )
     resume.add_argument("--detach", action="store_true")
 
     command("runs", "list runs")

@@ -28,6 +28,7 @@ from studio.run_folder.layout import (
     STOP,
     TRAINER_LOG,
     check_new_name,
+    checkpoint_step,
     read_config,
     run_path,
 )
@@ -49,11 +50,11 @@ def create_run(config: RunConfig, name: str) -> Path:
     return path
 
 
-def launch(run_dir: Path, resume: bool = False) -> int:
+def launch(run_dir: Path, resume_from: Path | None = None) -> int:
     """Start the trainer in its own process group, detached from this process; returns its pid. The run's lock
     is taken first and handed to the trainer (studio.run_folder.lock): a run already training is refused."""
     config = read_config(run_dir)
-    command, env = trainer_command(run_dir, config, resume)
+    command, env = trainer_command(run_dir, config, resume_from)
     lock = take_lock(run_dir)
     try:
         (run_dir / STOP).unlink(missing_ok=True)
@@ -76,9 +77,10 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     return process.pid
 
 
-def trainer_command(run_dir: Path, config: RunConfig, resume: bool) -> tuple[list[str], dict[str, str]]:
+def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) -> tuple[list[str], dict[str, str]]:
     """One process: the worker itself. Several: `accelerate launch`, on CPUs through gloo."""
-    worker = ["-m", "studio.train.worker", str(run_dir)] + (["--resume"] if resume else [])
+    resume = ["--resume", str(checkpoint_step(resume_from))] if resume_from else []
+    worker = ["-m", "studio.train.worker", str(run_dir), *resume]
     env = child_process_env()
     processes = config.train.num_processes
     if processes == 1:

@@ -17,6 +17,7 @@ Every reader and writer (the CLI, the trainer, generation, export, the studio) t
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 TEMPORARY_PREFIX = ".tmp-"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
+OPTIMIZER = "optimizer.safetensors"
+TRAINER_STATE = "trainer_state.json"
 
 
 # ---- runs ---------------------------------------------------------------------------------------
@@ -134,28 +137,90 @@ def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
         found = checkpoints_dir(run_dir) / checkpoint_name(step)
         found = found if found.is_dir() else None
     if found is None:
-        saved = ", ".join(str(s) for s in list_checkpoint_steps(run_dir)) or "none"
         raise StudioError(
             f"run {run_dir.name} has no checkpoint{'' if step is None else f' at step {step}'} "
-            f"(saved steps: {saved}); train longer or pick a saved step"
+            f"(saved steps: {_saved(run_dir)}); train longer or pick a saved step"
         )
     return found
 
 
-def verify_checkpoint(checkpoint: Path) -> None:
-    """Check every safetensors header of a checkpoint (torch-free), so a damaged one is refused up front."""
+def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False) -> str | None:
+    """Why a checkpoint cannot be used, from its files' headers alone (torch-free), or None when it can: a file
+    that is damaged or missing, a state or metadata of another step than the folder's, or weights that do not
+    add up to the model its config names (so a copied folder cannot make a loader build a model it lacks)."""
     from safetensors import safe_open
 
-    for path in [checkpoint / WEIGHTS, *sorted(checkpoint.glob("*.safetensors"))]:
+    from studio.sizes import param_count
+
+    needed = [WEIGHTS, OPTIMIZER, TRAINER_STATE] if for_resume else [WEIGHTS]
+    missing = [name for name in needed if not (checkpoint / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    values, metadata = 0, {}
+    for path in sorted(checkpoint.glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="numpy") as file:
-                file.keys()
+                if path.name == WEIGHTS:
+                    metadata = file.metadata() or {}
+                    values = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
         except Exception as error:  # safetensors raises several types for a damaged file
-            reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+            return f"{path.name} is unreadable or corrupt ({short_reason(error)})"
+    step = checkpoint_step(checkpoint)
+    if metadata.get("step", str(step)) != str(step):
+        return f"its weights say step {metadata['step'][:20]}, its folder step {step}"
+    if (checkpoint / TRAINER_STATE).is_file():
+        try:
+            state_step = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["step"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"{TRAINER_STATE} is unreadable ({short_reason(error)})"
+        if state_step != step:
+            return f"its {TRAINER_STATE} says step {state_step!r}, its folder step {step}"
+    try:
+        model = trained_config(run_dir, metadata).model
+        expected = param_count(model, model.vocab_size)
+    except (StudioError, ValueError, TypeError) as error:
+        return f"the config it was trained with is unreadable ({short_reason(error)})"
+    if values != expected:
+        return f"its weights hold {values:,} values where the model of its config has {expected:,}"
+    return None
+
+
+def usable_checkpoint(run_dir: Path, step: int | None = None, for_resume: bool = False) -> tuple[Path, str | None]:
+    """The checkpoint of `step`, refused with the reason when it cannot be used; else the newest usable one,
+    from `latest` down. The note (None when the latest was usable) says in one line which was passed over, why."""
+    if step is not None:
+        found = find_checkpoint(run_dir, step)
+        problem = checkpoint_problem(run_dir, found, for_resume)
+        if problem:
             raise StudioError(
-                f"checkpoint file {path} is unreadable or corrupt ({reason}); delete the folder "
-                f"{checkpoint.name} to fall back to an earlier checkpoint"
-            ) from None
+                f"checkpoint {found.name} of run {run_dir.name} cannot be used: {problem}; "
+                f"pick another with --checkpoint (saved steps: {_saved(run_dir)})"
+            )
+        return found, None
+    latest = latest_checkpoint(run_dir)
+    newest = checkpoint_step(latest) if latest else None
+    passed_over = []
+    for saved_step in reversed(list_checkpoint_steps(run_dir)):
+        if newest is not None and saved_step > newest:
+            continue  # never completed, or of an attempt that a resume superseded
+        candidate = checkpoints_dir(run_dir) / checkpoint_name(saved_step)
+        problem = checkpoint_problem(run_dir, candidate, for_resume)
+        if problem is None:
+            note = f"checkpoint {passed_over[0]} cannot be used; using {candidate.name}" if passed_over else None
+            return candidate, note
+        passed_over.append(f"{candidate.name} ({problem})")
+    if not passed_over:
+        find_checkpoint(run_dir)  # raises the error that names what exists
+    raise StudioError(f"run {run_dir.name} has no usable checkpoint: {'; '.join(passed_over[:3])}")
+
+
+def short_reason(error: Exception) -> str:
+    """The first line of an error's message, short enough for a one-line report."""
+    return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+
+
+def _saved(run_dir: Path) -> str:
+    return ", ".join(str(s) for s in list_checkpoint_steps(run_dir)) or "none"
 
 
 def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:

@@ -25,17 +25,17 @@ from safetensors.torch import load_file, safe_open, save_file
 from studio.errors import StudioError
 from studio.run_folder.layout import (
     LATEST,
+    OPTIMIZER,
+    TRAINER_STATE,
     WEIGHTS,
     checkpoint_name,
     checkpoints_dir,
+    short_reason,
     temporary_checkpoint_dir,
 )
 from studio.train.state import TrainingState
-from studio.weights import short_reason
 
 FORMAT = "llm-studio/1"
-OPTIMIZER = "optimizer.safetensors"
-TRAINER_STATE = "trainer_state.json"
 
 
 # ---- writing ------------------------------------------------------------------------------------

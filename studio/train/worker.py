@@ -1,4 +1,4 @@
-"""The trainer process: `python -m studio.train.worker RUN_DIR [--resume]`, alone or under `accelerate launch`.
+"""The trainer process: `python -m studio.train.worker RUN_DIR [--resume STEP]`, alone or under `accelerate launch`.
 
 It reads the run's config.toml, trains with Accelerate, and reports only through the run folder: events
 (rank 0), checkpoints, trainer.log. It stops cleanly (checkpoint, `stopped` event, exit 0) when the run
@@ -31,6 +31,8 @@ from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
     EVENTS,
     STOP,
+    WEIGHTS,
+    checkpoint_step,
     find_checkpoint,
     read_config,
     temporary_checkpoint_dir,
@@ -40,7 +42,7 @@ from studio.sizes import flops_per_token
 from studio.train import checkpoint
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
-from studio.weights import load_initial_weights, load_weights, read_weights, weights_to_save
+from studio.weights import check_fit, load_initial_weights, load_weights, read_weights, weights_to_save
 
 
 class NullWriter:
@@ -54,7 +56,7 @@ class NullWriter:
 
 
 class Trainer:
-    def __init__(self, run_dir: Path, resume: bool):
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
         self.run_dir = run_dir
         self.config = read_config(run_dir)
         train = self.config.train
@@ -74,10 +76,10 @@ class Trainer:
 
         set_seed(train.seed)  # the same initial weights on every rank
         self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
-        if train.init_from and not resume:  # resolved at launch to a folder of weights
+        if train.init_from and resume_step is None:  # resolved at launch to a folder of weights
             load_initial_weights(self.model, Path(train.init_from))
         self.optimizer = self._build_optimizer()
-        resumed_from = self._load_model_and_optimizer() if resume else None
+        resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
         trained = torch.compile(self.model) if train.compile else self.model
         self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
         self.flops_per_token = flops_per_token(self.config.model, self.config.model.vocab_size)
@@ -96,9 +98,11 @@ class Trainer:
         except (RuntimeError, ValueError):
             return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
-    def _load_model_and_optimizer(self) -> Path:
-        """Weights and optimizer state from the latest checkpoint; returns that checkpoint."""
-        found = find_checkpoint(self.run_dir)
+    def _load_model_and_optimizer(self, step: int) -> Path:
+        """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
+        returns that checkpoint."""
+        found = find_checkpoint(self.run_dir, step)
+        check_fit(self.config.model, found / WEIGHTS)
         weights, _ = read_weights(found)
         load_weights(self.model, weights, self.config.model.tie_embeddings)
         self.optimizer.load_state_dict(checkpoint.read_optimizer_state(found))
@@ -108,6 +112,9 @@ class Trainer:
         """The training state restored whole from the checkpoint on resume, else fresh streams seeded per rank.
         A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
         restored = resumed_from is not None and checkpoint.read_training_state(resumed_from, self.rank, self.state)
+        if resumed_from is not None and self.state.step != checkpoint_step(resumed_from):  # never restart elsewhere
+            raise StudioError(f"checkpoint {resumed_from.name} holds the state of step {self.state.step}; "
+                              "resume from another with `llm-studio resume RUN --checkpoint STEP`")  # fmt: skip
         if not restored:
             self.state.seed(self.config.train.seed + self.rank + self.state.step)
         if resumed_from is not None:
@@ -330,7 +337,7 @@ def main(argv: list[str]) -> int:
     events = None
     trainer = None
     try:
-        trainer = Trainer(run_dir, resume="--resume" in argv)
+        trainer = Trainer(run_dir, int(argv[argv.index("--resume") + 1]) if "--resume" in argv else None)
         events = trainer.events
         trainer.run()
         return 0

@@ -119,8 +119,10 @@ class RunsPane(ReportsWorkerErrors, Vertical):
             self.control_run(partial(self._resume, run.path))
 
     def _resume(self, run_dir: Path) -> str:
-        prepare_resume(run_dir.name, None)
-        launch(run_dir, resume=True)
+        _, checkpoint, note = prepare_resume(run_dir.name, None)
+        launch(run_dir, checkpoint)
+        if note:
+            self.tell(f"note: {note}", "warning")
         self.app.call_from_thread(self.post_message, RunLaunched(run_dir))
         return f"run {run_dir.name} resumed"
 
