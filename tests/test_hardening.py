@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -18,14 +19,15 @@ from safetensors.numpy import save_file
 from studio.console import format_event
 from studio.errors import StudioError
 from studio.export import final_metrics
+from studio.launch import prepare_run
 from studio.paths import child_process_env
-from studio.run_folder.control import launch
+from studio.run_folder.control import launch, wait_for_exit
 from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
 from studio.run_folder.layout import find_checkpoint, list_checkpoint_steps, run_path
 from studio.run_folder.lock import is_locked, try_lock
-from studio.run_folder.status import list_runs
+from studio.run_folder.status import list_runs, summarize
 from studio.run_folder.watch import RunWatcher
-from tests.helpers import TINY_TRAIN, fixture_events, write_fixture_run
+from tests.helpers import TINY_TRAIN, fixture_events, tiny_config, write_fixture_run
 
 
 # ---- readers that survive anything ------------------------------------------------------------------
@@ -120,7 +122,7 @@ def trainer_processes(run_dir) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "studio.train.worker" in cmdline and str(run_dir) in cmdline:
+        if "studio.train" in cmdline and str(run_dir) in cmdline:
             found.append(process)
     return found
 
@@ -245,3 +247,15 @@ def test_weights_that_do_not_fit_their_config_or_the_memory_are_refused(tmp_path
     monkeypatch.setattr("psutil.virtual_memory", lambda: type("Memory", (), {"available": 1000})())
     with pytest.raises(StudioError, match="needs about .* of memory, 1000 B is available"):
         check_fit(cfg, tmp_path / "model.safetensors")
+
+
+# ---- early signals ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_sigterm_while_the_trainer_starts_ends_the_run_as_stopped(studio_home, code_corpus):
+    run_dir = prepare_run(tiny_config({"data.source": str(code_corpus), "train.max_steps": 50}), "early")
+    pid = launch(run_dir)
+    time.sleep(0.3)  # the trainer is importing torch
+    os.killpg(pid, signal.SIGTERM)
+    assert wait_for_exit(run_dir, 60)
+    assert summarize(run_dir).status == "stopped"
+    assert "SIGTERM received" in (run_dir / "trainer.log").read_text()

@@ -80,7 +80,7 @@ def launch(run_dir: Path, resume_from: Path | None = None) -> int:
 def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) -> tuple[list[str], dict[str, str]]:
     """One process: the worker itself. Several: `accelerate launch`, on CPUs through gloo."""
     resume = ["--resume", str(checkpoint_step(resume_from))] if resume_from else []
-    worker = ["-m", "studio.train.worker", str(run_dir), *resume]
+    worker = ["-m", "studio.train", str(run_dir), *resume]
     env = child_process_env()
     processes = config.train.num_processes
     if processes == 1:

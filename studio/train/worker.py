@@ -1,4 +1,4 @@
-"""The trainer process: `python -m studio.train.worker RUN_DIR [--resume STEP]`, alone or under `accelerate launch`.
+"""The trainer (started as `python -m studio.train RUN_DIR [--resume STEP]`, alone or under `accelerate launch`).
 
 It reads the run's config.toml, trains with Accelerate, and reports only through the run folder: events
 (rank 0), checkpoints, trainer.log. It stops cleanly (checkpoint, `stopped` event, exit 0) when the run
@@ -9,7 +9,6 @@ A `CHECKPOINT` file asks for a checkpoint now.
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 import traceback
@@ -39,7 +38,7 @@ from studio.run_folder.layout import (
 )
 from studio.run_folder.lock import hold_lock_for_life
 from studio.sizes import flops_per_token
-from studio.train import checkpoint
+from studio.train import checkpoint, stop_signal
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
 from studio.weights import check_fit, load_initial_weights, load_weights, read_weights, weights_to_save
@@ -65,7 +64,6 @@ class Trainer:
         )
         self.rank = self.accelerator.process_index
         self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
-        self.stop_requested = False
 
         dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(dataset.tokenizer_path)
@@ -133,8 +131,9 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
         train, model_cfg = self.config.train, self.config.model
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        if stop_signal.received:  # while the trainer started: nothing trained yet, nothing to save
+            self.events.write("status", self.state.step, state="stopped")
+            return
         self.events.write(
             "status",
             self.state.step,
@@ -277,14 +276,11 @@ class Trainer:
         self.events.write("sample", self.state.step, samples=texts)
 
     # ---- stopping and checkpoints -----------------------------------------------------------------------
-    def _on_signal(self, signum, frame) -> None:
-        self.stop_requested = True
-
     def poll_requests(self) -> tuple[bool, bool]:
         """(stop, checkpoint now), from a signal or the run folder's request files, agreed by every rank in a
         single all-reduce per step; rank 0 removes the files it acted on. Every rank calls this each step."""
         files = (self.run_dir / STOP, self.run_dir / CHECKPOINT_REQUEST)
-        seen = [self.stop_requested or files[0].exists(), files[1].exists()]
+        seen = [stop_signal.received is not None or files[0].exists(), files[1].exists()]
         if self.accelerator.num_processes > 1:
             flags = torch.tensor(seen, dtype=torch.float32, device=self.accelerator.device)
             seen = (self.accelerator.reduce(flags, "sum") > 0).tolist()
@@ -375,7 +371,3 @@ def _oom_message(trainer: Trainer | None) -> str:
         f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
         "model.block_size, or the model size, or use --mixed-precision bf16"
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
