@@ -259,3 +259,25 @@ def test_a_sigterm_while_the_trainer_starts_ends_the_run_as_stopped(studio_home,
     assert wait_for_exit(run_dir, 60)
     assert summarize(run_dir).status == "stopped"
     assert "SIGTERM received" in (run_dir / "trainer.log").read_text()
+
+
+# ---- runaway inputs -------------------------------------------------------------------------------------
+PREPARE_AND_REPORT_PEAK = """
+import resource, sys
+from studio.config import DataConfig
+from studio.data.prepare import prepare_dataset
+dataset = prepare_dataset(DataConfig(source=sys.argv[1], vocab_size=1024))
+print(dataset.vocab_size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.slow
+def test_a_corpus_that_is_one_long_word_trains_a_bpe_in_bounded_memory(studio_home, tmp_path):
+    rng = random.Random(0)
+    corpus = tmp_path / "one-word.txt"  # 12 MB of letters, no whitespace, no line break: one pre-token once
+    corpus.write_text("".join(rng.choices("ACGT", k=12_000_000)), encoding="ascii")
+    result = subprocess.run([sys.executable, "-c", PREPARE_AND_REPORT_PEAK, str(corpus)], capture_output=True,
+                            text=True, env=child_process_env(), timeout=240)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    vocab, peak_mb = map(int, result.stdout.split())
+    assert vocab == 1024 and peak_mb < 1500, peak_mb

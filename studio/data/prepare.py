@@ -287,7 +287,7 @@ def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenize
     if data.tokenizer == "char":
         return train_char(corpus.charset)
     texts: Iterator[str] = (piece for pieces in kept_documents(source, corpus) for piece in pieces)
-    return train_bpe(texts, data.vocab_size)
+    return train_bpe(texts, data.vocab_size, corpus.characters)
 
 
 def _pretrained_encoder(tokenizer: Tokenizer, pretrained: PretrainedTokenizer) -> BpeEncoder:

@@ -8,23 +8,36 @@ tokenizer, the character one looks characters up in a numpy table (about ten tim
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from studio.errors import StudioError
 
 EOT = "<|endoftext|>"  # ends every document
 UNK = "<|unk|>"  # character level only: a character the corpus did not have
 PIECE_CHARS = 1 << 16  # BPE: text goes to the Rust side in pieces of about this size, in parallel
+# BPE training's time and memory grow with the longest pre-token: a run without spaces longer than this (minified
+# code, base64, a corpus that is one 60 MB "word") is cut into pre-tokens of at most this many bytes.
+MAX_PRETOKEN_BYTES = 128
+# ... and its memory with the length of the distinct pre-tokens it sees (about 100 bytes per character): it learns
+# its merges from at most this many characters, pieces taken evenly across the corpus.
+BPE_TRAIN_CHARS = 8_000_000
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE of at most vocab_size tokens (fewer when the corpus runs out of merges)."""
+def train_bpe(texts: Iterable[str], vocab_size: int, total_chars: int = 0) -> Tokenizer:
+    """A byte-level BPE of at most vocab_size tokens (fewer when the corpus runs out of merges), learnt from
+    `texts` (`total_chars` characters in all), or from an even sample of them when that is over BPE_TRAIN_CHARS."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.ByteLevel(add_prefix_space=False),  # maps every byte to one visible character
+            pre_tokenizers.Split(Regex(f".{{1,{MAX_PRETOKEN_BYTES}}}"), behavior="isolated"),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -34,7 +47,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     )  # all 256 bytes: any text encodes
     # the trainer reads hundreds of texts ahead: small pieces keep that buffer small
     pieces = (piece for text in texts for piece in split_before_newlines(text, PIECE_CHARS))
-    tokenizer.train_from_iterator(pieces, trainer)
+    every = -(-total_chars // BPE_TRAIN_CHARS)  # keep one piece in `every`
+    tokenizer.train_from_iterator(itertools.islice(pieces, 0, None, max(every, 1)), trainer)
     return tokenizer
 
 
@@ -97,16 +111,19 @@ def encoder_for(tokenizer: Tokenizer, kind: str) -> BpeEncoder | CharEncoder:
 def split_before_newlines(text: str, size: int) -> list[str]:
     """Pieces of about `size` characters, each cut just before a line break.
 
-    The byte-level pre-tokenizer already splits words there, so the pieces encode as the whole would.
+    The byte-level pre-tokenizer already splits words there, so the pieces encode as the whole would. Text with
+    no line break for 4 * size characters is cut there all the same (such text is not prose or code).
     """
     pieces, start = [], 0
     while len(text) - start > size:
-        cut = text.find("\n", start + size)
+        found = text.find("\n", start + size, start + 4 * size)
+        cut = found
         while cut > start and text[cut - 1] == "\n":  # before a run of newlines, not inside it
             cut -= 1
-        if cut <= start:
-            break
+        if cut <= start:  # no line break within reach, or nothing but line breaks: cut there all the same
+            cut = found if found > start else min(start + 4 * size, len(text))
         pieces.append(text[start:cut])
         start = cut
-    pieces.append(text[start:])
+    if start < len(text) or not pieces:
+        pieces.append(text[start:])
     return pieces
