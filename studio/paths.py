@@ -11,10 +11,14 @@ from pathlib import Path
 from studio.errors import StudioError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+TEMPORARY_PREFIX = ".tmp-"  # a folder being built, renamed into place when complete (never a valid name)
 
 
 def studio_home() -> Path:
-    return Path(os.environ.get("LLM_STUDIO_HOME") or Path.home() / ".llm-studio").expanduser()
+    home = Path(os.environ.get("LLM_STUDIO_HOME") or Path.home() / ".llm-studio").expanduser()
+    if home.exists() and not home.is_dir():
+        raise StudioError(f"the studio's home {home} is a file, not a folder; move it, or set LLM_STUDIO_HOME")
+    return home
 
 
 def datasets_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -281,3 +282,62 @@ def test_a_corpus_that_is_one_long_word_trains_a_bpe_in_bounded_memory(studio_ho
     assert result.returncode == 0, result.stderr[-2000:]
     vocab, peak_mb = map(int, result.stdout.split())
     assert vocab == 1024 and peak_mb < 1500, peak_mb
+
+
+# ---- operating-system errors, and what interrupted work leaves behind ------------------------------------------
+def test_a_home_that_is_a_file_is_one_line(tmp_path, monkeypatch, run_cli):
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(home))
+    for command in (["runs"], ["prepare", "python-stdlib"], ["delete", "x", "--yes"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and err.count("\n") == 1 and "is a file, not a folder" in err, err
+
+
+def test_a_full_disk_or_a_denied_folder_is_one_line(run_cli, code_corpus, monkeypatch):
+    import studio.data.prepare
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/somewhere/train.bin")
+
+    monkeypatch.setattr(studio.data.prepare, "_write_dataset", full_disk)
+    code, _, err = run_cli("prepare", code_corpus)
+    assert code == 2 and err.count("\n") == 1
+    assert "No space left on device on /somewhere/train.bin; the disk is full" in err
+
+    def denied(*args, **kwargs):  # these tests run as root, whom no permission stops: the error is raised
+        raise PermissionError(errno.EACCES, "Permission denied", "/home/someone/.llm-studio/datasets")
+
+    monkeypatch.setattr(studio.data.prepare, "_write_dataset", denied)
+    code, _, err = run_cli("prepare", code_corpus, "--tokenizer", "char")
+    assert code == 2 and err.count("\n") == 1
+    assert "Permission denied on /home/someone/.llm-studio/datasets; check its permissions" in err
+
+
+def test_leftovers_of_interrupted_work_go_when_nothing_writes_them(studio_home, run_cli):
+    run_dir = write_fixture_run("left")
+    abandoned = [studio_home / "datasets" / ".tmp-corpus-char-999999", run_dir / "checkpoints" / ".tmp-step-0000005"]
+    alive = studio_home / "datasets" / f".tmp-other-char-{os.getpid()}"  # a prepare still running
+    for folder in [*abandoned, alive]:
+        folder.mkdir(parents=True)
+        (folder / "train.bin").write_bytes(b"\0" * 10)
+    code, _, _ = run_cli("runs")
+    assert code == 0
+    assert not any(folder.exists() for folder in abandoned) and alive.is_dir()
+
+
+def test_a_checkpoint_that_fails_half_way_leaves_no_folder_behind(studio_home, code_corpus, monkeypatch):
+    from studio.train import checkpoint
+    from studio.train.worker import Trainer
+
+    config = tiny_config({"data.source": str(code_corpus), "train.sample_interval": 0})
+    trainer = Trainer(prepare_run(config, "full"))
+    trainer.state.step = 3
+
+    def full_disk(tensors, path, metadata=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "_save", full_disk)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    assert list((run_path("full") / "checkpoints").iterdir()) == []

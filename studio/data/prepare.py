@@ -42,7 +42,7 @@ from studio.data.tokenizer import (
     train_char,
 )
 from studio.errors import StudioError
-from studio.paths import check_name, datasets_dir, is_name
+from studio.paths import TEMPORARY_PREFIX, check_name, datasets_dir, is_name
 
 FORMAT = 1  # bump when cleaning or the file layout changes, so old caches are not reused
 SPLITS = ("train", "val")
@@ -219,7 +219,7 @@ def _build(
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / identity["name"]
-    temporary = root / f".tmp-{identity['name']}-{os.getpid()}"
+    temporary = root / f"{TEMPORARY_PREFIX}{identity['name']}-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)  # left over by a killed process of the same id
     temporary.mkdir()
     try:

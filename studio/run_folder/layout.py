@@ -23,7 +23,7 @@ from pathlib import Path
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.paths import check_name, runs_dir
+from studio.paths import TEMPORARY_PREFIX, check_name, runs_dir
 
 CONFIG = "config.toml"
 EVENTS = "events.jsonl"
@@ -34,7 +34,6 @@ STOP = "STOP"
 CHECKPOINT_REQUEST = "CHECKPOINT"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-TEMPORARY_PREFIX = ".tmp-"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
 OPTIMIZER = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"

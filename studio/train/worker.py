@@ -9,6 +9,7 @@ A `CHECKPOINT` file asks for a checkpoint now.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 import traceback
@@ -21,7 +22,7 @@ from accelerate.utils import set_seed
 from studio.data.batches import TokenFile, sample_batch
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
-from studio.errors import StudioError
+from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, sample
 from studio.hardware import gpu_peak_flops
 from studio.model import build_model, param_groups
@@ -296,15 +297,19 @@ class Trainer:
         if accelerator.is_main_process:
             checkpoint.begin(self.run_dir, self.state.step)
         accelerator.wait_for_everyone()
-        checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes)
-        if accelerator.is_main_process:
-            metadata = {
-                "config": self.config.to_json(),
-                "step": str(self.state.step),
-                "tokenizer_hash": self.tokenizer_hash,
-            }
-            weights = weights_to_save(self.model, self.config.model.tie_embeddings)
-            checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
+        try:
+            checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes)
+            if accelerator.is_main_process:
+                metadata = {
+                    "config": self.config.to_json(),
+                    "step": str(self.state.step),
+                    "tokenizer_hash": self.tokenizer_hash,
+                }
+                weights = weights_to_save(self.model, self.config.model.tie_embeddings)
+                checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
+        except BaseException:  # a full disk, say: the half-written folder goes, the previous checkpoint stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
@@ -342,6 +347,9 @@ def main(argv: list[str]) -> int:
         _report_failure(trainer, run_dir, _oom_message(trainer))
     except StudioError as error:
         _report_failure(trainer, run_dir, str(error))
+    except OSError as error:
+        traceback.print_exc()
+        _report_failure(trainer, run_dir, os_error_line(error))
     except Exception as error:
         traceback.print_exc()
         _report_failure(trainer, run_dir, f"{type(error).__name__}: {error}; the traceback is in trainer.log")
