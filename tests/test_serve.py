@@ -1,14 +1,21 @@
-"""`llm-studio serve` answers on loopback with textual-serve's page (each page load starts a studio)."""
+"""`llm-studio serve`: textual-serve's page on loopback, a token off it, and studios that end with the server."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,3 +53,64 @@ def test_serve_answers_with_the_textual_serve_page(studio_home):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    server = subprocess.Popen([sys.executable, "-m", "studio.cli", "serve", "--port", str(port), *args], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return server, port
+
+
+def status_of(url: str, deadline: float) -> int:
+    try:
+        fetch(url, deadline)
+        return 200
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_off_loopback_the_token_is_required(studio_home):
+    server, port = start_server("--host", "0.0.0.0")
+    try:
+        printed = server.stdout.readline()
+        token = printed.split("?token=")[1].split()[0]
+        deadline = time.monotonic() + 30
+        assert status_of(f"http://127.0.0.1:{port}/?token={token}", deadline) == 200
+        assert status_of(f"http://127.0.0.1:{port}/", deadline) == 403
+        assert status_of(f"http://127.0.0.1:{port}/?token=guess", deadline) == 403
+        assert status_of(f"http://127.0.0.1:{port}/static/css/xterm.css", deadline) == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    refused = subprocess.run([sys.executable, "-m", "studio.cli", "serve", "--host", "0.0.0.0", "--token", ""],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "needs a token" in refused.stderr and "ssh -L" in refused.stderr
+
+
+def studios_of(server: subprocess.Popen) -> list[psutil.Process]:
+    children = psutil.Process(server.pid).children(recursive=True)
+    return [child for child in children if "studio.cli" in " ".join(child.cmdline())]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_the_sessions_studios_stop_with_the_server(studio_home, stop):
+    server, port = start_server()
+
+    async def open_session_then_stop_the_server() -> list[psutil.Process]:
+        fetch(f"http://127.0.0.1:{port}/", time.monotonic() + 30)  # the server is up
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{port}/ws?width=80&height=24"):
+                deadline = time.monotonic() + 30
+                while not (studios := studios_of(server)):
+                    assert time.monotonic() < deadline, "no studio process started"
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)  # the studio is starting up
+                server.send_signal(stop)
+                return studios
+
+    studios = asyncio.run(open_session_then_stop_the_server())
+    server.wait(timeout=30)
+    gone, alive = psutil.wait_procs(studios, timeout=15)
+    assert alive == [], [process.cmdline() for process in alive]

@@ -31,6 +31,7 @@ from widgets.panes.runs import RunsPane
 from widgets.panes.train import TrainPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
+from widgets.served import stop_with_the_server
 
 GC_FREEZE_AFTER_SECONDS = 2.0
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
@@ -180,4 +181,5 @@ def default_config() -> RunConfig:
 
 
 def run_studio() -> None:
+    stop_with_the_server()  # a studio served to a browser
     StudioApp().run()

@@ -200,11 +200,9 @@ def cmd_studio(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The studio in a browser: textual-serve starts one studio process per browser tab."""
-    from textual_serve.server import Server
+    from widgets.serve import serve  # the other import of the UI from the engine's side (see pyproject)
 
-    print(f"serving the studio on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
-    Server(command=f"{sys.executable} -m studio.cli", host=args.host, port=args.port).serve()
+    serve(args.host, args.port, args.token)
     return 0
 
 
