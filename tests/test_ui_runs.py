@@ -211,3 +211,21 @@ async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pan
             what="the resumed run to train on",
         )
         assert chart_curves(resumed)["train"].steps[0] == 5  # the whole history, not only the new part
+
+
+async def test_a_damaged_run_shows_as_damaged_and_does_not_open(studio_home):
+    write_fixture_run("fine")
+    broken = write_fixture_run("broken")
+    (broken / "config.toml").write_text("[train\n", encoding="utf-8")
+    with open(broken / "events.jsonl", "a", encoding="utf-8") as events:
+        events.write('[1, 2]\n"text"\n{"kind": "train", "step": "x"}\n')
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=2)
+        assert str(table.get_row("broken")[2]).strip() == "damaged"
+        seen = record_notifications(app)
+        table.move_cursor(row=[*table.runs].index("broken"))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, DashboardScreen)
+        assert seen[-1][0] == "error" and seen[-1][1].startswith("run broken is damaged: cannot read")
