@@ -46,6 +46,9 @@ class ModelConfig:
     )
     n_layer: int = setting(4, "layers (blocks)", "layers")
     n_head: int = setting(4, "attention heads; must divide the width (decoders only)", "heads")
+    n_kv_head: int = setting(
+        0, "llama only: key/value heads, dividing the heads (grouped-query attention); 0: one per head", "KV heads"
+    )
     n_embd: int = setting(128, "n_embd: the residual stream's size (the hidden size of recurrent models)", "width")
     block_size: int = setting(128, "block_size: tokens per training sequence (the context length)", "context")
     vocab_size: int = setting(0, "0: the prepared dataset's vocabulary", "vocab")
@@ -61,6 +64,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_kv_head, else one per attention head (multi-head attention)."""
+        return self.n_kv_head or self.n_head
 
     @property
     def mlp_width(self) -> int:
@@ -343,6 +351,12 @@ def validate(config: RunConfig) -> None:
                 f"model.n_embd ({m.n_embd}) must be divisible by model.n_head ({m.n_head}); "
                 f"try n_head={_nearest_divisor(m.n_embd, m.n_head)}"
             )
+        if m.n_kv_head < 0 or m.n_head % m.kv_heads:
+            raise StudioError(
+                f"model.n_kv_head ({m.n_kv_head}) must divide model.n_head ({m.n_head}); 0 gives every head its own"
+            )
+        if m.arch != "llama" and m.kv_heads != m.n_head:
+            raise StudioError(f"model.n_kv_head: grouped-query attention is for llama, not {m.arch}; set it to 0")
         if m.arch == "llama" and m.head_dim % 2:
             raise StudioError(
                 f"model: the head size n_embd/n_head = {m.head_dim} must be even "

@@ -162,7 +162,7 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, A
             "intermediate_size": m.mlp_width,
             "num_hidden_layers": m.n_layer,
             "num_attention_heads": m.n_head,
-            "num_key_value_heads": m.n_head,
+            "num_key_value_heads": m.kv_heads,
             "head_dim": m.head_dim,
             "max_position_embeddings": m.block_size,
             "rms_norm_eps": m.norm_eps,

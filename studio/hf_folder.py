@@ -98,7 +98,6 @@ def _llama_config(raw: dict[str, Any]) -> ModelConfig:
     width = raw["hidden_size"]
     rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
     unsupported = [
-        (raw.get("num_key_value_heads", heads) != heads, "grouped-query attention (num_key_value_heads)"),
         (raw.get("hidden_act", "silu") != "silu", f"activation {raw.get('hidden_act')}"),
         (raw.get("attention_bias") or raw.get("mlp_bias"), "biases in attention or MLP"),
         (raw.get("head_dim", width // heads) != width // heads, "a head_dim other than hidden_size/heads"),
@@ -111,6 +110,7 @@ def _llama_config(raw: dict[str, Any]) -> ModelConfig:
         arch="llama",
         n_layer=raw["num_hidden_layers"],
         n_head=heads,
+        n_kv_head=raw.get("num_key_value_heads", heads),
         n_embd=width,
         block_size=raw["max_position_embeddings"],
         vocab_size=raw["vocab_size"],

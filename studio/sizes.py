@@ -22,7 +22,8 @@ def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
         return vocab * d + n_layer * per_layer + head
     hidden = cfg.mlp_width
     if cfg.arch == "llama":
-        per_layer = 4 * d * d + 3 * d * hidden + 2 * d  # q k v o, gate up down, two RMSNorm weights
+        kv = cfg.kv_heads * cfg.head_dim  # k and v are narrower under grouped-query attention
+        per_layer = 2 * d * d + 2 * d * kv + 3 * d * hidden + 2 * d  # q o, k v, gate up down, two RMSNorm weights
         return vocab * d + n_layer * per_layer + d + head  # + final norm
     # gpt2: fused qkv + c_proj, c_fc + c_proj, two LayerNorms; biases on all of them when cfg.bias
     bias = cfg.bias
@@ -62,8 +63,9 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
     - optimizer: AdamW keeps two fp32 moments (8 bytes each), SGD one momentum buffer (4, none at momentum 0).
     - activations: what autograd keeps for the backward for batch_size·block_size tokens, counted in
       values per token at the mixed-precision width (4 bytes, 2 under bf16/fp16). A decoder layer keeps
-      its residual input, normed input, q, k, v and attention output per sublayer (~8·n_embd) plus the
-      MLP's inner tensors (4·hidden for SwiGLU: gate, silu(gate), up, product; 2·hidden for GELU).
+      its residual input, normed input, q, k, v and attention output per sublayer (~8·n_embd; k and v
+      narrower under grouped-query attention) plus the MLP's inner tensors (4·hidden for SwiGLU: gate,
+      silu(gate), up, product; 2·hidden for GELU).
       SDPA's fused kernels keep no T×T matrix. An LSTM layer keeps ~6·n_embd (four gates, cell, output),
       an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
       keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted.
@@ -77,7 +79,8 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
     if cfg.recurrent:
         per_layer = (6 if cfg.arch == "lstm" else 2) * cfg.n_embd
     else:
-        per_layer = 8 * cfg.n_embd + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
+        kv = cfg.kv_heads * cfg.head_dim
+        per_layer = 6 * cfg.n_embd + 2 * kv + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
     per_token = cfg.n_layer * per_layer + cfg.n_embd
     memory = {
         "weights": 4 * n + (2 * n if mixed else 0),

@@ -64,6 +64,7 @@ def test_parse_override_needs_an_equals_sign():
         ("data.vocab_size", 10**8, "out of range"),
         ("model.arch", "transformer-xl", "model.arch must be one of"),
         ("model.dropout", 1.5, "dropout"),
+        ("model.n_kv_head", 3, r"model.n_kv_head \(3\) must divide model.n_head \(4\)"),
     ],
 )
 def test_validation_names_the_key_and_the_fix(key, value, words):
@@ -79,3 +80,13 @@ def test_every_field_is_settable():
         section, name = key.split(".")
         set_field(config, key, getattr(getattr(config, section), name))
     validate(config)
+
+
+def test_grouped_query_attention_is_for_llama_only():
+    config = RunConfig()
+    set_field(config, "model.n_kv_head", 2)
+    validate(config)  # llama, 4 heads sharing 2 key/value heads
+    assert config.model.kv_heads == 2 and RunConfig().model.kv_heads == 4
+    set_field(config, "model.arch", "gpt2")
+    with pytest.raises(StudioError, match="grouped-query attention is for llama, not gpt2"):
+        validate(config)

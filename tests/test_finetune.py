@@ -60,7 +60,7 @@ def save_tokenizer(folder, eos: str) -> int:
     return tokenizer.get_vocab_size()
 
 
-def make_hf_model(folder, arch: str, vocab: int = 320) -> torch.nn.Module:
+def make_hf_model(folder, arch: str, vocab: int = 320, kv_heads: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
     if arch == "llama":
         config = transformers.LlamaConfig(
@@ -69,7 +69,7 @@ def make_hf_model(folder, arch: str, vocab: int = 320) -> torch.nn.Module:
             intermediate_size=128,
             num_hidden_layers=2,
             num_attention_heads=4,
-            num_key_value_heads=4,
+            num_key_value_heads=kv_heads,  # fewer than the 4 heads: grouped-query attention
             max_position_embeddings=64,
             tie_word_embeddings=False,
             eos_token_id=1,
@@ -104,10 +104,10 @@ def test_imported_model_has_transformers_logits(tmp_path, arch):
     assert studio.eot_id == 1
 
 
-@pytest.mark.parametrize("arch", ("llama", "gpt2"))
-def test_fine_tune_a_hugging_face_folder_then_export_it_again(studio_home, tmp_path, corpus, capsys, arch):
+@pytest.mark.parametrize(("arch", "kv_heads"), [("llama", 4), ("llama", 2), ("gpt2", 4)])
+def test_fine_tune_a_hugging_face_folder_then_export_it_again(studio_home, tmp_path, corpus, capsys, arch, kv_heads):
     folder = tmp_path / arch
-    hf_model = make_hf_model(folder, arch)
+    hf_model = make_hf_model(folder, arch, kv_heads=kv_heads)
     assert main(["train", "--init-from", str(folder), "--data", str(corpus), "--name", "ft", *FINETUNE]) == 0
     config = (run_path("ft") / "config.toml").read_text()
     assert f'arch = "{arch}"' in config and "n_embd = 64" in config and "vocab_size = 320" in config
@@ -121,6 +121,7 @@ def test_fine_tune_a_hugging_face_folder_then_export_it_again(studio_home, tmp_p
     assert main(["export", "ft", "--out", str(out)]) == 0
     assert "largest logit difference" in capsys.readouterr().out
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert reloaded.config.num_key_value_heads == kv_heads if arch == "llama" else True
     studio = load_generator("ft")
     ids = torch.tensor([studio.encode("class Point:")])
     with torch.no_grad():

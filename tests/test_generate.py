@@ -27,10 +27,11 @@ def trained(tmp_path_factory):
     return train_runs(tmp_path_factory, ADD_FUNCTION * 200, {"r": ["--max-steps", "20"]})
 
 
-@pytest.mark.parametrize("arch", ("llama", "gpt2"))
-def test_cached_logits_equal_full_forward_at_every_step(arch):
+@pytest.mark.parametrize(("arch", "kv_heads"), [("llama", 0), ("gpt2", 0), ("llama", 1)])
+def test_cached_logits_equal_full_forward_at_every_step(arch, kv_heads):
     torch.manual_seed(0)
-    model = build_model(tiny(arch)).eval()
+    model = build_model(dataclasses.replace(tiny(arch), n_kv_head=kv_heads)).eval()
+    assert model.new_cache(2).k.shape[2] == (kv_heads or 2)  # the cache holds the key/value heads only
     ids = torch.randint(0, VOCAB, (2, 16))
     with torch.no_grad():
         full, _ = model(ids)

@@ -181,11 +181,12 @@ def _transformers():
     return pytest.importorskip("transformers", reason="transformers is not installed (pip install -e .[test])")
 
 
-@pytest.mark.parametrize("tie", (True, False))
-def test_llama_logits_equal_hugging_faces(tie):
+@pytest.mark.parametrize(("tie", "kv_heads"), [(True, 0), (False, 0), (True, 2), (False, 1)])
+def test_llama_logits_equal_hugging_faces(tie, kv_heads):
     transformers = _transformers()
     torch.manual_seed(0)
-    cfg = tiny("llama", n_embd=64, n_head=4, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
+    cfg = tiny("llama", n_embd=64, n_head=4, n_kv_head=kv_heads, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
+    assert build_model(cfg).num_params() == param_count(cfg)
     ours = build_model(cfg).eval()
     hf_config = transformers.LlamaConfig(
         vocab_size=VOCAB,
@@ -193,7 +194,7 @@ def test_llama_logits_equal_hugging_faces(tie):
         intermediate_size=cfg.mlp_width,
         num_hidden_layers=cfg.n_layer,
         num_attention_heads=cfg.n_head,
-        num_key_value_heads=cfg.n_head,
+        num_key_value_heads=cfg.kv_heads,
         max_position_embeddings=cfg.block_size,
         rms_norm_eps=cfg.norm_eps,
         tie_word_embeddings=tie,

@@ -31,9 +31,10 @@ class KVCache:
     def for_model(
         cls, cfg, batch: int, max_len: int | None, like: torch.Tensor, dtype: torch.dtype | None = None
     ) -> KVCache:
-        """An empty cache for a decoder of config cfg, on the device (and by default in the dtype) of `like`."""
+        """An empty cache for a decoder of config cfg, on the device (and by default in the dtype) of `like`; it
+        holds the key/value heads only (fewer than the attention heads under grouped-query attention)."""
         return cls(
-            cfg.n_layer, batch, cfg.n_head, max_len or cfg.block_size, cfg.head_dim, dtype or like.dtype, like.device
+            cfg.n_layer, batch, cfg.kv_heads, max_len or cfg.block_size, cfg.head_dim, dtype or like.dtype, like.device
         )
 
     def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,11 +48,15 @@ class KVCache:
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, cache: KVCache | None, layer: int, start: int
 ) -> torch.Tensor:
-    """Causal attention of q (B, H, T, D) over k, v; with a cache, over every position stored before too."""
+    """Causal attention of q (B, H, T, D) over k, v (B, H_kv, T, D); with a cache, over every position stored before
+    too. Under grouped-query attention (H_kv < H) each key/value head serves H / H_kv consecutive query heads."""
+    if cache is not None:
+        k, v = cache.update(layer, start, k, v)
+        k, v = k.to(q.dtype), v.to(q.dtype)  # under autocast q may be 16-bit while the cache keeps the weights' dtype
+    if k.size(1) != q.size(1):
+        k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
     if cache is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-    k, v = cache.update(layer, start, k, v)
-    k, v = k.to(q.dtype), v.to(q.dtype)  # under autocast q may be 16-bit while the cache keeps the weights' dtype
     T = q.size(2)
     if T == 1:  # one new position sees all earlier ones: no mask at all
         return F.scaled_dot_product_attention(q, k, v)

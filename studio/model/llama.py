@@ -50,11 +50,12 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer  # its slot in a KV cache
-        self.n_head = cfg.n_head
+        self.n_head, self.kv_heads, self.head_dim = cfg.n_head, cfg.kv_heads, cfg.head_dim
         self.dropout = cfg.dropout
+        kv_width = cfg.kv_heads * cfg.head_dim  # grouped-query attention: fewer key/value heads, each shared
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
-        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
-        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.k_proj = nn.Linear(cfg.n_embd, kv_width, bias=False)
+        self.v_proj = nn.Linear(cfg.n_embd, kv_width, bias=False)
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -62,10 +63,8 @@ class Attention(nn.Module):
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, start: int = 0
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (
-            proj(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-            for proj in (self.q_proj, self.k_proj, self.v_proj)
-        )
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2) for proj in (self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
