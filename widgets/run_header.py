@@ -47,10 +47,12 @@ def metrics_line(view: RunView) -> str:
     last = {name: series.last() for name, series in view.series.items()}
     tokens_per_s = last["tokens_per_s"]
     mfu = last["mfu"]
+    # a CPU has no spec sheet: the trainer measures a matmul's speed and calls that the peak
+    peak = " of a measured CPU matmul peak" if view.device == "cpu" and mfu is not None else ""
     return (
         f"lr {_number(last['lr'], '.2e')} ({view.schedule})   grad norm {_number(last['grad_norm'], '.3f')}   "
         f"tokens/s {'-' if tokens_per_s is None else format_count(tokens_per_s)}   "
-        f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}   "
+        f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}{peak}   "
         f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}"
     )
 

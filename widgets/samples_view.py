@@ -7,18 +7,34 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 MAX_CHARS = 240  # of one sample shown; the rest stays in events.jsonl
+MAX_LINES = 6
+PROMPT_STYLE = "dim italic"  # the fixed prompt, set apart from what the model wrote after it
+INDENT = "  "
 
 
 def format_samples(samples: list[tuple[int, list[dict[str, str]]]]) -> Text:
+    """Each sample as text, newest step first: its lines as lines, the prompt dimmed before the continuation."""
     if not samples:
         return Text("no samples yet (train.sample_interval)", style="dim")
     text = Text()
     for step, items in reversed(samples):
         text.append(f"@{step}\n", style="bold")
         for item in items:
-            written = (item.get("prompt", "") + item.get("text", ""))[:MAX_CHARS]
-            text.append("  " + repr(written) + "\n")
+            prompt, continuation = clip(item.get("prompt", ""), item.get("text", ""))
+            text.append(INDENT)
+            text.append(indented(prompt), style=PROMPT_STYLE)
+            text.append(indented(continuation) + "\n")
     return text
+
+
+def clip(prompt: str, continuation: str) -> tuple[str, str]:
+    """Prompt and continuation cut together to MAX_CHARS characters and MAX_LINES lines."""
+    whole = "\n".join((prompt + continuation).split("\n")[:MAX_LINES])[:MAX_CHARS]
+    return whole[: len(prompt)], whole[len(prompt) :]
+
+
+def indented(part: str) -> str:
+    return part.replace("\n", "\n" + INDENT)
 
 
 class SamplesView(VerticalScroll):

@@ -62,6 +62,7 @@ class RunView:
     error: str | None
     log_lines: list[str]
     skipped_lines: int = 0  # lines of events.jsonl that are not events
+    device: str | None = None  # where the trainer runs ("cpu", "cuda:0"), from its `running` event
 
 
 class RunWatcher:
@@ -80,6 +81,7 @@ class RunWatcher:
         self._step_times: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
         self._events_offset = 0
         self.skipped_lines = 0
+        self.device: str | None = None
         self._log_offset: int | None = None
         self._log_partial = b""
         self._lock = threading.Lock()  # a poll from a worker thread never overlaps another or a view()
@@ -127,6 +129,8 @@ class RunWatcher:
             self.step = step
         if state == "running" and event.get("max_steps"):
             self.max_steps = int(event["max_steps"])
+        if state == "running" and event.get("device"):
+            self.device = event["device"]
 
     def _read_log(self) -> bool:
         path = self.run_dir / TRAINER_LOG
@@ -173,4 +177,5 @@ class RunWatcher:
                 error=self.error,
                 log_lines=list(self.log_lines),
                 skipped_lines=self.skipped_lines,
+                device=self.device,
             )
