@@ -159,6 +159,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from studio.report import write_report
+
+    page = write_report(args.runs, args.out)
+    print(f"report of {len(args.runs)} runs: {page} ({format_bytes(page.stat().st_size)})")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     status = stop_run(existing_run(args.run))
     print(f"run {args.run}: {status}")
@@ -214,6 +222,7 @@ COMMANDS = {
     "generate": cmd_generate,
     "export": cmd_export,
     "runs": cmd_runs,
+    "report": cmd_report,
     "stop": cmd_stop,
     "delete": cmd_delete,
     "presets": cmd_presets,

@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("runs", "list runs")
 
+    report = command("report", "one self-contained HTML page about runs: curves, config differences, metrics, samples")
+    report.add_argument("runs", nargs="+", metavar="RUN")
+    report.add_argument("--out", required=True, type=Path, help="the folder to write index.html into")
+
     stop = command("stop", "checkpoint a run, then stop every process")
     stop.add_argument("run")
 

@@ -1,0 +1,34 @@
+"""`llm-studio report`: one self-contained HTML page about runs."""
+
+from __future__ import annotations
+
+import re
+
+from tests.helpers import fixture_events, write_fixture_run
+
+
+def test_a_report_holds_curves_config_differences_metrics_and_samples(studio_home, run_cli, tmp_path):
+    write_fixture_run("alpha")
+    beta = write_fixture_run("beta", events=fixture_events(failed_at=60), preset="small")
+    config = (beta / "config.toml").read_text()
+    (beta / "config.toml").write_text(config.replace("lr = 0.001\n", "lr = 0.0003\n"))
+    code, out, err = run_cli("report", "alpha", "beta", "--out", tmp_path / "report")
+    assert code == 0, err
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "report of 2 runs" in out
+    assert page.count("<svg") == 1 and page.count("<polyline") == 2 and page.count("<circle") == 6 + 4
+    rows = dict(re.findall(r"<tr><td>([\w.]+)</td><td>([^<]*)</td>", page))
+    assert rows["preset"] == "tiny" and rows["train.lr"] == "0.001" and "model.n_layer" not in rows
+    assert "<td>alpha</td><td>finished</td><td>100/100</td><td>1.3283</td><td>1.5551</td>" in page
+    assert "<td>beta</td><td>failed</td><td>60/100</td>" in page
+    assert "<span class='prompt'>def </span>f100(x):" in page
+    assert not re.search(r"(src|href)=|url\(|<script", page)  # nothing is loaded from elsewhere
+
+
+def test_report_of_an_unknown_run_or_into_a_file_is_one_line(studio_home, run_cli, tmp_path):
+    write_fixture_run("alpha")
+    code, _, err = run_cli("report", "alpha", "nope", "--out", tmp_path / "r")
+    assert code == 2 and err.count("\n") == 1 and "no run named 'nope'" in err
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli("report", "alpha", "--out", tmp_path / "file")
+    assert code == 2 and err.count("\n") == 1 and "is a file" in err
