@@ -103,6 +103,7 @@ async def measure(live: Path, presses: int) -> tuple[dict[str, list[float]], flo
         watcher = RunWatcher(live)
         while not (watcher.poll() and watcher.series["loss"].steps):  # training, and logging
             await pilot.pause(0.5)
+        await pilot.press("escape")  # the studio opened on the live run's dashboard: back to the tabs
         process = psutil.Process()
         cpu_before, wall_before = sum(process.cpu_times()[:2]), time.perf_counter()
         per_kind = max(1, presses // 3)

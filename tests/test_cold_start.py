@@ -1,4 +1,4 @@
-"""The studio's process never imports torch: not to start, not to show any tab (DESIGN.md)."""
+"""The studio's process never imports torch: not to start, not to show any tab (docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

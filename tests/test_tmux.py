@@ -105,10 +105,7 @@ def detached_run(studio_home, code_corpus):
 
 
 def open_live_run(terminal: Terminal) -> str:
-    terminal.wait_for(lambda screen: "4 Runs" in screen, "the studio's tabs")
-    terminal.keys("4")
-    terminal.wait_for(lambda screen: re.search(r"live\s+(running|starting)", screen), "the run in the runs table")
-    terminal.keys("Enter")
+    """The studio opens on the dashboard of the one live run by itself."""
     return terminal.wait_for(
         lambda screen: (
             "run: live · running" in screen and LOSS_SHOWN.search(screen) and len(BRAILLE.findall(screen)) > 10

@@ -6,10 +6,13 @@ real tiny CPU run, stops it from the dashboard and resumes it from the Runs pane
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import psutil
 import pytest
+from textual.widgets import TabbedContent
 
 from studio.launch import prepare_run
 from studio.run_folder.control import launch, stop_run
@@ -170,9 +173,10 @@ def live_run(studio_home, code_corpus):
 async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pane(live_run, torch_blocked):
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
-        await open_runs_tab(pilot, rows=1)
-        await pilot.press("enter")
-        screen = app.screen
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.pause()  # composed
+        screen = app.screen  # the studio opened on it: the one live run
+        assert "1 run training" in app.sub_title
         await wait_for(
             pilot,
             lambda: len(chart_curves(screen).get("train", ()).steps or ()) >= 2,
@@ -185,6 +189,7 @@ async def test_a_real_run_stops_from_the_dashboard_and_resumes_from_the_runs_pan
         stopped_at = screen.view.step
         assert trainer_pid(live_run) is None and summarize(live_run).status == "stopped"
         await pilot.press("escape")
+        await open_runs_tab(pilot, rows=1)
         seen = record_notifications(app)
         out = live_run.parent.parent / "exported"
         await pilot.press("e")
@@ -229,3 +234,24 @@ async def test_a_damaged_run_shows_as_damaged_and_does_not_open(studio_home):
         await pilot.pause()
         assert not isinstance(app.screen, DashboardScreen)
         assert seen[-1][0] == "error" and seen[-1][1].startswith("run broken is damaged: cannot read")
+
+
+def pretend_live(name: str) -> None:
+    """A run folder whose recorded process is alive (this one) and whose last status is running."""
+    run_dir = write_fixture_run(name, events=fixture_events()[:10])
+    (run_dir / "pid").write_text(f"{os.getpid()} {psutil.Process().create_time()}\n", encoding="utf-8")
+
+
+async def test_the_studio_opens_on_what_is_training(studio_home):
+    write_fixture_run("done")
+    pretend_live("one")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        assert app.screen.run_dir.name == "one" and app.sub_title.endswith("· 1 run training")
+    pretend_live("two")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        tabs = app.query_one("#tabs", TabbedContent)
+        await wait_for(pilot, lambda: tabs.active == "runs", what="the Runs tab")
+        assert not isinstance(app.screen, DashboardScreen) and app.sub_title.endswith("· 2 runs training")

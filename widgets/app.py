@@ -1,9 +1,10 @@
-"""The studio: a Textual app over the run folders. It never imports torch (DESIGN.md, "two kinds of process").
+"""The studio: a Textual app over the run folders. It never imports torch (docs/ARCHITECTURE.md, "two kinds of
+process").
 
 Tabs, one key each: 1 Data, 2 Model, 3 Train, 4 Runs, 5 Playground. The app owns the config being edited
-(`self.config`, a RunConfig); panes post messages up (widgets/messages.py) and the app hands state down:
-after a ConfigChanged it calls `config_changed(section)` on every config pane, after a preset is chosen
-`load_config()`, so the panes never talk to each other.
+(`self.config`, a RunConfig); panes post messages up (widgets/messages.py) and the app hands state down
+(widgets/panes/config_pane.py), so the panes never talk to each other. It opens on what is training: the
+dashboard of the one live run, or the Runs tab when there are several; the title bar counts them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
@@ -21,6 +23,7 @@ from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig
 from studio.presets import load_preset
+from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
 from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
 from widgets.panes.config_pane import ConfigPane
@@ -32,8 +35,10 @@ from widgets.panes.train import TrainPane
 from widgets.screens.dashboard import DashboardScreen
 from widgets.screens.help import HelpScreen
 from widgets.served import stop_with_the_server
+from widgets.worker_errors import ReportsWorkerErrors
 
 GC_FREEZE_AFTER_SECONDS = 2.0
+LIVE_RUNS_SECONDS = 3.0
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -63,7 +68,7 @@ class StudioCommands(Provider):
                 yield Hit(score, matcher.highlight(name), action, help=help_text)
 
 
-class StudioApp(App):
+class StudioApp(ReportsWorkerErrors, App):
     TITLE = "llm-studio"
     CSS_PATH = [ASSETS / "studio.tcss", ASSETS / "runs.tcss", ASSETS / "playground.tcss"]
     AUTO_FOCUS = None  # an auto-focused Input would swallow the single-key bindings
@@ -86,6 +91,7 @@ class StudioApp(App):
     def __init__(self, config: RunConfig | None = None):
         super().__init__()
         self.config = config or default_config()
+        self.live_runs = 0  # runs training now, counted in the title bar
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -106,6 +112,8 @@ class StudioApp(App):
     def on_mount(self) -> None:
         self.show_config_summary()
         self.focus_active_pane()
+        self.find_live_runs(open_them=True)  # someone back over SSH lands on what is training
+        self.set_interval(LIVE_RUNS_SECONDS, self.find_live_runs)
         # Once the tabs (lazily mounted just after the first frame) exist, move every object alive to the
         # garbage collector's permanent generation: its full collections otherwise rescan thousands of widget
         # and style objects that live as long as the app, and stall a key press by ~100 ms now and then.
@@ -165,7 +173,23 @@ class StudioApp(App):
         return [pane for kind in CONFIG_PANES for pane in self.query(kind)]
 
     def show_config_summary(self) -> None:
-        self.sub_title = f"{self.config.preset} · {self.config.data.source}"
+        live = f" · {self.live_runs} run{'s' if self.live_runs > 1 else ''} training" if self.live_runs else ""
+        self.sub_title = f"{self.config.preset} · {self.config.data.source}{live}"
+
+    @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
+    def find_live_runs(self, open_them: bool = False) -> None:
+        live = [run for run in list_runs() if run.status in ("running", "starting")]
+        self.call_from_thread(self.show_live_runs, live, open_them)
+
+    def show_live_runs(self, live: list[RunInfo], open_them: bool) -> None:
+        """Count them in the title bar; at start, open the dashboard of the one live run, or the Runs tab."""
+        if len(live) != self.live_runs:
+            self.live_runs = len(live)
+            self.show_config_summary()
+        if open_them and len(live) == 1:
+            self.push_screen(DashboardScreen(live[0].path))
+        elif open_them and live:
+            self.action_show_tab("runs")
 
     # ---- runs ---------------------------------------------------------------------------------------
     def on_open_run(self, message: OpenRun) -> None:
