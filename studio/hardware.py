@@ -98,6 +98,15 @@ def _maybe(read):
         return None
 
 
+def process_memory(pid: int) -> int | None:
+    """Resident memory (bytes) of a process and its children (a launcher and its workers), or None when gone."""
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.Error:
+        return None
+
+
 def cpu_stats() -> CpuStats:
     memory = psutil.virtual_memory()
     return CpuStats(

@@ -255,3 +255,22 @@ async def test_the_studio_opens_on_what_is_training(studio_home):
         tabs = app.query_one("#tabs", TabbedContent)
         await wait_for(pilot, lambda: tabs.active == "runs", what="the Runs tab")
         assert not isinstance(app.screen, DashboardScreen) and app.sub_title.endswith("· 2 runs training")
+
+
+async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_memory(studio_home, monkeypatch):
+    import widgets.hardware_panel
+
+    monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: [])
+    monkeypatch.setattr(widgets.hardware_panel, "POLL_SECONDS", 0.05)
+    pretend_live("cpu-run")  # its trainer is this process
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.pause()
+        chart = app.screen.query_one("#machine-history", LossChart)
+        await wait_for(pilot, lambda: chart.display and len(chart.curves[2].steps) >= 3, what="three readings")
+        cpu, ram, trainer = chart.curves
+        assert (cpu.label, ram.label, trainer.label) == ("CPU", "RAM", "trainer")
+        assert all(0 <= value <= 100 for curve in chart.curves for value in curve.values)
+        assert 0 < trainer.values[-1] < ram.values[-1]  # this process's share, inside the machine's
+        assert not app.screen.query_one("#run-memory").display  # GPU memory: none logged on a CPU

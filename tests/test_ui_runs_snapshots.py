@@ -36,6 +36,7 @@ def fixed_runs(studio_home, monkeypatch):
             os.utime(path, (T0 - 3600 * age_hours, T0 - 3600 * age_hours))
     monkeypatch.setattr(widgets.panes.runs, "clock", lambda: T0)
     monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: [])
+    monkeypatch.setattr(widgets.hardware_panel, "POLL_SECONDS", 3600)  # one reading: the CPU chart stays hidden
     monkeypatch.setattr(
         widgets.hardware_panel,
         "cpu_stats",

@@ -1,5 +1,6 @@
 """The machine while a run trains: per GPU utilisation, memory, temperature and power (NVML), or CPU and RAM when
-there is no NVIDIA GPU; below it, the run's own allocated / peak GPU memory against the step (from its events).
+there is no NVIDIA GPU; below it, the run's own allocated / peak GPU memory against the step (from its events),
+or, without a GPU, CPU, RAM and the trainer's resident memory over the last minutes, in % of the machine.
 
 Stats are read in a thread worker about once a second: an NVML call can stall, and the event loop must not.
 studio.hardware never raises for want of a driver, so neither does this panel.
@@ -7,17 +8,22 @@ studio.hardware never raises for want of a driver, so neither does this panel.
 
 from __future__ import annotations
 
+from collections import deque
+from pathlib import Path
+
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
 from studio.formatting import format_bytes
-from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats
+from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats, process_memory
+from studio.run_folder.status import trainer_pid
 from studio.run_folder.watch import Series
 from widgets.loss_chart import Curve, LossChart
 
 POLL_SECONDS = 1.0
+HISTORY_POINTS = 180  # readings kept for the CPU chart: three minutes at one a second
 
 
 def _maybe(value: float | None, unit: str) -> str:
@@ -53,34 +59,61 @@ class HardwarePanel(Vertical):
         height: auto;
     }
 
-    HardwarePanel #run-memory {
+    HardwarePanel #run-memory, HardwarePanel #machine-history {
         height: 1fr;
     }
     """
 
-    def __init__(self, *, id: str | None = None):
+    def __init__(self, run_dir: Path | None = None, *, id: str | None = None):
         super().__init__(id=id)
         self.border_title = "hardware"
+        self.run_dir = run_dir  # whose trainer's memory to chart
         self.machine = ""  # the last description shown (tests read it)
+        self.history: deque[tuple[int, float, float, float | None]] = deque(maxlen=HISTORY_POINTS)
+        self.polls = 0
 
     def compose(self) -> ComposeResult:
         yield Static("reading the machine…", id="machine-stats")
         yield LossChart("run GPU memory (GB)", id="run-memory")
+        yield LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history")
 
     def on_mount(self) -> None:
         self.query_one("#run-memory").display = False
+        self.query_one("#machine-history").display = False
         self.read_machine()
         self.set_interval(POLL_SECONDS, self.read_machine)
 
     @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
     def read_machine(self) -> None:
-        text = describe_machine(gpu_stats(), cpu_stats())
-        self.app.call_from_thread(self._show_machine, text)
+        gpus, cpu = gpu_stats(), cpu_stats()
+        pid = trainer_pid(self.run_dir) if self.run_dir is not None else None
+        rss = process_memory(pid) if pid is not None else None
+        self.app.call_from_thread(self._show_machine, describe_machine(gpus, cpu), None if gpus else (cpu, rss))
 
-    def _show_machine(self, text: str) -> None:
+    def _show_machine(self, text: str, cpu_only: tuple[CpuStats, int | None] | None) -> None:
         if text != self.machine:
             self.machine = text
             self.query_one("#machine-stats", Static).update(text)
+        if cpu_only is not None:
+            self._chart_cpu(*cpu_only)
+
+    def _chart_cpu(self, cpu: CpuStats, trainer_rss: int | None) -> None:
+        """No GPU: CPU, RAM and the trainer's memory over time (shown from the second reading on)."""
+        self.polls += 1
+        ram = 100 * cpu.ram_used / cpu.ram_total
+        rss = None if trainer_rss is None else 100 * trainer_rss / cpu.ram_total
+        self.history.append((self.polls, cpu.utilization, ram, rss))
+        chart = self.query_one("#machine-history", LossChart)
+        chart.display = len(self.history) > 1
+        ticks = tuple(point[0] for point in self.history)
+        trainer = [(tick, value) for tick, *_, value in self.history if value is not None]
+        chart.show_curves(
+            [
+                Curve("CPU", ticks, tuple(point[1] for point in self.history), "cyan"),
+                Curve("RAM", ticks, tuple(point[2] for point in self.history), "orange"),
+                Curve("trainer", tuple(t for t, _ in trainer), tuple(v for _, v in trainer), "green"),
+            ]
+        )
 
     def show_run_memory(self, allocated: Series, peak: Series) -> None:
         """The run's memory per step (GPU runs only: CPU runs log none, and the chart stays hidden)."""

@@ -49,7 +49,7 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
         yield Static("", id="run-error")
         with Horizontal(id="dashboard-top"):
             yield LossChart("loss (train ─ / val •)", id="loss-chart")
-            yield HardwarePanel(id="hardware")
+            yield HardwarePanel(self.run_dir, id="hardware")
         with Horizontal(id="dashboard-bottom"):
             yield SamplesView(id="samples")
             yield LogTail(id="log-tail")
