@@ -27,6 +27,7 @@ Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
 Precision = Literal["no", "bf16", "fp16"]
 RECURRENT_ARCHS = ("lstm", "rnn")
+TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
 MIN_BPE_VOCAB = 257  # 256 byte symbols plus the end-of-text token
 
@@ -138,6 +139,9 @@ class TrainConfig:
     mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)", "precision")
     compile: bool = setting(False, "torch.compile the model", "torch.compile")
     num_processes: int = setting(1, "processes: GPUs, or CPU processes over gloo", "processes")
+    report_to: list[str] = setting(
+        [], f"mirror metrics, the config and samples to trackers: {', '.join(TRACKERS)}", "report to"
+    )
     init_from: str = setting(
         "", "start from these weights: a local Hugging Face folder or a run's name; empty: from scratch", "init from"
     )
@@ -328,6 +332,13 @@ def format_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def flat_config(config: RunConfig) -> dict[str, Any]:
+    """Every field by `section.key`, lists as text: the config as trackers take hyperparameters."""
+    return {"preset": config.preset} | {
+        key: format_value(value) if isinstance(value := config.value(key), list) else value for key in field_names()
+    }
+
+
 def parse_override(text: str) -> tuple[str, str]:
     """`section.key=value` from the command line."""
     key, sep, value = text.partition("=")
@@ -398,6 +409,9 @@ def validate(config: RunConfig) -> None:
     for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k"):
         if getattr(t, key) < 0:
             raise StudioError(f"train.{key} must not be negative, not {getattr(t, key)}")
+    unknown = [name for name in t.report_to if name not in TRACKERS]
+    if unknown:
+        raise StudioError(f"train.report_to: {unknown[0]!r} is not a tracker; choose from {', '.join(TRACKERS)}")
     if t.min_lr > t.lr:
         raise StudioError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

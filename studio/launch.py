@@ -31,6 +31,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     if name:
         check_new_name(name)  # fail on a taken name before spending minutes on data
     check_hardware(config)
+    check_trackers(config)
     pretrained = resolve_init_from(config)
     dataset = resolve_dataset(config.data, progress=progress, pretrained=pretrained)
     config.data.dataset = dataset.name
@@ -57,6 +58,15 @@ def resolve_init_from(config: RunConfig):
     config.train.init_from = str(init.weights)
     validate(config)
     return PretrainedTokenizer(init.tokenizer_file, init.eot_token)
+
+
+def check_trackers(config: RunConfig) -> None:
+    """Every tracker asked for is installed (they are optional extras)."""
+    import importlib.util
+
+    for name in config.train.report_to:
+        if importlib.util.find_spec(name) is None:
+            raise StudioError(f"--report-to {name}: {name} is not installed; pip install {name}")
 
 
 def check_hardware(config: RunConfig) -> None:

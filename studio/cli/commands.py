@@ -20,7 +20,7 @@ from studio.formatting import format_age, format_bytes, format_count, format_los
 from studio.presets import preset_table
 from studio.run_folder.control import delete_run, launch, stop_run
 from studio.run_folder.events import read_new_events
-from studio.run_folder.layout import EVENTS, STOP, TRAINER_LOG, existing_run
+from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_pid
 
 
@@ -58,6 +58,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def start(run_dir: Path, resume_from: Path | None, detach: bool) -> int:
     launch(run_dir, resume_from)
     resume = resume_from is not None
+    if "tensorboard" in read_config(run_dir).train.report_to:
+        print(f"TensorBoard: tensorboard --logdir {run_dir / TRACKER_LOGS}")
     name = run_dir.name
     if detach:
         print(f"run {name} {'resumed' if resume else 'started'} in the background: {run_dir}")

@@ -17,8 +17,15 @@ from studio.errors import StudioError
 from studio.presets import load_preset
 
 DATA_FLAGS = ("data.tokenizer", "data.vocab_size", "data.val_fraction", "data.text_field", "data.glob", "data.strict")
-TRAIN_FLAGS = ("train.max_steps", "train.num_processes", "train.mixed_precision", "train.compile", "train.init_from")
-METAVARS = {"train.init_from": "DIR|RUN"}
+TRAIN_FLAGS = (
+    "train.max_steps",
+    "train.num_processes",
+    "train.mixed_precision",
+    "train.compile",
+    "train.init_from",
+    "train.report_to",
+)
+METAVARS = {"train.init_from": "DIR|RUN", "train.report_to": "TRACKER"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +119,8 @@ def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -
         flag = f"--{key.split('.')[1].replace('_', '-')}"
         if spec.kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=spec.help)
+        elif spec.kind is list:
+            parser.add_argument(flag, action="append", metavar=METAVARS.get(key), help=f"{spec.help} (repeatable)")
         else:
             parser.add_argument(
                 flag, type=spec.kind, choices=spec.choices or None, help=spec.help, metavar=METAVARS.get(key)

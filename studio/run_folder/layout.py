@@ -10,6 +10,7 @@
         checkpoints/latest              the name of the newest complete checkpoint
         checkpoints/step-NNNNNNN/       one checkpoint (studio.train.checkpoint writes and reads its files)
         checkpoints/.tmp-step-NNNNNNN/  a checkpoint being written
+        trackers/                       what experiment trackers write here (TensorBoard's event files), if asked
 
 Every reader and writer (the CLI, the trainer, generation, export, the studio) takes these names from here.
 """
@@ -33,6 +34,7 @@ LOCK = "lock"
 STOP = "STOP"
 CHECKPOINT_REQUEST = "CHECKPOINT"
 CHECKPOINTS = "checkpoints"
+TRACKER_LOGS = "trackers"
 LATEST = "latest"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
 OPTIMIZER = "optimizer.safetensors"

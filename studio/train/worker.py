@@ -14,11 +14,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from studio.config import flat_config
 from studio.data.batches import TokenFile, sample_batch
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
@@ -31,6 +33,7 @@ from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
     EVENTS,
     STOP,
+    TRACKER_LOGS,
     WEIGHTS,
     checkpoint_step,
     find_checkpoint,
@@ -60,9 +63,12 @@ class Trainer:
         self.run_dir = run_dir
         self.config = read_config(run_dir)
         train = self.config.train
+        trackers = {"log_with": train.report_to, "project_dir": run_dir / TRACKER_LOGS} if train.report_to else {}
         self.accelerator = Accelerator(
-            mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum
+            mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum, **trackers
         )
+        if train.report_to:  # events.jsonl stays the source of truth; trackers get a copy (Accelerate's integration)
+            self.accelerator.init_trackers(run_dir.name, config=flat_config(self.config))
         self.rank = self.accelerator.process_index
         self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
 
@@ -231,7 +237,7 @@ class Trainer:
                 mem_reserved=torch.cuda.memory_reserved(device),
                 mem_peak=torch.cuda.max_memory_allocated(device),
             )
-        self.events.write("train", self.state.step, **fields)
+        self.report("train", **fields)
 
     @torch.no_grad()
     def evaluate(self) -> None:
@@ -251,9 +257,8 @@ class Trainer:
         self.trained_model.train()
         loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
-        self.events.write(
+        self.report(
             "eval",
-            self.state.step,
             val_loss=round(val_loss, 6),
             val_ppl=round(math.exp(min(val_loss, 50.0)), 4),
             val_acc=round(correct / count, 6),
@@ -274,7 +279,13 @@ class Trainer:
                 new = sample(self.model, ids, self.config.model.block_size, sampling, generator, self.eot_id)
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
-        self.events.write("sample", self.state.step, samples=texts)
+        self.report("sample", samples=texts)
+
+    def report(self, kind: str, **fields: Any) -> None:
+        """An event in events.jsonl (the source of truth) and, when asked, its numbers and samples in the trackers."""
+        self.events.write(kind, self.state.step, **fields)
+        if self.config.train.report_to:
+            self.accelerator.log(tracker_values(kind, fields), step=self.state.step)
 
     # ---- stopping and checkpoints -----------------------------------------------------------------------
     def poll_requests(self) -> tuple[bool, bool]:
@@ -314,6 +325,13 @@ class Trainer:
         if accelerator.is_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
             self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
+
+
+def tracker_values(kind: str, fields: dict[str, Any]) -> dict[str, float | str]:
+    """An event's numbers as `kind/name` scalars, and a sample event's texts as one text."""
+    if kind == "sample":
+        return {"samples": "\n\n".join(item["prompt"] + item["text"] for item in fields["samples"])}
+    return {f"{kind}/{name}": value for name, value in fields.items() if isinstance(value, (int, float))}
 
 
 def _measured_matmul_flops(dtype: torch.dtype, size: int = 1024, trials: int = 5) -> float:
@@ -356,6 +374,8 @@ def main(argv: list[str]) -> int:
     finally:
         if events is not None:
             events.close()
+        if trainer is not None and trainer.config.train.report_to:
+            trainer.accelerator.end_training()  # the trackers flush and close
     return 1
 
 
