@@ -15,7 +15,7 @@ import psutil
 
 from studio.paths import TEMPORARY_PREFIX, datasets_dir
 from studio.run_folder.layout import checkpoints_dir, list_run_dirs
-from studio.run_folder.status import trainer_pid
+from studio.run_folder.status import trainer_alive
 
 
 def remove_debris() -> list[Path]:
@@ -31,7 +31,7 @@ def _abandoned() -> list[Path]:
             found.append(folder)
     for run_dir in list_run_dirs():
         temporary = sorted(checkpoints_dir(run_dir).glob(f"{TEMPORARY_PREFIX}*"))
-        if temporary and trainer_pid(run_dir) is None:
+        if temporary and not trainer_alive(run_dir):
             found += temporary
     return found
 

@@ -21,7 +21,7 @@ from studio.presets import preset_table
 from studio.run_folder.control import delete_run, launch, stop_run
 from studio.run_folder.events import read_new_events
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
-from studio.run_folder.status import list_runs, summarize, trainer_pid
+from studio.run_folder.status import list_runs, summarize, trainer_alive
 
 
 # ---- prepare -------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def follow(run_dir: Path) -> int:
     running = True
     while running:
         try:
-            running = trainer_pid(run_dir) is not None  # checked before reading, so the last events print too
+            running = trainer_alive(run_dir)  # checked before reading, so the last events print too
             events, offset = read_new_events(events_file, offset)
             for line in filter(None, map(format_event, events)):
                 print(line, flush=True)

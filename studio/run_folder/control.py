@@ -33,7 +33,7 @@ from studio.run_folder.layout import (
     run_path,
 )
 from studio.run_folder.lock import INHERITED_LOCK, take_lock, try_lock
-from studio.run_folder.status import summarize, trainer_pid
+from studio.run_folder.status import summarize, trainer_alive, trainer_pid
 
 
 # ---- creating and launching ------------------------------------------------------------------------
@@ -124,17 +124,25 @@ def stop_run(run_dir: Path, timeout: float = 120.0) -> str:
         return summarize(run_dir).status
     (run_dir / STOP).touch()
     if not wait_for_exit(run_dir, timeout):
-        os.killpg(pid, signal.SIGTERM)  # the worker's handler checkpoints too; a launcher forwards it
+        _signal_group(pid, signal.SIGTERM)  # the worker's handler checkpoints too; a launcher forwards it
         if not wait_for_exit(run_dir, 30.0):
-            os.killpg(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
             wait_for_exit(run_dir, 5.0)
     (run_dir / STOP).unlink(missing_ok=True)
     return summarize(run_dir).status
 
 
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the run's process group (its leader may be gone while a worker still holds the lock)."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
 def wait_for_exit(run_dir: Path, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while trainer_pid(run_dir) is not None:
+    while trainer_alive(run_dir):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
@@ -143,7 +151,7 @@ def wait_for_exit(run_dir: Path, timeout: float) -> bool:
 
 def delete_run(run_dir: Path) -> None:
     """Remove a run that is not training; its lock is held meanwhile, so nothing launches into it."""
-    lock = try_lock(run_dir) if trainer_pid(run_dir) is None else None
+    lock = try_lock(run_dir) if not trainer_alive(run_dir) else None
     if lock is None:
         raise StudioError(f"run {run_dir.name} is still training; stop it first with `llm-studio stop {run_dir.name}`")
     try:

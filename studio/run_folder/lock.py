@@ -43,13 +43,17 @@ def take_lock(run_dir: Path) -> int:
 
 
 def is_locked(run_dir: Path) -> bool:
-    """Whether a process of the run holds its lock (a trainer is alive)."""
-    if not (run_dir / LOCK).exists():
+    """Whether a process of the run holds its lock (a trainer is alive). Read-only: creates nothing."""
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: never launched since locks exist, or unreadable
         return False
-    fd = try_lock(run_dir)
-    if fd is None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    os.close(fd)
+    finally:
+        os.close(fd)
     return False
 
 

@@ -16,6 +16,7 @@ import psutil
 from studio.errors import StudioError
 from studio.run_folder.events import read_event_lines, resumed_from, superseded
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
+from studio.run_folder.lock import is_locked
 
 FINAL_STATES = ("finished", "stopped", "failed")
 
@@ -49,6 +50,12 @@ def trainer_pid(run_dir: Path) -> int | None:
     return None
 
 
+def trainer_alive(run_dir: Path) -> bool:
+    """Whether a process of the run lives: the recorded one, or any still holding the run's lock (the kernel
+    releases it only once the last of them has ended, so a run is never over before its processes are)."""
+    return trainer_pid(run_dir) is not None or is_locked(run_dir)
+
+
 def derive_status(last_state: str | None, alive: bool, launched: bool) -> str:
     """A run's status from its last status event's state and whether its process lives."""
     if alive:
@@ -60,7 +67,7 @@ def derive_status(last_state: str | None, alive: bool, launched: bool) -> str:
 
 def run_status(run_dir: Path, last_state: str | None) -> str:
     """derive_status for a run folder whose newest status event had `last_state`."""
-    return derive_status(last_state, trainer_pid(run_dir) is not None, (run_dir / PID).exists())
+    return derive_status(last_state, trainer_alive(run_dir), (run_dir / PID).exists())
 
 
 @dataclass
