@@ -19,6 +19,7 @@ from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
     run_or_folder,
+    short_reason,
     trained_config,
     usable_checkpoint,
 )
@@ -184,7 +185,7 @@ def _embedding_rows(files: list[Path], arch: str) -> int:
                     if name in file.keys():
                         return file.get_slice(name).get_shape()[0]
         except Exception as error:  # safetensors raises several types for a damaged file
-            raise StudioError(f"{path} is unreadable or corrupt ({str(error).splitlines()[0][:100]})") from None
+            raise StudioError(f"{path} is unreadable or corrupt ({short_reason(error)})") from None
     raise StudioError(
         f"{files[0].parent}: no token embedding ({names[0]}) in the weights; the folder is "
         "incomplete or not this architecture"

@@ -17,7 +17,6 @@ from studio.config import RunConfig, field_names, format_value
 from studio.errors import StudioError
 from studio.formatting import format_count, format_loss
 from studio.run_folder.layout import read_config, run_or_folder
-from studio.run_folder.status import summarize
 from studio.run_folder.watch import RunView, RunWatcher
 
 REPORT = "index.html"
@@ -28,7 +27,6 @@ WIDTH, HEIGHT, MARGIN = 720, 320, 48  # the chart, in SVG units
 @dataclass
 class RunPage:
     name: str
-    status: str
     config: RunConfig
     view: RunView
     color: str
@@ -50,7 +48,7 @@ def _read(run: str, color: str) -> RunPage:
     run_dir = run_or_folder(run)
     watcher = RunWatcher(run_dir)
     watcher.poll()
-    return RunPage(run_dir.name, summarize(run_dir).status, read_config(run_dir), watcher.view(), color)
+    return RunPage(run_dir.name, read_config(run_dir), watcher.view(), color)
 
 
 # ---- the page ------------------------------------------------------------------------------------
@@ -138,7 +136,7 @@ def metrics_table(pages: list[RunPage]) -> str:
         rows.append(
             (
                 page.name,
-                page.status,
+                page.view.status,
                 f"{page.view.step}/{page.view.max_steps}",
                 format_loss(last["loss"]),
                 format_loss(last["val_loss"]),

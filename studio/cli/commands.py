@@ -71,7 +71,6 @@ def start(run_dir: Path, resume_from: Path | None, detach: bool) -> int:
 
 def follow(run_dir: Path) -> int:
     """Print the run's events as they come until its process exits; Ctrl-C stops the run cleanly."""
-
     events_file = run_dir / EVENTS
     offset = events_file.stat().st_size if events_file.exists() else 0
     running = True

@@ -116,14 +116,15 @@ class Trainer:
     def _start_state(self, resumed_from: Path | None) -> None:
         """The training state restored whole from the checkpoint on resume, else fresh streams seeded per rank.
         A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
-        restored = resumed_from is not None and checkpoint.read_training_state(resumed_from, self.rank, self.state)
-        if resumed_from is not None and self.state.step != checkpoint_step(resumed_from):  # never restart elsewhere
+        if resumed_from is None:
+            self.state.seed(self.config.train.seed + self.rank)
+            return
+        if not checkpoint.read_training_state(resumed_from, self.rank, self.state):
+            self.state.seed(self.config.train.seed + self.rank + self.state.step)
+        if self.state.step != checkpoint_step(resumed_from):  # never restart from another step than the folder's
             raise StudioError(f"checkpoint {resumed_from.name} holds the state of step {self.state.step}; "
                               "resume from another with `llm-studio resume RUN --checkpoint STEP`")  # fmt: skip
-        if not restored:
-            self.state.seed(self.config.train.seed + self.rank + self.state.step)
-        if resumed_from is not None:
-            self.events.write("status", self.state.step, state="resumed", checkpoint=resumed_from.name)
+        self.events.write("status", self.state.step, state="resumed", checkpoint=resumed_from.name)
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
