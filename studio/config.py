@@ -21,12 +21,16 @@ from typing import Any, Literal
 
 from studio.errors import StudioError
 
-Arch = Literal["llama", "gpt2", "lstm", "rnn"]
+Arch = Literal["llama", "gpt2", "lstm", "rnn", "hf"]
 TokenizerKind = Literal["bpe", "char"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
 Precision = Literal["no", "bf16", "fp16"]
+Method = Literal["full", "lora", "dora", "qlora"]
+DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
+Overlong = Literal["truncate", "drop"]
 RECURRENT_ARCHS = ("lstm", "rnn")
+PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
 MIN_BPE_VOCAB = 257  # 256 byte symbols plus the end-of-text token
@@ -43,7 +47,10 @@ def setting(default: Any, help: str, label: str = "") -> Any:
 @dataclass
 class ModelConfig:
     arch: Arch = setting(
-        "llama", "the architecture: a Llama- or GPT-2-style decoder, or an LSTM/RNN baseline", "architecture"
+        "llama",
+        "the architecture: a Llama- or GPT-2-style decoder, an LSTM/RNN baseline, or hf: the Hugging Face "
+        "checkpoint of train.init_from, built by transformers (set at launch)",
+        "architecture",
     )
     n_layer: int = setting(4, "layers (blocks)", "layers")
     n_head: int = setting(4, "attention heads; must divide the width (decoders only)", "heads")
@@ -88,6 +95,11 @@ class ModelConfig:
     def recurrent(self) -> bool:
         return self.arch in RECURRENT_ARCHS
 
+    @property
+    def pretrained(self) -> bool:
+        """Built by transformers from a Hugging Face folder (the fields above then only describe it)."""
+        return self.arch == PRETRAINED_ARCH
+
 
 @dataclass
 class DataConfig:
@@ -100,6 +112,21 @@ class DataConfig:
     )
     val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
     text_field: str = setting("text", "JSONL: the JSON key holding each document's text", "JSONL field")
+    format: DataFormat = setting(
+        "auto",
+        "JSONL rows: text (continued pretraining), alpaca, messages (OpenAI style) or sharegpt; auto: from the "
+        "first row's keys",
+        "row format",
+    )
+    supervise_all: bool = setting(
+        False, "chat data: learn every token, not only the assistant turns and their end tokens", "learn all tokens"
+    )
+    overlong: Overlong = setting(
+        "truncate", "chat data: examples longer than the context are truncated or dropped (and counted)", "overlong"
+    )
+    packing: bool = setting(
+        False, "chat data: pack short examples into full sequences (attention and loss stay within each)", "packing"
+    )
     glob: str = setting("**/*", "folders: which files to read", "folder files")
     min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
     max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")
@@ -144,6 +171,21 @@ class TrainConfig:
     )
     init_from: str = setting(
         "", "start from these weights: a local Hugging Face folder or a run's name; empty: from scratch", "init from"
+    )
+    method: Method = setting(
+        "full",
+        "full fine-tuning, or adapters through peft: lora, dora (weight-decomposed LoRA), qlora (LoRA on a "
+        "4-bit base; CUDA and bitsandbytes)",
+        "method",
+    )
+    lora_rank: int = setting(16, "LoRA/DoRA: the rank of the adapters", "LoRA rank")
+    lora_alpha: float = setting(32.0, "LoRA/DoRA: the scale alpha (updates are scaled by alpha / rank)", "LoRA alpha")
+    lora_dropout: float = setting(0.05, "LoRA/DoRA: dropout on the adapters' input", "LoRA dropout")
+    lora_targets: list[str] = setting(
+        [],
+        "LoRA/DoRA: names of the linear layers to adapt (e.g. q_proj|v_proj); empty: every linear layer "
+        "but the output head",
+        "LoRA targets",
     )
 
 
@@ -352,10 +394,13 @@ def validate(config: RunConfig) -> None:
     """Raise a StudioError for the first value that cannot work, naming the key and the fix."""
     m, d, t = config.model, config.data, config.train
     _choices(config, "model")
-    _positive("model.n_layer", m.n_layer)
-    _positive("model.n_embd", m.n_embd)
     _positive("model.block_size", m.block_size)
-    if not m.recurrent:
+    if m.pretrained and not t.init_from:
+        raise StudioError("model.arch hf is a Hugging Face checkpoint: name its folder with --init-from DIR")
+    if not m.pretrained:
+        _positive("model.n_layer", m.n_layer)
+        _positive("model.n_embd", m.n_embd)
+    if not m.recurrent and not m.pretrained:
         _positive("model.n_head", m.n_head)
         if m.n_embd % m.n_head:
             raise StudioError(
@@ -412,6 +457,13 @@ def validate(config: RunConfig) -> None:
     unknown = [name for name in t.report_to if name not in TRACKERS]
     if unknown:
         raise StudioError(f"train.report_to: {unknown[0]!r} is not a tracker; choose from {', '.join(TRACKERS)}")
+    if t.method != "full":
+        if m.recurrent:
+            raise StudioError(f"train.method {t.method}: adapters are for the decoders, not {m.arch}; use full")
+        _positive("train.lora_rank", t.lora_rank)
+        _positive("train.lora_alpha", t.lora_alpha)
+        if not 0.0 <= t.lora_dropout < 1.0:
+            raise StudioError(f"train.lora_dropout must be in [0, 1), not {t.lora_dropout}")
     if t.min_lr > t.lr:
         raise StudioError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

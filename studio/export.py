@@ -22,18 +22,20 @@ import torch
 from safetensors.torch import save_file
 
 from studio.config import ModelConfig, RunConfig
-from studio.data.prepare import open_dataset
+from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import EOT, UNK, load_tokenizer
 from studio.errors import StudioError
-from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX
+from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
 from studio.model import build_model
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder
-from studio.weights import hf_names, load_weights, read_checkpoint
+from studio.run_model import build_run_model, load_pretrained
+from studio.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
+HALF_TOLERANCE = 0.5  # the same, against the fp32 model, for a bf16/fp16 export (the rounding of every weight)
 
 
 @dataclass
@@ -52,18 +54,53 @@ def export_run(
     dtype: str = "fp32",
     max_shard_size: int = 2 * 1024**3,
     verify: bool = True,
+    adapter: bool = False,
 ) -> ExportResult:
     if dtype not in DTYPES:
         raise StudioError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     run_dir = run_or_folder(run)
     read = read_checkpoint(run_dir, step)  # checked before the first byte is written
-    weights, config, step = read.weights, read.config, read.step
+    config = read.config
+    if adapter:
+        check_adapter_export(run_dir.name, config)
     dataset = open_dataset(config.data.dataset)
     out = out.expanduser().resolve()
     clear_output(out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.model.pretrained:
+        files, diff, note = write_pretrained(read, dataset, out, dtype, max_shard_size, adapter, verify)
+    else:
+        files, diff, note = write_native(read, dataset, out, dtype, max_shard_size, verify)
+    metrics = final_metrics(run_dir)
+    (out / "README.md").write_text(model_card(run_dir.name, read.step, config, metrics, dtype), encoding="utf-8")
+    files.append("README.md")
+    (out / MARKER).write_text(
+        json.dumps({"run": run_dir.name, "step": read.step, "files": files}, indent=1), encoding="utf-8"
+    )
+    return ExportResult(out, files, diff, note, read.note)
 
+
+def check_adapter_export(name: str, config: RunConfig) -> None:
+    if config.train.method == "full":
+        raise StudioError(f"--adapter: run {name} trained every weight (method full); export it merged: drop --adapter")
+    if not config.model.pretrained:
+        raise StudioError(
+            f"--adapter: run {name} adapted one of the studio's own models, which peft cannot load as a base; "
+            "export it merged: drop --adapter"
+        )
+
+
+def write_native(
+    read: CheckpointRead, dataset: Dataset, out: Path, dtype: str, max_shard_size: int, verify: bool
+) -> tuple[list[str], float | None, str]:
+    """A studio model: its weights under Hugging Face's names (adapters merged in first) and plain-JSON configs."""
+    config = read.config
     model_cfg = config.model
+    weights = read.weights
+    if config.train.method != "full":  # fold the adapters into the weights they adapt
+        run_model = build_run_model(config)
+        run_model.load_state(weights)
+        weights = weights_to_save(run_model.merged(), model_cfg.tie_embeddings)
     recurrent = model_cfg.recurrent
     hf_weights = weights if recurrent else hf_names(weights, model_cfg)
     hf_weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in hf_weights.items()}
@@ -71,28 +108,110 @@ def export_run(
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     eot_id = dataset.eot_id
     files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype)})
-    if not recurrent:
-        files += write_json(out, {"generation_config.json": generation_config(eot_id)})
-    files += write_tokenizer(out, dataset.tokenizer_path, tokenizer.token_to_id(UNK) is not None, model_cfg)
-    metrics = final_metrics(run_dir)
-    (out / "README.md").write_text(model_card(run_dir.name, step, config, metrics, dtype), encoding="utf-8")
-    files.append("README.md")
-    (out / MARKER).write_text(
-        json.dumps({"run": run_dir.name, "step": step, "files": files}, indent=1), encoding="utf-8"
-    )
-    diff, note = None, "not verified: transformers is not installed"
     if recurrent:
+        files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
         note = (
             f"{model_cfg.arch} models have no transformers class: the folder holds plain safetensors (the "
             "studio's names) and config.json, not loadable by AutoModelForCausalLM"
         )
-    elif verify and transformers_available():
-        reference = build_model(model_cfg)
-        rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
-        load_weights(reference, rounded, model_cfg.tie_embeddings)
-        diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
-        note = f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
-    return ExportResult(out, files, diff, note, read.note)
+        return files, None, note
+    files += write_json(out, {"generation_config.json": generation_config(stop_ids(dataset), eot_id)})
+    files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
+    if not verify:
+        return files, None, "not verified (asked not to)"
+    reference = build_model(model_cfg)
+    rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
+    load_weights(reference, rounded, model_cfg.tie_embeddings)
+    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
+    return files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
+
+
+def write_pretrained(
+    read: CheckpointRead, dataset: Dataset, out: Path, dtype: str, max_shard_size: int, adapter: bool, verify: bool
+) -> tuple[list[str], float | None, str]:
+    """A Hugging Face model's run: saved by transformers (merged: the adapters folded into the base) or by peft
+    (`adapter`: the adapters alone, for PeftModel.from_pretrained on the base folder), with the tokenizer and
+    the chat template it trained with. Verified against the trained model, adapters unmerged."""
+    config = read.config
+    run_model = build_run_model(config)
+    run_model.load_state(read.weights)
+    run_model.module.eval()
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
+    prompts = [
+        tokenizer.encode(prompt, add_special_tokens=False).ids or [dataset.eot_id]
+        for prompt in config.train.sample_prompts
+    ]
+    reference = trained_logits(run_model.module, prompts)
+    if adapter:
+        run_model.inner.save_pretrained(str(out), safe_serialization=True)
+        saved = run_model.inner
+    else:
+        saved = run_model.merged().to(DTYPES[dtype])
+        saved.generation_config = pretrained_generation_config(saved, dataset)
+        saved.save_pretrained(str(out), max_shard_size=max_shard_size, safe_serialization=True)
+    save_pretrained_tokenizer(Path(config.train.init_from), dataset, out)
+    files = sorted(path.name for path in out.iterdir() if path.is_file() and path.name != MARKER)
+    if not verify:
+        return files, None, "not verified (asked not to)"
+    diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype)
+    what = "PeftModel.from_pretrained on the base" if adapter else "AutoModelForCausalLM"
+    return files, diff, f"reloaded with {what} and checked on {len(prompts)} sample prompts"
+
+
+@torch.inference_mode()
+def trained_logits(model: torch.nn.Module, prompts: list[list[int]]) -> list[torch.Tensor]:
+    return [model(torch.tensor([ids]))[0].float() for ids in prompts]
+
+
+def pretrained_generation_config(model: torch.nn.Module, dataset: Dataset):
+    """The base's generation config, stopping at every token that ends what the run learned to write."""
+    generation = model.generation_config
+    base_eos = generation.eos_token_id
+    base_eos = [base_eos] if isinstance(base_eos, int) else list(base_eos or [])
+    generation.eos_token_id = sorted({*base_eos, *stop_ids(dataset), dataset.eot_id})
+    if generation.pad_token_id is None:
+        generation.pad_token_id = dataset.eot_id
+    return generation
+
+
+def save_pretrained_tokenizer(init_from: Path, dataset: Dataset, out: Path) -> None:
+    """The base's tokenizer files, carrying the chat template the run trained with (the base's own, or the
+    studio's default for a base that had none)."""
+    from transformers import AutoTokenizer
+
+    source = init_from if (init_from / "tokenizer.json").is_file() else adapter_base(init_from)
+    tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
+    if dataset.meta.get("chat_template"):
+        tokenizer.chat_template = dataset.meta["chat_template"]
+    tokenizer.save_pretrained(str(out))
+
+
+def verify_pretrained(
+    out: Path, init_from: Path, adapter: bool, prompts: list[list[int]], reference: list[torch.Tensor], dtype: str
+) -> float:
+    """The largest logit difference between the trained model and the export reloaded by transformers (and
+    peft, for an adapter), over the prompts. A 16-bit export is compared with the tolerance of its rounding."""
+    from transformers import AutoModelForCausalLM
+
+    if adapter:
+        from peft import PeftModel
+
+        reloaded = PeftModel.from_pretrained(load_pretrained(init_from), str(out))
+    else:
+        reloaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, local_files_only=True)
+    reloaded.eval()
+    with torch.inference_mode():
+        largest = max(
+            (reloaded(input_ids=torch.tensor([ids])).logits - logits).abs().max().item()
+            for ids, logits in zip(prompts, reference)
+        )
+    allowed = TOLERANCE if dtype == "fp32" else HALF_TOLERANCE
+    if not largest <= allowed:
+        raise StudioError(
+            f"export check failed: the reloaded model's logits differ from the trained model's by {largest:.2e} "
+            f"(allowed {allowed:.0e}); the folder {out} is not a faithful export"
+        )
+    return largest
 
 
 # ---- the output folder ----------------------------------------------------------------------------------
@@ -201,10 +320,16 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, A
     }
 
 
-def generation_config(eot_id: int) -> dict[str, Any]:
+def stop_ids(dataset: Dataset) -> list[int]:
+    """The tokens that end what a run learned to write: the end-of-text token, and the end-of-turn tokens of its
+    chat template (recorded when the dataset was prepared)."""
+    return sorted({dataset.eot_id, *dataset.meta.get("stop_ids", [])})
+
+
+def generation_config(stops: list[int], eot_id: int) -> dict[str, Any]:
     return {
         "bos_token_id": eot_id,
-        "eos_token_id": eot_id,
+        "eos_token_id": stops if len(stops) > 1 else stops[0],
         "pad_token_id": eot_id,
         "do_sample": True,
         "temperature": 0.8,
@@ -212,15 +337,17 @@ def generation_config(eot_id: int) -> dict[str, Any]:
     }
 
 
-def write_tokenizer(out: Path, tokenizer_path: Path, has_unk: bool, cfg: ModelConfig) -> list[str]:
-    shutil.copyfile(tokenizer_path, out / "tokenizer.json")
+def write_tokenizer(out: Path, dataset: Dataset, has_unk: bool, cfg: ModelConfig) -> list[str]:
+    shutil.copyfile(dataset.tokenizer_path, out / "tokenizer.json")
     special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, **({"unk_token": UNK} if has_unk else {})}
+    template = {"chat_template": dataset.meta["chat_template"]} if dataset.meta.get("chat_template") else {}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": cfg.block_size,
         "clean_up_tokenization_spaces": False,
         "add_bos_token": False,
         **special,
+        **template,
     }
     return [
         "tokenizer.json",
@@ -266,12 +393,6 @@ def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any],
 
 
 # ---- verification ----------------------------------------------------------------------------------------
-def transformers_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("transformers") is not None
-
-
 def verify_export(out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int) -> float:
     """The largest logit difference between the studio's model and transformers' reload of `out`, over the
     prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""

@@ -20,9 +20,9 @@ from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
 from studio.hf_folder import read_hf_folder
-from studio.model import build_model
 from studio.run_folder.layout import run_or_folder
-from studio.weights import load_hf_weights, load_weights, read_checkpoint
+from studio.run_model import PretrainedLM, build_run_model, load_pretrained
+from studio.weights import read_checkpoint
 
 
 @dataclass
@@ -271,16 +271,15 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
             f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
             "with (it was prepared again); restore that dataset to generate from this run"
         )
-    model = build_model(config.model)
-    load_weights(model, read.weights, config.model.tie_embeddings)
+    run_model = build_run_model(config)
+    run_model.load_state(read.weights)
     description = f"run {run_dir.name}, step {read.step}"
-    return Generator(model, tokenizer, dataset.eot_id, config.model.block_size, description, read.note)
+    return Generator(run_model.module, tokenizer, dataset.eot_id, config.model.block_size, description, read.note)
 
 
 def _load_hf_folder(folder: Path) -> Generator:
-    """A Hugging Face folder as a studio model, ready to generate (fp32)."""
+    """A Hugging Face folder, built by transformers, ready to generate (fp32)."""
     hf = read_hf_folder(folder)
-    model = build_model(hf.model)
-    load_weights(model, load_hf_weights(hf), hf.model.tie_embeddings)
+    model = PretrainedLM(load_pretrained(hf.path), hf.model.block_size)
     tokenizer = load_tokenizer(hf.tokenizer_file)
     return Generator(model, tokenizer, tokenizer.token_to_id(hf.eot_token), hf.model.block_size, f"{folder}")

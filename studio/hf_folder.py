@@ -1,20 +1,27 @@
-"""Reading Hugging Face layout folders (config.json + safetensors + tokenizer.json): Llama-family and GPT-2.
+"""Reading a Hugging Face checkpoint folder (config.json + safetensors + tokenizer.json) without torch.
 
-Torch-free, so the launching process (the CLI, the studio) refuses bad input at once: `read_hf_folder` checks
-the folder and turns config.json into a ModelConfig; `resolve_init` does that for `train.init_from`, which
-names either such a folder or one of the studio's runs. studio.weights reads the tensors themselves.
+The launching process (the CLI, the studio) refuses bad input at once: `read_hf_folder` checks the files
+(weights present and complete, safetensors only, a fast tokenizer that fits the embedding, an end-of-text
+token) and asks a child process (`studio.hf_inspect`) what transformers builds from the folder: any family
+transformers knows, with no per-family code here. A PEFT adapter folder stands for its base (when the base is
+a local folder) with the adapter merged in. `resolve_init` does this for `train.init_from`, which names such
+a folder or one of the studio's runs. The trainer then loads the model with transformers itself.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studio.config import ModelConfig
+from studio.config import PRETRAINED_ARCH, ModelConfig
+from studio.data.chat import read_chat_template
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
+from studio.paths import child_process_env
 from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
@@ -24,18 +31,37 @@ from studio.run_folder.layout import (
     usable_checkpoint,
 )
 
-SUPPORTED = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2"}
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder
+EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
 @dataclass
 class HFFolder:
-    path: Path
-    model: ModelConfig
-    weight_files: list[Path]
+    path: Path  # the folder given: a model, or an adapter whose base is a local folder
+    base: Path  # where the base model's config and weights are (the folder itself unless an adapter)
+    facts: dict[str, Any]  # what transformers builds from it (studio.hf_inspect)
     tokenizer_file: Path
-    eot_token: str  # the end-of-text (eos) token: it ends every document of a fine-tuning corpus
+    eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
+    bos_token: str
+    chat_template: str | None  # the tokenizer's chat template; None for a base model without one
+
+    @property
+    def model(self) -> ModelConfig:
+        """The model as the run's config records it: arch hf, the sizes for display and estimates."""
+        facts = self.facts
+        heads = facts["heads"] or 1
+        return ModelConfig(
+            arch=PRETRAINED_ARCH,
+            n_layer=facts["layers"] or 0,
+            n_head=heads,
+            n_kv_head=0 if facts["kv_heads"] in (None, heads) else facts["kv_heads"],
+            n_embd=facts["hidden"] or 0,
+            block_size=facts["context"] or 2048,
+            vocab_size=facts["vocab"] or 0,
+            tie_embeddings=facts["tied"],
+        )
 
 
 @dataclass
@@ -45,103 +71,80 @@ class InitSource:
     model: ModelConfig
     tokenizer_file: Path
     eot_token: str
-    weights: Path  # a Hugging Face folder, or a studio checkpoint folder
+    weights: Path  # a Hugging Face folder (or adapter folder), or a studio checkpoint folder
+    chat_template: str | None
+    bos_token: str = ""
+    facts: dict[str, Any] | None = None  # a Hugging Face folder's (None for a studio run)
 
 
 # ---- torch-free -----------------------------------------------------------------------------------------
 def read_hf_folder(folder: Path) -> HFFolder:
-    """Check a Hugging Face folder and read its model config; a StudioError for anything missing or unsupported."""
+    """Check a Hugging Face folder (or an adapter on a local base) and read what transformers builds from it."""
     if not folder.is_dir():
         raise StudioError(f"{folder} is not a folder; give a local Hugging Face checkpoint folder or a run name")
-    raw = _read_json(folder / "config.json", "the model config")
-    model = model_config_from_hf(raw, folder)
-    weight_files = _weight_files(folder)
-    tokenizer_file = folder / "tokenizer.json"
-    if not tokenizer_file.is_file():
+    adapter = (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+    base = adapter_base(folder) if adapter else folder
+    raw = _read_json(base / "config.json", "the model config")
+    if not isinstance(raw.get("model_type"), str):
+        raise StudioError(f"{base}/config.json has no model_type; it is not a Hugging Face model config")
+    weight_files = _weight_files(base)
+    tokenizer_file = next((f / "tokenizer.json" for f in (folder, base) if (f / "tokenizer.json").is_file()), None)
+    if tokenizer_file is None:
         raise StudioError(
             f"{folder} has no tokenizer.json (the fast tokenizer); save the tokenizer there with "
             "save_pretrained (slow sentencepiece-only tokenizers are not read)"
         )
     tokenizer = load_tokenizer(tokenizer_file, fix="save it again with save_pretrained")
-    eot = _eot_token(folder, raw, tokenizer)
-    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
-    if vocab > model.vocab_size:
-        raise StudioError(
-            f"{folder}: the tokenizer has {vocab} tokens but the model's embedding only "
-            f"{model.vocab_size} rows; the tokenizer does not belong to these weights"
-        )
-    embedding_rows = _embedding_rows(weight_files, model.arch)
-    if embedding_rows != model.vocab_size:
-        raise StudioError(
-            f"{folder}: config.json says vocab_size {model.vocab_size} but the embedding in the "
-            f"weights has {embedding_rows} rows; the files do not belong together"
-        )
-    return HFFolder(folder, model, weight_files, tokenizer_file, eot)
+    tokenizer_config = _tokenizer_config(tokenizer_file.parent)
+    eot = _eot_token(folder, raw, tokenizer, tokenizer_config)
+    _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), weight_files)
+    facts = folder_facts(base)
+    bos = _token_text(tokenizer_config.get("bos_token")) or ""
+    return HFFolder(folder, base, facts, tokenizer_file, eot, bos, read_chat_template(tokenizer_file.parent))
 
 
-def model_config_from_hf(raw: dict[str, Any], folder: Path) -> ModelConfig:
-    architectures = raw.get("architectures") or [raw.get("model_type", "unknown")]
-    architecture = architectures[0]
-    supported = ", ".join(SUPPORTED)
-    if architecture not in SUPPORTED:
-        extra = " (sliding-window attention)" if raw.get("sliding_window") else ""
-        raise StudioError(
-            f"{folder}: architecture {architecture}{extra} is not supported; the studio reads {supported}"
-        )
-    try:
-        return _llama_config(raw) if SUPPORTED[architecture] == "llama" else _gpt2_config(raw)
-    except KeyError as missing:
-        raise StudioError(f"{folder}/config.json lacks {missing}; it is not a complete {architecture} config") from None
-
-
-def _llama_config(raw: dict[str, Any]) -> ModelConfig:
-    heads = raw["num_attention_heads"]
-    width = raw["hidden_size"]
-    rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
-    unsupported = [
-        (raw.get("hidden_act", "silu") != "silu", f"activation {raw.get('hidden_act')}"),
-        (raw.get("attention_bias") or raw.get("mlp_bias"), "biases in attention or MLP"),
-        (raw.get("head_dim", width // heads) != width // heads, "a head_dim other than hidden_size/heads"),
-        (rope.get("rope_type", rope.get("type", "default")) != "default", f"RoPE scaling {rope.get('rope_type')}"),
-    ]
-    for present, what in unsupported:
-        if present:
-            raise StudioError(f"this Llama uses {what}, which the studio's Llama does not have")
-    return ModelConfig(
-        arch="llama",
-        n_layer=raw["num_hidden_layers"],
-        n_head=heads,
-        n_kv_head=raw.get("num_key_value_heads", heads),
-        n_embd=width,
-        block_size=raw["max_position_embeddings"],
-        vocab_size=raw["vocab_size"],
-        dropout=float(raw.get("attention_dropout", 0.0)),
-        tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        mlp_hidden=raw["intermediate_size"],
-        rope_theta=float(rope.get("rope_theta", raw.get("rope_theta", 10000.0))),
-        norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
+def folder_facts(folder: Path) -> dict[str, Any]:
+    """studio.hf_inspect's facts about the model in `folder`, from a child process (torch stays out of this one)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "studio.hf_inspect", str(folder)],
+        capture_output=True,
+        text=True,
+        env=child_process_env(),
     )
+    if result.returncode == 2:
+        raise StudioError(result.stderr.strip().splitlines()[-1])
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StudioError(f"{folder}: inspecting the model failed ({last[:160]})")
+    return json.loads(result.stdout)
 
 
-def _gpt2_config(raw: dict[str, Any]) -> ModelConfig:
-    activation = raw.get("activation_function", "gelu_new")
-    if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise StudioError(f"this GPT-2 uses activation {activation}; the studio's GPT-2 has tanh GELU (gelu_new)")
-    if raw.get("scale_attn_by_inverse_layer_idx") or raw.get("add_cross_attention"):
-        raise StudioError("this GPT-2 scales attention by layer index or has cross-attention; not supported")
-    return ModelConfig(
-        arch="gpt2",
-        n_layer=raw["n_layer"],
-        n_head=raw["n_head"],
-        n_embd=raw["n_embd"],
-        block_size=raw["n_positions"],
-        vocab_size=raw["vocab_size"],
-        dropout=float(raw.get("resid_pdrop", 0.1)),
-        tie_embeddings=bool(raw.get("tie_word_embeddings", True)),
-        mlp_hidden=raw.get("n_inner") or 0,
-        bias=True,
-        norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
-    )
+def adapter_base(folder: Path) -> Path:
+    """The local base model of a PEFT adapter folder; a StudioError when it is not on this machine."""
+    adapter = _read_json(folder / ADAPTER_CONFIG, "the adapter config")
+    base = adapter.get("base_model_name_or_path") or ""
+    if not base or not (Path(base).expanduser() / "config.json").is_file():
+        raise StudioError(
+            f"{folder} is a PEFT adapter whose base model {base or '(unnamed)'} is not a local folder; put the base "
+            f"model on this machine and set base_model_name_or_path in {ADAPTER_CONFIG} to its folder"
+        )
+    return Path(base).expanduser().resolve()
+
+
+def _check_vocabulary(folder: Path, raw: dict[str, Any], tokens: int, weight_files: list[Path]) -> None:
+    """The tokenizer fits the embedding, and config.json's vocab_size is the embedding's."""
+    vocab = raw.get("vocab_size") or (raw.get("text_config") or {}).get("vocab_size")
+    if isinstance(vocab, int) and tokens > vocab:
+        raise StudioError(
+            f"{folder}: the tokenizer has {tokens} tokens but the model's embedding only "
+            f"{vocab} rows; the tokenizer does not belong to these weights"
+        )
+    rows = _embedding_rows(weight_files)
+    if isinstance(vocab, int) and rows is not None and rows != vocab:
+        raise StudioError(
+            f"{folder}: config.json says vocab_size {vocab} but the embedding in the "
+            f"weights has {rows} rows; the files do not belong together"
+        )
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -173,36 +176,41 @@ def _weight_files(folder: Path) -> list[Path]:
     return files
 
 
-def _embedding_rows(files: list[Path], arch: str) -> int:
-    """The token embedding's row count, from the safetensors headers alone."""
+def _embedding_rows(files: list[Path]) -> int | None:
+    """The token embedding's row count, from the safetensors headers alone (None when no name is known)."""
     from safetensors import safe_open
 
-    names = ("model.embed_tokens.weight",) if arch == "llama" else ("transformer.wte.weight", "wte.weight")
     for path in files:
         try:
             with safe_open(str(path), framework="numpy") as file:
-                for name in names:
-                    if name in file.keys():
+                for name in file.keys():
+                    if name.endswith(EMBEDDING_NAMES):
                         return file.get_slice(name).get_shape()[0]
         except Exception as error:  # safetensors raises several types for a damaged file
             raise StudioError(f"{path} is unreadable or corrupt ({short_reason(error)})") from None
-    raise StudioError(
-        f"{files[0].parent}: no token embedding ({names[0]}) in the weights; the folder is "
-        "incomplete or not this architecture"
-    )
+    return None
 
 
-def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer) -> str:
+def _tokenizer_config(folder: Path) -> dict[str, Any]:
+    path = folder / "tokenizer_config.json"
+    return _read_json(path, "the tokenizer config") if path.is_file() else {}
+
+
+def _token_text(token: Any) -> str | None:
+    """A special token as tokenizer_config.json spells it: a string, or an object with its content."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer, tokenizer_config: dict[str, Any]) -> str:
     """tokenizer_config.json's eos_token, else config.json's eos_token_id, else <|endoftext|> if present."""
-    config_path = folder / "tokenizer_config.json"
-    tokenizer_config = _read_json(config_path, "the tokenizer config") if config_path.is_file() else {}
-    eos = tokenizer_config.get("eos_token")
-    if isinstance(eos, dict):
-        eos = eos.get("content")
     eos_id = raw_config.get("eos_token_id")
     if isinstance(eos_id, list):
         eos_id = eos_id[0] if eos_id else None
-    candidates = [eos, tokenizer.id_to_token(eos_id) if isinstance(eos_id, int) else None, "<|endoftext|>"]
+    candidates = [
+        _token_text(tokenizer_config.get("eos_token")),
+        tokenizer.id_to_token(eos_id) if isinstance(eos_id, int) else None,
+        "<|endoftext|>",
+    ]
     for token in candidates:
         if token and tokenizer.token_to_id(token) is not None:
             return token
@@ -218,7 +226,7 @@ def resolve_init(init_from: str) -> InitSource:
     folder = Path(init_from).expanduser()
     if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
         hf = read_hf_folder(folder.resolve())
-        return InitSource(hf.model, hf.tokenizer_file, hf.eot_token, hf.path)
+        return InitSource(hf.model, hf.tokenizer_file, hf.eot_token, hf.path, hf.chat_template, hf.bos_token, hf.facts)
     if not is_run(folder) and ("/" in init_from or init_from.startswith(".")):
         raise StudioError(
             f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or a run name"
@@ -231,6 +239,11 @@ def _resolve_run(run_dir: Path) -> InitSource:
 
     found, _ = usable_checkpoint(run_dir)
     config = trained_config(run_dir, checkpoint_metadata(found))
+    if config.model.pretrained or config.train.method != "full":
+        raise StudioError(
+            f"--init-from {run_dir.name}: that run adapted a Hugging Face model; export it "
+            f"(`llm-studio export {run_dir.name} --out DIR`) and start from the exported folder"
+        )
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
-    return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve())
+    return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve(), dataset.meta.get("chat_template"))

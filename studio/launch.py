@@ -47,17 +47,50 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
 
 def resolve_init_from(config: RunConfig):
     """train.init_from (a Hugging Face folder or a run): take its model config, pin it to the folder holding
-    the weights (the worker loads them), and return its tokenizer for the dataset; None when from scratch."""
+    the weights (the worker loads them), check the method against it, and return its tokenizer for the
+    dataset; None when from scratch. A Hugging Face model trains with the context asked for, up to its own."""
     if not config.train.init_from:
+        check_method(config, None)
         return None
     from studio.data.prepare import PretrainedTokenizer
     from studio.hf_folder import resolve_init
 
     init = resolve_init(config.train.init_from)
+    context = config.model.block_size
     config.model = init.model
+    if config.model.pretrained:
+        config.model.block_size = min(context, init.model.block_size)
     config.train.init_from = str(init.weights)
     validate(config)
-    return PretrainedTokenizer(init.tokenizer_file, init.eot_token)
+    check_method(config, init.facts)
+    return PretrainedTokenizer(init.tokenizer_file, init.eot_token, init.chat_template, init.bos_token)
+
+
+def check_method(config: RunConfig, facts: dict | None) -> None:
+    """The method can run here and its LoRA targets name linear layers of the model (a Hugging Face folder's
+    facts, or the studio's own layers)."""
+    import importlib.util
+
+    from studio.sizes import native_linear_layers
+
+    train = config.train
+    if train.method == "qlora":
+        if gpu_count() == 0:
+            raise StudioError("train.method qlora needs a CUDA GPU (bitsandbytes' 4-bit kernels); use lora here")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise StudioError("train.method qlora needs bitsandbytes: pip install bitsandbytes")
+        if not config.model.pretrained:
+            raise StudioError("train.method qlora quantizes a Hugging Face checkpoint: give one with --init-from DIR")
+    if train.method == "full" or not train.lora_targets:
+        return
+    layers = facts["linear_layers"] if facts else native_linear_layers(config.model)
+    available = sorted({name for name, _, _ in layers})
+    unmatched = [name for name in train.lora_targets if name not in available]
+    if unmatched:
+        raise StudioError(
+            f"train.lora_targets: {', '.join(unmatched)} matches no linear layer of this model; "
+            f"its linear layers are {', '.join(available) or 'none'}"
+        )
 
 
 def check_trackers(config: RunConfig) -> None:

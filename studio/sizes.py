@@ -92,6 +92,43 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
     return memory
 
 
+# ---- fine-tuning methods -------------------------------------------------------------------------------
+def native_linear_layers(cfg: ModelConfig) -> list[tuple[str, int, int]]:
+    """(name, in, out) of every linear layer of a studio decoder but the output head, as LoRA sees them."""
+    d, hidden = cfg.n_embd, cfg.mlp_width
+    if cfg.arch == "llama":
+        kv = cfg.kv_heads * cfg.head_dim
+        shapes = [("q_proj", d, d), ("k_proj", d, kv), ("v_proj", d, kv), ("o_proj", d, d)]
+        shapes += [("gate_proj", d, hidden), ("up_proj", d, hidden), ("down_proj", hidden, d)]
+    elif cfg.arch == "gpt2":
+        shapes = [("c_attn", d, 3 * d), ("c_proj", d, d), ("c_fc", d, hidden), ("c_proj", hidden, d)]
+    else:
+        shapes = []  # the recurrent baselines have no linear layer but the head
+    return shapes * cfg.n_layer
+
+
+def adapter_params(linear_layers: list, rank: int, targets: list[str], dora: bool) -> int:
+    """Trainable values of LoRA (rank·(in + out) per adapted layer) or DoRA (plus a magnitude per output)."""
+    chosen = [(name, fan_in, fan_out) for name, fan_in, fan_out in linear_layers if not targets or name in targets]
+    return sum(rank * (fan_in + fan_out) + (fan_out if dora else 0) for _, fan_in, fan_out in chosen)
+
+
+def estimate_method_memory(total: int, trainable: int, method: str, activations: int, optimizer_values: int) -> dict:
+    """Bytes one training process needs under a method, roughly: fp32 weights (4-bit for qlora, ~0.55 bytes
+    each with its scales), and gradients and optimizer moments for the trainable values only."""
+    weights = int(0.55 * total) if method == "qlora" else 4 * total
+    if method != "full":
+        weights += 4 * trainable  # the adapters themselves, in fp32
+    memory = {
+        "weights": weights,
+        "gradients": 4 * trainable,
+        "optimizer": 4 * optimizer_values * trainable,
+        "activations": activations,
+    }
+    memory["total"] = sum(memory.values())
+    return memory
+
+
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:
     vocab = vocab_size or cfg.vocab_size
     if vocab <= 0:

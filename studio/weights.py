@@ -1,9 +1,9 @@
-"""Model weights in and out: a checkpoint's weights, a Hugging Face folder's, and the names between them.
+"""The studio's own models' weights in and out: checkpoints, and the Hugging Face names they export under.
 
 The studio's parameter names are Llama's Hugging Face names one to one, and nanoGPT's for GPT-2. GPT-2's
 Hugging Face names differ only in that the four Conv1D weights are transposed (Conv1D stores (in, out),
-nn.Linear (out, in)), that GPT2LMHeadModel always has biases, and that checkpoints saved from GPT2Model lack
-the `transformer.` prefix. A tied lm_head is stored once (as the embedding) and re-tied on load.
+nn.Linear (out, in)) and that GPT2LMHeadModel always has biases. A tied lm_head is stored once (as the
+embedding) and re-tied on load. (Hugging Face checkpoints are loaded by transformers itself: studio.run_model.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from safetensors.torch import load_file, safe_open
 from studio.config import ModelConfig, RunConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes
-from studio.hf_folder import HFFolder, read_hf_folder
 from studio.run_folder.layout import (
     WEIGHTS,
     checkpoint_metadata,
@@ -32,7 +31,6 @@ from studio.run_folder.layout import (
 
 TIED_HEAD = "lm_head.weight"  # with tied embeddings the output head is the embedding matrix, stored once
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-GPT2_BUFFERS = (".attn.bias", ".attn.masked_bias")  # causal-mask buffers older transformers saved
 GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 
 
@@ -57,7 +55,8 @@ def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
     weights are read."""
     found, note = usable_checkpoint(run_dir, step)
     config = trained_config(run_dir, checkpoint_metadata(found))
-    check_fit(config.model, found / WEIGHTS)
+    if not config.model.pretrained and config.train.method == "full":  # else shapes are checked as they load
+        check_fit(config.model, found / WEIGHTS)
     weights, metadata = read_weights(found)
     return CheckpointRead(found, weights, metadata, config, note)
 
@@ -130,21 +129,7 @@ def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
         )
 
 
-# ---- Hugging Face names, both ways ----------------------------------------------------------------
-def studio_names(weights: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
-    """A Hugging Face state dict under the studio's parameter names."""
-    if arch == "llama":
-        return {name: tensor for name, tensor in weights.items() if not name.endswith("rotary_emb.inv_freq")}
-    renamed = {}
-    for name, tensor in weights.items():
-        if name.endswith(GPT2_BUFFERS):
-            continue
-        if not name.startswith(("transformer.", "lm_head.")):
-            name = f"transformer.{name}"
-        renamed[name] = tensor.t().contiguous() if name.endswith(CONV1D) else tensor
-    return renamed
-
-
+# ---- Hugging Face names, for export ---------------------------------------------------------------
 def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
     GPT2LMHeadModel always has) written as zeros when the model has none."""
@@ -161,24 +146,9 @@ def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, to
     return renamed
 
 
-def load_hf_weights(hf: HFFolder) -> dict[str, torch.Tensor]:
-    """A Hugging Face folder's weights (every shard) under the studio's names, in fp32 (training and
-    generation keep fp32 weights)."""
-    weights: dict[str, torch.Tensor] = {}
-    for path in hf.weight_files:
-        try:
-            weights.update(load_file(str(path)))
-        except Exception as error:  # safetensors raises several types for a damaged file
-            raise StudioError(f"{path} is unreadable or corrupt ({short_reason(error)[:100]})") from None
-    return {name: tensor.float() for name, tensor in studio_names(weights, hf.model.arch).items()}
-
-
 def load_initial_weights(model: torch.nn.Module, source: Path) -> None:
-    """The trainer's start from `train.init_from` (resolved at launch to a folder): a Hugging Face folder
-    or a studio checkpoint. A weight that does not fit the model is a StudioError."""
-    if (source / "config.json").is_file():
-        weights = load_hf_weights(read_hf_folder(source))
-    else:
-        check_fit(model.cfg, source / WEIGHTS)
-        weights, _ = read_weights(source)  # fp32, as the trainer keeps its master weights
+    """A studio model's start from `train.init_from` (resolved at launch to a studio run's checkpoint folder;
+    Hugging Face folders are loaded by transformers). A weight that does not fit the model is a StudioError."""
+    check_fit(model.cfg, source / WEIGHTS)
+    weights, _ = read_weights(source)  # fp32, as the trainer keeps its master weights
     load_weights(model, weights, model.cfg.tie_embeddings)

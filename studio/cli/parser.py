@@ -16,16 +16,27 @@ from studio.config import RunConfig, field_names, field_spec, format_value, pars
 from studio.errors import StudioError
 from studio.presets import load_preset
 
-DATA_FLAGS = ("data.tokenizer", "data.vocab_size", "data.val_fraction", "data.text_field", "data.glob", "data.strict")
+DATA_FLAGS = (
+    "data.tokenizer",
+    "data.vocab_size",
+    "data.val_fraction",
+    "data.text_field",
+    "data.format",
+    "data.glob",
+    "data.strict",
+)
 TRAIN_FLAGS = (
     "train.max_steps",
     "train.num_processes",
     "train.mixed_precision",
     "train.compile",
     "train.init_from",
+    "train.method",
+    "train.lora_rank",
+    "train.lora_targets",
     "train.report_to",
 )
-METAVARS = {"train.init_from": "DIR|RUN", "train.report_to": "TRACKER"}
+METAVARS = {"train.init_from": "DIR|RUN", "train.report_to": "TRACKER", "train.lora_targets": "LAYER"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,17 +1,53 @@
-"""Training batches: random windows of a token file, read through np.memmap like nanoGPT.
+"""Training batches from a prepared dataset's files, read through np.memmap like nanoGPT.
 
-Which windows are drawn depends only on the torch.Generator passed in, so a run that saves the
-generator's state and restores it on resume draws exactly the batches it would have drawn.
+Two kinds of data, one `Batch`:
+- plain text (`WindowStream`): random windows of the concatenated documents, every target learned. Which
+  windows are drawn depends only on the torch.Generator passed in, so a run that saves the generator's state
+  and restores it on resume draws exactly the batches it would have drawn.
+- examples (`ExampleStream`, chat and instruction data): one example per row, right-padded (causal attention
+  never looks right, so padding needs no mask), or several packed into each row with positions restarting at
+  every example, which keeps attention and loss inside it. Targets the supervision mask leaves out are IGNORE.
+  Examples come in epochs, each a seeded permutation, shared out between processes; the position in that
+  stream is one counter (`examples_drawn`), so a resume continues exactly where the run was.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from studio.errors import StudioError
+
+IGNORE = -1  # the target of a position that is not learned (the loss's ignore_index)
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, T) input ids
+    y: torch.Tensor  # (B, T) target ids, IGNORE where nothing is learned
+    tokens: int  # real tokens read (padding left out)
+    positions: torch.Tensor | None = None  # (B, T) for packed rows: each example's positions from 0
+
+    @property
+    def supervised(self) -> int:
+        """Targets learned: the loss of a step is normalised by their number (counted on the CPU: no sync)."""
+        return int((self.y != IGNORE).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        x, y = (t.to(device, non_blocking=True) for t in (self.x, self.y))
+        positions = None if self.positions is None else self.positions.to(device, non_blocking=True)
+        return Batch(x, y, self.tokens, positions)
+
+
+class StreamPosition(Protocol):
+    """Where a stream of batches is: the TrainingState (training) or a fresh one (evaluation)."""
+
+    data_generator: torch.Generator
+    examples_drawn: int
 
 
 class TokenFile:
@@ -41,3 +77,104 @@ def sample_batch(
     x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
     y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
     return x, y
+
+
+class WindowStream:
+    """Random windows of plain text: every target is learned."""
+
+    def __init__(self, tokens: TokenFile, batch_size: int, block_size: int):
+        self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
+
+    def next(self, position: StreamPosition) -> Batch:
+        x, y = sample_batch(self.tokens, self.batch_size, self.block_size, position.data_generator)
+        return Batch(x, y, x.numel())
+
+
+# ---- examples ---------------------------------------------------------------------------------------------
+class ExampleFile:
+    """One split of an example dataset: `<split>.bin` (ids), `<split>.mask` (1: learned), `<split>.idx` (the
+    int64 start of every example, and the end)."""
+
+    def __init__(self, bin_path: Path, dtype: str):
+        self.ids = np.memmap(bin_path, dtype=dtype, mode="r")
+        self.mask = np.memmap(bin_path.with_suffix(".mask"), dtype=np.uint8, mode="r")
+        self.offsets = np.fromfile(bin_path.with_suffix(".idx"), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def pair(self, index: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets of one example (at most block_size of each), targets IGNORE where not learned."""
+        start, end = self.offsets[index], min(self.offsets[index + 1], self.offsets[index] + block_size + 1)
+        ids = self.ids[start:end].astype(np.int64)
+        targets = np.where(self.mask[start + 1 : end] > 0, ids[1:], IGNORE)
+        return ids[:-1], targets
+
+
+class ExampleStream:
+    """Examples in seeded epochs; this process takes every world_size-th of the global order, from `rank`."""
+
+    def __init__(
+        self,
+        examples: ExampleFile,
+        batch_size: int,
+        block_size: int,
+        packing: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ):
+        if len(examples) == 0:
+            raise StudioError("the dataset has no examples in this split; add data or lower data.val_fraction")
+        self.examples, self.batch_size, self.block_size, self.packing = examples, batch_size, block_size, packing
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, its permutation)
+
+    def example_index(self, drawn: int) -> int:
+        """The example this process draws as its `drawn`-th."""
+        overall = drawn * self.world_size + self.rank
+        epoch, within = divmod(overall, len(self.examples))
+        if not self.shuffle:
+            return within
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            self._order = (epoch, torch.randperm(len(self.examples), generator=generator).numpy())
+        return int(self._order[1][within])
+
+    def next(self, position: StreamPosition) -> Batch:
+        rows: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        if not self.packing:
+            for _ in range(self.batch_size):
+                rows.append([self.examples.pair(self.example_index(position.examples_drawn), self.block_size)])
+                position.examples_drawn += 1
+            return _padded(rows, max(len(row[0][0]) for row in rows), packed=False)
+        rows, used = [[]], 0
+        while True:  # fill the rows in order; the example that fits no more waits for the next batch
+            pair = self.examples.pair(self.example_index(position.examples_drawn), self.block_size)
+            if used + len(pair[0]) > self.block_size:
+                if len(rows) == self.batch_size:
+                    return _padded(rows, self.block_size, packed=True)
+                rows.append([])
+                used = 0
+            rows[-1].append(pair)
+            used += len(pair[0])
+            position.examples_drawn += 1
+
+
+def _padded(rows: list[list[tuple[np.ndarray, np.ndarray]]], length: int, packed: bool) -> Batch:
+    """Rows of (inputs, targets) pairs laid end to end and padded to `length`: inputs 0, targets IGNORE; packed
+    rows get each example's positions (and the padding its own, so it forms a segment of its own)."""
+    x = np.zeros((len(rows), length), dtype=np.int64)
+    tokens = sum(len(inputs) for pairs in rows for inputs, _ in pairs)
+    y = np.full((len(rows), length), IGNORE, dtype=np.int64)
+    positions = np.zeros((len(rows), length), dtype=np.int64)
+    for row, pairs in enumerate(rows):
+        at = 0
+        for inputs, targets in pairs:
+            x[row, at : at + len(inputs)] = inputs
+            y[row, at : at + len(inputs)] = targets
+            positions[row, at : at + len(inputs)] = np.arange(len(inputs))
+            at += len(inputs)
+        positions[row, at:] = np.arange(length - at)
+    return Batch(torch.from_numpy(x), torch.from_numpy(y), tokens, torch.from_numpy(positions) if packed else None)

@@ -57,6 +57,8 @@ class PretrainedTokenizer:
 
     path: Path  # its tokenizer.json
     eot_token: str  # the token that ends every document (the model's eos token)
+    chat_template: str | None = None  # the model's own; chat data falls back to the studio's default
+    bos_token: str = ""  # what templates write as bos_token
 
 
 @dataclass
@@ -76,6 +78,11 @@ class Dataset:
     @property
     def dtype(self) -> str:
         return self.meta["dtype"]
+
+    @property
+    def has_examples(self) -> bool:
+        """Chat or instruction examples (ids, supervision mask, example offsets), not plain text."""
+        return bool(self.meta.get("examples"))
 
     @property
     def tokenizer_path(self) -> Path:

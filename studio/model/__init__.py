@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studio.config import ModelConfig
+from studio.data.batches import IGNORE
 from studio.errors import StudioError
 
 ARCHITECTURES = {  # cfg.arch -> (module, class)
@@ -54,8 +55,13 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy, in fp32 even under autocast (a bf16 log-softmax loses the small losses).
 
-    Targets of -1 are ignored, so a loader can mask padding."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=-1)
+    Targets of IGNORE (not learned: padding, prompts) are left out."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=IGNORE)
+
+
+def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The summed next-token cross-entropy of the learned targets (the trainer divides by the step's count)."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

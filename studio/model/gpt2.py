@@ -12,7 +12,7 @@ from torch import nn
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
-from studio.model.kv_cache import KVCache, attend
+from studio.model.kv_cache import KVCache, attend, packed_mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -25,10 +25,12 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
-        y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
+        y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start, mask)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -53,8 +55,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, start)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, start, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -83,17 +87,24 @@ class GPT2(LanguageModel):
         return KVCache.for_model(self.cfg, batch, max_len, self.transformer.wte.weight, dtype)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, start: int = 0
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
+        positions: torch.Tensor | None = None,
     ):
         """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
-        positions already stored in it (their keys and values are read, not recomputed)."""
+        positions already stored in it (their keys and values are read, not recomputed). Packed rows give
+        `positions` (B, T), restarting at 0 for each example: attention stays inside each."""
         T = idx.size(1)
         assert start + T <= self.cfg.block_size, (
             f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
         )
-        pos = torch.arange(start, start + T, device=idx.device)
+        pos = torch.arange(start, start + T, device=idx.device) if positions is None else positions
+        mask = None if positions is None else packed_mask(positions)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x, cache, start)
+            x = block(x, cache, start, mask)
         logits = self.lm_head(self.transformer.ln_f(x))
         return logits, None if targets is None else lm_loss(logits, targets)

@@ -45,16 +45,36 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
+def packed_mask(positions: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T): causal attention that stays inside each example of packed rows. An example starts wherever
+    the positions (B, T) do not go up by one (the rule transformers applies to packed position ids too)."""
+    starts = torch.ones_like(positions, dtype=torch.bool)
+    starts[:, 1:] = positions[:, 1:] != positions[:, :-1] + 1
+    segment = starts.cumsum(1)
+    causal = torch.ones(positions.size(1), positions.size(1), dtype=torch.bool, device=positions.device).tril()
+    return ((segment[:, :, None] == segment[:, None, :]) & causal)[:, None]
+
+
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, cache: KVCache | None, layer: int, start: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float,
+    cache: KVCache | None,
+    layer: int,
+    start: int,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal attention of q (B, H, T, D) over k, v (B, H_kv, T, D); with a cache, over every position stored before
-    too. Under grouped-query attention (H_kv < H) each key/value head serves H / H_kv consecutive query heads."""
+    too; with a mask (packed rows, no cache), as the mask allows. Under grouped-query attention (H_kv < H) each
+    key/value head serves H / H_kv consecutive query heads."""
     if cache is not None:
         k, v = cache.update(layer, start, k, v)
         k, v = k.to(q.dtype), v.to(q.dtype)  # under autocast q may be 16-bit while the cache keeps the weights' dtype
     if k.size(1) != q.size(1):
         k, v = (t.repeat_interleave(q.size(1) // k.size(1), dim=1) for t in (k, v))
+    if mask is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if cache is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     T = q.size(2)

@@ -13,7 +13,7 @@ from torch import nn
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
-from studio.model.kv_cache import KVCache, attend
+from studio.model.kv_cache import KVCache, attend, packed_mask
 
 
 class RMSNorm(nn.Module):
@@ -60,13 +60,19 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k, v = (proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2) for proj in (self.k_proj, self.v_proj))
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start)
+        y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start, mask)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -94,9 +100,15 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, start: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        start: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -126,20 +138,31 @@ class Llama(LanguageModel):
         return cache
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, start: int = 0
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
+        positions: torch.Tensor | None = None,
     ):
         """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
-        positions already stored in it (their keys and values are read, not recomputed)."""
+        positions already stored in it (their keys and values are read, not recomputed). Packed rows give
+        `positions` (B, T), restarting at 0 for each example: rotations follow them, attention stays inside."""
         T = idx.size(1)
         assert start + T <= self.cfg.block_size, (
             f"sequence of {start + T} tokens is longer than block_size {self.cfg.block_size}"
         )
-        if cache is None:
+        mask = None
+        if positions is not None:
+            tables = rope_tables(self.cfg.block_size, self.cfg.head_dim, self.cfg.rope_theta, idx.device)
+            cos, sin = (table[positions].unsqueeze(1) for table in tables)  # (B, 1, T, D): per row
+            mask = packed_mask(positions)
+        elif cache is None:
             cos, sin = rope_tables(T, self.cfg.head_dim, self.cfg.rope_theta, idx.device)
         else:
             cos, sin = (table[start : start + T] for table in cache.rope)
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
-            x = block(x, cos, sin, cache, start)
+            x = block(x, cos, sin, cache, start, mask)
         logits = self.lm_head(self.model.norm(x))
         return logits, None if targets is None else lm_loss(logits, targets)

@@ -20,6 +20,7 @@ KINDS = ("train", "eval", "checkpoint", "status", "error", "sample")
 NUMBER = (int, float)
 FIELD_TYPES = {  # every field an event may carry, and its type; a field of another type is dropped when read
     "t": NUMBER, "state": str, "max_steps": int, "world_size": int, "device": str, "params": int,
+    "trainable_params": int,
     "checkpoint": str, "tokens_seen": int, "train_seconds": NUMBER,
     "loss": NUMBER, "lr": NUMBER, "grad_norm": NUMBER, "tokens_per_s": NUMBER, "mfu": NUMBER,
     "mem_allocated": int, "mem_reserved": int, "mem_peak": int,

@@ -1,8 +1,9 @@
 """What moves as training goes, in one object: the counters and the random streams, saved and loaded whole.
 
 The weights and the optimizer's state are saved beside it (studio.train.checkpoint); this is the rest that
-a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training) and its
-random streams (the global torch RNG, which drives dropout, and the data generator, which picks batches).
+a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training, examples
+drawn) and its random streams (the global torch RNG, which drives dropout, and the data generator, which picks
+the windows of plain text).
 The counters are the same on every rank; each rank has its own streams.
 """
 
@@ -18,6 +19,7 @@ class TrainingState:
     step: int = 0  # optimizer steps done
     tokens_seen: int = 0  # by all processes together
     train_seconds: float = 0.0  # time spent in training steps (not evaluation, samples or checkpoints)
+    examples_drawn: int = 0  # example data: this rank's position in its stream of examples (the same on every rank)
     data_generator: torch.Generator = field(default_factory=torch.Generator)  # the batch order of this rank
 
     def seed(self, seed: int) -> None:
@@ -27,7 +29,12 @@ class TrainingState:
 
     # ---- to and from a checkpoint ----------------------------------------------------------------
     def counters(self) -> dict[str, int | float]:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "train_seconds": self.train_seconds}
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "train_seconds": self.train_seconds,
+            "examples_drawn": self.examples_drawn,
+        }
 
     def random_streams(self) -> dict[str, torch.Tensor]:
         streams = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
@@ -41,6 +48,7 @@ class TrainingState:
         self.step = int(counters["step"])
         self.tokens_seen = int(counters["tokens_seen"])
         self.train_seconds = float(counters["train_seconds"])
+        self.examples_drawn = int(counters.get("examples_drawn", 0))  # absent from checkpoints of plain text runs
         if streams is None:
             return
         torch.set_rng_state(streams["torch"])

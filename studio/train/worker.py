@@ -13,6 +13,8 @@ import shutil
 import sys
 import time
 import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from studio.config import flat_config
-from studio.data.batches import TokenFile, sample_batch
+from studio.data.batches import IGNORE, Batch, ExampleFile, ExampleStream, TokenFile, WindowStream
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, sample
 from studio.hardware import gpu_peak_flops
-from studio.model import build_model, param_groups
+from studio.model import lm_loss_sum, param_groups
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -41,11 +43,12 @@ from studio.run_folder.layout import (
     temporary_checkpoint_dir,
 )
 from studio.run_folder.lock import hold_lock_for_life
+from studio.run_model import build_run_model
 from studio.sizes import flops_per_token
 from studio.train import checkpoint, stop_signal
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
-from studio.weights import check_fit, load_initial_weights, load_weights, read_weights, weights_to_save
+from studio.weights import check_fit, read_weights
 
 
 class NullWriter:
@@ -64,38 +67,51 @@ class Trainer:
         self.config = read_config(run_dir)
         train = self.config.train
         trackers = {"log_with": train.report_to, "project_dir": run_dir / TRACKER_LOGS} if train.report_to else {}
-        self.accelerator = Accelerator(
-            mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum, **trackers
-        )
+        # Accumulation is the loop's own (no_sync on the micro-steps but the last): the loss of a step is
+        # normalised by the tokens learned in all its micro-batches, which Accelerate's accumulate() cannot do.
+        self.accelerator = Accelerator(mixed_precision=train.mixed_precision, **trackers)
         if train.report_to:  # events.jsonl stays the source of truth; trackers get a copy (Accelerate's integration)
             self.accelerator.init_trackers(run_dir.name, config=flat_config(self.config))
         self.rank = self.accelerator.process_index
         self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
 
-        dataset = open_dataset(self.config.data.dataset)
-        self.tokenizer = load_tokenizer(dataset.tokenizer_path)
-        self.tokenizer_hash = dataset.meta["tokenizer_hash"]
-        self.eot_id = dataset.eot_id
-        self.train_tokens = TokenFile(dataset.bin_path("train"), dataset.dtype)
-        self.val_tokens = TokenFile(dataset.bin_path("val"), dataset.dtype)
+        self.dataset = open_dataset(self.config.data.dataset)
+        self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
+        self.tokenizer_hash = self.dataset.meta["tokenizer_hash"]
+        self.eot_id = self.dataset.eot_id
+        self.train_stream = self._stream("train", shuffle=True)
 
-        set_seed(train.seed)  # the same initial weights on every rank
-        self.model = build_model(self.config.model)  # the plain module: checkpoints and samples use it
-        if train.init_from and resume_step is None:  # resolved at launch to a folder of weights
-            load_initial_weights(self.model, Path(train.init_from))
+        set_seed(train.seed)  # the same initial weights (and adapters) on every rank
+        self.run_model = build_run_model(self.config)
+        self.model = self.run_model.module  # the plain module: checkpoints and samples use it
         self.optimizer = self._build_optimizer()
         resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
         trained = torch.compile(self.model) if train.compile else self.model
         self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
-        self.flops_per_token = flops_per_token(self.config.model, self.config.model.vocab_size)
+        self.flops_per_token = self._flops_per_token()
         self.peak_flops = self._peak_flops()
         self.state = TrainingState()  # last, so nothing above consumes random numbers of the training streams
         self._start_state(resumed_from)
 
     # ---- setup --------------------------------------------------------------------------------------
+    def _stream(self, split: str, shuffle: bool) -> WindowStream | ExampleStream:
+        """The split's batches: random windows of plain text, or the examples of chat and instruction data."""
+        dataset, train = self.dataset, self.config.train
+        if not dataset.has_examples:
+            return WindowStream(TokenFile(dataset.bin_path(split), dataset.dtype), train.batch_size, self.block_size)
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        world = self.accelerator.num_processes
+        return ExampleStream(
+            examples, train.batch_size, self.block_size, self.config.data.packing, train.seed, self.rank, world, shuffle
+        )
+
+    @property
+    def block_size(self) -> int:
+        return self.config.model.block_size
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         train = self.config.train
-        groups = param_groups(self.model, train.weight_decay)
+        groups = param_groups(self.run_model.inner, train.weight_decay)
         if train.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
         try:  # the fused kernel is fastest wherever the device has one
@@ -107,9 +123,10 @@ class Trainer:
         """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
         returns that checkpoint."""
         found = find_checkpoint(self.run_dir, step)
-        check_fit(self.config.model, found / WEIGHTS)
+        if not self.config.model.pretrained and not self.run_model.adapters:
+            check_fit(self.config.model, found / WEIGHTS)  # names, shapes and memory, before reading
         weights, _ = read_weights(found)
-        load_weights(self.model, weights, self.config.model.tie_embeddings)
+        self.run_model.load_state(weights)
         self.optimizer.load_state_dict(checkpoint.read_optimizer_state(found))
         return found
 
@@ -126,6 +143,14 @@ class Trainer:
                               "resume from another with `llm-studio resume RUN --checkpoint STEP`")  # fmt: skip
         self.events.write("status", self.state.step, state="resumed", checkpoint=resumed_from.name)
 
+    def _flops_per_token(self) -> float:
+        """Training FLOPs per token: the studio's count for its own models; 6 per weight for a Hugging Face model
+        (2 forward, 4 backward), 4 when only adapters train (no gradient for the frozen weights)."""
+        model = self.config.model
+        if not model.pretrained and not self.run_model.adapters:
+            return flops_per_token(model, model.vocab_size)
+        return (4.0 if self.run_model.adapters else 6.0) * self.run_model.total_params()
+
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
         half = self.config.train.mixed_precision != "no"
@@ -138,7 +163,7 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> None:
-        train, model_cfg = self.config.train, self.config.model
+        train = self.config.train
         if stop_signal.received:  # while the trainer started: nothing trained yet, nothing to save
             self.events.write("status", self.state.step, state="stopped")
             return
@@ -149,28 +174,24 @@ class Trainer:
             max_steps=train.max_steps,
             world_size=self.accelerator.num_processes,
             device=str(self.accelerator.device),
-            params=self.model.num_params(),
+            params=self.run_model.total_params(),
+            trainable_params=self.run_model.trainable_params(),
         )
         if self.state.step == 0:
             self.evaluate()
             self.write_samples()
-        tokens_per_step = train.batch_size * model_cfg.block_size * train.grad_accum * self.accelerator.num_processes
-        window_loss = torch.zeros((), device=self.accelerator.device)
-        window_steps, window_seconds = 0, 0.0
+        window = Window(self.accelerator.device)
         while self.state.step < train.max_steps:
             started = time.perf_counter()
-            loss, grad_norm = self.train_step(log=(self.state.step + 1) % train.log_interval == 0)
+            step = self.train_step(log=(self.state.step + 1) % train.log_interval == 0)
             elapsed = time.perf_counter() - started
-            window_seconds += elapsed
             self.state.train_seconds += elapsed  # every step, so a stop between two log lines counts it too
-            window_loss += loss
-            window_steps += 1
+            window.add(step, elapsed)
             self.state.step += 1
-            self.state.tokens_seen += tokens_per_step
+            self.state.tokens_seen += step.tokens
             if self._due(train.log_interval):
-                self.log_train(window_loss, window_steps, window_seconds, grad_norm, tokens_per_step)
-                window_loss.zero_()
-                window_steps, window_seconds = 0, 0.0
+                self.log_train(window)
+                window = Window(self.accelerator.device)
             if self._due(train.eval_interval):
                 self.evaluate()
             if train.sample_interval and self._due(train.sample_interval):
@@ -193,40 +214,58 @@ class Trainer:
         """Whether something done every `interval` steps (and at the last step) is due now."""
         return self.state.step % interval == 0 or self.state.step == self.config.train.max_steps
 
-    def train_step(self, log: bool) -> tuple[torch.Tensor, float | None]:
-        """One optimizer step over grad_accum micro-batches; the mean loss, and the grad norm when asked."""
-        train = self.config.train
+    def train_step(self, log: bool) -> StepResult:
+        """One optimizer step over grad_accum micro-batches. The loss is the sum over every target learned in
+        them, on every process, divided by their number: a token counts the same in a short example as in a
+        long one, whatever the batch size and accumulation (DDP averages over processes, hence the world size)."""
+        train, accelerator = self.config.train, self.accelerator
         lr = lr_at(self.state.step, train)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total_loss = torch.zeros((), device=self.accelerator.device)
+        batches = [self.train_stream.next(self.state) for _ in range(train.grad_accum)]
+        learned, tokens = self._global_counts(batches)
+        scale = accelerator.num_processes / max(learned, 1)
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            with nullcontext() if last else accelerator.no_sync(self.trained_model):
+                batch_loss = self.loss_sum(batch.to(accelerator.device))
+                accelerator.backward(batch_loss * scale)
+            loss_sum += batch_loss.detach()
         grad_norm = None
-        for _ in range(train.grad_accum):
-            x, y = sample_batch(
-                self.train_tokens, train.batch_size, self.config.model.block_size, self.state.data_generator
-            )
-            x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
-            with self.accelerator.accumulate(self.trained_model):
-                _, loss = self.trained_model(x, y)
-                self.accelerator.backward(loss)
-                if self.accelerator.sync_gradients and (train.grad_clip or log):
-                    norm = self.accelerator.clip_grad_norm_(self.model.parameters(), train.grad_clip or math.inf)
-                    grad_norm = float(norm) if log else None
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            total_loss += loss.detach()
-        return total_loss / train.grad_accum, grad_norm
+        if train.grad_clip or log:
+            norm = accelerator.clip_grad_norm_(self.run_model.inner.parameters(), train.grad_clip or math.inf)
+            grad_norm = float(norm) if log else None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        local_learned = sum(batch.supervised for batch in batches)
+        return StepResult(loss_sum, local_learned, tokens, grad_norm)
+
+    def loss_sum(self, batch: Batch) -> torch.Tensor:
+        """The summed next-token loss of the targets a batch learns."""
+        extra = {} if batch.positions is None else {"positions": batch.positions}
+        logits, _ = self.trained_model(batch.x, **extra)
+        return lm_loss_sum(logits, batch.y)
+
+    def _global_counts(self, batches: list[Batch]) -> tuple[int, int]:
+        """Targets learned and tokens read in a step, over every process (one small all-reduce when several)."""
+        counts = [sum(batch.supervised for batch in batches), sum(batch.tokens for batch in batches)]
+        if self.accelerator.num_processes == 1:
+            return counts[0], counts[1]
+        total = self.accelerator.reduce(torch.tensor(counts, device=self.accelerator.device), "sum")
+        learned, tokens = total.tolist()
+        return int(learned), int(tokens)
 
     # ---- reporting ----------------------------------------------------------------------------------
-    def log_train(
-        self, window_loss: torch.Tensor, steps: int, seconds: float, grad_norm: float | None, tokens_per_step: int
-    ) -> None:
-        loss = self.accelerator.reduce(window_loss, "mean").item() / steps
-        tokens_per_s = tokens_per_step * steps / max(seconds, 1e-9)
+    def log_train(self, window: Window) -> None:
+        learned = torch.tensor(float(window.learned), device=self.accelerator.device)
+        sums = self.accelerator.reduce(torch.stack([window.loss_sum, learned]), "sum").tolist()
+        loss = sums[0] / max(sums[1], 1)
+        tokens_per_s = window.tokens / max(window.seconds, 1e-9)
         fields = {
             "loss": round(loss, 6),
             "lr": lr_at(self.state.step - 1, self.config.train),
-            "grad_norm": None if grad_norm is None else round(grad_norm, 5),
+            "grad_norm": None if window.grad_norm is None else round(window.grad_norm, 5),
             "tokens_per_s": round(tokens_per_s, 1),
             "tokens_seen": self.state.tokens_seen,
             "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None,
@@ -242,19 +281,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> None:
-        """Validation loss, perplexity and next-token accuracy on eval_steps fixed batches per process."""
+        """Validation loss, perplexity and next-token accuracy over the learned targets of eval_steps fixed
+        batches per process (the same windows, or the first validation examples, every time)."""
         train = self.config.train
-        generator = torch.Generator().manual_seed(train.seed + 10_000 + self.rank)  # the same batches each time
+        stream = self._stream("val", shuffle=False)
+        position = TrainingState()
+        position.data_generator.manual_seed(train.seed + 10_000 + self.rank)
         self.trained_model.eval()
-        totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, tokens
+        totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, learned targets
         for _ in range(train.eval_steps):
-            x, y = sample_batch(self.val_tokens, train.batch_size, self.config.model.block_size, generator)
-            x, y = x.to(self.accelerator.device), y.to(self.accelerator.device)
-            with self.accelerator.autocast():
-                logits, loss = self.trained_model(x, y)
-            totals[0] += loss.float() * y.numel()
-            totals[1] += (logits.argmax(-1) == y).sum()
-            totals[2] += y.numel()
+            batch = stream.next(position).to(self.accelerator.device)
+            extra = {} if batch.positions is None else {"positions": batch.positions}
+            logits, _ = self.trained_model(batch.x, **extra)
+            learned = batch.y != IGNORE
+            totals[0] += lm_loss_sum(logits, batch.y)
+            totals[1] += ((logits.argmax(-1) == batch.y) & learned).sum()
+            totals[2] += learned.sum()
         self.trained_model.train()
         loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
@@ -316,8 +358,9 @@ class Trainer:
                     "config": self.config.to_json(),
                     "step": str(self.state.step),
                     "tokenizer_hash": self.tokenizer_hash,
+                    "method": self.config.train.method,
                 }
-                weights = weights_to_save(self.model, self.config.model.tie_embeddings)
+                weights = self.run_model.state_to_save()
                 checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
         except BaseException:  # a full disk, say: the half-written folder goes, the previous checkpoint stays
             shutil.rmtree(tmp, ignore_errors=True)
@@ -326,6 +369,32 @@ class Trainer:
         if accelerator.is_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
             self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
+
+
+@dataclass
+class StepResult:
+    loss_sum: torch.Tensor  # this process's summed loss over its learned targets
+    learned: int  # this process's learned targets
+    tokens: int  # tokens read by every process together
+    grad_norm: float | None
+
+
+class Window:
+    """The steps since the last train event, added up for it."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)  # kept on the device: read back only when logged
+        self.learned = 0
+        self.tokens = 0
+        self.seconds = 0.0
+        self.grad_norm: float | None = None
+
+    def add(self, step: StepResult, seconds: float) -> None:
+        self.loss_sum += step.loss_sum
+        self.learned += step.learned
+        self.tokens += step.tokens
+        self.seconds += seconds
+        self.grad_norm = step.grad_norm
 
 
 def tracker_values(kind: str, fields: dict[str, Any]) -> dict[str, float | str]:

@@ -1,0 +1,91 @@
+"""What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf_inspect DIR`.
+
+The launching process (the CLI, the studio) must not import torch or transformers, yet only transformers
+knows whether it can build a folder's model and what its layers are. So this small program builds the model
+on the meta device (no memory, no weights read, a second or two) and prints its facts as one JSON line: the
+family, the sizes, the parameter count, and every linear layer (name and shape) that LoRA may adapt. A folder
+transformers cannot build gives one line on stderr and exit status 2. `studio.hf_folder.folder_facts` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+from studio.run_folder.layout import short_reason
+
+FIELDS = {  # a fact, and the config keys families spell it with
+    "layers": ("num_hidden_layers", "n_layer"),
+    "hidden": ("hidden_size", "n_embd"),
+    "heads": ("num_attention_heads", "n_head"),
+    "kv_heads": ("num_key_value_heads",),
+    "context": ("max_position_embeddings", "n_positions"),
+    "vocab": ("vocab_size",),
+    "sliding_window": ("sliding_window",),
+}
+
+
+def inspect_folder(folder: Path) -> dict:
+    """The facts of the model in `folder`, built on the meta device; a StudioError when transformers cannot."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise StudioError(f"{folder}: transformers does not know this model ({short_reason(error)})") from None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise StudioError(
+            f"{folder}: transformers cannot build a causal language model from it ({short_reason(error)}); "
+            "give a decoder checkpoint (AutoModelForCausalLM)"
+        ) from None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    facts = {name: _first(text_config, keys) for name, keys in FIELDS.items()}
+    outputs = model.get_output_embeddings()
+    return facts | {
+        "model_type": config.model_type,
+        "architecture": type(model).__name__,
+        "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+        "tied": bool(getattr(text_config, "tie_word_embeddings", False)),
+        "linear_layers": _linear_layers(model, outputs),
+    }
+
+
+def _first(config, keys: tuple[str, ...]):
+    return next((getattr(config, key) for key in keys if getattr(config, key, None) is not None), None)
+
+
+def _linear_layers(model: nn.Module, outputs: nn.Module | None) -> list[list]:
+    """[leaf name, in, out] of every linear layer but the output head (GPT-2's Conv1D stores (in, out))."""
+    layers = []
+    for name, module in model.named_modules():
+        if module is outputs:
+            continue
+        if isinstance(module, nn.Linear):
+            layers.append([name.split(".")[-1], module.in_features, module.out_features])
+        elif type(module).__name__ == "Conv1D":
+            fan_in, fan_out = module.weight.shape
+            layers.append([name.split(".")[-1], fan_in, fan_out])
+    return layers
+
+
+def main(argv: list[str]) -> int:
+    try:
+        print(json.dumps(inspect_folder(Path(argv[0]))))
+    except StudioError as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,217 @@
+"""The model a run trains: the studio's own architecture or a Hugging Face checkpoint, adapted by a method.
+
+Two sources, one interface for the trainer, generation and export:
+- the studio's architectures (`studio.model`), from scratch or from a studio run's weights;
+- a Hugging Face folder (`model.arch = "hf"`, `train.init_from` its folder): whatever transformers'
+  AutoModelForCausalLM builds from it, with no per-family code here.
+The method then decides what trains: every weight (`full`), or low-rank adapters that peft adds to every
+linear layer but the output head, or to the ones named (`lora`, `dora`, `qlora` on a 4-bit base).
+
+`RunModel` hides the differences: `module` is called as `module(ids, positions=...) -> (logits, None)` (the
+studio's convention, which `studio.generate` drives with a KV cache too); `inner` is what a checkpoint names
+its tensors after: the studio's model, transformers' model, or the peft model wrapping either. A checkpoint
+holds every weight once (full; a tied head is stored once) or the adapters alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.config import RunConfig
+from studio.errors import StudioError
+from studio.hf_folder import ADAPTER_CONFIG, adapter_base
+from studio.run_folder.layout import short_reason
+
+OUTPUT_HEADS = ("lm_head",)  # never adapted: the studio's head; transformers' is found by get_output_embeddings
+
+
+# ---- transformers' models, called the studio's way ------------------------------------------------------
+class PretrainedCache:
+    """decode_steps' KV cache for a transformers model: its own cache object, restarted at position 0."""
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.past = None  # transformers' Cache, created by the first forward
+
+
+class PretrainedLM(nn.Module):
+    """A transformers causal LM (or the peft model around it) behind the studio's calling convention."""
+
+    def __init__(self, hf_model: nn.Module, block_size: int):
+        super().__init__()
+        self.hf = hf_model
+        self.block_size = block_size
+
+    def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> PretrainedCache:
+        return PretrainedCache(max_len or self.block_size)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: None = None,
+        cache: PretrainedCache | None = None,
+        start: int = 0,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        """Logits of idx (B, T). Packed rows give `positions` restarting at 0 for each example: with no attention
+        mask and no cache, transformers then keeps attention within each example."""
+        if cache is not None and start == 0:
+            cache.past = None  # a new window: what the cache held is stale
+        past = None if cache is None else cache.past
+        out = self.hf(input_ids=idx, position_ids=positions, cache=past, use_cache=cache is not None)
+        if cache is not None:
+            cache.past = out.cache
+        return out.logits, None
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+# ---- the run's model -------------------------------------------------------------------------------------
+@dataclass
+class RunModel:
+    module: nn.Module  # called for logits: (logits, None) = module(ids, positions=...)
+    inner: nn.Module  # whose parameter names a checkpoint uses
+    adapters: bool  # only the adapters train (and are saved)
+
+    def state_to_save(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: the adapters, or every weight once (a tied head shares its embedding)."""
+        if self.adapters:
+            return {name: p.detach() for name, p in self.inner.named_parameters() if p.requires_grad}
+        seen: set[int] = set()
+        weights = {}
+        for name, tensor in self.inner.state_dict().items():
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                weights[name] = tensor
+        return weights
+
+    def load_state(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load what state_to_save saved; a tensor missing, extra or of another shape is a StudioError."""
+        try:
+            missing, unexpected = self.inner.load_state_dict(weights, strict=False)
+        except RuntimeError as error:  # shapes differ
+            raise StudioError(
+                f"the checkpoint does not fit this model ({short_reason(error)}); "
+                "use the config and base model it was trained with"
+            ) from None
+        expected = set(self.state_to_save())
+        missing = [name for name in missing if name in expected]  # frozen base weights and tied heads are not saved
+        if missing or unexpected:
+            raise StudioError(
+                f"the checkpoint does not fit this model (missing {missing[:3]}, unexpected {list(unexpected)[:3]}); "
+                "use the config and base model it was trained with"
+            )
+
+    def trainable_params(self) -> int:
+        return sum(p.numel() for p in self.inner.parameters() if p.requires_grad)
+
+    def total_params(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.inner.parameters()}.values())
+
+    def merged(self) -> nn.Module:
+        """The model with its adapters folded into the weights (the adapters are gone from it afterwards)."""
+        if not self.adapters:
+            return self.inner
+        if getattr(self.inner, "is_loaded_in_4bit", False) or _quantized(self.inner):
+            raise StudioError("merging into a 4-bit base loses the update: export from a dequantized base")
+        return self.inner.merge_and_unload()
+
+
+def build_run_model(config: RunConfig) -> RunModel:
+    """The run's model with its starting weights (random, a studio run's, or a Hugging Face folder's) and the
+    method applied. A resume loads its checkpoint over this: all weights, or the adapters on this same base."""
+    from studio.model import build_model
+    from studio.weights import load_initial_weights
+
+    train = config.train
+    if config.model.pretrained:
+        base = load_pretrained(Path(train.init_from), train.method == "qlora")
+        outputs = base.get_output_embeddings()
+        heads = {name for name, module in base.named_modules() if module is outputs}
+    else:
+        base = build_model(config.model)
+        if train.init_from:  # a studio run's checkpoint, resolved at launch
+            load_initial_weights(base, Path(train.init_from))
+        heads = set(OUTPUT_HEADS)
+    inner = base if train.method == "full" else add_adapters(base, config, heads)
+    module = PretrainedLM(inner, config.model.block_size) if config.model.pretrained else inner
+    return RunModel(module, inner, adapters=train.method != "full")
+
+
+def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
+    """AutoModelForCausalLM from a local folder, in fp32 (the trainer's master weights), or 4-bit for QLoRA. A PEFT
+    adapter folder loads its (local) base with the adapter merged in."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    options: dict = {"dtype": torch.float32}
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        options = {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
+            ),
+            "dtype": torch.bfloat16,
+        }
+    adapter = (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+    base = adapter_base(folder) if adapter else folder
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True, **options)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise StudioError(f"transformers cannot build the model in {base}: {short_reason(error)}") from None
+    if not adapter:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()  # start from base + adapter
+
+
+def linear_layer_names(model: nn.Module, heads: set[str]) -> list[str]:
+    """The last name of every linear layer (nn.Linear, or GPT-2's Conv1D) but the output head, e.g. q_proj."""
+    names = set()
+    for name, module in model.named_modules():
+        if name in heads or name.split(".")[-1] in heads:
+            continue
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            names.add(name.split(".")[-1])
+    return sorted(names)
+
+
+def add_adapters(base: nn.Module, config: RunConfig, heads: set[str]) -> nn.Module:
+    """peft's LoRA (DoRA: use_dora) on the chosen linear layers; the base freezes, the adapters train."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    train = config.train
+    available = linear_layer_names(base, heads)
+    targets = train.lora_targets or available
+    unmatched = [name for name in targets if name not in available]
+    if unmatched:
+        raise StudioError(
+            f"train.lora_targets: {', '.join(unmatched)} matches no linear layer; this model has {', '.join(available)}"
+        )
+    if train.method == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=train.lora_rank,
+        lora_alpha=train.lora_alpha,
+        lora_dropout=train.lora_dropout,
+        target_modules=targets,
+        use_dora=train.method == "dora",
+        task_type="CAUSAL_LM" if config.model.pretrained else None,
+        fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in base.modules()),
+    )
+    return get_peft_model(base, lora)
+
+
+def _quantized(model: nn.Module) -> bool:
+    return any(type(module).__name__ == "Linear4bit" for module in model.modules())
