@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
+from studio.data.chat import ChatTemplate
+from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
@@ -89,11 +91,12 @@ def decode_steps(
     block_size: int,
     sampling: SamplingConfig,
     generator: torch.Generator | None = None,
-    stop_id: int | None = None,
+    stop_ids: list[int] | None = None,
     use_cache: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence in `ids` (B, T) (a (B,) tensor) per step, up to
-    max_new_tokens steps; stop early once every row has produced stop_id (finished rows repeat it)."""
+    max_new_tokens steps; stop early once every row has produced one of stop_ids (finished rows repeat it)."""
+    stops = torch.tensor(stop_ids or [], dtype=ids.dtype, device=ids.device)
     B, T = ids.shape
     tokens = torch.empty(B, T + sampling.max_new_tokens, dtype=ids.dtype, device=ids.device)
     tokens[:, :T] = ids
@@ -113,12 +116,12 @@ def decode_steps(
                 filled = window.size(1)
             logits, _ = model(window, cache=cache) if cached else model(window)
         token = pick(logits[:, -1, :], tokens[:, :end], sampling, generator)
-        if stop_id is not None:
-            token = token.masked_fill(finished, stop_id)
-            finished |= token == stop_id
+        if len(stops):
+            token = torch.where(finished, tokens[:, end - 1], token)  # a finished row repeats its stop token
+            finished |= torch.isin(token, stops)
         tokens[:, end] = token
         yield token
-        if stop_id is not None and bool(finished.all()):
+        if len(stops) and bool(finished.all()):
             return
 
 
@@ -128,10 +131,10 @@ def sample(
     block_size: int,
     sampling: SamplingConfig,
     generator: torch.Generator | None = None,
-    stop_id: int | None = None,
+    stop_ids: list[int] | None = None,
 ) -> torch.Tensor:
     """Extend `ids` (B, T) by up to max_new_tokens tokens; returns only the new tokens (B, N)."""
-    steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_id))
+    steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_ids))
     return torch.stack(steps, dim=1) if steps else ids[:, :0]
 
 
@@ -164,6 +167,19 @@ class Generator:
     block_size: int
     description: str  # what was loaded, e.g. "run r1, step 500"
     note: str | None = None  # when a damaged latest checkpoint was passed over: which, and why
+    stop_ids: list[int] = field(default_factory=list)  # what ends a text: eot, and the chat template's end of turn
+    chat_template: ChatTemplate | None = None  # the one it was trained with, or its folder's
+    chat_default: bool = False  # trained on chat data (or a folder with a template): --chat unless told otherwise
+
+    def __post_init__(self) -> None:
+        if self.eot_id is not None and self.eot_id not in self.stop_ids:
+            self.stop_ids = sorted({*self.stop_ids, self.eot_id})
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """A conversation so far, rendered with the chat template up to where the assistant answers."""
+        if self.chat_template is None:
+            raise StudioError(f"{self.description} has no chat template; generate without --chat")
+        return self.chat_template.render(messages, add_generation_prompt=True)
 
     @property
     def device(self) -> torch.device:
@@ -209,11 +225,11 @@ class Generator:
             ids = torch.tensor([encoded[i] for i in indices], device=self.device)
             streams = [TextStream(self.tokenizer) for _ in indices]
             done = [False] * len(indices)
-            for token in decode_steps(self.model, ids, self.block_size, sampling, generator, self.eot_id):
+            for token in decode_steps(self.model, ids, self.block_size, sampling, generator, self.stop_ids):
                 for row, token_id in enumerate(token.tolist()):
                     if done[row]:
                         continue
-                    if token_id == self.eot_id:
+                    if token_id in self.stop_ids:
                         done[row] = True
                         yield indices[row], None
                         continue
@@ -274,12 +290,33 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
     run_model = build_run_model(config)
     run_model.load_state(read.weights)
     description = f"run {run_dir.name}, step {read.step}"
-    return Generator(run_model.module, tokenizer, dataset.eot_id, config.model.block_size, description, read.note)
+    return Generator(
+        run_model.module,
+        tokenizer,
+        dataset.eot_id,
+        config.model.block_size,
+        description,
+        read.note,
+        stop_ids=dataset.meta.get("stop_ids", []),
+        chat_template=dataset_chat_template(dataset.meta),
+        chat_default=dataset.has_examples,
+    )
 
 
 def _load_hf_folder(folder: Path) -> Generator:
     """A Hugging Face folder, built by transformers, ready to generate (fp32)."""
     hf = read_hf_folder(folder)
-    model = PretrainedLM(load_pretrained(hf.path), hf.model.block_size)
+    hf_model = load_pretrained(hf.path)
     tokenizer = load_tokenizer(hf.tokenizer_file)
-    return Generator(model, tokenizer, tokenizer.token_to_id(hf.eot_token), hf.model.block_size, f"{folder}")
+    eos = hf_model.generation_config.eos_token_id
+    template = ChatTemplate(hf.chat_template, hf.bos_token, hf.eot_token) if hf.chat_template else None
+    return Generator(
+        PretrainedLM(hf_model, hf.model.block_size),
+        tokenizer,
+        tokenizer.token_to_id(hf.eot_token),
+        hf.model.block_size,
+        f"{folder}",
+        stop_ids=[eos] if isinstance(eos, int) else list(eos or []),
+        chat_template=template,
+        chat_default=template is not None,
+    )

@@ -33,7 +33,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     check_hardware(config)
     check_trackers(config)
     pretrained = resolve_init_from(config)
-    dataset = resolve_dataset(config.data, progress=progress, pretrained=pretrained)
+    dataset = resolve_dataset(config.data, progress=progress, pretrained=pretrained, context=config.model.block_size)
     config.data.dataset = dataset.name
     if config.model.vocab_size == 0:
         config.model.vocab_size = dataset.vocab_size

@@ -15,6 +15,7 @@ holds every weight once (full; a tied head is stored once) or the adapters alone
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.hf_folder import ADAPTER_CONFIG, adapter_base
 from studio.run_folder.layout import short_reason
+
+# peft reads an attribute that transformers 5 deprecates; the warning is for peft's authors, not for the user
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 OUTPUT_HEADS = ("lm_head",)  # never adapted: the studio's head; transformers' is found by get_output_embeddings
 

@@ -109,7 +109,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     generator = load_generator(args.target, args.checkpoint, args.device)
     if generator.note:
         print(f"note: {generator.note}", file=sys.stderr)
-    print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+    chat = generator.chat_default if args.chat is None else args.chat
+    if not chat:
+        print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+        return 0
+    rendered = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
+    print_streams(generator.stream(rendered, sampling, args.seed), [f"user: {p}\nassistant: " for p in args.prompt])
     return 0
 
 
@@ -117,7 +122,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     size = parse_size(args.max_shard_size)
     from studio.export import export_run
 
-    result = export_run(args.run, args.out, args.checkpoint, args.dtype, size)
+    result = export_run(args.run, args.out, args.checkpoint, args.dtype, size, adapter=args.adapter)
     if result.fallback:
         print(f"note: {result.fallback}", file=sys.stderr)
     print(f"exported {len(result.files)} files to {result.out}")

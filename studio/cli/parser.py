@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--repetition-penalty", type=float, default=1.0, help="1: off")
     generate.add_argument("--seed", type=int, help="the same seed gives the same text")
     generate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    generate.add_argument(
+        "--chat",
+        action=argparse.BooleanOptionalAction,
+        help="each prompt is a user's turn, rendered with the chat template, and the answer streams "
+        "(default: on for runs trained on chat data and folders with a template)",
+    )
 
     export = command("export", "write a checkpoint as a Hugging Face folder")
     export.add_argument("run")
@@ -88,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path, help="an empty or new folder (or an earlier export)")
     export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     export.add_argument("--max-shard-size", default="2GB", help="split weights above this size, e.g. 500MB")
+    export.add_argument(
+        "--adapter",
+        action="store_true",
+        help="LoRA/DoRA runs of a Hugging Face model: the adapter alone, for PeftModel.from_pretrained(base, DIR)",
+    )
 
     resume = command("resume", "continue a run from its last complete checkpoint")
     resume.add_argument("run")

@@ -84,7 +84,7 @@ def detect_format(record: dict, text_field: str, where: str) -> str:
     raise StudioError(
         f"{where} matches no data format (its fields: {fields}); give 'messages' (a list of role/content objects), "
         f"'conversations' (ShareGPT from/value objects), 'instruction' and 'output' (Alpaca), "
-        f"or {text_field!r} (plain text)"
+        f"or {text_field!r} (plain text; name another text field with --text-field)"
     )
 
 

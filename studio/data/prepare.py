@@ -31,8 +31,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from studio.config import DataConfig
+from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
-from studio.data.sources import Source, open_source
+from studio.data.examples import chat_template_for, source_format, write_examples
+from studio.data.sources import ReadStats, Source, open_source
 from studio.data.tokenizer import (
     BpeEncoder,
     encoder_for,
@@ -112,11 +114,15 @@ def list_datasets() -> list[Dataset]:
 
 
 def resolve_dataset(
-    data: DataConfig, progress: Progress | None = None, pretrained: PretrainedTokenizer | None = None
+    data: DataConfig,
+    progress: Progress | None = None,
+    pretrained: PretrainedTokenizer | None = None,
+    context: int = 0,
 ) -> Dataset:
     """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached).
 
-    With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer."""
+    With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer. `context`: the
+    model's, to which chat examples are truncated (or dropped)."""
     if _is_dataset(data.source):
         dataset = open_dataset(data.source)
         if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
@@ -125,7 +131,7 @@ def resolve_dataset(
                 "give its source text instead, to tokenize it with the model's tokenizer"
             )
         return dataset
-    return prepare_dataset(data, progress=progress, pretrained=pretrained)
+    return prepare_dataset(data, progress=progress, pretrained=pretrained, context=context)
 
 
 def _is_dataset(name: str) -> bool:
@@ -139,16 +145,24 @@ def prepare_dataset(
     name: str | None = None,
     progress: Progress | None = None,
     pretrained: PretrainedTokenizer | None = None,
+    context: int = 0,
 ) -> Dataset:
     """Clean, tokenize and store `data.source`; the same source and options again is a cache hit.
 
     `pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
-    are then ignored; the tokenizer's hash and end-of-text token join the cache key)."""
+    are then ignored; the tokenizer's hash and end-of-text token join the cache key). Chat and instruction
+    rows (studio.data.examples) need it, and the `context` their examples are cut to."""
     progress = progress or _no_progress
     if name is not None:
         check_name(name, "dataset")
     source = open_source(data.source, data)
-    options = _options(data, source.kind, pretrained)
+    row_format = source_format(source, data)
+    if row_format != "text" and pretrained is None:
+        raise StudioError(
+            f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
+            "whose tokenizer and chat template they are rendered with"
+        )
+    options = _options(data, source.kind, pretrained, row_format, context)
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
     key = hashlib.blake2b(
         json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
@@ -167,17 +181,25 @@ def prepare_dataset(
         "content_hash": fingerprint,
         "options": options,
     }
-    return _build(source, data, identity, progress, pretrained)
+    return _build(source, data, identity, progress, pretrained, row_format, context)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     pass
 
 
-def _options(data: DataConfig, kind: str, pretrained: PretrainedTokenizer | None) -> dict[str, Any]:
+def _options(
+    data: DataConfig, kind: str, pretrained: PretrainedTokenizer | None, row_format: str, context: int
+) -> dict[str, Any]:
     """The options that shape the result; the others would only make needless cache misses."""
     options = dataclasses.asdict(data)
-    del options["source"]
+    del options["source"], options["packing"], options["format"]  # packing shapes batches, not the files
+    if row_format == "text":
+        del options["supervise_all"], options["overlong"]
+    else:
+        del options["min_chars"], options["max_chars"]
+        template = chat_template_for(pretrained.chat_template if pretrained else None)
+        options |= {"row_format": row_format, "context": context, "chat_template": _short_hash(template)}
     if pretrained:
         options["tokenizer"] = f"pretrained-{tokenizer_hash(load_tokenizer(pretrained.path))[:12]}"
         options["eot_token"] = pretrained.eot_token
@@ -188,6 +210,10 @@ def _options(data: DataConfig, kind: str, pretrained: PretrainedTokenizer | None
     if kind not in ("folder", "jsonl"):
         del options["text_field"]
     return options
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _cached(key: str, name: str | None) -> Dataset | None:
@@ -222,6 +248,8 @@ def _build(
     identity: dict[str, Any],
     progress: Progress,
     pretrained: PretrainedTokenizer | None,
+    row_format: str,
+    context: int,
 ) -> Dataset:
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -230,7 +258,11 @@ def _build(
     shutil.rmtree(temporary, ignore_errors=True)  # left over by a killed process of the same id
     temporary.mkdir()
     try:
-        meta = _write_dataset(temporary, source, data, identity, progress, pretrained)
+        if row_format == "text":
+            meta = _write_dataset(temporary, source, data, identity, progress, pretrained)
+        else:
+            meta = _write_example_dataset(temporary, source, data, identity, progress, pretrained, row_format, context)
+        (temporary / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -246,7 +278,7 @@ def _write_dataset(
     progress: Progress,
     pretrained: PretrainedTokenizer | None,
 ) -> dict[str, Any]:
-    """Run the passes, writing every file of the dataset into `folder`; returns the meta."""
+    """Run the passes, writing the dataset's files into `folder`; returns the meta (which _build writes last)."""
     corpus = scan(
         source,
         data,
@@ -286,8 +318,54 @@ def _write_dataset(
         "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return meta
+
+
+def _write_example_dataset(
+    folder: Path,
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    pretrained: PretrainedTokenizer,
+    row_format: str,
+    context: int,
+) -> dict[str, Any]:
+    """Chat or instruction rows as examples with a supervision mask (studio.data.examples); returns the meta."""
+    tokenizer = load_tokenizer(pretrained.path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    template_source = chat_template_for(pretrained.chat_template)
+    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token)
+    vocab_size = tokenizer.get_vocab_size()
+    stats = ReadStats()
+    progress("encode", 0, 1)
+    counts, examples, tokens = write_examples(
+        folder, source, data, row_format, tokenizer, template, context, token_dtype(vocab_size), stats
+    )
+    progress("encode", 1, 1)
+    eot_id = tokenizer.token_to_id(pretrained.eot_token)
+    return identity | {
+        "examples": examples,
+        "row_format": row_format,
+        "chat_template": template_source,
+        "chat_tokens": {"bos": pretrained.bos_token, "eos": pretrained.eot_token},
+        "stop_ids": sorted(counts.stop_ids | {eot_id}),
+        "truncated": counts.truncated,
+        "documents": {"seen": counts.seen, "kept": counts.kept, "dropped": dict(counts.dropped)},
+        "files_read": stats.files_read,
+        "binary_files_skipped": 0,
+        "characters": counts.characters,
+        "bytes_replaced": stats.bytes_replaced,
+        "tokens": tokens,
+        "dtype": token_dtype(vocab_size),
+        "vocab_size": vocab_size,
+        "eot_id": eot_id,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "chars_per_token": round(counts.characters / max(sum(tokens.values()), 1), 3),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenizer:

@@ -180,6 +180,13 @@ def _decode_utf8(data: bytes, final: bool, strict: bool, where: Path, offset: in
 
 # ---- jsonl files --------------------------------------------------------------------------------
 def _jsonl_documents(path: Path, text_field: str, strict: bool, stats: ReadStats) -> Iterator[Iterator[str]]:
+    for record, where in jsonl_records(path, strict, stats):
+        text = _jsonl_text(record, text_field, where)
+        yield iter((_without_lone_surrogates(text, strict, where, stats),))
+
+
+def jsonl_records(path: Path, strict: bool, stats: ReadStats) -> Iterator[tuple[dict, str]]:
+    """Every JSON object of a .jsonl file, with where it is (`file line N`); blank lines are skipped."""
     with open(path, "rb") as handle:
         offset = 0
         for line_number, raw in enumerate(handle, start=1):
@@ -187,20 +194,21 @@ def _jsonl_documents(path: Path, text_field: str, strict: bool, stats: ReadStats
             line, _ = _decode_utf8(raw, final=True, strict=strict, where=path, offset=offset, stats=stats)
             offset += len(raw)
             if line.strip():
-                text = _jsonl_text(line, text_field, f"{path} line {line_number}")
-                yield iter((_without_lone_surrogates(text, strict, path, line_number, stats),))
+                where = f"{path} line {line_number}"
+                yield _json_object(line, where), where
 
 
-def _jsonl_text(line: str, text_field: str, where: str) -> str:
+def _json_object(line: str, where: str) -> dict:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise StudioError(f"{where} is not valid JSON ({error.msg}); fix or remove that line") from None
     if not isinstance(record, dict):
-        raise StudioError(
-            f"{where} is a JSON {type(record).__name__}, not an object; "
-            f"each line must be an object with a {text_field!r} field"
-        )
+        raise StudioError(f"{where} is a JSON {type(record).__name__}, not an object; each line must be an object")
+    return record
+
+
+def _jsonl_text(record: dict, text_field: str, where: str) -> str:
     if text_field not in record:
         fields = ", ".join(record) or "none"
         raise StudioError(
@@ -215,13 +223,12 @@ def _jsonl_text(line: str, text_field: str, where: str) -> str:
     return text
 
 
-def _without_lone_surrogates(text: str, strict: bool, path: Path, line_number: int, stats: ReadStats) -> str:
+def _without_lone_surrogates(text: str, strict: bool, where: str, stats: ReadStats) -> str:
     """JSON escapes like \\ud800 decode to lone surrogates, which no tokenizer can encode."""
     cleaned, count = LONE_SURROGATE.subn("\ufffd", text)
     if count and strict:
         raise StudioError(
-            f"{path} line {line_number}: the text has an unpaired surrogate escape; "
-            "fix the line or drop --strict to replace it"
+            f"{where}: the text has an unpaired surrogate escape; fix the line or drop --strict to replace it"
         )
     stats.bytes_replaced += count
     return cleaned

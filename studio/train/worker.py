@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 
 from studio.config import flat_config
 from studio.data.batches import IGNORE, Batch, ExampleFile, ExampleStream, TokenFile, WindowStream
+from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError, os_error_line
@@ -79,6 +80,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
         self.tokenizer_hash = self.dataset.meta["tokenizer_hash"]
         self.eot_id = self.dataset.eot_id
+        self.stop_ids = sorted({self.eot_id, *self.dataset.meta.get("stop_ids", [])})
         self.train_stream = self._stream("train", shuffle=True)
 
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
@@ -308,18 +310,22 @@ class Trainer:
         )
 
     def write_samples(self) -> None:
-        """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison."""
+        """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
+        chat data each prompt is a user's turn, rendered with the chat template, and the sample is the answer."""
         train = self.config.train
         if not (train.sample_interval and self.accelerator.is_main_process):
             return
         generator = torch.Generator().manual_seed(train.seed)
         sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
+        chat = dataset_chat_template(self.dataset.meta)
         self.model.eval()
         texts = []
         for prompt in train.sample_prompts:
-            ids = torch.tensor([self.tokenizer.encode(prompt).ids or [self.eot_id]], device=self.accelerator.device)
+            text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
+            encoded = self.tokenizer.encode(text, add_special_tokens=False).ids or [self.eot_id]
+            ids = torch.tensor([encoded], device=self.accelerator.device)
             with self.accelerator.autocast():
-                new = sample(self.model, ids, self.config.model.block_size, sampling, generator, self.eot_id)
+                new = sample(self.model, ids, self.block_size, sampling, generator, self.stop_ids)
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
         self.report("sample", samples=texts)

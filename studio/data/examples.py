@@ -1,0 +1,207 @@
+"""Chat and instruction rows to an example dataset: token ids, a supervision mask, and where each example starts.
+
+    datasets_dir()/<name>/
+        train.bin, val.bin      the examples' token ids end to end (uint16 or uint32)
+        train.mask, val.mask    one byte per token: 1 where the loss learns the token (answers and their end token)
+        train.idx, val.idx      int64: the start of every example in the .bin, then the end
+        tokenizer.json          the model's tokenizer, as is
+        meta.json               as for text, plus the row format, the chat template, the end-of-turn token ids,
+                                and counts of examples kept, truncated and dropped
+
+Each row of the .jsonl source is normalised to messages and rendered with the model's chat template (or the
+studio's default for a base model without one, which then travels with the run into its checkpoints and
+exports), tokenized with its mask (studio.data.chat), and written in one pass; the last val_fraction of the
+examples is the validation split. Memory stays flat: ids go to disk as they come, only the offsets are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from studio.config import DataConfig
+from studio.data.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, detect_format, encode_messages, to_messages
+from studio.data.sources import ReadStats, Source, jsonl_records
+from studio.errors import StudioError
+
+MIN_EXAMPLE_TOKENS = 2  # an input and a target
+
+
+@dataclass
+class ExampleCounts:
+    """What writing the examples met: rows seen, examples kept, and why others were not."""
+
+    seen: int = 0
+    kept: int = 0
+    truncated: int = 0
+    characters: int = 0
+    dropped: Counter = field(default_factory=Counter)  # duplicate, overlong, no_answer (cut off by truncation)
+    stop_ids: set[int] = field(default_factory=set)
+
+
+def source_format(source: Source, data: DataConfig) -> str:
+    """The row format: data.format, or (auto) what the first row of the first .jsonl file looks like."""
+    if data.format != "auto":
+        return data.format
+    first = next((file for file in source.files if file.jsonl), None)
+    if first is None:
+        return "text"
+    for record, where in jsonl_records(first.path, data.strict, ReadStats()):
+        return detect_format(record, data.text_field, where)
+    return "text"
+
+
+def chat_template_for(template: str | None) -> str:
+    """The model's template, or the studio's default for a base model without one."""
+    return template or DEFAULT_CHAT_TEMPLATE
+
+
+def dataset_chat_template(meta: dict[str, Any]) -> ChatTemplate | None:
+    """The chat template a dataset's examples were rendered with (None for plain text), with the same tokens."""
+    if not meta.get("chat_template"):
+        return None
+    tokens = meta.get("chat_tokens", {})
+    return ChatTemplate(meta["chat_template"], tokens.get("bos", ""), tokens.get("eos", ""))
+
+
+def write_examples(
+    folder: Path,
+    source: Source,
+    data: DataConfig,
+    row_format: str,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    context: int,
+    dtype: str,
+    stats: ReadStats,
+) -> tuple[ExampleCounts, dict[str, int], dict[str, int]]:
+    """Encode every row and write the train and val splits into folder; returns the counts, the examples and
+    the tokens of each split."""
+    counts = ExampleCounts()
+    offsets = [0]
+    with open(folder / "all.bin", "wb") as ids_file, open(folder / "all.mask", "wb") as mask_file:
+        for ids, mask in _examples(source, data, row_format, tokenizer, template, context, stats, counts):
+            np.asarray(ids, dtype=dtype).tofile(ids_file)
+            np.asarray(mask, dtype=np.uint8).tofile(mask_file)
+            offsets.append(offsets[-1] + len(ids))
+    if counts.kept < 2:
+        raise StudioError(
+            f"{counts.kept} usable example(s) in {source.location} ({_dropped_text(counts)}); "
+            "a dataset needs at least 2, one of them for validation"
+        )
+    val_examples = max(1, round(counts.kept * data.val_fraction))
+    split_at = counts.kept - val_examples
+    _split(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
+    examples = {"train": split_at, "val": val_examples}
+    tokens = {"train": int(offsets[split_at]), "val": int(offsets[-1] - offsets[split_at])}
+    return counts, examples, tokens
+
+
+def _examples(
+    source: Source,
+    data: DataConfig,
+    row_format: str,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    context: int,
+    stats: ReadStats,
+    counts: ExampleCounts,
+) -> Iterator[tuple[list[int], list[int]]]:
+    """Every usable example's ids and mask, at most context + 1 tokens (a context of inputs and its targets)."""
+    seen_hashes: set[bytes] = set()
+    added = tokenizer.get_added_tokens_decoder()
+    for record, where in _records(source, data, stats):
+        counts.seen += 1
+        ids, mask, characters = _encode_row(record, where, row_format, data, tokenizer, template)
+        digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16).digest()
+        if data.dedup and digest in seen_hashes:
+            counts.dropped["duplicate"] += 1
+            continue
+        seen_hashes.add(digest)
+        if len(ids) > context + 1:
+            if data.overlong == "drop":
+                counts.dropped["overlong"] += 1
+                continue
+            ids, mask = ids[: context + 1], mask[: context + 1]
+            counts.truncated += 1
+        if len(ids) < MIN_EXAMPLE_TOKENS or not any(mask[1:]):  # the first token is never a target
+            counts.dropped["no_answer"] += 1
+            continue
+        counts.stop_ids.update(_end_tokens(ids, mask, added))
+        counts.kept += 1
+        counts.characters += characters
+        yield ids, mask
+
+
+def _records(source: Source, data: DataConfig, stats: ReadStats) -> Iterator[tuple[dict, str]]:
+    for file in source.files:
+        if not file.jsonl:
+            raise StudioError(
+                f"{file.path}: chat and instruction data are .jsonl rows; convert the file or use --format text"
+            )
+        stats.files_read += 1
+        yield from jsonl_records(file.path, data.strict, stats)
+
+
+def _encode_row(
+    record: dict,
+    where: str,
+    row_format: str,
+    data: DataConfig,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+) -> tuple[list[int], list[int], int]:
+    """A row's ids, mask and rendered length; a row the template or the checks refuse names itself."""
+    messages = to_messages(record, row_format, where)
+    try:
+        ids, mask = encode_messages(tokenizer, template, messages, data.supervise_all)
+    except StudioError as error:
+        raise StudioError(f"{where}: {error}") from None
+    return ids, mask, sum(len(message["content"]) for message in messages)
+
+
+def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[int]:
+    """The special tokens that end a learned span (an answer's end-of-turn token): generation stops at them."""
+    ends = set()
+    for index, learned in enumerate(mask):
+        ending = learned and (index + 1 == len(mask) or not mask[index + 1])
+        if ending and ids[index] in added and added[ids[index]].special:
+            ends.add(ids[index])
+    return ends
+
+
+def _split(folder: Path, offsets: np.ndarray, split_at: int, itemsize: int) -> None:
+    """all.* into train.* (the first split_at examples) and val.* (the rest), byte ranges copied, not loaded."""
+    border = int(offsets[split_at])
+    for suffix, size in ((".bin", itemsize), (".mask", 1)):
+        with open(folder / f"all{suffix}", "rb") as whole:
+            with open(folder / f"train{suffix}", "wb") as train:
+                _copy_bytes(whole, train, border * size)
+            with open(folder / f"val{suffix}", "wb") as val:
+                shutil.copyfileobj(whole, val)
+        (folder / f"all{suffix}").unlink()
+    offsets[: split_at + 1].tofile(folder / "train.idx")
+    (offsets[split_at:] - border).tofile(folder / "val.idx")
+
+
+def _copy_bytes(source, target, count: int, chunk: int = 1 << 20) -> None:
+    while count > 0:
+        data = source.read(min(chunk, count))
+        if not data:
+            return
+        target.write(data)
+        count -= len(data)
+
+
+def _dropped_text(counts: ExampleCounts) -> str:
+    reasons = {"duplicate": "duplicates", "overlong": "longer than the context", "no_answer": "no answer left"}
+    dropped = ", ".join(f"{count} {reasons[rule]}" for rule, count in counts.dropped.items() if count)
+    return f"{counts.seen} rows" + (f"; dropped: {dropped}" if dropped else "")
