@@ -87,7 +87,7 @@ def read_hf_folder(folder: Path) -> HFFolder:
     raw = _read_json(base / "config.json", "the model config")
     if not isinstance(raw.get("model_type"), str):
         raise StudioError(f"{base}/config.json has no model_type; it is not a Hugging Face model config")
-    weight_files = _weight_files(base)
+    files = weight_files(base)
     tokenizer_file = next((f / "tokenizer.json" for f in (folder, base) if (f / "tokenizer.json").is_file()), None)
     if tokenizer_file is None:
         raise StudioError(
@@ -97,7 +97,7 @@ def read_hf_folder(folder: Path) -> HFFolder:
     tokenizer = load_tokenizer(tokenizer_file, fix="save it again with save_pretrained")
     tokenizer_config = _tokenizer_config(tokenizer_file.parent)
     eot = _eot_token(folder, raw, tokenizer, tokenizer_config)
-    _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), weight_files)
+    _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), files)
     facts = folder_facts(base)
     bos = _token_text(tokenizer_config.get("bos_token")) or ""
     return HFFolder(folder, base, facts, tokenizer_file, eot, bos, read_chat_template(tokenizer_file.parent))
@@ -131,7 +131,7 @@ def adapter_base(folder: Path) -> Path:
     return Path(base).expanduser().resolve()
 
 
-def _check_vocabulary(folder: Path, raw: dict[str, Any], tokens: int, weight_files: list[Path]) -> None:
+def _check_vocabulary(folder: Path, raw: dict[str, Any], tokens: int, files: list[Path]) -> None:
     """The tokenizer fits the embedding, and config.json's vocab_size is the embedding's."""
     vocab = raw.get("vocab_size") or (raw.get("text_config") or {}).get("vocab_size")
     if isinstance(vocab, int) and tokens > vocab:
@@ -139,7 +139,7 @@ def _check_vocabulary(folder: Path, raw: dict[str, Any], tokens: int, weight_fil
             f"{folder}: the tokenizer has {tokens} tokens but the model's embedding only "
             f"{vocab} rows; the tokenizer does not belong to these weights"
         )
-    rows = _embedding_rows(weight_files)
+    rows = _embedding_rows(files)
     if isinstance(vocab, int) and rows is not None and rows != vocab:
         raise StudioError(
             f"{folder}: config.json says vocab_size {vocab} but the embedding in the "
@@ -156,7 +156,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise StudioError(f"cannot read {path}: {error}") from None
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     if (folder / WEIGHTS_INDEX).is_file():
         index = _read_json(folder / WEIGHTS_INDEX, "the shard index")
         files = [folder / name for name in sorted(set(index.get("weight_map", {}).values()))]
@@ -235,15 +235,24 @@ def resolve_init(init_from: str) -> InitSource:
 
 
 def _resolve_run(run_dir: Path) -> InitSource:
+    """A studio run's newest usable checkpoint: its model (adapters merged in when it trained any) and tokenizer.
+    A run that adapted a Hugging Face model stays one: transformers builds its base, the checkpoint goes on top."""
     from studio.data.prepare import open_dataset
 
     found, _ = usable_checkpoint(run_dir)
     config = trained_config(run_dir, checkpoint_metadata(found))
-    if config.model.pretrained or config.train.method != "full":
-        raise StudioError(
-            f"--init-from {run_dir.name}: that run adapted a Hugging Face model; export it "
-            f"(`llm-studio export {run_dir.name} --out DIR`) and start from the exported folder"
-        )
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
-    return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve(), dataset.meta.get("chat_template"))
+    facts = folder_facts(pretrained_root(config)) if config.model.pretrained else None
+    template = dataset.meta.get("chat_template")
+    bos = dataset.meta.get("chat_tokens", {}).get("bos", "")
+    return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve(), template, bos, facts)
+
+
+def pretrained_root(config) -> Path:
+    """The Hugging Face folder at the start of a chain of runs, each started from the one before."""
+    source = Path(config.train.init_from)
+    while not (source / "config.json").is_file() and not (source / ADAPTER_CONFIG).is_file():
+        config = trained_config(source.parent.parent, checkpoint_metadata(source))  # runs/<run>/checkpoints/step-N
+        source = Path(config.train.init_from)
+    return source

@@ -48,6 +48,7 @@ def inspect_folder(folder: Path) -> dict:
             f"{folder}: transformers cannot build a causal language model from it ({short_reason(error)}); "
             "give a decoder checkpoint (AutoModelForCausalLM)"
         ) from None
+    check_weight_names(folder, model)
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     facts = {name: _first(text_config, keys) for name, keys in FIELDS.items()}
     outputs = model.get_output_embeddings()
@@ -58,6 +59,34 @@ def inspect_folder(folder: Path) -> dict:
         "tied": bool(getattr(text_config, "tie_word_embeddings", False)),
         "linear_layers": _linear_layers(model, outputs),
     }
+
+
+def check_weight_names(folder: Path, model: nn.Module) -> None:
+    """Every parameter of the model has a tensor in the folder's safetensors (a tied head shares its embedding's);
+    otherwise transformers would fill the gaps with random values, and training would start from noise."""
+    from safetensors import safe_open
+
+    from studio.hf_folder import weight_files
+
+    found = set()
+    for path in weight_files(folder):
+        with safe_open(str(path), framework="pt") as file:
+            found.update(_unprefixed(name) for name in file.keys())
+    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
+    missing = [name for name, _ in model.named_parameters() if _unprefixed(name) not in found and name not in tied]
+    if missing:
+        raise StudioError(
+            f"{folder}: the weights lack {len(missing)} of the {type(model).__name__}'s tensors (e.g. {missing[0]}); "
+            "the folder is incomplete or its config.json describes another model"
+        )
+
+
+def _unprefixed(name: str) -> str:
+    """A weight's name without the wrapper prefix some checkpoints save (GPT-2's `transformer.`, `model.`)."""
+    for prefix in ("transformer.", "model."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def _first(config, keys: tuple[str, ...]):

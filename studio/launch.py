@@ -58,8 +58,8 @@ def resolve_init_from(config: RunConfig):
     init = resolve_init(config.train.init_from)
     context = config.model.block_size
     config.model = init.model
-    if config.model.pretrained:
-        config.model.block_size = min(context, init.model.block_size)
+    if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own
+        config.model.block_size = min(context, init.facts.get("context") or context)
     config.train.init_from = str(init.weights)
     validate(config)
     check_method(config, init.facts)

@@ -130,7 +130,6 @@ def build_run_model(config: RunConfig) -> RunModel:
     """The run's model with its starting weights (random, a studio run's, or a Hugging Face folder's) and the
     method applied. A resume loads its checkpoint over this: all weights, or the adapters on this same base."""
     from studio.model import build_model
-    from studio.weights import load_initial_weights
 
     train = config.train
     if config.model.pretrained:
@@ -140,7 +139,7 @@ def build_run_model(config: RunConfig) -> RunModel:
     else:
         base = build_model(config.model)
         if train.init_from:  # a studio run's checkpoint, resolved at launch
-            load_initial_weights(base, Path(train.init_from))
+            load_run_weights(base, Path(train.init_from))
         heads = set(OUTPUT_HEADS)
     inner = base if train.method == "full" else add_adapters(base, config, heads)
     module = PretrainedLM(inner, config.model.block_size) if config.model.pretrained else inner
@@ -167,7 +166,9 @@ def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
             ),
             "dtype": torch.bfloat16,
         }
-    adapter = (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
+    if not (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file():
+        return trained_model(folder)  # a checkpoint of a run that adapted a Hugging Face model
+    adapter = not (folder / "config.json").is_file()
     base = adapter_base(folder) if adapter else folder
     try:
         model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True, **options)
@@ -178,6 +179,30 @@ def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()  # start from base + adapter
+
+
+def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
+    """A studio model's start from another run's checkpoint: its weights, or its adapters merged into its base."""
+    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata
+    from studio.weights import check_fit, load_weights, read_weights, weights_to_save
+
+    if checkpoint_metadata(checkpoint).get("method", "full") == "full":
+        check_fit(model.cfg, checkpoint / WEIGHTS)  # names, shapes and memory before reading
+        weights, _ = read_weights(checkpoint)
+    else:
+        weights = weights_to_save(trained_model(checkpoint), model.cfg.tie_embeddings)
+    load_weights(model, weights, model.cfg.tie_embeddings)
+
+
+def trained_model(checkpoint: Path) -> nn.Module:
+    """The model a studio checkpoint holds, adapters merged: a later run's starting point."""
+    from studio.run_folder.layout import checkpoint_metadata, trained_config
+    from studio.weights import read_weights
+
+    config = trained_config(checkpoint.parent.parent, checkpoint_metadata(checkpoint))
+    run_model = build_run_model(config)
+    run_model.load_state(read_weights(checkpoint)[0])
+    return run_model.merged()
 
 
 def linear_layer_names(model: nn.Module, heads: set[str]) -> list[str]:

@@ -144,11 +144,3 @@ def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, to
                 renamed[f"transformer.h.{layer}.{suffix}"] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
         renamed["transformer.ln_f.bias"] = torch.zeros_like(renamed["transformer.ln_f.weight"])
     return renamed
-
-
-def load_initial_weights(model: torch.nn.Module, source: Path) -> None:
-    """A studio model's start from `train.init_from` (resolved at launch to a studio run's checkpoint folder;
-    Hugging Face folders are loaded by transformers). A weight that does not fit the model is a StudioError."""
-    check_fit(model.cfg, source / WEIGHTS)
-    weights, _ = read_weights(source)  # fp32, as the trainer keeps its master weights
-    load_weights(model, weights, model.cfg.tie_embeddings)

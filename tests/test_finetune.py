@@ -110,7 +110,7 @@ def test_fine_tune_a_hugging_face_folder_then_export_it_again(studio_home, tmp_p
     hf_model = make_hf_model(folder, arch, kv_heads=kv_heads)
     assert main(["train", "--init-from", str(folder), "--data", str(corpus), "--name", "ft", *FINETUNE]) == 0
     config = (run_path("ft") / "config.toml").read_text()
-    assert f'arch = "{arch}"' in config and "n_embd = 64" in config and "vocab_size = 320" in config
+    assert 'arch = "hf"' in config and "n_embd = 64" in config and "vocab_size = 320" in config
     # 5 steps at lr 3e-5 barely move the weights: they started from the folder's, not from a fresh init
     trained = load_file(find_checkpoint(run_path("ft")) / "model.safetensors")
     embedding = "model.embed_tokens.weight" if arch == "llama" else "transformer.wte.weight"
@@ -151,14 +151,18 @@ def break_partial(folder):
     )
 
 
-def break_mistral(folder):
+def break_model_type(folder):
     config = json.loads((folder / "config.json").read_text())
-    config.update(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=4096)
+    config.update(architectures=["NoSuchForCausalLM"], model_type="no-such-model")
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def break_bert(folder):
-    (folder / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+def break_encoder_decoder(folder):
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5", "vocab_size": 320}))
+
+
+def break_bert(folder):  # a decoder's weights under a config of another architecture
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 320}))
 
 
 def break_vocab(folder):
@@ -176,8 +180,9 @@ def break_vocab(folder):
         (lambda folder: (folder / "model.safetensors").unlink(), "has no model.safetensors"),
         (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer.json"),
         (break_partial, "is incomplete: shard(s) model-00002-of-00002.safetensors missing"),
-        (break_mistral, "MistralForCausalLM (sliding-window attention) is not supported"),
-        (break_bert, "BertModel is not supported"),
+        (break_model_type, "transformers does not know this model"),
+        (break_encoder_decoder, "transformers cannot build a causal language model from it"),
+        (break_bert, "the weights lack 202 of the BertLMHeadModel's tensors"),
         (break_vocab, "tokens but the model's embedding only 200 rows; the tokenizer does not belong"),
     ],
 )
