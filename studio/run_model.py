@@ -123,7 +123,7 @@ class RunModel:
             return self.inner
         if getattr(self.inner, "is_loaded_in_4bit", False) or _quantized(self.inner):
             raise StudioError("merging into a 4-bit base loses the update: export from a dequantized base")
-        return self.inner.merge_and_unload()
+        return self.inner.merge_and_unload().requires_grad_(True)  # peft froze the base: it is all weights again
 
 
 def build_run_model(config: RunConfig) -> RunModel:
@@ -178,7 +178,8 @@ def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
         return model
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()  # start from base + adapter
+    merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()  # start from base + adapter
+    return merged.requires_grad_(True)  # peft froze the base
 
 
 def load_run_weights(model: nn.Module, checkpoint: Path) -> None:

@@ -1,0 +1,219 @@
+"""Chat fine-tuning end to end: the prepared examples learn exactly the answers and their end tokens; a model taught
+a few conversations answers them with `generate --chat` and stops; its export does the same in plain transformers;
+bad chat input is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from studio.cli.main import main
+from studio.data.batches import ExampleFile
+from studio.data.chat import DEFAULT_CHAT_TEMPLATE
+from studio.data.prepare import open_dataset
+from studio.data.tokenizer import load_tokenizer
+from studio.run_folder.layout import read_config, run_path
+from tests.hf_models import CHATML, make_hf_model
+from tests.test_adapt import adapt_config, losses, train_in_process
+
+pytestmark = pytest.mark.slow
+
+transformers = pytest.importorskip("transformers")
+
+CONVERSATIONS = [
+    ("What is 2+2?", "4"),
+    ("Name a colour.", "Blue, like the sky."),
+    ("Capital of France?", "Paris."),
+    ("Say hi.", "Hi there!"),
+]
+GENERATION_TEMPLATE = (  # ChatML whose answers are marked for transformers' assistant masks
+    "{% for message in messages %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def learned_spans(dataset_name: str, split: str = "train") -> list[list[str]]:
+    """Per example, the decoded runs of learned tokens."""
+    dataset = open_dataset(dataset_name)
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
+    examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+    spans = []
+    for index in range(len(examples)):
+        start, end = examples.offsets[index], examples.offsets[index + 1]
+        ids, mask = np.asarray(examples.ids[start:end]), np.asarray(examples.mask[start:end])
+        runs, current = [], []
+        for token, learned in zip(ids.tolist(), mask.tolist()):
+            if learned:
+                current.append(token)
+            elif current:
+                runs.append(tokenizer.decode(current, skip_special_tokens=False))
+                current = []
+        if current:
+            runs.append(tokenizer.decode(current, skip_special_tokens=False))
+        spans.append(runs)
+    return spans
+
+
+def only_dataset(home: Path) -> str:
+    (dataset,) = [path.name for path in (home / "datasets").iterdir() if not path.name.startswith(".")]
+    return dataset
+
+
+@pytest.mark.parametrize(
+    ("template", "end"),
+    [(CHATML, "<|im_end|>"), (GENERATION_TEMPLATE, "<|im_end|>"), (None, "</s>")],
+    ids=["chatml", "generation-blocks", "default-template"],
+)
+def test_prepared_examples_learn_exactly_the_answers_and_their_end_tokens(studio_home, tmp_path, template, end):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "llama", chat_template=template)  # pad == eos in this tokenizer
+    rows = [
+        {"instruction": "Add", "input": "2 and 2", "output": "4"},
+        {"instruction": "Greet", "output": "Hello!", "system": "Be kind."},
+        {"instruction": "Colour?", "output": "Blue"},
+        {"instruction": "Count", "output": "1 2 3"},
+    ]
+    data = write_rows(tmp_path / "alpaca.jsonl", rows)
+    from studio.launch import prepare_run
+
+    prepare_run(adapt_config(folder, data, {"data.val_fraction": 0.25, "model.block_size": 128}), "alpaca")
+    assert learned_spans(only_dataset(studio_home)) == [[f"4{end}"], [f"Hello!{end}"], [f"Blue{end}"]]
+    assert learned_spans(only_dataset(studio_home), "val") == [[f"1 2 3{end}"]]
+
+
+def test_multi_turn_conversations_learn_every_answer_and_not_the_prompts(studio_home, tmp_path):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "qwen2", chat_template=CHATML)
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "One?"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "Two?"},
+        {"role": "assistant", "content": "2"},
+    ]
+    sharegpt = [
+        {"from": {"user": "human", "assistant": "gpt"}.get(turn["role"], turn["role"]), "value": turn["content"]}
+        for turn in turns
+    ]
+    for name, rows in (("messages", [{"messages": turns}] * 2), ("sharegpt", [{"conversations": sharegpt}] * 2)):
+        data = write_rows(tmp_path / f"{name}.jsonl", rows)
+        from studio.launch import prepare_run
+
+        prepare_run(adapt_config(folder, data, {"data.dedup": False, "model.block_size": 128}), name)
+        dataset = read_config(run_path(name)).data.dataset
+        assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]]
+
+
+def test_a_model_taught_four_conversations_answers_them_and_stops(studio_home, tmp_path, capsys):
+    folder = tmp_path / "base"
+    make_hf_model(folder, "llama")  # a base model: no chat template, so the studio's default is used and exported
+    data = write_rows(
+        tmp_path / "chat.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CONVERSATIONS],
+    )
+    changes = {"train.max_steps": 120, "train.lr": 3e-3, "data.val_fraction": 0.2, "model.block_size": 64}
+    run_dir = train_in_process(adapt_config(folder, data, changes), "chat")
+    assert losses(run_dir)[-1] < 0.05
+    for question, answer in CONVERSATIONS[:3]:  # the last conversation is the validation split
+        capsys.readouterr()
+        assert main(["generate", "chat", "--prompt", question, "--temperature", "0", "--max-new-tokens", "30"]) == 0
+        assert capsys.readouterr().out == f"user: {question}\nassistant: {answer}\n"
+
+    out = tmp_path / "exported"
+    assert main(["export", "chat", "--out", str(out)]) == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
+    capsys.readouterr()
+    assert main(["generate", str(out), "--prompt", CONVERSATIONS[0][0], "--temperature", "0"]) == 0  # chat: a template
+    assert capsys.readouterr().out == f"user: {CONVERSATIONS[0][0]}\nassistant: {CONVERSATIONS[0][1]}\n"
+    for question, answer in CONVERSATIONS[:3]:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
+        with torch.no_grad():
+            new = model.generate(ids, max_new_tokens=30, do_sample=False)[0, ids.size(1) :]
+        assert new[-1].item() == tokenizer.eos_token_id and len(new) < 30  # stopped at the end of its answer
+        assert tokenizer.decode(new, skip_special_tokens=True) == answer
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"messages": [{"role": "user", "content": "hi"}]}], "line 1"),
+        ([{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"}]}], "line 1"),
+        ([{"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}]}], "line 1"),
+        ([{"conversations": [{"from": "robot", "value": "x"}]}], "line 1"),
+    ],
+    ids=["no-answer", "out-of-order", "empty-content", "unknown-role"],
+)
+def test_bad_chat_rows_are_one_line(studio_home, tmp_path, capsys, rows, message):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    good = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}
+    data = write_rows(tmp_path / "chat.jsonl", rows + [good] * 3)
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(folder), "--data", str(data), "--name", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not run_path("bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "qlora"], "train.method qlora needs a CUDA GPU"),
+        (["--method", "lora", "--lora-targets", "qkv"], "train.lora_targets: qkv matches no linear layer"),
+    ],
+)
+def test_methods_that_cannot_run_are_one_line(studio_home, tmp_path, capsys, extra, message):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "llama")
+    data = tmp_path / "text.txt"
+    data.write_text("def add(a, b):\n    return a + b\n" * 50)
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(folder), "--data", str(data), "--name", "bad", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_home, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+
+    base_folder = tmp_path / "base"
+    base = make_hf_model(base_folder, "llama")
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    adapted.save_pretrained(adapter)
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(adapter_config | {"base_model_name_or_path": str(base_folder)})
+    )
+    data = tmp_path / "text.txt"
+    data.write_text("def add(a, b):\n    return a + b\n" * 50)
+    config = adapt_config(adapter, data, {"train.max_steps": 1, "train.lr": 1e-9})
+    train_in_process(config, "from-adapter")
+    merged = adapted.merge_and_unload()
+    from studio.generate import load_generator
+
+    trained = load_generator("from-adapter")
+    ids = torch.tensor([trained.encode("def add")])
+    with torch.no_grad():
+        assert (trained.model(ids)[0] - merged(ids).logits).abs().max().item() < 1e-4
+
+    (adapter / "adapter_config.json").write_text(json.dumps(adapter_config | {"base_model_name_or_path": "org/x"}))
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(adapter), "--data", str(data), "--name", "orphan"]) == 2
+    err = capsys.readouterr().err
+    assert "is a PEFT adapter whose base model org/x is not a local folder" in err and err.count("\n") == 1
