@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from studio.formatting import format_bytes, format_count
+
 
 class ProgressBar:
     """A one-line progress bar on stderr for prepare's stages; silent when stderr is not a terminal."""
@@ -44,6 +46,22 @@ def print_dataset(dataset) -> None:
     if meta.get("bytes_replaced"):
         print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
     print(f"folder: {dataset.path}")
+
+
+def print_method_sizes(config) -> None:
+    """Before a launch: the parameters that train, of how many, and the memory one process needs (an estimate)."""
+    from studio.hf_folder import run_facts
+    from studio.sizes import method_sizes
+
+    train = config.train
+    sizes = method_sizes(config.model, train, run_facts(config))
+    method = train.method if train.method == "full" else f"{train.method} rank {train.lora_rank}"
+    targets = "|".join(train.lora_targets) or "every linear layer"
+    print(
+        f"model: {format_count(sizes.total)} parameters, {format_count(sizes.trainable)} trainable ({method}"
+        f"{'' if train.method == 'full' else f' on {targets}'}); about {format_bytes(sizes.memory['total'])} "
+        f"per process for batch {train.batch_size} × context {config.model.block_size}"
+    )
 
 
 def format_event(event: dict) -> str | None:

@@ -104,7 +104,34 @@ def read_hf_folder(folder: Path) -> HFFolder:
 
 
 def folder_facts(folder: Path) -> dict[str, Any]:
-    """studio.hf_inspect's facts about the model in `folder`, from a child process (torch stays out of this one)."""
+    """studio.hf_inspect's facts about the model in `folder`, from a child process (torch stays out of this one);
+    remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
+    key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns)
+    if key not in _FACTS:
+        _FACTS[key] = _inspect(folder)
+    return _FACTS[key]
+
+
+_FACTS: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def remembered_facts(folder: Path) -> dict[str, Any] | None:
+    """folder_facts' answer if this process has it already (the studio's panes never wait for a child process)."""
+    try:
+        return _FACTS.get((str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns))
+    except OSError:
+        return None
+
+
+def run_facts(config) -> dict[str, Any] | None:
+    """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs)."""
+    if not config.model.pretrained:
+        return None
+    root = pretrained_root(config)
+    return folder_facts(root if (root / "config.json").is_file() else adapter_base(root))
+
+
+def _inspect(folder: Path) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-m", "studio.hf_inspect", str(folder)],
         capture_output=True,

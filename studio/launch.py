@@ -45,6 +45,19 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     return create_run(config, name or default_run_name(config))
 
 
+def prepare_data(config: RunConfig, name: str | None = None, progress: Callable[[str, int, int], None] | None = None):
+    """The Data tab's and `llm-studio prepare`'s: config.data's source prepared, with the tokenizer (and chat
+    template, and context) of train.init_from when it names a model, as a launch would prepare it."""
+    from studio.data.prepare import prepare_dataset
+
+    config = config.copy()
+    validate(config)
+    pretrained = resolve_init_from(config)
+    return prepare_dataset(
+        config.data, name=name, progress=progress, pretrained=pretrained, context=config.model.block_size
+    )
+
+
 def resolve_init_from(config: RunConfig):
     """train.init_from (a Hugging Face folder or a run): take its model config, pin it to the folder holding
     the weights (the worker loads them), check the method against it, and return its tokenizer for the

@@ -7,6 +7,8 @@ model's `num_params()`); FLOPs and memory are estimates whose formulas are writt
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 
@@ -113,20 +115,49 @@ def adapter_params(linear_layers: list, rank: int, targets: list[str], dora: boo
     return sum(rank * (fan_in + fan_out) + (fan_out if dora else 0) for _, fan_in, fan_out in chosen)
 
 
-def estimate_method_memory(total: int, trainable: int, method: str, activations: int, optimizer_values: int) -> dict:
-    """Bytes one training process needs under a method, roughly: fp32 weights (4-bit for qlora, ~0.55 bytes
-    each with its scales), and gradients and optimizer moments for the trainable values only."""
-    weights = int(0.55 * total) if method == "qlora" else 4 * total
-    if method != "full":
-        weights += 4 * trainable  # the adapters themselves, in fp32
+@dataclass
+class MethodSizes:
+    """What training a model by a method involves: its parameters, those that train, and the memory, per process."""
+
+    total: int
+    trainable: int
+    memory: dict[str, int]  # weights, gradients, optimizer, activations, total (bytes)
+
+
+def method_sizes(model: ModelConfig, train: TrainConfig, facts: dict | None = None, method: str = "") -> MethodSizes:
+    """Sizes of the run's model (a studio architecture, or a Hugging Face checkpoint described by its `facts`, see
+    studio.hf_inspect) trained by `method` (default: train.method).
+
+    Weights are fp32 (~0.55 bytes each for qlora's 4-bit base, scales included) with the adapters on top; gradients
+    and optimizer moments exist for the trainable values only; activations as estimate_train_memory counts them
+    (for a Hugging Face model: every linear layer's output and four residual-width tensors per layer and token)."""
+    method = method or train.method
+    if facts is None:
+        total, layers = param_count(model, model.vocab_size), native_linear_layers(model)
+        activations = estimate_train_memory(model, train)["activations"]
+    else:
+        total, layers = facts["params"], [tuple(layer) for layer in facts["linear_layers"]]
+        activations = _pretrained_activations(model, train, facts)
+    adapters = method != "full"
+    trainable = adapter_params(layers, train.lora_rank, train.lora_targets, method == "dora") if adapters else total
+    optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
     memory = {
-        "weights": weights,
+        "weights": (int(0.55 * total) if method == "qlora" else 4 * total) + (4 * trainable if adapters else 0),
         "gradients": 4 * trainable,
         "optimizer": 4 * optimizer_values * trainable,
         "activations": activations,
     }
     memory["total"] = sum(memory.values())
-    return memory
+    return MethodSizes(total, trainable, memory)
+
+
+def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict) -> int:
+    act_bytes = 2 if train.mixed_precision != "no" else 4
+    layers = max(facts["layers"] or 1, 1)
+    hidden = facts["hidden"] or 0
+    per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
+    tokens = train.batch_size * model.block_size
+    return tokens * (per_token * act_bytes + 2 * (facts["vocab"] or 0) * 4)
 
 
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:

@@ -21,11 +21,11 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.lazy import Lazy
 from textual.widgets import Header, TabbedContent, TabPane
 
-from studio.config import RunConfig
+from studio.config import RunConfig, set_field
 from studio.presets import load_preset
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
-from widgets.messages import ConfigChanged, OpenRun, PresetChosen, RunLaunched
+from widgets.messages import CheckpointChosen, ConfigChanged, OpenRun, PresetChosen, RunLaunched
 from widgets.panes.config_pane import ConfigPane
 from widgets.panes.data import DataPane
 from widgets.panes.model import ModelPane
@@ -167,6 +167,13 @@ class StudioApp(ReportsWorkerErrors, App):
             pane.load_config()
         self.show_config_summary()
         self.notify(f"preset {message.name} loaded", timeout=2)
+
+    def on_checkpoint_chosen(self, message: CheckpointChosen) -> None:
+        """Training starts from the folder's weights (its model replaces the preset's at launch)."""
+        set_field(self.config, "train.init_from", str(message.folder))
+        for pane in self.config_panes():
+            pane.load_config()
+        self.show_config_summary()
 
     def config_panes(self) -> list[ConfigPane]:
         """The config panes mounted so far (the hidden tabs mount lazily; a mixin class is no CSS type)."""

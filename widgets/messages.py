@@ -23,6 +23,13 @@ class PresetChosen(Message):
 
 
 @dataclass
+class CheckpointChosen(Message):
+    """The Model pane picked a Hugging Face checkpoint folder to start from: the app sets train.init_from."""
+
+    folder: Path
+
+
+@dataclass
 class RunLaunched(Message):
     """A run was started (or resumed) from the studio: open its dashboard."""
 

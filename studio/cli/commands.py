@@ -12,9 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-from studio.cli.parser import DATA_FLAGS, apply_config_options, parse_size, train_config
-from studio.config import RunConfig, field_specs, validate
-from studio.console import ProgressBar, format_event, print_dataset, print_streams, print_table
+from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
+from studio.config import RunConfig, field_specs
+from studio.console import (
+    ProgressBar,
+    format_event,
+    print_dataset,
+    print_method_sizes,
+    print_streams,
+    print_table,
+)
 from studio.errors import StudioError
 from studio.formatting import format_age, format_bytes, format_count, format_loss
 from studio.presets import preset_table
@@ -26,13 +33,12 @@ from studio.run_folder.status import list_runs, summarize, trainer_alive
 
 # ---- prepare -------------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from studio.data.prepare import prepare_dataset
+    from studio.launch import prepare_data
 
     config = RunConfig()
     config.data.source = args.source
-    apply_config_options(config, args, DATA_FLAGS)
-    validate(config)
-    dataset = prepare_dataset(config.data, name=args.name, progress=ProgressBar())
+    apply_config_options(config, args, DATA_FLAGS + PREPARE_FLAGS)
+    dataset = prepare_data(config, name=args.name, progress=ProgressBar())
     print_dataset(dataset)
     return 0
 
@@ -43,6 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args)
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
+    print_method_sizes(read_config(run_dir))
     return start(run_dir, resume_from=None, detach=args.detach)
 
 

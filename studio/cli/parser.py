@@ -25,6 +25,7 @@ DATA_FLAGS = (
     "data.glob",
     "data.strict",
 )
+PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model's tokenizer, template and context
 TRAIN_FLAGS = (
     "train.max_steps",
     "train.num_processes",
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = command("prepare", "clean and tokenize a corpus once (cached)")
     prepare.add_argument("source", help="a .txt or .jsonl file, a folder, or python-stdlib")
-    add_config_options(prepare, DATA_FLAGS)
+    add_config_options(prepare, DATA_FLAGS + PREPARE_FLAGS)
     prepare.add_argument("--name", help="dataset name (default: derived from the source and options)")
 
     train = command("train", "train a model (headless)")

@@ -1,12 +1,12 @@
 """Tab 1, Data: the corpus and how it is cleaned and tokenized (app.config.data), Prepare, and what came out.
 
-Preparing runs in a thread worker (it reads and tokenizes the whole corpus); the result is shown as the
-dataset's facts from meta.json and the first training tokens with their boundaries visible.
+Preparing runs in a thread worker (it reads and tokenizes the whole corpus, chat rows with the tokenizer and
+template of the model on the Train tab's init_from); the result is shown as the dataset's facts from meta.json and
+the first training tokens with their boundaries visible, and for chat data the tokens the loss learns marked.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
 
-from studio.config import DataConfig, RunConfig, validate
+from studio.config import RunConfig
 from widgets.config_field import ConfigField, form_section
 from widgets.dataset_facts import DatasetFacts
 from widgets.panes.config_pane import ConfigPane
@@ -24,7 +24,7 @@ from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.status_line import StatusLine
-from widgets.token_sample import TokenSample, read_token_pieces
+from widgets.token_sample import TokenPiece, TokenSample, read_token_pieces
 
 BUILTIN_SOURCE = "python-stdlib"
 
@@ -48,6 +48,9 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
             yield ConfigField("data.glob")
             yield from form_section("Cleaning", "data.min_chars", "data.max_chars", "data.dedup", "data.strict")
             yield from form_section("Tokenizer", "data.tokenizer", "data.vocab_size", "data.val_fraction")
+            yield from form_section(
+                "Fine-tuning rows", "data.format", "data.supervise_all", "data.overlong", "data.packing"
+            )
         with Vertical(id="data-result"):
             with Horizontal(id="data-prepare-row"):
                 yield Button("Prepare", id="data-prepare", variant="primary", compact=True)
@@ -77,25 +80,23 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
     # ---- prepare ----------------------------------------------------------------------------------
     @on(Button.Pressed, "#data-prepare")
     def action_prepare(self) -> None:
-        data = dataclasses.replace(self.app.config.data)
-        if self.begin_task(f"preparing {data.source}…"):
-            self.prepare(data, self.query_one(PrepareProgress).reporter())
+        config = self.app.config.copy()
+        if self.begin_task(f"preparing {config.data.source}…"):
+            self.prepare(config, self.query_one(PrepareProgress).reporter())
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
-    def prepare(self, data: DataConfig, progress: Callable[[str, int, int], None]) -> None:
-        from studio.data.prepare import (
-            prepare_dataset,  # imports numpy: only once the user prepares
-        )
+    def prepare(self, config: RunConfig, progress: Callable[[str, int, int], None]) -> None:
+        from studio.launch import prepare_data  # imports numpy: only once the user prepares
 
-        validate(RunConfig(data=data))
-        dataset = prepare_dataset(data, progress=progress)
+        dataset = prepare_data(config, progress=progress)  # with train.init_from's tokenizer, as a launch would
         pieces = read_token_pieces(dataset)
         self.app.call_from_thread(self._prepared, dataset.name, dataset.meta, pieces)
 
-    def _prepared(self, name: str, meta: dict, pieces: list[str]) -> None:
+    def _prepared(self, name: str, meta: dict, pieces: list[TokenPiece]) -> None:
         self.end_task(f"dataset {name} is ready; a launch on this source reuses it")
         self.query_one(DatasetFacts).show_meta(name, meta)
-        self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens")
+        learned = " (the tokens the loss learns are green)" if meta.get("examples") else ""
+        self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens{learned}")
         self.query_one(TokenSample).show_pieces(pieces)
 
 

@@ -1,31 +1,47 @@
 """Tab 2, Model: the presets with their sizes, and the model's fields (app.config.model) with live validation
-and a live parameter count and training-memory estimate (studio.sizes: pure Python, no torch)."""
+and a live parameter count and training-memory estimate (studio.sizes: pure Python, no torch); or a Hugging Face
+checkpoint folder to start from (train.init_from), with its family, sizes, chat template and the memory of each
+method. The folder is read in a thread worker: studio.hf_folder asks a child process what transformers builds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from rich.table import Table
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import DataTable, Label, Static
+from textual.widgets import Button, DataTable, Label, Static
 
 from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
-from studio.sizes import estimate_train_memory, param_count
+from studio.sizes import estimate_train_memory, method_sizes, param_count
 from widgets.config_field import concerns, form_section, mark_invalid_fields
-from widgets.messages import PresetChosen
+from widgets.messages import CheckpointChosen, PresetChosen
 from widgets.panes.config_pane import ConfigPane
+from widgets.screens.file_picker import FilePickerScreen
+from widgets.worker_errors import ReportsWorkerErrors
+
+CHECKPOINT_PICKER_TITLE = "Choose a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)"
+METHODS = ("full", "lora", "qlora")
 
 
-class ModelPane(ConfigPane, Horizontal):
+class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
     SECTION = "model"
+    shown_folder: str | None = None  # the checkpoint folder whose facts are shown
+
+    BINDINGS = [Binding("b", "browse_checkpoint", "Checkpoint folder")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="model-side"):
             yield Label("Presets: enter loads one", classes="form-section")
             yield DataTable(id="model-presets", cursor_type="row", zebra_stripes=True)
             yield Static("", id="model-preset-description")
+            with Horizontal(classes="button-row"):
+                yield Button("Checkpoint folder…", id="model-checkpoint", compact=True)
             yield Static("", id="model-size")
         with VerticalScroll(id="model-form", classes="form"):
             yield from form_section(
@@ -63,8 +79,45 @@ class ModelPane(ConfigPane, Horizontal):
     def config_changed(self, section: str) -> None:
         error = mark_invalid_fields(self, self.app.config)  # what ConfigPane does, keeping the message
         size = self.query_one("#model-size", Static)
+        init_from = self.app.config.train.init_from
+        if init_from and Path(init_from).expanduser().is_dir():  # its facts, and each method's memory for them
+            size.set_class(False, "-error")
+            if self.shown_folder != init_from:
+                self.shown_folder = init_from
+                size.update(f"reading {init_from}…")
+            self.read_checkpoint_folder(self.app.config.copy())
+            return
+        self.shown_folder = None
         size.set_class(concerns(error, ("model",)), "-error")
         size.update(f"✗ {error}" if concerns(error, ("model",)) else size_table(self.app.config))
+
+    # ---- a checkpoint folder ----------------------------------------------------------------------------
+    @on(Button.Pressed, "#model-checkpoint")
+    def action_browse_checkpoint(self) -> None:
+        init_from = Path(self.app.config.train.init_from or ".").expanduser()
+        start = init_from.parent if init_from.is_dir() else Path.cwd()
+        self.app.push_screen(FilePickerScreen(start.resolve(), CHECKPOINT_PICKER_TITLE), self._picked)
+
+    def _picked(self, path: Path | None) -> None:
+        if path is not None:
+            self.post_message(CheckpointChosen(path if path.is_dir() else path.parent))
+
+    @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
+    def read_checkpoint_folder(self, config: RunConfig) -> None:
+        from studio.hf_folder import read_hf_folder
+
+        hf = read_hf_folder(Path(config.train.init_from).expanduser().resolve())
+        config.model.block_size = min(config.model.block_size, hf.facts["context"] or config.model.block_size)
+        table = checkpoint_table(hf.facts, hf.chat_template is not None, config)
+        self.app.call_from_thread(self.query_one("#model-size", Static).update, table)
+
+    def worker_failed(self, group: str, line: str) -> None:
+        """A folder that cannot be used says why where its facts would be."""
+        if group != "checkpoint":
+            return super().worker_failed(group, line)
+        size = self.query_one("#model-size", Static)
+        size.set_class(True, "-error")
+        size.update(f"✗ {line}")
 
     # ---- presets ----------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#model-presets")
@@ -100,4 +153,29 @@ def size_table(config: RunConfig) -> Table:
     )
     for part in ("weights", "gradients", "optimizer", "activations"):
         table.add_row(f"  {part}", format_bytes(memory[part]))
+    return table
+
+
+def checkpoint_table(facts: dict[str, Any], has_template: bool, config: RunConfig) -> Table:
+    """A Hugging Face checkpoint's facts and what training it by each method needs, per process."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    table.add_row("family", f"{facts['model_type']} ({facts['architecture']})")
+    shape = f"{facts['layers']} layers, width {facts['hidden']}, {facts['heads']} heads"
+    if facts["kv_heads"] and facts["kv_heads"] != facts["heads"]:
+        shape += f" ({facts['kv_heads']} key/value)"
+    table.add_row("size", shape)
+    table.add_row("parameters", format_count(facts["params"]))
+    table.add_row("context", f"{facts['context']:,} tokens" if facts["context"] else "unknown")
+    table.add_row("vocabulary", f"{facts['vocab']:,}" if facts["vocab"] else "unknown")
+    table.add_row("chat template", "yes" if has_template else "no (chat data gets the studio's default)")
+    train = config.train
+    table.add_row(
+        "train memory", f"batch {train.batch_size} × context {config.model.block_size}, LoRA rank {train.lora_rank}"
+    )
+    for method in METHODS:
+        sizes = method_sizes(config.model, train, facts, method)
+        trainable = "all" if method == "full" else format_count(sizes.trainable)
+        table.add_row(f"  {method}", f"{format_bytes(sizes.memory['total'])} ({trainable} trainable)")
     return table

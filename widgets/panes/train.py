@@ -7,7 +7,9 @@ studio.run_folder.control.launch starts the trainer as a detached process group.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -17,6 +19,8 @@ from textual.widgets import Button, Input, Label, Static
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
+from studio.errors import StudioError
+from studio.formatting import format_bytes, format_count
 from widgets.config_field import form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
@@ -61,8 +65,17 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.checkpoint_interval",
                 "train.sample_interval",
                 "train.seed",
-                "train.init_from",
             )
+            yield from form_section(
+                "Fine-tuning",
+                "train.init_from",
+                "train.method",
+                "train.lora_rank",
+                "train.lora_alpha",
+                "train.lora_dropout",
+                "train.lora_targets",
+            )
+            yield Static("", id="train-method-size")
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Label("Command line (y copies)", classes="form-section")
@@ -80,6 +93,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def config_changed(self, section: str) -> None:
         super().config_changed(section)
         self.query_one("#train-command", Static).update(train_command_line(self.app.config))
+        self.query_one("#train-method-size", Static).update(method_line(self.app.config))
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
 
@@ -112,3 +126,29 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.query_one("#train-run-name", Input).value = ""
         self.end_task(f"run {run_dir.name} started")
         self.post_message(RunLaunched(run_dir))
+
+
+def method_line(config: RunConfig) -> str:
+    """What the method trains, of how much, and the memory: for the studio's models at once; for a checkpoint
+    folder, once the Model tab has read it (the facts are remembered)."""
+    from studio.hf_folder import remembered_facts
+    from studio.presets import preset_vocab
+    from studio.sizes import method_sizes
+
+    facts = None
+    if config.train.init_from and Path(config.train.init_from).expanduser().is_dir():
+        facts = remembered_facts(Path(config.train.init_from).expanduser())
+        if facts is None:
+            return "the checkpoint's sizes show once the Model tab has read the folder"
+    model = copy.copy(config.model)
+    model.vocab_size = model.vocab_size or preset_vocab(config)
+    if facts:
+        model.block_size = min(model.block_size, facts["context"] or model.block_size)
+    try:
+        sizes = method_sizes(model, config.train, facts)
+    except StudioError:
+        return ""
+    return (
+        f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train; "
+        f"about {format_bytes(sizes.memory['total'])} per process"
+    )

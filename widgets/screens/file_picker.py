@@ -1,4 +1,5 @@
-"""Pick a corpus file or folder: a DirectoryTree in a modal screen. Dismisses with the chosen path or None."""
+"""Pick a file or folder (a corpus, a checkpoint folder): a DirectoryTree in a modal screen. Dismisses with the
+chosen path or None."""
 
 from __future__ import annotations
 
@@ -47,13 +48,14 @@ class FilePickerScreen(ModalScreen[Path | None]):
         Binding("backspace", "parent", "Parent folder"),
     ]
 
-    def __init__(self, start: Path) -> None:
+    def __init__(self, start: Path, title: str = "Choose a .txt or .jsonl file, or a folder of text files") -> None:
         super().__init__()
         self.start = start
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
-            yield Label("Choose a .txt or .jsonl file, or a folder of text files", id="picker-title")
+            yield Label(self.title_text, id="picker-title")
             yield DirectoryTree(self.start, id="picker-tree")
             yield Label(str(self.start), id="picker-path")
             with Horizontal(id="picker-buttons"):

@@ -24,18 +24,21 @@ KEYS = [
 TABS = [
     (
         "1 Data",
-        "the corpus (built-in, a file, a folder: b browses), cleaning and tokenizer options; "
-        "p prepares it and shows the dataset's facts and its first tokens, boundaries coloured",
+        "the corpus (built-in, a file, a folder: b browses; chat rows: alpaca, messages, ShareGPT), cleaning and "
+        "tokenizer options; p prepares it and shows the dataset's facts and its first tokens, boundaries coloured "
+        "and the tokens the loss learns in green",
     ),
     (
         "2 Model",
-        "presets with parameters and training memory (enter loads one); layers, heads, width, context, "
-        "vocabulary, dropout, architecture: bad values are marked with the reason at once",
+        "presets with parameters and training memory (enter loads one), or a Hugging Face checkpoint folder "
+        "(b browses) with its family, sizes, chat template and memory for full, LoRA and QLoRA; layers, heads, "
+        "width, context, vocabulary, dropout, architecture: bad values are marked with the reason at once",
     ),
     (
         "3 Train",
         "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, "
-        "init_from; the equivalent `llm-studio train` command (y copies it); Launch",
+        "init_from and the method (full, LoRA, DoRA, QLoRA) with what trains; the equivalent `llm-studio train` "
+        "command (y copies it); Launch",
     ),
     ("4 Runs", "every run with its status, step and losses; enter opens its dashboard"),
     ("5 Playground", "generate text from a run's checkpoints"),

@@ -1,0 +1,98 @@
+"""The studio's fine-tuning parts, driven with Pilot: a checkpoint folder picked on the Model tab shows what it is
+and what each method needs; the Train tab's method fields say what trains; chat rows prepared on the Data tab show
+the tokens the loss learns; a folder that cannot be used says why in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Select, Static
+
+from studio.config import set_field
+from studio.presets import load_preset
+from tests.hf_models import CHATML, make_hf_model
+from tests.test_app import SIZE, field, static_text
+from widgets.app import StudioApp
+from widgets.screens.file_picker import FilePickerScreen
+from widgets.token_sample import TokenSample
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    folder = tmp_path / "qwen"
+    make_hf_model(folder, "qwen2", chat_template=CHATML)
+    return folder
+
+
+async def wait_for_text(pilot, widget, text: str, timeout: float = 30.0) -> str:
+    waited = 0.0
+    while text not in static_text(widget) and waited < timeout:
+        await pilot.pause(0.1)
+        waited += 0.1
+    return static_text(widget)
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_folder_picked_on_the_model_tab_shows_its_facts(studio_home, checkpoint, monkeypatch):
+    monkeypatch.chdir(checkpoint.parent)
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.press("b")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, FilePickerScreen)
+        await pilot.press("down")  # the first entry: the checkpoint folder
+        await pilot.press("c")
+        await pilot.pause()
+        assert app.config.train.init_from == str(checkpoint)
+        facts = await wait_for_text(pilot, app.query_one("#model-size", Static), "qlora")
+        assert "qwen2 (Qwen2ForCausalLM)" in facts and "2 layers, width 64, 4 heads (2 key/value)" in facts
+        assert "94.8K" in facts and "128 tokens" in facts and "chat template  yes" in facts
+        assert "full" in facts and "lora" in facts
+        await pilot.press("3")
+        field(app, "train.method").query_one(Select).value = "lora"
+        await pilot.pause()
+        line = static_text(app.query_one("#train-method-size", Static))
+        assert "of 94.8K parameters train" in line, line
+        command = static_text(app.query_one("#train-command", Static))
+        assert f"train.init_from={checkpoint}" in command and "train.method=lora" in command
+
+
+@pytest.mark.asyncio
+async def test_a_folder_that_cannot_be_used_says_why_on_the_model_tab(studio_home, checkpoint):
+    (checkpoint / "tokenizer.json").unlink()
+    config = load_preset("tiny")
+    set_field(config, "train.init_from", str(checkpoint))
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        size = app.query_one("#model-size", Static)
+        text = await wait_for_text(pilot, size, "tokenizer.json")
+        assert "has no tokenizer.json" in text and size.has_class("-error")
+
+
+@pytest.mark.asyncio
+async def test_chat_rows_prepared_on_the_data_tab_show_the_learned_tokens(studio_home, checkpoint, tmp_path):
+    rows = tmp_path / "chat.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+            for q, a in (("Hi?", "Hello."), ("2+2?", "4"), ("Sky?", "Blue"))
+        )
+    )
+    config = load_preset("tiny")
+    set_field(config, "data.source", str(rows))
+    set_field(config, "train.init_from", str(checkpoint))
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        title = static_text(app.query_one("#data-sample-title"))
+        assert "the tokens the loss learns are green" in title
+        sample = app.query_one(TokenSample).content
+        learned = "".join(sample.plain[span.start : span.end] for span in sample.spans if "success" in str(span.style))
+        assert learned == "Hello.<|im_end|>4<|im_end|>"  # the training examples' answers and end tokens, no more
