@@ -294,7 +294,7 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
         run_model.module,
         tokenizer,
         dataset.eot_id,
-        config.model.block_size,
+        getattr(run_model.module, "block_size", config.model.block_size),  # a checkpoint's own context
         description,
         read.note,
         stop_ids=dataset.meta.get("stop_ids", []),

@@ -4,9 +4,12 @@ The studio's UI never imports torch, so it starts this process and talks to it o
 stdin, one JSON object per line:
     {"generate": {"target": RUN|DIR, "checkpoint": STEP|null, "prompt": TEXT, "seed": N|null,
                   "max_new_tokens": N, "temperature": T, "top_k": K, "top_p": P, "repetition_penalty": R}}
+    (chat mode: "messages": [{"role", "content"}, ...] instead of "prompt", rendered with the chat template
+    up to the assistant's answer, which is what streams back)
     {"stop": true}        end the current generation after the token being made
 Replies on stdout, one JSON object per line:
-    {"loaded": "run r1, step 500"}               the model is ready (loaded once, reused while unchanged)
+    {"loaded": "run r1, step 500", "chat": B}    the model is ready (loaded once, reused while unchanged);
+                                                 chat: whether it has a chat template
     {"token": TEXT, "tokens_per_s": F}           text as it grows
     {"done": {"tokens": N, "tokens_per_s": F, "stopped": bool}}
     {"error": MESSAGE}                           one line the user can act on; the worker carries on
@@ -65,7 +68,8 @@ class Session:
             self.generator = load_generator(target, step)
             self.key = key
             note = self.generator.note
-            reply(loaded=self.generator.description + (f" ({note})" if note else ""))
+            description = self.generator.description + (f" ({note})" if note else "")
+            reply(loaded=description, chat=self.generator.chat_template is not None)
         return self.generator
 
     def generate(self, request: dict[str, Any], stop: threading.Event) -> None:
@@ -77,7 +81,9 @@ class Session:
             raise StudioError(f"bad sampling values: {error}") from None
         sampling.check()
         generator = self.load(str(request["target"]), request.get("checkpoint"))
-        stream = generator.stream([str(request.get("prompt", ""))], sampling, request.get("seed"))
+        messages = request.get("messages")
+        prompt = generator.chat_prompt(messages) if messages else str(request.get("prompt", ""))
+        stream = generator.stream([prompt], sampling, request.get("seed"))
         rate, tokens_per_s = Rate(), 0.0
         stop.clear()
         for _, delta in stream:

@@ -48,7 +48,7 @@ class PretrainedLM(nn.Module):
     def __init__(self, hf_model: nn.Module, block_size: int):
         super().__init__()
         self.hf = hf_model
-        self.block_size = block_size
+        self.block_size = model_context(hf_model) or block_size  # generation may use all the model was made for
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> PretrainedCache:
         return PretrainedCache(max_len or self.block_size)
@@ -73,6 +73,12 @@ class PretrainedLM(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def model_context(hf_model: nn.Module) -> int | None:
+    """The context a transformers model was made for (its position limit), when its config says."""
+    config = hf_model.config.get_text_config() if hasattr(hf_model.config, "get_text_config") else hf_model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
 # ---- the run's model -------------------------------------------------------------------------------------

@@ -115,17 +115,27 @@ def test_multi_turn_conversations_learn_every_answer_and_not_the_prompts(studio_
         assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]]
 
 
-def test_a_model_taught_four_conversations_answers_them_and_stops(studio_home, tmp_path, capsys):
-    folder = tmp_path / "base"
-    make_hf_model(folder, "llama")  # a base model: no chat template, so the studio's default is used and exported
-    data = write_rows(
-        tmp_path / "chat.jsonl",
-        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CONVERSATIONS],
-    )
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """A home with run `chat`: a tiny base model (no chat template: the studio's default is used, and exported)
+    fully fine-tuned on four conversations until it knows them; the last one is the validation split."""
+    home, work = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("taught")
+    make_hf_model(work / "base", "llama")
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CONVERSATIONS
+    ]
+    data = write_rows(work / "chat.jsonl", rows)
     changes = {"train.max_steps": 120, "train.lr": 3e-3, "data.val_fraction": 0.2, "model.block_size": 64}
-    run_dir = train_in_process(adapt_config(folder, data, changes), "chat")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLM_STUDIO_HOME", str(home))
+        run_dir = train_in_process(adapt_config(work / "base", data, changes), "chat")
     assert losses(run_dir)[-1] < 0.05
-    for question, answer in CONVERSATIONS[:3]:  # the last conversation is the validation split
+    return home
+
+
+def test_a_model_taught_four_conversations_answers_them_and_stops(taught, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(taught))
+    for question, answer in CONVERSATIONS[:3]:
         capsys.readouterr()
         assert main(["generate", "chat", "--prompt", question, "--temperature", "0", "--max-new-tokens", "30"]) == 0
         assert capsys.readouterr().out == f"user: {question}\nassistant: {answer}\n"
@@ -146,6 +156,36 @@ def test_a_model_taught_four_conversations_answers_them_and_stops(studio_home, t
             new = model.generate(ids, max_new_tokens=30, do_sample=False)[0, ids.size(1) :]
         assert new[-1].item() == tokenizer.eos_token_id and len(new) < 30  # stopped at the end of its answer
         assert tokenizer.decode(new, skip_special_tokens=True) == answer
+
+
+@pytest.mark.asyncio
+async def test_the_playground_chats_over_several_turns(taught, monkeypatch, torch_blocked):
+    from textual.widgets import Input, TextArea
+
+    from tests.helpers import wait_for
+    from widgets.app import StudioApp
+    from widgets.generation_panel import GenerationPanel
+
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(taught))
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("m")
+        app.query_one("#temperature", Input).value = "0"
+        panel = app.query_one("#panel-a", GenerationPanel)
+        for turn, (question, _) in enumerate(CONVERSATIONS[:2]):
+            app.query_one("#prompt", TextArea).text = question
+            await pilot.press("ctrl+g")
+            await wait_for(pilot, lambda: not panel.busy, timeout=60.0)
+            status = str(panel.query_one(".generation-status").render())
+            assert [message["role"] for message in panel.history] == ["user", "assistant"] * (turn + 1), status
+        assert panel.history[1]["content"] == CONVERSATIONS[0][1]  # the first answer, as taught
+        shown = panel.query_one(".output-text", TextArea).text
+        assert shown.startswith(f"user: {CONVERSATIONS[0][0]}\nassistant: {CONVERSATIONS[0][1]}\nuser: ")
+        await pilot.press("n")
+        assert panel.history == []
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""One side of the playground: a run and checkpoint picker, the streamed text, and its tokens per second.
+"""One side of the playground: a run and checkpoint picker, the streamed text, and its tokens per second; in
+chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript.
 
 Each panel owns a generation worker process (`python -m studio.generate_worker`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
@@ -74,6 +75,9 @@ class GenerationPanel(Vertical):
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self._runs: dict[str, list[int]] = {}
+        self.history: list[dict[str, str]] = []  # chat mode: the conversation so far
+        self._asked: list[dict[str, str]] | None = None  # chat mode: the conversation being answered
+        self._answer = ""
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="picker"):
@@ -123,12 +127,28 @@ class GenerationPanel(Vertical):
         self.query_one("#checkpoint", Select).value = LATEST if checkpoint is None else checkpoint
 
     # ---- generating ------------------------------------------------------------------------------------------
-    def generate(self, prompt: str, sampling: dict[str, Any]) -> None:
+    def generate(self, prompt: str, sampling: dict[str, Any], chat: bool = False) -> None:
+        """Continue `prompt`, or (chat) answer it as the user's next turn of this panel's conversation."""
         if self.run_name is None:
             self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
             return
-        self.begin(prompt)
-        self._send({"generate": {"target": self.run_name, "checkpoint": self.checkpoint, "prompt": prompt, **sampling}})
+        request = {"target": self.run_name, "checkpoint": self.checkpoint, **sampling}
+        if chat:
+            self._asked, self._answer = [*self.history, {"role": "user", "content": prompt}], ""
+            self.begin(transcript(self._asked) + "assistant: ")
+            request["messages"] = self._asked
+        else:
+            self._asked = None
+            self.begin(prompt)
+            request["prompt"] = prompt
+        self._send({"generate": request})
+
+    def new_chat(self) -> None:
+        """Forget the conversation."""
+        self.history, self._asked = [], None
+        self.text = ""
+        self.query_one(".output-text", TextArea).load_text("")
+        self._show_status("a new conversation")
 
     def begin(self, prompt: str) -> None:
         """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
@@ -143,6 +163,7 @@ class GenerationPanel(Vertical):
     def on_generation_panel_reply(self, message: Reply) -> None:
         data = message.data
         if "token" in data:
+            self._answer += data["token"]
             self.text += data["token"]
             self.tokens += 1
             self._append(data["token"])
@@ -154,6 +175,9 @@ class GenerationPanel(Vertical):
             state = "stopped" if done["stopped"] else "done"
             self._show_status(f"{state} · {done['tokens']} tokens · {done['tokens_per_s']:.1f} tok/s")
             self.busy = False
+            if self._asked is not None:  # the answer joins the conversation
+                self.history = [*self._asked, {"role": "assistant", "content": self._answer}]
+                self._append("\n")
         elif "error" in data:
             self._show_status(f"error: {data['error']}")
             self.busy = False
@@ -207,3 +231,8 @@ class GenerationPanel(Vertical):
         if process is not None and process.poll() is None:
             process.stdin.close()  # the worker's loop ends at the end of its input
             process.terminate()
+
+
+def transcript(messages: list[dict[str, str]]) -> str:
+    """A conversation as the panel shows it: one `role: content` block per turn."""
+    return "".join(f"{message['role']}: {message['content']}\n" for message in messages)

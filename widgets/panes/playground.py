@@ -1,4 +1,6 @@
-"""Tab 5, the playground: a prompt, sampling controls, and one or two generation panels side by side.
+"""Tab 5, the playground: a prompt, sampling controls, and one or two generation panels side by side; in
+completion mode the prompt is continued, in chat mode (m) it is the user's next turn of a multi-turn
+conversation, rendered with the model's chat template (n starts a new one).
 
 Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
 runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
@@ -38,13 +40,17 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         Binding("c", "toggle_compare", "Compare"),
         Binding("r", "refresh_runs", "Refresh runs"),
         Binding("p", "focus_prompt", "Prompt"),
+        Binding("m", "toggle_chat", "Chat/completion"),
+        Binding("n", "new_chat", "New chat"),
     ]
+    chat = False  # chat mode: prompts are the user's turns
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sampling"):
             for field, label, default, kind in SAMPLING_FIELDS:
                 yield Label(label, classes="sampling-label")
                 yield Input(default, type=kind, id=field, classes="sampling-input")
+            yield Label("completion", id="playground-mode", classes="sampling-label")
         yield TextArea("def ", id="prompt", soft_wrap=True, show_line_numbers=False)
         with Horizontal(id="panels"):
             yield GenerationPanel("A", id="panel-a")
@@ -79,7 +85,7 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         sampling = self.sampling()
         prompt = self.query_one("#prompt", TextArea).text
         for panel in self.visible_panels():
-            panel.generate(prompt, sampling)
+            panel.generate(prompt, sampling, self.chat)
 
     def action_stop(self) -> None:
         for panel in self.query(GenerationPanel):
@@ -95,6 +101,15 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
             except ValueError:
                 values[field] = float(default) if kind == "number" else int(default)
         return values
+
+    def action_toggle_chat(self) -> None:
+        self.chat = not self.chat
+        self.query_one("#playground-mode", Label).update("chat" if self.chat else "completion")
+        self.action_new_chat()
+
+    def action_new_chat(self) -> None:
+        for panel in self.query(GenerationPanel):
+            panel.new_chat()
 
     def visible_panels(self) -> list[GenerationPanel]:
         return [panel for panel in self.query(GenerationPanel) if panel.display]
