@@ -64,10 +64,10 @@ def studio_loop(trainer: Trainer):
     """The trainer's own step, plus the per-step bookkeeping its loop does (stop and checkpoint polls)."""
 
     def step():
-        loss, _ = trainer.train_step(log=False)
+        result = trainer.train_step(log=False)
         trainer.state.step += 1
         trainer.poll_requests()
-        return loss
+        return result.loss_sum
 
     return step
 
@@ -94,7 +94,7 @@ def main() -> None:
     run_dir = prepare_run(config, "bench")
     trainer = Trainer(run_dir)
     dataset_dir = Path(os.environ["LLM_STUDIO_HOME"]) / "datasets" / trainer.config.data.dataset
-    bare = bare_loop(trainer.config, dataset_dir / "train.bin", trainer.train_tokens.ids.dtype.name)
+    bare = bare_loop(trainer.config, dataset_dir / "train.bin", trainer.dataset.dtype)
     studio = studio_loop(trainer)
 
     for step in (bare, studio):  # warm up both

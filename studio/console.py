@@ -37,15 +37,35 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 def print_dataset(dataset) -> None:
     meta = dataset.meta
     documents = meta["documents"]
-    dropped = ", ".join(f"{rule} {count}" for rule, count in documents.items() if rule.startswith("dropped_") and count)
+    what = "examples" if dataset.has_examples else "documents"
     print(
-        f"dataset {dataset.name}: {documents['kept']:,} documents kept of {documents['seen']:,}"
-        f"{f' ({dropped})' if dropped else ''}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
+        f"dataset {dataset.name}: {documents['kept']:,} {what} kept of {documents['seen']:,}"
+        f"{dropped_text(meta)}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
         f"tokens; vocab {meta['vocab_size']:,}; {meta['chars_per_token']:.2f} chars/token"
     )
     if meta.get("bytes_replaced"):
         print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
     print(f"folder: {dataset.path}")
+
+
+def dropped_text(meta: dict) -> str:
+    """What preparing left out or cut, as ` (2 duplicate, 3 truncated)`; empty when nothing."""
+    counts = {**meta["documents"].get("dropped", {}), "truncated": meta.get("truncated", 0)}
+    text = ", ".join(f"{count:,} {rule.replace('_', ' ')}" for rule, count in counts.items() if count)
+    return f" ({text})" if text else ""
+
+
+def print_dataset_note(config) -> None:
+    """Before a launch on chat data: how many examples it has, and how many were cut or left out."""
+    from studio.data.prepare import open_dataset
+
+    dataset = open_dataset(config.data.dataset)
+    if dataset.has_examples:
+        examples = dataset.meta["examples"]
+        print(
+            f"data: {examples['train']:,} train + {examples['val']:,} val examples "
+            f"({dataset.meta['row_format']}){dropped_text(dataset.meta)}"
+        )
 
 
 def print_method_sizes(config) -> None:

@@ -133,7 +133,7 @@ def write_pretrained(
     (`adapter`: the adapters alone, for PeftModel.from_pretrained on the base folder), with the tokenizer and
     the chat template it trained with. Verified against the trained model, adapters unmerged."""
     config = read.config
-    run_model = build_run_model(config)
+    run_model = build_run_model(config, dequantized=True)
     run_model.load_state(read.weights)
     run_model.module.eval()
     tokenizer = load_tokenizer(dataset.tokenizer_path)

@@ -287,7 +287,7 @@ def _load_run(run_dir: Path, step: int | None) -> Generator:
             f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
             "with (it was prepared again); restore that dataset to generate from this run"
         )
-    run_model = build_run_model(config)
+    run_model = build_run_model(config, dequantized=True)
     run_model.load_state(read.weights)
     description = f"run {run_dir.name}, step {read.step}"
     return Generator(

@@ -132,11 +132,17 @@ class RunModel:
         return self.inner.merge_and_unload().requires_grad_(True)  # peft froze the base: it is all weights again
 
 
-def build_run_model(config: RunConfig) -> RunModel:
+def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
     """The run's model with its starting weights (random, a studio run's, or a Hugging Face folder's) and the
-    method applied. A resume loads its checkpoint over this: all weights, or the adapters on this same base."""
+    method applied. A resume loads its checkpoint over this: all weights, or the adapters on this same base.
+
+    `dequantized`: a QLoRA run's adapters on the full-precision base instead of the 4-bit one (the same names),
+    for generation on any device and for export (adapters are never merged into 4-bit weights)."""
     from studio.model import build_model
 
+    if dequantized and config.train.method == "qlora":
+        config = config.copy()
+        config.train.method = "lora"
     train = config.train
     if config.model.pretrained:
         base = load_pretrained(Path(train.init_from), train.method == "qlora")

@@ -9,7 +9,14 @@ from textual.widgets import Static
 
 from widgets.label_table import label_table
 
-DROP_REASONS = {"empty": "empty", "too_short": "too short", "too_long": "too long", "duplicate": "duplicates"}
+DROP_REASONS = {
+    "empty": "empty",
+    "too_short": "too short",
+    "too_long": "too long",
+    "duplicate": "duplicates",
+    "overlong": "longer than the context",
+    "no_answer": "no answer left",
+}
 
 
 class DatasetFacts(Static):
@@ -24,9 +31,10 @@ def facts_table(name: str, meta: dict[str, Any]) -> Table:
         or "none"
     )
     tokenizer = meta["options"]["tokenizer"]
+    what = "examples" if meta.get("examples") else "documents"
     rows = [
         ("dataset", name),
-        ("documents", f"{documents['kept']:,} kept of {documents['seen']:,} seen"),
+        (what, f"{documents['kept']:,} kept of {documents['seen']:,} seen"),
         ("dropped", dropped),
         ("characters", f"{meta['characters']:,}"),
         ("tokens", f"{tokens['train']:,} train · {tokens['val']:,} val"),
@@ -34,6 +42,9 @@ def facts_table(name: str, meta: dict[str, Any]) -> Table:
         ("chars/token", f"{meta['chars_per_token']:.2f}"),
         ("bytes replaced", f"{meta['bytes_replaced']:,}" + (" (not UTF-8)" if meta["bytes_replaced"] else "")),
     ]
+    if meta.get("examples"):
+        rows.insert(2, ("format", f"{meta['row_format']}, {meta['examples']['train']:,} train · "
+                                  f"{meta['examples']['val']:,} val, {meta['truncated']:,} truncated"))  # fmt: skip
     if meta.get("binary_files_skipped"):
         rows.append(("binary skipped", f"{meta['binary_files_skipped']:,} files"))
     return label_table(rows)

@@ -18,6 +18,7 @@ from studio.console import (
     ProgressBar,
     format_event,
     print_dataset,
+    print_dataset_note,
     print_method_sizes,
     print_streams,
     print_table,
@@ -49,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = train_config(args)
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
+    print_dataset_note(read_config(run_dir))
     print_method_sizes(read_config(run_dir))
     return start(run_dir, resume_from=None, detach=args.detach)
 

@@ -93,9 +93,11 @@ def write_examples(
             np.asarray(mask, dtype=np.uint8).tofile(mask_file)
             offsets.append(offsets[-1] + len(ids))
     if counts.kept < 2:
+        cut = counts.dropped["overlong"] + counts.dropped["no_answer"]
         raise StudioError(
             f"{counts.kept} usable example(s) in {source.location} ({_dropped_text(counts)}); "
             "a dataset needs at least 2, one of them for validation"
+            + (f"; raise model.block_size (now {context}) to keep the long ones" if cut else "")
         )
     val_examples = max(1, round(counts.kept * data.val_fraction))
     split_at = counts.kept - val_examples
@@ -126,15 +128,15 @@ def _examples(
             counts.dropped["duplicate"] += 1
             continue
         seen_hashes.add(digest)
-        if len(ids) > context + 1:
-            if data.overlong == "drop":
-                counts.dropped["overlong"] += 1
-                continue
-            ids, mask = ids[: context + 1], mask[: context + 1]
-            counts.truncated += 1
+        truncated = len(ids) > context + 1
+        if truncated and data.overlong == "drop":
+            counts.dropped["overlong"] += 1
+            continue
+        ids, mask = ids[: context + 1], mask[: context + 1]
         if len(ids) < MIN_EXAMPLE_TOKENS or not any(mask[1:]):  # the first token is never a target
             counts.dropped["no_answer"] += 1
             continue
+        counts.truncated += truncated
         counts.stop_ids.update(_end_tokens(ids, mask, added))
         counts.kept += 1
         counts.characters += characters
@@ -159,13 +161,15 @@ def _encode_row(
     tokenizer: Tokenizer,
     template: ChatTemplate,
 ) -> tuple[list[int], list[int], int]:
-    """A row's ids, mask and rendered length; a row the template or the checks refuse names itself."""
+    """A row's ids, mask and rendered length (in characters); a row the template or the checks refuse names
+    itself."""
     messages = to_messages(record, row_format, where)
     try:
         ids, mask = encode_messages(tokenizer, template, messages, data.supervise_all)
+        characters = len(template.render(messages))
     except StudioError as error:
         raise StudioError(f"{where}: {error}") from None
-    return ids, mask, sum(len(message["content"]) for message in messages)
+    return ids, mask, characters
 
 
 def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[int]:

@@ -46,7 +46,7 @@ from studio.data.tokenizer import (
 from studio.errors import StudioError
 from studio.paths import TEMPORARY_PREFIX, check_name, datasets_dir, is_name
 
-FORMAT = 1  # bump when cleaning or the file layout changes, so old caches are not reused
+FORMAT = 2  # bump when cleaning or the file layout changes, so old caches are not reused
 SPLITS = ("train", "val")
 MIN_SPLIT_TOKENS = 8
 
