@@ -10,7 +10,7 @@ linear layer but the output head, or to the ones named (`lora`, `dora`, `qlora` 
 `RunModel` hides the differences: `module` is called as `module(ids, positions=...) -> (logits, None)` (the
 studio's convention, which `studio.generate` drives with a KV cache too); `inner` is what a checkpoint names
 its tensors after: the studio's model, transformers' model, or the peft model wrapping either. A checkpoint
-holds every weight once (full; a tied head is stored once) or the adapters alone.
+holds every weight once (a tied head is stored once), or the adapters alone when their base comes from a folder.
 """
 
 from __future__ import annotations
@@ -86,11 +86,13 @@ def model_context(hf_model: nn.Module) -> int | None:
 class RunModel:
     module: nn.Module  # called for logits: (logits, None) = module(ids, positions=...)
     inner: nn.Module  # whose parameter names a checkpoint uses
-    adapters: bool  # only the adapters train (and are saved)
+    adapters: bool  # only the adapters train
+    base_from_folder: bool  # the frozen base is rebuilt from train.init_from (else a checkpoint must hold it)
 
     def state_to_save(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: the adapters, or every weight once (a tied head shares its embedding)."""
-        if self.adapters:
+        """What a checkpoint holds: the adapters alone when the base comes from a folder, else every weight once
+        (a tied head shares its embedding), the random base of adapters trained from scratch included."""
+        if self.adapters and self.base_from_folder:
             return {name: p.detach() for name, p in self.inner.named_parameters() if p.requires_grad}
         seen: set[int] = set()
         weights = {}
@@ -155,7 +157,7 @@ def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
         heads = set(OUTPUT_HEADS)
     inner = base if train.method == "full" else add_adapters(base, config, heads)
     module = PretrainedLM(inner, config.model.block_size) if config.model.pretrained else inner
-    return RunModel(module, inner, adapters=train.method != "full")
+    return RunModel(module, inner, adapters=train.method != "full", base_from_folder=bool(train.init_from))
 
 
 def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:

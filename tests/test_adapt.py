@@ -211,3 +211,27 @@ def test_a_packed_batch_has_the_loss_of_the_same_examples_unpacked(studio_home, 
     assert drawn.examples_drawn == count  # two rows of 64 hold all of these short examples
     assert packed_batch.supervised == plain_batch.supervised
     assert abs(packed_loss.item() - plain_loss.item()) < 1e-4 * plain_loss.item()
+
+
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_the_studios_own_models_take_adapters_too(studio_home, tmp_path, code_text, method):
+    from tests.helpers import tiny_config
+
+    config = tiny_config({"data.source": str(code_text), "train.method": method, "train.lr": 2e-2})
+    for key, value in QUICK.items():
+        set_field(config, key, value)
+    set_field(config, "train.lr", 5e-2)
+    set_field(config, "train.max_steps", 30)
+    run_dir = train_in_process(config, "native")
+    saved = load_file(find_checkpoint(run_dir) / "model.safetensors")
+    assert any("lora_A" in name for name in saved) and any("base_layer" in name for name in saved)  # a random base
+    curve = losses(run_dir)
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.1, curve  # adapters on a random base learn, slowly
+    out = tmp_path / "merged"
+    result = export_run("native", out)  # merged into the studio's weights, then checked against transformers
+    assert result.max_logit_diff is not None and result.max_logit_diff < 1e-4
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    trained = load_generator("native")
+    ids = torch.tensor([trained.encode("class Point:")])
+    with torch.no_grad():
+        assert (reloaded(ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-4

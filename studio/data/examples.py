@@ -72,23 +72,65 @@ def dataset_chat_template(meta: dict[str, Any]) -> ChatTemplate | None:
     return ChatTemplate(meta["chat_template"], tokens.get("bos", ""), tokens.get("eos", ""))
 
 
+@dataclass
+class RowEncoder:
+    """How rows become examples: the data options, the row format, the model's tokenizer and chat template, and
+    the context examples are cut to (context + 1 tokens: a context of inputs and its targets)."""
+
+    data: DataConfig
+    row_format: str
+    tokenizer: Tokenizer
+    template: ChatTemplate
+    context: int
+
+    def encode(self, record: dict, where: str) -> tuple[list[int], list[int], int]:
+        """A row's ids, mask and rendered length (in characters); a row the template or the checks refuse names
+        itself."""
+        messages = to_messages(record, self.row_format, where)
+        try:
+            ids, mask = encode_messages(self.tokenizer, self.template, messages, self.data.supervise_all)
+            characters = len(self.template.render(messages))
+        except StudioError as error:
+            raise StudioError(f"{where}: {error}") from None
+        return ids, mask, characters
+
+    def examples(self, source: Source, stats: ReadStats, counts: ExampleCounts) -> Iterator[tuple[list, list]]:
+        """Every usable example's ids and mask, counting what is cut or left out."""
+        seen_hashes: set[bytes] = set()
+        added = self.tokenizer.get_added_tokens_decoder()
+        limit = self.context + 1
+        for record, where in _records(source, self.data, stats):
+            counts.seen += 1
+            ids, mask, characters = self.encode(record, where)
+            digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16).digest()
+            if self.data.dedup and digest in seen_hashes:
+                counts.dropped["duplicate"] += 1
+                continue
+            seen_hashes.add(digest)
+            truncated = len(ids) > limit
+            if truncated and self.data.overlong == "drop":
+                counts.dropped["overlong"] += 1
+                continue
+            ids, mask = ids[:limit], mask[:limit]
+            if len(ids) < MIN_EXAMPLE_TOKENS or not any(mask[1:]):  # the first token is never a target
+                counts.dropped["no_answer"] += 1
+                continue
+            counts.truncated += truncated
+            counts.stop_ids.update(_end_tokens(ids, mask, added))
+            counts.kept += 1
+            counts.characters += characters
+            yield ids, mask
+
+
 def write_examples(
-    folder: Path,
-    source: Source,
-    data: DataConfig,
-    row_format: str,
-    tokenizer: Tokenizer,
-    template: ChatTemplate,
-    context: int,
-    dtype: str,
-    stats: ReadStats,
+    folder: Path, source: Source, encoder: RowEncoder, dtype: str, stats: ReadStats
 ) -> tuple[ExampleCounts, dict[str, int], dict[str, int]]:
     """Encode every row and write the train and val splits into folder; returns the counts, the examples and
     the tokens of each split."""
     counts = ExampleCounts()
     offsets = [0]
     with open(folder / "all.bin", "wb") as ids_file, open(folder / "all.mask", "wb") as mask_file:
-        for ids, mask in _examples(source, data, row_format, tokenizer, template, context, stats, counts):
+        for ids, mask in encoder.examples(source, stats, counts):
             np.asarray(ids, dtype=dtype).tofile(ids_file)
             np.asarray(mask, dtype=np.uint8).tofile(mask_file)
             offsets.append(offsets[-1] + len(ids))
@@ -97,50 +139,14 @@ def write_examples(
         raise StudioError(
             f"{counts.kept} usable example(s) in {source.location} ({_dropped_text(counts)}); "
             "a dataset needs at least 2, one of them for validation"
-            + (f"; raise model.block_size (now {context}) to keep the long ones" if cut else "")
+            + (f"; raise model.block_size (now {encoder.context}) to keep the long ones" if cut else "")
         )
-    val_examples = max(1, round(counts.kept * data.val_fraction))
+    val_examples = max(1, round(counts.kept * encoder.data.val_fraction))
     split_at = counts.kept - val_examples
     _split(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
     examples = {"train": split_at, "val": val_examples}
     tokens = {"train": int(offsets[split_at]), "val": int(offsets[-1] - offsets[split_at])}
     return counts, examples, tokens
-
-
-def _examples(
-    source: Source,
-    data: DataConfig,
-    row_format: str,
-    tokenizer: Tokenizer,
-    template: ChatTemplate,
-    context: int,
-    stats: ReadStats,
-    counts: ExampleCounts,
-) -> Iterator[tuple[list[int], list[int]]]:
-    """Every usable example's ids and mask, at most context + 1 tokens (a context of inputs and its targets)."""
-    seen_hashes: set[bytes] = set()
-    added = tokenizer.get_added_tokens_decoder()
-    for record, where in _records(source, data, stats):
-        counts.seen += 1
-        ids, mask, characters = _encode_row(record, where, row_format, data, tokenizer, template)
-        digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16).digest()
-        if data.dedup and digest in seen_hashes:
-            counts.dropped["duplicate"] += 1
-            continue
-        seen_hashes.add(digest)
-        truncated = len(ids) > context + 1
-        if truncated and data.overlong == "drop":
-            counts.dropped["overlong"] += 1
-            continue
-        ids, mask = ids[: context + 1], mask[: context + 1]
-        if len(ids) < MIN_EXAMPLE_TOKENS or not any(mask[1:]):  # the first token is never a target
-            counts.dropped["no_answer"] += 1
-            continue
-        counts.truncated += truncated
-        counts.stop_ids.update(_end_tokens(ids, mask, added))
-        counts.kept += 1
-        counts.characters += characters
-        yield ids, mask
 
 
 def _records(source: Source, data: DataConfig, stats: ReadStats) -> Iterator[tuple[dict, str]]:
@@ -151,25 +157,6 @@ def _records(source: Source, data: DataConfig, stats: ReadStats) -> Iterator[tup
             )
         stats.files_read += 1
         yield from jsonl_records(file.path, data.strict, stats)
-
-
-def _encode_row(
-    record: dict,
-    where: str,
-    row_format: str,
-    data: DataConfig,
-    tokenizer: Tokenizer,
-    template: ChatTemplate,
-) -> tuple[list[int], list[int], int]:
-    """A row's ids, mask and rendered length (in characters); a row the template or the checks refuse names
-    itself."""
-    messages = to_messages(record, row_format, where)
-    try:
-        ids, mask = encode_messages(tokenizer, template, messages, data.supervise_all)
-        characters = len(template.render(messages))
-    except StudioError as error:
-        raise StudioError(f"{where}: {error}") from None
-    return ids, mask, characters
 
 
 def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[int]:

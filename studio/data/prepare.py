@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
-from studio.data.examples import chat_template_for, source_format, write_examples
+from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.sources import ReadStats, Source, open_source
 from studio.data.tokenizer import (
     BpeEncoder,
@@ -341,9 +341,8 @@ def _write_example_dataset(
     vocab_size = tokenizer.get_vocab_size()
     stats = ReadStats()
     progress("encode", 0, 1)
-    counts, examples, tokens = write_examples(
-        folder, source, data, row_format, tokenizer, template, context, token_dtype(vocab_size), stats
-    )
+    encoder = RowEncoder(data, row_format, tokenizer, template, context)
+    counts, examples, tokens = write_examples(folder, source, encoder, token_dtype(vocab_size), stats)
     progress("encode", 1, 1)
     eot_id = tokenizer.token_to_id(pretrained.eot_token)
     return identity | {
