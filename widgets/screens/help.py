@@ -41,7 +41,10 @@ TABS = [
         "command (y copies it); Launch",
     ),
     ("4 Runs", "every run with its status, step and losses; enter opens its dashboard"),
-    ("5 Playground", "generate text from a run's checkpoints"),
+    (
+        "5 Playground",
+        "generate text from a run's checkpoints: completion, or chat (m) with multi-turn history (n: new)",
+    ),
 ]
 
 
