@@ -137,23 +137,36 @@ def test_lora_adapter_exports_for_peft_on_its_base(studio_home, tmp_path, code_t
         assert (adapted(input_ids=ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-5
 
 
-def step_delta(studio_home_name: str, folder: Path, data: Path, batch: int, accum: int) -> dict[str, torch.Tensor]:
-    """The change one SGD step (lr 1, no clipping, no momentum) makes: minus the gradient."""
+def step_delta(
+    name: str, folder: Path, data: Path, batch: int, accum: int, processes: int = 1
+) -> dict[str, torch.Tensor]:
+    """The change one SGD step (lr 1, no clipping, no momentum) makes: minus the gradient. Several processes
+    train through the CLI (accelerate launch, gloo), one in this process."""
     changes = {"train.batch_size": batch, "train.grad_accum": accum, "train.max_steps": 1, "train.optimizer": "sgd"}
     changes |= {"train.lr": 1.0, "train.momentum": 0.0, "train.grad_clip": 0.0, "train.checkpoint_interval": 1}
-    run_dir = train_in_process(adapt_config(folder, data, changes), studio_home_name)
+    if processes == 1:
+        run_dir = train_in_process(adapt_config(folder, data, changes), name)
+    else:
+        from studio.cli.main import main
+
+        options = [word for key, value in {**QUICK, **changes}.items() for word in ("--set", f"{key}={value}")]
+        command = ["train", "--init-from", str(folder), "--data", str(data), "--name", name]
+        assert main([*command, *options, "--num-processes", str(processes)]) == 0
+        run_dir = run_path(name)
     before = load_file(next(folder.glob("*.safetensors")))
     after = load_file(find_checkpoint(run_dir) / "model.safetensors")
     return {name: after[name] - before[name] for name in after}
 
 
-def test_gradients_are_per_token_whatever_the_batch_and_accumulation(studio_home, tmp_path, chat_rows):
+def test_gradients_are_per_token_whatever_the_batch_accumulation_and_processes(studio_home, tmp_path, chat_rows):
     folder = tmp_path / "llama"
     make_hf_model(folder, "llama", chat_template=CHATML)
     whole = step_delta("b4a1", folder, chat_rows, batch=4, accum=1)
     split = step_delta("b1a4", folder, chat_rows, batch=1, accum=4)
     assert max((whole[name] - split[name]).abs().max().item() for name in whole) < 1e-6
     assert max(delta.abs().max().item() for delta in whole.values()) > 1e-3  # the step did something
+    shared = step_delta("p2b2", folder, chat_rows, batch=2, accum=1, processes=2)  # the same 4 examples, 2 each
+    assert max((whole[name] - shared[name]).abs().max().item() for name in whole) < 1e-6
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
