@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from studio.errors import StudioError
 
-Arch = Literal["llama", "gpt2", "lstm", "rnn", "hf"]
+Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
 TokenizerKind = Literal["bpe", "char"]
 Optimizer = Literal["adamw", "sgd"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
@@ -30,6 +30,7 @@ Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
 RECURRENT_ARCHS = ("lstm", "rnn")
+ENCODER_ARCHS = ("bert",)  # bidirectional, trained on the masked-LM objective
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
@@ -48,8 +49,8 @@ def setting(default: Any, help: str, label: str = "") -> Any:
 class ModelConfig:
     arch: Arch = setting(
         "llama",
-        "the architecture: a Llama- or GPT-2-style decoder, an LSTM/RNN baseline, or hf: the Hugging Face "
-        "checkpoint of train.init_from, built by transformers (set at launch)",
+        "the architecture: a Llama- or GPT-2-style decoder, an LSTM/RNN baseline, a BERT encoder (masked LM), or "
+        "hf: the Hugging Face checkpoint of train.init_from, built by transformers (set at launch)",
         "architecture",
     )
     n_layer: int = setting(4, "layers (blocks)", "layers")
@@ -63,7 +64,7 @@ class ModelConfig:
     dropout: float = setting(0.0, "dropout probability during training", "dropout")
     tie_embeddings: bool = setting(True, "share input and output embeddings", "tie embeddings")
     mlp_hidden: int = setting(
-        0, "the MLP's inner width; 0: 4 * n_embd (gpt2) or SwiGLU's 8/3 rule rounded to 64 (llama)", "MLP width"
+        0, "the MLP's inner width; 0: 4 * n_embd (gpt2, bert) or SwiGLU's 8/3 rule rounded to 64 (llama)", "MLP width"
     )
     bias: bool = setting(False, "gpt2 only: biases in linear layers and LayerNorm", "bias")
     rope_theta: float = setting(10000.0, "llama only: the base of the rotary embeddings' frequencies", "RoPE theta")
@@ -87,13 +88,18 @@ class ModelConfig:
         """
         if self.mlp_hidden:
             return self.mlp_hidden
-        if self.arch == "gpt2":
+        if self.arch in ("gpt2", "bert"):
             return 4 * self.n_embd
         return -(-(8 * self.n_embd // 3) // 64) * 64
 
     @property
     def recurrent(self) -> bool:
         return self.arch in RECURRENT_ARCHS
+
+    @property
+    def encoder(self) -> bool:
+        """A bidirectional encoder: it learns to fill masked tokens, not to continue text."""
+        return self.arch in ENCODER_ARCHS
 
     @property
     def pretrained(self) -> bool:

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 
 from studio.config import ModelConfig, RunConfig
 from studio.data.prepare import Dataset, open_dataset
-from studio.data.tokenizer import EOT, UNK, load_tokenizer
+from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
 from studio.errors import StudioError
 from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
 from studio.model import build_model
@@ -107,7 +107,8 @@ def write_native(
     files = write_weights(hf_weights, out, max_shard_size)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     eot_id = dataset.eot_id
-    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype)})
+    special_ids = dataset.meta.get("special_ids", {})
+    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype, special_ids)})
     if recurrent:
         files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
         note = (
@@ -115,7 +116,8 @@ def write_native(
             "studio's names) and config.json, not loadable by AutoModelForCausalLM"
         )
         return files, None, note
-    files += write_json(out, {"generation_config.json": generation_config(stop_ids(dataset), eot_id)})
+    if not model_cfg.encoder:  # an encoder fills masks: it generates nothing
+        files += write_json(out, {"generation_config.json": generation_config(stop_ids(dataset), eot_id)})
     files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
     if not verify:
         return files, None, "not verified (asked not to)"
@@ -264,7 +266,7 @@ def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
     return list(documents)
 
 
-def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, Any]:
+def model_config_json(config: RunConfig, eot_id: int, dtype: str, special_ids: dict[str, int]) -> dict[str, Any]:
     m = config.model
     common = {
         "vocab_size": m.vocab_size,
@@ -292,6 +294,25 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str) -> dict[str, A
             "rope_theta": m.rope_theta,
             "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
             **common,
+        }
+    if m.arch == "bert":
+        return {
+            "architectures": ["BertForMaskedLM"],
+            "model_type": "bert",
+            "hidden_size": m.n_embd,
+            "num_hidden_layers": m.n_layer,
+            "num_attention_heads": m.n_head,
+            "intermediate_size": m.mlp_width,
+            "hidden_act": "gelu",
+            "max_position_embeddings": m.block_size,
+            "type_vocab_size": 2,
+            "layer_norm_eps": m.norm_eps,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "vocab_size": m.vocab_size,
+            "tie_word_embeddings": m.tie_embeddings,
+            "pad_token_id": special_ids["pad"],
+            "dtype": common["dtype"],
         }
     if m.arch == "gpt2":
         return {
@@ -338,8 +359,14 @@ def generation_config(stops: list[int], eot_id: int) -> dict[str, Any]:
 
 
 def write_tokenizer(out: Path, dataset: Dataset, has_unk: bool, cfg: ModelConfig) -> list[str]:
+    """tokenizer.json as prepared (an encoder's frames text in [CLS] ... [SEP] itself) and the special tokens
+    transformers' tokenizer classes read."""
     shutil.copyfile(dataset.tokenizer_path, out / "tokenizer.json")
-    special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT, **({"unk_token": UNK} if has_unk else {})}
+    if cfg.encoder:
+        special = {f"{name}_token": token for name, token in ENCODER_TOKENS.items()}
+    else:
+        special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT}
+    special |= {"unk_token": UNK} if has_unk else {}
     template = {"chat_template": dataset.meta["chat_template"]} if dataset.meta.get("chat_template") else {}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -370,11 +397,12 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
     m = config.model
-    loader = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}.get(m.arch)
+    loader = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}.get(m.arch)
+    auto = "AutoModelForMaskedLM" if m.encoder else "AutoModelForCausalLM"
     usage = (
         (
-            f"```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-            f'model = AutoModelForCausalLM.from_pretrained("PATH")  # {loader}\n'
+            f"```python\nfrom transformers import {auto}, AutoTokenizer\n"
+            f'model = {auto}.from_pretrained("PATH")  # {loader}\n'
             f'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n'
         )
         if loader
@@ -396,11 +424,16 @@ def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any],
 def verify_export(out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int) -> float:
     """The largest logit difference between the studio's model and transformers' reload of `out`, over the
     prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    hf_model = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    auto = AutoModelForMaskedLM if reference.cfg.encoder else AutoModelForCausalLM
+    hf_model, loading = auto.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
+    unloaded = loading["missing_keys"] or loading["unexpected_keys"]
+    if unloaded:
+        raise StudioError(f"export check failed: transformers did not load {sorted(unloaded)[:3]} from {out}")
+    hf_model.eval()
     hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
     largest = 0.0
     with torch.inference_mode():

@@ -138,6 +138,32 @@ def sample(
     return torch.stack(steps, dim=1) if steps else ids[:, :0]
 
 
+# ---- an encoder's fill-mask ------------------------------------------------------------------------------
+@torch.inference_mode()
+def fill_masks(
+    model: torch.nn.Module, tokenizer: Tokenizer, text: str, mask_id: int, block_size: int, top_k: int = 5
+) -> list[list[tuple[str, float]]]:
+    """For each [MASK] of text (framed as [CLS] text [SEP]), its top_k fills with their probabilities."""
+    ids = tokenizer.encode(text).ids
+    positions = [index for index, token in enumerate(ids) if token == mask_id]
+    if not positions:
+        raise StudioError(f"{text!r} has no [MASK]; write [MASK] where a token is to be filled in")
+    if len(ids) > block_size:
+        raise StudioError(f"the text is {len(ids)} tokens long, more than the model's context of {block_size}")
+    device = next(model.parameters()).device
+    logits, _ = model(torch.tensor([ids], device=device))
+    top = logits[0, positions].float().softmax(-1).topk(top_k)
+    return [
+        [(tokenizer.decode([token], skip_special_tokens=False), round(p, 4)) for token, p in zip(idx, probs)]
+        for probs, idx in zip(top.values.tolist(), top.indices.tolist())
+    ]
+
+
+def fills_text(fills: list[list[tuple[str, float]]]) -> str:
+    """Fills as one line: per [MASK], its candidates with their probabilities; masks separated by |."""
+    return " | ".join(" · ".join(f"{token!r} {p:.0%}" for token, p in candidates) for candidates in fills)
+
+
 # ---- text in, text out ----------------------------------------------------------------------------------
 class TextStream:
     """Turns tokens into text deltas as they come. Decoding the whole list each time keeps multi-token
@@ -280,6 +306,11 @@ def _device(device: str) -> torch.device:
 def _load_run(run_dir: Path, step: int | None) -> Generator:
     read = read_checkpoint(run_dir, step)
     config, metadata = read.config, read.metadata
+    if config.model.encoder:
+        raise StudioError(
+            f"run {run_dir.name} is an encoder: it fills [MASK]s rather than continuing text; "
+            f"try `llm-studio predict {run_dir.name} --text '... [MASK] ...'`"
+        )
     dataset = open_dataset(config.data.dataset)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):

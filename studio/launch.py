@@ -33,7 +33,9 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     check_hardware(config)
     check_trackers(config)
     pretrained = resolve_init_from(config)
-    dataset = resolve_dataset(config.data, progress=progress, pretrained=pretrained, context=config.model.block_size)
+    dataset = resolve_dataset(
+        config.data, progress, pretrained, context=config.model.block_size, encoder=config.model.encoder
+    )
     config.data.dataset = dataset.name
     if config.model.vocab_size == 0:
         config.model.vocab_size = dataset.vocab_size
@@ -54,7 +56,7 @@ def prepare_data(config: RunConfig, name: str | None = None, progress: Callable[
     validate(config)
     pretrained = resolve_init_from(config)
     return prepare_dataset(
-        config.data, name=name, progress=progress, pretrained=pretrained, context=config.model.block_size
+        config.data, name, progress, pretrained, context=config.model.block_size, encoder=config.model.encoder
     )
 
 

@@ -23,6 +23,12 @@ def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
         per_layer = gates * (2 * d * d + 2 * d)  # weight_ih, weight_hh, and PyTorch's two bias vectors
         return vocab * d + n_layer * per_layer + head
     hidden = cfg.mlp_width
+    if cfg.arch == "bert":
+        # word, position and token-type embeddings and their LayerNorm; per layer q k v and the attention output
+        # (with biases), two LayerNorms, the MLP (with biases); the head's transform, its LayerNorm and bias
+        per_layer = 4 * d * d + 4 * d + 2 * 2 * d + d * hidden + hidden + hidden * d + d
+        embeddings = vocab * d + cfg.block_size * d + 2 * d + 2 * d
+        return embeddings + n_layer * per_layer + d * d + d + 2 * d + vocab + head
     if cfg.arch == "llama":
         kv = cfg.kv_heads * cfg.head_dim  # k and v are narrower under grouped-query attention
         per_layer = 2 * d * d + 2 * d * kv + 3 * d * hidden + 2 * d  # q o, k v, gate up down, two RMSNorm weights
@@ -49,7 +55,7 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
     n = param_count(cfg, vocab)
     if not cfg.tie_embeddings:
         n -= vocab * cfg.n_embd
-    if cfg.arch == "gpt2":
+    if cfg.arch in ("gpt2", "bert"):  # learned positions (and bert's token types) are lookups
         n -= cfg.block_size * cfg.n_embd
     if cfg.recurrent:
         return 6.0 * n

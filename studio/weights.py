@@ -29,7 +29,6 @@ from studio.run_folder.layout import (
     usable_checkpoint,
 )
 
-TIED_HEAD = "lm_head.weight"  # with tied embeddings the output head is the embedding matrix, stored once
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 
@@ -63,8 +62,8 @@ def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
 
 def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
     weights = model.state_dict()
-    if tied:
-        weights.pop(TIED_HEAD, None)
+    if tied:  # the output head is the embedding matrix, stored once
+        weights.pop(model.HEAD, None)
     return weights
 
 
@@ -91,7 +90,7 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied:
             f"the checkpoint does not fit this model ({short_reason(error)}); "
             "use the config the checkpoint was trained with"
         ) from None
-    missing = [key for key in missing if not (tied and key == TIED_HEAD)]
+    missing = [key for key in missing if not (tied and key == model.HEAD)]
     if missing or unexpected:
         raise StudioError(
             f"the checkpoint does not fit this model (missing {missing[:3]}, "
@@ -133,7 +132,7 @@ def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
 def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
     GPT2LMHeadModel always has) written as zeros when the model has none."""
-    if cfg.arch == "llama":
+    if cfg.arch in ("llama", "bert"):  # the studio's names are Hugging Face's
         return dict(weights)
     renamed = {name: tensor.t().contiguous() if name.endswith(CONV1D) else tensor for name, tensor in weights.items()}
     if not cfg.bias:

@@ -15,7 +15,7 @@ from studio.model import build_model, param_groups
 from studio.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
-ARCHS = ("llama", "gpt2", "lstm", "rnn")
+ARCHS = ("llama", "gpt2", "lstm", "rnn", "bert")
 
 
 def tiny(arch: str, **changes) -> ModelConfig:
@@ -64,29 +64,28 @@ def test_backward_and_overfit_one_batch(arch):
 def test_tied_weights_are_one_tensor_and_survive_a_load_without_lm_head(arch):
     torch.manual_seed(0)
     model = build_model(tiny(arch))
-    embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    assert model.lm_head.weight is embedding.weight
+    embedding = model.input_embedding()
+    assert model.output_head().weight is embedding.weight
 
     torch.manual_seed(1)
     source = build_model(tiny(arch))
-    state = {k: v for k, v in source.state_dict().items() if k != "lm_head.weight"}  # what checkpoints store
+    state = {k: v for k, v in source.state_dict().items() if k != model.HEAD}  # what checkpoints store
     missing, unexpected = model.load_state_dict(state, strict=False)
-    assert missing == ["lm_head.weight"] and unexpected == []
-    assert model.lm_head.weight is embedding.weight
-    assert torch.equal(model.lm_head.weight, source.lm_head.weight)
+    assert missing == [model.HEAD] and unexpected == []
+    assert model.output_head().weight is embedding.weight
+    assert torch.equal(model.output_head().weight, source.output_head().weight)
     x, _ = batch()
     assert torch.equal(model(x)[0], source(x)[0])
 
     model.load_state_dict(state, strict=False, assign=True)  # replaces tensors: tie_weights() restores the tie
     model.tie_weights()
-    assert model.lm_head.weight is next(m for m in model.modules() if isinstance(m, torch.nn.Embedding)).weight
+    assert model.output_head().weight is model.input_embedding().weight
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_untied_head_is_its_own_tensor(arch):
     model = build_model(tiny(arch, tie_embeddings=False))
-    embedding = next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    assert model.lm_head.weight is not embedding.weight
+    assert model.output_head().weight is not model.input_embedding().weight
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -127,6 +127,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.top_k <= 0:
+        raise StudioError(f"--top-k must be positive, not {args.top_k}")
+    from studio.predict import load_masked_lm
+
+    masked_lm = load_masked_lm(args.target, args.checkpoint)
+    for text in args.text:
+        fills = masked_lm.fill(text, args.top_k)
+        print(text)
+        for number, candidates in enumerate(fills, start=1):
+            print(f"  [MASK] {number}: " + "  ".join(f"{token!r} {p:.1%}" for token, p in candidates))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     size = parse_size(args.max_shard_size)
     from studio.export import export_run
@@ -235,6 +249,7 @@ COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
     "generate": cmd_generate,
+    "predict": cmd_predict,
     "export": cmd_export,
     "runs": cmd_runs,
     "report": cmd_report,

@@ -90,6 +90,43 @@ class WindowStream:
         return Batch(x, y, x.numel())
 
 
+# ---- masked language modelling ------------------------------------------------------------------------------
+MASK_RATE, MASK_TOKEN_SHARE, RANDOM_TOKEN_SHARE = 0.15, 0.8, 0.1  # BERT's: of the chosen, 80% [MASK], 10% random
+
+
+def mask_tokens(
+    ids: torch.Tensor, generator: torch.Generator, mask_id: int, vocab_size: int, special_ids: list[int]
+) -> Batch:
+    """BERT's masking of ids (B, T): each token but the special ones is chosen with probability 15%; of those,
+    80% become [MASK], 10% a random token, 10% stay as they are. Targets are the chosen tokens' originals (the
+    loss is taken there only), IGNORE elsewhere. Every draw comes from `generator`, so a resume repeats it."""
+    chosen = (torch.rand(ids.shape, generator=generator) < MASK_RATE) & ~torch.isin(ids, torch.tensor(special_ids))
+    roll = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, ids.shape, generator=generator)
+    inputs = torch.where(chosen & (roll < MASK_TOKEN_SHARE), mask_id, ids)
+    swapped = chosen & (roll >= MASK_TOKEN_SHARE) & (roll < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE)
+    inputs = torch.where(swapped, random_ids, inputs)
+    return Batch(inputs, torch.where(chosen, ids, IGNORE), ids.numel())
+
+
+class MaskedWindowStream:
+    """An encoder's batches: random windows of the text framed as `[CLS] window [SEP]`, masked by mask_tokens."""
+
+    def __init__(self, tokens: TokenFile, batch_size: int, block_size: int, special: dict[str, int], vocab_size: int):
+        self.windows = WindowStream(tokens, batch_size, block_size - 2)  # room for [CLS] and [SEP]
+        self.special, self.vocab_size = special, vocab_size
+
+    def next(self, position: StreamPosition) -> Batch:
+        window = self.windows.next(position).x
+        frame = (
+            torch.full((window.size(0), 1), self.special["cls"]),
+            torch.full((window.size(0), 1), self.special["sep"]),
+        )
+        ids = torch.cat([frame[0], window, frame[1]], dim=1)
+        special = list(self.special.values())
+        return mask_tokens(ids, position.data_generator, self.special["mask"], self.vocab_size, special)
+
+
 # ---- examples ---------------------------------------------------------------------------------------------
 class ExampleFile:
     """One split of an example dataset: `<split>.bin` (ids), `<split>.mask` (1: learned), `<split>.idx` (the

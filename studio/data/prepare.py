@@ -36,7 +36,10 @@ from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.sources import ReadStats, Source, open_source
 from studio.data.tokenizer import (
+    ENCODER_TOKENS,
+    MASK,
     BpeEncoder,
+    add_encoder_tokens,
     encoder_for,
     load_tokenizer,
     tokenizer_hash,
@@ -118,11 +121,13 @@ def resolve_dataset(
     progress: Progress | None = None,
     pretrained: PretrainedTokenizer | None = None,
     context: int = 0,
+    encoder: bool = False,
 ) -> Dataset:
     """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached).
 
     With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer. `context`: the
-    model's, to which chat examples are truncated (or dropped)."""
+    model's, to which chat examples are truncated (or dropped). `encoder`: the tokenizer gets an encoder's
+    special tokens ([CLS], [SEP], [MASK], [PAD])."""
     if _is_dataset(data.source):
         dataset = open_dataset(data.source)
         if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
@@ -130,8 +135,13 @@ def resolve_dataset(
                 f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
                 "give its source text instead, to tokenize it with the model's tokenizer"
             )
+        if encoder and "special_ids" not in dataset.meta:
+            raise StudioError(
+                f"dataset {data.source!r} has no [MASK] token: an encoder needs its source prepared for it; "
+                "give the source text instead"
+            )
         return dataset
-    return prepare_dataset(data, progress=progress, pretrained=pretrained, context=context)
+    return prepare_dataset(data, progress=progress, pretrained=pretrained, context=context, encoder=encoder)
 
 
 def _is_dataset(name: str) -> bool:
@@ -146,6 +156,7 @@ def prepare_dataset(
     progress: Progress | None = None,
     pretrained: PretrainedTokenizer | None = None,
     context: int = 0,
+    encoder: bool = False,
 ) -> Dataset:
     """Clean, tokenize and store `data.source`; the same source and options again is a cache hit.
 
@@ -162,7 +173,9 @@ def prepare_dataset(
             f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
             "whose tokenizer and chat template they are rendered with"
         )
-    options = _options(data, source.kind, pretrained, row_format, context)
+    if encoder and row_format != "text":
+        raise StudioError(f"a BERT encoder learns from plain text, not {row_format} rows; give text or --format text")
+    options = _options(data, source.kind, pretrained, row_format, context) | ({"encoder": True} if encoder else {})
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
     key = hashlib.blake2b(
         json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
@@ -181,7 +194,7 @@ def prepare_dataset(
         "content_hash": fingerprint,
         "options": options,
     }
-    return _build(source, data, identity, progress, pretrained, row_format, context)
+    return _build(source, data, identity, progress, pretrained, row_format, context, encoder)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -250,6 +263,7 @@ def _build(
     pretrained: PretrainedTokenizer | None,
     row_format: str,
     context: int,
+    encoder: bool,
 ) -> Dataset:
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -259,7 +273,7 @@ def _build(
     temporary.mkdir()
     try:
         if row_format == "text":
-            meta = _write_dataset(temporary, source, data, identity, progress, pretrained)
+            meta = _write_dataset(temporary, source, data, identity, progress, pretrained, encoder)
         else:
             meta = _write_example_dataset(temporary, source, data, identity, progress, pretrained, row_format, context)
         (temporary / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -277,6 +291,7 @@ def _write_dataset(
     identity: dict[str, Any],
     progress: Progress,
     pretrained: PretrainedTokenizer | None,
+    encoder: bool,
 ) -> dict[str, Any]:
     """Run the passes, writing the dataset's files into `folder`; returns the meta (which _build writes last)."""
     corpus = scan(
@@ -289,6 +304,10 @@ def _write_dataset(
 
     progress("tokenizer", 0, 1)
     tokenizer = load_tokenizer(pretrained.path) if pretrained else _train_tokenizer(source, corpus, data)
+    if encoder and tokenizer.token_to_id(MASK) is None:
+        if pretrained:
+            raise StudioError("the tokenizer of --init-from has no [MASK]: a masked LM needs an encoder's tokenizer")
+        add_encoder_tokens(tokenizer)
     tokenizer.save(str(folder / "tokenizer.json"))
     progress("tokenizer", 1, 1)
 
@@ -318,6 +337,8 @@ def _write_dataset(
         "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if encoder:
+        meta["special_ids"] = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()}
     return meta
 
 

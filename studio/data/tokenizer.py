@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from studio.errors import StudioError
 
 EOT = "<|endoftext|>"  # ends every document
 UNK = "<|unk|>"  # character level only: a character the corpus did not have
+PAD, CLS, SEP, MASK = "[PAD]", "[CLS]", "[SEP]", "[MASK]"  # an encoder's: padding, start, end, the blank to fill
+ENCODER_TOKENS = {"pad": PAD, "cls": CLS, "sep": SEP, "mask": MASK}
 PIECE_CHARS = 1 << 16  # BPE: text goes to the Rust side in pieces of about this size, in parallel
 # BPE training's time and memory grow with the longest pre-token: a run without spaces longer than this (minified
 # code, base64, a corpus that is one 60 MB "word") is cut into pre-tokens of at most this many bytes.
@@ -62,6 +64,16 @@ def train_char(chars: Iterable[str]) -> Tokenizer:
     tokenizer.decoder = decoders.Fuse()
     tokenizer.add_special_tokens([EOT, UNK])
     return tokenizer
+
+
+def add_encoder_tokens(tokenizer: Tokenizer) -> None:
+    """An encoder's special tokens, and a post-processor that writes `[CLS] text [SEP]` (pairs: `[CLS] a [SEP] b
+    [SEP]`), so that encoding with special tokens, in the studio or in AutoTokenizer, frames the text as BERT's."""
+    tokenizer.add_special_tokens(list(ENCODER_TOKENS.values()))
+    cls, sep = tokenizer.token_to_id(CLS), tokenizer.token_to_id(SEP)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1", special_tokens=[(CLS, cls), (SEP, sep)]
+    )
 
 
 def load_tokenizer(path: Path, fix: str = "prepare the dataset again") -> Tokenizer:

@@ -1,8 +1,8 @@
 """The model zoo: `build_model(cfg)` and what the architectures share (init, loss, optimizer groups).
 
 One file per architecture: llama.py (the default), gpt2.py (nanoGPT / GPT-2 layout), recurrent.py (LSTM
-and RNN baselines), loaded when built. Sizes without building (for the studio, which has no torch) are in
-studio.sizes.
+and RNN baselines), bert.py (the masked-LM encoder), each loaded when built. Sizes without building (for the
+studio, which has no torch) are in studio.sizes.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ ARCHITECTURES = {  # cfg.arch -> (module, class)
     "gpt2": ("studio.model.gpt2", "GPT2"),
     "lstm": ("studio.model.recurrent", "RecurrentLM"),
     "rnn": ("studio.model.recurrent", "RecurrentLM"),
+    "bert": ("studio.model.bert", "Bert"),
 }
 
 # Output projections that write into the residual stream: GPT-2 scales their init by 1/sqrt(2·n_layer)

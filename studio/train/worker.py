@@ -23,12 +23,20 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from studio.config import flat_config
-from studio.data.batches import IGNORE, Batch, ExampleFile, ExampleStream, TokenFile, WindowStream
+from studio.data.batches import (
+    IGNORE,
+    Batch,
+    ExampleFile,
+    ExampleStream,
+    MaskedWindowStream,
+    TokenFile,
+    WindowStream,
+)
 from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
-from studio.data.tokenizer import load_tokenizer
+from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError, os_error_line
-from studio.generate import SamplingConfig, sample
+from studio.generate import SamplingConfig, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
 from studio.model import lm_loss_sum, param_groups
 from studio.run_folder.events import EventWriter
@@ -96,9 +104,14 @@ class Trainer:
         self._start_state(resumed_from)
 
     # ---- setup --------------------------------------------------------------------------------------
-    def _stream(self, split: str, shuffle: bool) -> WindowStream | ExampleStream:
-        """The split's batches: random windows of plain text, or the examples of chat and instruction data."""
+    def _stream(self, split: str, shuffle: bool) -> WindowStream | MaskedWindowStream | ExampleStream:
+        """The split's batches: random windows of plain text (masked for an encoder), or the examples of chat and
+        instruction data."""
         dataset, train = self.dataset, self.config.train
+        if self.config.model.encoder:
+            tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
+            special = {**dataset.meta["special_ids"], "eot": dataset.eot_id}
+            return MaskedWindowStream(tokens, train.batch_size, self.block_size, special, dataset.vocab_size)
         if not dataset.has_examples:
             return WindowStream(TokenFile(dataset.bin_path(split), dataset.dtype), train.batch_size, self.block_size)
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
@@ -321,6 +334,9 @@ class Trainer:
         self.model.eval()
         texts = []
         for prompt in train.sample_prompts:
+            if self.config.model.encoder:
+                texts.append(self.fill_sample(prompt))
+                continue
             text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
             encoded = self.tokenizer.encode(text, add_special_tokens=False).ids or [self.eot_id]
             ids = torch.tensor([encoded], device=self.accelerator.device)
@@ -329,6 +345,15 @@ class Trainer:
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
         self.report("sample", samples=texts)
+
+    def fill_sample(self, prompt: str) -> dict[str, str]:
+        """An encoder's sample: the top 5 fills of each [MASK] of the prompt (one is added at its end if it has
+        none)."""
+        text = prompt if MASK in prompt else prompt + MASK
+        mask_id = self.dataset.meta["special_ids"]["mask"]
+        with self.accelerator.autocast():
+            fills = fill_masks(self.model, self.tokenizer, text, mask_id, self.block_size)
+        return {"prompt": text, "text": " → " + fills_text(fills)}
 
     def report(self, kind: str, **fields: Any) -> None:
         """An event in events.jsonl (the source of truth) and, when asked, its numbers and samples in the trackers."""
