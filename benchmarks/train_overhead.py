@@ -67,7 +67,7 @@ def studio_loop(trainer: Trainer):
         result = trainer.train_step(log=False)
         trainer.state.step += 1
         trainer.poll_requests()
-        return result.loss_sum
+        return result.loss_sums[0]
 
     return step
 

@@ -1,6 +1,7 @@
-"""The resolved configuration of a run: model, data, training. Each field declared once; TOML in and out.
+"""The resolved configuration of a run: model, data, training, distillation. Each field declared once; TOML in
+and out.
 
-A run's `config.toml` holds one `[model]`, `[data]` and `[train]` section with exactly the fields below;
+A run's `config.toml` holds one `[model]`, `[data]`, `[train]` and `[distill]` section with exactly the fields below;
 presets are partial files of the same shape, and `--set section.key=value` edits one field. A field is
 declared once, with `setting()`: its type (a `Literal` names the allowed values), its default, its one-line
 help and its label. The CLI's options and `--help`, `presets --keys`, and the studio's form fields and their
@@ -196,11 +197,21 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    teacher: str = setting(
+        "", "learn from this model too: a run's name or a Hugging Face folder with the same vocabulary", "teacher"
+    )
+    alpha: float = setting(0.5, "the loss is alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy", "alpha")
+    temperature: float = setting(2.0, "T: both distributions are softened by it before the KL", "temperature")
+
+
+@dataclass
 class RunConfig:
     preset: str = "tiny"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     # ---- TOML in and out ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -254,7 +265,7 @@ class RunConfig:
         return getattr(getattr(self, section), name)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distill": DistillConfig}
 
 
 def _toml_value(value: Any) -> str:
@@ -470,6 +481,9 @@ def validate(config: RunConfig) -> None:
         _positive("train.lora_alpha", t.lora_alpha)
         if not 0.0 <= t.lora_dropout < 1.0:
             raise StudioError(f"train.lora_dropout must be in [0, 1), not {t.lora_dropout}")
+    if not 0.0 <= config.distill.alpha <= 1.0:
+        raise StudioError(f"distill.alpha must be in [0, 1], not {config.distill.alpha}")
+    _positive("distill.temperature", config.distill.temperature)
     if t.min_lr > t.lr:
         raise StudioError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

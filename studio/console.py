@@ -77,9 +77,18 @@ def print_method_sizes(config) -> None:
     sizes = method_sizes(config.model, train, run_facts(config))
     method = train.method if train.method == "full" else f"{train.method} rank {train.lora_rank}"
     targets = "|".join(train.lora_targets) or "every linear layer"
+    memory = sizes.memory["total"]
+    teacher = ""
+    if config.distill.teacher:  # frozen beside the student: its fp32 weights count, nothing else of it is kept
+        from studio.data.prepare import open_dataset
+        from studio.launch import resolve_teacher
+
+        params = resolve_teacher(config, open_dataset(config.data.dataset)).params
+        memory += 4 * params
+        teacher = f", with a teacher of {format_count(params)} parameters" if params else ", with a teacher"
     print(
         f"model: {format_count(sizes.total)} parameters, {format_count(sizes.trainable)} trainable ({method}"
-        f"{'' if train.method == 'full' else f' on {targets}'}); about {format_bytes(sizes.memory['total'])} "
+        f"{'' if train.method == 'full' else f' on {targets}'}){teacher}; about {format_bytes(memory)} "
         f"per process for batch {train.batch_size} × context {config.model.block_size}"
     )
 

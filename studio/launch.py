@@ -6,6 +6,7 @@ Torch-free (the studio launches runs too).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import RunConfig, validate
@@ -37,6 +38,8 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
         config.data, progress, pretrained, context=config.model.block_size, encoder=config.model.encoder
     )
     config.data.dataset = dataset.name
+    if config.distill.teacher:
+        config.distill.teacher = str(resolve_teacher(config, dataset).path)
     if config.model.vocab_size == 0:
         config.model.vocab_size = dataset.vocab_size
     elif config.model.vocab_size < dataset.vocab_size:
@@ -106,6 +109,54 @@ def check_method(config: RunConfig, facts: dict | None) -> None:
             f"train.lora_targets: {', '.join(unmatched)} matches no linear layer of this model; "
             f"its linear layers are {', '.join(available) or 'none'}"
         )
+
+
+@dataclass
+class Teacher:
+    path: Path  # a Hugging Face folder, or a studio run's checkpoint folder
+    params: int  # for the memory estimate: the teacher sits beside the student
+
+
+def resolve_teacher(config: RunConfig, dataset) -> Teacher:
+    """distill.teacher (a run or a Hugging Face folder), checked before launch: it predicts the same kind of
+    target as the student (next tokens, or masked ones) over the same vocabulary, token for token."""
+    from studio.data.prepare import open_dataset
+    from studio.data.tokenizer import load_tokenizer
+    from studio.hf_folder import read_hf_folder
+    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
+    from studio.sizes import param_count
+
+    name = config.distill.teacher
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        hf = read_hf_folder(folder.resolve())
+        teacher = Teacher(hf.path, hf.facts["params"])
+        tokenizer_file, encoder = hf.tokenizer_file, False
+    else:  # a run by name or folder, or (resolved before) one of its checkpoints
+        if (folder / WEIGHTS).is_file():
+            checkpoint, run_dir = folder, folder.parent.parent
+        else:
+            run_dir = run_or_folder(name)
+            checkpoint, _ = usable_checkpoint(run_dir)
+        teacher_config = trained_config(run_dir, checkpoint_metadata(checkpoint))
+        tokenizer_file = open_dataset(teacher_config.data.dataset).tokenizer_path
+        encoder = teacher_config.model.encoder
+        params = 0 if teacher_config.model.pretrained else param_count(teacher_config.model)
+        teacher = Teacher(checkpoint.resolve(), params)
+    if encoder != config.model.encoder:
+        kinds = {True: "a masked LM (encoder)", False: "a next-token LM"}
+        raise StudioError(
+            f"distill.teacher {name} is {kinds[encoder]}, the student {kinds[config.model.encoder]}: "
+            "a teacher must predict what its student learns"
+        )
+    theirs, ours = load_tokenizer(tokenizer_file).get_vocab(), load_tokenizer(dataset.tokenizer_path).get_vocab()
+    if theirs != ours:
+        raise StudioError(
+            f"distill.teacher {name} has another vocabulary than the student's data ({len(theirs):,} tokens against "
+            f"{len(ours):,}, or the same tokens under other ids); prepare the student's data with the teacher's "
+            "tokenizer: train on the teacher's dataset (--data DATASET), or start from the teacher (--init-from)"
+        )
+    return teacher
 
 
 def check_trackers(config: RunConfig) -> None:

@@ -196,6 +196,21 @@ def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
     return merged.requires_grad_(True)  # peft froze the base
 
 
+def teacher_module(source: Path) -> nn.Module:
+    """A distillation teacher, frozen and in eval mode, called the studio's way: a Hugging Face folder, or a studio
+    checkpoint (adapters merged)."""
+    from studio.run_folder.layout import checkpoint_metadata, trained_config
+
+    if (source / "config.json").is_file() or (source / ADAPTER_CONFIG).is_file():
+        hf_model = load_pretrained(source)
+        teacher = PretrainedLM(hf_model, model_context(hf_model) or 0)
+    else:
+        config = trained_config(source.parent.parent, checkpoint_metadata(source))
+        model = trained_model(source)
+        teacher = PretrainedLM(model, config.model.block_size) if config.model.pretrained else model
+    return teacher.eval().requires_grad_(False)
+
+
 def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
     """A studio model's start from another run's checkpoint: its weights, or its adapters merged into its base."""
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata

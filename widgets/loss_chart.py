@@ -19,6 +19,7 @@ from widgets.cached_plot import CachedPlot
 REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
+CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,18 @@ class Curve:
 def loss_curves(
     view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
 ) -> list[Curve]:
-    """A run's train loss as a line and validation loss as points (the compare screen draws several runs)."""
+    """A run's train loss as a line and validation loss as points (the compare screen draws several runs); a
+    distilled run adds the two parts of its loss: cross-entropy and the teacher's KL."""
     train, val = view.series["loss"], view.series["val_loss"]
-    return [
+    curves = [
         Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
+    for name, label, color in (("ce_loss", "ce", CE_COLOR), ("kd_loss", "kd", KD_COLOR)):
+        part = view.series[name]
+        if part.steps:
+            curves.append(Curve(f"{label_prefix}{label}", tuple(part.steps), tuple(part.values), color))
+    return curves
 
 
 def downsample(steps: tuple[int, ...], values: tuple[float, ...], buckets: int) -> tuple[list[int], list[float]]:

@@ -36,8 +36,14 @@ TRAIN_FLAGS = (
     "train.lora_rank",
     "train.lora_targets",
     "train.report_to",
+    "distill.teacher",
 )
-METAVARS = {"train.init_from": "DIR|RUN", "train.report_to": "TRACKER", "train.lora_targets": "LAYER"}
+METAVARS = {
+    "train.init_from": "DIR|RUN",
+    "train.report_to": "TRACKER",
+    "train.lora_targets": "LAYER",
+    "distill.teacher": "RUN|DIR",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,18 @@ def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
+def distill_loss_sum(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T²·KL(teacher ‖ student) of the distributions softened by T, summed over the positions that learn a target
+    (Hinton et al.: T² keeps the gradients' scale as T changes). In fp32, like the cross-entropy."""
+    learned = targets != IGNORE
+    vocab = min(student_logits.size(-1), teacher_logits.size(-1))  # a padded embedding's extra rows never occur
+    student = (student_logits[learned][:, :vocab].float() / temperature).log_softmax(-1)
+    teacher = (teacher_logits[learned][:, :vocab].float() / temperature).log_softmax(-1)
+    return temperature**2 * (teacher.exp() * (teacher - student)).sum()
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Optimizer groups, nanoGPT's rule: matrices and embeddings (dim >= 2) decay; norms and biases do not.
 

@@ -18,7 +18,18 @@ from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
 from studio.run_folder.status import run_status
 
-TRAIN_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen", "mfu", "mem_allocated", "mem_peak")
+TRAIN_METRICS = (
+    "loss",
+    "ce_loss",
+    "kd_loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_s",
+    "tokens_seen",
+    "mfu",
+    "mem_allocated",
+    "mem_peak",
+)
 EVAL_METRICS = ("val_loss",)
 RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 LOG_START_BYTES = 64 * 1024  # on open, the log is read from this far before its end: only the tail is shown

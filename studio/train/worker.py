@@ -38,7 +38,7 @@ from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
-from studio.model import lm_loss_sum, param_groups
+from studio.model import distill_loss_sum, lm_loss_sum, param_groups
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -52,7 +52,7 @@ from studio.run_folder.layout import (
     temporary_checkpoint_dir,
 )
 from studio.run_folder.lock import hold_lock_for_life
-from studio.run_model import build_run_model
+from studio.run_model import build_run_model, teacher_module
 from studio.sizes import flops_per_token
 from studio.train import checkpoint, stop_signal
 from studio.train.schedule import lr_at
@@ -96,6 +96,7 @@ class Trainer:
         self.model = self.run_model.module  # the plain module: checkpoints and samples use it
         self.optimizer = self._build_optimizer()
         resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
+        self.teacher = self._teacher()
         trained = torch.compile(self.model) if train.compile else self.model
         self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
         self.flops_per_token = self._flops_per_token()
@@ -119,6 +120,11 @@ class Trainer:
         return ExampleStream(
             examples, train.batch_size, self.block_size, self.config.data.packing, train.seed, self.rank, world, shuffle
         )
+
+    def _teacher(self) -> torch.nn.Module | None:
+        """distill.teacher (resolved at launch to a folder) on this process's device, frozen."""
+        teacher = self.config.distill.teacher
+        return teacher_module(Path(teacher)).to(self.accelerator.device) if teacher else None
 
     @property
     def block_size(self) -> int:
@@ -240,13 +246,13 @@ class Trainer:
         batches = [self.train_stream.next(self.state) for _ in range(train.grad_accum)]
         learned, tokens = self._global_counts(batches)
         scale = accelerator.num_processes / max(learned, 1)
-        loss_sum = torch.zeros((), device=accelerator.device)
+        sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
             with nullcontext() if last else accelerator.no_sync(self.trained_model):
-                batch_loss = self.loss_sum(batch.to(accelerator.device))
-                accelerator.backward(batch_loss * scale)
-            loss_sum += batch_loss.detach()
+                parts = self.loss_sums(batch.to(accelerator.device))
+                accelerator.backward(parts[0] * scale)
+            sums += parts.detach()
         grad_norm = None
         if train.grad_clip or log:
             norm = accelerator.clip_grad_norm_(self.run_model.inner.parameters(), train.grad_clip or math.inf)
@@ -254,13 +260,22 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         local_learned = sum(batch.supervised for batch in batches)
-        return StepResult(loss_sum, local_learned, tokens, grad_norm)
+        return StepResult(sums, local_learned, tokens, grad_norm)
 
-    def loss_sum(self, batch: Batch) -> torch.Tensor:
-        """The summed next-token loss of the targets a batch learns."""
+    def loss_sums(self, batch: Batch) -> torch.Tensor:
+        """The summed loss of the targets a batch learns, then its cross-entropy and distillation parts: with a
+        teacher, alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy, else the cross-entropy alone."""
         extra = {} if batch.positions is None else {"positions": batch.positions}
         logits, _ = self.trained_model(batch.x, **extra)
-        return lm_loss_sum(logits, batch.y)
+        cross_entropy = lm_loss_sum(logits, batch.y)
+        if self.teacher is None:
+            return torch.stack([cross_entropy, cross_entropy, torch.zeros_like(cross_entropy)])
+        distill = self.config.distill
+        with torch.no_grad():
+            teacher_logits, _ = self.teacher(batch.x, **extra)
+        divergence = distill_loss_sum(logits, teacher_logits, batch.y, distill.temperature)
+        loss = distill.alpha * divergence + (1 - distill.alpha) * cross_entropy
+        return torch.stack([loss, cross_entropy, divergence])
 
     def _global_counts(self, batches: list[Batch]) -> tuple[int, int]:
         """Targets learned and tokens read in a step, over every process (one small all-reduce when several)."""
@@ -273,9 +288,9 @@ class Trainer:
 
     # ---- reporting ----------------------------------------------------------------------------------
     def log_train(self, window: Window) -> None:
-        learned = torch.tensor(float(window.learned), device=self.accelerator.device)
-        sums = self.accelerator.reduce(torch.stack([window.loss_sum, learned]), "sum").tolist()
-        loss = sums[0] / max(sums[1], 1)
+        learned = torch.tensor([float(window.learned)], device=self.accelerator.device)
+        sums = self.accelerator.reduce(torch.cat([window.loss_sums, learned]), "sum").tolist()
+        loss, cross_entropy, divergence = (value / max(sums[3], 1) for value in sums[:3])
         tokens_per_s = window.tokens / max(window.seconds, 1e-9)
         fields = {
             "loss": round(loss, 6),
@@ -285,6 +300,8 @@ class Trainer:
             "tokens_seen": self.state.tokens_seen,
             "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None,
         }
+        if self.teacher is not None:
+            fields.update(ce_loss=round(cross_entropy, 6), kd_loss=round(divergence, 6))
         if self.accelerator.device.type == "cuda":
             device = self.accelerator.device
             fields.update(
@@ -404,7 +421,7 @@ class Trainer:
 
 @dataclass
 class StepResult:
-    loss_sum: torch.Tensor  # this process's summed loss over its learned targets
+    loss_sums: torch.Tensor  # this process's summed loss over its learned targets, and its two parts (loss_sums)
     learned: int  # this process's learned targets
     tokens: int  # tokens read by every process together
     grad_norm: float | None
@@ -414,14 +431,14 @@ class Window:
     """The steps since the last train event, added up for it."""
 
     def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device)  # kept on the device: read back only when logged
+        self.loss_sums = torch.zeros(3, device=device)  # kept on the device: read back only when logged
         self.learned = 0
         self.tokens = 0
         self.seconds = 0.0
         self.grad_norm: float | None = None
 
     def add(self, step: StepResult, seconds: float) -> None:
-        self.loss_sum += step.loss_sum
+        self.loss_sums += step.loss_sums
         self.learned += step.learned
         self.tokens += step.tokens
         self.seconds += seconds
