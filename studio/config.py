@@ -30,6 +30,7 @@ Precision = Literal["no", "bf16", "fp16"]
 Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
+Task = Literal["lm", "classify"]
 RECURRENT_ARCHS = ("lstm", "rnn")
 ENCODER_ARCHS = ("bert",)  # bidirectional, trained on the masked-LM objective
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
@@ -134,6 +135,10 @@ class DataConfig:
     packing: bool = setting(
         False, "chat data: pack short examples into full sequences (attention and loss stay within each)", "packing"
     )
+    label_field: str = setting("label", "classification: the JSON key holding each row's label", "label field")
+    text_pair_field: str = setting(
+        "", "classification: the JSON key of a second text, read as a pair with the first; empty: none", "pair field"
+    )
     glob: str = setting("**/*", "folders: which files to read", "folder files")
     min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
     max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")
@@ -178,6 +183,12 @@ class TrainConfig:
     )
     init_from: str = setting(
         "", "start from these weights: a local Hugging Face folder or a run's name; empty: from scratch", "init from"
+    )
+    task: Task = setting(
+        "lm",
+        "lm: the architecture's own objective (the next token; masked tokens for an encoder); classify: a label "
+        "per text, judged by accuracy, precision, recall and F1",
+        "task",
     )
     method: Method = setting(
         "full",

@@ -56,16 +56,21 @@ def dropped_text(meta: dict) -> str:
 
 
 def print_dataset_note(config) -> None:
-    """Before a launch on chat data: how many examples it has, and how many were cut or left out."""
+    """Before a launch on examples (chat, classification): how many, how many were cut or left out, the classes."""
     from studio.data.prepare import open_dataset
 
     dataset = open_dataset(config.data.dataset)
-    if dataset.has_examples:
-        examples = dataset.meta["examples"]
-        print(
-            f"data: {examples['train']:,} train + {examples['val']:,} val examples "
-            f"({dataset.meta['row_format']}){dropped_text(dataset.meta)}"
-        )
+    meta = dataset.meta
+    if not dataset.has_examples:
+        return
+    examples = meta["examples"]
+    kind = "classification rows" if meta.get("task") == "classify" else f"examples ({meta['row_format']})"
+    print(f"data: {examples['train']:,} train + {examples['val']:,} val {kind}{dropped_text(meta)}")
+    if meta.get("task") == "classify":
+        counts = meta["class_counts"]["train"]
+        print(f"classes: {', '.join(f'{label} {counts.get(str(label), 0):,}' for label in meta['labels'])}")
+    for warning in meta.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def print_method_sizes(config) -> None:

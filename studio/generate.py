@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 from studio.data.chat import ChatTemplate
 from studio.data.examples import dataset_chat_template
+from studio.data.labeled import encode_labeled
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
@@ -162,6 +163,20 @@ def fill_masks(
 def fills_text(fills: list[list[tuple[str, float]]]) -> str:
     """Fills as one line: per [MASK], its candidates with their probabilities; masks separated by |."""
     return " | ".join(" · ".join(f"{token!r} {p:.0%}" for token, p in candidates) for candidates in fills)
+
+
+# ---- a classifier's labels ----------------------------------------------------------------------------------
+@torch.inference_mode()
+def classify_text(
+    model: torch.nn.Module, tokenizer: Tokenizer, text: str, meta: dict, block_size: int, pair: str | None = None
+) -> list[tuple[str, float]]:
+    """Every label of a classification dataset's meta with its probability for text (and pair), likeliest first;
+    the text is encoded as the dataset's rows were."""
+    ids = encode_labeled(tokenizer, text, pair, meta["end_id"])[-block_size:]
+    device = next(model.parameters()).device
+    logits, _ = model(torch.tensor([ids], device=device), lengths=torch.tensor([len(ids)], device=device))
+    probabilities = logits[0].float().softmax(-1).tolist()
+    return sorted(zip(map(str, meta["labels"]), probabilities), key=lambda item: -item[1])
 
 
 # ---- text in, text out ----------------------------------------------------------------------------------

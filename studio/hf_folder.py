@@ -46,6 +46,7 @@ class HFFolder:
     eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
     bos_token: str
     chat_template: str | None  # the tokenizer's chat template; None for a base model without one
+    pad_token: str = ""  # the tokenizer's pad token, when it names one
 
     @property
     def model(self) -> ModelConfig:
@@ -75,6 +76,7 @@ class InitSource:
     chat_template: str | None
     bos_token: str = ""
     facts: dict[str, Any] | None = None  # a Hugging Face folder's (None for a studio run)
+    pad_token: str = ""
 
 
 # ---- torch-free -----------------------------------------------------------------------------------------
@@ -100,7 +102,9 @@ def read_hf_folder(folder: Path) -> HFFolder:
     _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), files)
     facts = folder_facts(base)
     bos = _token_text(tokenizer_config.get("bos_token")) or ""
-    return HFFolder(folder, base, facts, tokenizer_file, eot, bos, read_chat_template(tokenizer_file.parent))
+    pad = _token_text(tokenizer_config.get("pad_token")) or ""
+    template = read_chat_template(tokenizer_file.parent)
+    return HFFolder(folder, base, facts, tokenizer_file, eot, bos, template, pad)
 
 
 def folder_facts(folder: Path) -> dict[str, Any]:
@@ -253,7 +257,9 @@ def resolve_init(init_from: str) -> InitSource:
     folder = Path(init_from).expanduser()
     if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
         hf = read_hf_folder(folder.resolve())
-        return InitSource(hf.model, hf.tokenizer_file, hf.eot_token, hf.path, hf.chat_template, hf.bos_token, hf.facts)
+        return InitSource(
+            hf.model, hf.tokenizer_file, hf.eot_token, hf.path, hf.chat_template, hf.bos_token, hf.facts, hf.pad_token
+        )
     if not is_run(folder) and ("/" in init_from or init_from.startswith(".")):
         raise StudioError(
             f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or a run name"

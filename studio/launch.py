@@ -34,9 +34,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     check_hardware(config)
     check_trackers(config)
     pretrained = resolve_init_from(config)
-    dataset = resolve_dataset(
-        config.data, progress, pretrained, context=config.model.block_size, encoder=config.model.encoder
-    )
+    dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
     if config.distill.teacher:
         config.distill.teacher = str(resolve_teacher(config, dataset).path)
@@ -58,9 +56,14 @@ def prepare_data(config: RunConfig, name: str | None = None, progress: Callable[
     config = config.copy()
     validate(config)
     pretrained = resolve_init_from(config)
-    return prepare_dataset(
-        config.data, name, progress, pretrained, context=config.model.block_size, encoder=config.model.encoder
-    )
+    return prepare_dataset(config.data, name, progress, purpose(config, pretrained))
+
+
+def purpose(config: RunConfig, pretrained):
+    """What the run's dataset is prepared for: its model's tokenizer and context, an encoder, the task."""
+    from studio.data.prepare import Purpose
+
+    return Purpose(pretrained, config.model.block_size, config.model.encoder, config.train.task)
 
 
 def resolve_init_from(config: RunConfig):
@@ -81,7 +84,10 @@ def resolve_init_from(config: RunConfig):
     config.train.init_from = str(init.weights)
     validate(config)
     check_method(config, init.facts)
-    return PretrainedTokenizer(init.tokenizer_file, init.eot_token, init.chat_template, init.bos_token)
+    hf = init.facts is not None  # a Hugging Face tokenizer frames text as its model expects
+    return PretrainedTokenizer(
+        init.tokenizer_file, init.eot_token, init.chat_template, init.bos_token, init.pad_token, frames_text=hf
+    )
 
 
 def check_method(config: RunConfig, facts: dict | None) -> None:

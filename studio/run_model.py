@@ -31,6 +31,24 @@ from studio.run_folder.layout import short_reason
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 OUTPUT_HEADS = ("lm_head",)  # never adapted: the studio's head; transformers' is found by get_output_embeddings
+CLASSIFIER_HEADS = ("score", "classifier", "pooler")  # the studio's classifiers' new layers: trained whole, not adapted
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A classification run's classes (from its dataset) and what pads its rows."""
+
+    names: list
+    pad_id: int
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Labels:
+        from studio.data.prepare import open_dataset
+
+        meta = open_dataset(config.data.dataset).meta
+        return cls(
+            meta["labels"], meta["pad_id"]
+        )  # never adapted: the studio's head; transformers' is found by get_output_embeddings
 
 
 # ---- transformers' models, called the studio's way ------------------------------------------------------
@@ -140,34 +158,50 @@ def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
 
     `dequantized`: a QLoRA run's adapters on the full-precision base instead of the 4-bit one (the same names),
     for generation on any device and for export (adapters are never merged into 4-bit weights)."""
-    from studio.model import build_model
+    from studio.model import build_classifier, build_model
 
     if dequantized and config.train.method == "qlora":
         config = config.copy()
         config.train.method = "lora"
     train = config.train
+    labels = Labels.of(config) if train.task == "classify" else None
     if config.model.pretrained:
-        base = load_pretrained(Path(train.init_from), train.method == "qlora")
-        outputs = base.get_output_embeddings()
+        base = load_pretrained(Path(train.init_from), train.method == "qlora", labels)
+        outputs = base.get_output_embeddings() if labels is None else None
         heads = {name for name, module in base.named_modules() if module is outputs}
+    elif labels is not None:
+        base = build_classifier(config.model, len(labels.names))
+        if train.init_from:  # a studio run's checkpoint: its body, and its head when it classified these labels too
+            load_body(base, Path(train.init_from))
+        heads = set(CLASSIFIER_HEADS)
     else:
         base = build_model(config.model)
         if train.init_from:  # a studio run's checkpoint, resolved at launch
             load_run_weights(base, Path(train.init_from))
         heads = set(OUTPUT_HEADS)
     inner = base if train.method == "full" else add_adapters(base, config, heads)
-    module = PretrainedLM(inner, config.model.block_size) if config.model.pretrained else inner
+    if config.model.pretrained:
+        module = PretrainedLM(inner, config.model.block_size) if labels is None else PretrainedClassifier(inner)
+    else:
+        module = inner
     return RunModel(module, inner, adapters=train.method != "full", base_from_folder=bool(train.init_from))
 
 
-def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
-    """AutoModelForCausalLM from a local folder, in fp32 (the trainer's master weights), or 4-bit for QLoRA. A PEFT
-    adapter folder loads its (local) base with the adapter merged in."""
-    from transformers import AutoModelForCausalLM
+def load_pretrained(folder: Path, four_bit: bool = False, labels: Labels | None = None) -> nn.Module:
+    """AutoModelForCausalLM from a local folder (AutoModelForSequenceClassification with `labels`), in fp32 (the
+    trainer's master weights), or 4-bit for QLoRA. A PEFT adapter folder loads its (local) base with the adapter
+    merged in."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     options: dict = {"dtype": torch.float32}
+    auto = AutoModelForCausalLM
+    if labels is not None:  # a new head of these classes; pad_token_id tells decoders where each row ends
+        auto = AutoModelForSequenceClassification
+        names = [str(name) for name in labels.names]
+        options |= {"num_labels": len(names), "id2label": dict(enumerate(names)), "pad_token_id": labels.pad_id}
+        options["label2id"] = {name: index for index, name in enumerate(names)}
     if four_bit:
         from transformers import BitsAndBytesConfig
 
@@ -181,11 +215,14 @@ def load_pretrained(folder: Path, four_bit: bool = False) -> nn.Module:
             "dtype": torch.bfloat16,
         }
     if not (folder / "config.json").is_file() and not (folder / ADAPTER_CONFIG).is_file():
+        if labels is not None:
+            raise StudioError("classification starts from a Hugging Face folder or a studio model's run; export "
+                              "this run first (`llm-studio export`) and start from the folder")  # fmt: skip
         return trained_model(folder)  # a checkpoint of a run that adapted a Hugging Face model
     adapter = not (folder / "config.json").is_file()
     base = adapter_base(folder) if adapter else folder
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True, **options)
+        model = auto.from_pretrained(str(base), local_files_only=True, **options)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise StudioError(f"transformers cannot build the model in {base}: {short_reason(error)}") from None
     if not adapter:
@@ -209,6 +246,38 @@ def teacher_module(source: Path) -> nn.Module:
         model = trained_model(source)
         teacher = PretrainedLM(model, config.model.block_size) if config.model.pretrained else model
     return teacher.eval().requires_grad_(False)
+
+
+class PretrainedClassifier(nn.Module):
+    """A transformers sequence classifier (or the peft model around it) called the studio's way:
+    `model(ids, lengths=...) -> (logits (B, classes), None)`; rows are right-padded after their lengths."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
+        mask = None if lengths is None else (torch.arange(idx.size(1), device=idx.device) < lengths[:, None]).long()
+        return self.hf(input_ids=idx, attention_mask=mask).logits, None
+
+
+def load_body(classifier: nn.Module, checkpoint: Path) -> None:
+    """A studio classifier's start from a run: the weights it shares with that run's model (its body; its head
+    too when that run classified the same labels). Everything else of the classifier keeps its fresh init."""
+    from studio.run_folder.layout import checkpoint_metadata
+    from studio.weights import read_weights
+
+    if checkpoint_metadata(checkpoint).get("method", "full") != "full":
+        weights = trained_model(checkpoint).state_dict()
+    else:
+        weights, _ = read_weights(checkpoint)
+    try:
+        missing, _ = classifier.load_state_dict(weights, strict=False)  # the language-model head is left out
+    except RuntimeError as error:
+        raise StudioError(f"the run's weights do not fit this classifier ({short_reason(error)})") from None
+    body = [name for name in missing if not name.startswith(CLASSIFIER_HEADS) and ".pooler." not in name]
+    if body:
+        raise StudioError(f"the run's checkpoint lacks {body[:3]}: it is not a model of this architecture")
 
 
 def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
@@ -260,13 +329,16 @@ def add_adapters(base: nn.Module, config: RunConfig, heads: set[str]) -> nn.Modu
         )
     if train.method == "qlora":
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    classify = train.task == "classify"
+    task_type = ("SEQ_CLS" if classify else "CAUSAL_LM") if config.model.pretrained else None
     lora = LoraConfig(
         r=train.lora_rank,
         lora_alpha=train.lora_alpha,
         lora_dropout=train.lora_dropout,
         target_modules=targets,
         use_dora=train.method == "dora",
-        task_type="CAUSAL_LM" if config.model.pretrained else None,
+        task_type=task_type,
+        modules_to_save=[head for head in CLASSIFIER_HEADS if head in heads] if classify and not task_type else None,
         fan_in_fan_out=any(type(m).__name__ == "Conv1D" for m in base.modules()),
     )
     return get_peft_model(base, lora)

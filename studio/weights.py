@@ -24,6 +24,7 @@ from studio.run_folder.layout import (
     WEIGHTS,
     checkpoint_metadata,
     checkpoint_step,
+    counted,
     short_reason,
     trained_config,
     usable_checkpoint,
@@ -54,7 +55,7 @@ def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
     weights are read."""
     found, note = usable_checkpoint(run_dir, step)
     config = trained_config(run_dir, checkpoint_metadata(found))
-    if not config.model.pretrained and config.train.method == "full":  # else shapes are checked as they load
+    if counted(config):  # else shapes are checked as they load
         check_fit(config.model, found / WEIGHTS)
     weights, metadata = read_weights(found)
     return CheckpointRead(found, weights, metadata, config, note)

@@ -31,6 +31,7 @@ class Batch:
     y: torch.Tensor  # (B, T) target ids, IGNORE where nothing is learned
     tokens: int  # real tokens read (padding left out)
     positions: torch.Tensor | None = None  # (B, T) for packed rows: each example's positions from 0
+    lengths: torch.Tensor | None = None  # (B,) classification rows: each row's length (y is then a label per row)
 
     @property
     def supervised(self) -> int:
@@ -39,8 +40,16 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         x, y = (t.to(device, non_blocking=True) for t in (self.x, self.y))
-        positions = None if self.positions is None else self.positions.to(device, non_blocking=True)
-        return Batch(x, y, self.tokens, positions)
+        positions, lengths = (None if t is None else t.to(device, non_blocking=True) for t in self.extras())
+        return Batch(x, y, self.tokens, positions, lengths)
+
+    def extras(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.positions, self.lengths
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """What the model takes besides the ids: packed positions, or rows' lengths."""
+        extra = {"positions": self.positions, "lengths": self.lengths}
+        return {name: value for name, value in extra.items() if value is not None}
 
 
 class StreamPosition(Protocol):
@@ -129,13 +138,15 @@ class MaskedWindowStream:
 
 # ---- examples ---------------------------------------------------------------------------------------------
 class ExampleFile:
-    """One split of an example dataset: `<split>.bin` (ids), `<split>.mask` (1: learned), `<split>.idx` (the
-    int64 start of every example, and the end)."""
+    """One split of an example dataset: `<split>.bin` (ids), `<split>.idx` (the int64 start of every example, and
+    the end), and `<split>.mask` (1: learned) for chat examples or `<split>.labels` (int64) for labeled ones."""
 
     def __init__(self, bin_path: Path, dtype: str):
         self.ids = np.memmap(bin_path, dtype=dtype, mode="r")
-        self.mask = np.memmap(bin_path.with_suffix(".mask"), dtype=np.uint8, mode="r")
         self.offsets = np.fromfile(bin_path.with_suffix(".idx"), dtype=np.int64)
+        masks, labels = bin_path.with_suffix(".mask"), bin_path.with_suffix(".labels")
+        self.mask = np.memmap(masks, dtype=np.uint8, mode="r") if masks.is_file() else None
+        self.labels = np.fromfile(labels, dtype=np.int64) if labels.is_file() else None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -161,11 +172,13 @@ class ExampleStream:
         rank: int = 0,
         world_size: int = 1,
         shuffle: bool = True,
+        pad_id: int = 0,
     ):
         if len(examples) == 0:
             raise StudioError("the dataset has no examples in this split; add data or lower data.val_fraction")
         self.examples, self.batch_size, self.block_size, self.packing = examples, batch_size, block_size, packing
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.pad_id = pad_id  # labeled rows are padded with it
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, its permutation)
 
     def example_index(self, drawn: int) -> int:
@@ -180,6 +193,8 @@ class ExampleStream:
         return int(self._order[1][within])
 
     def next(self, position: StreamPosition) -> Batch:
+        if self.examples.labels is not None:
+            return self._labeled(position)
         rows: list[list[tuple[np.ndarray, np.ndarray]]] = []
         if not self.packing:
             for _ in range(self.batch_size):
@@ -197,6 +212,25 @@ class ExampleStream:
             rows[-1].append(pair)
             used += len(pair[0])
             position.examples_drawn += 1
+
+    def _labeled(self, position: StreamPosition) -> Batch:
+        """Classification rows: batch_size examples right-padded with pad_id, a label each, and their lengths."""
+        indices = []
+        for _ in range(self.batch_size):
+            indices.append(self.example_index(position.examples_drawn))
+            position.examples_drawn += 1
+        return labeled_batch(self.examples, indices, self.pad_id)
+
+
+def labeled_batch(examples: ExampleFile, indices: list[int], pad_id: int) -> Batch:
+    """The labeled examples at indices, right-padded with pad_id to the longest."""
+    rows = [examples.ids[examples.offsets[i] : examples.offsets[i + 1]].astype(np.int64) for i in indices]
+    x = np.full((len(rows), max(map(len, rows))), pad_id, dtype=np.int64)
+    for row, ids in enumerate(rows):
+        x[row, : len(ids)] = ids
+    lengths = torch.tensor([len(ids) for ids in rows])
+    labels = torch.from_numpy(examples.labels[indices].copy())
+    return Batch(torch.from_numpy(x), labels, int(lengths.sum()), lengths=lengths)
 
 
 def _padded(rows: list[list[tuple[np.ndarray, np.ndarray]]], length: int, packed: bool) -> Batch:

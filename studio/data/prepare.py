@@ -34,10 +34,13 @@ from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
+from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
 from studio.data.sources import ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
+    EOT,
     MASK,
+    PAD,
     BpeEncoder,
     add_encoder_tokens,
     encoder_for,
@@ -64,6 +67,18 @@ class PretrainedTokenizer:
     eot_token: str  # the token that ends every document (the model's eos token)
     chat_template: str | None = None  # the model's own; chat data falls back to the studio's default
     bos_token: str = ""  # what templates write as bos_token
+    pad_token: str = ""  # what pads its batches, when it names one
+    frames_text: bool = False  # a Hugging Face tokenizer: its post-processor adds what its model expects
+
+
+@dataclass(frozen=True)
+class Purpose:
+    """What a dataset is prepared for beyond the data options (each joins the cache key when it matters)."""
+
+    pretrained: PretrainedTokenizer | None = None  # fine-tuning: the model's tokenizer, not a new one
+    context: int = 0  # the model's context, which examples are cut to
+    encoder: bool = False  # an encoder's special tokens: [PAD] [CLS] [SEP] [MASK]
+    task: str = "lm"  # or "classify": rows of text and label
 
 
 @dataclass
@@ -116,20 +131,17 @@ def list_datasets() -> list[Dataset]:
     return [open_dataset(name) for name in names if _is_dataset(name)]
 
 
-def resolve_dataset(
-    data: DataConfig,
-    progress: Progress | None = None,
-    pretrained: PretrainedTokenizer | None = None,
-    context: int = 0,
-    encoder: bool = False,
-) -> Dataset:
-    """The dataset `data.source` names if it is a prepared one, else the source prepared (or cached).
-
-    With `pretrained`, a prepared dataset must have been tokenized by that very tokenizer. `context`: the
-    model's, to which chat examples are truncated (or dropped). `encoder`: the tokenizer gets an encoder's
-    special tokens ([CLS], [SEP], [MASK], [PAD])."""
+def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose: Purpose = Purpose()) -> Dataset:
+    """The dataset `data.source` names if it is a prepared one (of the purpose's kind, and with a pretrained
+    model, tokenized by that very tokenizer), else the source prepared (or cached)."""
+    pretrained, encoder = purpose.pretrained, purpose.encoder
     if _is_dataset(data.source):
         dataset = open_dataset(data.source)
+        if (dataset.meta.get("task", "lm") == "classify") != (purpose.task == "classify"):
+            raise StudioError(
+                f"dataset {data.source!r} was prepared for another task than train.task {purpose.task}; "
+                "give its source instead"
+            )
         if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
             raise StudioError(
                 f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
@@ -141,7 +153,7 @@ def resolve_dataset(
                 "give the source text instead"
             )
         return dataset
-    return prepare_dataset(data, progress=progress, pretrained=pretrained, context=context, encoder=encoder)
+    return prepare_dataset(data, progress=progress, purpose=purpose)
 
 
 def _is_dataset(name: str) -> bool:
@@ -151,29 +163,26 @@ def _is_dataset(name: str) -> bool:
 
 # ---- preparing ----------------------------------------------------------------------------------
 def prepare_dataset(
-    data: DataConfig,
-    name: str | None = None,
-    progress: Progress | None = None,
-    pretrained: PretrainedTokenizer | None = None,
-    context: int = 0,
-    encoder: bool = False,
+    data: DataConfig, name: str | None = None, progress: Progress | None = None, purpose: Purpose = Purpose()
 ) -> Dataset:
     """Clean, tokenize and store `data.source`; the same source and options again is a cache hit.
 
-    `pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
+    `purpose.pretrained`: encode with this tokenizer instead of training one (data.tokenizer and data.vocab_size
     are then ignored; the tokenizer's hash and end-of-text token join the cache key). Chat and instruction
-    rows (studio.data.examples) need it, and the `context` their examples are cut to."""
+    rows (studio.data.examples) need it, and the `context` their examples are cut to. Classification rows
+    (`purpose.task`, studio.data.labeled) are text and label."""
     progress = progress or _no_progress
+    pretrained, context, encoder = purpose.pretrained, purpose.context, purpose.encoder
     if name is not None:
         check_name(name, "dataset")
     source = open_source(data.source, data)
-    row_format = source_format(source, data)
-    if row_format != "text" and pretrained is None:
+    row_format = "labeled" if purpose.task == "classify" else source_format(source, data)
+    if row_format not in ("text", "labeled") and pretrained is None:
         raise StudioError(
             f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
             "whose tokenizer and chat template they are rendered with"
         )
-    if encoder and row_format != "text":
+    if encoder and row_format not in ("text", "labeled"):
         raise StudioError(f"a BERT encoder learns from plain text, not {row_format} rows; give text or --format text")
     options = _options(data, source.kind, pretrained, row_format, context) | ({"encoder": True} if encoder else {})
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
@@ -194,7 +203,7 @@ def prepare_dataset(
         "content_hash": fingerprint,
         "options": options,
     }
-    return _build(source, data, identity, progress, pretrained, row_format, context, encoder)
+    return _build(source, data, identity, progress, purpose, row_format)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -207,9 +216,14 @@ def _options(
     """The options that shape the result; the others would only make needless cache misses."""
     options = dataclasses.asdict(data)
     del options["source"], options["packing"], options["format"]  # packing shapes batches, not the files
-    if row_format == "text":
+    if row_format != "labeled":
+        del options["label_field"], options["text_pair_field"]
+    if row_format in ("text", "labeled"):
         del options["supervise_all"], options["overlong"]
-    else:
+    if row_format == "labeled":
+        del options["min_chars"], options["max_chars"], options["dedup"]
+        options |= {"row_format": row_format, "context": context}
+    elif row_format != "text":
         del options["min_chars"], options["max_chars"]
         template = chat_template_for(pretrained.chat_template if pretrained else None)
         options |= {"row_format": row_format, "context": context, "chat_template": _short_hash(template)}
@@ -256,14 +270,7 @@ def _free_name(name: str, key: str) -> str:
 
 
 def _build(
-    source: Source,
-    data: DataConfig,
-    identity: dict[str, Any],
-    progress: Progress,
-    pretrained: PretrainedTokenizer | None,
-    row_format: str,
-    context: int,
-    encoder: bool,
+    source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose, row_format: str
 ) -> Dataset:
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -273,9 +280,13 @@ def _build(
     temporary.mkdir()
     try:
         if row_format == "text":
-            meta = _write_dataset(temporary, source, data, identity, progress, pretrained, encoder)
+            meta = _write_dataset(temporary, source, data, identity, progress, purpose.pretrained, purpose.encoder)
+        elif row_format == "labeled":
+            meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose)
         else:
-            meta = _write_example_dataset(temporary, source, data, identity, progress, pretrained, row_format, context)
+            meta = _write_example_dataset(
+                temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
+            )
         (temporary / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
     except BaseException:
@@ -340,6 +351,83 @@ def _write_dataset(
     if encoder:
         meta["special_ids"] = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()}
     return meta
+
+
+def _write_labeled_dataset(
+    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
+) -> dict[str, Any]:
+    """Classification rows (studio.data.labeled): ids, offsets and labels per split; returns the meta."""
+    stats = ReadStats()
+    progress("scan", 0, 1)
+    read = read_labeled_rows(source, data, stats)
+    labels = label_names(read.rows, source.location)
+    train_rows, val_rows = split_rows(read.rows, labels, data.val_fraction)
+    if not train_rows or not val_rows:
+        raise StudioError(
+            f"{source.location}: {len(train_rows)} training and {len(val_rows)} validation rows; each split needs "
+            "rows (check the rows' split fields, or data.val_fraction)"
+        )
+    texts = [text for row in read.rows for text in (row.text, row.pair) if text]
+    progress("tokenizer", 0, 1)
+    if purpose.pretrained:
+        tokenizer = load_tokenizer(purpose.pretrained.path)
+    elif data.tokenizer == "char":
+        tokenizer = train_char("".join(texts))
+    else:
+        tokenizer = train_bpe(texts, data.vocab_size, sum(map(len, texts)))
+    if purpose.encoder and tokenizer.token_to_id(MASK) is None:
+        add_encoder_tokens(tokenizer)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    eot = purpose.pretrained.eot_token if purpose.pretrained else EOT
+    eot_id = tokenizer.token_to_id(eot)
+    frames_itself = purpose.encoder or (purpose.pretrained is not None and purpose.pretrained.frames_text)
+    vocab_size = tokenizer.get_vocab_size()
+    progress("encode", 0, 1)
+    splits = {"train": train_rows, "val": val_rows}
+    facts = write_labeled(
+        folder, splits, labels, tokenizer, None if frames_itself else eot_id, purpose.context, token_dtype(vocab_size)
+    )
+    progress("encode", 1, 1)
+    missing = [str(label) for label in labels if str(label) not in facts["class_counts"]["val"]]
+    characters = sum(map(len, texts))
+    meta = (
+        identity
+        | facts
+        | {
+            "task": "classify",
+            "labels": labels,
+            "warnings": [f"no validation rows of class {', '.join(missing)}"] if missing else [],
+            "documents": {
+                "seen": len(read.rows) + read.skipped,
+                "kept": len(read.rows),
+                "dropped": {"no_label": read.skipped},
+            },
+            "files_read": stats.files_read,
+            "binary_files_skipped": 0,
+            "characters": characters,
+            "bytes_replaced": stats.bytes_replaced,
+            "dtype": token_dtype(vocab_size),
+            "vocab_size": vocab_size,
+            "eot_id": eot_id,
+            "pad_id": _pad_id(tokenizer, purpose, eot_id),
+            "tokenizer_hash": tokenizer_hash(tokenizer),
+            "chars_per_token": round(characters / max(sum(facts["tokens"].values()), 1), 3),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    if purpose.encoder:
+        meta["special_ids"] = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()}
+    return meta
+
+
+def _pad_id(tokenizer: Tokenizer, purpose: Purpose, eot_id: int) -> int:
+    """What pads a batch of examples: an encoder's [PAD], a Hugging Face tokenizer's pad token, else end-of-text."""
+    if purpose.encoder:
+        return tokenizer.token_to_id(PAD)
+    pad = purpose.pretrained.pad_token if purpose.pretrained else ""
+    return tokenizer.token_to_id(pad) if pad and tokenizer.token_to_id(pad) is not None else eot_id
 
 
 def _write_example_dataset(

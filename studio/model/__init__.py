@@ -33,12 +33,38 @@ RESIDUAL_PROJECTIONS = ("o_proj.weight", "down_proj.weight", "c_proj.weight")
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model for cfg; cfg.vocab_size must be set (the dataset's)."""
+    module_name, class_name = _architecture(cfg)
+    return getattr(importlib.import_module(module_name), class_name)(cfg)
+
+
+def _architecture(cfg: ModelConfig) -> tuple[str, str]:
     if cfg.arch not in ARCHITECTURES:
         raise StudioError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, not {cfg.arch!r}")
     if cfg.vocab_size <= 0:
         raise StudioError("model.vocab_size is 0: set it to the prepared dataset's vocabulary before building")
-    module_name, class_name = ARCHITECTURES[cfg.arch]
-    return getattr(importlib.import_module(module_name), class_name)(cfg)
+    return ARCHITECTURES[cfg.arch]
+
+
+CLASSIFIERS = {  # cfg.arch -> the classifier class in the architecture's module
+    "llama": "LlamaClassifier",
+    "gpt2": "GPT2Classifier",
+    "lstm": "RecurrentClassifier",
+    "rnn": "RecurrentClassifier",
+    "bert": "BertClassifier",
+}
+
+
+def build_classifier(cfg: ModelConfig, num_labels: int) -> nn.Module:
+    """A freshly initialised text classifier of cfg's architecture with num_labels outputs."""
+    module_name, _ = _architecture(cfg)
+    return getattr(importlib.import_module(module_name), CLASSIFIERS[cfg.arch])(cfg, num_labels)
+
+
+def last_states(hidden: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """(B, C): each row's state at its last token (the end-of-text token written after its text)."""
+    if lengths is None:
+        return hidden[:, -1]
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1]
 
 
 def init_weights(model: nn.Module, n_layer: int) -> None:
@@ -61,8 +87,9 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The summed next-token cross-entropy of the learned targets (the trainer divides by the step's count)."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    """The summed cross-entropy of the learned targets, tokens or labels (the trainer divides by the step's count)."""
+    flat = logits.float().reshape(-1, logits.size(-1))  # (B·T, V) for tokens, (B, classes) for labels
+    return F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
 def distill_loss_sum(

@@ -150,3 +150,32 @@ class Bert(LanguageModel):
             x = layer(x, mask)
         logits = self.cls.predictions(x)
         return logits, None if targets is None else lm_loss(logits, targets)
+
+
+class BertClassifier(Bert):
+    """The encoder with BERT's pooler (dense + tanh on [CLS]) and a `classifier`, instead of the masked-LM head:
+    Hugging Face BertForSequenceClassification's layout."""
+
+    HEAD = ""  # no output head shares the embedding
+
+    def __init__(self, cfg: ModelConfig, num_labels: int):
+        super().__init__(cfg)
+        del self.cls
+        self.bert["pooler"] = nn.ModuleDict(dict(dense=nn.Linear(cfg.n_embd, cfg.n_embd)))
+        self.classifier = nn.Linear(cfg.n_embd, num_labels)
+        init_weights(self.bert.pooler, cfg.n_layer)
+        init_weights(self.classifier, cfg.n_layer)
+
+    def tie_weights(self) -> None:
+        pass
+
+    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
+        """Logits (B, num_labels) from [CLS]; rows shorter than the batch are padding after `lengths` tokens."""
+        mask = None
+        if lengths is not None:
+            mask = (torch.arange(idx.size(1), device=idx.device) < lengths[:, None])[:, None, None, :]
+        x = self.bert.embeddings(idx, None)
+        for layer in self.bert.encoder.layer:
+            x = layer(x, mask)
+        pooled = torch.tanh(self.bert.pooler.dense(x[:, 0]))
+        return self.classifier(pooled), None

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import init_weights, lm_loss
+from studio.model import init_weights, last_states, lm_loss
 from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend, packed_mask
 
@@ -108,3 +108,26 @@ class GPT2(LanguageModel):
             x = block(x, cache, start, mask)
         logits = self.lm_head(self.transformer.ln_f(x))
         return logits, None if targets is None else lm_loss(logits, targets)
+
+
+class GPT2Classifier(GPT2):
+    """The decoder with a `score` head on the final state of each row's last token, instead of the LM head: Hugging
+    Face GPT2ForSequenceClassification's layout."""
+
+    HEAD = ""  # no output head shares the embedding
+
+    def __init__(self, cfg: ModelConfig, num_labels: int):
+        super().__init__(cfg)
+        del self.lm_head
+        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
+        nn.init.normal_(self.score.weight, std=0.02)
+
+    def tie_weights(self) -> None:
+        pass
+
+    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
+        pos = torch.arange(idx.size(1), device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.score(last_states(self.transformer.ln_f(x), lengths)), None

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import init_weights, lm_loss
+from studio.model import init_weights, last_states, lm_loss
 from studio.model.base import LanguageModel
 from studio.model.kv_cache import KVCache, attend, packed_mask
 
@@ -166,3 +166,26 @@ class Llama(LanguageModel):
             x = block(x, cos, sin, cache, start, mask)
         logits = self.lm_head(self.model.norm(x))
         return logits, None if targets is None else lm_loss(logits, targets)
+
+
+class LlamaClassifier(Llama):
+    """The decoder with a `score` head on the final state of each row's last token, instead of the LM head: Hugging
+    Face LlamaForSequenceClassification's layout."""
+
+    HEAD = ""  # no output head shares the embedding
+
+    def __init__(self, cfg: ModelConfig, num_labels: int):
+        super().__init__(cfg)
+        del self.lm_head
+        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
+        nn.init.normal_(self.score.weight, std=0.02)
+
+    def tie_weights(self) -> None:
+        pass
+
+    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
+        cos, sin = rope_tables(idx.size(1), self.cfg.head_dim, self.cfg.rope_theta, idx.device)
+        x = self.model.embed_tokens(idx)
+        for block in self.model.layers:
+            x = block(x, cos, sin)
+        return self.score(last_states(self.model.norm(x), lengths)), None

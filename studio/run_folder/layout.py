@@ -180,12 +180,18 @@ def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False
         config = trained_config(run_dir, metadata)
     except (StudioError, ValueError, TypeError) as error:
         return f"the config it was trained with is unreadable ({short_reason(error)})"
-    if config.model.pretrained or config.train.method != "full":
-        return None  # the model is built from its base folder, not the checkpoint; loading checks every shape
+    if not counted(config):
+        return None  # the model is built from its base folder or its labels; loading checks every shape
     expected = param_count(config.model, config.model.vocab_size)
     if values != expected:
         return f"its weights hold {values:,} values where the model of its config has {expected:,}"
     return None
+
+
+def counted(config: RunConfig) -> bool:
+    """A studio language model trained fully: its checkpoint holds exactly the values `param_count` says (others
+    are built from a base folder, or with a classifier's head, and their loads check every name and shape)."""
+    return not config.model.pretrained and config.train.method == "full" and config.train.task == "lm"
 
 
 def usable_checkpoint(run_dir: Path, step: int | None = None, for_resume: bool = False) -> tuple[Path, str | None]:

@@ -31,13 +31,15 @@ from studio.data.batches import (
     MaskedWindowStream,
     TokenFile,
     WindowStream,
+    labeled_batch,
 )
 from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError, os_error_line
-from studio.generate import SamplingConfig, fill_masks, fills_text, sample
+from studio.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
+from studio.metrics import classification_metrics
 from studio.model import distill_loss_sum, lm_loss_sum, param_groups
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
@@ -47,6 +49,7 @@ from studio.run_folder.layout import (
     TRACKER_LOGS,
     WEIGHTS,
     checkpoint_step,
+    counted,
     find_checkpoint,
     read_config,
     temporary_checkpoint_dir,
@@ -116,9 +119,9 @@ class Trainer:
         if not dataset.has_examples:
             return WindowStream(TokenFile(dataset.bin_path(split), dataset.dtype), train.batch_size, self.block_size)
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
-        world = self.accelerator.num_processes
+        world, packing, pad_id = self.accelerator.num_processes, self.config.data.packing, dataset.meta.get("pad_id", 0)
         return ExampleStream(
-            examples, train.batch_size, self.block_size, self.config.data.packing, train.seed, self.rank, world, shuffle
+            examples, train.batch_size, self.block_size, packing, train.seed, self.rank, world, shuffle, pad_id
         )
 
     def _teacher(self) -> torch.nn.Module | None:
@@ -144,7 +147,7 @@ class Trainer:
         """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
         returns that checkpoint."""
         found = find_checkpoint(self.run_dir, step)
-        if not self.config.model.pretrained and not self.run_model.adapters:
+        if counted(self.config):
             check_fit(self.config.model, found / WEIGHTS)  # names, shapes and memory, before reading
         weights, _ = read_weights(found)
         self.run_model.load_state(weights)
@@ -265,7 +268,7 @@ class Trainer:
     def loss_sums(self, batch: Batch) -> torch.Tensor:
         """The summed loss of the targets a batch learns, then its cross-entropy and distillation parts: with a
         teacher, alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy, else the cross-entropy alone."""
-        extra = {} if batch.positions is None else {"positions": batch.positions}
+        extra = batch.model_inputs()
         logits, _ = self.trained_model(batch.x, **extra)
         cross_entropy = lm_loss_sum(logits, batch.y)
         if self.teacher is None:
@@ -314,8 +317,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> None:
         """Validation loss, perplexity and next-token accuracy over the learned targets of eval_steps fixed
-        batches per process (the same windows, or the first validation examples, every time)."""
+        batches per process (the same windows, or the first validation examples, every time); a classifier's
+        metrics over the whole validation split."""
         train = self.config.train
+        if train.task == "classify":
+            return self.evaluate_classifier()
         stream = self._stream("val", shuffle=False)
         position = TrainingState()
         position.data_generator.manual_seed(train.seed + 10_000 + self.rank)
@@ -339,6 +345,39 @@ class Trainer:
             val_acc=round(correct / count, 6),
         )
 
+    @torch.no_grad()
+    def evaluate_classifier(self) -> None:
+        """Loss, accuracy, macro precision, recall and F1, per-class F1 and the confusion matrix, over every
+        validation example (each process takes every world_size-th; one confusion matrix is reduced)."""
+        examples = ExampleFile(self.dataset.bin_path("val"), self.dataset.dtype)
+        classes, device = len(self.dataset.meta["labels"]), self.accelerator.device
+        confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
+        loss_sum = torch.zeros(1, device=device)
+        mine = list(range(self.rank, len(examples), self.accelerator.num_processes))
+        self.trained_model.eval()
+        for start in range(0, len(mine), self.config.train.batch_size):
+            batch = labeled_batch(
+                examples, mine[start : start + self.config.train.batch_size], self.dataset.meta["pad_id"]
+            )
+            batch = batch.to(device)
+            logits, _ = self.trained_model(batch.x, **batch.model_inputs())
+            loss_sum += lm_loss_sum(logits, batch.y)
+            confusion.index_put_((batch.y, logits.argmax(-1)), torch.ones_like(batch.y), accumulate=True)
+        self.trained_model.train()
+        loss_sum = self.accelerator.reduce(loss_sum, "sum").item()
+        matrix = self.accelerator.reduce(confusion, "sum").tolist()
+        metrics = classification_metrics(matrix)
+        self.report(
+            "eval",
+            val_loss=round(loss_sum / max(len(examples), 1), 6),
+            val_acc=round(metrics["accuracy"], 6),
+            val_precision=round(metrics["precision"], 6),
+            val_recall=round(metrics["recall"], 6),
+            val_f1=round(metrics["f1"], 6),
+            val_f1_per_class=[round(value, 6) for value in metrics["f1_per_class"]],
+            val_confusion=matrix,
+        )
+
     def write_samples(self) -> None:
         """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
         chat data each prompt is a user's turn, rendered with the chat template, and the sample is the answer."""
@@ -351,6 +390,9 @@ class Trainer:
         self.model.eval()
         texts = []
         for prompt in train.sample_prompts:
+            if train.task == "classify":
+                texts.append(self.label_sample(prompt))
+                continue
             if self.config.model.encoder:
                 texts.append(self.fill_sample(prompt))
                 continue
@@ -362,6 +404,12 @@ class Trainer:
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
         self.report("sample", samples=texts)
+
+    def label_sample(self, prompt: str) -> dict[str, str]:
+        """A classifier's sample: the prompt's most likely labels with their probabilities."""
+        with self.accelerator.autocast():
+            ranked = classify_text(self.model, self.tokenizer, prompt, self.dataset.meta, self.block_size)
+        return {"prompt": prompt, "text": " → " + " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])}
 
     def fill_sample(self, prompt: str) -> dict[str, str]:
         """An encoder's sample: the top 5 fills of each [MASK] of the prompt (one is added at its end if it has

@@ -1,0 +1,151 @@
+"""Rows of text and label to a classification dataset: token ids, where each example starts, and its label.
+
+    datasets_dir()/<name>/
+        train.bin, val.bin        the examples' token ids end to end (uint16 or uint32)
+        train.idx, val.idx        int64: the start of every example in the .bin, then the end
+        train.labels, val.labels  int64: each example's label, an index into meta.json's `labels`
+        tokenizer.json, meta.json
+
+A row is a JSON object with the text (`data.text_field`), optionally a second text read as a pair
+(`data.text_pair_field`), and the label (`data.label_field`, a string or a whole number). Rows whose label is
+missing or null are skipped and counted (refused with `data.strict`). The validation split is the rows' own
+`split` field where they have one, else a stratified holdout: the last val_fraction of each class.
+
+An encoder's text is framed by its tokenizer as `[CLS] text [SEP]` (pairs `[CLS] a [SEP] b [SEP]`), and the
+classifier reads [CLS]; a Hugging Face tokenizer adds what its model expects; a studio decoder or recurrent model
+reads the end-of-text token written after the text, where it has seen all of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from studio.config import DataConfig
+from studio.data.sources import ReadStats, Source, jsonl_records
+from studio.errors import StudioError
+
+VALIDATION_SPLITS = ("val", "validation", "dev", "test")
+
+
+@dataclass
+class LabeledRow:
+    text: str
+    pair: str | None
+    label: str | int
+    split: str | None  # "train", "val", or None: the holdout decides
+
+
+@dataclass
+class LabeledRows:
+    rows: list[LabeledRow] = field(default_factory=list)
+    skipped: int = 0  # rows without a label
+
+
+def read_labeled_rows(source: Source, data: DataConfig, stats: ReadStats) -> LabeledRows:
+    """Every row with a label; a row without its text is an error naming it, one without a label is skipped."""
+    found = LabeledRows()
+    for file in source.files:
+        if not file.jsonl:
+            raise StudioError(f"{file.path}: classification rows are .jsonl objects with a text and a label")
+        stats.files_read += 1
+        for record, where in jsonl_records(file.path, data.strict, stats):
+            label = record.get(data.label_field)
+            if label is None:
+                if data.strict:
+                    raise StudioError(f"{where} has no {data.label_field!r}; label it, or drop --strict to skip it")
+                found.skipped += 1
+                continue
+            if isinstance(label, bool) or not isinstance(label, str | int):
+                raise StudioError(f"{where}: the label {label!r} is not a string or a whole number; fix the row")
+            text = _text(record, data.text_field, where, "--text-field")
+            pair = _text(record, data.text_pair_field, where, "--text-pair-field") if data.text_pair_field else None
+            split = record.get("split")
+            split = None if split is None else ("val" if str(split).lower() in VALIDATION_SPLITS else "train")
+            found.rows.append(LabeledRow(text, pair, label, split))
+    return found
+
+
+def _text(record: dict, key: str, where: str, flag: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, str):
+        fields = ", ".join(record) or "none"
+        raise StudioError(f"{where} has no text under {key!r} (its fields: {fields}); name the field with {flag}")
+    return value
+
+
+def label_names(rows: list[LabeledRow], where: str) -> list[str | int]:
+    """The classes, in order (numbers by value, names alphabetically); at least two."""
+    names = {row.label for row in rows}
+    if all(isinstance(name, int) for name in names):
+        ordered: list[str | int] = sorted(names)
+    else:
+        ordered = sorted({str(name) for name in names})
+    if len(ordered) < 2:
+        only = ordered[0] if ordered else "none"
+        raise StudioError(f"{where} has one class only ({only!r}); a classifier needs rows of at least two labels")
+    return ordered
+
+
+def split_rows(rows: list[LabeledRow], labels: list[str | int], val_fraction: float) -> tuple[list, list]:
+    """(train, val): the rows' own split fields where any row has one, else the last val_fraction of each class."""
+    if any(row.split for row in rows):
+        return [row for row in rows if row.split != "val"], [row for row in rows if row.split == "val"]
+    by_class: dict[str | int, list[LabeledRow]] = {label: [] for label in labels}
+    for row in rows:
+        by_class[_key(row.label, labels)].append(row)
+    held = set()
+    for members in by_class.values():
+        count = math.ceil(len(members) * val_fraction) if len(members) > 1 else 0
+        held.update(id(row) for row in members[len(members) - count :])
+    return [row for row in rows if id(row) not in held], [row for row in rows if id(row) in held]
+
+
+def _key(label: str | int, labels: list[str | int]) -> str | int:
+    return label if isinstance(labels[0], int) else str(label)
+
+
+def write_labeled(
+    folder: Path,
+    splits: dict[str, list[LabeledRow]],
+    labels: list[str | int],
+    tokenizer: Tokenizer,
+    end_id: int | None,
+    context: int,
+    dtype: str,
+) -> dict:
+    """Encode and write each split; returns the facts for meta.json. `end_id`: written after each text (a studio
+    decoder reads it); None: the tokenizer's post-processor frames the text itself."""
+    index = {label: position for position, label in enumerate(labels)}
+    truncated = 0
+    facts: dict = {"examples": {}, "tokens": {}, "class_counts": {}}
+    for split, rows in splits.items():
+        offsets, ids_file = [0], open(folder / f"{split}.bin", "wb")
+        with ids_file:
+            for row in rows:
+                ids = encode_labeled(tokenizer, row.text, row.pair, end_id)
+                if len(ids) > context:  # keep the token the classifier reads: the last (decoders) or the first
+                    ids = ids[: context - 1] + ids[-1:] if end_id is not None else ids[:context]
+                    truncated += 1
+                np.asarray(ids, dtype=dtype).tofile(ids_file)
+                offsets.append(offsets[-1] + len(ids))
+        np.asarray(offsets, dtype=np.int64).tofile(folder / f"{split}.idx")
+        np.asarray([index[_key(row.label, labels)] for row in rows], dtype=np.int64).tofile(folder / f"{split}.labels")
+        facts["examples"][split] = len(rows)
+        facts["tokens"][split] = offsets[-1]
+        facts["class_counts"][split] = dict(Counter(str(_key(row.label, labels)) for row in rows))
+    facts["truncated"] = truncated
+    facts["end_id"] = end_id
+    return facts
+
+
+def encode_labeled(tokenizer: Tokenizer, text: str, pair: str | None, end_id: int | None) -> list[int]:
+    """A text (and pair) as its classifier reads it: framed by the tokenizer itself, or followed by end_id."""
+    if end_id is None:
+        return tokenizer.encode(text, pair, add_special_tokens=True).ids
+    return tokenizer.encode(text if pair is None else f"{text}\n{pair}", add_special_tokens=False).ids + [end_id]
