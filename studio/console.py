@@ -112,6 +112,12 @@ def format_event(event: dict) -> str | None:
             f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
             f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
         )
+    if kind == "eval" and "val_f1" in event:  # a classifier's
+        return (
+            f"step {step:>6}  val_loss {number('val_loss', '.4f')}  val_acc {number('val_acc', '.1f', 100)}%  "
+            f"precision {number('val_precision', '.3f')}  recall {number('val_recall', '.3f')}  "
+            f"macro-F1 {number('val_f1', '.3f')}"
+        )
     if kind == "eval":
         return (
             f"step {step:>6}  val_loss {number('val_loss', '.4f')}  val_ppl {number('val_ppl', '.2f')}  "

@@ -26,14 +26,24 @@ from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
 from studio.errors import StudioError
 from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
-from studio.model import build_model
+from studio.model import build_classifier, build_model
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder
-from studio.run_model import build_run_model, load_pretrained
+from studio.run_model import Labels, build_run_model, load_pretrained
 from studio.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CLASSIFIER_CLASSES = {
+    "llama": "LlamaForSequenceClassification",
+    "gpt2": "GPT2ForSequenceClassification",
+    "bert": "BertForSequenceClassification",
+}
+AUTO_CLASSES = {
+    "causal": "AutoModelForCausalLM",
+    "masked": "AutoModelForMaskedLM",
+    "classify": "AutoModelForSequenceClassification",
+}
 TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
 HALF_TOLERANCE = 0.5  # the same, against the fp32 model, for a bf16/fp16 export (the rounding of every weight)
 
@@ -107,8 +117,7 @@ def write_native(
     files = write_weights(hf_weights, out, max_shard_size)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     eot_id = dataset.eot_id
-    special_ids = dataset.meta.get("special_ids", {})
-    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype, special_ids)})
+    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype, dataset.meta)})
     if recurrent:
         files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
         note = (
@@ -116,15 +125,17 @@ def write_native(
             "studio's names) and config.json, not loadable by AutoModelForCausalLM"
         )
         return files, None, note
-    if not model_cfg.encoder:  # an encoder fills masks: it generates nothing
+    if not model_cfg.encoder and config.train.task == "lm":  # encoders and classifiers generate nothing
         files += write_json(out, {"generation_config.json": generation_config(stop_ids(dataset), eot_id)})
     files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
     if not verify:
         return files, None, "not verified (asked not to)"
-    reference = build_model(model_cfg)
+    classify = config.train.task == "classify"
+    reference = build_classifier(model_cfg, len(dataset.meta["labels"])) if classify else build_model(model_cfg)
     rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
     load_weights(reference, rounded, model_cfg.tie_embeddings)
-    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id)
+    auto = "classify" if classify else ("masked" if model_cfg.encoder else "causal")
+    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id, auto)
     return files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
 
 
@@ -149,13 +160,15 @@ def write_pretrained(
         saved = run_model.inner
     else:
         saved = run_model.merged().to(DTYPES[dtype])
-        saved.generation_config = pretrained_generation_config(saved, dataset)
+        if config.train.task == "lm":
+            saved.generation_config = pretrained_generation_config(saved, dataset)
         saved.save_pretrained(str(out), max_shard_size=max_shard_size, safe_serialization=True)
     save_pretrained_tokenizer(Path(config.train.init_from), dataset, out)
     files = sorted(path.name for path in out.iterdir() if path.is_file() and path.name != MARKER)
     if not verify:
         return files, None, "not verified (asked not to)"
-    diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype)
+    labels = Labels.of(config) if config.train.task == "classify" else None
+    diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype, labels)
     what = "PeftModel.from_pretrained on the base" if adapter else "AutoModelForCausalLM"
     return files, diff, f"reloaded with {what} and checked on {len(prompts)} sample prompts"
 
@@ -189,18 +202,25 @@ def save_pretrained_tokenizer(init_from: Path, dataset: Dataset, out: Path) -> N
 
 
 def verify_pretrained(
-    out: Path, init_from: Path, adapter: bool, prompts: list[list[int]], reference: list[torch.Tensor], dtype: str
+    out: Path,
+    init_from: Path,
+    adapter: bool,
+    prompts: list[list[int]],
+    reference: list[torch.Tensor],
+    dtype: str,
+    labels: Labels | None,
 ) -> float:
     """The largest logit difference between the trained model and the export reloaded by transformers (and
     peft, for an adapter), over the prompts. A 16-bit export is compared with the tolerance of its rounding."""
-    from transformers import AutoModelForCausalLM
+    import transformers
 
     if adapter:
         from peft import PeftModel
 
-        reloaded = PeftModel.from_pretrained(load_pretrained(init_from), str(out))
+        reloaded = PeftModel.from_pretrained(load_pretrained(init_from, labels=labels), str(out))
     else:
-        reloaded = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32, local_files_only=True)
+        auto = getattr(transformers, AUTO_CLASSES["classify" if labels else "causal"])
+        reloaded = auto.from_pretrained(str(out), dtype=torch.float32, local_files_only=True)
     reloaded.eval()
     with torch.inference_mode():
         largest = max(
@@ -266,7 +286,22 @@ def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
     return list(documents)
 
 
-def model_config_json(config: RunConfig, eot_id: int, dtype: str, special_ids: dict[str, int]) -> dict[str, Any]:
+def model_config_json(config: RunConfig, eot_id: int, dtype: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """config.json of the model's transformers class (its sequence classifier, for a classification run)."""
+    document = _model_config_json(config, eot_id, dtype, meta.get("special_ids", {}))
+    if config.train.task == "classify" and config.model.arch in CLASSIFIER_CLASSES:
+        names = [str(label) for label in meta["labels"]]
+        document |= {
+            "architectures": [CLASSIFIER_CLASSES[config.model.arch]],
+            "num_labels": len(names),
+            "id2label": dict(enumerate(names)),
+            "label2id": {name: index for index, name in enumerate(names)},
+            "pad_token_id": meta["pad_id"],
+        }
+    return document
+
+
+def _model_config_json(config: RunConfig, eot_id: int, dtype: str, special_ids: dict[str, int]) -> dict[str, Any]:
     m = config.model
     common = {
         "vocab_size": m.vocab_size,
@@ -421,20 +456,22 @@ def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any],
 
 
 # ---- verification ----------------------------------------------------------------------------------------
-def verify_export(out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int) -> float:
+def verify_export(
+    out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int, auto: str = "causal"
+) -> float:
     """The largest logit difference between the studio's model and transformers' reload of `out`, over the
     prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    auto = AutoModelForMaskedLM if reference.cfg.encoder else AutoModelForCausalLM
-    hf_model, loading = auto.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
+    auto_class = getattr(transformers, AUTO_CLASSES[auto])
+    hf_model, loading = auto_class.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
     unloaded = loading["missing_keys"] or loading["unexpected_keys"]
     if unloaded:
         raise StudioError(f"export check failed: transformers did not load {sorted(unloaded)[:3]} from {out}")
     hf_model.eval()
-    hf_tokenizer = AutoTokenizer.from_pretrained(str(out))
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(str(out))
     largest = 0.0
     with torch.inference_mode():
         for prompt in prompts:

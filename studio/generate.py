@@ -172,7 +172,7 @@ def classify_text(
 ) -> list[tuple[str, float]]:
     """Every label of a classification dataset's meta with its probability for text (and pair), likeliest first;
     the text is encoded as the dataset's rows were."""
-    ids = encode_labeled(tokenizer, text, pair, meta["end_id"])[-block_size:]
+    ids = encode_labeled(tokenizer, text, pair, meta["framed"])[:block_size]
     device = next(model.parameters()).device
     logits, _ = model(torch.tensor([ids], device=device), lengths=torch.tensor([len(ids)], device=device))
     probabilities = logits[0].float().softmax(-1).tolist()

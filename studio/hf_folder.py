@@ -80,8 +80,9 @@ class InitSource:
 
 
 # ---- torch-free -----------------------------------------------------------------------------------------
-def read_hf_folder(folder: Path) -> HFFolder:
-    """Check a Hugging Face folder (or an adapter on a local base) and read what transformers builds from it."""
+def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
+    """Check a Hugging Face folder (or an adapter on a local base) and read what transformers builds from it (a
+    causal LM, or for task "classify" a sequence classifier)."""
     if not folder.is_dir():
         raise StudioError(f"{folder} is not a folder; give a local Hugging Face checkpoint folder or a run name")
     adapter = (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file()
@@ -100,29 +101,29 @@ def read_hf_folder(folder: Path) -> HFFolder:
     tokenizer_config = _tokenizer_config(tokenizer_file.parent)
     eot = _eot_token(folder, raw, tokenizer, tokenizer_config)
     _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), files)
-    facts = folder_facts(base)
+    facts = folder_facts(base, task)
     bos = _token_text(tokenizer_config.get("bos_token")) or ""
     pad = _token_text(tokenizer_config.get("pad_token")) or ""
     template = read_chat_template(tokenizer_file.parent)
     return HFFolder(folder, base, facts, tokenizer_file, eot, bos, template, pad)
 
 
-def folder_facts(folder: Path) -> dict[str, Any]:
+def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
     """studio.hf_inspect's facts about the model in `folder`, from a child process (torch stays out of this one);
     remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
-    key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns)
+    key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, task)
     if key not in _FACTS:
-        _FACTS[key] = _inspect(folder)
+        _FACTS[key] = _inspect(folder, task)
     return _FACTS[key]
 
 
-_FACTS: dict[tuple[str, int], dict[str, Any]] = {}
+_FACTS: dict[tuple[str, int, str], dict[str, Any]] = {}
 
 
 def remembered_facts(folder: Path) -> dict[str, Any] | None:
     """folder_facts' answer if this process has it already (the studio's panes never wait for a child process)."""
     try:
-        return _FACTS.get((str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns))
+        return _FACTS.get((str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, "lm"))
     except OSError:
         return None
 
@@ -132,12 +133,12 @@ def run_facts(config) -> dict[str, Any] | None:
     if not config.model.pretrained:
         return None
     root = pretrained_root(config)
-    return folder_facts(root if (root / "config.json").is_file() else adapter_base(root))
+    return folder_facts(root if (root / "config.json").is_file() else adapter_base(root), config.train.task)
 
 
-def _inspect(folder: Path) -> dict[str, Any]:
+def _inspect(folder: Path, task: str) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "studio.hf_inspect", str(folder)],
+        [sys.executable, "-m", "studio.hf_inspect", str(folder), "--task", task],
         capture_output=True,
         text=True,
         env=child_process_env(),
@@ -251,12 +252,12 @@ def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer, tokenizer_co
     )
 
 
-def resolve_init(init_from: str) -> InitSource:
+def resolve_init(init_from: str, task: str = "lm") -> InitSource:
     """`train.init_from`: a local Hugging Face folder, or a studio run (its latest checkpoint, config and
     tokenizer). Torch-free: reads JSON and safetensors headers, not weights. Nothing is downloaded."""
     folder = Path(init_from).expanduser()
     if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
-        hf = read_hf_folder(folder.resolve())
+        hf = read_hf_folder(folder.resolve(), task)
         return InitSource(
             hf.model, hf.tokenizer_file, hf.eot_token, hf.path, hf.chat_template, hf.bos_token, hf.facts, hf.pad_token
         )

@@ -1,4 +1,5 @@
-"""What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf_inspect DIR`.
+"""What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf_inspect DIR
+[--task classify]`.
 
 The launching process (the CLI, the studio) must not import torch or transformers, yet only transformers
 knows whether it can build a folder's model and what its layers are. So this small program builds the model
@@ -30,9 +31,10 @@ FIELDS = {  # a fact, and the config keys families spell it with
 }
 
 
-def inspect_folder(folder: Path) -> dict:
-    """The facts of the model in `folder`, built on the meta device; a StudioError when transformers cannot."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def inspect_folder(folder: Path, task: str = "lm") -> dict:
+    """The facts of the model in `folder` (a causal LM, or with task "classify" a sequence classifier), built on the
+    meta device; a StudioError when transformers cannot."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -40,15 +42,18 @@ def inspect_folder(folder: Path) -> dict:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise StudioError(f"{folder}: transformers does not know this model ({short_reason(error)})") from None
+    auto, what = AutoModelForCausalLM, "a causal language model"
+    if task == "classify":
+        auto, what = AutoModelForSequenceClassification, "a sequence classifier"
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
+            model = auto.from_config(config)
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise StudioError(
-            f"{folder}: transformers cannot build a causal language model from it ({short_reason(error)}); "
-            "give a decoder checkpoint (AutoModelForCausalLM)"
+            f"{folder}: transformers cannot build {what} from it ({short_reason(error)}); give a checkpoint "
+            f"{auto.__name__} can build"
         ) from None
-    check_weight_names(folder, model)
+    check_weight_names(folder, model, new=NEW_HEADS if task == "classify" else ())
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     facts = {name: _first(text_config, keys) for name, keys in FIELDS.items()}
     outputs = model.get_output_embeddings()
@@ -61,9 +66,13 @@ def inspect_folder(folder: Path) -> dict:
     }
 
 
-def check_weight_names(folder: Path, model: nn.Module) -> None:
-    """Every parameter of the model has a tensor in the folder's safetensors (a tied head shares its embedding's);
-    otherwise transformers would fill the gaps with random values, and training would start from noise."""
+NEW_HEADS = ("classifier", "score", "pooler")  # a sequence classifier's layers that a language model lacks
+
+
+def check_weight_names(folder: Path, model: nn.Module, new: tuple[str, ...] = ()) -> None:
+    """Every parameter of the model has a tensor in the folder's safetensors (a tied head shares its embedding's;
+    the `new` layers of a classifier start fresh); otherwise transformers would fill the gaps with random values,
+    and training would start from noise."""
     from safetensors import safe_open
 
     from studio.hf_folder import weight_files
@@ -73,7 +82,11 @@ def check_weight_names(folder: Path, model: nn.Module) -> None:
         with safe_open(str(path), framework="pt") as file:
             found.update(_unprefixed(name) for name in file.keys())
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
-    missing = [name for name, _ in model.named_parameters() if _unprefixed(name) not in found and name not in tied]
+    missing = [
+        name
+        for name, _ in model.named_parameters()
+        if _unprefixed(name) not in found and name not in tied and not any(part in new for part in name.split("."))
+    ]
     if missing:
         raise StudioError(
             f"{folder}: the weights lack {len(missing)} of the {type(model).__name__}'s tensors (e.g. {missing[0]}); "
@@ -109,7 +122,7 @@ def _linear_layers(model: nn.Module, outputs: nn.Module | None) -> list[list]:
 
 def main(argv: list[str]) -> int:
     try:
-        print(json.dumps(inspect_folder(Path(argv[0]))))
+        print(json.dumps(inspect_folder(Path(argv[0]), argv[argv.index("--task") + 1] if "--task" in argv else "lm")))
     except StudioError as error:
         print(error, file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def resolve_init_from(config: RunConfig):
     from studio.data.prepare import PretrainedTokenizer
     from studio.hf_folder import resolve_init
 
-    init = resolve_init(config.train.init_from)
+    init = resolve_init(config.train.init_from, config.train.task)
     context = config.model.block_size
     config.model = init.model
     if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own

@@ -1,12 +1,14 @@
-"""`llm-studio predict`: what an encoder makes of a text. A masked LM fills each [MASK] with its top-k tokens.
+"""`llm-studio predict`: what a model makes of a text. A classifier gives each label's probability; a masked LM
+fills each [MASK] with its top-k tokens.
 
-The model is a studio run of an encoder (its checkpoint, as training left it) or a Hugging Face folder that
-transformers' AutoModelForMaskedLM builds (an export, say); the text is framed as [CLS] text [SEP] by the
-tokenizer's own post-processor, as in training.
+The model is a studio run (its checkpoint, as training left it) or a Hugging Face folder that transformers'
+AutoModelForSequenceClassification or AutoModelForMaskedLM builds (an export, say); the text is encoded as in
+training (for an encoder, framed as [CLS] text [SEP] by the tokenizer's own post-processor).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +18,9 @@ from tokenizers import Tokenizer
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError
-from studio.generate import fill_masks
+from studio.generate import classify_text, fill_masks
 from studio.run_folder.layout import run_or_folder, short_reason
-from studio.run_model import build_run_model
+from studio.run_model import PretrainedClassifier, build_run_model
 from studio.weights import read_checkpoint
 
 
@@ -34,11 +36,35 @@ class MaskedLM:
         return fill_masks(self.model, self.tokenizer, text, self.mask_id, self.block_size, top_k)
 
 
-def load_masked_lm(target: str, step: int | None = None) -> MaskedLM:
+@dataclass
+class Classifier:
+    model: torch.nn.Module  # called as model(ids, lengths=...) -> (logits, ...)
+    tokenizer: Tokenizer
+    meta: dict  # labels, and whether the tokenizer frames texts (studio.data.labeled)
+    block_size: int
+    description: str
+
+    def classify(self, text: str, top_k: int) -> list[tuple[str, float]]:
+        return classify_text(self.model, self.tokenizer, text, self.meta, self.block_size)[:top_k]
+
+
+def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifier:
+    """A classifier or a masked LM: a run's checkpoint, or a Hugging Face folder."""
     folder = Path(target).expanduser()
     if (folder / "config.json").is_file():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or []):
+            return _load_classifier_folder(folder)
         return _load_folder(folder)
     read = read_checkpoint(run_or_folder(target), step)
+    if read.config.train.task == "classify":
+        run_model = build_run_model(read.config, dequantized=True)
+        run_model.load_state(read.weights)
+        dataset = open_dataset(read.config.data.dataset)
+        description = f"run {read.path.parent.parent.name}, step {read.step}"
+        tokenizer = load_tokenizer(dataset.tokenizer_path)
+        context = read.config.model.block_size
+        return Classifier(run_model.module.eval(), tokenizer, dataset.meta, context, description)
     if not read.config.model.encoder:
         raise StudioError(
             f"run {read.path.parent.parent.name} is a {read.config.model.arch} language model, not an encoder: "
@@ -66,6 +92,17 @@ class _LogitsOf(torch.nn.Module):
 
     def forward(self, idx: torch.Tensor):
         return self.hf(input_ids=idx).logits, None
+
+
+def _load_classifier_folder(folder: Path) -> Classifier:
+    from transformers import AutoModelForSequenceClassification
+
+    hf_model = AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True).eval()
+    tokenizer = load_tokenizer(folder / "tokenizer.json", fix="save the tokenizer there with save_pretrained")
+    labels = [hf_model.config.id2label[index] for index in range(hf_model.config.num_labels)]
+    context = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions", 512)
+    model = PretrainedClassifier(hf_model)
+    return Classifier(model, tokenizer, {"labels": labels, "framed": True}, context, str(folder))
 
 
 def _load_folder(folder: Path) -> MaskedLM:

@@ -130,11 +130,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise StudioError(f"--top-k must be positive, not {args.top_k}")
-    from studio.predict import load_masked_lm
+    from studio.predict import Classifier, load_predictor
 
-    masked_lm = load_masked_lm(args.target, args.checkpoint)
+    predictor = load_predictor(args.target, args.checkpoint)
     for text in args.text:
-        fills = masked_lm.fill(text, args.top_k)
+        if isinstance(predictor, Classifier):
+            ranked = predictor.classify(text, args.top_k)
+            print(f"{text}\n  " + "  ".join(f"{label} {p:.1%}" for label, p in ranked))
+            continue
+        fills = predictor.fill(text, args.top_k)
         print(text)
         for number, candidates in enumerate(fills, start=1):
             print(f"  [MASK] {number}: " + "  ".join(f"{token!r} {p:.1%}" for token, p in candidates))

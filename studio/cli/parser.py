@@ -95,11 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: on for runs trained on chat data and folders with a template)",
     )
 
-    predict = command("predict", "what an encoder makes of a text: the top fills of each [MASK]")
-    predict.add_argument("target", metavar="RUN|DIR", help="an encoder run, or a Hugging Face masked-LM folder")
-    predict.add_argument("--text", action="append", required=True, help="repeatable: a text with [MASK]s to fill")
+    predict = command("predict", "a classifier's labels for a text, or an encoder's top fills of each [MASK]")
+    predict.add_argument("target", metavar="RUN|DIR", help="a classifier or encoder run, or such a Hugging Face folder")
+    predict.add_argument("--text", action="append", required=True, help="repeatable: a text (with [MASK]s to fill)")
     predict.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
-    predict.add_argument("--top-k", type=int, default=5, help="candidates per [MASK]")
+    predict.add_argument("--top-k", type=int, default=5, help="labels, or candidates per [MASK]")
 
     export = command("export", "write a checkpoint as a Hugging Face folder")
     export.add_argument("run")

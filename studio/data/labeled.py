@@ -13,7 +13,8 @@ missing or null are skipped and counted (refused with `data.strict`). The valida
 
 An encoder's text is framed by its tokenizer as `[CLS] text [SEP]` (pairs `[CLS] a [SEP] b [SEP]`), and the
 classifier reads [CLS]; a Hugging Face tokenizer adds what its model expects; a studio decoder or recurrent model
-reads the end-of-text token written after the text, where it has seen all of it.
+reads its state at the text's last token, where it has seen all of it (as Hugging Face's decoder classifiers do,
+at the last token that is not padding).
 """
 
 from __future__ import annotations
@@ -115,12 +116,12 @@ def write_labeled(
     splits: dict[str, list[LabeledRow]],
     labels: list[str | int],
     tokenizer: Tokenizer,
-    end_id: int | None,
+    framed: bool,
     context: int,
     dtype: str,
 ) -> dict:
-    """Encode and write each split; returns the facts for meta.json. `end_id`: written after each text (a studio
-    decoder reads it); None: the tokenizer's post-processor frames the text itself."""
+    """Encode and write each split, cut to the context; returns the facts for meta.json. `framed`: the tokenizer's
+    post-processor adds the model's special tokens ([CLS] ... [SEP], a BOS)."""
     index = {label: position for position, label in enumerate(labels)}
     truncated = 0
     facts: dict = {"examples": {}, "tokens": {}, "class_counts": {}}
@@ -128,9 +129,9 @@ def write_labeled(
         offsets, ids_file = [0], open(folder / f"{split}.bin", "wb")
         with ids_file:
             for row in rows:
-                ids = encode_labeled(tokenizer, row.text, row.pair, end_id)
-                if len(ids) > context:  # keep the token the classifier reads: the last (decoders) or the first
-                    ids = ids[: context - 1] + ids[-1:] if end_id is not None else ids[:context]
+                ids = encode_labeled(tokenizer, row.text, row.pair, framed)
+                if len(ids) > context:
+                    ids = ids[:context]
                     truncated += 1
                 np.asarray(ids, dtype=dtype).tofile(ids_file)
                 offsets.append(offsets[-1] + len(ids))
@@ -140,12 +141,13 @@ def write_labeled(
         facts["tokens"][split] = offsets[-1]
         facts["class_counts"][split] = dict(Counter(str(_key(row.label, labels)) for row in rows))
     facts["truncated"] = truncated
-    facts["end_id"] = end_id
+    facts["framed"] = framed
     return facts
 
 
-def encode_labeled(tokenizer: Tokenizer, text: str, pair: str | None, end_id: int | None) -> list[int]:
-    """A text (and pair) as its classifier reads it: framed by the tokenizer itself, or followed by end_id."""
-    if end_id is None:
+def encode_labeled(tokenizer: Tokenizer, text: str, pair: str | None, framed: bool) -> list[int]:
+    """A text (and pair) as its classifier reads it: framed by the tokenizer's special tokens, or as it is (a
+    studio decoder's pair joined by a line break)."""
+    if framed:
         return tokenizer.encode(text, pair, add_special_tokens=True).ids
-    return tokenizer.encode(text if pair is None else f"{text}\n{pair}", add_special_tokens=False).ids + [end_id]
+    return tokenizer.encode(text if pair is None else f"{text}\n{pair}", add_special_tokens=False).ids

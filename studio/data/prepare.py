@@ -382,13 +382,11 @@ def _write_labeled_dataset(
     tokenizer.save(str(folder / "tokenizer.json"))
     eot = purpose.pretrained.eot_token if purpose.pretrained else EOT
     eot_id = tokenizer.token_to_id(eot)
-    frames_itself = purpose.encoder or (purpose.pretrained is not None and purpose.pretrained.frames_text)
+    framed = purpose.encoder or (purpose.pretrained is not None and purpose.pretrained.frames_text)
     vocab_size = tokenizer.get_vocab_size()
     progress("encode", 0, 1)
     splits = {"train": train_rows, "val": val_rows}
-    facts = write_labeled(
-        folder, splits, labels, tokenizer, None if frames_itself else eot_id, purpose.context, token_dtype(vocab_size)
-    )
+    facts = write_labeled(folder, splits, labels, tokenizer, framed, purpose.context, token_dtype(vocab_size))
     progress("encode", 1, 1)
     missing = [str(label) for label in labels if str(label) not in facts["class_counts"]["val"]]
     characters = sum(map(len, texts))
