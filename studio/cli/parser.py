@@ -22,11 +22,14 @@ DATA_FLAGS = (
     "data.val_fraction",
     "data.text_field",
     "data.format",
+    "data.label_field",
+    "data.text_pair_field",
     "data.glob",
     "data.strict",
 )
 PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model's tokenizer, template and context
 TRAIN_FLAGS = (
+    "train.task",
     "train.max_steps",
     "train.num_processes",
     "train.mixed_precision",

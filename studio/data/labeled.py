@@ -82,6 +82,10 @@ def _text(record: dict, key: str, where: str, flag: str) -> str:
 
 def label_names(rows: list[LabeledRow], where: str) -> list[str | int]:
     """The classes, in order (numbers by value, names alphabetically); at least two."""
+    if not rows:
+        raise StudioError(
+            f"{where}: no row has a label; classification rows need one (name its field with --label-field)"
+        )
     names = {row.label for row in rows}
     if all(isinstance(name, int) for name in names):
         ordered: list[str | int] = sorted(names)

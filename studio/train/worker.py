@@ -112,7 +112,7 @@ class Trainer:
         """The split's batches: random windows of plain text (masked for an encoder), or the examples of chat and
         instruction data."""
         dataset, train = self.dataset, self.config.train
-        if self.config.model.encoder:
+        if self.config.model.encoder and train.task == "lm":
             tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
             special = {**dataset.meta["special_ids"], "eot": dataset.eot_id}
             return MaskedWindowStream(tokens, train.batch_size, self.block_size, special, dataset.vocab_size)

@@ -1,0 +1,217 @@
+"""Text classification: labeled rows, classifiers started from every kind of model (an encoder run, a decoder run,
+an LSTM run, Hugging Face BERT and Llama folders, or from scratch) reaching high accuracy on a generated task, the
+metrics against scikit-learn, export to a sequence-classification class, predict, and bad labels in one line."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.cli.main import main
+from studio.config import RunConfig, set_field
+from studio.metrics import classification_metrics, confusion_matrix
+from studio.run_folder.layout import EVENTS, run_path
+from tests.hf_models import make_hf_model
+from tests.test_adapt import train_in_process
+
+transformers = pytest.importorskip("transformers")
+
+POSITIVE, NEGATIVE = ["good", "great", "fine", "happy", "nice"], ["bad", "awful", "sad", "poor", "ugly"]
+FILLER = ["the", "a", "day", "it", "was", "so", "and"]
+
+
+def sentiment_rows(count: int = 300, seed: int = 0) -> list[dict]:
+    """A generated task: three sentiment words among filler words, labelled by the sentiment."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.choice(["pos", "neg"])
+        words = [rng.choice(POSITIVE if label == "pos" else NEGATIVE) for _ in range(3)]
+        words += [rng.choice(FILLER) for _ in range(4)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def classify_config(data: Path, init_from: str = "", changes: dict | None = None) -> RunConfig:
+    config = RunConfig()
+    settings = {
+        "data.source": str(data),
+        "data.tokenizer": "char",
+        "data.val_fraction": 0.2,
+        "train.task": "classify",
+        "train.init_from": init_from,
+        "train.max_steps": 150,
+        "train.batch_size": 16,
+        "train.lr": 3e-3,
+        "train.warmup_steps": 5,
+        "train.eval_interval": 150,
+        "train.log_interval": 10,
+        "train.sample_interval": 0,
+        "model.n_layer": 2,
+        "model.n_head": 2,
+        "model.n_embd": 64,
+        "model.block_size": 48,
+    }
+    for key, value in {**settings, **(changes or {})}.items():
+        set_field(config, key, value)
+    return config
+
+
+def last_eval(name: str) -> dict:
+    lines = (run_path(name) / EVENTS).read_text().splitlines()
+    return [event for event in map(json.loads, lines) if event["kind"] == "eval"][-1]
+
+
+def test_macro_f1_precision_recall_and_accuracy_equal_scikit_learn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = random.Random(1)
+    labels = [rng.randrange(4) for _ in range(300)]
+    predictions = [label if rng.random() < 0.6 else rng.randrange(4) for label in labels]
+    predictions = [p if p != 3 else 0 for p in predictions]  # class 3 is never predicted: precision 0, not NaN
+    ours = classification_metrics(confusion_matrix(labels, predictions, 4))
+    assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predictions))
+    for name, function in (("precision", metrics.precision_score), ("recall", metrics.recall_score)):
+        assert ours[name] == pytest.approx(function(labels, predictions, average="macro", zero_division=0))
+    assert ours["f1"] == pytest.approx(metrics.f1_score(labels, predictions, average="macro", zero_division=0))
+    per_class = metrics.f1_score(labels, predictions, average=None, zero_division=0)
+    assert ours["f1_per_class"] == pytest.approx(list(per_class))
+
+
+@pytest.fixture
+def rows(tmp_path) -> Path:
+    return write_rows(tmp_path / "sentiment.jsonl", sentiment_rows())
+
+
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    rng = random.Random(2)
+    text = " ".join(rng.choice(POSITIVE + NEGATIVE + FILLER) for _ in range(20000))
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama", "bert", "lstm", "scratch"])
+def test_classifiers_started_from_studio_runs_learn_the_task(studio_home, tmp_path, rows, arch):
+    """From a language-model run of the architecture (an encoder's masked-LM run for bert), or from scratch."""
+    init_from = ""
+    if arch != "scratch":
+        lm = RunConfig()
+        lm_settings = {
+            "data.source": str(corpus(tmp_path)),
+            "data.tokenizer": "char",
+            "model.arch": arch,
+            "model.n_layer": 2,
+            "model.n_head": 2,
+            "model.n_embd": 64,
+            "model.block_size": 48,
+            "model.norm_eps": 1e-12 if arch == "bert" else 1e-5,
+            "train.max_steps": 10,
+            "train.sample_interval": 0,
+            "train.eval_interval": 10,
+            "train.eval_steps": 1,
+        }
+        for key, value in lm_settings.items():
+            set_field(lm, key, value)
+        train_in_process(lm, "lm")
+        init_from = "lm"
+    train_in_process(classify_config(rows, init_from), "classifier")
+    result = last_eval("classifier")
+    assert result["val_acc"] >= 0.95, result
+    assert len(result["val_confusion"]) == 2 and sum(map(sum, result["val_confusion"])) == 61  # 20% of each class
+
+
+def save_bert(folder: Path, text: str) -> None:
+    """A tiny BertForMaskedLM with a BPE tokenizer that frames texts as [CLS] text [SEP], saved by transformers."""
+    from studio.data.tokenizer import add_encoder_tokens, train_bpe
+
+    tokenizer = train_bpe([text], 400)
+    add_encoder_tokens(tokenizer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]"
+    )
+    fast.save_pretrained(folder)
+    config = transformers.BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.token_to_id("[PAD]"),
+    )
+    torch.manual_seed(0)
+    transformers.BertForMaskedLM(config).save_pretrained(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_classifiers_started_from_hugging_face_folders_learn_and_export(studio_home, tmp_path, rows, family, capsys):
+    folder = tmp_path / family
+    if family == "bert":
+        save_bert(folder, corpus(tmp_path).read_text())
+    else:
+        make_hf_model(folder, "llama")  # its tokenizer pads with </s>, which is also its eos
+    train_in_process(classify_config(rows, str(folder), {"train.lr": 1e-3, "train.max_steps": 60}), "hf-classifier")
+    assert last_eval("hf-classifier")["val_acc"] >= 0.95
+    out = tmp_path / "exported"
+    assert main(["export", "hf-classifier", "--out", str(out)]) == 0  # reloaded and compared
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    assert reloaded.config.id2label == {0: "neg", 1: "pos"}
+    capsys.readouterr()
+    assert main(["predict", str(out), "--text", "good great happy day"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].strip().startswith("pos ")
+
+
+@pytest.mark.slow
+def test_a_studio_classifier_exports_to_its_transformers_class(studio_home, tmp_path, rows, capsys):
+    train_in_process(classify_config(rows), "native")
+    out = tmp_path / "native"
+    assert main(["export", "native", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["label2id"] == {"neg": 0, "pos": 1}
+    capsys.readouterr()
+    assert main(["predict", "native", "--text", "awful sad day", "--top-k", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].strip().startswith("neg ")
+
+
+@pytest.mark.parametrize(
+    ("rows", "extra", "message"),
+    [
+        ([{"text": "x", "label": "a"}] * 10, [], "has one class only ('a')"),
+        ([{"text": "x", "tag": "a"}, {"text": "y", "tag": "b"}] * 5, [], "no row has a label"),
+        ([{"text": "x", "label": "a"}, {"text": "y"}, {"text": "z", "label": "b"}] * 5, ["--strict"], "has no 'label'"),
+        ([{"body": "x", "label": "a"}, {"body": "y", "label": "b"}] * 5, [], "has no text under 'text'"),
+        ([{"text": "x", "label": [1]}, {"text": "y", "label": "b"}] * 5, [], "is not a string or a whole number"),
+    ],
+    ids=["one-class", "no-labels", "strict-missing-label", "no-text", "bad-label"],
+)
+def test_bad_labels_are_one_line(studio_home, tmp_path, capsys, rows, extra, message):
+    data = write_rows(tmp_path / "rows.jsonl", rows)
+    capsys.readouterr()
+    options = ["--task", "classify", "--tokenizer", "char", "--name", "bad", *extra]
+    assert main(["train", "--data", str(data), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not run_path("bad").exists()
+
+
+def test_missing_labels_are_skipped_and_counted_and_an_absent_class_warned(studio_home, tmp_path, capsys):
+    from studio.launch import prepare_data
+
+    rows = [{"text": f"good {i}", "label": "pos"} for i in range(20)] + [{"text": "bad", "label": "neg"}]
+    rows += [{"text": "no label"}, {"text": "null label", "label": None}]
+    dataset = prepare_data(classify_config(write_rows(tmp_path / "rows.jsonl", rows)))
+    meta = dataset.meta
+    assert meta["documents"]["dropped"] == {"no_label": 2} and meta["labels"] == ["neg", "pos"]
+    assert meta["class_counts"]["val"] == {"pos": 4} and meta["warnings"] == ["no validation rows of class neg"]
