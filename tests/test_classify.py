@@ -215,3 +215,26 @@ def test_missing_labels_are_skipped_and_counted_and_an_absent_class_warned(studi
     meta = dataset.meta
     assert meta["documents"]["dropped"] == {"no_label": 2} and meta["labels"] == ["neg", "pos"]
     assert meta["class_counts"]["val"] == {"pos": 4} and meta["warnings"] == ["no validation rows of class neg"]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_dashboard_charts_a_classifiers_metrics_and_shows_its_confusion_matrix(studio_home, rows):
+    from widgets.app import StudioApp
+    from widgets.confusion_view import ConfusionView, confusion_table
+    from widgets.loss_chart import LossChart
+    from widgets.screens.dashboard import DashboardScreen
+
+    train_in_process(classify_config(rows, changes={"train.max_steps": 20, "train.eval_interval": 10}), "shown")
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.push_screen(DashboardScreen(run_path("shown")))
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.screen.query_one(ConfusionView).display
+        step, labels_shown, matrix = app.screen.view.confusion
+        assert step == 20 and labels_shown == ["neg", "pos"] and sum(map(sum, matrix)) == 61
+        assert confusion_table(step, labels_shown, matrix).title == "confusion @20 (true ↓ predicted →)"
+        labels = [curve.label for curve in app.screen.query_one(LossChart).curves]
+        assert "val F1" in labels and "val acc" in labels

@@ -16,6 +16,7 @@ DROP_REASONS = {
     "duplicate": "duplicates",
     "overlong": "longer than the context",
     "no_answer": "no answer left",
+    "no_label": "no label",
 }
 
 
@@ -42,7 +43,15 @@ def facts_table(name: str, meta: dict[str, Any]) -> Table:
         ("chars/token", f"{meta['chars_per_token']:.2f}"),
         ("bytes replaced", f"{meta['bytes_replaced']:,}" + (" (not UTF-8)" if meta["bytes_replaced"] else "")),
     ]
-    if meta.get("examples"):
+    if meta.get("task") == "classify":
+        counts = meta["class_counts"]
+        classes = ", ".join(
+            f"{label} {counts['train'].get(str(label), 0):,}/{counts['val'].get(str(label), 0):,}"
+            for label in meta["labels"]
+        )
+        rows.insert(2, ("classes", f"{classes} (train/val)"))
+        rows.extend(("warning", warning) for warning in meta.get("warnings", []))
+    elif meta.get("examples"):
         rows.insert(2, ("format", f"{meta['row_format']}, {meta['examples']['train']:,} train · "
                                   f"{meta['examples']['val']:,} val, {meta['truncated']:,} truncated"))  # fmt: skip
     if meta.get("binary_files_skipped"):

@@ -20,6 +20,7 @@ REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
+ACC_COLOR, F1_COLOR = "green", "yellow"  # a classifier's validation accuracy and macro-F1
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,20 @@ def loss_curves(
     view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
 ) -> list[Curve]:
     """A run's train loss as a line and validation loss as points (the compare screen draws several runs); a
-    distilled run adds the two parts of its loss: cross-entropy and the teacher's KL."""
+    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), a classifier its validation
+    accuracy and macro-F1."""
     train, val = view.series["loss"], view.series["val_loss"]
     curves = [
         Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
-    for name, label, color in (("ce_loss", "ce", CE_COLOR), ("kd_loss", "kd", KD_COLOR)):
+    extra = (("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False))
+    if view.series["val_f1"].steps:  # a classifier: its accuracy and macro-F1 share the loss's 0..1 range
+        extra += (("val_acc", "val acc", ACC_COLOR, True), ("val_f1", "val F1", F1_COLOR, True))
+    for name, label, color, points in extra:
         part = view.series[name]
         if part.steps:
-            curves.append(Curve(f"{label_prefix}{label}", tuple(part.steps), tuple(part.values), color))
+            curves.append(Curve(f"{label_prefix}{label}", tuple(part.steps), tuple(part.values), color, points=points))
     return curves
 
 

@@ -34,8 +34,9 @@ def read_token_pieces(dataset: Dataset, count: int = SAMPLE_TOKENS) -> list[Toke
     with open(dataset.bin_path("train"), "rb") as file:
         ids.frombytes(file.read(count * ids.itemsize))
     learned: list[bool | None] = [None] * len(ids)
-    if dataset.has_examples:
-        with open(dataset.bin_path("train").with_suffix(".mask"), "rb") as file:
+    masks = dataset.bin_path("train").with_suffix(".mask")
+    if masks.is_file():  # chat examples (classification rows learn a label, not tokens)
+        with open(masks, "rb") as file:
             learned = [bool(flag) for flag in file.read(len(ids))]
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     return [(tokenizer.decode([token], skip_special_tokens=False), flag) for token, flag in zip(ids, learned)]

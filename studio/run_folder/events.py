@@ -27,6 +27,7 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     "mem_allocated": int, "mem_reserved": int, "mem_peak": int,
     "val_loss": NUMBER, "val_ppl": NUMBER, "val_acc": NUMBER,
     "val_precision": NUMBER, "val_recall": NUMBER, "val_f1": NUMBER, "val_f1_per_class": list, "val_confusion": list,
+    "val_labels": list,
     "samples": list, "path": str, "message": str,
 }  # fmt: skip
 

@@ -30,7 +30,7 @@ TRAIN_METRICS = (
     "mem_allocated",
     "mem_peak",
 )
-EVAL_METRICS = ("val_loss",)
+EVAL_METRICS = ("val_loss", "val_acc", "val_f1")  # accuracy and F1 are charted for classifiers
 RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 LOG_START_BYTES = 64 * 1024  # on open, the log is read from this far before its end: only the tail is shown
 
@@ -74,6 +74,7 @@ class RunView:
     log_lines: list[str]
     skipped_lines: int = 0  # lines of events.jsonl that are not events
     device: str | None = None  # where the trainer runs ("cpu", "cuda:0"), from its `running` event
+    confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest eval: step, labels, matrix
 
 
 class RunWatcher:
@@ -84,6 +85,7 @@ class RunWatcher:
         self.schedule = config.train.schedule
         self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
         self.samples: list[tuple[int, list[dict[str, str]]]] = []
+        self.confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest (step, labels, matrix)
         self.last_state: str | None = None  # of the newest status event
         self.step = 0
         self.error: str | None = None
@@ -122,7 +124,11 @@ class RunWatcher:
             if "t" in event:
                 self._step_times.append((step, float(event["t"])))
         elif kind == "eval" and event.get("val_loss") is not None:
-            self.series["val_loss"].add(step, event["val_loss"])
+            for name in EVAL_METRICS:
+                if event.get(name) is not None:
+                    self.series[name].add(step, event[name])
+            if event.get("val_confusion") and event.get("val_labels"):
+                self.confusion = (step, list(event["val_labels"]), event["val_confusion"])
         elif kind == "sample":
             self.samples.append((step, list(event.get("samples", []))))
         elif kind == "error":
@@ -135,6 +141,8 @@ class RunWatcher:
             for series in self.series.values():
                 series.drop_after(step)
             self.samples = [sample for sample in self.samples if sample[0] <= step]
+            if self.confusion and self.confusion[0] > step:
+                self.confusion = None
             self._step_times.clear()
             self.error = None
             self.step = step
@@ -189,4 +197,5 @@ class RunWatcher:
                 log_lines=list(self.log_lines),
                 skipped_lines=self.skipped_lines,
                 device=self.device,
+                confusion=self.confusion,
             )

@@ -376,6 +376,7 @@ class Trainer:
             val_f1=round(metrics["f1"], 6),
             val_f1_per_class=[round(value, 6) for value in metrics["f1_per_class"]],
             val_confusion=matrix,
+            val_labels=[str(label) for label in self.dataset.meta["labels"]],
         )
 
     def write_samples(self) -> None:

@@ -68,6 +68,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             )
             yield from form_section(
                 "Fine-tuning",
+                "train.task",
                 "train.init_from",
                 "train.method",
                 "train.lora_rank",
@@ -76,6 +77,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.lora_targets",
             )
             yield Static("", id="train-method-size")
+            yield from form_section("Distillation", "distill.teacher", "distill.alpha", "distill.temperature")
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Label("Command line (y copies)", classes="form-section")

@@ -1,4 +1,5 @@
-"""One run, live: progress, losses, learning rate and throughput, samples, the log tail, the machine.
+"""One run, live: progress, losses, learning rate and throughput, samples, a classifier's confusion matrix, the
+log tail, the machine.
 
 A timer asks a thread worker to poll the run folder (RunWatcher reads only new bytes); when something changed the
 worker hands a copy (RunView) to the UI, and the widgets redraw. The run is a detached process group: leaving
@@ -17,6 +18,7 @@ from textual.widgets import Static
 
 from studio.run_folder.control import request_checkpoint, stop_run
 from studio.run_folder.watch import RunView, RunWatcher
+from widgets.confusion_view import ConfusionView
 from widgets.hardware_panel import HardwarePanel
 from widgets.key_hints import KeyHints
 from widgets.log_tail import LogTail
@@ -52,11 +54,13 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
             yield HardwarePanel(self.run_dir, id="hardware")
         with Horizontal(id="dashboard-bottom"):
             yield SamplesView(id="samples")
+            yield ConfusionView(id="confusion")
             yield LogTail(id="log-tail")
         yield KeyHints()
 
     def on_mount(self) -> None:
         self.query_one("#run-error").display = False
+        self.query_one(ConfusionView).display = False
         self.poll_run()
         self.set_interval(POLL_SECONDS, self.poll_run)
 
@@ -72,6 +76,7 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
         self.query_one("#loss-chart", LossChart).show_curves(loss_curves(view))
         self.query_one(HardwarePanel).show_run_memory(view.series["mem_allocated"], view.series["mem_peak"])
         self.query_one(SamplesView).show(view.samples)
+        self.query_one(ConfusionView).show(view.confusion)
         self.query_one(LogTail).show(view.log_lines)
         self._show_failure(view)
 
