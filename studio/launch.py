@@ -134,7 +134,10 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
 
     name = config.distill.teacher
     folder = Path(name).expanduser()
+    labels = dataset.meta.get("labels")  # a classifier's teacher classifies the same labels
     if (folder / "config.json").is_file():
+        if labels is not None:
+            raise StudioError(f"distill.teacher {name}: a classifier learns from a classifier run of the same labels")
         hf = read_hf_folder(folder.resolve())
         teacher = Teacher(hf.path, hf.facts["params"])
         tokenizer_file, encoder = hf.tokenizer_file, False
@@ -145,11 +148,17 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
             run_dir = run_or_folder(name)
             checkpoint, _ = usable_checkpoint(run_dir)
         teacher_config = trained_config(run_dir, checkpoint_metadata(checkpoint))
-        tokenizer_file = open_dataset(teacher_config.data.dataset).tokenizer_path
-        encoder = teacher_config.model.encoder
+        teacher_data = open_dataset(teacher_config.data.dataset)
+        tokenizer_file = teacher_data.tokenizer_path
+        encoder = teacher_config.model.encoder and teacher_config.train.task == "lm"
+        if teacher_data.meta.get("labels") != labels:
+            raise StudioError(
+                f"distill.teacher {name} predicts {teacher_data.meta.get('labels') or 'tokens'}, the student "
+                f"{labels or 'tokens'}: a teacher must predict what its student learns"
+            )
         params = 0 if teacher_config.model.pretrained else param_count(teacher_config.model)
         teacher = Teacher(checkpoint.resolve(), params)
-    if encoder != config.model.encoder:
+    if encoder != (config.model.encoder and config.train.task == "lm"):
         kinds = {True: "a masked LM (encoder)", False: "a next-token LM"}
         raise StudioError(
             f"distill.teacher {name} is {kinds[encoder]}, the student {kinds[config.model.encoder]}: "

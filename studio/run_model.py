@@ -244,7 +244,12 @@ def teacher_module(source: Path) -> nn.Module:
     else:
         config = trained_config(source.parent.parent, checkpoint_metadata(source))
         model = trained_model(source)
-        teacher = PretrainedLM(model, config.model.block_size) if config.model.pretrained else model
+        if not config.model.pretrained:
+            teacher = model
+        elif config.train.task == "classify":
+            teacher = PretrainedClassifier(model)
+        else:
+            teacher = PretrainedLM(model, config.model.block_size)
     return teacher.eval().requires_grad_(False)
 
 

@@ -238,3 +238,20 @@ async def test_the_dashboard_charts_a_classifiers_metrics_and_shows_its_confusio
         assert confusion_table(step, labels_shown, matrix).title == "confusion @20 (true ↓ predicted →)"
         labels = [curve.label for curve in app.screen.query_one(LossChart).curves]
         assert "val F1" in labels and "val acc" in labels
+
+
+@pytest.mark.slow
+def test_a_classifier_learns_from_a_classifier_teacher_of_the_same_labels(studio_home, tmp_path, rows, capsys):
+    teacher_dir = train_in_process(classify_config(rows, changes={"train.max_steps": 40}), "teacher")
+    dataset = RunConfig.load(teacher_dir / "config.toml").data.dataset
+    student = classify_config(rows, changes={"train.max_steps": 10, "model.n_embd": 32})
+    set_field(student, "data.source", dataset)
+    set_field(student, "distill.teacher", "teacher")
+    train_in_process(student, "student")
+    train = [json.loads(line) for line in (run_path("student") / EVENTS).read_text().splitlines()]
+    assert all(event["kd_loss"] >= 0 for event in train if event["kind"] == "train")
+    other = write_rows(tmp_path / "other.jsonl", [{**row, "label": row["label"].upper()} for row in sentiment_rows()])
+    capsys.readouterr()
+    options = ["--task", "classify", "--tokenizer", "char", "--teacher", "teacher", "--name", "mismatch"]
+    assert main(["train", "--data", str(other), *options]) == 2
+    assert "a teacher must predict what its student learns" in capsys.readouterr().err
