@@ -60,13 +60,6 @@ def build_classifier(cfg: ModelConfig, num_labels: int) -> nn.Module:
     return getattr(importlib.import_module(module_name), CLASSIFIERS[cfg.arch])(cfg, num_labels)
 
 
-def last_states(hidden: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-    """(B, C): each row's state at its last token (the end-of-text token written after its text)."""
-    if lengths is None:
-        return hidden[:, -1]
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1]
-
-
 def init_weights(model: nn.Module, n_layer: int) -> None:
     """GPT-2's init: N(0, 0.02) for linear and embedding weights, zero biases, residual projections scaled."""
     for module in model.modules():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -25,3 +26,30 @@ class LanguageModel(nn.Module):
     def num_params(self) -> int:
         """Distinct parameters: `parameters()` yields a tied tensor once."""
         return sum(p.numel() for p in self.parameters())
+
+
+def last_states(hidden: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """(B, C): each row's state at its last token (rows are right-padded after `lengths` tokens)."""
+    if lengths is None:
+        return hidden[:, -1]
+    return hidden[torch.arange(hidden.size(0), device=hidden.device), lengths - 1]
+
+
+class LastTokenClassifier:
+    """Mixed into a decoder or recurrent model (before it): a `score` head on the state at each row's last token
+    replaces the language-model head, as in Hugging Face's *ForSequenceClassification decoders. The model says what
+    its final states are (`final_states`)."""
+
+    HEAD = ""  # no output head shares the embedding
+
+    def __init__(self, cfg, num_labels: int):
+        super().__init__(cfg)
+        del self.lm_head
+        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
+        nn.init.normal_(self.score.weight, std=0.02)
+
+    def tie_weights(self) -> None:
+        pass
+
+    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
+        return self.score(last_states(self.final_states(idx), lengths)), None

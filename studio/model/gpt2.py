@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import init_weights, last_states, lm_loss
-from studio.model.base import LanguageModel
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel, LastTokenClassifier
 from studio.model.kv_cache import KVCache, attend, packed_mask
 
 
@@ -86,6 +86,14 @@ class GPT2(LanguageModel):
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
         return KVCache.for_model(self.cfg, batch, max_len, self.transformer.wte.weight, dtype)
 
+    def final_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm's output at every position (no cache): what a classifier reads."""
+        pos = torch.arange(idx.size(1), device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        return self.transformer.ln_f(x)
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -110,24 +118,5 @@ class GPT2(LanguageModel):
         return logits, None if targets is None else lm_loss(logits, targets)
 
 
-class GPT2Classifier(GPT2):
-    """The decoder with a `score` head on the final state of each row's last token, instead of the LM head: Hugging
-    Face GPT2ForSequenceClassification's layout."""
-
-    HEAD = ""  # no output head shares the embedding
-
-    def __init__(self, cfg: ModelConfig, num_labels: int):
-        super().__init__(cfg)
-        del self.lm_head
-        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
-        nn.init.normal_(self.score.weight, std=0.02)
-
-    def tie_weights(self) -> None:
-        pass
-
-    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
-        pos = torch.arange(idx.size(1), device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
-        return self.score(last_states(self.transformer.ln_f(x), lengths)), None
+class GPT2Classifier(LastTokenClassifier, GPT2):
+    """The decoder with a `score` head: Hugging Face GPT2ForSequenceClassification's layout."""

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import init_weights, last_states, lm_loss
-from studio.model.base import LanguageModel
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel, LastTokenClassifier
 from studio.model.kv_cache import KVCache, attend, packed_mask
 
 
@@ -137,6 +137,14 @@ class Llama(LanguageModel):
         cache.rope = rope_tables(cache.max_len, self.cfg.head_dim, self.cfg.rope_theta, weight.device)
         return cache
 
+    def final_states(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final norm's output at every position (no cache): what a classifier reads."""
+        cos, sin = rope_tables(idx.size(1), self.cfg.head_dim, self.cfg.rope_theta, idx.device)
+        x = self.model.embed_tokens(idx)
+        for block in self.model.layers:
+            x = block(x, cos, sin)
+        return self.model.norm(x)
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -168,24 +176,5 @@ class Llama(LanguageModel):
         return logits, None if targets is None else lm_loss(logits, targets)
 
 
-class LlamaClassifier(Llama):
-    """The decoder with a `score` head on the final state of each row's last token, instead of the LM head: Hugging
-    Face LlamaForSequenceClassification's layout."""
-
-    HEAD = ""  # no output head shares the embedding
-
-    def __init__(self, cfg: ModelConfig, num_labels: int):
-        super().__init__(cfg)
-        del self.lm_head
-        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
-        nn.init.normal_(self.score.weight, std=0.02)
-
-    def tie_weights(self) -> None:
-        pass
-
-    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
-        cos, sin = rope_tables(idx.size(1), self.cfg.head_dim, self.cfg.rope_theta, idx.device)
-        x = self.model.embed_tokens(idx)
-        for block in self.model.layers:
-            x = block(x, cos, sin)
-        return self.score(last_states(self.model.norm(x), lengths)), None
+class LlamaClassifier(LastTokenClassifier, Llama):
+    """The decoder with a `score` head: Hugging Face LlamaForSequenceClassification's layout."""

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from studio.config import ModelConfig
-from studio.model import init_weights, last_states, lm_loss
-from studio.model.base import LanguageModel
+from studio.model import init_weights, lm_loss
+from studio.model.base import LanguageModel, LastTokenClassifier
 
 
 class RecurrentLM(LanguageModel):
@@ -31,26 +31,14 @@ class RecurrentLM(LanguageModel):
     def input_embedding(self) -> nn.Embedding:
         return self.embed
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def final_states(self, idx: torch.Tensor) -> torch.Tensor:
         x, _ = self.rnn(self.drop(self.embed(idx)))  # no initial state given: zeros
-        logits = self.lm_head(self.drop(x))
+        return self.drop(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = self.lm_head(self.final_states(idx))
         return logits, None if targets is None else lm_loss(logits, targets)
 
 
-class RecurrentClassifier(RecurrentLM):
-    """The recurrent model with a `score` head on the state after each row's last token, instead of the LM head."""
-
-    HEAD = ""  # no output head shares the embedding
-
-    def __init__(self, cfg: ModelConfig, num_labels: int):
-        super().__init__(cfg)
-        del self.lm_head
-        self.score = nn.Linear(cfg.n_embd, num_labels, bias=False)
-        nn.init.normal_(self.score.weight, std=0.02)
-
-    def tie_weights(self) -> None:
-        pass
-
-    def forward(self, idx: torch.Tensor, targets: None = None, lengths: torch.Tensor | None = None):
-        x, _ = self.rnn(self.drop(self.embed(idx)))
-        return self.score(self.drop(last_states(x, lengths))), None
+class RecurrentClassifier(LastTokenClassifier, RecurrentLM):
+    """The recurrent model with a `score` head on the state after each row's last token."""
