@@ -5,6 +5,7 @@ across accumulation; resume is exact; packing changes nothing but speed."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,17 @@ def test_every_family_fine_tunes_and_exports_to_plain_transformers(studio_home, 
     with torch.no_grad():
         assert (reloaded(ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-4
     assert (out / "generation_config.json").is_file() and (out / "tokenizer.json").is_file()
+    if family == "llama" and method == "lora":  # evaluate judges the run, and its export, on held-out text
+        from studio.config import DataConfig
+        from studio.evaluate import evaluate
+
+        held_out = tmp_path / "held-out.txt"
+        held_out.write_text("class Point:\n    x: int\n\ndef add(a, b):\n    return a + b\n" * 30)
+        of_run, of_export = (evaluate(target, DataConfig(source=str(held_out))) for target in ("ft", str(out)))
+        assert of_run.kind == of_export.kind == "causal"
+        assert of_run.metrics["perplexity"] == pytest.approx(math.exp(of_run.metrics["loss"]), rel=1e-3)
+        # the export is judged over windows of its own context (128 tokens), the run over its training context
+        assert abs(of_run.metrics["loss"] - of_export.metrics["loss"]) < 0.1
 
 
 def test_lora_adapter_exports_for_peft_on_its_base(studio_home, tmp_path, code_text):

@@ -255,3 +255,19 @@ def test_a_classifier_learns_from_a_classifier_teacher_of_the_same_labels(studio
     options = ["--task", "classify", "--tokenizer", "char", "--teacher", "teacher", "--name", "mismatch"]
     assert main(["train", "--data", str(other), *options]) == 2
     assert "a teacher must predict what its student learns" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_judges_a_classifier_on_held_out_rows(studio_home, tmp_path, rows, capsys):
+    train_in_process(classify_config(rows), "judged")
+    held_out = write_rows(tmp_path / "held-out.jsonl", sentiment_rows(80, seed=7))
+    out = tmp_path / "predictions.jsonl"
+    capsys.readouterr()
+    assert main(["evaluate", "judged", "--data", str(held_out), "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "classify" and result["rows"] == 80 and result["accuracy"] >= 0.9
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(predictions) == 80 and set(predictions[0]["probabilities"]) == {"neg", "pos"}
+    correct = sum(row["label"] == row["predicted"] for row in predictions)
+    assert result["accuracy"] == pytest.approx(correct / 80)
+    assert sum(map(sum, result["confusion"])) == 80

@@ -122,3 +122,14 @@ def test_predict_and_generate_say_what_an_encoder_does(bert_tiny, monkeypatch, c
     assert "has no [MASK]" in capsys.readouterr().err
     assert main(["generate", "bert", "--prompt", "def "]) == 2
     assert "is an encoder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_reports_the_masked_accuracy_of_an_encoder_on_any_text(bert_tiny, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
+    text = tmp_path / "held-out.txt"
+    text.write_text("import os\nimport sys\n\ndef main(self):\n    return self.value\n" * 40)
+    capsys.readouterr()
+    assert main(["evaluate", "bert", "--data", str(text), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "masked" and 0 < result["accuracy"] <= 1 and result["targets"] > 50

@@ -8,6 +8,7 @@ StudioError; studio.cli.main prints them.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -124,6 +125,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
     rendered = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
     print_streams(generator.stream(rendered, sampling, args.seed), [f"user: {p}\nassistant: " for p in args.prompt])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from studio.evaluate import evaluate
+
+    config = RunConfig()
+    config.data.source = args.data
+    apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
+    result = evaluate(args.target, config.data, args.checkpoint)
+    if args.out:
+        if result.kind != "classify":
+            raise StudioError("--out writes a classifier's per-row predictions; this model is a language model")
+        args.out.write_text("".join(json.dumps(row) + "\n" for row in result.predictions), encoding="utf-8")
+    if args.json:
+        print(json.dumps({"kind": result.kind, **result.metrics}))
+        return 0
+    for name, value in result.metrics.items():
+        print(f"{name:14} {value}")
     return 0
 
 
@@ -253,6 +273,7 @@ COMMANDS = {
     "train": cmd_train,
     "resume": cmd_resume,
     "generate": cmd_generate,
+    "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
     "runs": cmd_runs,

@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: on for runs trained on chat data and folders with a template)",
     )
 
+    evaluate = command("evaluate", "judge a model on held-out data: loss, perplexity, accuracy; a classifier's F1")
+    evaluate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
+    evaluate.add_argument("--data", required=True, help="held-out text, or .jsonl rows (classifiers: text and label)")
+    evaluate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
+    add_config_options(evaluate, ("data.text_field", "data.label_field", "data.text_pair_field"))
+    evaluate.add_argument("--out", type=Path, help="a classifier's per-row predictions, as .jsonl")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
     predict = command("predict", "a classifier's labels for a text, or an encoder's top fills of each [MASK]")
     predict.add_argument("target", metavar="RUN|DIR", help="a classifier or encoder run, or such a Hugging Face folder")
     predict.add_argument("--text", action="append", required=True, help="repeatable: a text (with [MASK]s to fill)")
