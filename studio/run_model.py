@@ -89,9 +89,6 @@ class PretrainedLM(nn.Module):
             cache.past = out.cache
         return out.logits, None
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-
 
 def model_context(hf_model: nn.Module) -> int | None:
     """The context a transformers model was made for (its position limit), when its config says."""
