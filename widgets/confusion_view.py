@@ -9,6 +9,7 @@ from textual.widgets import Static
 class ConfusionView(Static):
     DEFAULT_CSS = """
     ConfusionView {
+        display: none;  /* until a classifier's evaluation carries a matrix */
         width: auto;
         max-width: 60;
         height: 1fr;

@@ -60,7 +60,6 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
 
     def on_mount(self) -> None:
         self.query_one("#run-error").display = False
-        self.query_one(ConfusionView).display = False
         self.poll_run()
         self.set_interval(POLL_SECONDS, self.poll_run)
 
