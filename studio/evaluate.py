@@ -22,6 +22,7 @@ import torch
 from studio.config import DataConfig
 from studio.data.batches import IGNORE, ExampleFile, TokenFile, labeled_batch, mask_tokens
 from studio.data.prepare import Dataset, PretrainedTokenizer, Purpose, open_dataset, prepare_dataset
+from studio.data.tokenizer import SEP
 from studio.errors import StudioError
 from studio.metrics import classification_metrics
 from studio.model import lm_loss_sum
@@ -90,10 +91,10 @@ def _load_folder(folder: Path) -> Loaded:
     if any(name.endswith(("ForSequenceClassification", "ForMaskedLM")) for name in architectures):
         predictor = load_predictor(str(folder))
         kind = "classify" if architectures[0].endswith("ForSequenceClassification") else "masked"
-        from studio.data.tokenizer import MASK
-
-        eot = MASK if kind == "masked" else ""
-        pretrained = PretrainedTokenizer(folder / "tokenizer.json", eot, frames_text=True)
+        hf_config = predictor.model.hf.config
+        pad = predictor.tokenizer.id_to_token(hf_config.pad_token_id) if hf_config.pad_token_id is not None else ""
+        end = SEP if kind == "masked" else pad  # what separates documents of held-out text (an encoder's [SEP])
+        pretrained = PretrainedTokenizer(folder / "tokenizer.json", end, pad_token=pad, frames_text=True)
         task = "classify" if kind == "classify" else "lm"
         purpose = Purpose(pretrained, predictor.block_size, kind == "masked", task)
         labels = [str(label) for label in getattr(predictor, "meta", {}).get("labels", [])]

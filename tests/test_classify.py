@@ -171,6 +171,8 @@ def test_classifiers_started_from_hugging_face_folders_learn_and_export(studio_h
     capsys.readouterr()
     assert main(["predict", str(out), "--text", "good great happy day"]) == 0
     assert capsys.readouterr().out.splitlines()[1].strip().startswith("pos ")
+    assert main(["evaluate", str(out), "--data", str(rows), "--json"]) == 0  # the export judged by evaluate
+    assert json.loads(capsys.readouterr().out)["accuracy"] >= 0.95
 
 
 @pytest.mark.slow

@@ -133,3 +133,8 @@ def test_evaluate_reports_the_masked_accuracy_of_an_encoder_on_any_text(bert_tin
     assert main(["evaluate", "bert", "--data", str(text), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "masked" and 0 < result["accuracy"] <= 1 and result["targets"] > 50
+    out = tmp_path / "export"
+    assert main(["export", "bert", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(text), "--json"]) == 0  # the export, judged alike
+    assert json.loads(capsys.readouterr().out)["kind"] == "masked"
