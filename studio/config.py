@@ -139,6 +139,12 @@ class DataConfig:
     text_pair_field: str = setting(
         "", "classification: the JSON key of a second text, read as a pair with the first; empty: none", "pair field"
     )
+    val_file: str = setting(
+        "",
+        "classification: a .jsonl of held-out rows to validate on; empty: the rows' split field, else a "
+        "stratified holdout",
+        "validation file",
+    )
     glob: str = setting("**/*", "folders: which files to read", "folder files")
     min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
     max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")

@@ -273,3 +273,16 @@ def test_evaluate_judges_a_classifier_on_held_out_rows(studio_home, tmp_path, ro
     correct = sum(row["label"] == row["predicted"] for row in predictions)
     assert result["accuracy"] == pytest.approx(correct / 80)
     assert sum(map(sum, result["confusion"])) == 80
+
+
+def test_a_validation_file_holds_the_validation_rows(studio_home, tmp_path):
+    from studio.launch import prepare_data
+
+    train_rows = write_rows(tmp_path / "train.jsonl", sentiment_rows(40, seed=3))
+    held_out = write_rows(tmp_path / "val.jsonl", sentiment_rows(12, seed=4))
+    config = classify_config(train_rows)
+    set_field(config, "data.val_file", str(held_out))
+    meta = prepare_data(config).meta
+    assert meta["examples"] == {"train": 40, "val": 12}
+    held_out.write_text(held_out.read_text().replace('"pos"', '"neg"'), encoding="utf-8")  # other content
+    assert prepare_data(config).meta["class_counts"]["val"] == {"neg": 12}  # not the cached dataset

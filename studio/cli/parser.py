@@ -24,6 +24,7 @@ DATA_FLAGS = (
     "data.format",
     "data.label_field",
     "data.text_pair_field",
+    "data.val_file",
     "data.glob",
     "data.strict",
 )

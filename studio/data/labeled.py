@@ -8,8 +8,9 @@
 
 A row is a JSON object with the text (`data.text_field`), optionally a second text read as a pair
 (`data.text_pair_field`), and the label (`data.label_field`, a string or a whole number). Rows whose label is
-missing or null are skipped and counted (refused with `data.strict`). The validation split is the rows' own
-`split` field where they have one, else a stratified holdout: the last val_fraction of each class.
+missing or null are skipped and counted (refused with `data.strict`). The validation split is `data.val_file`'s
+rows when given, else the rows' own `split` field where they have one, else a stratified holdout: the last
+val_fraction of each class.
 
 An encoder's text is framed by its tokenizer as `[CLS] text [SEP]` (pairs `[CLS] a [SEP] b [SEP]`), and the
 classifier reads [CLS]; a Hugging Face tokenizer adds what its model expects; a studio decoder or recurrent model

@@ -217,7 +217,9 @@ def _options(
     options = dataclasses.asdict(data)
     del options["source"], options["packing"], options["format"]  # packing shapes batches, not the files
     if row_format != "labeled":
-        del options["label_field"], options["text_pair_field"]
+        del options["label_field"], options["text_pair_field"], options["val_file"]
+    elif data.val_file:  # its content, not its name, shapes the result
+        options["val_file"] = open_source(data.val_file, data).fingerprint()
     if row_format in ("text", "labeled"):
         del options["supervise_all"], options["overlong"]
     if row_format == "labeled":
@@ -360,8 +362,14 @@ def _write_labeled_dataset(
     stats = ReadStats()
     progress("scan", 0, 1)
     read = read_labeled_rows(source, data, stats)
-    labels = label_names(read.rows, source.location)
-    train_rows, val_rows = split_rows(read.rows, labels, data.val_fraction)
+    if data.val_file:  # held-out rows of their own: every row of the source trains
+        held_out = read_labeled_rows(open_source(data.val_file, data), data, stats)
+        labels = label_names(read.rows + held_out.rows, source.location)
+        train_rows, val_rows = read.rows, held_out.rows
+        read.skipped += held_out.skipped
+    else:
+        labels = label_names(read.rows, source.location)
+        train_rows, val_rows = split_rows(read.rows, labels, data.val_fraction)
     if not train_rows or not val_rows:
         raise StudioError(
             f"{source.location}: {len(train_rows)} training and {len(val_rows)} validation rows; each split needs "

@@ -51,7 +51,7 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
             yield from form_section(
                 "Fine-tuning rows", "data.format", "data.supervise_all", "data.overlong", "data.packing"
             )
-            yield from form_section("Classification rows", "data.label_field", "data.text_pair_field")
+            yield from form_section("Classification rows", "data.label_field", "data.text_pair_field", "data.val_file")
         with Vertical(id="data-result"):
             with Horizontal(id="data-prepare-row"):
                 yield Button("Prepare", id="data-prepare", variant="primary", compact=True)
