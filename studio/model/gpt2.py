@@ -86,23 +86,14 @@ class GPT2(LanguageModel):
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""
         return KVCache.for_model(self.cfg, batch, max_len, self.transformer.wte.weight, dtype)
 
-    def final_states(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final LayerNorm's output at every position (no cache): what a classifier reads."""
-        pos = torch.arange(idx.size(1), device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
-        return self.transformer.ln_f(x)
-
-    def forward(
+    def final_states(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         start: int = 0,
         positions: torch.Tensor | None = None,
-    ):
-        """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
+    ) -> torch.Tensor:
+        """The final LayerNorm's output at every position of idx (B, T); with a cache, idx continues the `start`
         positions already stored in it (their keys and values are read, not recomputed). Packed rows give
         `positions` (B, T), restarting at 0 for each example: attention stays inside each."""
         T = idx.size(1)
@@ -114,7 +105,18 @@ class GPT2(LanguageModel):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, cache, start, mask)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
+        positions: torch.Tensor | None = None,
+    ):
+        """Logits (and the loss given targets) of idx (B, T): final_states through the LM head."""
+        logits = self.lm_head(self.final_states(idx, cache, start, positions))
         return logits, None if targets is None else lm_loss(logits, targets)
 
 

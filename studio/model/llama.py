@@ -137,23 +137,14 @@ class Llama(LanguageModel):
         cache.rope = rope_tables(cache.max_len, self.cfg.head_dim, self.cfg.rope_theta, weight.device)
         return cache
 
-    def final_states(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final norm's output at every position (no cache): what a classifier reads."""
-        cos, sin = rope_tables(idx.size(1), self.cfg.head_dim, self.cfg.rope_theta, idx.device)
-        x = self.model.embed_tokens(idx)
-        for block in self.model.layers:
-            x = block(x, cos, sin)
-        return self.model.norm(x)
-
-    def forward(
+    def final_states(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         start: int = 0,
         positions: torch.Tensor | None = None,
-    ):
-        """Logits (and the loss given targets) of idx (B, T); with a cache, idx continues the `start`
+    ) -> torch.Tensor:
+        """The final norm's output at every position of idx (B, T); with a cache, idx continues the `start`
         positions already stored in it (their keys and values are read, not recomputed). Packed rows give
         `positions` (B, T), restarting at 0 for each example: rotations follow them, attention stays inside."""
         T = idx.size(1)
@@ -172,7 +163,18 @@ class Llama(LanguageModel):
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
             x = block(x, cos, sin, cache, start, mask)
-        logits = self.lm_head(self.model.norm(x))
+        return self.model.norm(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
+        positions: torch.Tensor | None = None,
+    ):
+        """Logits (and the loss given targets) of idx (B, T): final_states through the LM head."""
+        logits = self.lm_head(self.final_states(idx, cache, start, positions))
         return logits, None if targets is None else lm_loss(logits, targets)
 
 
