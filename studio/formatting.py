@@ -1,6 +1,9 @@
-"""Numbers as people read them: counts, bytes, ages and durations. Shared by the CLI and the studio."""
+"""Numbers and predictions as people read them: counts, bytes, ages, durations, a model's labels and fills.
+Shared by the CLI and the studio."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def format_count(n: float) -> str:
@@ -37,3 +40,13 @@ def format_duration(seconds: float) -> str:
 
 def format_loss(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def format_prediction(text: str, prediction: dict[str, Any]) -> str:
+    """A prediction of studio.predict as lines: the text, then its labels, or each [MASK]'s fills."""
+    if "labels" in prediction:
+        return f"{text}\n  " + "  ".join(f"{label} {p:.1%}" for label, p in prediction["labels"])
+    lines = [text]
+    for number, candidates in enumerate(prediction["fills"], start=1):
+        lines.append(f"  [MASK] {number}: " + "  ".join(f"{token!r} {p:.1%}" for token, p in candidates))
+    return "\n".join(lines)

@@ -6,12 +6,15 @@ stdin, one JSON object per line:
                   "max_new_tokens": N, "temperature": T, "top_k": K, "top_p": P, "repetition_penalty": R}}
     (chat mode: "messages": [{"role", "content"}, ...] instead of "prompt", rendered with the chat template
     up to the assistant's answer, which is what streams back)
+    {"predict": {"target": RUN|DIR, "checkpoint": STEP|null, "text": TEXT, "top_k": K}}
+                          a classifier's labels, or a masked LM's fills of each [MASK] (studio.predict)
     {"stop": true}        end the current generation after the token being made
 Replies on stdout, one JSON object per line:
     {"loaded": "run r1, step 500", "chat": B}    the model is ready (loaded once, reused while unchanged);
                                                  chat: whether it has a chat template
     {"token": TEXT, "tokens_per_s": F}           text as it grows
     {"done": {"tokens": N, "tokens_per_s": F, "stopped": bool}}
+    {"prediction": {"labels": [[LABEL, P], ...]} | {"fills": [[[TOKEN, P], ...], ...]}}
     {"error": MESSAGE}                           one line the user can act on; the worker carries on
 A reader thread takes requests as they come, so a stop arrives while tokens are being made.
 """
@@ -51,26 +54,32 @@ def read_requests(requests: queue.Queue, stop: threading.Event) -> None:
 
 
 class Session:
-    """The loaded model (kept while the same target and checkpoint are asked for) and the request loop."""
+    """The loaded model (kept while the same target, checkpoint and use are asked for) and the request loop."""
 
     def __init__(self):
-        self.key: tuple[str, int | None] | None = None
-        self.generator = None
+        self.key: tuple | None = None
+        self.model = None  # a studio.generate Generator, or a studio.predict Classifier or MaskedLM
 
-    def load(self, target: str, step: int | None):
-        """The model of target at step; "latest" is looked up each time, so a run still training gives its
-        newest checkpoint without restarting the worker."""
+    def load(self, target: str, step: int | None, predictor: bool):
+        """The model of target at step, to generate with or (predictor) to predict with; "latest" is looked up
+        each time, so a run still training gives its newest checkpoint without restarting the worker."""
         from studio.generate import load_generator
+        from studio.predict import load_predictor
 
-        key = (target, step, latest_checkpoint_name(target) if step is None else None)
+        key = (target, step, latest_checkpoint_name(target) if step is None else None, predictor)
         if self.key != key:
-            self.generator, self.key = None, None
-            self.generator = load_generator(target, step)
+            self.model, self.key = None, None
+            self.model = load_predictor(target, step) if predictor else load_generator(target, step)
             self.key = key
-            note = self.generator.note
-            description = self.generator.description + (f" ({note})" if note else "")
-            reply(loaded=description, chat=self.generator.chat_template is not None)
-        return self.generator
+            if predictor:
+                reply(loaded=self.model.description, chat=False)
+            else:
+                note = self.model.note
+                reply(
+                    loaded=self.model.description + (f" ({note})" if note else ""),
+                    chat=self.model.chat_template is not None,
+                )
+        return self.model
 
     def generate(self, request: dict[str, Any], stop: threading.Event) -> None:
         from studio.generate import Rate, SamplingConfig
@@ -80,7 +89,7 @@ class Session:
         except TypeError as error:
             raise StudioError(f"bad sampling values: {error}") from None
         sampling.check()
-        generator = self.load(str(request["target"]), request.get("checkpoint"))
+        generator = self.load(str(request["target"]), request.get("checkpoint"), predictor=False)
         messages = request.get("messages")
         prompt = generator.chat_prompt(messages) if messages else str(request.get("prompt", ""))
         stream = generator.stream([prompt], sampling, request.get("seed"))
@@ -94,6 +103,10 @@ class Session:
             tokens_per_s = rate.tick()
             reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
         reply(done={"tokens": rate.tokens, "tokens_per_s": round(tokens_per_s, 1), "stopped": stop.is_set()})
+
+    def predict(self, request: dict[str, Any]) -> None:
+        predictor = self.load(str(request["target"]), request.get("checkpoint"), predictor=True)
+        reply(prediction=predictor.predict(str(request.get("text", "")), int(request.get("top_k", 5))))
 
 
 def latest_checkpoint_name(target: str) -> str | None:
@@ -114,9 +127,12 @@ def main() -> int:
     session = Session()
     while (request := requests.get()) is not None:
         try:
-            if "generate" not in request:
-                raise StudioError(f"unknown request {sorted(request)}; send generate or stop")
-            session.generate(request["generate"], stop)
+            if "generate" in request:
+                session.generate(request["generate"], stop)
+            elif "predict" in request:
+                session.predict(request["predict"])
+            else:
+                raise StudioError(f"unknown request {sorted(request)}; send generate, predict or stop")
         except StudioError as error:
             reply(error=str(error))
         except Exception as error:  # the UI shows one line; the worker stays up for the next request

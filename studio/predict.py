@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -32,8 +33,9 @@ class MaskedLM:
     block_size: int
     description: str
 
-    def fill(self, text: str, top_k: int) -> list[list[tuple[str, float]]]:
-        return fill_masks(self.model, self.tokenizer, text, self.mask_id, self.block_size, top_k)
+    def predict(self, text: str, top_k: int) -> dict[str, Any]:
+        """{"fills": per [MASK], its top_k tokens with their probabilities}."""
+        return {"fills": fill_masks(self.model, self.tokenizer, text, self.mask_id, self.block_size, top_k)}
 
 
 @dataclass
@@ -44,8 +46,9 @@ class Classifier:
     block_size: int
     description: str
 
-    def classify(self, text: str, top_k: int) -> list[tuple[str, float]]:
-        return classify_text(self.model, self.tokenizer, text, self.meta, self.block_size)[:top_k]
+    def predict(self, text: str, top_k: int) -> dict[str, Any]:
+        """{"labels": the top_k labels with their probabilities, likeliest first}."""
+        return {"labels": classify_text(self.model, self.tokenizer, text, self.meta, self.block_size)[:top_k]}
 
 
 def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifier:
@@ -57,7 +60,7 @@ def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifie
             return _load_classifier_folder(folder)
         return _load_folder(folder)
     read = read_checkpoint(run_or_folder(target), step)
-    if read.config.train.task == "classify":
+    if read.config.predicts == "classify":
         run_model = build_run_model(read.config, dequantized=True)
         run_model.load_state(read.weights)
         dataset = open_dataset(read.config.data.dataset)
@@ -65,7 +68,7 @@ def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifie
         tokenizer = load_tokenizer(dataset.tokenizer_path)
         context = read.config.model.block_size
         return Classifier(run_model.module.eval(), tokenizer, dataset.meta, context, description)
-    if not read.config.model.encoder:
+    if read.config.predicts is None:
         raise StudioError(
             f"run {read.path.parent.parent.name} is a {read.config.model.arch} language model, not an encoder: "
             "continue text with `llm-studio generate`"

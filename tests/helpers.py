@@ -133,3 +133,21 @@ async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.05)
+
+
+async def playground_answer(pilot, run: str, text: str) -> str:
+    """What panel A of the playground shows once `run` has answered `text` (a generation or a prediction)."""
+    from textual.widgets import TextArea
+
+    from widgets.generation_panel import GenerationPanel
+
+    await pilot.press("5")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    panel = pilot.app.query_one("#panel-a", GenerationPanel)
+    panel.select(run)
+    pilot.app.query_one("#prompt", TextArea).text = text
+    await pilot.press("ctrl+g")
+    await pilot.pause()
+    await wait_for(pilot, lambda: not panel.busy, timeout=60.0, what="the playground's answer")
+    return panel.query_one(".output-text", TextArea).text

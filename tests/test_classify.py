@@ -222,6 +222,7 @@ def test_missing_labels_are_skipped_and_counted_and_an_absent_class_warned(studi
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_the_dashboard_charts_a_classifiers_metrics_and_shows_its_confusion_matrix(studio_home, rows):
+    from tests.helpers import playground_answer
     from widgets.app import StudioApp
     from widgets.confusion_view import ConfusionView, confusion_table
     from widgets.loss_chart import LossChart
@@ -240,6 +241,9 @@ async def test_the_dashboard_charts_a_classifiers_metrics_and_shows_its_confusio
         assert confusion_table(step, labels_shown, matrix).title == "confusion @20 (true ↓ predicted →)"
         labels = [curve.label for curve in app.screen.query_one(LossChart).curves]
         assert "val F1" in labels and "val acc" in labels
+        app.pop_screen()
+        shown = (await playground_answer(pilot, "shown", "good nice day")).splitlines()  # the playground classifies
+        assert shown[0] == "good nice day" and sorted(shown[1].split()[::2]) == ["neg", "pos"], shown
 
 
 @pytest.mark.slow

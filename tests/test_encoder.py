@@ -116,6 +116,25 @@ def test_bert_export_reloads_in_transformers_and_fills_masks_alike(bert_tiny, mo
 
 
 @pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_playground_fills_masks_as_predict_does(bert_tiny, monkeypatch, capsys, torch_blocked):
+    from tests.helpers import playground_answer
+    from widgets.app import StudioApp
+    from widgets.generation_panel import GenerationPanel
+
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        shown = await playground_answer(pilot, "bert", "def [MASK](self):")
+        status = str(app.query_one("#panel-a", GenerationPanel).query_one(".generation-status").render())
+    monkeypatch.undo()  # predict, in this process, imports torch
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
+    capsys.readouterr()
+    assert main(["predict", "bert", "--text", "def [MASK](self):", "--top-k", "5"]) == 0
+    assert shown == capsys.readouterr().out.rstrip("\n") and status == "top fills per [MASK]"
+
+
+@pytest.mark.slow
 def test_predict_and_generate_say_what_an_encoder_does(bert_tiny, monkeypatch, capsys):
     monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
     assert main(["predict", "bert", "--text", "no blank here"]) == 2

@@ -1,5 +1,6 @@
 """One side of the playground: a run and checkpoint picker, the streamed text, and its tokens per second; in
-chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript.
+chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript. A run
+that classifies or fills masks (RunConfig.predicts) answers a text with its labels or its [MASK] fills instead.
 
 Each panel owns a generation worker process (`python -m studio.generate_worker`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
@@ -21,9 +22,21 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Select, Static, TextArea
 
+from studio.formatting import format_prediction
 from studio.paths import child_process_env
 
 LATEST = "latest"
+PREDICTION_TOP_K = 5  # labels, or fills per [MASK], shown for a text
+PREDICTION_HINTS = {
+    "classify": "a classifier: write a text, press g for its labels",
+    "fill-mask": "a masked LM: write a text with [MASK] in it, press g for the fills",
+}
+
+
+@dataclass(frozen=True)
+class PickableRun:
+    steps: list[int]  # the saved checkpoints
+    predicts: str | None  # RunConfig.predicts: "classify", "fill-mask", or None for a text generator
 
 
 class GenerationPanel(Vertical):
@@ -74,7 +87,7 @@ class GenerationPanel(Vertical):
         self.busy = False
         self._process: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self._runs: dict[str, list[int]] = {}
+        self._runs: dict[str, PickableRun] = {}
         self.history: list[dict[str, str]] = []  # chat mode: the conversation so far
         self._asked: list[dict[str, str]] | None = None  # chat mode: the conversation being answered
         self._answer = ""
@@ -87,11 +100,14 @@ class GenerationPanel(Vertical):
             )
         # a read-only TextArea keeps the text's indentation, scrolls, and lets the user select and copy
         yield TextArea("", read_only=True, soft_wrap=True, show_line_numbers=False, classes="output-text")
-        yield Static("pick a run, write a prompt, press g (ctrl+g in the prompt)", classes="generation-status")
+        # no markup: statuses quote texts and errors, where [MASK] is a token, not a style
+        yield Static(
+            "pick a run, write a prompt, press g (ctrl+g in the prompt)", classes="generation-status", markup=False
+        )
 
     # ---- attributes down ---------------------------------------------------------------------------------
-    def set_runs(self, runs: dict[str, list[int]]) -> None:
-        """The runs and their saved steps; keeps the current choice when it still exists."""
+    def set_runs(self, runs: dict[str, PickableRun]) -> None:
+        """The runs, with their saved steps and use; keeps the current choice when it still exists."""
         self._runs = runs
         select = self.query_one("#run", Select)
         current = select.value
@@ -104,8 +120,10 @@ class GenerationPanel(Vertical):
 
     @on(Select.Changed, "#run")
     def _fill_checkpoints(self) -> None:
-        run = self.run_name
-        steps = self._runs.get(run, []) if run else []
+        picked = self.picked
+        steps = picked.steps if picked else []
+        if picked and picked.predicts and not self.busy:
+            self._show_status(PREDICTION_HINTS[picked.predicts])
         select = self.query_one("#checkpoint", Select)
         current = select.value
         select.set_options([(LATEST, LATEST), *((f"step {step}", step) for step in reversed(steps))])
@@ -115,6 +133,10 @@ class GenerationPanel(Vertical):
     def run_name(self) -> str | None:
         value = self.query_one("#run", Select).value
         return value if isinstance(value, str) else None
+
+    @property
+    def picked(self) -> PickableRun | None:
+        return self._runs.get(self.run_name) if self.run_name else None
 
     @property
     def checkpoint(self) -> int | None:
@@ -132,7 +154,13 @@ class GenerationPanel(Vertical):
         if self.run_name is None:
             self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
             return
-        request = {"target": self.run_name, "checkpoint": self.checkpoint, **sampling}
+        target = {"target": self.run_name, "checkpoint": self.checkpoint}
+        if self.picked and self.picked.predicts:
+            self._asked = None
+            self.begin(prompt)
+            self._send({"predict": {**target, "text": prompt, "top_k": PREDICTION_TOP_K}})
+            return
+        request = {**target, **sampling}
         if chat:
             self._asked, self._answer = [*self.history, {"role": "user", "content": prompt}], ""
             self.begin(transcript(self._asked) + "assistant: ")
@@ -170,6 +198,11 @@ class GenerationPanel(Vertical):
             self._show_status(f"streaming · {self.tokens} tokens · {data['tokens_per_s']:.1f} tok/s")
         elif "loaded" in data:
             self._show_status(f"{data['loaded']} · generating...")
+        elif "prediction" in data:
+            self.text = format_prediction(self.text, data["prediction"])
+            self.query_one(".output-text", TextArea).load_text(self.text)
+            self._show_status("labels, likeliest first" if "labels" in data["prediction"] else "top fills per [MASK]")
+            self.busy = False
         elif "done" in data:
             done = data["done"]
             state = "stopped" if done["stopped"] else "done"

@@ -25,7 +25,7 @@ from studio.console import (
     print_table,
 )
 from studio.errors import StudioError
-from studio.formatting import format_age, format_bytes, format_count, format_loss
+from studio.formatting import format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
 from studio.run_folder.control import delete_run, launch, stop_run
 from studio.run_folder.events import read_new_events
@@ -150,18 +150,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise StudioError(f"--top-k must be positive, not {args.top_k}")
-    from studio.predict import Classifier, load_predictor
+    from studio.predict import load_predictor
 
     predictor = load_predictor(args.target, args.checkpoint)
     for text in args.text:
-        if isinstance(predictor, Classifier):
-            ranked = predictor.classify(text, args.top_k)
-            print(f"{text}\n  " + "  ".join(f"{label} {p:.1%}" for label, p in ranked))
-            continue
-        fills = predictor.fill(text, args.top_k)
-        print(text)
-        for number, candidates in enumerate(fills, start=1):
-            print(f"  [MASK] {number}: " + "  ".join(f"{token!r} {p:.1%}" for token, p in candidates))
+        print(format_prediction(text, predictor.predict(text, args.top_k)))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Tab 5, the playground: a prompt, sampling controls, and one or two generation panels side by side; in
 completion mode the prompt is continued, in chat mode (m) it is the user's next turn of a multi-turn
-conversation, rendered with the model's chat template (n starts a new one).
+conversation, rendered with the model's chat template (n starts a new one). A classifier run answers the text
+with its labels' probabilities, a masked LM with the top fills of each [MASK].
 
 Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
 runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
@@ -17,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, TextArea
 
-from widgets.generation_panel import GenerationPanel
+from widgets.generation_panel import GenerationPanel, PickableRun
 from widgets.panes.focus import FocusablePane
 from widgets.worker_errors import ReportsWorkerErrors
 
@@ -70,13 +71,20 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
 
     @work(thread=True, exclusive=True, group="playground-runs", exit_on_error=False)
     def _load_runs(self) -> None:
-        from studio.run_folder.layout import list_checkpoint_steps
+        from studio.errors import StudioError
+        from studio.run_folder.layout import list_checkpoint_steps, read_config
         from studio.run_folder.status import list_runs
 
-        runs = {run.name: list_checkpoint_steps(run.path) for run in list_runs()}
+        runs = {}
+        for run in list_runs():
+            try:
+                predicts = read_config(run.path).predicts
+            except StudioError:  # an unreadable config: the worker will say so when the run is tried
+                predicts = None
+            runs[run.name] = PickableRun(list_checkpoint_steps(run.path), predicts)
         self.app.call_from_thread(self._show_runs, runs)
 
-    def _show_runs(self, runs: dict[str, list[int]]) -> None:
+    def _show_runs(self, runs: dict[str, PickableRun]) -> None:
         for panel in self.query(GenerationPanel):
             panel.set_runs(runs)
 
