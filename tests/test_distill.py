@@ -93,3 +93,31 @@ def test_a_small_student_learns_more_with_the_teacher(home, capsys):
     assert taught["val_loss"] < alone["val_loss"]
     parts = events("small-taught", "train")[-1]
     assert parts["loss"] == pytest.approx(0.7 * parts["kd_loss"] + 0.3 * parts["ce_loss"], rel=1e-4)
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_picks_a_teacher_and_the_dashboard_charts_both_parts(home):
+    from textual.widgets import Select, Static
+
+    from tests.helpers import wait_for
+    from widgets.app import StudioApp
+    from widgets.loss_chart import LossChart
+    from widgets.screens.dashboard import DashboardScreen
+
+    student("charted", "--teacher", "teacher", steps=10)
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        picker = app.query_one("#train-teacher-run", Select)
+        await wait_for(pilot, lambda: len(picker._options) > 1, what="the runs that can teach")
+        assert sorted(value for _, value in picker._options[1:]) == ["charted", "teacher"]  # runs with a checkpoint
+        picker.value = "teacher"
+        await pilot.pause()
+        assert app.config.distill.teacher == "teacher"
+        assert "distill.teacher=teacher" in str(app.query_one("#train-command", Static).render())
+        app.push_screen(DashboardScreen(run_path("charted")))
+        await wait_for(pilot, lambda: app.screen.query(LossChart) and app.screen.query_one(LossChart).curves)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        labels = [curve.label for curve in app.screen.query_one(LossChart).curves]
+        assert {"train", "val", "ce", "kd"} <= set(labels), labels

@@ -1,5 +1,6 @@
 """Tab 3, Train: the hyperparameters (app.config.train), the schedule's learning-rate curve, the equivalent
-`llm-studio train ...` command line, and Launch.
+`llm-studio train ...` command line, and Launch. A teacher to distill from is a run picked from those with a
+checkpoint, or a Hugging Face folder picked from the disk.
 
 Launching runs in a thread worker: prepare_run may prepare the dataset (minutes for a large corpus), then
 studio.run_folder.control.launch starts the trainer as a detached process group. The UI never imports torch.
@@ -15,19 +16,22 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes, format_count
-from widgets.config_field import form_section
+from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.panes.config_pane import ConfigPane
 from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
+from widgets.screens.file_picker import FilePickerScreen
 from widgets.status_line import StatusLine
+
+TEACHER_PICKER_TITLE = "Choose a teacher: a Hugging Face folder with the student's vocabulary (or label set)"
 
 
 class TrainPane(TaskPane, ConfigPane, Horizontal):
@@ -78,6 +82,9 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             )
             yield Static("", id="train-method-size")
             yield from form_section("Distillation", "distill.teacher", "distill.alpha", "distill.temperature")
+            with Horizontal(classes="button-row"):
+                yield Select[str]([], prompt="teacher run…", id="train-teacher-run", compact=True)
+                yield Button("Teacher folder…", id="train-teacher-folder", compact=True)
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Label("Command line (y copies)", classes="form-section")
@@ -91,6 +98,9 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def on_mount(self) -> None:
         self.config_changed("train")
 
+    def on_show(self) -> None:
+        self._load_teacher_runs()  # runs finished while the studio was open can teach
+
     # ---- the app hands config changes down ------------------------------------------------------
     def config_changed(self, section: str) -> None:
         super().config_changed(section)
@@ -102,6 +112,32 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def action_copy_command(self) -> None:
         self.app.copy_to_clipboard(train_command_line(self.app.config))
         self.app.notify("command line copied")
+
+    # ---- a teacher ----------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="teacher-runs", exit_on_error=False)
+    def _load_teacher_runs(self) -> None:
+        from studio.run_folder.layout import latest_checkpoint
+        from studio.run_folder.status import list_runs
+
+        names = [run.name for run in list_runs() if latest_checkpoint(run.path) is not None]
+        self.app.call_from_thread(self.query_one("#train-teacher-run", Select).set_options, [(n, n) for n in names])
+
+    @on(Select.Changed, "#train-teacher-run")
+    def _teacher_run_picked(self, event: Select.Changed) -> None:
+        event.stop()
+        if isinstance(event.value, str):
+            self._teacher_field().assign(event.value)
+
+    @on(Button.Pressed, "#train-teacher-folder")
+    def _browse_teacher_folder(self) -> None:
+        self.app.push_screen(FilePickerScreen(Path.cwd(), TEACHER_PICKER_TITLE), self._teacher_folder_picked)
+
+    def _teacher_folder_picked(self, path: Path | None) -> None:
+        if path is not None:
+            self._teacher_field().assign(str(path if path.is_dir() else path.parent))
+
+    def _teacher_field(self) -> ConfigField:
+        return next(field for field in self.query(ConfigField) if field.config_key == "distill.teacher")
 
     @on(Input.Submitted, "#train-run-name")
     def _name_submitted(self) -> None:
