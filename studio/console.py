@@ -75,20 +75,21 @@ def print_dataset_note(config) -> None:
 
 def print_method_sizes(config) -> None:
     """Before a launch: the parameters that train, of how many, and the memory one process needs (an estimate)."""
+    from studio.data.prepare import open_dataset
     from studio.hf_folder import run_facts
     from studio.sizes import method_sizes
 
-    train = config.train
-    sizes = method_sizes(config.model, train, run_facts(config))
+    train, dataset = config.train, open_dataset(config.data.dataset)
+    num_labels = len(dataset.meta["labels"]) if train.task == "classify" else 0
+    sizes = method_sizes(config.model, train, run_facts(config), num_labels=num_labels)
     method = train.method if train.method == "full" else f"{train.method} rank {train.lora_rank}"
     targets = "|".join(train.lora_targets) or "every linear layer"
     memory = sizes.memory["total"]
     teacher = ""
     if config.distill.teacher:  # frozen beside the student: its fp32 weights count, nothing else of it is kept
-        from studio.data.prepare import open_dataset
         from studio.launch import resolve_teacher
 
-        params = resolve_teacher(config, open_dataset(config.data.dataset)).params
+        params = resolve_teacher(config, dataset).params
         memory += 4 * params
         teacher = f", with a teacher of {format_count(params)} parameters" if params else ", with a teacher"
     print(

@@ -13,9 +13,21 @@ from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 
 
-def param_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
-    """Exact number of distinct parameters (a tied embedding counted once) of build_model(cfg)."""
+def param_count(cfg: ModelConfig, vocab_size: int | None = None, num_labels: int = 0) -> int:
+    """Exact number of distinct parameters (a tied embedding counted once) of build_model(cfg), or with num_labels
+    of build_classifier(cfg, num_labels): its language-model head replaced by a classifier's."""
     vocab = _vocab(cfg, vocab_size)
+    total = _language_model_params(cfg, vocab)
+    if not num_labels:
+        return total
+    d = cfg.n_embd
+    untied_head = 0 if cfg.tie_embeddings else vocab * d
+    if cfg.arch == "bert":  # the masked-LM head (transform, LayerNorm, bias) goes; a pooler and a classifier come
+        return total - (d * d + d + 2 * d + vocab + untied_head) + (d * d + d) + (d * num_labels + num_labels)
+    return total - untied_head + d * num_labels  # `score`: a linear layer without a bias
+
+
+def _language_model_params(cfg: ModelConfig, vocab: int) -> int:
     d, n_layer = cfg.n_embd, cfg.n_layer
     head = 0 if cfg.tie_embeddings else vocab * d  # lm_head has no bias in any architecture
     if cfg.recurrent:
@@ -62,8 +74,11 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
     return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.block_size
 
 
-def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int | None = None) -> dict[str, int]:
-    """Bytes one training process needs, roughly: {weights, gradients, optimizer, activations, total}.
+def estimate_train_memory(
+    cfg: ModelConfig, train: TrainConfig, vocab_size: int | None = None, num_labels: int = 0
+) -> dict[str, int]:
+    """Bytes one training process needs, roughly: {weights, gradients, optimizer, activations, total}; with
+    num_labels, of a classifier (param_count's), whose logits are one row per text.
 
     - weights: fp32 master copy (4 bytes each); under bf16/fp16 autocast add the 16-bit copies that
       autocast makes for the matmuls and keeps for the backward (2 bytes each).
@@ -79,7 +94,7 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
       keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted.
     """
     vocab = _vocab(cfg, vocab_size)
-    n = param_count(cfg, vocab)
+    n = param_count(cfg, vocab, num_labels)
     mixed = train.mixed_precision != "no"
     act_bytes = 2 if mixed else 4
     optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
@@ -94,7 +109,7 @@ def estimate_train_memory(cfg: ModelConfig, train: TrainConfig, vocab_size: int 
         "weights": 4 * n + (2 * n if mixed else 0),
         "gradients": 4 * n,
         "optimizer": 4 * optimizer_values * n,
-        "activations": tokens * (per_token * act_bytes + 2 * vocab * 4),
+        "activations": tokens * per_token * act_bytes + (2 * 4 * (train.batch_size * num_labels or tokens * vocab)),
     }
     memory["total"] = sum(memory.values())
     return memory
@@ -130,17 +145,20 @@ class MethodSizes:
     memory: dict[str, int]  # weights, gradients, optimizer, activations, total (bytes)
 
 
-def method_sizes(model: ModelConfig, train: TrainConfig, facts: dict | None = None, method: str = "") -> MethodSizes:
+def method_sizes(
+    model: ModelConfig, train: TrainConfig, facts: dict | None = None, method: str = "", num_labels: int = 0
+) -> MethodSizes:
     """Sizes of the run's model (a studio architecture, or a Hugging Face checkpoint described by its `facts`, see
-    studio.hf_inspect) trained by `method` (default: train.method).
+    studio.hf_inspect) trained by `method` (default: train.method); a studio classifier of num_labels classes when
+    given (the logits are then per text, not per token).
 
     Weights are fp32 (~0.55 bytes each for qlora's 4-bit base, scales included) with the adapters on top; gradients
     and optimizer moments exist for the trainable values only; activations as estimate_train_memory counts them
     (for a Hugging Face model: every linear layer's output and four residual-width tensors per layer and token)."""
     method = method or train.method
     if facts is None:
-        total, layers = param_count(model, model.vocab_size), native_linear_layers(model)
-        activations = estimate_train_memory(model, train)["activations"]
+        total, layers = param_count(model, model.vocab_size, num_labels), native_linear_layers(model)
+        activations = estimate_train_memory(model, train, num_labels=num_labels)["activations"]
     else:
         total, layers = facts["params"], [tuple(layer) for layer in facts["linear_layers"]]
         activations = _pretrained_activations(model, train, facts)

@@ -13,8 +13,11 @@ import torch
 
 from studio.cli.main import main
 from studio.config import RunConfig, set_field
+from studio.console import print_method_sizes
+from studio.formatting import format_count
 from studio.metrics import classification_metrics, confusion_matrix
-from studio.run_folder.layout import EVENTS, run_path
+from studio.run_folder.layout import EVENTS, read_config, run_path
+from studio.sizes import method_sizes
 from tests.hf_models import make_hf_model
 from tests.test_adapt import train_in_process
 
@@ -102,7 +105,7 @@ def corpus(tmp_path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "bert", "lstm", "scratch"])
-def test_classifiers_started_from_studio_runs_learn_the_task(studio_home, tmp_path, rows, arch):
+def test_classifiers_started_from_studio_runs_learn_the_task(studio_home, tmp_path, rows, arch, capsys):
     """From a language-model run of the architecture (an encoder's masked-LM run for bert), or from scratch."""
     init_from = ""
     if arch != "scratch":
@@ -125,10 +128,16 @@ def test_classifiers_started_from_studio_runs_learn_the_task(studio_home, tmp_pa
             set_field(lm, key, value)
         train_in_process(lm, "lm")
         init_from = "lm"
-    train_in_process(classify_config(rows, init_from), "classifier")
+    run_dir = train_in_process(classify_config(rows, init_from), "classifier")
     result = last_eval("classifier")
     assert result["val_acc"] >= 0.95, result
     assert len(result["val_confusion"]) == 2 and sum(map(sum, result["val_confusion"])) == 61  # 20% of each class
+    capsys.readouterr()
+    print_method_sizes(read_config(run_dir))  # the line printed before a launch counts the classifier as built
+    running = next(event for event in map(json.loads, (run_dir / EVENTS).read_text().splitlines()) if "params" in event)
+    assert capsys.readouterr().out.startswith(f"model: {format_count(running['params'])} parameters")
+    config = read_config(run_dir)
+    assert method_sizes(config.model, config.train, num_labels=2).total == running["params"]  # exactly
 
 
 def save_bert(folder: Path, text: str) -> None:

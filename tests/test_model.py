@@ -11,7 +11,7 @@ import torch
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes, format_count
-from studio.model import build_model, param_groups
+from studio.model import build_classifier, build_model, param_groups
 from studio.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
@@ -96,6 +96,8 @@ def test_param_count_is_exact(arch, tie, bias):
     assert param_count(cfg) == build_model(cfg).num_params()
     custom = tiny(arch, tie_embeddings=tie, bias=bias, mlp_hidden=40)
     assert param_count(custom) == build_model(custom).num_params()
+    for labels in (2, 5):  # a classifier: the language-model head replaced by its head
+        assert param_count(cfg, num_labels=labels) == build_classifier(cfg, labels).num_params()
 
 
 def test_param_count_takes_the_vocabulary_from_the_argument_or_refuses():

@@ -168,7 +168,8 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
 
 def method_line(config: RunConfig) -> str:
     """What the method trains, of how much, and the memory: for the studio's models at once; for a checkpoint
-    folder, once the Model tab has read it (the facts are remembered)."""
+    folder, once the Model tab has read it (the facts are remembered). A classifier is counted with two classes
+    here (the prepared labels set its head; the CLI's line before launch counts them)."""
     from studio.hf_folder import remembered_facts
     from studio.presets import preset_vocab
     from studio.sizes import method_sizes
@@ -183,10 +184,11 @@ def method_line(config: RunConfig) -> str:
     if facts:
         model.block_size = min(model.block_size, facts["context"] or model.block_size)
     try:
-        sizes = method_sizes(model, config.train, facts)
+        classify = config.train.task == "classify"
+        sizes = method_sizes(model, config.train, facts, num_labels=2 if classify else 0)
     except StudioError:
         return ""
     return (
-        f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train; "
-        f"about {format_bytes(sizes.memory['total'])} per process"
+        f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train"
+        f"{' (a head of 2 classes)' if classify else ''}; about {format_bytes(sizes.memory['total'])} per process"
     )
