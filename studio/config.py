@@ -125,7 +125,7 @@ class DataConfig:
     text_field: str = setting("text", "rows: the column (JSON key) holding each document's text", "text field")
     format: DataFormat = setting(
         "auto",
-        "JSONL rows: text (continued pretraining), alpaca, messages (OpenAI style) or sharegpt; auto: from the "
+        "rows: text (continued pretraining), alpaca, messages (OpenAI style) or sharegpt; auto: from the "
         "first row's keys",
         "row format",
     )
@@ -138,9 +138,11 @@ class DataConfig:
     packing: bool = setting(
         False, "chat data: pack short examples into full sequences (attention and loss stay within each)", "packing"
     )
-    label_field: str = setting("label", "classification: the JSON key holding each row's label", "label field")
+    label_field: str = setting("label", "classification: the column (JSON key) holding each row's label", "label field")
     text_pair_field: str = setting(
-        "", "classification: the JSON key of a second text, read as a pair with the first; empty: none", "pair field"
+        "",
+        "classification: the column (JSON key) of a second text, read as a pair with the first; empty: none",
+        "pair field",
     )
     val_file: str = setting(
         "",
