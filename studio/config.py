@@ -112,17 +112,20 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = setting(
-        "python-stdlib", "a .txt / .jsonl file, a folder, python-stdlib, or a prepared dataset's name", "source"
+        "python-stdlib",
+        "a text file (.gz .bz2 .xz .zst too), rows (.jsonl .json .csv .tsv .parquet), a folder, a datasets folder, "
+        "python-stdlib, or a prepared dataset's name",
+        "source",
     )
     tokenizer: TokenizerKind = setting("bpe", "byte-level BPE, or one token per character", "tokenizer")
     vocab_size: int = setting(
         4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own characters", "vocab size"
     )
     val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
-    text_field: str = setting("text", "JSONL: the JSON key holding each document's text", "JSONL field")
+    text_field: str = setting("text", "rows: the column (JSON key) holding each document's text", "text field")
     format: DataFormat = setting(
         "auto",
-        "JSONL rows: text (continued pretraining), alpaca, messages (OpenAI style) or sharegpt; auto: from the "
+        "rows: text (continued pretraining), alpaca, messages (OpenAI style) or sharegpt; auto: from the "
         "first row's keys",
         "row format",
     )
@@ -135,13 +138,15 @@ class DataConfig:
     packing: bool = setting(
         False, "chat data: pack short examples into full sequences (attention and loss stay within each)", "packing"
     )
-    label_field: str = setting("label", "classification: the JSON key holding each row's label", "label field")
+    label_field: str = setting("label", "classification: the column (JSON key) holding each row's label", "label field")
     text_pair_field: str = setting(
-        "", "classification: the JSON key of a second text, read as a pair with the first; empty: none", "pair field"
+        "",
+        "classification: the column (JSON key) of a second text, read as a pair with the first; empty: none",
+        "pair field",
     )
     val_file: str = setting(
         "",
-        "classification: a .jsonl of held-out rows to validate on; empty: the rows' split field, else a "
+        "classification: a file of held-out rows to validate on; empty: the rows' split field, else a "
         "stratified holdout",
         "validation file",
     )
@@ -149,7 +154,12 @@ class DataConfig:
     min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
     max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")
     dedup: bool = setting(True, "drop exact duplicate documents", "dedup")
-    strict: bool = setting(False, "refuse bytes that are not UTF-8 instead of replacing them", "strict UTF-8")
+    strict: bool = setting(
+        False,
+        "refuse bytes that are not UTF-8 instead of replacing them, and rows whose text is null or empty instead of "
+        "skipping them",
+        "strict",
+    )
     dataset: str = setting("", "the prepared dataset the run trains on; filled in at launch", "dataset")
 
 

@@ -45,6 +45,8 @@ def print_dataset(dataset) -> None:
     )
     if meta.get("bytes_replaced"):
         print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
+    if meta.get("empty_rows"):
+        print(f"note: {meta['empty_rows']:,} rows had null or empty text and were skipped (--strict refuses them)")
     print(f"folder: {dataset.path}")
 
 

@@ -25,6 +25,7 @@ from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.screens.help import HelpScreen
+from widgets.source_preview import SourcePreview
 from widgets.status_line import StatusLine
 from widgets.token_sample import TokenSample
 
@@ -158,6 +159,38 @@ async def test_prepare_shows_facts_and_token_boundaries(studio_home, small_corpu
         assert sample.plain.startswith("def function_0(value):↵")
         assert len(sample.spans) >= 100  # one background span per token: char tokens, so many
         assert "is ready" in static_text(app.query_one("#data-status", StatusLine))
+
+
+@pytest.mark.asyncio
+async def test_a_row_source_previews_its_columns_and_marks_the_fields(studio_home, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = tmp_path / "reviews.parquet"
+    pq.write_table(pa.Table.from_pylist([{"review": f"good film {i}\nreally", "stars": i} for i in range(8)]), rows)
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        preview = app.query_one(SourcePreview)
+        assert not preview.display  # the built-in corpus has no rows
+        await paste_into(pilot, "data.source", str(rows))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        shown = static_text(preview)
+        assert preview.display and "reviews.parquet: 2 columns, the first 5 rows" in shown
+        assert "review" in shown and "good film 0↵really" in shown and "(text)" not in shown
+        await paste_into(pilot, "data.text_field", "review")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "review (text)" in static_text(preview)
+        (tmp_path / "broken.parquet").write_bytes(b"PAR1 broken")
+        await paste_into(pilot, "data.source", str(tmp_path / "broken.parquet"))
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert preview.has_class("-error") and "not a readable parquet file" in static_text(preview)
+        await paste_into(pilot, "data.source", "python-stdlib")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not preview.display
 
 
 @pytest.mark.asyncio

@@ -202,7 +202,11 @@ def test_a_studio_classifier_exports_to_its_transformers_class(studio_home, tmp_
         ([{"text": "x", "label": "a"}] * 10, [], "has one class only ('a')"),
         ([{"text": "x", "tag": "a"}, {"text": "y", "tag": "b"}] * 5, [], "no row has a label"),
         ([{"text": "x", "label": "a"}, {"text": "y"}, {"text": "z", "label": "b"}] * 5, ["--strict"], "has no 'label'"),
-        ([{"body": "x", "label": "a"}, {"body": "y", "label": "b"}] * 5, [], "has no text under 'text'"),
+        (
+            [{"body": "x", "label": "a"}, {"body": "y", "label": "b"}] * 5,
+            [],
+            "has no field 'text' (its fields: body, label)",
+        ),
         ([{"text": "x", "label": [1]}, {"text": "y", "label": "b"}] * 5, [], "is not a string or a whole number"),
     ],
     ids=["one-class", "no-labels", "strict-missing-label", "no-text", "bad-label"],

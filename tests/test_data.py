@@ -114,7 +114,7 @@ def test_python_stdlib_has_many_modules_and_no_tests():
 
 
 def test_missing_path_says_what_to_give(tmp_path):
-    with pytest.raises(StudioError, match="no such file or folder: .*nope.txt; give a .txt/.jsonl file"):
+    with pytest.raises(StudioError, match=r"no such file or folder: .*nope.txt; give a text file, rows \(.jsonl"):
         open_source(str(tmp_path / "nope.txt"), DataConfig())
 
 

@@ -54,6 +54,8 @@ def facts_table(name: str, meta: dict[str, Any]) -> Table:
     elif meta.get("examples"):
         rows.insert(2, ("format", f"{meta['row_format']}, {meta['examples']['train']:,} train · "
                                   f"{meta['examples']['val']:,} val, {meta['truncated']:,} truncated"))  # fmt: skip
+    if meta.get("empty_rows"):
+        rows.append(("empty rows", f"{meta['empty_rows']:,} skipped (null or empty text)"))
     if meta.get("binary_files_skipped"):
         rows.append(("binary skipped", f"{meta['binary_files_skipped']:,} files"))
     return label_table(rows)

@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     prepare = command("prepare", "clean and tokenize a corpus once (cached)")
-    prepare.add_argument("source", help="a .txt or .jsonl file, a folder, or python-stdlib")
+    prepare.add_argument(
+        "source",
+        help="a text file, rows (.jsonl .json .csv .tsv .parquet), a folder, a datasets folder, or python-stdlib",
+    )
     add_config_options(prepare, DATA_FLAGS + PREPARE_FLAGS)
     prepare.add_argument("--name", help="dataset name (default: derived from the source and options)")
 

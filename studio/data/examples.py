@@ -8,10 +8,11 @@
         meta.json               as for text, plus the row format, the chat template, the end-of-turn token ids,
                                 and counts of examples kept, truncated and dropped
 
-Each row of the .jsonl source is normalised to messages and rendered with the model's chat template (or the
-studio's default for a base model without one, which then travels with the run into its checkpoints and
-exports), tokenized with its mask (studio.data.chat), and written in one pass; the last val_fraction of the
-examples is the validation split. Memory stays flat: ids go to disk as they come, only the offsets are kept.
+Each row of the source (any row file studio.data.sources reads) is normalised to messages and rendered with the
+model's chat template (or the studio's default for a base model without one, which then travels with the run into
+its checkpoints and exports), tokenized with its mask (studio.data.chat), and written in one pass; the last
+val_fraction of the examples is the validation split. Memory stays flat: ids go to disk as they come, only the
+offsets are kept.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tokenizers import Tokenizer
 
 from studio.config import DataConfig
 from studio.data.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, detect_format, encode_messages, to_messages
-from studio.data.sources import ReadStats, Source, jsonl_records
+from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
 MIN_EXAMPLE_TOKENS = 2  # an input and a target
@@ -48,13 +49,13 @@ class ExampleCounts:
 
 
 def source_format(source: Source, data: DataConfig) -> str:
-    """The row format: data.format, or (auto) what the first row of the first .jsonl file looks like."""
+    """The row format: data.format, or (auto) what the first row of the first row file looks like."""
     if data.format != "auto":
         return data.format
-    first = next((file for file in source.files if file.jsonl), None)
+    first = next((file for file in source.files if file.has_rows), None)
     if first is None:
         return "text"
-    for record, where in jsonl_records(first.path, data.strict, ReadStats()):
+    for record, where in first.rows(data.strict, ReadStats()):
         return detect_format(record, data.text_field, where)
     return "text"
 
@@ -99,7 +100,7 @@ class RowEncoder:
         seen_hashes: set[bytes] = set()
         added = self.tokenizer.get_added_tokens_decoder()
         limit = self.context + 1
-        for record, where in _records(source, self.data, stats):
+        for record, where in source.records(stats, "chat and instruction rows"):
             counts.seen += 1
             ids, mask, characters = self.encode(record, where)
             digest = hashlib.blake2b(np.asarray(ids, dtype=np.int64).tobytes(), digest_size=16).digest()
@@ -147,16 +148,6 @@ def write_examples(
     examples = {"train": split_at, "val": val_examples}
     tokens = {"train": int(offsets[split_at]), "val": int(offsets[-1] - offsets[split_at])}
     return counts, examples, tokens
-
-
-def _records(source: Source, data: DataConfig, stats: ReadStats) -> Iterator[tuple[dict, str]]:
-    for file in source.files:
-        if not file.jsonl:
-            raise StudioError(
-                f"{file.path}: chat and instruction data are .jsonl rows; convert the file or use --format text"
-            )
-        stats.files_read += 1
-        yield from jsonl_records(file.path, data.strict, stats)
 
 
 def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[int]:

@@ -6,9 +6,10 @@
         train.labels, val.labels  int64: each example's label, an index into meta.json's `labels`
         tokenizer.json, meta.json
 
-A row is a JSON object with the text (`data.text_field`), optionally a second text read as a pair
-(`data.text_pair_field`), and the label (`data.label_field`, a string or a whole number). Rows whose label is
-missing or null are skipped and counted (refused with `data.strict`). The validation split is `data.val_file`'s
+A row (of any row file studio.data.sources reads: jsonl, json, csv, tsv, parquet, a datasets folder) has the text
+(`data.text_field`), optionally a second text read as a pair (`data.text_pair_field`), and the label
+(`data.label_field`, a string or a whole number). Rows whose label is missing or null, or whose text is null or
+empty, are skipped and counted (refused with `data.strict`). The validation split is `data.val_file`'s
 rows when given, else the rows' own `split` field where they have one, else a stratified holdout: the last
 val_fraction of each class.
 
@@ -29,7 +30,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from studio.config import DataConfig
-from studio.data.sources import ReadStats, Source, jsonl_records
+from studio.data.sources import ReadStats, Source, row_text
 from studio.errors import StudioError
 
 VALIDATION_SPLITS = ("val", "validation", "dev", "test")
@@ -50,35 +51,30 @@ class LabeledRows:
 
 
 def read_labeled_rows(source: Source, data: DataConfig, stats: ReadStats) -> LabeledRows:
-    """Every row with a label; a row without its text is an error naming it, one without a label is skipped."""
+    """Every row with a label and text; a row without its text field is an error naming it, one without a label
+    is skipped (counted in `skipped`), one whose text is null or empty too (counted in stats.empty_rows)."""
     found = LabeledRows()
-    for file in source.files:
-        if not file.jsonl:
-            raise StudioError(f"{file.path}: classification rows are .jsonl objects with a text and a label")
-        stats.files_read += 1
-        for record, where in jsonl_records(file.path, data.strict, stats):
-            label = record.get(data.label_field)
-            if label is None:
-                if data.strict:
-                    raise StudioError(f"{where} has no {data.label_field!r}; label it, or drop --strict to skip it")
-                found.skipped += 1
-                continue
-            if isinstance(label, bool) or not isinstance(label, str | int):
-                raise StudioError(f"{where}: the label {label!r} is not a string or a whole number; fix the row")
-            text = _text(record, data.text_field, where, "--text-field")
-            pair = _text(record, data.text_pair_field, where, "--text-pair-field") if data.text_pair_field else None
-            split = record.get("split")
-            split = None if split is None else ("val" if str(split).lower() in VALIDATION_SPLITS else "train")
-            found.rows.append(LabeledRow(text, pair, label, split))
+    for record, where in source.records(stats, "classification rows"):
+        label = record.get(data.label_field)
+        if label is None:
+            if data.strict:
+                raise StudioError(f"{where} has no {data.label_field!r}; label it, or drop --strict to skip it")
+            found.skipped += 1
+            continue
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise StudioError(f"{where}: the label {label!r} is not a string or a whole number; fix the row")
+        text = row_text(record, data.text_field, where, data.strict, stats)
+        pair = (
+            row_text(record, data.text_pair_field, where, data.strict, stats, "--text-pair-field")
+            if data.text_pair_field
+            else None
+        )
+        if text is None or (data.text_pair_field and pair is None):
+            continue
+        split = record.get("split")
+        split = None if split is None else ("val" if str(split).lower() in VALIDATION_SPLITS else "train")
+        found.rows.append(LabeledRow(text, pair, label, split))
     return found
-
-
-def _text(record: dict, key: str, where: str, flag: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, str):
-        fields = ", ".join(record) or "none"
-        raise StudioError(f"{where} has no text under {key!r} (its fields: {fields}); name the field with {flag}")
-    return value
 
 
 def label_names(rows: list[LabeledRow], where: str) -> list[str | int]:

@@ -35,7 +35,7 @@ from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
-from studio.data.sources import ReadStats, Source, open_source
+from studio.data.sources import COMPRESSIONS, ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
     EOT,
@@ -236,7 +236,7 @@ def _options(
         del options["vocab_size"]
     if kind != "folder":
         del options["glob"]
-    if kind not in ("folder", "jsonl"):
+    if kind in ("builtin", "text"):  # no rows to pick a field of
         del options["text_field"]
     return options
 
@@ -260,7 +260,9 @@ def _cached(key: str, name: str | None) -> Dataset | None:
 def _default_name(source: Source, data: DataConfig, options: dict[str, Any]) -> str:
     """e.g. python-stdlib-bpe4096, tinyshakespeare-char, or notes-pretrained-<hash> (a model's tokenizer)."""
     path = Path(source.location)
-    stem = {"builtin": source.location, "folder": path.name}.get(source.kind, path.stem)
+    if path.suffix in COMPRESSIONS:  # corpus.txt.zst is named corpus
+        path = path.with_suffix("")
+    stem = {"builtin": source.location, "folder": path.name, "datasets": path.name}.get(source.kind, path.stem)
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)[:60].strip("-._") or "corpus"
     tokenizer = options["tokenizer"] if "vocab_size" not in options else f"bpe{data.vocab_size}"
     return f"{stem}-{tokenizer}"
@@ -342,6 +344,7 @@ def _write_dataset(
         "binary_files_skipped": corpus.read.binary_files_skipped,
         "characters": corpus.characters,
         "bytes_replaced": corpus.read.bytes_replaced,
+        "empty_rows": corpus.read.empty_rows,
         "tokens": writer.tokens,
         "dtype": writer.dtype,
         "vocab_size": vocab_size,
@@ -414,6 +417,7 @@ def _write_labeled_dataset(
             "binary_files_skipped": 0,
             "characters": characters,
             "bytes_replaced": stats.bytes_replaced,
+            "empty_rows": stats.empty_rows,
             "dtype": token_dtype(vocab_size),
             "vocab_size": vocab_size,
             "eot_id": eot_id,
@@ -472,6 +476,7 @@ def _write_example_dataset(
         "binary_files_skipped": 0,
         "characters": counts.characters,
         "bytes_replaced": stats.bytes_replaced,
+        "empty_rows": stats.empty_rows,
         "tokens": tokens,
         "dtype": token_dtype(vocab_size),
         "vocab_size": vocab_size,

@@ -1,5 +1,8 @@
 """Tab 1, Data: the corpus and how it is cleaned and tokenized (app.config.data), Prepare, and what came out.
 
+A source of rows (parquet, csv, tsv, json, jsonl, a datasets folder) shows its columns and first rows as soon as
+it is named, read in a thread worker, with the columns the text and label fields name marked.
+
 Preparing runs in a thread worker (it reads and tokenizes the whole corpus, chat rows with the tokenizer and
 template of the model on the Train tab's init_from); the result is shown as the dataset's facts from meta.json and
 the first training tokens with their boundaries visible, and for chat data the tokens the loss learns marked.
@@ -7,8 +10,10 @@ the first training tokens with their boundaries visible, and for chat data the t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,15 +21,20 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label
 
-from studio.config import RunConfig
+from studio.config import DataConfig, RunConfig
+from studio.errors import StudioError
 from widgets.config_field import ConfigField, form_section
 from widgets.dataset_facts import DatasetFacts
 from widgets.panes.config_pane import ConfigPane
 from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
+from widgets.source_preview import SourcePreview
 from widgets.status_line import StatusLine
 from widgets.token_sample import TokenPiece, TokenSample, read_token_pieces
+
+if TYPE_CHECKING:
+    from studio.data.sources import RowsPreview
 
 BUILTIN_SOURCE = "python-stdlib"
 
@@ -58,6 +68,7 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
                 yield PrepareProgress(id="data-progress")
             yield StatusLine("Not prepared yet: press p to clean and tokenize the source.", id="data-status")
             with VerticalScroll(id="data-output"):
+                yield SourcePreview(id="data-preview")
                 yield DatasetFacts(id="data-facts")
                 yield Label("", id="data-sample-title", classes="form-section")
                 yield TokenSample(id="data-sample")
@@ -77,6 +88,34 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
 
     def source_field(self) -> ConfigField:
         return next(field for field in self.query(ConfigField) if field.config_key == "data.source")
+
+    # ---- the source's rows ------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.preview(dataclasses.replace(self.app.config.data))
+
+    def config_changed(self, section: str) -> None:
+        super().config_changed(section)
+        if section == "data":
+            self.preview(dataclasses.replace(self.app.config.data))
+
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def preview(self, data: DataConfig) -> None:
+        from studio.data.sources import preview_rows  # imports numpy (studio.data): not at the studio's start
+
+        try:
+            found: RowsPreview | str | None = preview_rows(data.source, data)
+        except StudioError as error:
+            found = str(error)
+        self.app.call_from_thread(self._previewed, data, found)
+
+    def _previewed(self, data: DataConfig, found: RowsPreview | str | None) -> None:
+        if data != self.app.config.data:  # the options changed meanwhile: a newer preview is on its way
+            return
+        preview = self.query_one(SourcePreview)
+        if isinstance(found, str):
+            preview.show_problem(found)
+        else:
+            preview.show_preview(found, data)
 
     # ---- prepare ----------------------------------------------------------------------------------
     @on(Button.Pressed, "#data-prepare")

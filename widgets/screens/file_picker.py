@@ -48,7 +48,9 @@ class FilePickerScreen(ModalScreen[Path | None]):
         Binding("backspace", "parent", "Parent folder"),
     ]
 
-    def __init__(self, start: Path, title: str = "Choose a .txt or .jsonl file, or a folder of text files") -> None:
+    def __init__(
+        self, start: Path, title: str = "Choose a text file, rows (jsonl, json, csv, tsv, parquet) or a folder"
+    ) -> None:
         super().__init__()
         self.start = start
         self.title_text = title
