@@ -71,7 +71,7 @@ def _load(target: str, step: int | None) -> Loaded:
     eot = _token(dataset, dataset.eot_id)
     frames = bool(dataset.meta.get("framed"))
     pretrained = PretrainedTokenizer(dataset.tokenizer_path, eot, frames_text=frames)
-    purpose = Purpose(pretrained, config.model.block_size, config.model.encoder, config.train.task)
+    purpose = Purpose(pretrained, config.model.block_size, config.model.encoder, config.train.task, held_out=True)
     kind = "classify" if config.train.task == "classify" else ("masked" if config.model.encoder else "causal")
     labels = [str(label) for label in dataset.meta.get("labels", [])]
     if kind == "causal":
@@ -96,7 +96,7 @@ def _load_folder(folder: Path) -> Loaded:
         end = SEP if kind == "masked" else pad  # what separates documents of held-out text (an encoder's [SEP])
         pretrained = PretrainedTokenizer(folder / "tokenizer.json", end, pad_token=pad, frames_text=True)
         task = "classify" if kind == "classify" else "lm"
-        purpose = Purpose(pretrained, predictor.block_size, kind == "masked", task)
+        purpose = Purpose(pretrained, predictor.block_size, kind == "masked", task, held_out=True)
         labels = [str(label) for label in getattr(predictor, "meta", {}).get("labels", [])]
         return Loaded(kind, predictor.model, purpose, predictor.block_size, labels)
     from studio.generate import load_generator
@@ -164,26 +164,23 @@ def _classify(loaded: Loaded, dataset: Dataset) -> Evaluation:
     confusion = [[0] * len(labels) for _ in labels]
     predictions: list[dict[str, Any]] = []
     loss_sum = 0.0
-    for split in ("train", "val"):
-        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
-        for first in range(0, len(examples), BATCH):
-            batch = labeled_batch(
-                examples, list(range(first, min(first + BATCH, len(examples)))), dataset.meta["pad_id"]
+    examples = ExampleFile(dataset.bin_path("val"), dataset.dtype)  # held-out rows are one split (Purpose.held_out)
+    for first in range(0, len(examples), BATCH):
+        batch = labeled_batch(examples, list(range(first, min(first + BATCH, len(examples)))), dataset.meta["pad_id"])
+        logits, _ = model(batch.x, lengths=batch.lengths)
+        batch.y = to_model[batch.y]
+        loss_sum += lm_loss_sum(logits, batch.y).item()
+        probabilities = logits.float().softmax(-1)
+        for label, row in zip(batch.y.tolist(), probabilities.tolist()):
+            predicted = max(range(len(row)), key=row.__getitem__)
+            confusion[label][predicted] += 1
+            predictions.append(
+                {
+                    "label": labels[label],
+                    "predicted": labels[predicted],
+                    "probabilities": {name: round(p, 6) for name, p in zip(labels, row)},
+                }
             )
-            logits, _ = model(batch.x, lengths=batch.lengths)
-            batch.y = to_model[batch.y]
-            loss_sum += lm_loss_sum(logits, batch.y).item()
-            probabilities = logits.float().softmax(-1)
-            for label, row in zip(batch.y.tolist(), probabilities.tolist()):
-                predicted = max(range(len(row)), key=row.__getitem__)
-                confusion[label][predicted] += 1
-                predictions.append(
-                    {
-                        "label": labels[label],
-                        "predicted": labels[predicted],
-                        "probabilities": {name: round(p, 6) for name, p in zip(labels, row)},
-                    }
-                )
     metrics = classification_metrics(confusion)
     summary = {
         "loss": round(loss_sum / max(len(predictions), 1), 6),

@@ -290,6 +290,13 @@ def test_evaluate_judges_a_classifier_on_held_out_rows(studio_home, tmp_path, ro
     correct = sum(row["label"] == row["predicted"] for row in predictions)
     assert result["accuracy"] == pytest.approx(correct / 80)
     assert sum(map(sum, result["confusion"])) == 80
+    positive = write_rows(
+        tmp_path / "positive.jsonl", [row for row in sentiment_rows(40, seed=8) if row["label"] == "pos"]
+    )
+    capsys.readouterr()
+    assert main(["evaluate", "judged", "--data", str(positive), "--json"]) == 0  # one class is enough to judge by
+    result = json.loads(capsys.readouterr().out)
+    assert result["labels"] == ["neg", "pos"] and result["rows"] == sum(result["confusion"][1]) > 10
 
 
 def test_a_validation_file_holds_the_validation_rows(studio_home, tmp_path):

@@ -77,8 +77,9 @@ def read_labeled_rows(source: Source, data: DataConfig, stats: ReadStats) -> Lab
     return found
 
 
-def label_names(rows: list[LabeledRow], where: str) -> list[str | int]:
-    """The classes, in order (numbers by value, names alphabetically); at least two."""
+def label_names(rows: list[LabeledRow], where: str, at_least: int = 2) -> list[str | int]:
+    """The classes, in order (numbers by value, names alphabetically); at least two to train a classifier (held-out
+    rows that judge one may hold a single class)."""
     if not rows:
         raise StudioError(
             f"{where}: no row has a label; classification rows need one (name its field with --label-field)"
@@ -88,9 +89,10 @@ def label_names(rows: list[LabeledRow], where: str) -> list[str | int]:
         ordered: list[str | int] = sorted(names)
     else:
         ordered = sorted({str(name) for name in names})
-    if len(ordered) < 2:
-        only = ordered[0] if ordered else "none"
-        raise StudioError(f"{where} has one class only ({only!r}); a classifier needs rows of at least two labels")
+    if len(ordered) < at_least:
+        raise StudioError(
+            f"{where} has one class only ({ordered[0]!r}); a classifier needs rows of at least two labels"
+        )
     return ordered
 
 

@@ -79,6 +79,7 @@ class Purpose:
     context: int = 0  # the model's context, which examples are cut to
     encoder: bool = False  # an encoder's special tokens: [PAD] [CLS] [SEP] [MASK]
     task: str = "lm"  # or "classify": rows of text and label
+    held_out: bool = False  # rows to judge a trained classifier by: one split of them all, one class is enough
 
 
 @dataclass
@@ -185,6 +186,7 @@ def prepare_dataset(
     if encoder and row_format not in ("text", "labeled"):
         raise StudioError(f"a BERT encoder learns from plain text, not {row_format} rows; give text or --format text")
     options = _options(data, source.kind, pretrained, row_format, context) | ({"encoder": True} if encoder else {})
+    options |= {"held_out": True} if purpose.held_out and row_format == "labeled" else {}
     fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
     key = hashlib.blake2b(
         json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
@@ -365,7 +367,10 @@ def _write_labeled_dataset(
     stats = ReadStats()
     progress("scan", 0, 1)
     read = read_labeled_rows(source, data, stats)
-    if data.val_file:  # held-out rows of their own: every row of the source trains
+    if purpose.held_out:  # the model's labels judge them; none of them trains
+        labels = label_names(read.rows, source.location, at_least=1)
+        train_rows, val_rows = [], read.rows
+    elif data.val_file:  # held-out rows of their own: every row of the source trains
         held_out = read_labeled_rows(open_source(data.val_file, data), data, stats)
         labels = label_names(read.rows + held_out.rows, source.location)
         train_rows, val_rows = read.rows, held_out.rows
@@ -373,7 +378,7 @@ def _write_labeled_dataset(
     else:
         labels = label_names(read.rows, source.location)
         train_rows, val_rows = split_rows(read.rows, labels, data.val_fraction)
-    if not train_rows or not val_rows:
+    if not val_rows or not (train_rows or purpose.held_out):
         raise StudioError(
             f"{source.location}: {len(train_rows)} training and {len(val_rows)} validation rows; each split needs "
             "rows (check the rows' split fields, or data.val_fraction)"
@@ -399,7 +404,8 @@ def _write_labeled_dataset(
     splits = {"train": train_rows, "val": val_rows}
     facts = write_labeled(folder, splits, labels, tokenizer, framed, purpose.context, token_dtype(vocab_size))
     progress("encode", 1, 1)
-    missing = [str(label) for label in labels if str(label) not in facts["class_counts"]["val"]]
+    val_counts = facts["class_counts"]["val"]
+    missing = [] if purpose.held_out else [str(label) for label in labels if str(label) not in val_counts]
     characters = sum(map(len, texts))
     meta = (
         identity
