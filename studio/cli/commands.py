@@ -57,6 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.queue:
         position = run_queue.enqueue(run_dir.name)
         print(f"run {run_dir.name} queued (position {position}); see `llm-studio queue`")
+        print_if_paused()
         return 0
     return start(run_dir, resume_from=None, detach=args.detach)
 
@@ -213,7 +214,8 @@ def print_queue(state: run_queue.QueueState) -> None:
         (str(len(rows) + number), entry.run, "waiting", format_age(now - entry.queued))
         for number, entry in enumerate(state.waiting, start=1)
     ]
-    print_table(("#", "RUN", "STATE", "QUEUED"), rows)
+    if rows:
+        print_table(("#", "RUN", "STATE", "QUEUED"), rows)
     if state.paused:
         print("paused: nothing new starts until `llm-studio queue resume`")
 
@@ -226,7 +228,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for run in sweep.runs:
         print(f"  {run.name}")
     print(f"follow them with `llm-studio queue`; results with `llm-studio runs --sweep {sweep.name}`")
+    print_if_paused()
     return 0
+
+
+def print_if_paused() -> None:
+    if run_queue.is_paused():
+        print("note: the queue is paused; nothing starts until `llm-studio queue resume`", file=sys.stderr)
 
 
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
