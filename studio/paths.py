@@ -1,4 +1,5 @@
-"""Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/` and `runs/`.
+"""Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/`, `runs/`, `queue/`
+(runs waiting their turn) and `sweeps/` (which runs a sweep queued).
 
 Runs and datasets are named, and a name is only ever a name: `check_name` is the one rule, so no name can
 reach outside its folder (no `/`, no leading dot, no `..`).
@@ -27,6 +28,14 @@ def datasets_dir() -> Path:
 
 def runs_dir() -> Path:
     return studio_home() / "runs"
+
+
+def queue_dir() -> Path:
+    return studio_home() / "queue"
+
+
+def sweeps_dir() -> Path:
+    return studio_home() / "sweeps"
 
 
 def is_name(text: str) -> bool:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from studio import run_queue
 from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
 from studio.config import RunConfig, field_specs
 from studio.console import (
@@ -53,6 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
     print_dataset_note(read_config(run_dir))
     print_method_sizes(read_config(run_dir))
+    if args.queue:
+        position = run_queue.enqueue(run_dir.name)
+        print(f"run {run_dir.name} queued (position {position}); see `llm-studio queue`")
+        print_if_paused()
+        return 0
     return start(run_dir, resume_from=None, detach=args.detach)
 
 
@@ -173,9 +179,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- queue / sweep ------------------------------------------------------------------------------------
+def cmd_queue(args: argparse.Namespace) -> int:
+    if args.action == "cancel":
+        if not args.run:
+            raise StudioError("queue cancel needs the run to take out: `llm-studio queue cancel RUN`")
+        run_queue.cancel(args.run)
+        print(f"run {args.run} taken out of the queue (its folder removed)")
+    elif args.action == "pause":
+        run_queue.pause()
+        print("queue paused: nothing new starts (a run already training goes on); `llm-studio queue resume`")
+    elif args.action == "resume":
+        run_queue.resume()
+        print("queue resumed")
+    else:
+        print_queue(run_queue.queue_state())
+    return 0
+
+
+def print_queue(state: run_queue.QueueState) -> None:
+    if state.empty:
+        print("the queue is empty; add a run with `llm-studio train ... --queue` or `llm-studio sweep`")
+        return
+    now = time.time()
+    rows = [("1", state.current, "training", "-")] if state.current else []
+    rows += [
+        (str(len(rows) + number), entry.run, "waiting", format_age(now - entry.queued))
+        for number, entry in enumerate(state.waiting, start=1)
+    ]
+    if rows:
+        print_table(("#", "RUN", "STATE", "QUEUED"), rows)
+    if state.paused:
+        print("paused: nothing new starts until `llm-studio queue resume`")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from studio.sweep import create_sweep
+
+    sweep = create_sweep(args.sweep_name, train_config(args), args.grid, progress=ProgressBar())
+    print(f"sweep {sweep.name}: {len(sweep.runs)} runs queued, one after another")
+    for run in sweep.runs:
+        print(f"  {run.name}")
+    print(f"follow them with `llm-studio queue`; results with `llm-studio runs --sweep {sweep.name}`")
+    print_if_paused()
+    return 0
+
+
+def print_if_paused() -> None:
+    if run_queue.is_paused():
+        print("note: the queue is paused; nothing starts until `llm-studio queue resume`", file=sys.stderr)
+
+
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = list_runs()
+    if args.sweep:
+        return print_sweep(args.sweep)
+    runs = run_queue.mark_queued(list_runs())
     if not runs:
         print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
         return 0
@@ -202,6 +261,27 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 f"run {run.name}: {run.skipped_lines} lines of its events.jsonl are not events; skipped",
                 file=sys.stderr,
             )
+    return 0
+
+
+def print_sweep(name: str) -> int:
+    """A sweep's runs, best final validation loss first, with the values each was given."""
+    from studio.sweep import read_sweep, sweep_results
+
+    sweep = read_sweep(name)
+    header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS")
+    rows = [
+        (
+            run.name,
+            *(member.values.get(key, "-") for key in sweep.keys),
+            run.status,
+            f"{run.step}/{run.max_steps}",
+            format_loss(run.val_loss),
+            format_loss(run.train_loss),
+        )
+        for member, run in sweep_results(sweep)
+    ]
+    print_table(header, rows)
     return 0
 
 
@@ -269,6 +349,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "queue": cmd_queue,
+    "sweep": cmd_sweep,
     "runs": cmd_runs,
     "report": cmd_report,
     "stop": cmd_stop,

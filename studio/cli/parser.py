@@ -69,20 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--name", help="dataset name (default: derived from the source and options)")
 
     train = command("train", "train a model (headless)")
-    train.add_argument("--preset", default="tiny", help="model + training preset (see `llm-studio presets`)")
-    train.add_argument("--data", help="a prepared dataset's name, or a source to prepare first")
-    add_config_options(train, DATA_FLAGS)
+    add_train_options(train)
     train.add_argument("--name", help="run name (default: preset and time)")
-    train.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override any config value, e.g. --set train.lr=3e-4 (repeatable)",
-    )
-    add_config_options(train, TRAIN_FLAGS)
     train.add_argument("--detach", action="store_true", help="return at once; the run goes on in the background")
+    train.add_argument(
+        "--queue", action="store_true", help="start when the queued runs before it have ended (see `llm-studio queue`)"
+    )
+
+    sweep = command("sweep", "queue runs over the cross product of config values (results: `runs --sweep NAME`)")
+    sweep.add_argument("sweep_name", metavar="NAME", help="the sweep's name; its runs are NAME-<key><value>-...")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="SECTION.KEY=V1,V2",
+        help="a config key and its values, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the cross product)",
+    )
+    add_train_options(sweep)
+
+    queue = command("queue", "the queued runs; cancel one, pause or resume the queue")
+    queue.add_argument("action", nargs="?", choices=["cancel", "pause", "resume"], help="default: list the queue")
+    queue.add_argument("run", nargs="?", help="cancel: the waiting run to take out")
 
     generate = command("generate", "continue prompts with a trained model (streams text)")
     generate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
@@ -139,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--detach", action="store_true")
 
-    command("runs", "list runs")
+    runs = command("runs", "list runs")
+    runs.add_argument("--sweep", metavar="NAME", help="a sweep's runs only, best final validation loss first")
 
     report = command("report", "one self-contained HTML page about runs: curves, config differences, metrics, samples")
     report.add_argument("runs", nargs="+", metavar="RUN")
@@ -160,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--token", help="the secret a browser must give (default: generated, off the loopback address)")
     return parser
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """The options that make a run's config (train_config reads them): `train`'s and `sweep`'s."""
+    parser.add_argument("--preset", default="tiny", help="model + training preset (see `llm-studio presets`)")
+    parser.add_argument("--data", help="a prepared dataset's name, or a source to prepare first")
+    add_config_options(parser, DATA_FLAGS)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+    add_config_options(parser, TRAIN_FLAGS)
 
 
 def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:

@@ -6,6 +6,9 @@ trainer itself, or `accelerate launch`, which outlives its workers), then closes
 lock lives exactly as long as the run's processes. A second launch, from any terminal or the studio, finds it
 taken. A trainer started by hand (without a launcher) takes the lock itself. Delete holds it while it removes
 the folder, so nothing can launch into a folder being deleted.
+
+The run queue (studio.run_queue) uses the same lock on its own folder: one queue runner at a time, and the runner
+waits for the run it launched by waiting for that run's lock (`wait_until_unlocked`): no polling, no delay.
 """
 
 from __future__ import annotations
@@ -55,6 +58,18 @@ def is_locked(run_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def wait_until_unlocked(folder: Path) -> None:
+    """Block until no process holds the folder's lock (returns at once when none does, or it has no lock file)."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # granted the moment the holder's last process ends
+    finally:
+        os.close(fd)
 
 
 def hold_lock_for_life(run_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""Tab 4: every run, refreshed in the background; open, compare, resume, stop, delete and export runs.
+"""Tab 4: every run and the run queue, refreshed in the background; open, compare, resume, stop, delete and export
+runs; open the sweep a run belongs to.
 
 Every slow thing (reading the run folders, stopping, resuming, deleting, exporting) runs in a thread worker and
 reports back with call_from_thread; a failure is one line (widgets.worker_errors), never a crash.
@@ -23,11 +24,14 @@ from studio.launch import prepare_resume
 from studio.paths import child_process_env, studio_home
 from studio.run_folder.control import delete_run, launch, stop_run
 from studio.run_folder.status import RunInfo, list_runs
+from studio.run_queue import QueueState, mark_queued, queue_state
+from studio.sweep import sweep_of
 from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.export_dialog import ExportDialog
+from widgets.screens.sweep import SweepScreen
 from widgets.worker_errors import ReportsWorkerErrors
 
 REFRESH_SECONDS = 2.0
@@ -46,6 +50,11 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         height: 1;
         color: $text-muted;
     }
+    RunsPane #queue-line {
+        height: auto;
+        padding: 0 1;
+        background: $boost;
+    }
     """
     BINDINGS = [
         Binding("v", "compare", "Compare marked"),
@@ -53,9 +62,11 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         Binding("s", "stop", "Stop"),
         Binding("d", "delete", "Delete"),
         Binding("e", "export", "Export"),
+        Binding("w", "sweep", "Sweep"),
     ]
 
     def compose(self) -> ComposeResult:
+        yield Static("", id="queue-line", markup=False)
         yield RunTable(id="runs-table")
         yield Static("", id="runs-hint")
 
@@ -73,10 +84,13 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="list-runs", exit_on_error=False)
     def refresh_runs(self) -> None:
-        runs = list_runs()
-        self.app.call_from_thread(self._show_runs, runs)
+        runs = mark_queued(list_runs())
+        self.app.call_from_thread(self._show_runs, runs, queue_state())
 
-    def _show_runs(self, runs: list[RunInfo]) -> None:
+    def _show_runs(self, runs: list[RunInfo], queue: QueueState) -> None:
+        line = self.query_one("#queue-line", Static)
+        line.display = not queue.empty  # no line at all for someone who never queues
+        line.update(queue_line(queue))
         table = self.query_one(RunTable)
         table.show_runs(runs, clock())
         hint = (
@@ -112,6 +126,18 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         if run is None:
             self.notify("no run selected", severity="warning")
         return run
+
+    def action_sweep(self) -> None:
+        if run := self._current():
+            self.open_sweep(run.name)
+
+    @work(thread=True, exclusive=True, group="sweep-of", exit_on_error=False)
+    def open_sweep(self, run: str) -> None:
+        sweep = sweep_of(run)
+        if sweep is None:
+            self.tell(f"run {run} belongs to no sweep; `llm-studio sweep NAME --grid ...` queues one", "warning")
+        else:
+            self.app.call_from_thread(self.app.push_screen, SweepScreen(sweep.name))
 
     # ---- resume / stop / delete ------------------------------------------------------------------------
     def action_resume(self) -> None:
@@ -174,3 +200,13 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         lines = [line for line in output.splitlines() if line.strip()]
         last = lines[-1] if lines else f"export exited with code {done.returncode}"
         self.tell(last, "information" if done.returncode == 0 else "error")
+
+
+def queue_line(queue: QueueState) -> str:
+    """The queue in one line: what trains, what waits (first in line first), whether it is held."""
+    parts = [f"training {queue.current}"] if queue.current else []
+    if queue.waiting:
+        parts.append(f"{len(queue.waiting)} waiting: " + ", ".join(entry.run for entry in queue.waiting))
+    if queue.paused:
+        parts.append("paused (`llm-studio queue resume`)")
+    return "queue · " + " · ".join(parts)

@@ -1,0 +1,76 @@
+"""The queue runner process (`python -m studio.queue_runner`): starts the queue's runs one after another.
+
+Started detached by studio.run_queue.ensure_runner, which hands it the queue's lock; it holds the lock while it
+works, so there is one runner at a time. For each entry: take it (remove its file), launch the run as
+`llm-studio train` does (studio.run_folder.control.launch), then wait for the run's lock, which the kernel
+releases the moment the run's last process ends: the next run starts at once. A run that cannot launch is
+logged and passed over. When nothing is left to start (empty, or paused) the runner lets go of the lock and looks
+once more, so an entry added meanwhile is never stranded: its adder either saw the lock held (and this look finds
+the entry) or took the lock itself (and started a runner).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from studio.errors import StudioError
+from studio.paths import queue_dir
+from studio.run_folder.control import launch
+from studio.run_folder.layout import existing_run, run_path
+from studio.run_folder.lock import try_lock, wait_until_unlocked
+from studio.run_folder.status import summarize
+from studio.run_queue import CURRENT, INHERITED_QUEUE_LOCK, Entry, current_run, next_entry, take_entry
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now().isoformat(sep=' ', timespec='milliseconds')} {message}", flush=True)
+
+
+def queue_lock() -> int | None:
+    """The lock handed down by whoever started this runner, or (started by hand) the lock taken here."""
+    inherited = os.environ.pop(INHERITED_QUEUE_LOCK, None)  # popped: the runs launched here must not see it
+    return int(inherited) if inherited else try_lock(queue_dir())
+
+
+def run_queue() -> None:
+    lock = queue_lock()
+    if lock is None:
+        return  # another runner holds the queue
+    wait_for_run(current_run())  # a run launched by an earlier runner that was killed: one at a time still
+    while True:
+        entry = next_entry()
+        if entry is not None:
+            start_and_wait(entry)
+            continue
+        os.close(lock)
+        if next_entry() is None or (lock := try_lock(queue_dir())) is None:
+            log("nothing to start: the runner exits")
+            return
+
+
+def start_and_wait(entry: Entry) -> None:
+    """Launch the entry's run and return when it has ended; a run that cannot launch is logged and skipped."""
+    if not take_entry(entry):
+        return  # cancelled meanwhile
+    try:
+        run_dir = existing_run(entry.run)
+        (queue_dir() / CURRENT).write_text(entry.run + "\n", encoding="utf-8")
+        launch(run_dir)
+    except (StudioError, OSError) as error:
+        log(f"run {entry.run} could not start: {error}")
+        return
+    log(f"run {entry.run} started")
+    wait_for_run(entry.run)
+
+
+def wait_for_run(name: str | None) -> None:
+    if name is None:
+        return
+    run_dir = run_path(name)
+    wait_until_unlocked(run_dir)
+    log(f"run {name} ended: {summarize(run_dir).status}")
+
+
+if __name__ == "__main__":
+    run_queue()

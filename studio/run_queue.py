@@ -1,0 +1,188 @@
+"""The run queue: runs that start one after another on this machine, with no studio open. Torch-free.
+
+A queued run is a run folder created (checked, its dataset prepared, its name taken) by the same `prepare_run` as
+`llm-studio train`, plus an entry in the queue folder saying it waits its turn:
+
+    $LLM_STUDIO_HOME/queue/
+        000001.json ...  one waiting run each ({"run": NAME, "queued": unix time}); the number orders them
+        lock             held by the queue runner for its life (studio.run_folder.lock): one runner at a time
+        current          the name of the run the runner launched last
+        paused           present while the queue is held: the runner starts nothing new
+        runner.log       the runner's output: one line per run started and ended
+
+The runner (studio.queue_runner) is a detached process, its own session like a run, so it survives the terminal
+and a logout; whoever adds an entry (or resumes the queue) starts one when none holds the lock. It launches the
+first entry, waits for that run to end, and so on; it exits when the queue is empty or paused. Taking an entry
+is removing its file, so a runner and `queue cancel` never both have the same entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.errors import StudioError
+from studio.paths import child_process_env, queue_dir
+from studio.run_folder.control import delete_run
+from studio.run_folder.layout import run_path
+from studio.run_folder.lock import try_lock
+from studio.run_folder.status import RunInfo, trainer_alive
+
+CURRENT = "current"
+PAUSED = "paused"
+RUNNER_LOG = "runner.log"
+INHERITED_QUEUE_LOCK = "LLM_STUDIO_QUEUE_LOCK_FD"  # set by whoever starts the runner, in the runner's environment
+
+
+@dataclass
+class Entry:
+    path: Path  # the entry's file; removing it takes the entry
+    run: str
+    queued: float
+
+
+@dataclass
+class QueueState:
+    waiting: list[Entry]
+    current: str | None  # the run the runner launched, while it trains
+    paused: bool
+
+    @property
+    def empty(self) -> bool:
+        return not self.waiting and self.current is None and not self.paused
+
+
+# ---- entries -------------------------------------------------------------------------------------------------
+def waiting_entries() -> list[Entry]:
+    """The waiting runs, first in line first; an unreadable entry file is skipped (it is never taken)."""
+    entries = []
+    for path in sorted(queue_dir().glob("[0-9]*.json")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            entries.append(Entry(path, str(raw["run"]), float(raw["queued"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return entries
+
+
+def add_entry(run: str) -> int:
+    """Put the run (whose folder exists) at the end of the queue; returns its position, from 1."""
+    folder = queue_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = waiting_entries()
+    number = int(entries[-1].path.stem) + 1 if entries else 1
+    content = json.dumps({"run": run, "queued": round(time.time(), 3)}).encode()
+    while True:  # another process may take the same number at the same moment: the file's creation decides
+        try:
+            fd = os.open(folder / f"{number:06d}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            number += 1
+            continue
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+        return len(entries) + 1
+
+
+def take_entry(entry: Entry) -> bool:
+    """Remove the entry; False when another process (a runner, a cancel) took it first."""
+    try:
+        entry.path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def next_entry() -> Entry | None:
+    """The run to start next: None while the queue is paused or empty."""
+    if is_paused():
+        return None
+    entries = waiting_entries()
+    return entries[0] if entries else None
+
+
+def current_run() -> str | None:
+    """The run the runner launched, while it trains."""
+    try:
+        name = (queue_dir() / CURRENT).read_text(encoding="utf-8").strip()
+        return name if trainer_alive(run_path(name)) else None
+    except (OSError, StudioError):
+        return None
+
+
+def queue_state() -> QueueState:
+    return QueueState(waiting_entries(), current_run(), is_paused())
+
+
+def mark_queued(runs: list[RunInfo]) -> list[RunInfo]:
+    """The runs with status `queued` for those that wait in the queue (and have not started)."""
+    waiting = {entry.run for entry in waiting_entries()}
+    return [
+        dataclasses.replace(run, status="queued") if run.name in waiting and run.status == "created" else run
+        for run in runs
+    ]
+
+
+# ---- what people do --------------------------------------------------------------------------------------------
+def enqueue(run: str) -> int:
+    """Queue a created run and make sure a runner will start it; returns its position."""
+    position = add_entry(run)
+    ensure_runner()
+    return position
+
+
+def cancel(run: str) -> None:
+    """Take a waiting run out of the queue and remove its folder (never launched, it holds nothing but its
+    config); a run already started is stopped with `llm-studio stop`, not here."""
+    entry = next((entry for entry in waiting_entries() if entry.run == run), None)
+    if entry is None or not take_entry(entry):
+        if current_run() == run:
+            raise StudioError(f"run {run} is not waiting: it is training; stop it with `llm-studio stop {run}`")
+        raise StudioError(f"run {run} is not in the queue; `llm-studio queue` lists what waits")
+    delete_run(run_path(run))
+
+
+def pause() -> None:
+    queue_dir().mkdir(parents=True, exist_ok=True)
+    (queue_dir() / PAUSED).touch()
+
+
+def resume() -> None:
+    (queue_dir() / PAUSED).unlink(missing_ok=True)
+    ensure_runner()
+
+
+def is_paused() -> bool:
+    return (queue_dir() / PAUSED).exists()
+
+
+# ---- the runner process ----------------------------------------------------------------------------------------
+def ensure_runner() -> None:
+    """Start a queue runner unless one holds the queue's lock. The lock is taken here and handed to the runner
+    (as a launcher hands a run's lock to its trainer), so two processes adding at once start one runner."""
+    if next_entry() is None:
+        return
+    folder = queue_dir()
+    lock = try_lock(folder)
+    if lock is None:  # a runner is at work; it re-reads the queue before it exits
+        return
+    try:
+        env = child_process_env() | {INHERITED_QUEUE_LOCK: str(lock)}
+        with open(folder / RUNNER_LOG, "ab") as log:
+            subprocess.Popen(
+                [sys.executable, "-m", "studio.queue_runner"],
+                env=env,
+                cwd=folder,
+                start_new_session=True,  # its own session, like a run: a logout or a closed terminal leaves it be
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock,),
+            )
+    finally:
+        os.close(lock)  # the runner holds it now
