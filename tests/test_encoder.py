@@ -135,6 +135,27 @@ async def test_the_playground_fills_masks_as_predict_does(bert_tiny, monkeypatch
 
 
 @pytest.mark.slow
+def test_a_masked_lm_distills_from_a_masked_lm_teacher(bert_tiny, monkeypatch):
+    """Over the masked positions only: a copy of the teacher diverges by nothing, a smaller student by something."""
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
+    quiet = ["--set", "train.sample_interval=0", "--set", "train.eval_steps=2", "--set", "train.log_interval=1"]
+    copy = ["--init-from", "bert", "--teacher", "bert", "--set", "distill.alpha=1.0", "--max-steps", "1"]
+    assert main(["train", "--preset", "bert-tiny", "--name", "bert-copy", *quiet, *copy]) == 0
+    smaller = ["--set", "model.n_layer=1", "--set", "model.n_embd=64", "--teacher", "bert", "--max-steps", "5"]
+    assert main(["train", "--preset", "bert-tiny", "--name", "bert-student", *quiet, *smaller]) == 0
+
+    def train_events(name: str) -> list[dict]:
+        events = map(json.loads, (run_path(name) / EVENTS).read_text().splitlines())
+        return [event for event in events if event["kind"] == "train"]
+
+    (first,) = train_events("bert-copy")
+    assert first["kd_loss"] < 1e-6 and first["ce_loss"] > 1.0  # the copy predicts the teacher's distribution
+    for event in train_events("bert-student"):
+        assert event["kd_loss"] > 0.1
+        assert event["loss"] == pytest.approx(0.5 * event["kd_loss"] + 0.5 * event["ce_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_predict_and_generate_say_what_an_encoder_does(bert_tiny, monkeypatch, capsys):
     monkeypatch.setenv("LLM_STUDIO_HOME", str(bert_tiny))
     assert main(["predict", "bert", "--text", "no blank here"]) == 2
