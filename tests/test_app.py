@@ -281,9 +281,11 @@ async def test_train_fields_update_command_and_lr_curve(studio_home):
         assert preview.shown is not None and preview.shown.schedule == "cosine"
         await type_into(pilot, "train.lr", "0.005")
         field(app, "train.schedule").query_one(Select).value = "linear"
+        await type_into(pilot, "train.report_to", "tensorboard")
         await pilot.pause(0.4)
         command = static_text(app.query_one("#train-command"))
         assert "--set train.lr=0.005" in command and "--set train.schedule=linear" in command
+        assert app.config.train.report_to == ["tensorboard"] and "--set train.report_to=tensorboard" in command
         assert preview.shown.schedule == "linear" and preview.shown.lr == 0.005
         assert parse_back(command).to_dict() == app.config.to_dict()
 

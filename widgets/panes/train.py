@@ -69,6 +69,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.checkpoint_interval",
                 "train.sample_interval",
                 "train.seed",
+                "train.report_to",
             )
             yield from form_section(
                 "Fine-tuning",
