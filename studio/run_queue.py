@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from studio.errors import StudioError
 from studio.paths import child_process_env, queue_dir
 from studio.run_folder.control import delete_run
 from studio.run_folder.layout import run_path
-from studio.run_folder.lock import try_lock
+from studio.run_folder.lock import start_holding, try_lock
 from studio.run_folder.status import RunInfo, trainer_alive
 
 CURRENT = "current"
@@ -173,16 +172,6 @@ def ensure_runner() -> None:
         return
     try:
         env = child_process_env() | {INHERITED_QUEUE_LOCK: str(lock)}
-        with open(folder / RUNNER_LOG, "ab") as log:
-            subprocess.Popen(
-                [sys.executable, "-m", "studio.queue_runner"],
-                env=env,
-                cwd=folder,
-                start_new_session=True,  # its own session, like a run: a logout or a closed terminal leaves it be
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(lock,),
-            )
+        start_holding([sys.executable, "-m", "studio.queue_runner"], env, folder, folder / RUNNER_LOG, lock)
     finally:
         os.close(lock)  # the runner holds it now

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from studio.run_folder.layout import (
     read_config,
     run_path,
 )
-from studio.run_folder.lock import INHERITED_LOCK, take_lock, try_lock
+from studio.run_folder.lock import INHERITED_LOCK, start_holding, take_lock, try_lock
 from studio.run_folder.status import summarize, trainer_alive, trainer_pid
 
 
@@ -59,17 +58,7 @@ def launch(run_dir: Path, resume_from: Path | None = None) -> int:
     try:
         (run_dir / STOP).unlink(missing_ok=True)
         env[INHERITED_LOCK] = str(lock)
-        with open(run_dir / TRAINER_LOG, "ab") as log:
-            process = subprocess.Popen(
-                command,
-                env=env,
-                cwd=run_dir,
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                pass_fds=(lock,),
-            )
+        process = start_holding(command, env, run_dir, run_dir / TRAINER_LOG, lock)
     finally:
         os.close(lock)  # the trainer holds it now
     started = psutil.Process(process.pid).create_time()

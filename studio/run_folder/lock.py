@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -77,3 +78,19 @@ def hold_lock_for_life(run_dir: Path) -> None:
     stays open until the process ends."""
     if INHERITED_LOCK not in os.environ:
         take_lock(run_dir)
+
+
+def start_holding(command: list[str], env: dict[str, str], folder: Path, log: Path, lock: int) -> subprocess.Popen:
+    """Start `command` in `folder` in its own session (a logout or a closed terminal leaves it be), its output
+    appended to `log`, handed the descriptor `lock`; the caller then closes its own copy."""
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            command,
+            env=env,
+            cwd=folder,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            pass_fds=(lock,),
+        )
