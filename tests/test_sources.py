@@ -237,3 +237,17 @@ def test_preview_shows_the_columns_and_first_rows(tmp_path):
     text = tmp_path / "plain.txt"
     text.write_text("no rows here")
     assert preview_rows(str(text), DataConfig()) is None and preview_rows("python-stdlib", DataConfig()) is None
+
+
+def test_a_json_file_that_is_not_rows_is_a_text_document_in_a_folder(tmp_path):
+    """A code folder with a package.json prepares as before: the object is text, not rows missing a text field."""
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "package.json").write_text('{\n  "name": "app",\n  "version": "1.0.0"\n}\n', encoding="utf-8")
+    (folder / "rows.json").write_text('[{"text": "a row"}]', encoding="utf-8")
+    (folder / "main.js").write_text("console.log(1)\n", encoding="utf-8")
+    source = open_source(str(folder), DataConfig())
+    formats = {file.name: file.format for file in source.files}
+    assert formats == {"main.js": "text", "package.json": "text", "rows.json": "json"}
+    documents = ["".join(document) for document in source.documents(ReadStats())]
+    assert documents == ["console.log(1)\n", '{\n  "name": "app",\n  "version": "1.0.0"\n}\n', "a row"]
