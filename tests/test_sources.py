@@ -218,6 +218,15 @@ def test_classification_rows_come_from_parquet_csv_and_json_arrays(tmp_path):
         assert meta["examples"] == metas[0]["examples"] and meta["tokens"] == metas[0]["tokens"]
 
 
+def test_numeric_labels_written_as_text_keep_their_numeric_order(tmp_path):
+    rows = [{"text": f"row {index}", "label": label} for index in range(4) for label in (2, 10, 1)]
+    dataset = prepare_dataset(
+        DataConfig(source=str(write_rows(tmp_path / "rows.csv", rows)), tokenizer="char"),
+        purpose=Purpose(context=64, task="classify"),
+    )
+    assert dataset.meta["labels"] == ["1", "2", "10"]  # a csv's labels are text; sorted as the numbers they are
+
+
 def test_chat_rows_come_from_a_json_array(tmp_path):
     rows = [{"instruction": f"Say {word}", "output": word} for word in ("yes", "no", "maybe", "never")]
     tokenizer = train_char("".join(json.dumps(row) for row in rows) + "\n:#ASUYTR" + "abcdefghijklmnopqrstuvwxyz")
