@@ -24,7 +24,7 @@ from studio.errors import StudioError
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
 TokenizerKind = Literal["bpe", "char"]
-Optimizer = Literal["adamw", "sgd"]
+Optimizer = Literal["adamw", "sgd", "muon"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
 Precision = Literal["no", "bf16", "fp16"]
 Method = Literal["full", "lora", "dora", "qlora"]
@@ -165,8 +165,18 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: Optimizer = setting("adamw", "the optimizer", "optimizer")
-    lr: float = setting(1e-3, "the peak learning rate", "learning rate")
+    optimizer: Optimizer = setting(
+        "adamw",
+        "the optimizer; muon: Muon on the hidden weight matrices (train.muon_lr), AdamW on the rest (embeddings, "
+        "output head, norms, biases)",
+        "optimizer",
+    )
+    lr: float = setting(1e-3, "the peak learning rate (AdamW's part of muon)", "learning rate")
+    muon_lr: float = setting(
+        0.02,
+        "muon only: the peak learning rate of the hidden matrices; the schedule scales it as it scales lr",
+        "Muon lr",
+    )
     min_lr: float = setting(1e-4, "where linear, cosine and wsd decay to", "min lr")
     schedule: Schedule = setting("cosine", "the learning-rate schedule after warmup", "schedule")
     warmup_steps: int = setting(100, "steps of linear warmup", "warmup steps")
@@ -178,7 +188,7 @@ class TrainConfig:
     weight_decay: float = setting(0.1, "AdamW / SGD weight decay on matrices and embeddings", "weight decay")
     beta1: float = setting(0.9, "AdamW's first-moment decay", "beta1")
     beta2: float = setting(0.99, "AdamW's second-moment decay", "beta2")
-    momentum: float = setting(0.9, "sgd only: momentum", "momentum")
+    momentum: float = setting(0.9, "sgd and muon: momentum (Nesterov's for muon)", "momentum")
     grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: no clipping", "grad clip")
     eval_interval: int = setting(250, "evaluate every this many steps", "eval every")
     eval_steps: int = setting(20, "validation batches per evaluation (per process)", "eval batches")
@@ -491,6 +501,7 @@ def validate(config: RunConfig) -> None:
     _choices(config, "train")
     for key in (
         "lr",
+        "muon_lr",
         "max_steps",
         "batch_size",
         "grad_accum",

@@ -40,7 +40,7 @@ from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
 from studio.metrics import classification_metrics
-from studio.model import distill_loss_sum, lm_loss_sum, param_groups
+from studio.model import distill_loss_sum, lm_loss_sum
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -58,6 +58,7 @@ from studio.run_folder.lock import hold_lock_for_life
 from studio.run_model import build_run_model, teacher_module
 from studio.sizes import flops_per_token
 from studio.train import checkpoint, stop_signal
+from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
 from studio.weights import check_fit, read_weights
@@ -97,7 +98,7 @@ class Trainer:
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
         self.run_model = build_run_model(self.config)
         self.model = self.run_model.module  # the plain module: checkpoints and samples use it
-        self.optimizer = self._build_optimizer()
+        self.optimizer = build_optimizer(self.run_model.inner, train)
         resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
         self.teacher = self._teacher()
         trained = torch.compile(self.model) if train.compile else self.model
@@ -132,16 +133,6 @@ class Trainer:
     @property
     def block_size(self) -> int:
         return self.config.model.block_size
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        train = self.config.train
-        groups = param_groups(self.run_model.inner, train.weight_decay)
-        if train.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
-        try:  # the fused kernel is fastest wherever the device has one
-            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=True)
-        except (RuntimeError, ValueError):
-            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
     def _load_model_and_optimizer(self, step: int) -> Path:
         """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
@@ -243,9 +234,7 @@ class Trainer:
         them, on every process, divided by their number: a token counts the same in a short example as in a
         long one, whatever the batch size and accumulation (DDP averages over processes, hence the world size)."""
         train, accelerator = self.config.train, self.accelerator
-        lr = lr_at(self.state.step, train)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr_at(self.state.step, train))
         batches = [self.train_stream.next(self.state) for _ in range(train.grad_accum)]
         learned, tokens = self._global_counts(batches)
         scale = accelerator.num_processes / max(learned, 1)
