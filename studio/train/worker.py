@@ -2,8 +2,9 @@
 
 It reads the run's config.toml, trains with Accelerate, and reports only through the run folder: events
 (rank 0), checkpoints, trainer.log. On several machines each has its own run folder, written by its first
-process (`is_local_main_process`: rank 0 on one machine), so every machine's folder is a whole run. It stops cleanly (checkpoint, `stopped` event, exit 0) when the run
-folder holds a `STOP` file or the process gets SIGTERM/SIGINT; every rank agrees on that before saving.
+process (`is_local_main_process`: rank 0 on one machine), so every machine's folder is a whole run. It stops
+cleanly (checkpoint, `stopped` event, exit 0) when the run folder holds a `STOP` file or the process gets
+SIGTERM/SIGINT; every rank agrees on that before saving.
 A `CHECKPOINT` file asks for a checkpoint now.
 """
 
