@@ -181,9 +181,7 @@ class TrainConfig:
     momentum: float = setting(0.9, "sgd only: momentum", "momentum")
     grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: no clipping", "grad clip")
     eval_interval: int = setting(250, "evaluate every this many steps", "eval every")
-    eval_steps: int = setting(
-        20, "validation steps per evaluation, each over as many sequences as a training step", "eval batches"
-    )
+    eval_steps: int = setting(20, "validation batches per evaluation (per process)", "eval batches")
     log_interval: int = setting(10, "write a train event every this many steps", "log every")
     checkpoint_interval: int = setting(500, "save a checkpoint every this many steps", "checkpoint every")
     keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep", "keep checkpoints")

@@ -67,8 +67,9 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 @pytest.mark.slow
 def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cli, code_corpus):
     """Only --num-processes changes: with train.global_batch set, one process accumulates 2 micro-batches of 4,
-    two processes take one each, over the same windows."""
-    one = tiny_config({**EQUIVALENCE, "data.source": str(code_corpus)})
+    two processes take one each, over the same windows (and eval_steps, which counts batches per process, is
+    doubled for one process: the same validation windows)."""
+    one = tiny_config({**EQUIVALENCE, "data.source": str(code_corpus), "train.eval_steps": 4})
     assert one.train.accum_steps == 2
     one_dir = train_in_process(one, "one")
     settings = [word for key, value in EQUIVALENCE.items() for word in ("--set", f"{key}={value}")]

@@ -323,9 +323,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> None:
         """Validation loss, perplexity and next-token accuracy over the learned targets of eval_steps fixed
-        steps' worth of batches (the same windows, or the first validation examples, every time), shared out
-        between processes and micro-batches as a training step's are: the same targets whatever the number of
-        processes for a given global batch. A classifier's metrics are over the whole validation split."""
+        batches per process (the same windows, or the first validation examples, every time, shared out between
+        processes as training batches are: N processes evaluate what one process does with N times eval_steps);
+        a classifier's metrics over the whole validation split."""
         train = self.config.train
         if train.task == "classify":
             return self.evaluate_classifier()
@@ -334,7 +334,7 @@ class Trainer:
         position.data_generator.manual_seed(train.seed + 10_000)
         self.trained_model.eval()
         totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, learned targets
-        for _ in range(train.eval_steps * train.accum_steps):
+        for _ in range(train.eval_steps):
             batch = stream.next(position).to(self.accelerator.device)
             extra = {} if batch.positions is None else {"positions": batch.positions}
             logits, _ = self.trained_model(batch.x, **extra)
