@@ -33,6 +33,7 @@ TRAIN_FLAGS = (
     "train.task",
     "train.max_steps",
     "train.num_processes",
+    "train.global_batch",
     "train.mixed_precision",
     "train.compile",
     "train.init_from",
@@ -42,7 +43,9 @@ TRAIN_FLAGS = (
     "train.report_to",
     "distill.teacher",
 )
+MULTI_NODE_FLAGS = ("train.num_machines", "train.machine_rank", "train.main_address", "train.main_port")
 METAVARS = {
+    "train.main_address": "HOST",
     "train.init_from": "DIR|RUN",
     "train.report_to": "TRACKER",
     "train.lora_targets": "LAYER",
@@ -184,9 +187,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="override any config value, e.g. --set train.lr=3e-4 (repeatable)",
     )
     add_config_options(parser, TRAIN_FLAGS)
+    multi_node = parser.add_argument_group(
+        "multi-node", "several machines: each runs the same command with its own --machine-rank (0: the main one)"
+    )
+    add_config_options(multi_node, MULTI_NODE_FLAGS)
 
 
-def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+def add_config_options(parser: argparse._ActionsContainer, keys: tuple[str, ...]) -> None:
     """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help)."""
     for key in keys:
         spec = field_spec(key)
@@ -219,7 +226,7 @@ def train_config(args: argparse.Namespace) -> RunConfig:
     for override in args.overrides:
         key, value = parse_override(override)
         set_field(config, key, value)
-    apply_config_options(config, args, TRAIN_FLAGS)
+    apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
     validate(config)
     return config
 
