@@ -326,6 +326,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from studio import bench
+
+    report = bench.run_bench(bench.QUICK if args.quick else bench.FULL)
+    print(bench.format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"\nwritten: {args.json}")
+    return 0
+
+
 def cmd_studio(args: argparse.Namespace) -> int:
     from widgets.app import run_studio  # the one import of the UI from the engine's side (see pyproject)
 
@@ -356,5 +367,6 @@ COMMANDS = {
     "stop": cmd_stop,
     "delete": cmd_delete,
     "presets": cmd_presets,
+    "bench": cmd_bench,
     "serve": cmd_serve,
 }

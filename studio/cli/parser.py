@@ -166,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     presets = command("presets", "list presets: parameters, estimated training memory")
     presets.add_argument("--keys", action="store_true", help="list every config key instead")
 
+    bench = command(
+        "bench", "measure this machine: training, overhead, data, generation, scaling (a table, no verdict)"
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="about a minute on 2 CPU cores (the full bench is for a GPU: tens of minutes on a CPU)",
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write every figure, with its unit, as JSON")
+
     serve = command("serve", "the studio in a web browser (textual-serve)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
