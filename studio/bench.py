@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import statistics
 import subprocess
@@ -120,25 +121,26 @@ MFU = Column("MFU", "fraction", "MFU")
 
 
 # ---- the bench -----------------------------------------------------------------------------------------
-def run_bench(plan: Plan) -> dict[str, Any]:
-    """Every figure of `plan` on this machine's device, as the JSON report (`format_report` prints it)."""
-    started = time.perf_counter()
+def run_bench(plan: Plan, progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Every figure of `plan` on this machine's device, as the JSON report (`format_report` prints it); `progress`
+    hears of each table as it is done."""
+    started, load = time.perf_counter(), os.getloadavg()[0]  # a busy machine slows every figure: say how busy
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with _temporary_home() as home:
         corpus = write_corpus(home / "corpus.txt", plan.corpus_chars)
         bench = Bench(plan, device, corpus)
-        tables = [
-            bench.presets_table(),
-            bench.overhead_table(),
-            bench.data_table(),
-            bench.generation_table(),
-            *bench.scaling_tables(),
-        ]
+        measures = [bench.presets_table, bench.overhead_table, bench.data_table, bench.generation_table,
+                    *bench.scaling_measures()]  # fmt: skip
+        tables = []
+        for index, measure in enumerate(measures, 1):
+            tables.append(measure())
+            progress(f"[{index}/{len(measures)}] {tables[-1].key} ({time.perf_counter() - started:.0f} s)")
     return {
         "device": device_facts(device),
         "plan": plan.name,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "load_average_at_start": round(load, 2),
         "needs_gpu": bench.needs_gpu + list(GPU_ONLY) if device.type == "cpu" else [],
         "tables": {table.key: table.to_json() for table in tables},
     }
@@ -361,10 +363,10 @@ class Bench:
         return batch * new / seconds[0], batch * new / seconds[1]
 
     # ---- scaling --------------------------------------------------------------------------------------
-    def scaling_tables(self) -> list[Table]:
+    def scaling_measures(self) -> list[Callable[[], Table]]:
         plan = self.plan
         axes = [(BATCH, plan.batches), (CONTEXT, plan.contexts), (WIDTH, plan.widths)]
-        return [self.scaling_table(axis, values) for axis, values in axes]
+        return [functools.partial(self.scaling_table, axis, values) for axis, values in axes]
 
     def scaling_table(self, axis: Column, values: tuple[int, ...]) -> Table:
         """Training and generation figures of the base preset with one of its sizes set to each of `values`."""
@@ -521,8 +523,9 @@ def format_report(report: dict[str, Any]) -> str:
     device = report["device"]
     lines = [
         f"llm-studio bench ({report['plan']}) on {device['type']}: {device['name']}, {device['cpu_cores']} CPU cores, "
-        f"{device['torch_threads']} torch threads, {device['memory_bytes'] / 2**30:.0f} GiB; torch {device['torch']}; "
-        f"{report['date']}; {report['wall_seconds']:.0f} s",
+        f"{device['torch_threads']} torch threads, {device['memory_bytes'] / 2**30:.0f} GiB; torch {device['torch']}",
+        f"{report['date']}, {report['wall_seconds']:.0f} s; load average at the start "
+        f"{report['load_average_at_start']:.1f}",
     ]
     for table in report["tables"].values():
         lines += ["", f"**{table['title']}**", ""]

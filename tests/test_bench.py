@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from studio import bench
 from studio.hardware import cpu_name
@@ -30,7 +31,19 @@ TINY = bench.Plan(
 TABLES = {"presets", "overhead", "data", "generation", "scaling_batch", "scaling_context", "scaling_width"}
 
 
-def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(run_cli, studio_home, tmp_path, monkeypatch):
+@pytest.fixture
+def one_thread():
+    """Two torch threads on a shared 2-core machine spin against the other processes (a step 10-50x slower): one
+    keeps the test at seconds. No figure's value is checked, only that it is there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(
+    run_cli, studio_home, tmp_path, monkeypatch, one_thread
+):
     monkeypatch.setattr(bench, "QUICK", TINY)
     monkeypatch.setattr("studio.train.worker._measured_matmul_flops", lambda dtype: 1e11)
     out_file = tmp_path / "bench.json"
@@ -41,7 +54,8 @@ def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(run
     report = json.loads(out_file.read_text())
     device = report["device"]
     assert set(report["tables"]) == TABLES and report["plan"] == "test" and report["wall_seconds"] > 0
-    assert device["memory_bytes"] > 0 and device["cpu_cores"] >= 1
+    assert device["memory_bytes"] > 0 and device["cpu_cores"] >= 1 and device["torch_threads"] == 1
+    assert report["load_average_at_start"] >= 0
     for key, table in report["tables"].items():
         units = {column["name"]: column["unit"] for column in table["columns"]}
         assert table["title"] and table["rows"], key

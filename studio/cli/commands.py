@@ -329,7 +329,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from studio import bench
 
-    report = bench.run_bench(bench.QUICK if args.quick else bench.FULL)
+    report = bench.run_bench(bench.QUICK if args.quick else bench.FULL, lambda line: print(line, file=sys.stderr))
     print(bench.format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
