@@ -45,7 +45,7 @@ from studio.data.sources import BUILTIN_CORPORA, open_source
 from studio.data.tokenizer import PIECE_CHARS, BpeEncoder, load_tokenizer, split_before_newlines
 from studio.formatting import format_count
 from studio.generate import SamplingConfig, decode_steps
-from studio.hardware import cpu_name
+from studio.hardware import cpu_name, gpu_peak_flops
 from studio.launch import prepare_run
 from studio.model import build_model, param_groups
 from studio.paths import child_process_env
@@ -54,6 +54,7 @@ from studio.sizes import estimate_train_memory, flops_per_token, param_count
 from studio.train.worker import Trainer
 
 PREPARED_NAME = "bench-prepare"
+NEEDS_GPU = "needs a GPU"
 GPU_ONLY = (  # what a CPU-only machine measures otherwise, whatever the plan
     "bf16 mixed precision (a CPU trains in fp32 here: bf16 autocast is slower on CPUs)",
     "MFU against a spec-sheet peak (a CPU's MFU is against the best of a few timed fp32 matmuls)",
@@ -124,7 +125,8 @@ MFU = Column("MFU", "fraction", "MFU")
 def run_bench(plan: Plan, progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Every figure of `plan` on this machine's device, as the JSON report (`format_report` prints it); `progress`
     hears of each table as it is done."""
-    started, load = time.perf_counter(), os.getloadavg()[0]  # a busy machine slows every figure: say how busy
+    started, date = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
+    load = os.getloadavg()[0]  # a busy machine slows every figure: say how busy it was
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with _temporary_home() as home:
         corpus = write_corpus(home / "corpus.txt", plan.corpus_chars)
@@ -138,7 +140,7 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda line: None) -
     return {
         "device": device_facts(device),
         "plan": plan.name,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": date,
         "wall_seconds": round(time.perf_counter() - started, 1),
         "load_average_at_start": round(load, 2),
         "needs_gpu": bench.needs_gpu + list(GPU_ONLY) if device.type == "cpu" else [],
@@ -199,7 +201,7 @@ def _precision(device: torch.device) -> str:
 class TrainFigures:
     params: int
     tokens_per_s: float
-    mfu: float
+    mfu: float | None
     flops_per_s: float  # what the step reached: tokens/s times training FLOPs per token
 
 
@@ -207,6 +209,7 @@ class Bench:
     def __init__(self, plan: Plan, device: torch.device, corpus: Path):
         self.plan, self.device, self.corpus = plan, device, corpus
         self.needs_gpu: list[str] = []  # what a CPU-only machine did not measure, for the report's last line
+        self.memory = device_facts(device)["memory_bytes"]
         self._trained: dict[str, TrainFigures] = {}  # by config: the scaling axes share their middle point
 
     # ---- configs --------------------------------------------------------------------------------------
@@ -239,8 +242,8 @@ class Bench:
         # MFU as the trainer reports it: its FLOPs per token over its peak (a table for GPUs, a matmul on CPUs)
         flops_per_s = tokens_per_s * trainer.flops_per_token
         model = config.model
-        return TrainFigures(param_count(model, model.vocab_size), tokens_per_s, flops_per_s / trainer.peak_flops,
-                            flops_per_s)  # fmt: skip
+        mfu = flops_per_s / trainer.peak_flops if trainer.peak_flops else None  # a GPU missing from the table
+        return TrainFigures(param_count(model, model.vocab_size), tokens_per_s, mfu, flops_per_s)
 
     # ---- presets --------------------------------------------------------------------------------------
     def decoder_presets(self) -> list[RunConfig]:
@@ -257,38 +260,22 @@ class Bench:
             f"Training, each decoder preset (its batch and context, {_precision_name(self.device)})",
             [Column("preset"), PARAMS, BATCH, CONTEXT, TRAIN, MFU, Column("note")],
         )
-        reached = 0.0  # the best FLOP/s a preset reached: the estimate of the next one's step time
+        # the FLOP/s the next preset's step is estimated at: the best one reached so far, or on a GPU what a well-sized
+        # model reaches there (small presets, overhead-bound on a GPU, would make big ones look far too slow)
+        reached = likely_gpu_flops(torch.cuda.get_device_name(self.device)) if self.device.type == "cuda" else 0.0
         for config in self.decoder_presets():
             model, train = config.model, config.train
             row = [config.preset, param_count(model, model.vocab_size), train.batch_size, model.block_size]
-            reason = self._reason_to_skip(config, reached)
+            reason = skip_reason(config, self.plan, self.device.type == "cuda", self.memory, reached)
             if reason:
+                if reason.startswith(NEEDS_GPU):
+                    self.needs_gpu.append(f"training {config.preset}")
                 table.rows.append([*row, None, None, reason])
                 continue
             figures = self.train(config)
             reached = max(reached, figures.flops_per_s)
             table.rows.append([*row, figures.tokens_per_s, figures.mfu, ""])
         return table
-
-    def _reason_to_skip(self, config: RunConfig, reached: float) -> str:
-        needed = estimate_train_memory(config.model, config.train, config.model.vocab_size)["total"]
-        memory = device_facts(self.device)["memory_bytes"]
-        if needed > memory:
-            return self._needs_gpu(config, f"needs about {needed / 2**30:.0f} GiB to train, the device has "
-                                           f"{memory / 2**30:.0f} GiB")  # fmt: skip
-        seconds = _flops_per_step(config) / reached if reached else 0.0
-        if seconds <= self.plan.step_budget_s:
-            return ""
-        if self.device.type == "cpu" and seconds > FULL.step_budget_s:
-            return self._needs_gpu(config, f"about {seconds:.0f} s per step here")
-        budget = f"{self.plan.name} allows {self.plan.step_budget_s:g}"
-        return f"skipped for time: about {seconds:.1f} s per step here ({budget})"
-
-    def _needs_gpu(self, config: RunConfig, why: str) -> str:
-        if self.device.type == "cpu":
-            self.needs_gpu.append(f"training {config.preset}")
-            return f"needs a GPU: {why}"
-        return why
 
     # ---- overhead -------------------------------------------------------------------------------------
     def overhead_table(self) -> Table:
@@ -385,6 +372,26 @@ class Bench:
             cached, uncached = self.generate(config, value if axis is BATCH else 1)
             table.rows.append([value, figures.params, figures.tokens_per_s, figures.mfu, cached, uncached])
         return table
+
+
+def skip_reason(config: RunConfig, plan: Plan, on_gpu: bool, memory: int, flops_per_s: float) -> str:
+    """Why a preset is listed rather than trained here ("" to train it): its training memory over the device's, or
+    its step at `flops_per_s` over the plan's time budget. On a CPU, a step over the full bench's budget needs a GPU."""
+    needed = estimate_train_memory(config.model, config.train, config.model.vocab_size)["total"]
+    if needed > memory:
+        why = f"needs about {needed / 2**30:.0f} GiB to train, the device has {memory / 2**30:.0f} GiB"
+        return why if on_gpu else f"{NEEDS_GPU}: {why}"
+    seconds = _flops_per_step(config) / flops_per_s if flops_per_s else 0.0
+    if seconds <= plan.step_budget_s:
+        return ""
+    if not on_gpu and seconds > FULL.step_budget_s:
+        return f"{NEEDS_GPU}: about {seconds:.0f} s per step here"
+    return f"skipped for time: about {seconds:.1f} s per step here ({plan.name} allows {plan.step_budget_s:g})"
+
+
+def likely_gpu_flops(gpu_name: str) -> float:
+    """What a well-sized model reaches on this GPU in bf16: about 30% of its spec-sheet peak (0 when unknown)."""
+    return 0.3 * (gpu_peak_flops(gpu_name, half_precision=True) or 0.0)
 
 
 def _flops_per_step(config: RunConfig) -> float:
@@ -523,7 +530,7 @@ def format_report(report: dict[str, Any]) -> str:
     device = report["device"]
     lines = [
         f"llm-studio bench ({report['plan']}) on {device['type']}: {device['name']}, {device['cpu_cores']} CPU cores, "
-        f"{device['torch_threads']} torch threads, {device['memory_bytes'] / 2**30:.0f} GiB; torch {device['torch']}",
+        f"torch threads {device['torch_threads']}, {device['memory_bytes'] / 2**30:.0f} GiB; torch {device['torch']}",
         f"{report['date']}, {report['wall_seconds']:.0f} s; load average at the start "
         f"{report['load_average_at_start']:.1f}",
     ]
@@ -537,7 +544,8 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |")
             if index == 0:
                 lines.append("|" + "|".join("-" * (width + 2) for width in widths) + "|")
-        lines += [f"{note}" for note in table["notes"]]
+        if table["notes"]:
+            lines += ["", *table["notes"]]
     if report["needs_gpu"]:
         lines += ["", "Needs a GPU (not measured on this CPU-only machine): " + "; ".join(report["needs_gpu"]) + "."]
     return "\n".join(lines)

@@ -12,8 +12,6 @@ import torch
 from studio import bench
 from studio.hardware import cpu_name
 
-pytestmark = pytest.mark.slow  # trains a few steps of tiny models in this process
-
 TINY = bench.Plan(
     name="test",
     corpus_chars=100_000,
@@ -41,6 +39,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # trains a few steps of tiny models in this process
 def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(
     run_cli, studio_home, tmp_path, monkeypatch, one_thread
 ):
@@ -80,6 +79,25 @@ def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(
     else:
         assert report["needs_gpu"] == []
     assert not studio_home.exists() or not any(studio_home.iterdir())  # the bench's files lived in a temporary home
+
+
+def test_a_json_file_in_a_missing_folder_is_refused_before_measuring(run_cli, tmp_path):
+    code, out, err = run_cli("bench", "--quick", "--json", tmp_path / "nowhere" / "bench.json")
+    assert code == 2 and "no folder" in err and "Traceback" not in err and out == ""
+
+
+def test_a_preset_is_trained_where_its_memory_and_step_fit_and_listed_with_why_elsewhere(tmp_path):
+    """The rule behind the presets table, for a GPU too: on an H100 (80 GiB, its step estimated at 30% of the
+    spec-sheet peak) llama-1b trains; on a CPU of 24 GiB it needs a GPU for its memory; a step over the plan's
+    budget is skipped for time on a GPU, and needs a GPU on a CPU once it is over the full bench's budget too."""
+    llama = bench.Bench(bench.QUICK, torch.device("cpu"), tmp_path / "corpus.txt").config("llama-1b")
+    h100 = bench.likely_gpu_flops("NVIDIA H100 80GB HBM3")
+    assert h100 > 1e14 and bench.likely_gpu_flops("Mystery GPU") == 0.0
+    assert bench.skip_reason(llama, bench.FULL, True, 80 * 2**30, h100) == ""
+    assert bench.skip_reason(llama, bench.QUICK, False, 24 * 2**30, 1e11).startswith("needs a GPU: needs about")
+    slow_gpu = bench.skip_reason(llama, bench.QUICK, True, 80 * 2**30, 1e13)
+    assert slow_gpu.startswith("skipped for time: about") and "quick allows 1" in slow_gpu
+    assert bench.skip_reason(llama, bench.QUICK, False, 2**40, 1e11).startswith("needs a GPU: about")
 
 
 def test_the_cpu_is_named():

@@ -327,6 +327,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.json and not args.json.resolve().parent.is_dir():  # found out now, not after minutes of measuring
+        raise StudioError(f"--json {args.json}: no folder {args.json.resolve().parent}; create it or write elsewhere")
     from studio import bench
 
     report = bench.run_bench(bench.QUICK if args.quick else bench.FULL, lambda line: print(line, file=sys.stderr))
