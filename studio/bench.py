@@ -220,7 +220,7 @@ class Bench:
         config.model.vocab_size = preset_vocab(config)
         config.data = DataConfig(source=str(self.corpus), tokenizer="char")
         train = config.train
-        train.grad_accum, train.sample_interval, train.compile = 1, 0, False
+        train.grad_accum, train.global_batch, train.sample_interval, train.compile = 1, 0, 0, False
         train.mixed_precision = _precision(self.device)
         train.batch_size = batch or train.batch_size
         config.model.block_size = context or config.model.block_size
@@ -319,7 +319,12 @@ class Bench:
             f"Data preparation: {megabytes:.1f} MB of Python sources, byte-level BPE of {vocab} tokens",
             [Column("what"), Column("speed", "MB/s"), Column("time", "s"), Column("peak RSS", "MiB")],
             [
-                ["llm-studio prepare (the whole command)", megabytes / prepare_s, prepare_s, peak_rss / 2**20],
+                [
+                    "llm-studio prepare (the whole command)",
+                    megabytes / prepare_s,
+                    prepare_s,
+                    peak_rss and peak_rss / 2**20,
+                ],
                 ["  its encoder alone (encode_batch_fast)", megabytes / encode_s, encode_s, None],
                 ["tokenizers encode_batch (raw, same pieces)", megabytes / raw_s, raw_s, None],
             ],
@@ -480,18 +485,34 @@ def generation_step(model: torch.nn.Module, ids: torch.Tensor, context: int, new
     return last[0]
 
 
-def run_measured(command: list[str]) -> tuple[float, int]:
-    """Run a child process to its end: its wall seconds and peak resident memory (bytes, its own, not its
-    parent's). A failure is the child's last lines."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, env=child_process_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = child.stderr.read()  # until it closes: the child has ended
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if child.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[1:4])} failed: {stderr.decode(errors='replace')[-1000:]}")
-    return seconds, usage.ru_maxrss * 1024  # kilobytes on Linux
+def run_measured(command: list[str]) -> tuple[float, int | None]:
+    """Run a child process to its end: its wall seconds and its peak resident memory in bytes (None where there is
+    no /proc). The peak is the child's VmHWM, read every 10 ms while it runs: its rusage's ru_maxrss would be this
+    process's (Linux keeps a process's high-water mark across exec, and the child starts as a copy of this one).
+    A failure is the child's last lines."""
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, env=child_process_env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        status, peak = Path(f"/proc/{child.pid}/status"), None  # Popen returns once the child has exec'd
+        while child.poll() is None:
+            peak = _high_water_mark(status, peak)
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        if child.returncode != 0:
+            stderr.seek(0)
+            raise RuntimeError(f"{' '.join(command[1:4])} failed: {stderr.read().decode(errors='replace')[-1000:]}")
+    return seconds, peak
+
+
+def _high_water_mark(status: Path, peak: int | None) -> int | None:
+    """The larger of `peak` and a process's VmHWM (bytes) from its /proc status; `peak` when it cannot be read."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return max(peak or 0, int(line.split()[1]) * 1024)  # in kB
+    except OSError:  # no /proc here, or the process just ended
+        pass
+    return peak
 
 
 def _seconds(work: Callable[[], object]) -> float:
