@@ -85,8 +85,8 @@ def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) 
         str(processes),
         "--num_machines",
         "1",
-        "--mixed_precision",
-        config.train.mixed_precision,
+        "--mixed_precision",  # only quiets the launcher: each worker gives Accelerator its precision, which wins
+        "no" if config.train.mixed_precision == "auto" else config.train.mixed_precision,
         "--dynamo_backend",
         "no",
         "--main_process_port",
