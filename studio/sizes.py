@@ -93,11 +93,11 @@ def estimate_train_memory(
       an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
       keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted. With activation
       checkpointing the layers keep only their inputs, plus the one layer being recomputed (_kept_by_layers).
-    - mixed_precision "auto" counts as bf16, what it is on a GPU, where memory is tight (on a CPU it is fp32).
+    - mixed_precision "auto" counts as fp32 (half_precision).
     """
     vocab = _vocab(cfg, vocab_size)
     n = param_count(cfg, vocab, num_labels)
-    mixed = train.mixed_precision != "no"
+    mixed = half_precision(train)
     act_bytes = 2 if mixed else 4
     optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
     tokens = train.batch_size * cfg.block_size
@@ -179,13 +179,19 @@ def method_sizes(
 
 
 def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict) -> int:
-    act_bytes = 2 if train.mixed_precision != "no" else 4
+    act_bytes = 2 if half_precision(train) else 4
     layers = max(facts["layers"] or 1, 1)
     hidden = facts["hidden"] or 0
     per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
     per_token = _kept_by_layers(layers, per_token, hidden, train.activation_checkpointing)
     tokens = train.batch_size * model.block_size
     return tokens * (per_token * act_bytes + 2 * (facts["vocab"] or 0) * 4)
+
+
+def half_precision(train: TrainConfig) -> bool:
+    """Whether the estimate counts 16-bit autocast: bf16 or fp16 asked for. "auto" counts as fp32, what it is on a
+    CPU, so the estimate holds there; on a GPU (bf16) it then overstates the activations."""
+    return train.mixed_precision in ("bf16", "fp16")
 
 
 def _kept_by_layers(layers: int, all_layers: int, width: int, checkpointing: bool) -> int:

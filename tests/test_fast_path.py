@@ -153,8 +153,8 @@ def test_the_memory_estimate_keeps_only_the_layers_inputs_under_activation_check
     assert {key: kept[key] for key in ("weights", "gradients", "optimizer")} == {
         key: plain[key] for key in ("weights", "gradients", "optimizer")
     }
-    tokens, per_layer = 8 * 1024, (plain["activations"] - 8 * 1024 * (2 * 4 * 50257 + 2 * 768)) // (8 * 1024 * 2 * 12)
-    layers_saved = tokens * 2 * (12 * per_layer - (12 * 768 + per_layer))  # bf16 values ("auto" counts as bf16)
+    tokens, per_layer = 8 * 1024, (plain["activations"] - 8 * 1024 * (2 * 4 * 50257 + 4 * 768)) // (8 * 1024 * 4 * 12)
+    layers_saved = tokens * 4 * (12 * per_layer - (12 * 768 + per_layer))  # fp32 values ("auto" counts as fp32)
     assert plain["activations"] - kept["activations"] == layers_saved > 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 
 from studio.config import TrainConfig, flat_config
 from studio.data.batches import (
@@ -80,7 +80,7 @@ class Trainer:
         self.config = read_config(run_dir)
         train = self.config.train
         trackers = {"log_with": train.report_to, "project_dir": run_dir / TRACKER_LOGS} if train.report_to else {}
-        self.fast = device_fast_path(PartialState().device, train)  # the device first: the precision depends on it
+        self.fast = device_fast_path(process_device(), train)  # the device first: the precision depends on it
         # Accumulation is the loop's own (no_sync on the micro-steps but the last): the loss of a step is
         # normalised by the tokens learned in all its micro-batches, which Accelerate's accumulate() cannot do.
         self.accelerator = Accelerator(mixed_precision=self.fast.precision, **trackers)
@@ -526,6 +526,12 @@ class Window:
         self.tokens += step.tokens
         self.seconds += seconds
         self.grad_norm = step.grad_norm
+
+
+def process_device() -> torch.device:
+    """The device Accelerator will give this process, known before it exists: ACCELERATE_USE_CPU (a CPU-only
+    multi-process launch) is read as AcceleratorState reads it, else the state would be set up for GPUs."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
 
 
 def device_fast_path(device: torch.device, train: TrainConfig) -> FastPath:
