@@ -293,7 +293,6 @@ class Trainer:
         Nothing was learned from the failed attempt (the compiled backward never ran), so the step starts over."""
         self.optimizer.zero_grad(set_to_none=True)
         self.trained_model = self.prepared_model
-        self.compile_pending = False
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         message = f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
         print(message, file=sys.stderr)
