@@ -194,7 +194,11 @@ def checkpoint_activations(base: nn.Module) -> None:
     if isinstance(base, LanguageModel):
         base.checkpoint_blocks = True
     elif getattr(base, "supports_gradient_checkpointing", False):
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        non_reentrant = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers 5 name of the same call
+            base.activation_checkpointing_enable(non_reentrant)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
     else:
         raise StudioError(
             f"train.activation_checkpointing: transformers cannot recompute {type(base).__name__}'s layers; "

@@ -138,7 +138,7 @@ def test_a_transformers_model_checkpoints_its_layers_with_the_same_gradients(tmp
         model = LlamaForCausalLM(hf_config).train()
         if checkpointing:
             checkpoint_activations(model)
-        assert model.is_gradient_checkpointing is checkpointing
+        assert model.is_activation_checkpointing is checkpointing
         loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
