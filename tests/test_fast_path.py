@@ -37,6 +37,30 @@ def test_the_fast_path_is_on_by_default_on_a_cuda_gpu_and_off_on_a_cpu(device, b
     assert fast_path(device, TrainConfig(**changes), bf16_supported=bf16) == expected
 
 
+def test_tf32_is_turned_on_for_a_cuda_device_only(monkeypatch):
+    from studio.train.worker import device_fast_path
+
+    precisions = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", precisions.append)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation: not including_emulation)
+    assert device_fast_path(torch.device("cpu"), TrainConfig()).precision == "no" and precisions == []
+    assert device_fast_path(torch.device("cuda", 0), TrainConfig()).precision == "bf16" and precisions == ["high"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_the_decoders_train_through_causal_sdpa_without_a_mask_which_keeps_flash_attention(arch, monkeypatch):
+    """Flash attention takes no explicit mask: training calls SDPA with is_causal alone (packed rows, whose mask is
+    block-causal, are the exception, and run on the memory-efficient kernel)."""
+    import studio.model.kv_cache as kv_cache
+    from studio.model import build_model
+
+    calls = []
+    sdpa = kv_cache.F.scaled_dot_product_attention
+    monkeypatch.setattr(kv_cache.F, "scaled_dot_product_attention", lambda *a, **k: calls.append(k) or sdpa(*a, **k))
+    build_model(tiny_config({"model.arch": arch, "model.vocab_size": 64}).model).train()(torch.randint(64, (2, 16)))
+    assert calls and all(call.get("is_causal") is True and call.get("attn_mask") is None for call in calls)
+
+
 def test_compile_reads_old_boolean_configs_and_checkpointing_is_refused_for_recurrent_models():
     config = RunConfig.from_dict({"train": {"compile": False}})  # a config.toml written when compile was a bool
     assert config.train.compile == "false"
@@ -211,6 +235,7 @@ def test_a_step_reads_no_tensor_back_but_the_host_batch_and_at_log_steps(studio_
     pipeline reads its own host batch (the learned targets, before the batch moves); the logged values are read
     at log steps. Reads inside PyTorch's C++ (a boolean index's count) are beyond this check."""
     trainer = _trainer(code_corpus, "sync", {"train.grad_accum": 2})
+    assert trainer.optimizer.optimizer.defaults["fused"] is True  # fused AdamW wherever the device has it
     reads = Counter()
 
     def spy(name: str):
