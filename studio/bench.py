@@ -220,7 +220,7 @@ class Bench:
         config.model.vocab_size = preset_vocab(config)
         config.data = DataConfig(source=str(self.corpus), tokenizer="char")
         train = config.train
-        train.grad_accum, train.global_batch, train.sample_interval, train.compile = 1, 0, 0, False
+        train.grad_accum, train.global_batch, train.sample_interval, train.compile = 1, 0, 0, "false"
         train.mixed_precision = _precision(self.device)
         train.batch_size = batch or train.batch_size
         config.model.block_size = context or config.model.block_size
@@ -283,7 +283,8 @@ class Bench:
         trainer = Trainer(prepare_run(config, "overhead"))
         config = trainer.config
         dataset = open_dataset(config.data.dataset)
-        bare = bare_step(config, dataset.bin_path("train"), dataset.dtype, trainer.accelerator.device)
+        device, precision = trainer.accelerator.device, trainer.fast.precision
+        bare = bare_step(config, dataset.bin_path("train"), dataset.dtype, device, precision)
         studio = studio_step(trainer)
         bare_s, studio_s = alternate_rounds([bare, studio], self.plan.warmup_steps, self.plan.steps, self.plan.rounds)
         trainer.events.close()
@@ -423,9 +424,10 @@ def studio_step(trainer: Trainer) -> Step:
     return step
 
 
-def bare_step(config: RunConfig, train_bin: Path, dtype: str, device: torch.device) -> Step:
-    """nanoGPT's train.py reduced to its loop: get_batch from a memmap, forward (under bf16 autocast when the
-    config says so), backward, clip, step. The same model, batch, optimizer and precision as the trainer's."""
+def bare_step(config: RunConfig, train_bin: Path, dtype: str, device: torch.device, precision: str) -> Step:
+    """nanoGPT's train.py reduced to its loop: get_batch from a memmap (copied from pinned memory without waiting,
+    to a GPU), forward (under bf16 autocast when `precision`, the trainer's choice, says so), backward, clip, step.
+    The same model, batch, optimizer and precision as the trainer's."""
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(device)
     train = config.train
@@ -433,14 +435,16 @@ def bare_step(config: RunConfig, train_bin: Path, dtype: str, device: torch.devi
         param_groups(model, train.weight_decay), lr=train.lr, betas=(train.beta1, train.beta2), fused=True
     )
     block, batch = config.model.block_size, train.batch_size
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=train.mixed_precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def get_batch() -> tuple[torch.Tensor, torch.Tensor]:
         data = np.memmap(train_bin, dtype=dtype, mode="r")
         ix = torch.randint(len(data) - block, (batch,))
         x = torch.stack([torch.from_numpy(data[i : i + block].astype(np.int64)) for i in ix])
         y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block].astype(np.int64)) for i in ix])
-        return x.to(device), y.to(device)
+        if device.type == "cuda":
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x, y
 
     def step() -> torch.Tensor:
         x, y = get_batch()

@@ -26,7 +26,8 @@ Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
 TokenizerKind = Literal["bpe", "char"]
 Optimizer = Literal["adamw", "sgd", "muon"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
-Precision = Literal["no", "bf16", "fp16"]
+Precision = Literal["auto", "no", "bf16", "fp16"]
+Compile = Literal["auto", "true", "false"]
 Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
@@ -201,8 +202,22 @@ class TrainConfig:
     sample_tokens: int = setting(64, "tokens generated per sample", "sample tokens")
     sample_prompts: list[str] = setting(["\n", "def ", "The "], "the fixed prompts samples continue", "sample prompts")
     seed: int = setting(1337, "the seed of weights, batches and dropout", "seed")
-    mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)", "precision")
-    compile: bool = setting(False, "torch.compile the model", "torch.compile")
+    mixed_precision: Precision = setting(
+        "auto",
+        "autocast precision: auto (bf16 on a GPU that has it, else fp32), no (fp32), bf16, or fp16 (CUDA only)",
+        "precision",
+    )
+    compile: Compile = setting(
+        "auto",
+        "torch.compile the model: auto (on a CUDA GPU), true or false; eager when compiling fails",
+        "torch.compile",
+    )
+    activation_checkpointing: bool = setting(
+        False,
+        "recompute each block's activations in the backward instead of keeping them: less memory, ~1/3 more "
+        "compute (decoders, BERT and Hugging Face models)",
+        "activation ckpt",
+    )
     num_processes: int = setting(1, "processes on each machine: GPUs, or CPU processes over gloo", "processes")
     global_batch: int = setting(
         0,
@@ -435,6 +450,8 @@ def _coerce(value: Any, kind: type, key: str, where: str) -> Any:
         if isinstance(value, str):
             return [item for item in value.split("|")]
         raise wrong
+    if isinstance(value, bool):  # a TOML boolean where a choice is expected (`compile = true`): its text
+        return format_value(value)
     if not isinstance(value, str):
         raise wrong
     return value
@@ -551,6 +568,8 @@ def validate(config: RunConfig) -> None:
         _positive("train.lora_alpha", t.lora_alpha)
         if not 0.0 <= t.lora_dropout < 1.0:
             raise StudioError(f"train.lora_dropout must be in [0, 1), not {t.lora_dropout}")
+    if t.activation_checkpointing and m.recurrent:
+        raise StudioError(f"train.activation_checkpointing: {m.arch} has no blocks to recompute; set it to false")
     if not 0.0 <= config.distill.alpha <= 1.0:
         raise StudioError(f"distill.alpha must be in [0, 1], not {config.distill.alpha}")
     _positive("distill.temperature", config.distill.temperature)

@@ -131,6 +131,8 @@ def format_event(event: dict) -> str | None:
         return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
     if kind == "error":
         return f"step {step:>6}  error: {event.get('message', '(no message)')}"
+    if kind == "note":
+        return f"step {step:>6}  note: {event.get('message', '(no message)')}"
     if kind == "status":
         return f"step {step:>6}  {event.get('state', '(no state)')}"
     if kind == "checkpoint":

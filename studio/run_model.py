@@ -176,12 +176,34 @@ def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
         if train.init_from:  # a studio run's checkpoint, resolved at launch
             load_run_weights(base, Path(train.init_from))
         heads = set(OUTPUT_HEADS)
+    if train.activation_checkpointing:
+        checkpoint_activations(base)
     inner = base if train.method == "full" else add_adapters(base, config, heads)
     if config.model.pretrained:
         module = PretrainedLM(inner, config.model.block_size) if labels is None else PretrainedClassifier(inner)
     else:
         module = inner
     return RunModel(module, inner, adapters=train.method != "full", base_from_folder=bool(train.init_from))
+
+
+def checkpoint_activations(base: nn.Module) -> None:
+    """train.activation_checkpointing: the studio's models recompute each block in the backward, transformers' models
+    each layer; both non-reentrant, so a frozen base under adapters needs no input that requires a gradient."""
+    from studio.model.base import LanguageModel
+
+    if isinstance(base, LanguageModel):
+        base.checkpoint_blocks = True
+    elif getattr(base, "supports_gradient_checkpointing", False):
+        non_reentrant = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # the newer transformers 5 name of the same call
+            base.activation_checkpointing_enable(non_reentrant)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=non_reentrant)
+    else:
+        raise StudioError(
+            f"train.activation_checkpointing: transformers cannot recompute {type(base).__name__}'s layers; "
+            "set it to false"
+        )
 
 
 def load_pretrained(folder: Path, four_bit: bool = False, labels: Labels | None = None) -> nn.Module:

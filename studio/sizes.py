@@ -91,11 +91,13 @@ def estimate_train_memory(
       silu(gate), up, product; 2·hidden for GELU).
       SDPA's fused kernels keep no T×T matrix. An LSTM layer keeps ~6·n_embd (four gates, cell, output),
       an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
-      keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted.
+      keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted. With activation
+      checkpointing the layers keep only their inputs, plus the one layer being recomputed (_kept_by_layers).
+    - mixed_precision "auto" counts as fp32 (half_precision).
     """
     vocab = _vocab(cfg, vocab_size)
     n = param_count(cfg, vocab, num_labels)
-    mixed = train.mixed_precision != "no"
+    mixed = half_precision(train)
     act_bytes = 2 if mixed else 4
     optimizer_values = optimizer_values_per_weight(train)
     tokens = train.batch_size * cfg.block_size
@@ -104,7 +106,8 @@ def estimate_train_memory(
     else:
         kv = cfg.kv_heads * cfg.head_dim
         per_layer = 6 * cfg.n_embd + 2 * kv + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
-    per_token = cfg.n_layer * per_layer + cfg.n_embd
+    per_token = _kept_by_layers(cfg.n_layer, cfg.n_layer * per_layer, cfg.n_embd, train.activation_checkpointing)
+    per_token += cfg.n_embd
     memory = {
         "weights": 4 * n + (2 * n if mixed else 0),
         "gradients": 4 * n,
@@ -176,12 +179,25 @@ def method_sizes(
 
 
 def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict) -> int:
-    act_bytes = 2 if train.mixed_precision != "no" else 4
+    act_bytes = 2 if half_precision(train) else 4
     layers = max(facts["layers"] or 1, 1)
     hidden = facts["hidden"] or 0
     per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
+    per_token = _kept_by_layers(layers, per_token, hidden, train.activation_checkpointing)
     tokens = train.batch_size * model.block_size
     return tokens * (per_token * act_bytes + 2 * (facts["vocab"] or 0) * 4)
+
+
+def half_precision(train: TrainConfig) -> bool:
+    """Whether the estimate counts 16-bit autocast: bf16 or fp16 asked for. "auto" counts as fp32, what it is on a
+    CPU, so the estimate holds there; on a GPU (bf16) it then overstates the activations."""
+    return train.mixed_precision in ("bf16", "fp16")
+
+
+def _kept_by_layers(layers: int, all_layers: int, width: int, checkpointing: bool) -> int:
+    """Activation values per token that the layers keep for the backward: all of every layer's (`all_layers`); or,
+    with activation checkpointing, each layer's input (width) and the one layer being recomputed."""
+    return layers * width + all_layers // layers if checkpointing else all_layers
 
 
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:

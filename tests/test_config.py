@@ -19,7 +19,8 @@ def test_toml_round_trip(tmp_path):
     [
         ("train.lr", "3e-4", 3e-4),
         ("train.max_steps", "1_000", 1000),
-        ("train.compile", "true", True),
+        ("train.compile", "true", "true"),
+        ("data.packing", "yes", True),
         ("model.arch", "gpt2", "gpt2"),
         ("train.sample_prompts", "a|b", ["a", "b"]),
     ],
@@ -38,7 +39,7 @@ def test_set_converts_command_line_text(key, text, expected):
         ("nope", "1", "unknown key"),
         ("train.max_steps", "ten", "must be a whole number"),
         ("train.lr", "fast", "must be a number"),
-        ("train.compile", "maybe", "true or false"),
+        ("data.packing", "maybe", "true or false"),
     ],
 )
 def test_set_rejects_unknown_keys_and_wrong_types(key, value, words):

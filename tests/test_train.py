@@ -318,13 +318,14 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
         "--set",
         "model.n_layer=1",
         "--compile",
+        "true",
     )
     assert code == 0, err
     from studio.weights import read_weights
 
     weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
     assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)
-    assert json.loads(metadata["config"])["train"]["compile"] is True
+    assert json.loads(metadata["config"])["train"]["compile"] == "true"
 
 
 def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home, code_corpus):

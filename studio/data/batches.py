@@ -40,9 +40,16 @@ class Batch:
         """Targets learned: the loss of a step is normalised by their number (counted on the CPU: no sync)."""
         return int((self.y != IGNORE).sum())
 
-    def to(self, device: torch.device) -> Batch:
-        x, y = (t.to(device, non_blocking=True) for t in (self.x, self.y))
-        positions, lengths = (None if t is None else t.to(device, non_blocking=True) for t in self.extras())
+    def to(self, device: torch.device, pin: bool = False) -> Batch:
+        """The batch on `device`. With `pin` (for a GPU) each tensor is first copied to page-locked host memory,
+        from which the copy to the GPU is asynchronous: it overlaps the work already queued, and the step never
+        waits for it (from pageable memory `non_blocking` still waits). On a CPU `to` returns the batch's own."""
+
+        def moved(tensor: torch.Tensor) -> torch.Tensor:
+            return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=True)
+
+        x, y = moved(self.x), moved(self.y)
+        positions, lengths = (None if t is None else moved(t) for t in self.extras())
         return Batch(x, y, self.tokens, positions, lengths)
 
     def extras(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class LanguageModel(nn.Module):
     """Subclasses set `self.cfg` and say which module embeds the input tokens and which is the output head."""
 
     HEAD = "lm_head.weight"  # the output head's weight; tied to the embedding, a checkpoint stores it once
+    checkpoint_blocks = False  # train.activation_checkpointing (set by run_model): blocks recomputed in the backward
+
+    def run_block(self, block: nn.Module, *args) -> torch.Tensor:
+        """block(*args); when checkpointing blocks while training with gradients, through torch.utils.checkpoint,
+        which keeps only the block's inputs and runs it again in the backward (non-reentrant: the same dropout
+        masks, and it works on a frozen base whose inputs need no gradient)."""
+        if self.checkpoint_blocks and self.training and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     def input_embedding(self) -> nn.Embedding:
         raise NotImplementedError

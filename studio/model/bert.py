@@ -147,7 +147,7 @@ class Bert(LanguageModel):
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         x = self.bert.embeddings(idx, token_types)
         for layer in self.bert.encoder.layer:
-            x = layer(x, mask)
+            x = self.run_block(layer, x, mask)
         logits = self.cls.predictions(x)
         return logits, None if targets is None else lm_loss(logits, targets)
 
@@ -176,6 +176,6 @@ class BertClassifier(Bert):
             mask = (torch.arange(idx.size(1), device=idx.device) < lengths[:, None])[:, None, None, :]
         x = self.bert.embeddings(idx, None)
         for layer in self.bert.encoder.layer:
-            x = layer(x, mask)
+            x = self.run_block(layer, x, mask)
         pooled = torch.tanh(self.bert.pooler.dense(x[:, 0]))
         return self.classifier(pooled), None

@@ -104,7 +104,7 @@ class GPT2(LanguageModel):
         mask = None if positions is None else packed_mask(positions)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
-            x = block(x, cache, start, mask)
+            x = self.run_block(block, x, cache, start, mask)
         return self.transformer.ln_f(x)
 
     def forward(

@@ -162,7 +162,7 @@ class Llama(LanguageModel):
             cos, sin = (table[start : start + T] for table in cache.rope)
         x = self.model.embed_tokens(idx)
         for block in self.model.layers:
-            x = block(x, cos, sin, cache, start, mask)
+            x = self.run_block(block, x, cos, sin, cache, start, mask)
         return self.model.norm(x)
 
     def forward(

@@ -83,8 +83,8 @@ def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) 
         "--multi_gpu",
         "--num_processes",
         str(train.world_size),  # Accelerate counts the processes of every machine
-        "--mixed_precision",
-        train.mixed_precision,
+        "--mixed_precision",  # only quiets the launcher: each worker gives Accelerator its precision, which wins
+        "no" if train.mixed_precision == "auto" else train.mixed_precision,
         "--dynamo_backend",
         "no",
         *_machines(train),

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-KINDS = ("train", "eval", "checkpoint", "status", "error", "sample")
+KINDS = ("train", "eval", "checkpoint", "status", "error", "sample", "note")
 NUMBER = (int, float)
 FIELD_TYPES = {  # every field an event may carry, and its type; a field of another type is dropped when read
     "t": NUMBER, "state": str, "max_steps": int, "world_size": int, "device": str, "params": int,

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import parse_flag_from_env, set_seed
 
-from studio.config import flat_config
+from studio.config import TrainConfig, flat_config
 from studio.data.batches import (
     IGNORE,
     Batch,
@@ -60,6 +60,7 @@ from studio.run_folder.lock import hold_lock_for_life
 from studio.run_model import build_run_model, teacher_module
 from studio.sizes import flops_per_token
 from studio.train import checkpoint, stop_signal
+from studio.train.fast_path import FastPath, fast_path
 from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
@@ -82,9 +83,10 @@ class Trainer:
         self.config = read_config(run_dir)
         train = self.config.train
         trackers = {"log_with": train.report_to, "project_dir": run_dir / TRACKER_LOGS} if train.report_to else {}
+        self.fast = device_fast_path(process_device(), train)  # the device first: the precision depends on it
         # Accumulation is the loop's own (no_sync on the micro-steps but the last): the loss of a step is
         # normalised by the tokens learned in all its micro-batches, which Accelerate's accumulate() cannot do.
-        self.accelerator = Accelerator(mixed_precision=train.mixed_precision, **trackers)
+        self.accelerator = Accelerator(mixed_precision=self.fast.precision, **trackers)
         if train.report_to:  # events.jsonl stays the source of truth; trackers get a copy (Accelerate's integration)
             self.accelerator.init_trackers(run_dir.name, config=flat_config(self.config))
         self.rank = self.accelerator.process_index
@@ -103,8 +105,12 @@ class Trainer:
         self.optimizer = build_optimizer(self.run_model.inner, train)
         resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
         self.teacher = self._teacher()
-        trained = torch.compile(self.model) if train.compile else self.model
-        self.trained_model, self.optimizer = self.accelerator.prepare(trained, self.optimizer)
+        self.prepared_model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        # Compiled after prepare (DDP and autocast inside the graph). The prepared model is kept: the first step
+        # falls back to it if compiling fails (compile_failed), and evaluation runs it (an eval-mode graph would
+        # be a second compile, for a few batches now and then).
+        self.trained_model = torch.compile(self.prepared_model) if self.fast.compile else self.prepared_model
+        self.compile_pending = self.fast.compile  # until the compiled model's first step succeeds
         self.flops_per_token = self._flops_per_token()
         self.peak_flops = self._peak_flops()
         self.state = TrainingState()  # last, so nothing above consumes random numbers of the training streams
@@ -174,7 +180,7 @@ class Trainer:
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
-        half = self.config.train.mixed_precision != "no"
+        half = self.fast.precision != "no"
         device = self.accelerator.device
         if device.type == "cuda":
             per_device = gpu_peak_flops(torch.cuda.get_device_name(device), half) or 0.0
@@ -204,7 +210,10 @@ class Trainer:
         window = Window(self.accelerator.device)
         while self.state.step < train.max_steps:
             started = time.perf_counter()
-            step = self.train_step(log=(self.state.step + 1) % train.log_interval == 0)
+            log = (self.state.step + 1) % train.log_interval == 0
+            step = self.train_step(log)
+            if log:  # the steps queued on the device finish in the window that timed them
+                wait_for_device(self.accelerator.device)
             elapsed = time.perf_counter() - started
             self.state.train_seconds += elapsed  # every step, so a stop between two log lines counts it too
             window.add(step, elapsed)
@@ -244,13 +253,14 @@ class Trainer:
         batches = [self.train_stream.next(self.state) for _ in range(train.accum_steps)]
         learned, tokens = self._global_counts(batches)
         scale = accelerator.num_processes / max(learned, 1)
-        sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
-        for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            with nullcontext() if last else accelerator.no_sync(self.trained_model):
-                parts = self.loss_sums(batch.to(accelerator.device))
-                accelerator.backward(parts[0] * scale)
-            sums += parts.detach()
+        try:
+            sums = self.accumulate_gradients(batches, scale)
+        except torch._dynamo.exc.TorchDynamoException as error:  # compiling failed (no compiler, say)
+            if not self.compile_pending:
+                raise
+            self.compile_failed(error)
+            sums = self.accumulate_gradients(batches, scale)
+        self.compile_pending = False
         grad_norm = None
         if train.grad_clip or log:
             norm = accelerator.clip_grad_norm_(self.run_model.inner.parameters(), train.grad_clip or math.inf)
@@ -259,6 +269,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         local_learned = sum(batch.supervised for batch in batches)
         return StepResult(sums, local_learned, tokens, grad_norm)
+
+    def accumulate_gradients(self, batches: list[Batch], scale: float) -> torch.Tensor:
+        """Forward and backward of each micro-batch, gradients scaled by `scale` and summed (synchronised between
+        processes on the last one only); returns the summed loss and its two parts, left on the device."""
+        accelerator = self.accelerator
+        sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            with nullcontext() if last else accelerator.no_sync(self.trained_model):
+                parts = self.loss_sums(batch.to(accelerator.device, pin=self.fast.pin_memory))
+                accelerator.backward(parts[0] * scale)
+            sums += parts.detach()
+        return sums
+
+    def compile_failed(self, error: Exception) -> None:
+        """The compiled model failed its first step: train the prepared model as it is, and say so in one line.
+        Nothing was learned from the failed attempt (the compiled backward never ran), so the step starts over."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.trained_model = self.prepared_model
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
+        print(message, file=sys.stderr)
+        self.events.write("note", self.state.step, message=message)
 
     def loss_sums(self, batch: Batch) -> torch.Tensor:
         """The summed loss of the targets a batch learns, then its cross-entropy and distillation parts: with a
@@ -321,17 +354,17 @@ class Trainer:
         stream = self._stream("val", shuffle=False)
         position = TrainingState()
         position.data_generator.manual_seed(train.seed + 10_000)
-        self.trained_model.eval()
+        self.prepared_model.eval()
         totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, learned targets
         for _ in range(train.eval_steps):
             batch = stream.next(position).to(self.accelerator.device)
             extra = {} if batch.positions is None else {"positions": batch.positions}
-            logits, _ = self.trained_model(batch.x, **extra)
+            logits, _ = self.prepared_model(batch.x, **extra)
             learned = batch.y != IGNORE
             totals[0] += lm_loss_sum(logits, batch.y)
             totals[1] += ((logits.argmax(-1) == batch.y) & learned).sum()
             totals[2] += learned.sum()
-        self.trained_model.train()
+        self.prepared_model.train()
         loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
         self.report(
@@ -350,16 +383,16 @@ class Trainer:
         confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros(1, device=device)
         mine = list(range(self.rank, len(examples), self.accelerator.num_processes))
-        self.trained_model.eval()
+        self.prepared_model.eval()
         for start in range(0, len(mine), self.config.train.batch_size):
             batch = labeled_batch(
                 examples, mine[start : start + self.config.train.batch_size], self.dataset.meta["pad_id"]
             )
             batch = batch.to(device)
-            logits, _ = self.trained_model(batch.x, **batch.model_inputs())
+            logits, _ = self.prepared_model(batch.x, **batch.model_inputs())
             loss_sum += lm_loss_sum(logits, batch.y)
             confusion.index_put_((batch.y, logits.argmax(-1)), torch.ones_like(batch.y), accumulate=True)
-        self.trained_model.train()
+        self.prepared_model.train()
         loss_sum = self.accelerator.reduce(loss_sum, "sum").item()
         matrix = self.accelerator.reduce(confusion, "sum").tolist()
         metrics = classification_metrics(matrix)
@@ -489,6 +522,27 @@ class Window:
         self.tokens += step.tokens
         self.seconds += seconds
         self.grad_norm = step.grad_norm
+
+
+def process_device() -> torch.device:
+    """The device Accelerator will give this process, known before it exists: ACCELERATE_USE_CPU (a CPU-only
+    multi-process launch) is read as AcceleratorState reads it, else the state would be set up for GPUs."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).device
+
+
+def device_fast_path(device: torch.device, train: TrainConfig) -> FastPath:
+    """The fast path on this process's device (fast_path's decisions), with TF32 turned on where it is chosen."""
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    path = fast_path(device.type, train, bf16_supported=bf16)
+    if path.tf32:
+        torch.set_float32_matmul_precision("high")  # the API inductor reads too; TF32 convolutions are cuDNN's default
+    return path
+
+
+def wait_for_device(device: torch.device) -> None:
+    """Block until the work queued on a GPU is done (a CPU runs each operation as it is called)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def tracker_values(kind: str, fields: dict[str, Any]) -> dict[str, float | str]:

@@ -62,6 +62,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.mixed_precision",
                 "train.num_processes",
                 "train.compile",
+                "train.activation_checkpointing",
             )
             yield from form_section(
                 "Evaluation and checkpoints",
