@@ -22,6 +22,16 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def format_memory(estimate: int | None, peak: int | None, measure: str | None, baseline: int | None) -> str:
+    """A run's memory per process, the estimate beside the measured peak, as its events report them
+    (studio.train.memory says what the peak counts: `cuda_allocated`, or `rss` above a baseline)."""
+    what = {"rss": f" (RSS above the {format_bytes(baseline or 0)} runtime)", "cuda_allocated": " (allocated tensors)"}
+    return (
+        f"memory: estimated {'-' if estimate is None else format_bytes(estimate)} · measured peak "
+        f"{'-' if peak is None else format_bytes(peak)}{what.get(measure or '', '')}"
+    )
+
+
 def format_age(seconds: float) -> str:
     """How long ago, in its largest whole unit: 42s, 5m, 3h, 2d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

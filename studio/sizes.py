@@ -84,14 +84,18 @@ def estimate_train_memory(
       autocast makes for the matmuls and keeps for the backward (2 bytes each).
     - gradients: fp32, 4 bytes each.
     - optimizer: AdamW keeps two fp32 moments (8 bytes each), SGD one momentum buffer (4, none at momentum 0).
-    - activations: what autograd keeps for the backward for batch_size·block_size tokens, counted in
-      values per token at the mixed-precision width (4 bytes, 2 under bf16/fp16). A decoder layer keeps
-      its residual input, normed input, q, k, v and attention output per sublayer (~8·n_embd; k and v
-      narrower under grouped-query attention) plus the MLP's inner tensors (4·hidden for SwiGLU: gate,
-      silu(gate), up, product; 2·hidden for GELU).
-      SDPA's fused kernels keep no T×T matrix. An LSTM layer keeps ~6·n_embd (four gates, cell, output),
-      an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
-      keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted.
+    - activations: the most the step holds at once, at the start of the backward, for batch_size·block_size
+      tokens: what autograd keeps, counted in values per token at the mixed-precision width (4 bytes, 2 under
+      bf16/fp16). A decoder layer keeps its residual input, normed input, q, k, v and attention output per
+      sublayer (~8·n_embd; k and v narrower under grouped-query attention) plus the MLP's inner tensors
+      (4·hidden for SwiGLU: gate, silu(gate), up, product; 2·hidden for GELU); a Llama layer also keeps RoPE's
+      rotated q and k and RMSNorm's intermediates (~4·n_embd). SDPA's fused kernels keep no T×T matrix.
+      PyTorch's LSTM keeps ~16·n_embd per layer (gates before and after their activations, cells and their
+      tanh, the products), its tanh RNN ~2·n_embd. On top: the embedding output, and the logits' fp32
+      cross-entropy: its log-probabilities kept for the backward, then the loss's gradient and the
+      log-softmax's beside them when the backward starts (3·vocab values per token).
+      Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
+      dropout masks and allocator slack are not counted.
     """
     vocab = _vocab(cfg, vocab_size)
     n = param_count(cfg, vocab, num_labels)
@@ -100,16 +104,17 @@ def estimate_train_memory(
     optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
     tokens = train.batch_size * cfg.block_size
     if cfg.recurrent:
-        per_layer = (6 if cfg.arch == "lstm" else 2) * cfg.n_embd
+        per_layer = (16 if cfg.arch == "lstm" else 2) * cfg.n_embd
     else:
         kv = cfg.kv_heads * cfg.head_dim
-        per_layer = 6 * cfg.n_embd + 2 * kv + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
+        mlp_and_rope = 4 * cfg.mlp_width + 4 * cfg.n_embd if cfg.arch == "llama" else 2 * cfg.mlp_width
+        per_layer = 6 * cfg.n_embd + 2 * kv + mlp_and_rope
     per_token = cfg.n_layer * per_layer + cfg.n_embd
     memory = {
         "weights": 4 * n + (2 * n if mixed else 0),
         "gradients": 4 * n,
         "optimizer": 4 * optimizer_values * n,
-        "activations": tokens * per_token * act_bytes + (2 * 4 * (train.batch_size * num_labels or tokens * vocab)),
+        "activations": tokens * per_token * act_bytes + _cross_entropy_bytes(train, cfg.block_size, vocab, num_labels),
     }
     memory["total"] = sum(memory.values())
     return memory
@@ -181,7 +186,14 @@ def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict)
     hidden = facts["hidden"] or 0
     per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
     tokens = train.batch_size * model.block_size
-    return tokens * (per_token * act_bytes + 2 * (facts["vocab"] or 0) * 4)
+    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts["vocab"] or 0)
+
+
+def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, num_labels: int = 0) -> int:
+    """The fp32 cross-entropy at the start of the backward: the log-probabilities kept for it, the loss's gradient
+    and the log-softmax's, one row per token (or per text for a classifier)."""
+    rows, classes = (train.batch_size, num_labels) if num_labels else (train.batch_size * block_size, vocab)
+    return 3 * 4 * rows * classes
 
 
 def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:
