@@ -23,13 +23,13 @@ def format_bytes(n: float) -> str:
 
 
 def format_memory(estimate: int | None, peak: int | None, measure: str | None, baseline: int | None) -> str:
-    """A run's memory per process, the estimate beside the measured peak, as its events report them
-    (studio.train.memory says what the peak counts: `cuda_allocated`, or `rss` above a baseline)."""
-    what = {"rss": f" (RSS above the {format_bytes(baseline or 0)} runtime)", "cuda_allocated": " (allocated tensors)"}
-    return (
-        f"memory: estimated {'-' if estimate is None else format_bytes(estimate)} · measured peak "
-        f"{'-' if peak is None else format_bytes(peak)}{what.get(measure or '', '')}"
-    )
+    """A run's memory per process as its events report it (studio.train.memory): the estimate, plus on a CPU the
+    runtime's measured baseline, beside the measured peak (the tensors' on a GPU, the process's RSS on a CPU)."""
+    expected = "-" if estimate is None else format_bytes(estimate)
+    if baseline and estimate is not None:
+        expected = f"{expected} + {format_bytes(baseline)} runtime = {format_bytes(estimate + baseline)}"
+    what = {"rss": " (process RSS)", "cuda_allocated": " (allocated tensors)"}.get(measure or "", "")
+    return f"memory: estimated {expected} · measured peak {'-' if peak is None else format_bytes(peak)}{what}"
 
 
 def format_age(seconds: float) -> str:

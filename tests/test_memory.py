@@ -99,3 +99,34 @@ def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_th
     checkpoint = find_checkpoint(run_path("oom"))
     weights, metadata = read_weights(checkpoint)
     assert checkpoint.name == "step-0000002" and metadata["step"] == "2" and weights
+
+
+SMALL_PRESETS = ["tiny", "bert-tiny", "lstm-tiny", "rnn-tiny", "nanogpt-cpu"]  # those that train in seconds on CPU
+
+
+@pytest.mark.slow
+def test_the_estimate_is_within_a_fifth_of_the_measured_peak_of_each_small_preset(run_cli, code_corpus):
+    """Each small preset as it is (model, batch, context, precision, optimizer) trains a few steps on the CPU; its
+    trainer reports the estimate and the runtime's baseline (`running`) and the process's peak RSS (`train`); the
+    estimate plus the baseline is held against the peak (studio.train.memory)."""
+    from studio.run_folder.control import wait_for_exit
+
+    quick = ["--max-steps", 6, "--set", "train.log_interval=1", "--set", "train.eval_steps=1"]
+    for preset in SMALL_PRESETS:  # all at once: each trainer's memory is its own
+        code, _, err = run_cli(
+            "train", "--preset", preset, "--data", code_corpus, "--name", preset, *quick,
+            "--set", "train.sample_interval=0", "--detach",
+        )  # fmt: skip
+        assert code == 0, err
+    figures = {}
+    for preset in SMALL_PRESETS:
+        wait_for_exit(run_path(preset), 600)
+        events = current_history(read_events(run_path(preset) / "events.jsonl"))
+        assert events[-1]["state"] == "finished", events[-1]
+        running = next(e for e in events if e.get("state") == "running")
+        assert running["mem_measure"] == "rss" and running["mem_baseline"] > 0
+        measured = max(e["mem_peak"] for e in events if e["kind"] == "train")
+        figures[preset] = (running["mem_estimate"], running["mem_baseline"], measured)
+    table = ", ".join(f"{p} {e / 2**20:.0f}+{b / 2**20:.0f}/{m / 2**20:.0f}" for p, (e, b, m) in figures.items())
+    print(f"estimate + runtime / measured peak RSS (MiB): {table}")
+    assert all(abs((estimate + baseline) / peak - 1) <= 0.2 for estimate, baseline, peak in figures.values()), table

@@ -1,14 +1,17 @@
 """A trainer's memory: the peak it measures, and the one message for running out of it.
 
-`mem_peak` means the same on every device: the most memory the training itself held, beyond what the runtime
-holds anyway (the interpreter, torch's libraries, a GPU's CUDA context). That is what studio.sizes estimates
-(weights, gradients, optimizer state, activations), so the two are shown side by side.
+`mem_peak` is the process's peak memory on its device as that device counts it, and `mem_baseline` the part of
+it that is the runtime's rather than the run's; studio.sizes' estimate (weights, gradients, optimizer state,
+activations) plus the baseline is what the peak is compared with:
 
-- On a GPU: `torch.cuda.max_memory_allocated`, the tensors' peak.
+- On a GPU: `torch.cuda.max_memory_allocated`, the tensors' peak; the baseline is 0 (the CUDA context and the
+  libraries are not tensors).
 - On a CPU: the process's peak resident set (the kernel's high-water mark, `ru_maxrss`, which catches the peak
-  inside a step that a sampled RSS would miss) minus its resident set when the trainer started, after the imports
-  and before the data and model (the baseline, reported once in the `running` event). What the estimate leaves
-  out counts here too: pages of the dataset read so far, allocator slack, the tokenizer, evaluation and samples.
+  inside a step that a sampled RSS would miss). The baseline is its resident set once the trainer is set up
+  (interpreter, torch and its lazily imported parts, data, tokenizer, the FLOP/s probe, model and optimizer
+  built, nothing trained), less the weights, which the estimate counts. What the estimate leaves out shows in the
+  difference: mostly the freed blocks glibc's malloc keeps for reuse between steps (on the small presets, 5 to
+  85% more than the activations' bytes), then pages of the dataset read so far.
 """
 
 from __future__ import annotations
@@ -24,23 +27,23 @@ from studio.formatting import format_bytes
 
 
 class MemoryMeter:
-    """The training's peak memory on one process's device (see the module's docstring). Made once the trainer is
-    set up: data, model and optimizer ready, nothing trained yet."""
+    """One process's peak memory and runtime baseline (see the module's docstring), made once the trainer is set
+    up, given the weights it holds."""
 
-    def __init__(self, device: torch.device, tensors: list[torch.Tensor]):
+    def __init__(self, device: torch.device, weights: list[torch.Tensor]):
         self.device = device
-        held = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        held = sum(tensor.numel() * tensor.element_size() for tensor in weights)
         self.baseline = 0 if device.type == "cuda" else psutil.Process().memory_info().rss - held
 
     @property
     def measure(self) -> str:
-        """What mem_peak counts on this device: `cuda_allocated` or `rss` (above the baseline)."""
+        """What mem_peak counts on this device: `cuda_allocated` (tensors) or `rss` (the whole process)."""
         return "cuda_allocated" if self.device.type == "cuda" else "rss"
 
     def peak(self) -> int:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
-        return max(0, peak_resident_bytes() - self.baseline)
+        return peak_resident_bytes()
 
 
 def peak_resident_bytes() -> int:
