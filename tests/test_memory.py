@@ -9,7 +9,7 @@ import pytest
 
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import find_checkpoint, run_path
-from tests.helpers import TINY_TRAIN, tiny_config
+from tests.helpers import TINY_TRAIN, fixture_events, tiny_config, wait_for, with_memory, write_fixture_run
 
 CPU_ALLOCATOR_ERROR = (  # what torch's CPU allocator raises (torch 2.13), word for word
     "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
@@ -130,3 +130,48 @@ def test_the_estimate_is_within_a_fifth_of_the_measured_peak_of_each_small_prese
     table = ", ".join(f"{p} {e / 2**20:.0f}+{b / 2**20:.0f}/{m / 2**20:.0f}" for p, (e, b, m) in figures.items())
     print(f"estimate + runtime / measured peak RSS (MiB): {table}")
     assert all(abs((estimate + baseline) / peak - 1) <= 0.2 for estimate, baseline, peak in figures.values()), table
+
+
+def test_the_memory_line_reads_the_events_on_either_device():
+    from studio.console import memory_summary
+    from studio.formatting import format_memory
+
+    gigabyte = 2**30
+    assert format_memory(2 * gigabyte, 3 * gigabyte, "cuda_allocated", 0) == (
+        "memory: estimated 2.0 GB · measured peak 3.0 GB (allocated tensors)"
+    )
+    events = with_memory(fixture_events(), 130 * 2**20, 330 * 2**20, 520 * 2**20)
+    line = "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
+    assert memory_summary(events) == line  # what the CLI prints when a run ends
+    assert memory_summary(fixture_events()) is None  # a trainer that reported no memory
+
+
+def test_a_run_whose_trainer_reported_no_memory_shows_no_memory_line(studio_home):
+    from studio.run_folder.watch import RunWatcher
+    from widgets.hardware_panel import memory_line
+
+    watcher = RunWatcher(write_fixture_run("older"))
+    watcher.poll()
+    assert memory_line(watcher.view()) == ""
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_shows_the_estimate_beside_the_measured_peak(studio_home, torch_blocked):
+    from textual.widgets import Static
+
+    from widgets.app import StudioApp
+    from widgets.screens.dashboard import DashboardScreen
+
+    write_fixture_run("measured", events=with_memory(fixture_events(), 130 * 2**20, 330 * 2**20, 520 * 2**20))
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the run's dashboard")
+        line = app.screen.query_one("#run-memory-line", Static)
+        await wait_for(pilot, lambda: line.display, what="the memory line")
+        assert str(line.render()) == (
+            "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
+        )
+        assert not app.screen.query_one("#run-memory").display  # a CPU run logs no allocated GPU memory
