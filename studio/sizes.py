@@ -96,6 +96,11 @@ def estimate_train_memory(
       log-softmax's beside them when the backward starts (3·vocab values per token).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
       dropout masks and allocator slack are not counted.
+
+    What it is held against (studio.train.memory): on a GPU, the tensors' peak; on a CPU, the process's peak RSS
+    against this estimate plus the runtime's baseline, which the trainer measures once it is set up (interpreter,
+    libraries, data, FLOP/s probe). That stays within a fifth on the small presets; the training's own part runs
+    above the estimate by what glibc's malloc keeps of freed blocks (docs/ARCHITECTURE.md, *Memory*).
     """
     vocab = _vocab(cfg, vocab_size)
     n = param_count(cfg, vocab, num_labels)

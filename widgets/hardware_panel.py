@@ -83,14 +83,16 @@ class HardwarePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("reading the machine…", id="machine-stats")
-        yield Static("", id="run-memory-line")
-        yield LossChart("run GPU memory (GB)", id="run-memory")
-        yield LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history")
+        shown_later = [
+            Static("", id="run-memory-line"),
+            LossChart("run GPU memory (GB)", id="run-memory"),
+            LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history"),
+        ]
+        for widget in shown_later:  # hidden from the start: a query in on_mount can race the screen's removal
+            widget.display = False
+            yield widget
 
     def on_mount(self) -> None:
-        self.query_one("#run-memory").display = False
-        self.query_one("#run-memory-line").display = False
-        self.query_one("#machine-history").display = False
         self.read_machine()
         self.set_interval(POLL_SECONDS, self.read_machine)
 
