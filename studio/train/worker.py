@@ -40,6 +40,7 @@ from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
 from studio.hf_folder import run_facts
+from studio.hf_inspect import inspect_folder
 from studio.metrics import classification_metrics
 from studio.model import distill_loss_sum, lm_loss_sum, param_groups
 from studio.run_folder.events import EventWriter
@@ -185,7 +186,7 @@ class Trainer:
         config = self.config
         num_labels = len(self.dataset.meta["labels"]) if config.train.task == "classify" else 0
         teacher = 0 if self.teacher is None else sum(p.numel() for p in self.teacher.parameters())
-        sizes = method_sizes(config.model, config.train, run_facts(config), num_labels=num_labels)
+        sizes = method_sizes(config.model, config.train, run_facts(config, inspect_folder), num_labels=num_labels)
         return sizes.memory["total"] + 4 * teacher
 
     def _weights(self) -> list[torch.Tensor]:
