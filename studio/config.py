@@ -24,7 +24,7 @@ from studio.errors import StudioError
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
 TokenizerKind = Literal["bpe", "char"]
-Optimizer = Literal["adamw", "sgd"]
+Optimizer = Literal["adamw", "sgd", "muon"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
 Precision = Literal["no", "bf16", "fp16"]
 Method = Literal["full", "lora", "dora", "qlora"]
@@ -165,8 +165,18 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    optimizer: Optimizer = setting("adamw", "the optimizer", "optimizer")
-    lr: float = setting(1e-3, "the peak learning rate", "learning rate")
+    optimizer: Optimizer = setting(
+        "adamw",
+        "the optimizer; muon: Muon on the hidden weight matrices (train.muon_lr), AdamW on the rest (embeddings, "
+        "output head, norms, biases)",
+        "optimizer",
+    )
+    lr: float = setting(1e-3, "the peak learning rate (AdamW's part of muon)", "learning rate")
+    muon_lr: float = setting(
+        0.02,
+        "muon only: the peak learning rate of the hidden matrices; the schedule scales it as it scales lr",
+        "Muon lr",
+    )
     min_lr: float = setting(1e-4, "where linear, cosine and wsd decay to", "min lr")
     schedule: Schedule = setting("cosine", "the learning-rate schedule after warmup", "schedule")
     warmup_steps: int = setting(100, "steps of linear warmup", "warmup steps")
@@ -178,7 +188,7 @@ class TrainConfig:
     weight_decay: float = setting(0.1, "AdamW / SGD weight decay on matrices and embeddings", "weight decay")
     beta1: float = setting(0.9, "AdamW's first-moment decay", "beta1")
     beta2: float = setting(0.99, "AdamW's second-moment decay", "beta2")
-    momentum: float = setting(0.9, "sgd only: momentum", "momentum")
+    momentum: float = setting(0.9, "sgd and muon: momentum (Nesterov's for muon)", "momentum")
     grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: no clipping", "grad clip")
     eval_interval: int = setting(250, "evaluate every this many steps", "eval every")
     eval_steps: int = setting(20, "validation batches per evaluation (per process)", "eval batches")
@@ -193,7 +203,17 @@ class TrainConfig:
     seed: int = setting(1337, "the seed of weights, batches and dropout", "seed")
     mixed_precision: Precision = setting("no", "autocast precision: no (fp32), bf16, or fp16 (CUDA only)", "precision")
     compile: bool = setting(False, "torch.compile the model", "torch.compile")
-    num_processes: int = setting(1, "processes: GPUs, or CPU processes over gloo", "processes")
+    num_processes: int = setting(1, "processes on each machine: GPUs, or CPU processes over gloo", "processes")
+    global_batch: int = setting(
+        0,
+        "sequences per optimizer step over every process; set, grad_accum is derived from it (global_batch / "
+        "(batch_size × processes)), so more processes keep the step the same; 0: batch_size × grad_accum × processes",
+        "global batch",
+    )
+    num_machines: int = setting(1, "machines training together (each runs the same command with its machine_rank)")
+    machine_rank: int = setting(0, "several machines: this machine's number, 0 (the main one) to num_machines - 1")
+    main_address: str = setting("", "several machines: the main machine's address, reachable from every other one")
+    main_port: int = setting(29500, "several machines: the port the main machine listens on for the others")
     report_to: list[str] = setting(
         [], f"mirror metrics, the config and samples to trackers: {', '.join(TRACKERS)}", "report to"
     )
@@ -221,6 +241,18 @@ class TrainConfig:
         "but the output head",
         "LoRA targets",
     )
+
+    @property
+    def world_size(self) -> int:
+        """Processes over every machine."""
+        return self.num_processes * self.num_machines
+
+    @property
+    def accum_steps(self) -> int:
+        """Micro-steps per optimizer step on each process: grad_accum, or what keeps global_batch when it is set."""
+        if not self.global_batch:
+            return self.grad_accum
+        return self.global_batch // (self.batch_size * self.world_size)
 
 
 @dataclass
@@ -491,6 +523,7 @@ def validate(config: RunConfig) -> None:
     _choices(config, "train")
     for key in (
         "lr",
+        "muon_lr",
         "max_steps",
         "batch_size",
         "grad_accum",
@@ -500,9 +533,11 @@ def validate(config: RunConfig) -> None:
         "checkpoint_interval",
         "keep_checkpoints",
         "num_processes",
+        "num_machines",
         "sample_tokens",
     ):
         _positive(f"train.{key}", getattr(t, key))
+    _check_processes(t)
     for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k"):
         if getattr(t, key) < 0:
             raise StudioError(f"train.{key} must not be negative, not {getattr(t, key)}")
@@ -525,6 +560,25 @@ def validate(config: RunConfig) -> None:
         raise StudioError("train.beta1 and train.beta2 must be in [0, 1), e.g. 0.9 and 0.99")
     if not 0 < t.decay_fraction <= 1:
         raise StudioError("train.decay_fraction must be in (0, 1], e.g. 0.2")
+
+
+def _check_processes(t: TrainConfig) -> None:
+    """The global batch divides among the processes, and several machines know where the main one is."""
+    per_micro_step = t.batch_size * t.world_size
+    if t.global_batch < 0 or t.global_batch % per_micro_step:
+        raise StudioError(
+            f"train.global_batch {t.global_batch} is not a multiple of batch_size × processes = {per_micro_step}; "
+            f"try {max(round(t.global_batch / per_micro_step), 1) * per_micro_step}, or 0 to use train.grad_accum"
+        )
+    if not 0 <= t.machine_rank < t.num_machines:
+        raise StudioError(
+            f"train.machine_rank {t.machine_rank} is not a machine of {t.num_machines}; "
+            f"give 0 to {t.num_machines - 1} (0 on the main machine)"
+        )
+    if t.num_machines > 1 and not t.main_address.strip():
+        raise StudioError("several machines need the main machine's address: give --main-address HOST")
+    if not 0 < t.main_port < 65536:
+        raise StudioError(f"train.main_port {t.main_port} is not a port; give one from 1 to 65535, e.g. 29500")
 
 
 def _choices(config: RunConfig, section: str) -> None:

@@ -7,6 +7,7 @@ as "no GPU" or "N/A": this module never raises for want of a driver.
 from __future__ import annotations
 
 import os
+import platform
 from dataclasses import dataclass
 
 import psutil
@@ -136,3 +137,15 @@ def gpu_peak_flops(name: str, half_precision: bool) -> float | None:
         if key in name:
             return half if half_precision else full
     return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name: Linux's /proc/cpuinfo, elsewhere what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"

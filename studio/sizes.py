@@ -83,7 +83,7 @@ def estimate_train_memory(
     - weights: fp32 master copy (4 bytes each); under bf16/fp16 autocast add the 16-bit copies that
       autocast makes for the matmuls and keeps for the backward (2 bytes each).
     - gradients: fp32, 4 bytes each.
-    - optimizer: AdamW keeps two fp32 moments (8 bytes each), SGD one momentum buffer (4, none at momentum 0).
+    - optimizer: `optimizer_values_per_weight` fp32 values (4 bytes each) per trained weight.
     - activations: the most the step holds at once, at the start of the backward, for batch_size·block_size
       tokens: what autograd keeps, counted in values per token at the mixed-precision width (4 bytes, 2 under
       bf16/fp16). A decoder layer keeps its residual input, normed input, q, k, v and attention output per
@@ -106,7 +106,7 @@ def estimate_train_memory(
     n = param_count(cfg, vocab, num_labels)
     mixed = train.mixed_precision != "no"
     act_bytes = 2 if mixed else 4
-    optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
+    optimizer_values = optimizer_values_per_weight(train)
     tokens = train.batch_size * cfg.block_size
     if cfg.recurrent:
         per_layer = (16 if cfg.arch == "lstm" else 2) * cfg.n_embd
@@ -174,7 +174,7 @@ def method_sizes(
         activations = _pretrained_activations(model, train, facts)
     adapters = method != "full"
     trainable = adapter_params(layers, train.lora_rank, train.lora_targets, method == "dora") if adapters else total
-    optimizer_values = 2 if train.optimizer == "adamw" else (1 if train.momentum > 0 else 0)
+    optimizer_values = optimizer_values_per_weight(train)
     memory = {
         "weights": (int(0.55 * total) if method == "qlora" else 4 * total) + (4 * trainable if adapters else 0),
         "gradients": 4 * trainable,
@@ -209,3 +209,11 @@ def _vocab(cfg: ModelConfig, vocab_size: int | None) -> int:
             "prepare the data first or set model.vocab_size"
         )
     return vocab
+
+
+def optimizer_values_per_weight(train: TrainConfig) -> int:
+    """The fp32 values an optimizer keeps per trained weight: AdamW two moments, SGD one momentum buffer (none at
+    momentum 0); muon is counted as AdamW (Muon keeps one buffer for the hidden matrices, AdamW two for the rest)."""
+    if train.optimizer == "sgd":
+        return 1 if train.momentum > 0 else 0
+    return 2

@@ -14,7 +14,18 @@ from studio.errors import StudioError
 from studio.presets import load_preset, preset_description, preset_names, preset_table, preset_vocab
 from studio.sizes import param_count
 
-EXPECTED = {"tiny", "small", "gpt2-124m", "llama-350m", "llama-1b", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "finetune"}
+EXPECTED = {
+    "tiny",
+    "small",
+    "gpt2-124m",
+    "llama-350m",
+    "llama-1b",
+    "lstm-tiny",
+    "rnn-tiny",
+    "nanogpt-cpu",
+    "finetune",
+    "speedrun-cpu",
+}
 
 
 def params(name: str) -> int:
@@ -100,6 +111,12 @@ def test_nanogpt_cpu_is_nanogpts_shakespeare_char_example():
         250,
         20,
     )
+
+
+def test_speedrun_cpu_is_muon_on_a_model_of_at_most_a_million_parameters_on_nanogpts_data():
+    config, nanogpt = load_preset("speedrun-cpu"), load_preset("nanogpt-cpu")
+    assert config.train.optimizer == "muon" and params("speedrun-cpu") <= 1_000_000
+    assert (config.data.tokenizer, config.data.val_fraction) == (nanogpt.data.tokenizer, nanogpt.data.val_fraction)
 
 
 def test_finetune_keeps_the_model_and_lowers_the_rate():

@@ -218,6 +218,15 @@ def test_classification_rows_come_from_parquet_csv_and_json_arrays(tmp_path):
         assert meta["examples"] == metas[0]["examples"] and meta["tokens"] == metas[0]["tokens"]
 
 
+def test_numeric_labels_written_as_text_keep_their_numeric_order(tmp_path):
+    rows = [{"text": f"row {index}", "label": label} for index in range(4) for label in (2, 10, 1)]
+    dataset = prepare_dataset(
+        DataConfig(source=str(write_rows(tmp_path / "rows.csv", rows)), tokenizer="char"),
+        purpose=Purpose(context=64, task="classify"),
+    )
+    assert dataset.meta["labels"] == ["1", "2", "10"]  # a csv's labels are text; sorted as the numbers they are
+
+
 def test_chat_rows_come_from_a_json_array(tmp_path):
     rows = [{"instruction": f"Say {word}", "output": word} for word in ("yes", "no", "maybe", "never")]
     tokenizer = train_char("".join(json.dumps(row) for row in rows) + "\n:#ASUYTR" + "abcdefghijklmnopqrstuvwxyz")
@@ -237,3 +246,17 @@ def test_preview_shows_the_columns_and_first_rows(tmp_path):
     text = tmp_path / "plain.txt"
     text.write_text("no rows here")
     assert preview_rows(str(text), DataConfig()) is None and preview_rows("python-stdlib", DataConfig()) is None
+
+
+def test_a_json_file_that_is_not_rows_is_a_text_document_in_a_folder(tmp_path):
+    """A code folder with a package.json prepares as before: the object is text, not rows missing a text field."""
+    folder = tmp_path / "code"
+    folder.mkdir()
+    (folder / "package.json").write_text('{\n  "name": "app",\n  "version": "1.0.0"\n}\n', encoding="utf-8")
+    (folder / "rows.json").write_text('[{"text": "a row"}]', encoding="utf-8")
+    (folder / "main.js").write_text("console.log(1)\n", encoding="utf-8")
+    source = open_source(str(folder), DataConfig())
+    formats = {file.name: file.format for file in source.files}
+    assert formats == {"main.js": "text", "package.json": "text", "rows.json": "json"}
+    documents = ["".join(document) for document in source.documents(ReadStats())]
+    assert documents == ["console.log(1)\n", '{\n  "name": "app",\n  "version": "1.0.0"\n}\n', "a row"]

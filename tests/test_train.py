@@ -269,6 +269,7 @@ def test_config_toml_and_events_are_plain_files(run_cli, code_corpus):
     "extra, check",
     [
         (["--set", "train.optimizer=sgd", "--set", "train.momentum=0.9"], "momentum_buffer"),
+        (["--set", "train.optimizer=muon", "--set", "model.arch=gpt2"], "momentum_buffer"),
         (["--set", "train.grad_accum=2"], "exp_avg"),
         (["--mixed-precision", "bf16"], "exp_avg"),
         (["--set", "model.arch=gpt2", "--set", "model.bias=true"], "exp_avg"),

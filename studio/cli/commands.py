@@ -330,6 +330,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.json and not args.json.resolve().parent.is_dir():  # found out now, not after minutes of measuring
+        raise StudioError(f"--json {args.json}: no folder {args.json.resolve().parent}; create it or write elsewhere")
+    from studio import bench
+
+    report = bench.run_bench(bench.QUICK if args.quick else bench.FULL, lambda line: print(line, file=sys.stderr))
+    print(bench.format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"\nwritten: {args.json}")
+    return 0
+
+
 def cmd_studio(args: argparse.Namespace) -> int:
     from widgets.app import run_studio  # the one import of the UI from the engine's side (see pyproject)
 
@@ -360,5 +373,6 @@ COMMANDS = {
     "stop": cmd_stop,
     "delete": cmd_delete,
     "presets": cmd_presets,
+    "bench": cmd_bench,
     "serve": cmd_serve,
 }

@@ -33,6 +33,7 @@ TRAIN_FLAGS = (
     "train.task",
     "train.max_steps",
     "train.num_processes",
+    "train.global_batch",
     "train.mixed_precision",
     "train.compile",
     "train.init_from",
@@ -42,7 +43,9 @@ TRAIN_FLAGS = (
     "train.report_to",
     "distill.teacher",
 )
+MULTI_NODE_FLAGS = ("train.num_machines", "train.machine_rank", "train.main_address", "train.main_port")
 METAVARS = {
+    "train.main_address": "HOST",
     "train.init_from": "DIR|RUN",
     "train.report_to": "TRACKER",
     "train.lora_targets": "LAYER",
@@ -163,6 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     presets = command("presets", "list presets: parameters, estimated training memory")
     presets.add_argument("--keys", action="store_true", help="list every config key instead")
 
+    bench = command(
+        "bench", "measure this machine: training, overhead, data, generation, scaling (a table, no verdict)"
+    )
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="about a minute on 2 CPU cores (the full bench is for a GPU: tens of minutes on a CPU)",
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="also write every figure, with its unit, as JSON")
+
     serve = command("serve", "the studio in a web browser (textual-serve)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -184,9 +197,13 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         help="override any config value, e.g. --set train.lr=3e-4 (repeatable)",
     )
     add_config_options(parser, TRAIN_FLAGS)
+    multi_node = parser.add_argument_group(
+        "multi-node", "several machines: each runs the same command with its own --machine-rank (0: the main one)"
+    )
+    add_config_options(multi_node, MULTI_NODE_FLAGS)
 
 
-def add_config_options(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+def add_config_options(parser: argparse._ActionsContainer, keys: tuple[str, ...]) -> None:
     """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help)."""
     for key in keys:
         spec = field_spec(key)
@@ -219,7 +236,7 @@ def train_config(args: argparse.Namespace) -> RunConfig:
     for override in args.overrides:
         key, value = parse_override(override)
         set_field(config, key, value)
-    apply_config_options(config, args, TRAIN_FLAGS)
+    apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
     validate(config)
     return config
 

@@ -3,7 +3,9 @@
 Two kinds of data, one `Batch`:
 - plain text (`WindowStream`): random windows of the concatenated documents, every target learned. Which
   windows are drawn depends only on the torch.Generator passed in, so a run that saves the generator's state
-  and restores it on resume draws exactly the batches it would have drawn.
+  and restores it on resume draws exactly the batches it would have drawn. Every process draws the windows of
+  all processes from a generator seeded alike and keeps its share: a step trains on the same windows whatever
+  the number of processes (N processes of batch B train as one process of batch N·B).
 - examples (`ExampleStream`, chat and instruction data): one example per row, right-padded (causal attention
   never looks right, so padding needs no mask), or several packed into each row with positions restarting at
   every example, which keeps attention and loss inside it. Targets the supervision mask leaves out are IGNORE.
@@ -73,15 +75,17 @@ class TokenFile:
 
 
 def sample_batch(
-    tokens: TokenFile, batch_size: int, block_size: int, generator: torch.Generator
+    tokens: TokenFile, batch_size: int, block_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """batch_size random windows: inputs x and targets y (x shifted by one token), int64, shape (B, T)."""
+    """batch_size random windows: inputs x and targets y (x shifted by one token), int64, shape (B, T). The
+    windows of world_size processes are drawn, and this process's share (the rank-th batch_size of them) read."""
     if len(tokens) < block_size + 1:
         raise StudioError(
             f"the {tokens.path.stem} split has {len(tokens)} tokens, fewer than "
             f"model.block_size + 1 = {block_size + 1}; lower model.block_size or use more data"
         )
-    starts = torch.randint(len(tokens) - block_size, (batch_size,), generator=generator).numpy()
+    starts = torch.randint(len(tokens) - block_size, (batch_size * world_size,), generator=generator).numpy()
+    starts = starts[rank * batch_size : (rank + 1) * batch_size]
     windows = tokens.ids[starts[:, None] + np.arange(block_size + 1)].astype(np.int64)
     x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
     y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
@@ -89,13 +93,15 @@ def sample_batch(
 
 
 class WindowStream:
-    """Random windows of plain text: every target is learned."""
+    """Random windows of plain text, this process's share of every process's: every target is learned."""
 
-    def __init__(self, tokens: TokenFile, batch_size: int, block_size: int):
+    def __init__(self, tokens: TokenFile, batch_size: int, block_size: int, rank: int = 0, world_size: int = 1):
         self.tokens, self.batch_size, self.block_size = tokens, batch_size, block_size
+        self.rank, self.world_size = rank, world_size
 
     def next(self, position: StreamPosition) -> Batch:
-        x, y = sample_batch(self.tokens, self.batch_size, self.block_size, position.data_generator)
+        generator = position.data_generator
+        x, y = sample_batch(self.tokens, self.batch_size, self.block_size, generator, self.rank, self.world_size)
         return Batch(x, y, x.numel())
 
 
@@ -119,11 +125,23 @@ def mask_tokens(
 
 
 class MaskedWindowStream:
-    """An encoder's batches: random windows of the text framed as `[CLS] window [SEP]`, masked by mask_tokens."""
+    """An encoder's batches: random windows of the text framed as `[CLS] window [SEP]`, masked by mask_tokens.
+    Every process frames and masks the windows of all processes (the masking draws from the shared generator
+    too) and keeps its share, so the masks, like the windows, do not depend on the number of processes."""
 
-    def __init__(self, tokens: TokenFile, batch_size: int, block_size: int, special: dict[str, int], vocab_size: int):
-        self.windows = WindowStream(tokens, batch_size, block_size - 2)  # room for [CLS] and [SEP]
+    def __init__(
+        self,
+        tokens: TokenFile,
+        batch_size: int,
+        block_size: int,
+        special: dict[str, int],
+        vocab_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.windows = WindowStream(tokens, batch_size * world_size, block_size - 2)  # room for [CLS] and [SEP]
         self.special, self.vocab_size = special, vocab_size
+        self.share = slice(rank * batch_size, (rank + 1) * batch_size)
 
     def next(self, position: StreamPosition) -> Batch:
         window = self.windows.next(position).x
@@ -133,7 +151,9 @@ class MaskedWindowStream:
         )
         ids = torch.cat([frame[0], window, frame[1]], dim=1)
         special = list(self.special.values())
-        return mask_tokens(ids, position.data_generator, self.special["mask"], self.vocab_size, special)
+        masked = mask_tokens(ids, position.data_generator, self.special["mask"], self.vocab_size, special)
+        x, y = masked.x[self.share], masked.y[self.share]
+        return Batch(x, y, x.numel())
 
 
 # ---- examples ---------------------------------------------------------------------------------------------

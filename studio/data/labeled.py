@@ -87,8 +87,10 @@ def label_names(rows: list[LabeledRow], where: str, at_least: int = 2) -> list[s
     names = {row.label for row in rows}
     if all(isinstance(name, int) for name in names):
         ordered: list[str | int] = sorted(names)
-    else:
-        ordered = sorted({str(name) for name in names})
+    else:  # names; whole numbers written as text (a csv's labels) in their numeric order, "2" before "10"
+        texts = {str(name) for name in names}
+        numeric = all(text.lstrip("-").isdigit() for text in texts)
+        ordered = sorted(texts, key=int) if numeric else sorted(texts)
     if len(ordered) < at_least:
         raise StudioError(
             f"{where} has one class only ({ordered[0]!r}); a classifier needs rows of at least two labels"

@@ -5,7 +5,8 @@ A source is a file, a folder (each file read by its suffix), a Hugging Face `dat
 holds one row per document, whose text is the `data.text_field` column:
 
     .jsonl          JSON lines, read line by line
-    .json           a JSON array of objects, streamed element by element (never parsed whole), or JSON lines
+    .json           a JSON array of objects, streamed element by element (never parsed whole), or JSON lines;
+                    any other .json (a package.json, a config) is one document of plain text
     .csv .tsv       a header row naming the columns (the csv module)
     .parquet        pyarrow, in batches of BATCH_ROWS rows, reading only the text column for documents
     .arrow          Arrow IPC streams (a datasets folder's files), batch by batch
@@ -23,6 +24,7 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -245,7 +247,10 @@ def _source_file(path: Path, name: str) -> SourceFile:
     file_format = ROW_FORMATS.get(inner, "text")
     if compression and file_format in COLUMNAR:
         raise StudioError(f"{path}: {file_format} files compress inside themselves; give it uncompressed")
-    return SourceFile(path, name, file_format, compression)
+    file = SourceFile(path, name, file_format, compression)
+    if file_format == "json" and not _json_holds_rows(file):  # package.json, a config: one document of text
+        return dataclasses.replace(file, format="text")
+    return file
 
 
 def _stdlib_files() -> tuple[SourceFile, ...]:
@@ -407,6 +412,20 @@ def _jsonl_rows(file: SourceFile, strict: bool, stats: ReadStats) -> Iterator[tu
         if line.strip():
             where = f"{file.path} line {line_number}"
             yield _json_object(line, where), where
+
+
+def _json_holds_rows(file: SourceFile) -> bool:
+    """Whether a .json file is rows: an array (it opens with `[`), or JSON lines (its first line is a whole
+    object); a single pretty-printed object, or anything else, is not."""
+    if _first_character(file) == "[":
+        return True
+    for _, line in _decoded_lines(file, strict=False, stats=ReadStats()):
+        if line.strip():
+            try:
+                return isinstance(json.loads(line), dict)
+            except json.JSONDecodeError:
+                return False
+    return False
 
 
 def _first_character(file: SourceFile) -> str:

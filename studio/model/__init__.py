@@ -30,6 +30,10 @@ ARCHITECTURES = {  # cfg.arch -> (module, class)
 # so the residual's variance does not grow with depth (two such writes per layer).
 RESIDUAL_PROJECTIONS = ("o_proj.weight", "down_proj.weight", "c_proj.weight")
 
+# The linear layers that map the last hidden states to the outputs, in the studio's and Hugging Face's names: a
+# decoder's head, a classifier's, BERT's masked-LM decoder (its weight is the word embedding).
+OUTPUT_HEADS = {"lm_head", "score", "classifier", "decoder"}
+
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model for cfg; cfg.vocab_size must be set (the dataset's)."""
@@ -98,11 +102,26 @@ def distill_loss_sum(
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups of every trainable parameter (`decay_groups`)."""
+    return decay_groups([p for p in model.parameters() if p.requires_grad], weight_decay)
+
+
+def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
     """Optimizer groups, nanoGPT's rule: matrices and embeddings (dim >= 2) decay; norms and biases do not.
 
     `parameters()` yields a tied tensor once, so it lands in one group once."""
-    params = [p for p in model.parameters() if p.requires_grad]
     return [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def hidden_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable weights of the linear layers inside the model: what Muon orthogonalises. Embeddings are
+    lookups, not linear maps, and the output heads map to tokens or labels, so those stay with AdamW (as do norms
+    and biases, which are not matrices). A tied head is the embedding, which is no linear layer's own weight."""
+    return [
+        module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.weight.requires_grad and name.rsplit(".", 1)[-1] not in OUTPUT_HEADS
     ]

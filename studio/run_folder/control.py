@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from studio.config import RunConfig
+from studio.config import RunConfig, TrainConfig
 from studio.errors import StudioError
 from studio.hardware import gpu_count
 from studio.paths import child_process_env
@@ -67,14 +67,14 @@ def launch(run_dir: Path, resume_from: Path | None = None) -> int:
 
 
 def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) -> tuple[list[str], dict[str, str]]:
-    """One process: the worker itself. Several: `accelerate launch`, on CPUs through gloo."""
+    """One process: the worker itself. Several, or several machines: `accelerate launch`, on CPUs through gloo."""
     resume = ["--resume", str(checkpoint_step(resume_from))] if resume_from else []
     worker = ["-m", "studio.train", str(run_dir), *resume]
     env = child_process_env()
-    processes = config.train.num_processes
-    if processes == 1:
+    train = config.train
+    if train.world_size == 1:
         return [sys.executable, *worker], env
-    if gpu_count() < processes:
+    if gpu_count() < train.num_processes:
         env["ACCELERATE_USE_CPU"] = "1"  # without it, --multi_gpu on a CPU box starts N separate world-size-1 runs
     launcher = [
         sys.executable,
@@ -82,17 +82,31 @@ def trainer_command(run_dir: Path, config: RunConfig, resume_from: Path | None) 
         "accelerate.commands.launch",
         "--multi_gpu",
         "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
+        str(train.world_size),  # Accelerate counts the processes of every machine
         "--mixed_precision",
-        config.train.mixed_precision,
+        train.mixed_precision,
         "--dynamo_backend",
         "no",
-        "--main_process_port",
-        str(_free_port()),
+        *_machines(train),
     ]
     return [*launcher, *worker], env
+
+
+def _machines(train: TrainConfig) -> list[str]:
+    """Where the processes meet: a free local port on one machine; the main machine's address and port on
+    several, each machine giving its rank."""
+    if train.num_machines == 1:
+        return ["--num_machines", "1", "--main_process_port", str(_free_port())]
+    return [
+        "--num_machines",
+        str(train.num_machines),
+        "--machine_rank",
+        str(train.machine_rank),
+        "--main_process_ip",
+        train.main_address,
+        "--main_process_port",
+        str(train.main_port),
+    ]
 
 
 def _free_port() -> int:

@@ -47,11 +47,11 @@ def begin(run_dir: Path, step: int) -> Path:
     return tmp
 
 
-def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size: int) -> None:
-    """Every rank: its random streams, so dropout and batch order continue exactly after resume; rank 0 also
-    the counters, which every rank shares."""
+def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size: int, counters: bool) -> None:
+    """Every rank: its random streams, so dropout and batch order continue exactly after resume; the process
+    that writes the folder (rank 0 on each machine) also the counters, which every rank shares."""
     _save(state.random_streams(), _streams_path(tmp, rank))
-    if rank == 0:
+    if counters:
         _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
@@ -146,15 +146,17 @@ def read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
 
 def read_training_state(checkpoint: Path, rank: int, state: TrainingState) -> bool:
     """Restore `state` whole from a checkpoint: the counters, and this rank's random streams. False when the
-    checkpoint has no streams for this rank (it was saved by fewer processes): the caller seeds fresh ones."""
+    checkpoint has no streams for this rank (it was saved by fewer processes): rank 0's data stream, which every
+    rank shares, is restored and the caller seeds the torch stream."""
     path = _streams_path(checkpoint, rank)
     try:
         counters = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
-        streams = load_file(str(path)) if path.exists() else None
+        own = path.exists()
+        streams = load_file(str(path)) if own else {"data": load_file(str(_streams_path(checkpoint, 0)))["data"]}
         state.restore(counters, streams)
     except (SafetensorError, OSError, ValueError, KeyError) as error:
         raise _damaged(checkpoint, error) from None
-    return streams is not None
+    return own
 
 
 def _damaged(checkpoint: Path, error: Exception) -> StudioError:

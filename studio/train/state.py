@@ -4,7 +4,8 @@ The weights and the optimizer's state are saved beside it (studio.train.checkpoi
 a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training, examples
 drawn) and its random streams (the global torch RNG, which drives dropout, and the data generator, which picks
 the windows of plain text).
-The counters are the same on every rank; each rank has its own streams.
+The counters are the same on every rank, and so is the data generator (every process draws the windows of
+all and keeps its share, studio.data.batches); the global torch RNG is each rank's own.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ class TrainingState:
     tokens_seen: int = 0  # by all processes together
     train_seconds: float = 0.0  # time spent in training steps (not evaluation, samples or checkpoints)
     examples_drawn: int = 0  # example data: this rank's position in its stream of examples (the same on every rank)
-    data_generator: torch.Generator = field(default_factory=torch.Generator)  # the batch order of this rank
+    data_generator: torch.Generator = field(default_factory=torch.Generator)  # the batch order, alike on every rank
 
-    def seed(self, seed: int) -> None:
-        """Fresh streams: dropout and the batch order from `seed`."""
-        torch.manual_seed(seed)
+    def seed(self, seed: int, rank: int = 0) -> None:
+        """Fresh streams: the batch order from `seed` (on every rank), dropout from `seed + rank`."""
+        torch.manual_seed(seed + rank)
         self.data_generator.manual_seed(seed)
 
     # ---- to and from a checkpoint ----------------------------------------------------------------
@@ -42,16 +43,15 @@ class TrainingState:
             streams["cuda"] = torch.cuda.get_rng_state()
         return streams
 
-    def restore(self, counters: dict[str, int | float], streams: dict[str, torch.Tensor] | None) -> None:
-        """The saved counters, and the saved streams (None: a checkpoint written by fewer processes has none
-        for this rank, and the caller seeds fresh ones)."""
+    def restore(self, counters: dict[str, int | float], streams: dict[str, torch.Tensor]) -> None:
+        """The saved counters and streams (a checkpoint written by fewer processes has only the data stream for
+        this rank, which every rank shares: the caller seeds its torch stream)."""
         self.step = int(counters["step"])
         self.tokens_seen = int(counters["tokens_seen"])
         self.train_seconds = float(counters["train_seconds"])
         self.examples_drawn = int(counters.get("examples_drawn", 0))  # absent from checkpoints of plain text runs
-        if streams is None:
-            return
-        torch.set_rng_state(streams["torch"])
         self.data_generator.set_state(streams["data"])
+        if "torch" in streams:
+            torch.set_rng_state(streams["torch"])
         if "cuda" in streams and torch.cuda.is_available():
             torch.cuda.set_rng_state(streams["cuda"])

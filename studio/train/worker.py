@@ -1,8 +1,10 @@
 """The trainer (started as `python -m studio.train RUN_DIR [--resume STEP]`, alone or under `accelerate launch`).
 
 It reads the run's config.toml, trains with Accelerate, and reports only through the run folder: events
-(rank 0), checkpoints, trainer.log. It stops cleanly (checkpoint, `stopped` event, exit 0) when the run
-folder holds a `STOP` file or the process gets SIGTERM/SIGINT; every rank agrees on that before saving.
+(rank 0), checkpoints, trainer.log. On several machines each has its own run folder, written by its first
+process (`is_local_main_process`: rank 0 on one machine), so every machine's folder is a whole run. It stops
+cleanly (checkpoint, `stopped` event, exit 0) when the run folder holds a `STOP` file or the process gets
+SIGTERM/SIGINT; every rank agrees on that before saving.
 A `CHECKPOINT` file asks for a checkpoint now.
 """
 
@@ -42,7 +44,7 @@ from studio.hardware import gpu_peak_flops
 from studio.hf_folder import run_facts
 from studio.hf_inspect import inspect_folder
 from studio.metrics import classification_metrics
-from studio.model import distill_loss_sum, lm_loss_sum, param_groups
+from studio.model import distill_loss_sum, lm_loss_sum
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -61,6 +63,7 @@ from studio.run_model import build_run_model, teacher_module
 from studio.sizes import flops_per_token, method_sizes
 from studio.train import checkpoint, stop_signal
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
+from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
 from studio.weights import check_fit, read_weights
@@ -88,7 +91,7 @@ class Trainer:
         if train.report_to:  # events.jsonl stays the source of truth; trackers get a copy (Accelerate's integration)
             self.accelerator.init_trackers(run_dir.name, config=flat_config(self.config))
         self.rank = self.accelerator.process_index
-        self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_main_process else NullWriter()
+        self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_local_main_process else NullWriter()
 
         self.dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
@@ -100,7 +103,7 @@ class Trainer:
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
         self.run_model = build_run_model(self.config)
         self.model = self.run_model.module  # the plain module: checkpoints and samples use it
-        self.optimizer = self._build_optimizer()
+        self.optimizer = build_optimizer(self.run_model.inner, train)
         resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
         self.teacher = self._teacher()
         trained = torch.compile(self.model) if train.compile else self.model
@@ -117,14 +120,17 @@ class Trainer:
         """The split's batches: random windows of plain text (masked for an encoder), or the examples of chat and
         instruction data."""
         dataset, train = self.dataset, self.config.train
+        world = self.accelerator.num_processes
         if self.config.model.encoder and train.task == "lm":
             tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
             special = {**dataset.meta["special_ids"], "eot": dataset.eot_id}
-            return MaskedWindowStream(tokens, train.batch_size, self.block_size, special, dataset.vocab_size)
+            vocab = dataset.vocab_size
+            return MaskedWindowStream(tokens, train.batch_size, self.block_size, special, vocab, self.rank, world)
         if not dataset.has_examples:
-            return WindowStream(TokenFile(dataset.bin_path(split), dataset.dtype), train.batch_size, self.block_size)
+            tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
+            return WindowStream(tokens, train.batch_size, self.block_size, self.rank, world)
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
-        world, packing, pad_id = self.accelerator.num_processes, self.config.data.packing, dataset.meta.get("pad_id", 0)
+        packing, pad_id = self.config.data.packing, dataset.meta.get("pad_id", 0)
         return ExampleStream(
             examples, train.batch_size, self.block_size, packing, train.seed, self.rank, world, shuffle, pad_id
         )
@@ -137,16 +143,6 @@ class Trainer:
     @property
     def block_size(self) -> int:
         return self.config.model.block_size
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        train = self.config.train
-        groups = param_groups(self.run_model.inner, train.weight_decay)
-        if train.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum)
-        try:  # the fused kernel is fastest wherever the device has one
-            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), fused=True)
-        except (RuntimeError, ValueError):
-            return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
     def _load_model_and_optimizer(self, step: int) -> Path:
         """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
@@ -161,12 +157,13 @@ class Trainer:
 
     def _start_state(self, resumed_from: Path | None) -> None:
         """The training state restored whole from the checkpoint on resume, else fresh streams seeded per rank.
-        A checkpoint saved by fewer processes has no streams for this rank: it starts fresh ones."""
+        A checkpoint saved by fewer processes has no torch stream for this rank: it starts a fresh one (the data
+        stream is every rank's)."""
         if resumed_from is None:
-            self.state.seed(self.config.train.seed + self.rank)
+            self.state.seed(self.config.train.seed, self.rank)
             return
         if not checkpoint.read_training_state(resumed_from, self.rank, self.state):
-            self.state.seed(self.config.train.seed + self.rank + self.state.step)
+            torch.manual_seed(self.config.train.seed + self.rank + self.state.step)
         if self.state.step != checkpoint_step(resumed_from):  # never restart from another step than the folder's
             raise StudioError(f"checkpoint {resumed_from.name} holds the state of step {self.state.step}; "
                               "resume from another with `llm-studio resume RUN --checkpoint STEP`")  # fmt: skip
@@ -261,14 +258,12 @@ class Trainer:
         return self.state.step % interval == 0 or self.state.step == self.config.train.max_steps
 
     def train_step(self, log: bool) -> StepResult:
-        """One optimizer step over grad_accum micro-batches. The loss is the sum over every target learned in
+        """One optimizer step over accum_steps micro-batches. The loss is the sum over every target learned in
         them, on every process, divided by their number: a token counts the same in a short example as in a
         long one, whatever the batch size and accumulation (DDP averages over processes, hence the world size)."""
         train, accelerator = self.config.train, self.accelerator
-        lr = lr_at(self.state.step, train)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        batches = [self.train_stream.next(self.state) for _ in range(train.grad_accum)]
+        set_lr(self.optimizer, lr_at(self.state.step, train))
+        batches = [self.train_stream.next(self.state) for _ in range(train.accum_steps)]
         learned, tokens = self._global_counts(batches)
         scale = accelerator.num_processes / max(learned, 1)
         sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
@@ -339,14 +334,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> None:
         """Validation loss, perplexity and next-token accuracy over the learned targets of eval_steps fixed
-        batches per process (the same windows, or the first validation examples, every time); a classifier's
-        metrics over the whole validation split."""
+        batches per process (the same windows, or the first validation examples, every time, shared out between
+        processes as training batches are: N processes evaluate what one process does with N times eval_steps);
+        a classifier's metrics over the whole validation split."""
         train = self.config.train
         if train.task == "classify":
             return self.evaluate_classifier()
         stream = self._stream("val", shuffle=False)
         position = TrainingState()
-        position.data_generator.manual_seed(train.seed + 10_000 + self.rank)
+        position.data_generator.manual_seed(train.seed + 10_000)
         self.trained_model.eval()
         totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, learned targets
         for _ in range(train.eval_steps):
@@ -405,7 +401,7 @@ class Trainer:
         """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
         chat data each prompt is a user's turn, rendered with the chat template, and the sample is the answer."""
         train = self.config.train
-        if not (train.sample_interval and self.accelerator.is_main_process):
+        if not (train.sample_interval and self.accelerator.is_local_main_process):
             return
         generator = torch.Generator().manual_seed(train.seed)
         sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
@@ -458,7 +454,7 @@ class Trainer:
         if self.accelerator.num_processes > 1:
             flags = torch.tensor(seen, dtype=torch.float32, device=self.accelerator.device)
             seen = (self.accelerator.reduce(flags, "sum") > 0).tolist()
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_local_main_process:
             for path, asked in zip(files, seen):
                 if asked:
                     path.unlink(missing_ok=True)
@@ -467,12 +463,13 @@ class Trainer:
     def save_checkpoint(self) -> None:
         accelerator = self.accelerator
         tmp = temporary_checkpoint_dir(self.run_dir, self.state.step)
-        if accelerator.is_main_process:
+        if accelerator.is_local_main_process:
             checkpoint.begin(self.run_dir, self.state.step)
         accelerator.wait_for_everyone()
         try:
-            checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes)
-            if accelerator.is_main_process:
+            writes_folder = accelerator.is_local_main_process
+            checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes, writes_folder)
+            if accelerator.is_local_main_process:
                 metadata = {
                     "config": self.config.to_json(),
                     "step": str(self.state.step),
@@ -485,7 +482,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        if accelerator.is_local_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
             self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
 
@@ -567,7 +564,7 @@ def main(argv: list[str]) -> int:
 
 
 def _report_failure(trainer: Trainer | None, run_dir: Path, message: str) -> None:
-    if trainer is not None and not trainer.accelerator.is_main_process:
+    if trainer is not None and not trainer.accelerator.is_local_main_process:
         return
     print(message, file=sys.stderr)
     writer = trainer.events if trainer is not None else EventWriter(run_dir / EVENTS)

@@ -24,9 +24,10 @@ KEYS = [
 TABS = [
     (
         "1 Data",
-        "the corpus (built-in, a file, a folder: b browses; chat rows: alpaca, messages, ShareGPT), cleaning and "
-        "tokenizer options; p prepares it and shows the dataset's facts and its first tokens, boundaries coloured "
-        "and the tokens the loss learns in green",
+        "the corpus (built-in, text, rows of jsonl, json, csv, tsv, parquet or a datasets folder, compressed or "
+        "not, a folder: b browses; a row file previews its columns; chat rows: alpaca, messages, ShareGPT; "
+        "classification rows: text and label), cleaning and tokenizer options; p prepares it and shows the "
+        "dataset's facts and its first tokens, boundaries coloured and the tokens the loss learns in green",
     ),
     (
         "2 Model",
@@ -36,14 +37,18 @@ TABS = [
     ),
     (
         "3 Train",
-        "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, "
-        "init_from and the method (full, LoRA, DoRA, QLoRA) with what trains; the equivalent `llm-studio train` "
-        "command (y copies it); Launch",
+        "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, trackers, "
+        "the task (language model or classification), init_from and the method (full, LoRA, DoRA, QLoRA) with "
+        "what trains, a teacher to distill from; the equivalent `llm-studio train` command (y copies it); Launch",
     ),
-    ("4 Runs", "every run with its status, step and losses; enter opens its dashboard"),
+    (
+        "4 Runs",
+        "every run with its status, step and losses, and the queue; enter opens its dashboard, w its sweep's results",
+    ),
     (
         "5 Playground",
-        "generate text from a run's checkpoints: completion, or chat (m) with multi-turn history (n: new)",
+        "generate text from a run's checkpoints: completion, or chat (m) with multi-turn history (n: new); a "
+        "classifier gives its labels, a masked LM the fills of each [MASK]",
     ),
 ]
 

@@ -1,0 +1,104 @@
+"""The optimizer a run trains with (`train.optimizer`): AdamW, SGD, or Muon with AdamW.
+
+`muon` is modded-nanogpt's recipe: `torch.optim.Muon` (momentum, then the update orthogonalised by Newton-Schulz
+iterations) on the hidden weight matrices (`model.hidden_matrices`), AdamW on everything else. The two are one
+optimizer to the trainer, to Accelerate and to checkpoints (`MuonWithAdamW`). The schedule sets every group's
+lr as `lr_at(step) * lr_scale`, so Muon's groups, scaled by muon_lr / lr, follow the same curve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from studio.config import TrainConfig
+from studio.errors import StudioError
+from studio.model import decay_groups, hidden_matrices, param_groups
+
+LR_SCALE = "lr_scale"  # a group's lr relative to the schedule's (absent: 1)
+
+
+def build_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(param_groups(model, train.weight_decay), lr=train.lr, momentum=train.momentum)
+    if train.optimizer == "muon":
+        return muon_with_adamw(model, train)
+    return adamw(param_groups(model, train.weight_decay), train)
+
+
+def adamw(groups: list[dict], train: TrainConfig) -> torch.optim.AdamW:
+    betas = (train.beta1, train.beta2)
+    try:  # the fused kernel is fastest wherever the device has one
+        return torch.optim.AdamW(groups, lr=train.lr, betas=betas, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups, lr=train.lr, betas=betas)
+
+
+def muon_with_adamw(model: nn.Module, train: TrainConfig) -> MuonWithAdamW:
+    matrices = hidden_matrices(model)
+    if not matrices:
+        raise StudioError("train.optimizer muon: this model has no hidden linear layers to orthogonalise; use adamw")
+    orthogonalised = {id(p) for p in matrices}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in orthogonalised]
+    muon_group = {"params": matrices, LR_SCALE: train.muon_lr / train.lr}
+    muon = torch.optim.Muon(
+        [muon_group], lr=train.muon_lr, weight_decay=train.weight_decay, momentum=train.momentum, nesterov=True
+    )
+    return MuonWithAdamW(muon, adamw(decay_groups(rest, train.weight_decay), train))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's lr for this step, on every group at its scale."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get(LR_SCALE, 1.0)
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """Muon and AdamW stepped as one optimizer. It is an Optimizer for `isinstance`'s sake (Accelerate prepares
+    only those), but holds no groups of its own: its groups and state are its two parts', Muon's first, and its
+    state dict numbers their parameters on from one to the other, as a single optimizer would."""
+
+    def __init__(self, muon: torch.optim.Muon, adamw: torch.optim.AdamW):  # no super().__init__: the parts own all
+        self.parts = (muon, adamw)
+        self.defaults = adamw.defaults
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # the parts' own dicts: setting a group's lr reaches its part
+        return [group for part in self.parts for group in part.param_groups]
+
+    @property
+    def state(self) -> dict[torch.Tensor, Any]:
+        return {param: values for part in self.parts for param, values in part.state.items()}
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for part in self.parts:
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        state, groups, offset = {}, [], 0
+        for part in self.parts:
+            saved = part.state_dict()
+            state.update({offset + index: values for index, values in saved["state"].items()})
+            groups += [{**group, "params": [offset + i for i in group["params"]]} for group in saved["param_groups"]]
+            offset += sum(len(group["params"]) for group in saved["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        groups, offset = list(state_dict["param_groups"]), 0
+        for part in self.parts:
+            mine, groups = groups[: len(part.param_groups)], groups[len(part.param_groups) :]
+            indices = [i for group in mine for i in group["params"]]
+            part.load_state_dict(
+                {
+                    "state": {i - offset: state_dict["state"][i] for i in indices if i in state_dict["state"]},
+                    "param_groups": [{**group, "params": [i - offset for i in group["params"]]} for group in mine],
+                }
+            )
+            offset += len(indices)
