@@ -101,7 +101,8 @@ def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_th
     assert checkpoint.name == "step-0000002" and metadata["step"] == "2" and weights
 
 
-SMALL_PRESETS = ["tiny", "bert-tiny", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "speedrun-cpu"]  # those that train in seconds on CPU
+# the presets that train in seconds on a CPU
+SMALL_PRESETS = ["tiny", "bert-tiny", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "speedrun-cpu"]
 
 
 @pytest.mark.slow
