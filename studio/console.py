@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from studio.formatting import format_bytes, format_count
+from studio.formatting import format_bytes, format_count, format_memory
 
 
 class ProgressBar:
@@ -138,6 +138,18 @@ def format_event(event: dict) -> str | None:
     if kind == "checkpoint":
         return f"step {step:>6}  checkpoint {event.get('path', '')}"
     return None
+
+
+def memory_summary(events: list[dict]) -> str | None:
+    """After a run: its memory per process, estimated beside the measured peak (of its surviving timeline's
+    events), or None when its trainer reported none."""
+    running = [e for e in events if e.get("kind") == "status" and e.get("state") == "running"]
+    if not running or running[-1].get("mem_estimate") is None:
+        return None
+    facts = running[-1]
+    peaks = [e["mem_peak"] for e in events if e.get("kind") == "train" and e.get("mem_peak") is not None]
+    peak = max(peaks, default=None)
+    return format_memory(facts["mem_estimate"], peak, facts.get("mem_measure"), facts.get("mem_baseline"))
 
 
 def print_streams(stream, prompts: list[str]) -> None:

@@ -22,6 +22,16 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def format_memory(estimate: int | None, peak: int | None, measure: str | None, baseline: int | None) -> str:
+    """A run's memory per process as its events report it (studio.train.memory): the estimate, plus on a CPU the
+    runtime's measured baseline, beside the measured peak (the tensors' on a GPU, the process's RSS on a CPU)."""
+    expected = "-" if estimate is None else format_bytes(estimate)
+    if baseline and estimate is not None:
+        expected = f"{expected} + {format_bytes(baseline)} runtime = {format_bytes(estimate + baseline)}"
+    what = {"rss": " (process RSS)", "cuda_allocated": " (allocated tensors)"}.get(measure or "", "")
+    return f"memory: estimated {expected} · measured peak {'-' if peak is None else format_bytes(peak)}{what}"
+
+
 def format_age(seconds: float) -> str:
     """How long ago, in its largest whole unit: 42s, 5m, 3h, 2d."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

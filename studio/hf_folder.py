@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,14 @@ def remembered_facts(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_facts(config) -> dict[str, Any] | None:
-    """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs)."""
+def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_facts) -> dict[str, Any] | None:
+    """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs); a
+    process that has torch and transformers already (the trainer) passes studio.hf_inspect.inspect_folder to ask
+    in-process rather than through a child."""
     if not config.model.pretrained:
         return None
     root = pretrained_root(config)
-    return folder_facts(root if (root / "config.json").is_file() else adapter_base(root), config.train.task)
+    return inspect(root if (root / "config.json").is_file() else adapter_base(root), config.train.task)
 
 
 def _inspect(folder: Path, task: str) -> dict[str, Any]:

@@ -84,16 +84,25 @@ def estimate_train_memory(
       autocast makes for the matmuls and keeps for the backward (2 bytes each).
     - gradients: fp32, 4 bytes each.
     - optimizer: `optimizer_values_per_weight` fp32 values (4 bytes each) per trained weight.
-    - activations: what autograd keeps for the backward for batch_size·block_size tokens, counted in
-      values per token at the mixed-precision width (4 bytes, 2 under bf16/fp16). A decoder layer keeps
-      its residual input, normed input, q, k, v and attention output per sublayer (~8·n_embd; k and v
-      narrower under grouped-query attention) plus the MLP's inner tensors (4·hidden for SwiGLU: gate,
-      silu(gate), up, product; 2·hidden for GELU).
-      SDPA's fused kernels keep no T×T matrix. An LSTM layer keeps ~6·n_embd (four gates, cell, output),
-      an RNN layer ~2·n_embd. On top: the embedding output and the logits, whose fp32 cross-entropy
-      keeps ~2·vocab values per token. Dropout masks and allocator slack are not counted. With activation
-      checkpointing the layers keep only their inputs, plus the one layer being recomputed (_kept_by_layers).
+    - activations: the most the step holds at once, at the start of the backward, for batch_size·block_size
+      tokens: what autograd keeps, counted in values per token at the mixed-precision width (4 bytes, 2 under
+      bf16/fp16). A decoder layer keeps its residual input, normed input, q, k, v and attention output per
+      sublayer (~8·n_embd; k and v narrower under grouped-query attention) plus the MLP's inner tensors
+      (4·hidden for SwiGLU: gate, silu(gate), up, product; 2·hidden for GELU); a Llama layer also keeps RoPE's
+      rotated q and k and RMSNorm's intermediates (~4·n_embd). SDPA's fused kernels keep no T×T matrix.
+      PyTorch's LSTM keeps ~16·n_embd per layer (gates before and after their activations, cells and their
+      tanh, the products), its tanh RNN ~2·n_embd. On top: the embedding output, and the logits' fp32
+      cross-entropy: its log-probabilities kept for the backward, then the loss's gradient and the
+      log-softmax's beside them when the backward starts (3·vocab values per token).
+      Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
+      dropout masks and allocator slack are not counted. With activation checkpointing the layers keep only
+      their inputs, plus the one layer being recomputed (_kept_by_layers).
     - mixed_precision "auto" counts as fp32 (half_precision).
+
+    What it is held against (studio.train.memory): on a GPU, the tensors' peak; on a CPU, the process's peak RSS
+    against this estimate plus the runtime's baseline, which the trainer measures once it is set up (interpreter,
+    libraries, data, FLOP/s probe). That stays within a fifth on the small presets; the training's own part runs
+    above the estimate by what glibc's malloc keeps of freed blocks (docs/ARCHITECTURE.md, *Memory*).
     """
     vocab = _vocab(cfg, vocab_size)
     n = param_count(cfg, vocab, num_labels)
@@ -102,17 +111,18 @@ def estimate_train_memory(
     optimizer_values = optimizer_values_per_weight(train)
     tokens = train.batch_size * cfg.block_size
     if cfg.recurrent:
-        per_layer = (6 if cfg.arch == "lstm" else 2) * cfg.n_embd
+        per_layer = (16 if cfg.arch == "lstm" else 2) * cfg.n_embd
     else:
         kv = cfg.kv_heads * cfg.head_dim
-        per_layer = 6 * cfg.n_embd + 2 * kv + (4 if cfg.arch == "llama" else 2) * cfg.mlp_width
+        mlp_and_rope = 4 * cfg.mlp_width + 4 * cfg.n_embd if cfg.arch == "llama" else 2 * cfg.mlp_width
+        per_layer = 6 * cfg.n_embd + 2 * kv + mlp_and_rope
     per_token = _kept_by_layers(cfg.n_layer, cfg.n_layer * per_layer, cfg.n_embd, train.activation_checkpointing)
     per_token += cfg.n_embd
     memory = {
         "weights": 4 * n + (2 * n if mixed else 0),
         "gradients": 4 * n,
         "optimizer": 4 * optimizer_values * n,
-        "activations": tokens * per_token * act_bytes + (2 * 4 * (train.batch_size * num_labels or tokens * vocab)),
+        "activations": tokens * per_token * act_bytes + _cross_entropy_bytes(train, cfg.block_size, vocab, num_labels),
     }
     memory["total"] = sum(memory.values())
     return memory
@@ -185,7 +195,14 @@ def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict)
     per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
     per_token = _kept_by_layers(layers, per_token, hidden, train.activation_checkpointing)
     tokens = train.batch_size * model.block_size
-    return tokens * (per_token * act_bytes + 2 * (facts["vocab"] or 0) * 4)
+    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts["vocab"] or 0)
+
+
+def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, num_labels: int = 0) -> int:
+    """The fp32 cross-entropy at the start of the backward: the log-probabilities kept for it, the loss's gradient
+    and the log-softmax's, one row per token (or per text for a classifier)."""
+    rows, classes = (train.batch_size, num_labels) if num_labels else (train.batch_size * block_size, vocab)
+    return 3 * 4 * rows * classes
 
 
 def half_precision(train: TrainConfig) -> bool:

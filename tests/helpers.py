@@ -106,6 +106,16 @@ def fixture_events(max_steps: int = 100, failed_at: int | None = None) -> list[d
     return events
 
 
+def with_memory(events: list[dict], estimate: int, baseline: int, peak: int) -> list[dict]:
+    """The events of a CPU run whose trainer reported its memory (studio.train.memory): the estimate and the
+    runtime's baseline when it started, and a peak RSS rising to `peak` by the last train event."""
+    trains = [event for event in events if event["kind"] == "train"]
+    for index, event in enumerate(trains, 1):
+        event["mem_peak"] = baseline + (peak - baseline) * index // len(trains)
+    events[0].update(mem_estimate=estimate, mem_measure="rss", mem_baseline=baseline)
+    return events
+
+
 def write_fixture_run(
     name: str, events: list[dict] | None = None, log: str = "step 100 loss 1.2\n", preset: str = "tiny"
 ) -> Path:

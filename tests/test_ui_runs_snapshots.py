@@ -13,7 +13,7 @@ import pytest
 import widgets.hardware_panel
 import widgets.panes.runs
 from studio.hardware import CpuStats
-from tests.helpers import T0, fixture_events, write_fixture_run
+from tests.helpers import T0, fixture_events, with_memory, write_fixture_run
 from widgets.app import StudioApp
 from widgets.screens.dashboard import DashboardScreen
 
@@ -26,7 +26,7 @@ def fixed_runs(studio_home, monkeypatch):
         write_fixture_run("shakes-small"),
         write_fixture_run(
             "code-tiny",
-            events=fixture_events(failed_at=40),
+            events=with_memory(fixture_events(failed_at=40), 130 * 2**20, 330 * 2**20, 520 * 2**20),
             preset="small",
             log="Traceback (most recent call last):\ntorch.OutOfMemoryError: CUDA out of memory\n",
         ),

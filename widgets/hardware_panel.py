@@ -1,6 +1,7 @@
 """The machine while a run trains: per GPU utilisation, memory, temperature and power (NVML), or CPU and RAM when
-there is no NVIDIA GPU; below it, the run's own allocated / peak GPU memory against the step (from its events),
-or, without a GPU, CPU, RAM and the trainer's resident memory over the last minutes, in % of the machine.
+there is no NVIDIA GPU; the run's memory, estimated beside the measured peak (from its events); below it, the run's
+own allocated / peak GPU memory against the step, or, without a GPU, CPU, RAM and the trainer's resident memory
+over the last minutes, in % of the machine.
 
 Stats are read in a thread worker about once a second: an NVML call can stall, and the event loop must not.
 studio.hardware never raises for want of a driver, so neither does this panel.
@@ -16,10 +17,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from studio.formatting import format_bytes
+from studio.formatting import format_bytes, format_memory
 from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats, process_memory
 from studio.run_folder.status import trainer_pid
-from studio.run_folder.watch import Series
+from studio.run_folder.watch import RunView
 from widgets.loss_chart import Curve, LossChart
 
 POLL_SECONDS = 1.0
@@ -46,6 +47,14 @@ def describe_cpu(cpu: CpuStats) -> str:
     )
 
 
+def memory_line(view: RunView) -> str:
+    """The run's memory per process, estimated and measured, once its trainer has said (its `running` event)."""
+    facts, peaks = view.memory, view.series["mem_peak"].values
+    if facts is None:
+        return ""
+    return format_memory(facts.estimate, int(max(peaks)) if peaks else None, facts.measure, facts.baseline)
+
+
 def describe_machine(gpus: list[GpuStats], cpu: CpuStats) -> str:
     lines = [describe_gpu(gpu) for gpu in gpus] if gpus else [describe_cpu(cpu)]
     if gpus:
@@ -55,7 +64,7 @@ def describe_machine(gpus: list[GpuStats], cpu: CpuStats) -> str:
 
 class HardwarePanel(Vertical):
     DEFAULT_CSS = """
-    HardwarePanel #machine-stats {
+    HardwarePanel #machine-stats, HardwarePanel #run-memory-line {
         height: auto;
     }
 
@@ -74,12 +83,16 @@ class HardwarePanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("reading the machine…", id="machine-stats")
-        yield LossChart("run GPU memory (GB)", id="run-memory")
-        yield LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history")
+        shown_later = [
+            Static("", id="run-memory-line"),
+            LossChart("run GPU memory (GB)", id="run-memory"),
+            LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history"),
+        ]
+        for widget in shown_later:  # hidden from the start: a query in on_mount can race the screen's removal
+            widget.display = False
+            yield widget
 
     def on_mount(self) -> None:
-        self.query_one("#run-memory").display = False
-        self.query_one("#machine-history").display = False
         self.read_machine()
         self.set_interval(POLL_SECONDS, self.read_machine)
 
@@ -115,10 +128,15 @@ class HardwarePanel(Vertical):
             ]
         )
 
-    def show_run_memory(self, allocated: Series, peak: Series) -> None:
-        """The run's memory per step (GPU runs only: CPU runs log none, and the chart stays hidden)."""
+    def show_run_memory(self, view: RunView) -> None:
+        """The run's memory: the estimate beside the measured peak; on a GPU, allocated and peak per step (a CPU
+        run logs no allocated memory, and the chart stays hidden: the machine's chart shows the trainer's RSS)."""
+        line = memory_line(view)
+        self.query_one("#run-memory-line", Static).update(line)
+        self.query_one("#run-memory-line").display = bool(line)
+        allocated, peak = view.series["mem_allocated"], view.series["mem_peak"]
         chart = self.query_one("#run-memory", LossChart)
-        chart.display = bool(allocated.steps or peak.steps)
+        chart.display = bool(allocated.steps)
         gigabytes = 1 / 1024**3  # as format_bytes and nvidia-smi count
         chart.show_curves(
             [

@@ -19,6 +19,7 @@ from studio.config import RunConfig, field_specs
 from studio.console import (
     ProgressBar,
     format_event,
+    memory_summary,
     print_dataset,
     print_dataset_note,
     print_method_sizes,
@@ -29,7 +30,7 @@ from studio.errors import StudioError
 from studio.formatting import format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
 from studio.run_folder.control import delete_run, launch, stop_run
-from studio.run_folder.events import read_new_events
+from studio.run_folder.events import current_history, read_events, read_new_events
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_alive
 
@@ -103,6 +104,9 @@ def follow(run_dir: Path) -> int:
             (run_dir / STOP).touch()
     status = summarize(run_dir).status
     print(f"run {run_dir.name}: {status}")
+    memory = memory_summary(current_history(read_events(events_file)))
+    if memory:
+        print(memory)
     if status == "crashed":
         print(f"the trainer died without a word; see {run_dir / TRAINER_LOG}", file=sys.stderr)
     return 0 if status in ("finished", "stopped") else 1

@@ -20,7 +20,7 @@ KINDS = ("train", "eval", "checkpoint", "status", "error", "sample", "note")
 NUMBER = (int, float)
 FIELD_TYPES = {  # every field an event may carry, and its type; a field of another type is dropped when read
     "t": NUMBER, "state": str, "max_steps": int, "world_size": int, "device": str, "params": int,
-    "trainable_params": int,
+    "trainable_params": int, "mem_estimate": int, "mem_measure": str, "mem_baseline": int,
     "checkpoint": str, "tokens_seen": int, "train_seconds": NUMBER,
     "loss": NUMBER, "ce_loss": NUMBER, "kd_loss": NUMBER,
     "lr": NUMBER, "grad_norm": NUMBER, "tokens_per_s": NUMBER, "mfu": NUMBER,

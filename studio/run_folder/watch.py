@@ -58,6 +58,15 @@ class Series:
 
 
 @dataclass
+class MemoryFacts:
+    """What the trainer said about its memory when it started (studio.train.memory): bytes per process."""
+
+    estimate: int | None  # studio.sizes' estimate, as printed before the launch
+    measure: str | None  # what mem_peak counts: `cuda_allocated`, or `rss` above the baseline
+    baseline: int | None  # on a CPU: the resident memory of the set-up process, the weights left out
+
+
+@dataclass
 class RunView:
     """What a dashboard shows of a run at one moment: a copy, safe to hand from a worker thread to the UI."""
 
@@ -75,6 +84,7 @@ class RunView:
     skipped_lines: int = 0  # lines of events.jsonl that are not events
     device: str | None = None  # where the trainer runs ("cpu", "cuda:0"), from its `running` event
     confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest eval: step, labels, matrix
+    memory: MemoryFacts | None = None  # from the `running` event; the measured peaks are series["mem_peak"]
 
 
 class RunWatcher:
@@ -95,6 +105,7 @@ class RunWatcher:
         self._events_offset = 0
         self.skipped_lines = 0
         self.device: str | None = None
+        self.memory: MemoryFacts | None = None
         self._log_offset: int | None = None
         self._log_partial = b""
         self._lock = threading.Lock()  # a poll from a worker thread never overlaps another or a view()
@@ -150,6 +161,8 @@ class RunWatcher:
             self.max_steps = int(event["max_steps"])
         if state == "running" and event.get("device"):
             self.device = event["device"]
+        if state == "running" and event.get("mem_estimate") is not None:
+            self.memory = MemoryFacts(event["mem_estimate"], event.get("mem_measure"), event.get("mem_baseline"))
 
     def _read_log(self) -> bool:
         path = self.run_dir / TRAINER_LOG
@@ -198,4 +211,5 @@ class RunWatcher:
                 skipped_lines=self.skipped_lines,
                 device=self.device,
                 confusion=self.confusion,
+                memory=self.memory,
             )

@@ -41,6 +41,8 @@ from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError, os_error_line
 from studio.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
+from studio.hf_folder import run_facts
+from studio.hf_inspect import inspect_folder
 from studio.metrics import classification_metrics
 from studio.model import distill_loss_sum, lm_loss_sum
 from studio.run_folder.events import EventWriter
@@ -58,9 +60,10 @@ from studio.run_folder.layout import (
 )
 from studio.run_folder.lock import hold_lock_for_life
 from studio.run_model import build_run_model, teacher_module
-from studio.sizes import flops_per_token
+from studio.sizes import flops_per_token, method_sizes
 from studio.train import checkpoint, stop_signal
 from studio.train.fast_path import FastPath, fast_path
+from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
 from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 from studio.train.state import TrainingState
@@ -112,7 +115,9 @@ class Trainer:
         self.trained_model = torch.compile(self.prepared_model) if self.fast.compile else self.prepared_model
         self.compile_pending = self.fast.compile  # until the compiled model's first step succeeds
         self.flops_per_token = self._flops_per_token()
+        self.memory_estimate = self._memory_estimate()
         self.peak_flops = self._peak_flops()
+        self.memory = MemoryMeter(self.accelerator.device, self._weights())
         self.state = TrainingState()  # last, so nothing above consumes random numbers of the training streams
         self._start_state(resumed_from)
 
@@ -178,6 +183,20 @@ class Trainer:
             return flops_per_token(model, model.vocab_size)
         return (4.0 if self.run_model.adapters else 6.0) * self.run_model.total_params()
 
+    def _memory_estimate(self) -> int:
+        """The bytes this process should need, as estimated before launch (studio.sizes.method_sizes), with the
+        teacher's weights when there is one."""
+        config = self.config
+        num_labels = len(self.dataset.meta["labels"]) if config.train.task == "classify" else 0
+        teacher = 0 if self.teacher is None else sum(p.numel() for p in self.teacher.parameters())
+        sizes = method_sizes(config.model, config.train, run_facts(config, inspect_folder), num_labels=num_labels)
+        return sizes.memory["total"] + 4 * teacher
+
+    def _weights(self) -> list[torch.Tensor]:
+        """The parameters of the models this process holds: the trained one's, and a teacher's."""
+        modules = [self.model] if self.teacher is None else [self.model, self.teacher]
+        return [parameter for module in modules for parameter in module.parameters()]
+
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
         half = self.fast.precision != "no"
@@ -203,6 +222,9 @@ class Trainer:
             device=str(self.accelerator.device),
             params=self.run_model.total_params(),
             trainable_params=self.run_model.trainable_params(),
+            mem_estimate=self.memory_estimate,
+            mem_measure=self.memory.measure,
+            mem_baseline=self.memory.baseline,
         )
         if self.state.step == 0:
             self.evaluate()
@@ -338,8 +360,8 @@ class Trainer:
             fields.update(
                 mem_allocated=torch.cuda.memory_allocated(device),
                 mem_reserved=torch.cuda.memory_reserved(device),
-                mem_peak=torch.cuda.max_memory_allocated(device),
             )
+        fields["mem_peak"] = self.memory.peak()
         self.report("train", **fields)
 
     @torch.no_grad()
@@ -578,17 +600,15 @@ def main(argv: list[str]) -> int:
         events = trainer.events
         trainer.run()
         return 0
-    except torch.cuda.OutOfMemoryError:
-        traceback.print_exc()
-        _report_failure(trainer, run_dir, _oom_message(trainer))
     except StudioError as error:
         _report_failure(trainer, run_dir, str(error))
     except OSError as error:
         traceback.print_exc()
         _report_failure(trainer, run_dir, os_error_line(error))
-    except Exception as error:
+    except Exception as error:  # running out of memory (a GPU's or a CPU's) included
         traceback.print_exc()
-        _report_failure(trainer, run_dir, f"{type(error).__name__}: {error}; the traceback is in trainer.log")
+        message = _oom_message(error, trainer, run_dir) or f"{type(error).__name__}: {error}"
+        _report_failure(trainer, run_dir, f"{message}; the traceback is in trainer.log")
     finally:
         if events is not None:
             events.close()
@@ -607,13 +627,11 @@ def _report_failure(trainer: Trainer | None, run_dir: Path, message: str) -> Non
     writer.write("status", step, state="failed")
 
 
-def _oom_message(trainer: Trainer | None) -> str:
-    if trainer is None:
-        return "out of GPU memory while setting up; pick a smaller preset"
-    train, model = trainer.config.train, trainer.config.model
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    return (
-        f"out of GPU memory at step {trainer.state.step} with batch {train.batch_size}x{model.block_size} tokens "
-        f"(peak {peak:.1f} GiB); lower train.batch_size (raise train.grad_accum to keep the tokens per step), "
-        "model.block_size, or the model size, or use --mixed-precision bf16"
-    )
+def _oom_message(error: BaseException, trainer: Trainer | None, run_dir: Path) -> str | None:
+    """studio.train.memory's line when the error is running out of memory, else None."""
+    if not is_out_of_memory(error):
+        return None
+    if trainer is None:  # the data, model or optimizer did not fit
+        return out_of_memory_message(error, read_config(run_dir), step=None)
+    step, peak, estimate = trainer.state.step, trainer.memory.peak(), trainer.memory_estimate
+    return out_of_memory_message(error, trainer.config, step, peak, estimate)

@@ -73,7 +73,7 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
         self.view = view
         self.query_one(RunHeader).show(view)
         self.query_one("#loss-chart", LossChart).show_curves(loss_curves(view))
-        self.query_one(HardwarePanel).show_run_memory(view.series["mem_allocated"], view.series["mem_peak"])
+        self.query_one(HardwarePanel).show_run_memory(view)
         self.query_one(SamplesView).show(view.samples)
         self.query_one(ConfusionView).show(view.confusion)
         self.query_one(LogTail).show(view.log_lines)

@@ -1,0 +1,91 @@
+"""A trainer's memory: the peak it measures, and the one message for running out of it.
+
+`mem_peak` is the process's peak memory on its device as that device counts it, and `mem_baseline` the part of
+it that is the runtime's rather than the run's; studio.sizes' estimate (weights, gradients, optimizer state,
+activations) plus the baseline is what the peak is compared with:
+
+- On a GPU: `torch.cuda.max_memory_allocated`, the tensors' peak; the baseline is 0 (the CUDA context and the
+  libraries are not tensors).
+- On a CPU: the process's peak resident set (the kernel's high-water mark, `ru_maxrss`, which catches the peak
+  inside a step that a sampled RSS would miss). The baseline is its resident set once the trainer is set up
+  (interpreter, torch and its lazily imported parts, data, tokenizer, the FLOP/s probe, model and optimizer
+  built, nothing trained), less the weights, which the estimate counts. What the estimate leaves out shows in the
+  difference: mostly the freed blocks glibc's malloc keeps for reuse between steps (on the small presets, 5 to
+  85% more than the activations' bytes), then pages of the dataset read so far.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import psutil
+import torch
+
+from studio.config import RunConfig
+from studio.formatting import format_bytes
+
+
+class MemoryMeter:
+    """One process's peak memory and runtime baseline (see the module's docstring), made once the trainer is set
+    up, given the weights it holds."""
+
+    def __init__(self, device: torch.device, weights: list[torch.Tensor]):
+        self.device = device
+        held = sum(tensor.numel() * tensor.element_size() for tensor in weights)
+        self.baseline = 0 if device.type == "cuda" else psutil.Process().memory_info().rss - held
+
+    @property
+    def measure(self) -> str:
+        """What mem_peak counts on this device: `cuda_allocated` (tensors) or `rss` (the whole process)."""
+        return "cuda_allocated" if self.device.type == "cuda" else "rss"
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        return peak_resident_bytes()
+
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident set so far (Linux counts ru_maxrss in KiB, macOS in bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A GPU's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+
+
+def out_of_memory_message(
+    error: BaseException, config: RunConfig, step: int | None, peak: int | None = None, estimate: int | None = None
+) -> str:
+    """The one line for a run that ran out of memory: where, when, how much, and what makes it fit: batch, gradient
+    accumulation, context, activation checkpointing, precision (step None: while the data, model and optimizer
+    were set up, before any step; then a smaller model too)."""
+    where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
+    train, model = config.train, config.model
+    when = "while setting up" if step is None else f"at step {step}"
+    amounts = [f"measured peak {format_bytes(peak)}"] if peak else []
+    amounts += [f"estimated {format_bytes(estimate)}"] if estimate else []
+    amounts_text = f" ({', '.join(amounts)})" if amounts else ""
+    levers = [
+        "lower train.batch_size (raise train.grad_accum to keep the tokens per step)",
+        "shorten model.block_size",
+    ]
+    if not train.activation_checkpointing:
+        levers.append("turn on activation checkpointing (--set train.activation_checkpointing=true)")
+    # "auto" is bf16 on a GPU (train.fast_path) and fp32 on a CPU
+    half = train.mixed_precision in ("bf16", "fp16") or (train.mixed_precision == "auto" and where == "GPU")
+    if not half:
+        levers.append("train in bf16 (--mixed-precision bf16)")
+    if step is None:
+        levers.append("choose a smaller model")
+    return (
+        f"out of {where} memory {when} with batch {train.batch_size} × context {model.block_size}{amounts_text}; "
+        f"to fit, {', '.join(levers[:-1])}, or {levers[-1]}"
+        f"{' (it trains in half precision already)' if half else ''}"
+    )

@@ -1,0 +1,181 @@
+"""Honest memory: the estimate beside the measured peak (events, CLI, dashboard), and out of memory as one line."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+
+from studio.run_folder.events import current_history, read_events
+from studio.run_folder.layout import find_checkpoint, run_path
+from tests.helpers import TINY_TRAIN, fixture_events, tiny_config, wait_for, with_memory, write_fixture_run
+
+CPU_ALLOCATOR_ERROR = (  # what torch's CPU allocator raises (torch 2.13), word for word
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+    "allocate 1099511627776 bytes. Error code 12 (Cannot allocate memory)"
+)
+LEVERS = ("train.batch_size", "train.grad_accum", "model.block_size", "activation checkpointing", "bf16")
+
+
+def out_of_memory_errors():
+    import torch
+
+    return {
+        "cuda": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        "cpu allocator": RuntimeError(CPU_ALLOCATOR_ERROR),
+        "python": MemoryError(),
+    }
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu allocator", "python"])
+def test_running_out_of_memory_anywhere_is_one_line_naming_every_lever(kind):
+    from studio.train.memory import is_out_of_memory, out_of_memory_message
+
+    error = out_of_memory_errors()[kind]
+    assert is_out_of_memory(error)
+    fp32 = tiny_config({"train.mixed_precision": "no"})  # "auto" would be bf16 on a GPU already
+    message = out_of_memory_message(error, fp32, step=3, peak=3 * 2**30, estimate=2 * 2**30)
+    where = "GPU" if kind == "cuda" else "CPU"
+    assert message.startswith(f"out of {where} memory at step 3 with batch 8 × context 32")
+    assert "measured peak 3.0 GB, estimated 2.0 GB" in message and "\n" not in message
+    assert all(lever in message for lever in LEVERS), message
+
+
+def test_other_errors_are_not_called_out_of_memory_and_half_precision_is_not_offered_twice():
+    from studio.train.memory import is_out_of_memory, out_of_memory_message
+
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_out_of_memory(ValueError("can't allocate memory"))  # only the allocator's RuntimeError
+    message = out_of_memory_message(MemoryError(), tiny_config({"train.mixed_precision": "bf16"}), step=None)
+    assert "while setting up" in message and "smaller model" in message
+    assert "--mixed-precision" not in message and "half precision already" in message
+    checkpointed = tiny_config({"train.activation_checkpointing": True})
+    assert "activation" not in out_of_memory_message(MemoryError(), checkpointed, step=1)  # on already
+
+
+OUT_OF_MEMORY_AT_STEP_3 = textwrap.dedent(f"""
+    import sys
+    from studio.train import worker
+    original = worker.Trainer.train_step
+    def train_step(self, log):
+        if self.state.step == 3:
+            raise RuntimeError({CPU_ALLOCATOR_ERROR!r})
+        return original(self, log)
+    worker.Trainer.train_step = train_step
+    sys.exit(worker.main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.slow
+def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_the_traceback(
+    run_cli, code_corpus, tmp_path, monkeypatch
+):
+    from studio.run_folder import control
+
+    script = tmp_path / "out_of_memory_worker.py"
+    script.write_text(OUT_OF_MEMORY_AT_STEP_3)
+    launch_command = control.trainer_command
+
+    def command(run_dir, config, resume_from):  # the real trainer, its step made to run out of CPU memory
+        _, env = launch_command(run_dir, config, resume_from)
+        return [sys.executable, str(script), str(run_dir)], env
+
+    monkeypatch.setattr(control, "trainer_command", command)
+    code, out, err = run_cli(
+        "train", *TINY_TRAIN, "--data", code_corpus, "--name", "oom", "--max-steps", 10,
+        "--set", "train.checkpoint_interval=2", "--set", "train.log_interval=1",
+    )  # fmt: skip
+    assert code == 1
+    events = current_history(read_events(run_path("oom") / "events.jsonl"))
+    error, status = events[-2:]
+    assert status["state"] == "failed" and error["kind"] == "error" and error["step"] == 3
+    line = error["message"]
+    assert line.startswith("out of CPU memory at step 3 with batch 8 × context 32 (measured peak ")
+    assert all(lever in line for lever in LEVERS) and "\n" not in line
+    assert f"step      3  error: {line}" in out  # the CLI prints the line as it comes
+    assert "memory: estimated " in out  # and, at the end, the estimate beside the measured peak
+    log = (run_path("oom") / "trainer.log").read_text()
+    assert "Traceback (most recent call last)" in log and "DefaultCPUAllocator" in log
+    from studio.weights import read_weights
+
+    checkpoint = find_checkpoint(run_path("oom"))
+    weights, metadata = read_weights(checkpoint)
+    assert checkpoint.name == "step-0000002" and metadata["step"] == "2" and weights
+
+
+# the presets that train in seconds on a CPU
+SMALL_PRESETS = ["tiny", "bert-tiny", "lstm-tiny", "rnn-tiny", "nanogpt-cpu", "speedrun-cpu"]
+
+
+@pytest.mark.slow
+def test_the_estimate_is_within_a_fifth_of_the_measured_peak_of_each_small_preset(run_cli, code_corpus):
+    """Each small preset as it is (model, batch, context, precision, optimizer) trains a few steps on the CPU; its
+    trainer reports the estimate and the runtime's baseline (`running`) and the process's peak RSS (`train`); the
+    estimate plus the baseline is held against the peak (studio.train.memory)."""
+    from studio.run_folder.control import wait_for_exit
+
+    quick = ["--max-steps", 6, "--set", "train.log_interval=1", "--set", "train.eval_steps=1"]
+    for preset in SMALL_PRESETS:  # all at once: each trainer's memory is its own
+        code, _, err = run_cli(
+            "train", "--preset", preset, "--data", code_corpus, "--name", preset, *quick,
+            "--set", "train.sample_interval=0", "--detach",
+        )  # fmt: skip
+        assert code == 0, err
+    figures = {}
+    for preset in SMALL_PRESETS:
+        wait_for_exit(run_path(preset), 600)
+        events = current_history(read_events(run_path(preset) / "events.jsonl"))
+        assert events[-1]["state"] == "finished", events[-1]
+        running = next(e for e in events if e.get("state") == "running")
+        assert running["mem_measure"] == "rss" and running["mem_baseline"] > 0
+        measured = max(e["mem_peak"] for e in events if e["kind"] == "train")
+        figures[preset] = (running["mem_estimate"], running["mem_baseline"], measured)
+    table = ", ".join(f"{p} {e / 2**20:.0f}+{b / 2**20:.0f}/{m / 2**20:.0f}" for p, (e, b, m) in figures.items())
+    print(f"estimate + runtime / measured peak RSS (MiB): {table}")
+    assert all(abs((estimate + baseline) / peak - 1) <= 0.2 for estimate, baseline, peak in figures.values()), table
+
+
+def test_the_memory_line_reads_the_events_on_either_device():
+    from studio.console import memory_summary
+    from studio.formatting import format_memory
+
+    gigabyte = 2**30
+    assert format_memory(2 * gigabyte, 3 * gigabyte, "cuda_allocated", 0) == (
+        "memory: estimated 2.0 GB · measured peak 3.0 GB (allocated tensors)"
+    )
+    events = with_memory(fixture_events(), 130 * 2**20, 330 * 2**20, 520 * 2**20)
+    line = "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
+    assert memory_summary(events) == line  # what the CLI prints when a run ends
+    assert memory_summary(fixture_events()) is None  # a trainer that reported no memory
+
+
+def test_a_run_whose_trainer_reported_no_memory_shows_no_memory_line(studio_home):
+    from studio.run_folder.watch import RunWatcher
+    from widgets.hardware_panel import memory_line
+
+    watcher = RunWatcher(write_fixture_run("older"))
+    watcher.poll()
+    assert memory_line(watcher.view()) == ""
+
+
+@pytest.mark.asyncio
+async def test_the_dashboard_shows_the_estimate_beside_the_measured_peak(studio_home, torch_blocked):
+    from textual.widgets import Static
+
+    from widgets.app import StudioApp
+    from widgets.screens.dashboard import DashboardScreen
+
+    write_fixture_run("measured", events=with_memory(fixture_events(), 130 * 2**20, 330 * 2**20, 520 * 2**20))
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the run's dashboard")
+        line = app.screen.query_one("#run-memory-line", Static)
+        await wait_for(pilot, lambda: line.display, what="the memory line")
+        assert str(line.render()) == (
+            "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
+        )
+        assert not app.screen.query_one("#run-memory").display  # a CPU run logs no allocated GPU memory
