@@ -45,7 +45,7 @@ from studio.data.sources import BUILTIN_CORPORA, open_source
 from studio.data.tokenizer import PIECE_CHARS, BpeEncoder, load_tokenizer, split_before_newlines
 from studio.formatting import format_count
 from studio.generate import SamplingConfig, decode_steps
-from studio.hardware import cpu_name, gpu_peak_flops
+from studio.hardware import cpu_name, gpu_peak_flops, peak_resident_bytes
 from studio.launch import prepare_run
 from studio.model import build_model, param_groups
 from studio.paths import child_process_env
@@ -497,26 +497,16 @@ def run_measured(command: list[str]) -> tuple[float, int | None]:
     with tempfile.TemporaryFile() as stderr:
         started = time.perf_counter()
         child = subprocess.Popen(command, env=child_process_env(), stdout=subprocess.DEVNULL, stderr=stderr)
-        status, peak = Path(f"/proc/{child.pid}/status"), None  # Popen returns once the child has exec'd
+        peak = None  # Popen returns once the child has exec'd, so its high-water mark is its program's own
         while child.poll() is None:
-            peak = _high_water_mark(status, peak)
+            now = peak_resident_bytes(child.pid)
+            peak = peak if now is None else max(peak or 0, now)
             time.sleep(0.01)
         seconds = time.perf_counter() - started
         if child.returncode != 0:
             stderr.seek(0)
             raise RuntimeError(f"{' '.join(command[1:4])} failed: {stderr.read().decode(errors='replace')[-1000:]}")
     return seconds, peak
-
-
-def _high_water_mark(status: Path, peak: int | None) -> int | None:
-    """The larger of `peak` and a process's VmHWM (bytes) from its /proc status; `peak` when it cannot be read."""
-    try:
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return max(peak or 0, int(line.split()[1]) * 1024)  # in kB
-    except OSError:  # no /proc here, or the process just ended
-        pass
-    return peak
 
 
 def _seconds(work: Callable[[], object]) -> float:

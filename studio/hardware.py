@@ -108,6 +108,21 @@ def process_memory(pid: int) -> int | None:
         return None
 
 
+def peak_resident_bytes(pid: int | str = "self") -> int | None:
+    """A process's peak resident set in bytes since it started its program: the kernel's high-water mark of its
+    memory (VmHWM in /proc), which catches the peak inside a step that a sampled RSS would miss. None where there is
+    no /proc or the process is gone. (getrusage's ru_maxrss would not do: Linux carries a process's high-water mark
+    over fork and exec, so a trainer started from a large process would report its parent's size.)"""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # in kB
+    except OSError:
+        pass
+    return None
+
+
 def cpu_stats() -> CpuStats:
     memory = psutil.virtual_memory()
     return CpuStats(

@@ -6,24 +6,22 @@ activations) plus the baseline is what the peak is compared with:
 
 - On a GPU: `torch.cuda.max_memory_allocated`, the tensors' peak; the baseline is 0 (the CUDA context and the
   libraries are not tensors).
-- On a CPU: the process's peak resident set (the kernel's high-water mark, `ru_maxrss`, which catches the peak
-  inside a step that a sampled RSS would miss). The baseline is its resident set once the trainer is set up
-  (interpreter, torch and its lazily imported parts, data, tokenizer, the FLOP/s probe, model and optimizer
-  built, nothing trained), less the weights, which the estimate counts. What the estimate leaves out shows in the
-  difference: mostly the freed blocks glibc's malloc keeps for reuse between steps (on the small presets, 5 to
-  85% more than the activations' bytes), then pages of the dataset read so far.
+- On a CPU: the process's peak resident set (the kernel's high-water mark, studio.hardware.peak_resident_bytes,
+  which catches the peak inside a step that a sampled RSS would miss). The baseline is its resident set once the
+  trainer is set up (interpreter, torch and its lazily imported parts, data, tokenizer, the FLOP/s probe, model
+  and optimizer built, nothing trained), less the weights, which the estimate counts. What the estimate leaves out
+  shows in the difference: mostly the freed blocks glibc's malloc keeps for reuse between steps (on the small
+  presets, 5 to 85% more than the activations' bytes), then pages of the dataset read so far.
 """
 
 from __future__ import annotations
-
-import resource
-import sys
 
 import psutil
 import torch
 
 from studio.config import RunConfig
 from studio.formatting import format_bytes
+from studio.hardware import peak_resident_bytes
 
 
 class MemoryMeter:
@@ -43,13 +41,7 @@ class MemoryMeter:
     def peak(self) -> int:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device)
-        return peak_resident_bytes()
-
-
-def peak_resident_bytes() -> int:
-    """This process's peak resident set so far (Linux counts ru_maxrss in KiB, macOS in bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+        return peak_resident_bytes() or psutil.Process().memory_info().rss  # no /proc: the resident set now
 
 
 def is_out_of_memory(error: BaseException) -> bool:
