@@ -145,18 +145,27 @@ async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "conditi
         await pilot.pause(0.05)
 
 
+async def open_playground(pilot, prompt: str, **sampling: str) -> None:
+    """Tab 5 with its runs loaded, the prompt written and the sampling controls set."""
+    from textual.widgets import Input, TextArea
+
+    await pilot.press("5")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    pilot.app.query_one("#prompt", TextArea).text = prompt
+    for field, value in sampling.items():
+        pilot.app.query_one(f"#{field}", Input).value = value
+
+
 async def playground_answer(pilot, run: str, text: str) -> str:
     """What panel A of the playground shows once `run` has answered `text` (a generation or a prediction)."""
     from textual.widgets import TextArea
 
     from widgets.generation_panel import GenerationPanel
 
-    await pilot.press("5")
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+    await open_playground(pilot, text)
     panel = pilot.app.query_one("#panel-a", GenerationPanel)
     panel.select(run)
-    pilot.app.query_one("#prompt", TextArea).text = text
     await pilot.press("ctrl+g")
     await pilot.pause()
     await wait_for(pilot, lambda: not panel.busy, timeout=60.0, what="the playground's answer")

@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import Input, TextArea
 
 from studio.run_folder.layout import checkpoint_name
-from tests.helpers import ADD_FUNCTION, train_runs, wait_for
+from tests.helpers import ADD_FUNCTION, open_playground, train_runs, wait_for
 from widgets.app import StudioApp
 from widgets.generation_panel import GenerationPanel
 
@@ -29,15 +28,6 @@ def trained(tmp_path_factory):
         ADD_FUNCTION * 200,
         {"r": ["--max-steps", "60", "--set", "train.checkpoint_interval=30", "--set", "train.lr=1e-2"]},
     )
-
-
-async def open_playground(pilot, prompt: str, **sampling: str) -> None:
-    await pilot.press("5")
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    pilot.app.query_one("#prompt", TextArea).text = prompt
-    for field, value in sampling.items():
-        pilot.app.query_one(f"#{field}", Input).value = value
 
 
 def cli_generate(*args: str) -> str:
