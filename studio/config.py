@@ -28,6 +28,7 @@ Optimizer = Literal["adamw", "sgd", "muon"]
 Schedule = Literal["constant", "linear", "cosine", "inverse_time", "wsd"]
 Precision = Literal["auto", "no", "bf16", "fp16"]
 Compile = Literal["auto", "true", "false"]
+Sharding = Literal["ddp", "fsdp"]
 Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
@@ -219,6 +220,12 @@ class TrainConfig:
         "activation ckpt",
     )
     num_processes: int = setting(1, "processes on each machine: GPUs, or CPU processes over gloo", "processes")
+    sharding: Sharding = setting(
+        "ddp",
+        "how several processes hold the model: ddp (each all of it, gradients averaged) or fsdp (each 1/N of the "
+        "weights, gradients and optimizer state, for models that do not fit on one device; PyTorch's FSDP2)",
+        "sharding",
+    )
     global_batch: int = setting(
         0,
         "sequences per optimizer step over every process; set, grad_accum is derived from it (global_batch / "
@@ -581,6 +588,18 @@ def validate(config: RunConfig) -> None:
         raise StudioError("train.decay_fraction must be in (0, 1], e.g. 0.2")
 
 
+def _check_sharding(t: TrainConfig) -> None:
+    """FSDP shares the model between processes, and leaves out what needs a whole tensor on one process."""
+    if t.world_size == 1:
+        raise StudioError("train.sharding fsdp shares the model between processes: give --num-processes 2 or more, "
+                          "or use ddp")  # fmt: skip
+    if t.optimizer == "muon":
+        raise StudioError("train.sharding fsdp: Muon orthogonalises whole matrices, which FSDP splits between "
+                          "processes; use adamw or sgd, or ddp")  # fmt: skip
+    if t.method == "qlora":
+        raise StudioError("train.sharding fsdp: a 4-bit base cannot be sharded; use lora, or ddp")
+
+
 def _check_processes(t: TrainConfig) -> None:
     """The global batch divides among the processes, and several machines know where the main one is."""
     per_micro_step = t.batch_size * t.world_size
@@ -589,6 +608,8 @@ def _check_processes(t: TrainConfig) -> None:
             f"train.global_batch {t.global_batch} is not a multiple of batch_size × processes = {per_micro_step}; "
             f"try {max(round(t.global_batch / per_micro_step), 1) * per_micro_step}, or 0 to use train.grad_accum"
         )
+    if t.sharding == "fsdp":
+        _check_sharding(t)
     if not 0 <= t.machine_rank < t.num_machines:
         raise StudioError(
             f"train.machine_rank {t.machine_rank} is not a machine of {t.num_machines}; "

@@ -7,7 +7,7 @@ model's `num_params()`); FLOPs and memory are estimates whose formulas are writt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
@@ -124,8 +124,7 @@ def estimate_train_memory(
         "optimizer": 4 * optimizer_values * n,
         "activations": tokens * per_token * act_bytes + _cross_entropy_bytes(train, cfg.block_size, vocab, num_labels),
     }
-    memory["total"] = sum(memory.values())
-    return memory
+    return _with_total(_per_process(memory, train, _gathered_params(cfg, vocab, num_labels)))
 
 
 # ---- fine-tuning methods -------------------------------------------------------------------------------
@@ -172,9 +171,12 @@ def method_sizes(
     if facts is None:
         total, layers = param_count(model, model.vocab_size, num_labels), native_linear_layers(model)
         activations = estimate_train_memory(model, train, num_labels=num_labels)["activations"]
+        gathered = _gathered_params(model, model.vocab_size, num_labels)
     else:
         total, layers = facts["params"], [tuple(layer) for layer in facts["linear_layers"]]
         activations = _pretrained_activations(model, train, facts)
+        in_layers = sum(fan_in * fan_out for _, fan_in, fan_out in layers)  # the rest is the root's: embeddings, head
+        gathered = total - in_layers + 2 * in_layers / max(facts["layers"] or 1, 1)
     adapters = method != "full"
     trainable = adapter_params(layers, train.lora_rank, train.lora_targets, method == "dora") if adapters else total
     optimizer_values = optimizer_values_per_weight(train)
@@ -184,8 +186,32 @@ def method_sizes(
         "optimizer": 4 * optimizer_values * trainable,
         "activations": activations,
     }
-    memory["total"] = sum(memory.values())
-    return MethodSizes(total, trainable, memory)
+    return MethodSizes(total, trainable, _with_total(_per_process(memory, train, gathered)))
+
+
+def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:
+    """Under FSDP, the most weights a process holds whole at once: the root unit (embeddings, final norm, head)
+    and two blocks, the one running and the next; a recurrent model is one unit."""
+    total = param_count(cfg, vocab, num_labels)
+    if cfg.recurrent:
+        return total
+    root = param_count(replace(cfg, n_layer=0), vocab, num_labels)
+    return root + 2 * (total - root) / cfg.n_layer
+
+
+def _per_process(memory: dict[str, int], train: TrainConfig, gathered_params: float) -> dict[str, int]:
+    """What one process holds: everything under DDP; under FSDP (train.sharding) 1/N of the weights, gradients
+    and optimizer state, plus the units gathered whole at once, their weights and gradients at the compute width."""
+    if train.sharding != "fsdp":
+        return memory
+    world = train.world_size
+    shared = {part: memory[part] // world for part in ("weights", "gradients", "optimizer")}
+    shared["weights"] += int(2 * (2 if half_precision(train) else 4) * gathered_params)
+    return {**memory, **shared}
+
+
+def _with_total(memory: dict[str, int]) -> dict[str, int]:
+    return {**memory, "total": sum(memory.values())}
 
 
 def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict) -> int:

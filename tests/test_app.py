@@ -290,6 +290,32 @@ async def test_train_fields_update_command_and_lr_curve(studio_home):
         assert parse_back(command).to_dict() == app.config.to_dict()
 
 
+@pytest.mark.asyncio
+async def test_sharding_on_the_train_tab_lowers_the_estimate_per_process_and_reaches_the_command(studio_home):
+    """The `small` preset on 2 processes: FSDP's share of the weights, gradients and optimizer state shows in the
+    per-process estimate at once, and the command line carries it."""
+    app = StudioApp(load_preset("small"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await type_into(pilot, "train.num_processes", "2")
+        await pilot.pause(0.3)
+        whole = static_text(app.query_one("#train-method-size"))
+        field(app, "train.sharding").query_one(Select).value = "fsdp"
+        await pilot.pause(0.3)
+        shared = static_text(app.query_one("#train-method-size"))
+        assert estimate(shared) < estimate(whole) - 50 * 1024**2, (whole, shared)
+        command = static_text(app.query_one("#train-command"))
+        assert "--set train.sharding=fsdp" in command and "--set train.num_processes=2" in command
+        assert parse_back(command).to_dict() == app.config.to_dict()
+
+
+def estimate(line: str) -> int:
+    """The bytes of the Train tab's `about 2.2 GB per process`."""
+    from studio.cli.parser import parse_size
+
+    return parse_size(line.split("about ")[1].split(" per process")[0])
+
+
 class LaunchRecordingApp(StudioApp):
     """Records RunLaunched instead of opening the run's dashboard (another test file's subject)."""
 

@@ -179,3 +179,27 @@ async def test_the_dashboard_shows_the_estimate_beside_the_measured_peak(studio_
             "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
         )
         assert not app.screen.query_one("#run-memory").display  # a CPU run logs no allocated GPU memory
+
+
+def test_under_fsdp_a_process_holds_a_share_of_the_states_and_the_units_it_gathers():
+    """GPT-2 124M on 4 processes: a quarter of the weights, gradients and AdamW moments each, plus what is gathered
+    whole at once (the root: token and position tables, final LayerNorm; two of the 12 blocks) as bf16 weights
+    and gradients; the activations are a process's own either way."""
+    from studio.presets import load_preset
+    from studio.sizes import estimate_train_memory
+
+    config = load_preset("gpt2-124m")
+    config.train.num_processes = 4
+    whole = estimate_train_memory(config.model, config.train, 50257)
+    config.train.sharding = "fsdp"
+    shared = estimate_train_memory(config.model, config.train, 50257)
+    root = 50257 * 768 + 1024 * 768 + 2 * 768
+    block = (124_439_808 - root) / 12
+    assert shared["gradients"] == whole["gradients"] // 4 and shared["optimizer"] == whole["optimizer"] // 4
+    assert config.train.mixed_precision == "bf16"  # gathered weights and gradients are 2 bytes each
+    assert shared["weights"] == whole["weights"] // 4 + int(2 * 2 * (root + 2 * block))
+    assert shared["activations"] == whole["activations"]
+    assert shared["total"] == sum(value for part, value in shared.items() if part != "total")
+    states = sum(whole[part] for part in ("weights", "gradients", "optimizer"))
+    print(f"states per process: {states / 1e9:.2f} GB whole, {(shared['total'] - shared['activations']) / 1e9:.2f} GB")
+    assert shared["total"] - shared["activations"] < 0.5 * states

@@ -65,17 +65,19 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 @pytest.mark.slow
-def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cli, code_corpus):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cli, code_corpus, sharding):
     """Only --num-processes changes: with train.global_batch set, one process accumulates 2 micro-batches of 4,
     two processes take one each, over the same windows (and eval_steps, which counts batches per process, is
-    doubled for one process: the same validation windows)."""
+    doubled for one process: the same validation windows). Each of the two holds the whole model (DDP) or half of
+    it (FSDP): the steps are the same."""
     one = tiny_config({**EQUIVALENCE, "data.source": str(code_corpus), "train.eval_steps": 4})
     assert one.train.accum_steps == 2
     one_dir = train_in_process(one, "one")
     settings = [word for key, value in EQUIVALENCE.items() for word in ("--set", f"{key}={value}")]
     code, _, err = run_cli(
         "train", "--preset", "tiny", "--tokenizer", "char", "--data", code_corpus, *tiny_settings(), *settings,
-        "--num-processes", 2, "--name", "two",
+        "--num-processes", 2, "--sharding", sharding, "--name", "two",
     )  # fmt: skip
     assert code == 0, err
     two_dir = run_path("two")
@@ -91,6 +93,38 @@ def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cl
     assert max(differences) < LOSS_TOLERANCE
     assert abs(one_val - two_val) < LOSS_TOLERANCE
     assert weight_difference < WEIGHT_TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_sharded_run_resumes_exactly_and_its_checkpoints_load_in_one_process(run_cli, code_corpus, tmp_path):
+    """FSDP checkpoints hold every tensor whole: the run resumed from step 6 ends with the weights (and the sample)
+    of the run that went straight on, and one process exports it (transformers' logits checked against the
+    studio's) and generates from it. Samples are written while sharded: every process gathers the whole weights
+    and rank 0 generates alone."""
+    changes = {**EQUIVALENCE, "train.checkpoint_interval": 6, "train.sample_interval": 6}
+    settings = [word for key, value in changes.items()
+                for word in ("--set", f"{key}={value}")]  # fmt: skip
+    code, _, err = run_cli(
+        "train", "--preset", "tiny", "--tokenizer", "char", "--data", code_corpus, *tiny_settings(), *settings,
+        "--num-processes", 2, "--sharding", "fsdp", "--name", "sharded",
+    )  # fmt: skip
+    assert code == 0, err
+    run_dir = run_path("sharded")
+    straight_on, samples = weights(run_dir), last_samples(run_dir)
+    code, _, err = run_cli("resume", "sharded", "--checkpoint", 6)
+    assert code == 0, err
+    assert largest_difference(straight_on, weights(run_dir)) == 0.0
+    assert samples[0] == STEPS and last_samples(run_dir) == samples
+    code, out, err = run_cli("export", "sharded", "--out", tmp_path / "exported")
+    assert code == 0 and "checked with transformers" in out, err
+    code, out, err = run_cli("generate", "sharded", "--prompt", "def ", "--max-new-tokens", 8)
+    assert code == 0 and out.startswith("def "), err
+
+
+def last_samples(run_dir: Path) -> tuple[int, list[dict]]:
+    """The step and texts of the last sample event."""
+    event = [event for event in read_events(run_dir / EVENTS) if event["kind"] == "sample"][-1]
+    return event["step"], event["samples"]
 
 
 def tiny_settings() -> list[str]:
@@ -204,6 +238,9 @@ def free_port() -> int:
         (["--num-machines", "2", "--main-address", "h", "--main-port", "70000"], "main_port 70000"),
         (["--num-machines", "0"], "num_machines"),
         (["--global-batch", "12"], "global_batch 12"),
+        (["--sharding", "fsdp"], "--num-processes 2"),
+        (["--sharding", "fsdp", "--num-processes", "2", "--set", "train.optimizer=muon"], "Muon"),
+        (["--sharding", "fsdp", "--num-processes", "2", "--method", "qlora"], "4-bit"),
     ],
 )
 def test_bad_machine_and_batch_values_are_one_line(run_cli, options, named):

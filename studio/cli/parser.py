@@ -33,6 +33,7 @@ TRAIN_FLAGS = (
     "train.task",
     "train.max_steps",
     "train.num_processes",
+    "train.sharding",
     "train.global_batch",
     "train.mixed_precision",
     "train.compile",

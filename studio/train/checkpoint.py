@@ -55,12 +55,14 @@ def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size:
         _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
-def write_model(
-    tmp: Path, model_state: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, metadata: dict[str, str]
-) -> None:
-    """Rank 0: weights (with the metadata) and optimizer state."""
+def write_weights(tmp: Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Rank 0: the weights, with the metadata."""
     _save(model_state, tmp / WEIGHTS, {"format": FORMAT, **metadata})
-    optimizer_tensors, optimizer_layout = _flatten_optimizer(optimizer.state_dict())
+
+
+def write_optimizer(tmp: Path, optimizer_state: dict[str, Any]) -> None:
+    """Rank 0: the optimizer's state dict."""
+    optimizer_tensors, optimizer_layout = _flatten_optimizer(optimizer_state)
     _save(optimizer_tensors, tmp / OPTIMIZER, {"layout": json.dumps(optimizer_layout)})
 
 

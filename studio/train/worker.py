@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from studio.run_folder.layout import (
 from studio.run_folder.lock import hold_lock_for_life
 from studio.run_model import build_run_model, teacher_module
 from studio.sizes import flops_per_token, method_sizes
-from studio.train import checkpoint, stop_signal
+from studio.train import checkpoint, sharding, stop_signal
 from studio.train.fast_path import FastPath, fast_path
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
 from studio.train.optimizer import build_optimizer, set_lr
@@ -105,10 +105,20 @@ class Trainer:
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
         self.run_model = build_run_model(self.config)
         self.model = self.run_model.module  # the plain module: checkpoints and samples use it
-        self.optimizer = build_optimizer(self.run_model.inner, train)
-        resumed_from = None if resume_step is None else self._load_model_and_optimizer(resume_step)
+        self.saved_names = list(self.run_model.state_to_save())  # what a checkpoint holds, named before sharding
+        resumed_from = None if resume_step is None else self._load_weights(resume_step)
+        self.sharded = train.sharding == "fsdp"
+        if self.sharded:  # the whole weights first (resume included), then each process keeps its slices
+            sharding.shard(self.run_model.inner, self.fast.precision)
+        self.optimizer = build_optimizer(self.run_model.inner, train)  # over the sharded parameters, if sharded
+        if resumed_from is not None:
+            self._load_optimizer(resumed_from)
         self.teacher = self._teacher()
-        self.prepared_model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if self.sharded:  # FSDP reduces the gradients itself: Accelerate adds autocast, and no DDP around it
+            self.prepared_model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
+            self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
+        else:
+            self.prepared_model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         # Compiled after prepare (DDP and autocast inside the graph). The prepared model is kept: the first step
         # falls back to it if compiling fails (compile_failed), and evaluation runs it (an eval-mode graph would
         # be a second compile, for a few batches now and then).
@@ -150,16 +160,21 @@ class Trainer:
     def block_size(self) -> int:
         return self.config.model.block_size
 
-    def _load_model_and_optimizer(self, step: int) -> Path:
-        """Weights and optimizer state from the checkpoint of `step` (checked, and chosen, by the launcher);
-        returns that checkpoint."""
+    def _load_weights(self, step: int) -> Path:
+        """The weights of the checkpoint of `step` (checked, and chosen, by the launcher); returns that checkpoint."""
         found = find_checkpoint(self.run_dir, step)
         if counted(self.config):
             check_fit(self.config.model, found / WEIGHTS)  # names, shapes and memory, before reading
         weights, _ = read_weights(found)
         self.run_model.load_state(weights)
-        self.optimizer.load_state_dict(checkpoint.read_optimizer_state(found))
         return found
+
+    def _load_optimizer(self, found: Path) -> None:
+        """The optimizer's state from a checkpoint, which holds it whole: under FSDP each process takes its slices."""
+        state = checkpoint.read_optimizer_state(found)
+        if self.sharded:
+            state = sharding.sharded_optimizer_state(state, self.optimizer)
+        self.optimizer.load_state_dict(state)
 
     def _start_state(self, resumed_from: Path | None) -> None:
         """The training state restored whole from the checkpoint on resume, else fresh streams seeded per rank.
@@ -193,9 +208,10 @@ class Trainer:
         return sizes.memory["total"] + 4 * teacher
 
     def _weights(self) -> list[torch.Tensor]:
-        """The parameters of the models this process holds: the trained one's, and a teacher's."""
+        """The parameters of the models this process holds (its slices, under FSDP): the trained one's, and a
+        teacher's."""
         modules = [self.model] if self.teacher is None else [self.model, self.teacher]
-        return [parameter for module in modules for parameter in module.parameters()]
+        return [sharding.local(parameter) for module in modules for parameter in module.parameters()]
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""
@@ -286,7 +302,7 @@ class Trainer:
         grad_norm = None
         if train.grad_clip or log:
             norm = accelerator.clip_grad_norm_(self.run_model.inner.parameters(), train.grad_clip or math.inf)
-            grad_norm = float(norm) if log else None
+            grad_norm = float(sharding.whole(norm)) if log else None
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         local_learned = sum(batch.supervised for batch in batches)
@@ -299,11 +315,17 @@ class Trainer:
         sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            with nullcontext() if last else accelerator.no_sync(self.trained_model):
+            with nullcontext() if last else self._gradient_sync_off():
                 parts = self.loss_sums(batch.to(accelerator.device, pin=self.fast.pin_memory))
                 accelerator.backward(parts[0] * scale)
             sums += parts.detach()
         return sums
+
+    def _gradient_sync_off(self) -> AbstractContextManager:
+        """Micro-steps but the last keep their gradients to themselves: DDP's no_sync, or FSDP's own switch."""
+        if self.sharded:
+            return sharding.gradient_sync_off(self.run_model.inner)
+        return self.accelerator.no_sync(self.trained_model)
 
     def compile_failed(self, error: Exception) -> None:
         """The compiled model failed its first step: train the prepared model as it is, and say so in one line.
@@ -404,14 +426,16 @@ class Trainer:
         classes, device = len(self.dataset.meta["labels"]), self.accelerator.device
         confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros(1, device=device)
-        mine = list(range(self.rank, len(examples), self.accelerator.num_processes))
+        world, batch_size = self.accelerator.num_processes, self.config.train.batch_size
+        mine = list(range(self.rank, len(examples), world))
         self.prepared_model.eval()
-        for start in range(0, len(mine), self.config.train.batch_size):
-            batch = labeled_batch(
-                examples, mine[start : start + self.config.train.batch_size], self.dataset.meta["pad_id"]
-            )
-            batch = batch.to(device)
+        # every process runs as many batches as the one with the most examples: FSDP gathers weights in each call
+        for start in range(0, math.ceil(len(examples) / world), batch_size):
+            rows = mine[start : start + batch_size]
+            batch = labeled_batch(examples, rows or [0], self.dataset.meta["pad_id"]).to(device)
             logits, _ = self.prepared_model(batch.x, **batch.model_inputs())
+            if not rows:  # this process had run out of examples: the call was only its part in gathering
+                continue
             loss_sum += lm_loss_sum(logits, batch.y)
             confusion.index_put_((batch.y, logits.argmax(-1)), torch.ones_like(batch.y), accumulate=True)
         self.prepared_model.train()
@@ -433,9 +457,14 @@ class Trainer:
     def write_samples(self) -> None:
         """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
         chat data each prompt is a user's turn, rendered with the chat template, and the sample is the answer."""
-        train = self.config.train
-        if not (train.sample_interval and self.accelerator.is_local_main_process):
+        if not self.config.train.sample_interval:
             return
+        with sharding.whole_everywhere(self.run_model.inner) if self.sharded else nullcontext():
+            if self.accelerator.is_local_main_process:
+                self.report("sample", samples=self._samples())
+
+    def _samples(self) -> list[dict[str, str]]:
+        train = self.config.train
         generator = torch.Generator().manual_seed(train.seed)
         sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
         chat = dataset_chat_template(self.dataset.meta)
@@ -455,7 +484,7 @@ class Trainer:
                 new = sample(self.model, ids, self.block_size, sampling, generator, self.stop_ids)
             texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
         self.model.train()
-        self.report("sample", samples=texts)
+        return texts
 
     def label_sample(self, prompt: str) -> dict[str, str]:
         """A classifier's sample: the prompt's most likely labels with their probabilities."""
@@ -502,15 +531,20 @@ class Trainer:
         try:
             writes_folder = accelerator.is_local_main_process
             checkpoint.write_training_state(tmp, self.rank, self.state, accelerator.num_processes, writes_folder)
-            if accelerator.is_local_main_process:
+            # one after the other: under FSDP the writer holds each whole only while it writes it
+            weights = self._whole_weights(writes_folder)
+            if writes_folder:
                 metadata = {
                     "config": self.config.to_json(),
                     "step": str(self.state.step),
                     "tokenizer_hash": self.tokenizer_hash,
                     "method": self.config.train.method,
                 }
-                weights = self.run_model.state_to_save()
-                checkpoint.write_model(tmp, weights, self.optimizer.optimizer, metadata)
+                checkpoint.write_weights(tmp, weights, metadata)
+            del weights
+            optimizer_state = self._whole_optimizer_state(writes_folder)
+            if writes_folder:
+                checkpoint.write_optimizer(tmp, optimizer_state)
         except BaseException:  # a full disk, say: the half-written folder goes, the previous checkpoint stays
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -518,6 +552,21 @@ class Trainer:
         if accelerator.is_local_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
             self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
+
+    def _whole_weights(self, keep: bool) -> dict[str, torch.Tensor]:
+        """The weights a checkpoint holds, whole, where `keep` (else none). Under FSDP every process takes part in
+        gathering each tensor."""
+        if self.sharded:
+            state = self.run_model.inner.state_dict()
+            return sharding.gathered({name: state[name] for name in self.saved_names}, keep)
+        return self.run_model.state_to_save() if keep else {}
+
+    def _whole_optimizer_state(self, keep: bool) -> dict[str, Any]:
+        """The optimizer's state dict as one process holds it, where `keep` (else empty); gathered under FSDP."""
+        optimizer = self.optimizer.optimizer
+        if self.sharded:
+            return sharding.gathered_optimizer_state(optimizer, keep)
+        return optimizer.state_dict() if keep else {}
 
 
 @dataclass

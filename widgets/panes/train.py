@@ -61,6 +61,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.grad_accum",
                 "train.mixed_precision",
                 "train.num_processes",
+                "train.sharding",
                 "train.compile",
                 "train.activation_checkpointing",
             )
