@@ -181,6 +181,47 @@ async def test_the_dashboard_shows_the_estimate_beside_the_measured_peak(studio_
         assert not app.screen.query_one("#run-memory").display  # a CPU run logs no allocated GPU memory
 
 
+def killed_run(name: str, share_of_ram: float):
+    """A CPU run whose trainer ended without a word after its last train event, its peak RSS at `share_of_ram` of
+    this machine's RAM."""
+    import psutil
+
+    ram = psutil.virtual_memory().total
+    events = with_memory(fixture_events()[:8], 2**20, 2**20, int(share_of_ram * ram))
+    run_dir = write_fixture_run(name, events=events)
+    (run_dir / "pid").write_text("999999999 1.0\n")  # launched, and no longer alive
+    return run_dir
+
+
+@pytest.mark.asyncio
+async def test_a_trainer_killed_near_the_machines_ram_is_explained_as_the_out_of_memory_killer(
+    studio_home, torch_blocked
+):
+    """SIGKILL leaves the trainer no chance to say anything: the run's events (its peak RSS against this machine's
+    RAM) tell the CLI and the dashboard why it most likely ended, and what makes it fit."""
+    from textual.widgets import Static
+
+    from studio.run_folder.status import summarize
+    from widgets.app import StudioApp
+    from widgets.screens.dashboard import DashboardScreen
+
+    near, far = summarize(killed_run("near", 0.9)), summarize(killed_run("far", 0.1))
+    assert near.status == far.status == "crashed"
+    assert near.error.startswith("the trainer was killed at step 20 without a word, training batch 32 × context 128")
+    assert "with a peak of " in near.error and "most likely by the system's out-of-memory killer" in near.error
+    assert all(lever in near.error for lever in LEVERS) and "\n" not in near.error
+    assert far.error.startswith("the trainer ended at step 20 without a word") and "batch_size" not in far.error
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("4")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("enter")  # the first run made: "near"
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the run's dashboard")
+        banner = app.screen.query_one("#run-error", Static)
+        await wait_for(pilot, lambda: banner.display, what="the crash banner")
+        assert str(banner.render()) == f"crashed: {near.error}"
+
+
 def test_under_fsdp_a_process_holds_a_share_of_the_states_and_the_units_it_gathers():
     """GPT-2 124M on 4 processes: a quarter of the weights, gradients and AdamW moments each, plus what is gathered
     whole at once (the root: token and position tables, final LayerNorm; two of the 12 blocks) as bf16 weights

@@ -177,7 +177,9 @@ def test_a_killed_trainer_shows_as_crashed(run_cli, code_corpus):
     wait_until(lambda: events_of("victim", "train"), what="training to start")
     os.killpg(trainer_pid(folder), signal.SIGKILL)
     wait_for_exit(folder, 10)
-    assert summarize(folder).status == "crashed"
+    summary = summarize(folder)
+    assert summary.status == "crashed"
+    assert summary.error.startswith(f"the trainer ended at step {summary.step} without a word")  # far from the RAM
     code, out, _ = run_cli("runs")
     assert "victim" in out and "crashed" in out
 

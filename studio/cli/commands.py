@@ -102,14 +102,14 @@ def follow(run_dir: Path) -> int:
         except KeyboardInterrupt:
             print("stopping: saving a checkpoint...", file=sys.stderr, flush=True)
             (run_dir / STOP).touch()
-    status = summarize(run_dir).status
-    print(f"run {run_dir.name}: {status}")
+    summary = summarize(run_dir)
+    print(f"run {run_dir.name}: {summary.status}")
     memory = memory_summary(current_history(read_events(events_file)))
     if memory:
         print(memory)
-    if status == "crashed":
-        print(f"the trainer died without a word; see {run_dir / TRAINER_LOG}", file=sys.stderr)
-    return 0 if status in ("finished", "stopped") else 1
+    if summary.status == "crashed":
+        print(f"{summary.error} ({run_dir / TRAINER_LOG})", file=sys.stderr)
+    return 0 if summary.status in ("finished", "stopped") else 1
 
 
 # ---- generate / export ------------------------------------------------------------------------------

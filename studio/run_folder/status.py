@@ -13,7 +13,9 @@ from typing import Any
 
 import psutil
 
+from studio.config import RunConfig
 from studio.errors import StudioError
+from studio.memory_advice import killed_message
 from studio.run_folder.events import read_event_lines, resumed_from, superseded
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 from studio.run_folder.lock import is_locked
@@ -36,6 +38,31 @@ class RunInfo:
     updated: float
     error: str | None
     skipped_lines: int = 0  # lines of events.jsonl that are not events
+
+
+@dataclass
+class MemoryFacts:
+    """What the trainer said about its memory when it started (studio.train.memory): bytes per process."""
+
+    estimate: int | None  # studio.sizes' estimate, as printed before the launch
+    measure: str | None  # what mem_peak counts: `cuda_allocated`, or `rss` above the baseline
+    baseline: int | None  # on a CPU: the resident memory of the set-up process, the weights left out
+
+    @classmethod
+    def of(cls, running: dict[str, Any]) -> MemoryFacts | None:
+        """From a `running` status event; None when it reported no memory."""
+        if running.get("mem_estimate") is None:
+            return None
+        return cls(running["mem_estimate"], running.get("mem_measure"), running.get("mem_baseline"))
+
+
+def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak: int | None) -> str:
+    """Why a crashed run (no error, no final status) ended, as far as its events tell: on a CPU, its process's
+    memory against this machine's RAM (studio.memory_advice.killed_message)."""
+    if memory is None or memory.measure != "rss":  # a GPU's tensors say nothing of the host's RAM
+        return killed_message(config, step, None, None, psutil.virtual_memory().total)
+    expected = None if memory.estimate is None else memory.estimate + (memory.baseline or 0)
+    return killed_message(config, step, peak, expected, psutil.virtual_memory().total)
 
 
 def trainer_pid(run_dir: Path) -> int | None:
@@ -79,7 +106,7 @@ class EventTally:
     skipped: int = 0  # lines that were not events
     step: int = 0
     state: str | None = None
-    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval and error events
+    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval, error, running events
 
     def read(self, path: Path) -> None:
         events, self.offset, skipped = read_event_lines(path, self.offset)
@@ -91,6 +118,8 @@ class EventTally:
         kind, step = event.get("kind"), event.get("step", 0)
         if kind == "status":
             self.state = event.get("state")
+            if self.state == "running":
+                self.last["running"] = event
         resumed = resumed_from(event)
         if resumed is not None:  # blank until the resumed attempt logs again (seconds)
             self.step = resumed
@@ -127,7 +156,14 @@ class RunSummaries:
             tally = self._tally(run_dir, events_file)
             tally.read(events_file)
         status = run_status(run_dir, tally.state)
-        train, val, error = (tally.last.get(kind) for kind in ("train", "eval", "error"))
+        train, val, error, running = (tally.last.get(kind) for kind in ("train", "eval", "error", "running"))
+        if error and status == "failed":
+            reason = error.get("message", "the trainer failed")
+        elif status == "crashed":
+            memory = MemoryFacts.of(running) if running else None
+            reason = crash_message(config, tally.step, memory, train.get("mem_peak") if train else None)
+        else:
+            reason = None
         created = (run_dir / CONFIG).stat().st_mtime
         return RunInfo(
             name=run_dir.name,
@@ -141,7 +177,7 @@ class RunSummaries:
             data=config.data.dataset or config.data.source,
             created=created,
             updated=events_file.stat().st_mtime if events_file.exists() else created,
-            error=error.get("message", "the trainer failed") if error and status == "failed" else None,
+            error=reason,
             skipped_lines=tally.skipped,
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
-from studio.run_folder.status import run_status
+from studio.run_folder.status import MemoryFacts, crash_message, run_status
 
 TRAIN_METRICS = (
     "loss",
@@ -58,15 +58,6 @@ class Series:
 
 
 @dataclass
-class MemoryFacts:
-    """What the trainer said about its memory when it started (studio.train.memory): bytes per process."""
-
-    estimate: int | None  # studio.sizes' estimate, as printed before the launch
-    measure: str | None  # what mem_peak counts: `cuda_allocated`, or `rss` above the baseline
-    baseline: int | None  # on a CPU: the resident memory of the set-up process, the weights left out
-
-
-@dataclass
 class RunView:
     """What a dashboard shows of a run at one moment: a copy, safe to hand from a worker thread to the UI."""
 
@@ -90,7 +81,7 @@ class RunView:
 class RunWatcher:
     def __init__(self, run_dir: Path, log_lines: int = 200):
         self.run_dir = Path(run_dir)
-        config = read_config(self.run_dir)
+        config = self.config = read_config(self.run_dir)
         self.max_steps = config.train.max_steps
         self.schedule = config.train.schedule
         self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
@@ -162,7 +153,7 @@ class RunWatcher:
         if state == "running" and event.get("device"):
             self.device = event["device"]
         if state == "running" and event.get("mem_estimate") is not None:
-            self.memory = MemoryFacts(event["mem_estimate"], event.get("mem_measure"), event.get("mem_baseline"))
+            self.memory = MemoryFacts.of(event)
 
     def _read_log(self) -> bool:
         path = self.run_dir / TRAINER_LOG
@@ -193,6 +184,12 @@ class RunWatcher:
             return None
         return (last_t - first_t) / (last_step - first_step) * max(0, self.max_steps - self.step)
 
+    def _error(self) -> str | None:
+        """The trainer's error; for a crashed run, what its events tell of why (status.crash_message)."""
+        if self.status != "crashed" or self.error:
+            return self.error
+        return crash_message(self.config, self.step, self.memory, self.series["mem_peak"].last())
+
     def view(self) -> RunView:
         with self._lock:
             tokens = self.series["tokens_seen"].last()
@@ -206,7 +203,7 @@ class RunWatcher:
                 schedule=self.schedule,
                 series={name: s.copy() for name, s in self.series.items()},
                 samples=list(self.samples),
-                error=self.error,
+                error=self._error(),
                 log_lines=list(self.log_lines),
                 skipped_lines=self.skipped_lines,
                 device=self.device,

@@ -19,8 +19,8 @@ from __future__ import annotations
 import psutil
 import torch
 
+from studio import memory_advice
 from studio.config import RunConfig
-from studio.formatting import format_bytes
 from studio.hardware import peak_resident_bytes
 
 
@@ -55,29 +55,6 @@ def is_out_of_memory(error: BaseException) -> bool:
 def out_of_memory_message(
     error: BaseException, config: RunConfig, step: int | None, peak: int | None = None, estimate: int | None = None
 ) -> str:
-    """The one line for a run that ran out of memory: where, when, how much, and what makes it fit: batch, gradient
-    accumulation, context, activation checkpointing, precision (step None: while the data, model and optimizer
-    were set up, before any step; then a smaller model too)."""
+    """studio.memory_advice's line for an out-of-memory error, on the device the error names."""
     where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
-    train, model = config.train, config.model
-    when = "while setting up" if step is None else f"at step {step}"
-    amounts = [f"measured peak {format_bytes(peak)}"] if peak else []
-    amounts += [f"estimated {format_bytes(estimate)}"] if estimate else []
-    amounts_text = f" ({', '.join(amounts)})" if amounts else ""
-    levers = [
-        "lower train.batch_size (raise train.grad_accum to keep the tokens per step)",
-        "shorten model.block_size",
-    ]
-    if not train.activation_checkpointing:
-        levers.append("turn on activation checkpointing (--set train.activation_checkpointing=true)")
-    # "auto" is bf16 on a GPU (train.fast_path) and fp32 on a CPU
-    half = train.mixed_precision in ("bf16", "fp16") or (train.mixed_precision == "auto" and where == "GPU")
-    if not half:
-        levers.append("train in bf16 (--mixed-precision bf16)")
-    if step is None:
-        levers.append("choose a smaller model")
-    return (
-        f"out of {where} memory {when} with batch {train.batch_size} × context {model.block_size}{amounts_text}; "
-        f"to fit, {', '.join(levers[:-1])}, or {levers[-1]}"
-        f"{' (it trains in half precision already)' if half else ''}"
-    )
+    return memory_advice.out_of_memory_message(where, config, step, peak, estimate)
