@@ -195,10 +195,13 @@ def launch_options(launch: list[str]) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_machines_on_this_host_train_together_each_with_a_whole_run_folder(tmp_path, code_corpus):
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_machines_on_this_host_train_together_each_with_a_whole_run_folder(tmp_path, code_corpus, sharding):
     """Two `llm-studio train` commands, each with its own home and --machine-rank, meet at the main address
-    (this host): one run of world size 2, and each machine's folder holds its events and usable checkpoints."""
+    (this host): one run of world size 2, and each machine's folder holds its events and usable checkpoints (under
+    FSDP, each machine's first process gathers the whole weights for its own folder)."""
     options = ["--preset", "tiny", "--tokenizer", "char", "--data", str(code_corpus), *tiny_settings(), "--name", "mn"]
+    options += ["--sharding", sharding]
     options += [word for key, value in {**EQUIVALENCE, "train.max_steps": 4, "train.eval_interval": 4}.items()
                 for word in ("--set", f"{key}={value}")]  # fmt: skip
     options += ["--num-machines", "2", "--main-address", "127.0.0.1", "--main-port", str(free_port())]
