@@ -15,6 +15,7 @@ the optimizer's state without communicating (`sharded_optimizer_state`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,12 +23,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
+
+# FSDP and DTensor are imported where a sharded run needs them: torch.distributed.tensor alone adds 0.4 s to the
+# start of every trainer. A DTensor cannot exist before it is imported, which `is_sharded` relies on.
+DTENSOR_MODULE = "torch.distributed.tensor"
 
 
 def shard(model: nn.Module, precision: str) -> None:
     """Shard `model` in place between the processes of the default process group: each block, then the root."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
     options = {}
     if precision == "bf16":
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
@@ -38,7 +43,10 @@ def shard(model: nn.Module, precision: str) -> None:
     fully_shard(model, **options)
 
 
-def units(model: nn.Module) -> list[FSDPModule]:
+def units(model: nn.Module) -> list[nn.Module]:
+    """The sharded units (FSDPModule) of a sharded model."""
+    from torch.distributed.fsdp import FSDPModule
+
     return [module for module in model.modules() if isinstance(module, FSDPModule)]
 
 
@@ -68,14 +76,20 @@ def whole_everywhere(model: nn.Module) -> Iterator[None]:
             unit.set_reshard_after_forward(True, recurse=False)
 
 
+def is_sharded(tensor: Any) -> bool:
+    """Whether `tensor` is a DTensor (a sharded one, here)."""
+    module = sys.modules.get(DTENSOR_MODULE)
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
 def whole(tensor: torch.Tensor) -> torch.Tensor:
     """A sharded tensor gathered whole (every process must call this); any other tensor as it is."""
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    return tensor.full_tensor() if is_sharded(tensor) else tensor
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
     """This process's slice of a sharded tensor; any other tensor as it is."""
-    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return tensor.to_local() if is_sharded(tensor) else tensor
 
 
 def gathered(tensors: dict[str, torch.Tensor], keep: bool) -> dict[str, torch.Tensor]:
@@ -111,7 +125,9 @@ def sharded_optimizer_state(state_dict: dict[str, Any], optimizer: torch.optim.O
 
 
 def _like(value: Any, param: torch.Tensor) -> Any:
-    if not (isinstance(param, DTensor) and isinstance(value, torch.Tensor) and value.shape == param.shape):
+    if not (is_sharded(param) and isinstance(value, torch.Tensor) and value.shape == param.shape):
         return value  # a step count, or a parameter that is not sharded
+    from torch.distributed.tensor import distribute_tensor
+
     # src_data_rank=None: every process cuts its own slice from its own copy, nothing is sent
     return distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
