@@ -65,23 +65,25 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
-def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cli, code_corpus, sharding):
+@pytest.mark.parametrize(("sharding", "batch_size"), [("ddp", 4), ("fsdp", 2)])
+def test_two_processes_reach_the_losses_of_one_with_the_same_global_batch(run_cli, code_corpus, sharding, batch_size):
     """Only --num-processes changes: with train.global_batch set, one process accumulates 2 micro-batches of 4,
     two processes take one each, over the same windows (and eval_steps, which counts batches per process, is
-    doubled for one process: the same validation windows). Each of the two holds the whole model (DDP) or half of
-    it (FSDP): the steps are the same."""
+    doubled for one process: the same validation windows). Each of the two holds the whole model (DDP), or half of
+    it (FSDP) and accumulates 2 micro-batches of 2, its gradients reduce-scattered after each: the steps are the
+    same."""
     one = tiny_config({**EQUIVALENCE, "data.source": str(code_corpus), "train.eval_steps": 4})
     assert one.train.accum_steps == 2
     one_dir = train_in_process(one, "one")
-    settings = [word for key, value in EQUIVALENCE.items() for word in ("--set", f"{key}={value}")]
+    changes = {**EQUIVALENCE, "train.batch_size": batch_size, "train.eval_steps": 8 // batch_size}
+    settings = [word for key, value in changes.items() for word in ("--set", f"{key}={value}")]
     code, _, err = run_cli(
         "train", "--preset", "tiny", "--tokenizer", "char", "--data", code_corpus, *tiny_settings(), *settings,
         "--num-processes", 2, "--sharding", sharding, "--name", "two",
     )  # fmt: skip
     assert code == 0, err
     two_dir = run_path("two")
-    assert RunConfig.load(two_dir / "config.toml").train.accum_steps == 1
+    assert RunConfig.load(two_dir / "config.toml").train.accum_steps == 8 // (2 * batch_size)
     running = next(e for e in read_events(two_dir / EVENTS) if e.get("state") == "running")
     assert running["world_size"] == 2
     (one_losses, one_val), (two_losses, two_val) = curves(one_dir), curves(two_dir)

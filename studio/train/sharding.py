@@ -5,7 +5,9 @@ Accelerate wraps the model in DDP whatever its plugin says, and calling FSDP2 ou
 machines one code path. Each repeated block (every member of an `nn.ModuleList`: the studio's blocks, transformers'
 decoder layers) is a unit of its own, gathered whole just before it runs and freed after; the root unit holds the
 rest (embeddings, final norm, head: a tied head stays tied). Under bf16 the gathered weights are bf16 and gradients
-are reduced in fp32 (FSDP2's MixedPrecisionPolicy).
+are reduced in fp32 (FSDP2's MixedPrecisionPolicy). Gradients are reduce-scattered after every micro-step, so a
+process never holds them whole; turning that off between micro-steps would save communication but keep every
+gradient whole until the step's last one, a quarter of what sharding saves.
 
 Checkpoints stay what one process writes: every tensor is gathered whole, one at a time, and the process that
 writes the folder keeps it on the CPU (`gathered`), so export, generate and resume with any number of processes
@@ -36,7 +38,7 @@ def shard(model: nn.Module, precision: str) -> None:
     options = {}
     if precision == "bf16":
         options["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for module in list(model.modules()):
+    for module in reversed(list(model.modules())):  # FSDP2 wants the innermost units sharded first
         if isinstance(module, nn.ModuleList):
             for block in module:
                 fully_shard(block, **options)
@@ -48,16 +50,6 @@ def units(model: nn.Module) -> list[nn.Module]:
     from torch.distributed.fsdp import FSDPModule
 
     return [module for module in model.modules() if isinstance(module, FSDPModule)]
-
-
-@contextmanager
-def gradient_sync_off(model: nn.Module) -> Iterator[None]:
-    """A micro-step but the last: gradients accumulate in each process's unsharded copy, not reduce-scattered."""
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
 
 
 @contextmanager

@@ -322,10 +322,9 @@ class Trainer:
         return sums
 
     def _gradient_sync_off(self) -> AbstractContextManager:
-        """Micro-steps but the last keep their gradients to themselves: DDP's no_sync, or FSDP's own switch."""
-        if self.sharded:
-            return sharding.gradient_sync_off(self.run_model.inner)
-        return self.accelerator.no_sync(self.trained_model)
+        """Micro-steps but the last keep their gradients to themselves under DDP (no_sync); FSDP reduce-scatters
+        them every micro-step, so that no process holds them whole (studio.train.sharding)."""
+        return nullcontext() if self.sharded else self.accelerator.no_sync(self.trained_model)
 
     def compile_failed(self, error: Exception) -> None:
         """The compiled model failed its first step: train the prepared model as it is, and say so in one line.
