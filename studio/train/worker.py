@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import traceback
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,17 +314,14 @@ class Trainer:
         accelerator = self.accelerator
         sums = torch.zeros(3, device=accelerator.device)  # the loss, and its cross-entropy and distillation parts
         for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            with nullcontext() if last else self._gradient_sync_off():
+            # DDP's micro-steps but the last keep their gradients to themselves; FSDP reduce-scatters them after
+            # every micro-step, so that no process ever holds them whole (studio.train.sharding)
+            sync = index == len(batches) - 1 or self.sharded
+            with nullcontext() if sync else accelerator.no_sync(self.trained_model):
                 parts = self.loss_sums(batch.to(accelerator.device, pin=self.fast.pin_memory))
                 accelerator.backward(parts[0] * scale)
             sums += parts.detach()
         return sums
-
-    def _gradient_sync_off(self) -> AbstractContextManager:
-        """Micro-steps but the last keep their gradients to themselves under DDP (no_sync); FSDP reduce-scatters
-        them every micro-step, so that no process holds them whole (studio.train.sharding)."""
-        return nullcontext() if self.sharded else self.accelerator.no_sync(self.trained_model)
 
     def compile_failed(self, error: Exception) -> None:
         """The compiled model failed its first step: train the prepared model as it is, and say so in one line.
@@ -463,6 +460,7 @@ class Trainer:
                 self.report("sample", samples=self._samples())
 
     def _samples(self) -> list[dict[str, str]]:
+        """Rank 0's continuation (or labels, or fills) of each fixed prompt."""
         train = self.config.train
         generator = torch.Generator().manual_seed(train.seed)
         sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
