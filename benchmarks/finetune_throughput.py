@@ -54,7 +54,7 @@ def build_checkpoint(folder: Path, text: Path) -> None:
 def prepare(home: Path, folder: Path, text: Path, method: str, device: str) -> Path:
     """The studio's run folder (its dataset: the text encoded with the checkpoint's tokenizer)."""
     from studio.config import RunConfig
-    from studio.launch import prepare_run
+    from studio.runs.prepare import prepare_run
 
     os.environ["LLM_STUDIO_HOME"] = str(home)
     config = RunConfig()
@@ -70,7 +70,7 @@ def prepare(home: Path, folder: Path, text: Path, method: str, device: str) -> P
 # ---- the two loops, each run in a child process ------------------------------------------------------------
 def studio_steps(run_dir: Path):
     """The trainer's own step (with its per-step bookkeeping): returns a function doing one step."""
-    from studio.train.worker import Trainer
+    from studio.train.trainer import Trainer
 
     trainer = Trainer(run_dir)
 

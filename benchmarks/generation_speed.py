@@ -2,7 +2,7 @@
 
 The model is the `small` preset's architecture (Llama layout, 6 layers, 6 heads, 384 wide, vocabulary 4096,
 context raised to 512 so that prompt + 256 new tokens fit) with random weights, saved as a run checkpoint
-and exported with `studio.export` so both sides hold identical weights. Greedy decoding, 256 new tokens
+and exported with `studio.export.huggingface` so both sides hold identical weights. Greedy decoding, 256 new tokens
 (no early stop), the same prompt; both run in this process, alternating rounds so that load from elsewhere
 on the machine hits both alike. Reported: the best and median tokens/s of each (prefill included) and
 the ratio of the medians.
@@ -38,14 +38,14 @@ def make_run(arch: str, preset: str) -> str:
 
     from safetensors.torch import save_file
 
+    from studio.checkpoints import files as checkpoint
     from studio.config import RunConfig
     from studio.data.prepare import prepare_dataset
     from studio.model import build_model
+    from studio.model.weights import weights_to_save
     from studio.presets import load_preset
-    from studio.run_folder.control import create_run
     from studio.run_folder.layout import WEIGHTS
-    from studio.train import checkpoint
-    from studio.weights import weights_to_save
+    from studio.runs.control import create_run
 
     corpus = Path(os.environ["LLM_STUDIO_HOME"]) / "corpus.txt"
     corpus.write_text(
@@ -72,7 +72,7 @@ def make_run(arch: str, preset: str) -> str:
 
 
 def time_studio(generator, ids: torch.Tensor, new_tokens: int) -> tuple[float, list[int]]:
-    from studio.generate import SamplingConfig, decode_steps
+    from studio.inference.generate import SamplingConfig, decode_steps
 
     sampling = SamplingConfig(max_new_tokens=new_tokens, temperature=0)
     started = time.perf_counter()
@@ -109,8 +109,8 @@ def main() -> None:
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
-        from studio.export import export_run
-        from studio.generate import load_generator
+        from studio.export.huggingface import export_run
+        from studio.inference.generate import load_generator
 
         hf_logging.disable_progress_bar()
         run = make_run(args.arch, args.preset)

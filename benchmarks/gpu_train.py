@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from studio.formatting import format_bytes  # noqa: E402
-from studio.launch import prepare_run  # noqa: E402
 from studio.presets import load_preset, preset_names, preset_vocab  # noqa: E402
-from studio.sizes import estimate_train_memory  # noqa: E402
-from studio.train.worker import Trainer, wait_for_device  # noqa: E402
+from studio.runs.prepare import prepare_run  # noqa: E402
+from studio.sizing.sizes import estimate_train_memory  # noqa: E402
+from studio.train.trainer import Trainer, wait_for_device  # noqa: E402
 
 DECODER_PRESETS = ("tiny", "small", "gpt2-124m", "llama-350m", "llama-1b")
 

@@ -3,7 +3,7 @@
 The baseline is nanoGPT's train.py and model.py reduced to what its CPU example runs (char level, 90/10 split,
 4 layers x 4 heads x 128, context 64, batch 12, AdamW lr 1e-3 with 100 warmup steps and cosine decay to 1e-4 over
 2000 iterations, beta2 0.99, weight decay 0.1, clip 1.0, no dropout): its wall time for 2000 iterations and its
-validation loss after them. The contender is llm-studio's own trainer (`studio.train.worker.Trainer`, in this
+validation loss after them. The contender is llm-studio's own trainer (`studio.train.trainer.Trainer`, in this
 process) on the `speedrun-cpu` preset: the wall time until its validation loss first reaches the target (1.8857,
 nanoGPT's 2000-iteration loss on these machines; the baseline's loss of this run is reported too).
 
@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from studio.config import RunConfig, parse_override, set_field  # noqa: E402
-from studio.launch import prepare_run  # noqa: E402
 from studio.presets import load_preset  # noqa: E402
-from studio.train.worker import Trainer  # noqa: E402
+from studio.runs.prepare import prepare_run  # noqa: E402
+from studio.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 TARGET = 1.8857  # nanoGPT's validation loss after its 2000 iterations, on these machines

@@ -3,7 +3,7 @@
 The model is nanoGPT's CPU example (the `nanogpt-cpu` preset: gpt2-style, 4 layers, 4 heads, 128 wide,
 context 64, batch 12, character level, no dropout) on tiny Shakespeare. Both loops run in this process,
 in alternating rounds, so that load from elsewhere on the machine hits both alike; the figure is the
-median time per iteration of each and their ratio. The loops and the timing are `studio.bench`'s (`llm-studio
+median time per iteration of each and their ratio. The loops and the timing are `studio.reports.bench`'s (`llm-studio
 bench` measures the same on a generated corpus). On a GPU (--device cuda) both run eager in the precision the
 trainer chooses there (bf16 autocast), the bare loop copying its batches as nanoGPT does (pinned, non_blocking);
 a model this small is bound by the host, so the ratio shows what the trainer's bookkeeping costs per step.
@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from studio.bench import alternate_rounds, bare_step, studio_step  # noqa: E402
 from studio.data.prepare import open_dataset  # noqa: E402
-from studio.launch import prepare_run  # noqa: E402
 from studio.presets import load_preset  # noqa: E402
-from studio.train.worker import Trainer  # noqa: E402
+from studio.reports.bench import alternate_rounds, bare_step, studio_step  # noqa: E402
+from studio.runs.prepare import prepare_run  # noqa: E402
+from studio.train.trainer import Trainer  # noqa: E402
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 

@@ -44,9 +44,9 @@ TINY = {
 def make_runs(corpus: Path, idle_runs: int) -> Path:
     """One live run, launched; `idle_runs` created but never launched, so the runs table has rows to move in."""
     from studio.config import set_field
-    from studio.launch import prepare_run
     from studio.presets import load_preset
-    from studio.run_folder.control import launch
+    from studio.runs.control import launch
+    from studio.runs.prepare import prepare_run
 
     def config():
         cfg = load_preset("tiny")
@@ -134,7 +134,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="llm-studio-bench-"))
     os.environ["LLM_STUDIO_HOME"] = str(home)
     sys.path.insert(0, str(PROJECT_ROOT))
-    from studio.run_folder.control import stop_run
+    from studio.runs.control import stop_run
 
     corpus = home / "corpus.txt"
     corpus.write_text(

@@ -53,7 +53,7 @@ def format_loss(value: float | None) -> str:
 
 
 def format_prediction(text: str, prediction: dict[str, Any]) -> str:
-    """A prediction of studio.predict as lines: the text, then its labels, or each [MASK]'s fills."""
+    """A prediction of studio.inference.predict as lines: the text, then its labels, or each [MASK]'s fills."""
     if "labels" in prediction:
         return f"{text}\n  " + "  ".join(f"{label} {p:.1%}" for label, p in prediction["labels"])
     lines = [text]

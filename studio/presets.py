@@ -13,7 +13,7 @@ from typing import Any
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.sizes import estimate_train_memory, param_count
+from studio.sizing.sizes import estimate_train_memory, param_count
 
 PRESET_DIR = resources.files("presets")
 

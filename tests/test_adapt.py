@@ -12,16 +12,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from studio.checkpoints.training_state import TrainingState
 from studio.config import RunConfig, set_field
 from studio.data.batches import ExampleFile, ExampleStream
 from studio.data.prepare import open_dataset
-from studio.export import export_run
-from studio.generate import load_generator
-from studio.launch import prepare_run
+from studio.export.huggingface import export_run
+from studio.inference.generate import load_generator
+from studio.model.trainable import build_run_model
 from studio.run_folder.layout import EVENTS, find_checkpoint, run_path
-from studio.run_model import build_run_model
-from studio.train.state import TrainingState
-from studio.train.worker import Trainer
+from studio.runs.prepare import prepare_run
+from studio.train.trainer import Trainer
 from tests.hf_models import CHATML, FAMILIES, TEXT, make_hf_model
 
 pytestmark = pytest.mark.slow  # trains models, in this process (no trainer start-up) but for seconds
@@ -122,7 +122,7 @@ def test_every_family_fine_tunes_and_exports_to_plain_transformers(studio_home, 
     assert (out / "generation_config.json").is_file() and (out / "tokenizer.json").is_file()
     if family == "llama" and method == "lora":  # evaluate judges the run, and its export, on held-out text
         from studio.config import DataConfig
-        from studio.evaluate import evaluate
+        from studio.inference.evaluate import evaluate
 
         held_out = tmp_path / "held-out.txt"
         held_out.write_text("class Point:\n    x: int\n\ndef add(a, b):\n    return a + b\n" * 30)

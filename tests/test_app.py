@@ -16,7 +16,7 @@ from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
 from studio.formatting import format_count
 from studio.presets import load_preset, preset_vocab
-from studio.sizes import param_count
+from studio.sizing.sizes import param_count
 from tests.helpers import tiny_config
 from widgets.app import StudioApp
 from widgets.config_field import ConfigField
@@ -331,7 +331,7 @@ class LaunchRecordingApp(StudioApp):
 @pytest.mark.asyncio
 @pytest.mark.slow
 async def test_launch_from_the_train_tab_starts_a_run(studio_home, small_corpus, torch_blocked):
-    from studio.run_folder.control import stop_run
+    from studio.runs.control import stop_run
 
     config = tiny_config({"data.source": str(small_corpus), "train.max_steps": 20})
     app = LaunchRecordingApp(config)

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from studio import bench
 from studio.hardware import cpu_name
+from studio.reports import bench
 
 TINY = bench.Plan(
     name="test",
@@ -44,7 +44,7 @@ def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(
     run_cli, studio_home, tmp_path, monkeypatch, one_thread
 ):
     monkeypatch.setattr(bench, "QUICK", TINY)
-    monkeypatch.setattr("studio.train.worker._measured_matmul_flops", lambda dtype: 1e11)
+    monkeypatch.setattr("studio.train.trainer._measured_matmul_flops", lambda dtype: 1e11)
     out_file = tmp_path / "bench.json"
 
     code, out, err = run_cli("bench", "--quick", "--json", out_file)

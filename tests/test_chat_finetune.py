@@ -85,7 +85,7 @@ def test_prepared_examples_learn_exactly_the_answers_and_their_end_tokens(studio
         {"instruction": "Count", "output": "1 2 3"},
     ]
     data = write_rows(tmp_path / "alpaca.jsonl", rows)
-    from studio.launch import prepare_run
+    from studio.runs.prepare import prepare_run
 
     prepare_run(adapt_config(folder, data, {"data.val_fraction": 0.25, "model.block_size": 128}), "alpaca")
     assert learned_spans(only_dataset(studio_home)) == [[f"4{end}"], [f"Hello!{end}"], [f"Blue{end}"]]
@@ -108,7 +108,7 @@ def test_multi_turn_conversations_learn_every_answer_and_not_the_prompts(studio_
     ]
     for name, rows in (("messages", [{"messages": turns}] * 2), ("sharegpt", [{"conversations": sharegpt}] * 2)):
         data = write_rows(tmp_path / f"{name}.jsonl", rows)
-        from studio.launch import prepare_run
+        from studio.runs.prepare import prepare_run
 
         prepare_run(adapt_config(folder, data, {"data.dedup": False, "model.block_size": 128}), name)
         dataset = read_config(run_path(name)).data.dataset
@@ -245,7 +245,7 @@ def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_h
     config = adapt_config(adapter, data, {"train.max_steps": 1, "train.lr": 1e-9})
     train_in_process(config, "from-adapter")
     merged = adapted.merge_and_unload()
-    from studio.generate import load_generator
+    from studio.inference.generate import load_generator
 
     trained = load_generator("from-adapter")
     ids = torch.tensor([trained.encode("def add")])

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from studio.cli.console import print_method_sizes
 from studio.cli.main import main
 from studio.config import RunConfig, set_field
-from studio.console import print_method_sizes
 from studio.formatting import format_count
-from studio.metrics import classification_metrics, confusion_matrix
+from studio.objectives.metrics import classification_metrics, confusion_matrix
 from studio.run_folder.layout import EVENTS, read_config, run_path
-from studio.sizes import method_sizes
+from studio.sizing.sizes import method_sizes
 from tests.hf_models import make_hf_model
 from tests.test_adapt import train_in_process
 
@@ -222,7 +222,7 @@ def test_bad_labels_are_one_line(studio_home, tmp_path, capsys, rows, extra, mes
 
 
 def test_missing_labels_are_skipped_and_counted_and_an_absent_class_warned(studio_home, tmp_path, capsys):
-    from studio.launch import prepare_data
+    from studio.runs.prepare import prepare_data
 
     rows = [{"text": f"good {i}", "label": "pos"} for i in range(20)] + [{"text": "bad", "label": "neg"}]
     rows += [{"text": "no label"}, {"text": "null label", "label": None}]
@@ -300,7 +300,7 @@ def test_evaluate_judges_a_classifier_on_held_out_rows(studio_home, tmp_path, ro
 
 
 def test_a_validation_file_holds_the_validation_rows(studio_home, tmp_path):
-    from studio.launch import prepare_data
+    from studio.runs.prepare import prepare_data
 
     train_rows = write_rows(tmp_path / "train.jsonl", sentiment_rows(40, seed=3))
     held_out = write_rows(tmp_path / "val.jsonl", sentiment_rows(12, seed=4))

@@ -147,7 +147,7 @@ def test_presets_lists_each_with_parameters_and_memory(run_cli):
 def test_the_installed_entry_point_prints_help_without_torch():
     code = (
         "import sys; from studio.cli.parser import build_parser; build_parser().format_help(); "
-        "import studio.run_folder.control, studio.run_folder.watch, studio.launch; print('torch' in sys.modules)"
+        "import studio.runs.control, studio.run_folder.watch, studio.runs.prepare; print('torch' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]

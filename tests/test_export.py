@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from studio.cli.main import main
-from studio.generate import load_generator
+from studio.inference.generate import load_generator
 from tests.helpers import ADD_FUNCTION, train_runs
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes

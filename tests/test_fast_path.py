@@ -16,7 +16,7 @@ from studio.data.batches import Batch
 from studio.errors import StudioError
 from studio.run_folder.events import read_events
 from studio.run_folder.layout import run_path
-from studio.sizes import estimate_train_memory
+from studio.sizing.sizes import estimate_train_memory
 from studio.train.fast_path import FastPath, fast_path
 from tests.helpers import tiny_config
 
@@ -39,7 +39,7 @@ def test_the_fast_path_is_on_by_default_on_a_cuda_gpu_and_off_on_a_cpu(device, b
 
 
 def test_tf32_is_turned_on_for_a_cuda_device_only(monkeypatch):
-    from studio.train.worker import device_fast_path
+    from studio.train.trainer import device_fast_path
 
     precisions = []
     monkeypatch.setattr(torch, "set_float32_matmul_precision", precisions.append)
@@ -102,7 +102,7 @@ def _loss_and_grads(model: torch.nn.Module, ids: torch.Tensor) -> tuple[torch.Te
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "bert", "llama-classifier"])
 def test_activation_checkpointing_gives_the_same_loss_and_gradients(arch):
-    from studio.run_model import build_run_model
+    from studio.model.trainable import build_run_model
 
     config = tiny_config({"model.arch": arch.split("-")[0], "model.dropout": 0.1, "model.vocab_size": 64})
     if arch.endswith("classifier"):
@@ -117,7 +117,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(arch):
 
             model = build_classifier(config.model, 3)
             if checkpointing:
-                from studio.run_model import checkpoint_activations
+                from studio.model.trainable import checkpoint_activations
 
                 checkpoint_activations(model)
         else:
@@ -151,7 +151,7 @@ def test_activation_checkpointing_recomputes_the_blocks_in_the_backward(monkeypa
 def test_a_transformers_model_checkpoints_its_layers_with_the_same_gradients(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from studio.run_model import checkpoint_activations
+    from studio.model.trainable import checkpoint_activations
 
     hf_config = LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
@@ -187,8 +187,8 @@ def test_the_memory_estimate_keeps_only_the_layers_inputs_under_activation_check
 
 # ---- the trainer ---------------------------------------------------------------------------------------------------
 def _trainer(code_corpus: Path, name: str, changes: dict | None = None):
-    from studio.launch import prepare_run
-    from studio.train.worker import Trainer
+    from studio.runs.prepare import prepare_run
+    from studio.train.trainer import Trainer
 
     settings = {"data.source": str(code_corpus), "train.sample_interval": 0, "train.max_steps": 10}
     return Trainer(prepare_run(tiny_config({**settings, **(changes or {})}), name))
@@ -257,4 +257,4 @@ def test_a_step_reads_no_tensor_back_but_the_host_batch_and_at_log_steps(studio_
     assert reads and {file for _, file in reads} == {"batches.py"}
     reads.clear()
     trainer.train_step(log=True)
-    assert ("__float__", "worker.py") in reads  # the gradient norm, read for the log line
+    assert ("__float__", "trainer.py") in reads  # the gradient norm, read for the log line

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from studio.cli.main import main
-from studio.generate import load_generator
+from studio.inference.generate import load_generator
 from studio.run_folder.layout import find_checkpoint, run_path
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes

@@ -10,7 +10,7 @@ import torch
 from studio.cli.main import main
 from studio.config import ModelConfig
 from studio.errors import StudioError
-from studio.generate import SamplingConfig, decode_steps, load_generator
+from studio.inference.generate import SamplingConfig, decode_steps, load_generator
 from studio.model import build_model
 from tests.helpers import ADD_FUNCTION, train_runs
 

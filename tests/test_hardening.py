@@ -17,17 +17,17 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from studio.console import format_event
+from studio.cli.console import format_event
 from studio.errors import StudioError
-from studio.export import final_metrics
-from studio.launch import prepare_run
+from studio.export.huggingface import final_metrics
 from studio.paths import child_process_env
-from studio.run_folder.control import launch, wait_for_exit
 from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
 from studio.run_folder.layout import find_checkpoint, list_checkpoint_steps, run_path
 from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import list_runs, summarize
 from studio.run_folder.watch import RunWatcher
+from studio.runs.control import launch, wait_for_exit
+from studio.runs.prepare import prepare_run
 from tests.helpers import TINY_TRAIN, fixture_events, tiny_config, write_fixture_run
 
 
@@ -232,7 +232,7 @@ def test_weights_that_do_not_fit_their_config_or_the_memory_are_refused(tmp_path
 
     from studio.config import ModelConfig
     from studio.model import build_model
-    from studio.weights import check_fit, weights_to_save
+    from studio.model.weights import check_fit, weights_to_save
 
     cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=50)
     weights = weights_to_save(build_model(cfg), cfg.tie_embeddings)
@@ -327,8 +327,8 @@ def test_leftovers_of_interrupted_work_go_when_nothing_writes_them(studio_home, 
 
 
 def test_a_checkpoint_that_fails_half_way_leaves_no_folder_behind(studio_home, code_corpus, monkeypatch):
-    from studio.train import checkpoint
-    from studio.train.worker import Trainer
+    from studio.checkpoints import files as checkpoint
+    from studio.train.trainer import Trainer
 
     config = tiny_config({"data.source": str(code_corpus), "train.sample_interval": 0})
     trainer = Trainer(prepare_run(config, "full"))

@@ -57,8 +57,8 @@ def test_ruff_finds_nothing_to_fix():
 
 
 def test_the_architecture_names_every_module_and_every_run_folder_file():
+    from studio.checkpoints import files as checkpoint
     from studio.run_folder import layout
-    from studio.train import checkpoint
 
     architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     modules = [

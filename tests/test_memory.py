@@ -56,7 +56,7 @@ def test_other_errors_are_not_called_out_of_memory_and_half_precision_is_not_off
 
 OUT_OF_MEMORY_AT_STEP_3 = textwrap.dedent(f"""
     import sys
-    from studio.train import worker
+    from studio.train import trainer as worker
     original = worker.Trainer.train_step
     def train_step(self, log):
         if self.state.step == 3:
@@ -71,7 +71,7 @@ OUT_OF_MEMORY_AT_STEP_3 = textwrap.dedent(f"""
 def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_the_traceback(
     run_cli, code_corpus, tmp_path, monkeypatch
 ):
-    from studio.run_folder import control
+    from studio.runs import control
 
     script = tmp_path / "out_of_memory_worker.py"
     script.write_text(OUT_OF_MEMORY_AT_STEP_3)
@@ -97,7 +97,7 @@ def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_th
     assert "memory: estimated " in out  # and, at the end, the estimate beside the measured peak
     log = (run_path("oom") / "trainer.log").read_text()
     assert "Traceback (most recent call last)" in log and "DefaultCPUAllocator" in log
-    from studio.weights import read_weights
+    from studio.model.weights import read_weights
 
     checkpoint = find_checkpoint(run_path("oom"))
     weights, metadata = read_weights(checkpoint)
@@ -113,7 +113,7 @@ def test_the_estimate_is_within_a_fifth_of_the_measured_peak_of_each_small_prese
     """Each small preset as it is (model, batch, context, precision, optimizer) trains a few steps on the CPU; its
     trainer reports the estimate and the runtime's baseline (`running`) and the process's peak RSS (`train`); the
     estimate plus the baseline is held against the peak (studio.train.memory)."""
-    from studio.run_folder.control import wait_for_exit
+    from studio.runs.control import wait_for_exit
 
     quick = ["--max-steps", 6, "--set", "train.log_interval=1", "--set", "train.eval_steps=1"]
     for preset in SMALL_PRESETS:  # all at once: each trainer's memory is its own
@@ -137,7 +137,7 @@ def test_the_estimate_is_within_a_fifth_of_the_measured_peak_of_each_small_prese
 
 
 def test_the_memory_line_reads_the_events_on_either_device():
-    from studio.console import memory_summary
+    from studio.cli.console import memory_summary
     from studio.formatting import format_memory
 
     gigabyte = 2**30
@@ -227,7 +227,7 @@ def test_under_fsdp_a_process_holds_a_share_of_the_states_and_the_units_it_gathe
     whole at once (the root: token and position tables, final LayerNorm; two of the 12 blocks) as bf16 weights
     and gradients; the activations are a process's own either way."""
     from studio.presets import load_preset
-    from studio.sizes import estimate_train_memory
+    from studio.sizing.sizes import estimate_train_memory
 
     config = load_preset("gpt2-124m")
     config.train.num_processes = 4

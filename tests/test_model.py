@@ -12,7 +12,7 @@ from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes, format_count
 from studio.model import build_classifier, build_model, param_groups
-from studio.sizes import estimate_train_memory, flops_per_token, param_count
+from studio.sizing.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
 ARCHS = ("llama", "gpt2", "lstm", "rnn", "bert")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from studio.checkpoints import files as checkpoint
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.model import build_classifier, build_model, lm_loss
-from studio.train import checkpoint
 from studio.train.optimizer import MuonWithAdamW, build_optimizer, set_lr
 
 

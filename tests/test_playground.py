@@ -1,6 +1,6 @@
 """The playground tab: text streams in from a tiny trained model, stops on request, compares side by side.
 
-Generation runs in worker processes (studio.generate_worker); the UI process only reads their JSON lines.
+Generation runs in worker processes (studio.inference.model_process); the UI process only reads their JSON lines.
 """
 
 from __future__ import annotations

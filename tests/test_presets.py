@@ -12,7 +12,7 @@ import pytest
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.presets import load_preset, preset_description, preset_names, preset_table, preset_vocab
-from studio.sizes import param_count
+from studio.sizing.sizes import param_count
 
 EXPECTED = {
     "tiny",
@@ -152,7 +152,9 @@ def test_preset_table():
 
 
 def test_sizes_and_presets_import_without_torch():
-    code = "import sys, studio.presets, studio.sizes; studio.presets.preset_table(); print('torch' in sys.modules)"
+    code = (
+        "import sys, studio.presets, studio.sizing.sizes; studio.presets.preset_table(); print('torch' in sys.modules)"
+    )
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-c", code],

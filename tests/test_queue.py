@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from studio import run_queue
 from studio.errors import StudioError
 from studio.paths import queue_dir, runs_dir
-from studio.run_folder.control import create_run, stop_run
+from studio.queue import entries as run_queue
+from studio.queue.sweep import name_labels, read_sweep, sweep_of
 from studio.run_folder.events import read_events
 from studio.run_folder.layout import run_path
 from studio.run_folder.lock import is_locked
 from studio.run_folder.status import summarize, trainer_alive
-from studio.sweep import name_labels, read_sweep, sweep_of
+from studio.runs.control import create_run, stop_run
 from tests.helpers import TINY_TRAIN, tiny_config
 
 

@@ -13,14 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from studio.checkpoints.training_state import TrainingState
 from studio.config import RunConfig
 from studio.data.batches import MaskedWindowStream, TokenFile, WindowStream
-from studio.launch import prepare_run
-from studio.run_folder.control import trainer_command
 from studio.run_folder.events import read_events
 from studio.run_folder.layout import EVENTS, find_checkpoint, run_path
-from studio.train.state import TrainingState
-from studio.train.worker import Trainer
+from studio.runs.control import trainer_command
+from studio.runs.prepare import prepare_run
+from studio.train.trainer import Trainer
 from tests.helpers import tiny_config
 
 STEPS = 12

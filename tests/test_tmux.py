@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from studio.run_folder.control import stop_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import trainer_pid
+from studio.runs.control import stop_run
 from tests.helpers import TINY_TRAIN
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from studio.run_folder.control import request_checkpoint, wait_for_exit
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import find_checkpoint, run_path
 from studio.run_folder.status import summarize, trainer_pid
+from studio.runs.control import request_checkpoint, wait_for_exit
 from tests.helpers import TINY_TRAIN, tiny_config
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes
@@ -186,7 +186,8 @@ def test_a_killed_trainer_shows_as_crashed(run_cli, code_corpus):
 
 KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""
     import sys, time
-    from studio.train import checkpoint, worker
+    from studio.checkpoints import files as checkpoint
+    from studio.train import trainer as worker
     saved = []
     original = checkpoint._save
     def slow_save(tensors, path, metadata=None):
@@ -232,7 +233,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run_
     process.kill()
     process.wait()
     assert find_checkpoint(folder).name == "step-0000010"
-    from studio.weights import read_weights
+    from studio.model.weights import read_weights
 
     weights, metadata = read_weights(find_checkpoint(folder))
     assert metadata["step"] == "10" and weights
@@ -252,7 +253,7 @@ def test_a_corrupt_checkpoint_is_one_line_not_a_traceback(run_cli, code_corpus):
     assert err.count("\n") == 1 and "corrupt" in err and "step-0000010" in err
     assert summarize(run_path("c")).status == "finished"  # nothing was launched, nothing lost
     from studio.errors import StudioError
-    from studio.weights import read_weights
+    from studio.model.weights import read_weights
 
     with pytest.raises(StudioError, match="corrupt"):
         read_weights(weights.parent)
@@ -323,7 +324,7 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
         "true",
     )
     assert code == 0, err
-    from studio.weights import read_weights
+    from studio.model.weights import read_weights
 
     weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
     assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)
@@ -333,8 +334,8 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
 def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home, code_corpus):
     """The trainer in this process: stopped at step 3 of a run that logs every 1000 steps, its saved state
     holds the seconds those three steps took."""
-    from studio.launch import prepare_run
-    from studio.train.worker import Trainer
+    from studio.runs.prepare import prepare_run
+    from studio.train.trainer import Trainer
 
     config = tiny_config({"data.source": str(code_corpus), "train.log_interval": 1000, "train.sample_interval": 0})
     trainer = Trainer(prepare_run(config, "timed"))

@@ -9,9 +9,9 @@ import os
 import pytest
 
 import widgets.panes.runs
-from studio import run_queue
-from studio.run_folder.control import create_run
-from studio.sweep import Sweep, SweepRun, write_sweep
+from studio.queue import entries as run_queue
+from studio.queue.sweep import Sweep, SweepRun, write_sweep
+from studio.runs.control import create_run
 from tests.helpers import T0, fixture_events, tiny_config, wait_for, write_fixture_run
 from tests.test_ui_runs import chart_curves, open_runs_tab, record_notifications
 from widgets.app import StudioApp

@@ -14,10 +14,10 @@ import psutil
 import pytest
 from textual.widgets import TabbedContent
 
-from studio.launch import prepare_run
-from studio.run_folder.control import launch, stop_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import summarize, trainer_pid
+from studio.runs.control import launch, stop_run
+from studio.runs.prepare import prepare_run
 from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart

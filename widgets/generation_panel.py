@@ -2,7 +2,7 @@
 chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript. A run
 that classifies or fills masks (RunConfig.predicts) answers a text with its labels or its [MASK] fills instead.
 
-Each panel owns a generation worker process (`python -m studio.generate_worker`, JSON lines over pipes),
+Each panel owns a generation worker process (`python -m studio.inference.model_process`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
 its replies and posts them as messages, so the UI never waits on the process and never imports torch.
 """
@@ -240,7 +240,7 @@ class GenerationPanel(Vertical):
     @staticmethod
     def _start_process() -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "studio.generate_worker"],
+            [sys.executable, "-m", "studio.inference.model_process"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -13,10 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from studio import run_queue
-from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
-from studio.config import RunConfig, field_specs
-from studio.console import (
+from studio.cli.console import (
     ProgressBar,
     format_event,
     memory_summary,
@@ -26,18 +23,21 @@ from studio.console import (
     print_streams,
     print_table,
 )
+from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
+from studio.config import RunConfig, field_specs
 from studio.errors import StudioError
 from studio.formatting import format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
-from studio.run_folder.control import delete_run, launch, stop_run
+from studio.queue import entries as run_queue
 from studio.run_folder.events import current_history, read_events, read_new_events
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_alive
+from studio.runs.control import delete_run, launch, stop_run
 
 
 # ---- prepare -------------------------------------------------------------------------------------------
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from studio.launch import prepare_data
+    from studio.runs.prepare import prepare_data
 
     config = RunConfig()
     config.data.source = args.source
@@ -49,7 +49,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 # ---- train / resume / follow ---------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from studio.launch import prepare_run
+    from studio.runs.prepare import prepare_run
 
     config = train_config(args)
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
@@ -64,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from studio.launch import prepare_resume
+    from studio.runs.prepare import prepare_resume
 
     run_dir, checkpoint, note = prepare_resume(args.run, args.max_steps, args.checkpoint)
     if note:
@@ -114,7 +114,7 @@ def follow(run_dir: Path) -> int:
 
 # ---- generate / export ------------------------------------------------------------------------------
 def cmd_generate(args: argparse.Namespace) -> int:
-    from studio.generate import SamplingConfig
+    from studio.inference.generate import SamplingConfig
 
     sampling = SamplingConfig(
         max_new_tokens=args.max_new_tokens,
@@ -124,7 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
     )
     sampling.check()  # before seconds of loading torch and the model
-    from studio.generate import load_generator
+    from studio.inference.generate import load_generator
 
     generator = load_generator(args.target, args.checkpoint, args.device)
     if generator.note:
@@ -139,7 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from studio.evaluate import evaluate
+    from studio.inference.evaluate import evaluate
 
     config = RunConfig()
     config.data.source = args.data
@@ -160,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise StudioError(f"--top-k must be positive, not {args.top_k}")
-    from studio.predict import load_predictor
+    from studio.inference.predict import load_predictor
 
     predictor = load_predictor(args.target, args.checkpoint)
     for text in args.text:
@@ -170,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     size = parse_size(args.max_shard_size)
-    from studio.export import export_run
+    from studio.export.huggingface import export_run
 
     result = export_run(args.run, args.out, args.checkpoint, args.dtype, size, adapter=args.adapter)
     if result.fallback:
@@ -218,7 +218,7 @@ def print_queue(state: run_queue.QueueState) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from studio.sweep import create_sweep
+    from studio.queue.sweep import create_sweep
 
     sweep = create_sweep(args.sweep_name, train_config(args), args.grid, progress=ProgressBar())
     print(f"sweep {sweep.name}: {len(sweep.runs)} runs queued, one after another")
@@ -270,7 +270,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def print_sweep(name: str) -> int:
     """A sweep's runs, best final validation loss first, with the values each was given."""
-    from studio.sweep import read_sweep, sweep_results
+    from studio.queue.sweep import read_sweep, sweep_results
 
     sweep = read_sweep(name)
     header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS")
@@ -290,7 +290,7 @@ def print_sweep(name: str) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from studio.report import write_report
+    from studio.reports.run_page import write_report
 
     page = write_report(args.runs, args.out)
     print(f"report of {len(args.runs)} runs: {page} ({format_bytes(page.stat().st_size)})")
@@ -333,7 +333,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.json and not args.json.resolve().parent.is_dir():  # found out now, not after minutes of measuring
         raise StudioError(f"--json {args.json}: no folder {args.json.resolve().parent}; create it or write elsewhere")
-    from studio import bench
+    from studio.reports import bench
 
     report = bench.run_bench(bench.QUICK if args.quick else bench.FULL, lambda line: print(line, file=sys.stderr))
     print(bench.format_report(report))

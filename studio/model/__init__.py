@@ -2,7 +2,7 @@
 
 One file per architecture: llama.py (the default), gpt2.py (nanoGPT / GPT-2 layout), recurrent.py (LSTM
 and RNN baselines), bert.py (the masked-LM encoder), each loaded when built. Sizes without building (for the
-studio, which has no torch) are in studio.sizes.
+studio, which has no torch) are in studio.sizing.sizes.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
         lock                            held (flock) by the run's processes while it trains: one trainer per run
         STOP, CHECKPOINT                requests the trainer polls for every step, then removes
         checkpoints/latest              the name of the newest complete checkpoint
-        checkpoints/step-NNNNNNN/       one checkpoint (studio.train.checkpoint writes and reads its files)
+        checkpoints/step-NNNNNNN/       one checkpoint (studio.checkpoints.files writes and reads its files)
         checkpoints/.tmp-step-NNNNNNN/  a checkpoint being written
         trackers/                       what experiment trackers write here (TensorBoard's event files), if asked
 
@@ -98,7 +98,7 @@ def trained_config(run_dir: Path, metadata: dict[str, str]) -> RunConfig:
     return read_config(run_dir)
 
 
-# ---- checkpoints (the layout; studio.train.checkpoint writes and reads their files) -------------------
+# ---- checkpoints (the layout; studio.checkpoints.files writes and reads their files) -------------------
 def checkpoint_name(step: int) -> str:
     return f"step-{step:07d}"
 
@@ -151,7 +151,7 @@ def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False
     add up to the model its config names (so a copied folder cannot make a loader build a model it lacks)."""
     from safetensors import safe_open
 
-    from studio.sizes import param_count
+    from studio.sizing.sizes import param_count
 
     needed = [WEIGHTS, OPTIMIZER, TRAINER_STATE] if for_resume else [WEIGHTS]
     missing = [name for name in needed if not (checkpoint / name).is_file()]

@@ -7,7 +7,7 @@ lock lives exactly as long as the run's processes. A second launch, from any ter
 taken. A trainer started by hand (without a launcher) takes the lock itself. Delete holds it while it removes
 the folder, so nothing can launch into a folder being deleted.
 
-The run queue (studio.run_queue) uses the same lock on its own folder: one queue runner at a time, and the runner
+The run queue (studio.queue.entries) uses the same lock on its own folder: one queue runner at a time, and the runner
 waits for the run it launched by waiting for that run's lock (`wait_until_unlocked`): no polling, no delay.
 """
 

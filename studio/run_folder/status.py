@@ -15,10 +15,10 @@ import psutil
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.memory_advice import killed_message
 from studio.run_folder.events import read_event_lines, resumed_from, superseded
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 from studio.run_folder.lock import is_locked
+from studio.sizing.memory_advice import killed_message
 
 FINAL_STATES = ("finished", "stopped", "failed")
 
@@ -44,7 +44,7 @@ class RunInfo:
 class MemoryFacts:
     """What the trainer said about its memory when it started (studio.train.memory): bytes per process."""
 
-    estimate: int | None  # studio.sizes' estimate, as printed before the launch
+    estimate: int | None  # studio.sizing.sizes' estimate, as printed before the launch
     measure: str | None  # what mem_peak counts: `cuda_allocated`, or `rss` above the baseline
     baseline: int | None  # on a CPU: the resident memory of the set-up process, the weights left out
 
@@ -58,7 +58,7 @@ class MemoryFacts:
 
 def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak: int | None) -> str:
     """Why a crashed run (no error, no final status) ended, as far as its events tell: on a CPU, its process's
-    memory against this machine's RAM (studio.memory_advice.killed_message)."""
+    memory against this machine's RAM (studio.sizing.memory_advice.killed_message)."""
     if memory is None or memory.measure != "rss":  # a GPU's tensors say nothing of the host's RAM
         return killed_message(config, step, None, None, psutil.virtual_memory().total)
     expected = None if memory.estimate is None else memory.estimate + (memory.baseline or 0)

@@ -9,6 +9,6 @@ from studio.train import stop_signal
 
 stop_signal.install()
 
-from studio.train.worker import main  # noqa: E402  (after the handler: importing torch takes seconds)
+from studio.train.trainer import main  # noqa: E402  (after the handler: importing torch takes seconds)
 
 sys.exit(main(sys.argv[1:]))

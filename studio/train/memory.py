@@ -1,7 +1,7 @@
 """A trainer's memory: the peak it measures, and the one message for running out of it.
 
 `mem_peak` is the process's peak memory on its device as that device counts it, and `mem_baseline` the part of
-it that is the runtime's rather than the run's; studio.sizes' estimate (weights, gradients, optimizer state,
+it that is the runtime's rather than the run's; studio.sizing.sizes' estimate (weights, gradients, optimizer state,
 activations) plus the baseline is what the peak is compared with:
 
 - On a GPU: `torch.cuda.max_memory_allocated`, the tensors' peak; the baseline is 0 (the CUDA context and the
@@ -19,9 +19,9 @@ from __future__ import annotations
 import psutil
 import torch
 
-from studio import memory_advice
 from studio.config import RunConfig
 from studio.hardware import peak_resident_bytes
+from studio.sizing import memory_advice
 
 
 class MemoryMeter:
@@ -55,6 +55,6 @@ def is_out_of_memory(error: BaseException) -> bool:
 def out_of_memory_message(
     error: BaseException, config: RunConfig, step: int | None, peak: int | None = None, estimate: int | None = None
 ) -> str:
-    """studio.memory_advice's line for an out-of-memory error, on the device the error names."""
+    """studio.sizing.memory_advice's line for an out-of-memory error, on the device the error names."""
     where = "GPU" if isinstance(error, torch.OutOfMemoryError) else "CPU"
     return memory_advice.out_of_memory_message(where, config, step, peak, estimate)

@@ -126,7 +126,7 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
 
     @work(thread=True, exclusive=True, group="prepare", exit_on_error=False)
     def prepare(self, config: RunConfig, progress: Callable[[str, int, int], None]) -> None:
-        from studio.launch import prepare_data  # imports numpy: only once the user prepares
+        from studio.runs.prepare import prepare_data  # imports numpy: only once the user prepares
 
         dataset = prepare_data(config, progress=progress)  # with train.init_from's tokenizer, as a launch would
         pieces = read_token_pieces(dataset)

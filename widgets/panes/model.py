@@ -1,7 +1,7 @@
 """Tab 2, Model: the presets with their sizes, and the model's fields (app.config.model) with live validation
-and a live parameter count and training-memory estimate (studio.sizes: pure Python, no torch); or a Hugging Face
+and a live parameter count and training-memory estimate (studio.sizing.sizes: pure Python, no torch); or a Hugging Face
 checkpoint folder to start from (train.init_from), with its family, sizes, chat template and the memory of each
-method. The folder is read in a thread worker: studio.hf_folder asks a child process what transformers builds."""
+method. The folder is read in a thread worker: studio.hf.folder asks a child process what transformers builds."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from textual.widgets import Button, DataTable, Label, Static
 from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
-from studio.sizes import estimate_train_memory, method_sizes, param_count
+from studio.sizing.sizes import estimate_train_memory, method_sizes, param_count
 from widgets.config_field import concerns, form_section, mark_invalid_fields
 from widgets.messages import CheckpointChosen, PresetChosen
 from widgets.panes.config_pane import ConfigPane
@@ -104,7 +104,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
 
     @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
     def read_checkpoint_folder(self, config: RunConfig) -> None:
-        from studio.hf_folder import read_hf_folder
+        from studio.hf.folder import read_hf_folder
 
         hf = read_hf_folder(Path(config.train.init_from).expanduser().resolve())
         config.model.block_size = min(config.model.block_size, hf.facts["context"] or config.model.block_size)

@@ -20,12 +20,12 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from studio.launch import prepare_resume
 from studio.paths import child_process_env, studio_home
-from studio.run_folder.control import delete_run, launch, stop_run
+from studio.queue.entries import QueueState, mark_queued, queue_state
+from studio.queue.sweep import sweep_of
 from studio.run_folder.status import RunInfo, list_runs
-from studio.run_queue import QueueState, mark_queued, queue_state
-from studio.sweep import sweep_of
+from studio.runs.control import delete_run, launch, stop_run
+from studio.runs.prepare import prepare_resume
 from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen

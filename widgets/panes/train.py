@@ -3,7 +3,7 @@
 checkpoint, or a Hugging Face folder picked from the disk.
 
 Launching runs in a thread worker: prepare_run may prepare the dataset (minutes for a large corpus), then
-studio.run_folder.control.launch starts the trainer as a detached process group. The UI never imports torch.
+studio.runs.control.launch starts the trainer as a detached process group. The UI never imports torch.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
     def launch_run(self, config: RunConfig, name: str | None, progress: Callable[[str, int, int], None]) -> None:
-        from studio.launch import prepare_run
-        from studio.run_folder.control import launch
+        from studio.runs.control import launch
+        from studio.runs.prepare import prepare_run
 
         run_dir = prepare_run(config, name, progress=progress)
         launch(run_dir)
@@ -173,9 +173,9 @@ def method_line(config: RunConfig) -> str:
     """What the method trains, of how much, and the memory: for the studio's models at once; for a checkpoint
     folder, once the Model tab has read it (the facts are remembered). A classifier is counted with two classes
     here (the prepared labels set its head; the CLI's line before launch counts them)."""
-    from studio.hf_folder import remembered_facts
+    from studio.hf.folder import remembered_facts
     from studio.presets import preset_vocab
-    from studio.sizes import method_sizes
+    from studio.sizing.sizes import method_sizes
 
     facts = None
     if config.train.init_from and Path(config.train.init_from).expanduser().is_dir():

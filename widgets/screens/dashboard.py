@@ -16,8 +16,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from studio.run_folder.control import request_checkpoint, stop_run
 from studio.run_folder.watch import RunView, RunWatcher
+from studio.runs.control import request_checkpoint, stop_run
 from widgets.confusion_view import ConfusionView
 from widgets.hardware_panel import HardwarePanel
 from widgets.key_hints import KeyHints

@@ -12,8 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from studio.formatting import format_loss
+from studio.queue.sweep import Sweep, SweepRun, read_sweep, sweep_results
 from studio.run_folder.status import RunInfo
-from studio.sweep import Sweep, SweepRun, read_sweep, sweep_results
 from widgets.key_hints import KeyHints
 from widgets.messages import OpenRun
 from widgets.run_header import STATUS_STYLES

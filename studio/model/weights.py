@@ -3,7 +3,7 @@
 The studio's parameter names are Llama's Hugging Face names one to one, and nanoGPT's for GPT-2. GPT-2's
 Hugging Face names differ only in that the four Conv1D weights are transposed (Conv1D stores (in, out),
 nn.Linear (out, in)) and that GPT2LMHeadModel always has biases. A tied lm_head is stored once (as the
-embedding) and re-tied on load. (Hugging Face checkpoints are loaded by transformers itself: studio.run_model.)
+embedding) and re-tied on load. (Hugging Face checkpoints are loaded by transformers itself: studio.model.trainable.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from pathlib import Path
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
-from studio.run_folder.control import create_run
 from studio.run_folder.layout import (
     CONFIG,
     check_new_name,
@@ -22,6 +21,7 @@ from studio.run_folder.layout import (
     usable_checkpoint,
 )
 from studio.run_folder.status import summarize
+from studio.runs.control import create_run
 
 
 def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, int, int], None] | None = None) -> Path:
@@ -74,7 +74,7 @@ def resolve_init_from(config: RunConfig):
         check_method(config, None)
         return None
     from studio.data.prepare import PretrainedTokenizer
-    from studio.hf_folder import resolve_init
+    from studio.hf.folder import resolve_init
 
     init = resolve_init(config.train.init_from, config.train.task)
     context = config.model.block_size
@@ -95,7 +95,7 @@ def check_method(config: RunConfig, facts: dict | None) -> None:
     facts, or the studio's own layers)."""
     import importlib.util
 
-    from studio.sizes import native_linear_layers
+    from studio.sizing.sizes import native_linear_layers
 
     train = config.train
     if train.method == "qlora":
@@ -128,9 +128,9 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
     target as the student (next tokens, or masked ones) over the same vocabulary, token for token."""
     from studio.data.prepare import open_dataset
     from studio.data.tokenizer import load_tokenizer
-    from studio.hf_folder import read_hf_folder
+    from studio.hf.folder import read_hf_folder
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
-    from studio.sizes import param_count
+    from studio.sizing.sizes import param_count
 
     name = config.distill.teacher
     folder = Path(name).expanduser()

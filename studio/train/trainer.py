@@ -24,6 +24,8 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import parse_flag_from_env, set_seed
 
+from studio.checkpoints import files as checkpoint
+from studio.checkpoints.training_state import TrainingState
 from studio.config import TrainConfig, flat_config
 from studio.data.batches import (
     IGNORE,
@@ -39,12 +41,14 @@ from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError, os_error_line
-from studio.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.hardware import gpu_peak_flops
-from studio.hf_folder import run_facts
-from studio.hf_inspect import inspect_folder
-from studio.metrics import classification_metrics
+from studio.hf.folder import run_facts
+from studio.hf.inspection import inspect_folder
+from studio.inference.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
 from studio.model import distill_loss_sum, lm_loss_sum
+from studio.model.trainable import build_run_model, teacher_module
+from studio.model.weights import check_fit, read_weights
+from studio.objectives.metrics import classification_metrics
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -59,15 +63,12 @@ from studio.run_folder.layout import (
     temporary_checkpoint_dir,
 )
 from studio.run_folder.lock import hold_lock_for_life
-from studio.run_model import build_run_model, teacher_module
-from studio.sizes import flops_per_token, method_sizes
-from studio.train import checkpoint, sharding, stop_signal
+from studio.sizing.sizes import flops_per_token, method_sizes
+from studio.train import sharding, stop_signal
 from studio.train.fast_path import FastPath, fast_path
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
 from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
-from studio.train.state import TrainingState
-from studio.weights import check_fit, read_weights
 
 
 class NullWriter:
@@ -199,7 +200,7 @@ class Trainer:
         return (4.0 if self.run_model.adapters else 6.0) * self.run_model.total_params()
 
     def _memory_estimate(self) -> int:
-        """The bytes this process should need, as estimated before launch (studio.sizes.method_sizes), with the
+        """The bytes this process should need, as estimated before launch (studio.sizing.sizes.method_sizes), with the
         teacher's weights when there is one."""
         config = self.config
         num_labels = len(self.dataset.meta["labels"]) if config.train.task == "classify" else 0

@@ -19,10 +19,10 @@ from tokenizers import Tokenizer
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import MASK, load_tokenizer
 from studio.errors import StudioError
-from studio.generate import classify_text, fill_masks
+from studio.inference.generate import classify_text, fill_masks
+from studio.model.trainable import PretrainedClassifier, build_run_model
+from studio.model.weights import read_checkpoint
 from studio.run_folder.layout import run_or_folder, short_reason
-from studio.run_model import PretrainedClassifier, build_run_model
-from studio.weights import read_checkpoint
 
 
 @dataclass

@@ -25,12 +25,12 @@ from studio.config import ModelConfig, RunConfig
 from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
 from studio.errors import StudioError
-from studio.hf_folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
+from studio.hf.folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
 from studio.model import build_classifier, build_model
+from studio.model.trainable import Labels, build_run_model, load_pretrained
+from studio.model.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder
-from studio.run_model import Labels, build_run_model, load_pretrained
-from studio.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

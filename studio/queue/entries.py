@@ -10,7 +10,7 @@ A queued run is a run folder created (checked, its dataset prepared, its name ta
         paused           present while the queue is held: the runner starts nothing new
         runner.log       the runner's output: one line per run started and ended
 
-The runner (studio.queue_runner) is a detached process, its own session like a run, so it survives the terminal
+The runner (studio.queue.runner) is a detached process, its own session like a run, so it survives the terminal
 and a logout; whoever adds an entry (or resumes the queue) starts one when none holds the lock. It launches the
 first entry, waits for that run to end, and so on; it exits when the queue is empty or paused. Taking an entry
 is removing its file, so a runner and `queue cancel` never both have the same entry.
@@ -28,10 +28,10 @@ from pathlib import Path
 
 from studio.errors import StudioError
 from studio.paths import child_process_env, queue_dir
-from studio.run_folder.control import delete_run
 from studio.run_folder.layout import run_path
 from studio.run_folder.lock import start_holding, try_lock
 from studio.run_folder.status import RunInfo, trainer_alive
+from studio.runs.control import delete_run
 
 CURRENT = "current"
 PAUSED = "paused"
@@ -172,6 +172,6 @@ def ensure_runner() -> None:
         return
     try:
         env = child_process_env() | {INHERITED_QUEUE_LOCK: str(lock)}
-        start_holding([sys.executable, "-m", "studio.queue_runner"], env, folder, folder / RUNNER_LOG, lock)
+        start_holding([sys.executable, "-m", "studio.queue.runner"], env, folder, folder / RUNNER_LOG, lock)
     finally:
         os.close(lock)  # the runner holds it now

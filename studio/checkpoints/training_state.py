@@ -1,6 +1,6 @@
 """What moves as training goes, in one object: the counters and the random streams, saved and loaded whole.
 
-The weights and the optimizer's state are saved beside it (studio.train.checkpoint); this is the rest that
+The weights and the optimizer's state are saved beside it (studio.checkpoints.files); this is the rest that
 a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training, examples
 drawn) and its random streams (the global torch RNG, which drives dropout, and the data generator, which picks
 the windows of plain text).

@@ -19,10 +19,10 @@ from pathlib import Path
 from studio.config import RunConfig, field_spec, set_field, validate
 from studio.errors import StudioError
 from studio.paths import check_name, sweeps_dir
-from studio.run_folder.control import delete_run
+from studio.queue.entries import add_entry, ensure_runner, mark_queued
 from studio.run_folder.layout import check_new_name, run_path
 from studio.run_folder.status import RunInfo, summarize
-from studio.run_queue import add_entry, ensure_runner, mark_queued
+from studio.runs.control import delete_run
 
 UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -107,7 +107,7 @@ def create_sweep(
 ) -> Sweep:
     """Plan the sweep, create its runs (dataset prepared as `train` does), remember it, queue every run in order.
     When a run cannot be created, the runs created before it are removed: a sweep is queued whole or not at all."""
-    from studio.launch import prepare_run
+    from studio.runs.prepare import prepare_run
 
     planned = plan_sweep(name, base, options)
     created = []

@@ -22,10 +22,10 @@ from studio.data.labeled import encode_labeled
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
-from studio.hf_folder import read_hf_folder
+from studio.hf.folder import read_hf_folder
+from studio.model.trainable import PretrainedLM, build_run_model, load_pretrained
+from studio.model.weights import read_checkpoint
 from studio.run_folder.layout import run_or_folder
-from studio.run_model import PretrainedLM, build_run_model, load_pretrained
-from studio.weights import read_checkpoint
 
 
 @dataclass

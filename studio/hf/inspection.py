@@ -1,11 +1,11 @@
-"""What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf_inspect DIR
+"""What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf.inspection DIR
 [--task classify]`.
 
 The launching process (the CLI, the studio) must not import torch or transformers, yet only transformers
 knows whether it can build a folder's model and what its layers are. So this small program builds the model
 on the meta device (no memory, no weights read, a second or two) and prints its facts as one JSON line: the
 family, the sizes, the parameter count, and every linear layer (name and shape) that LoRA may adapt. A folder
-transformers cannot build gives one line on stderr and exit status 2. `studio.hf_folder.folder_facts` runs it.
+transformers cannot build gives one line on stderr and exit status 2. `studio.hf.folder.folder_facts` runs it.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def check_weight_names(folder: Path, model: nn.Module, new: tuple[str, ...] = ()
     and training would start from noise."""
     from safetensors import safe_open
 
-    from studio.hf_folder import weight_files
+    from studio.hf.folder import weight_files
 
     found = set()
     for path in weight_files(folder):

@@ -1,8 +1,8 @@
-"""The queue runner process (`python -m studio.queue_runner`): starts the queue's runs one after another.
+"""The queue runner process (`python -m studio.queue.runner`): starts the queue's runs one after another.
 
-Started detached by studio.run_queue.ensure_runner, which hands it the queue's lock; it holds the lock while it
+Started detached by studio.queue.entries.ensure_runner, which hands it the queue's lock; it holds the lock while it
 works, so there is one runner at a time. For each entry: take it (remove its file), launch the run as
-`llm-studio train` does (studio.run_folder.control.launch), then wait for the run's lock, which the kernel
+`llm-studio train` does (studio.runs.control.launch), then wait for the run's lock, which the kernel
 releases the moment the run's last process ends: the next run starts at once. A run that cannot launch is
 logged and passed over. When nothing is left to start (empty, or paused) the runner lets go of the lock and looks
 once more, so an entry added meanwhile is never stranded: its adder either saw the lock held (and this look finds
@@ -16,11 +16,11 @@ from datetime import datetime
 
 from studio.errors import StudioError
 from studio.paths import queue_dir
-from studio.run_folder.control import launch
+from studio.queue.entries import CURRENT, INHERITED_QUEUE_LOCK, Entry, current_run, next_entry, take_entry
 from studio.run_folder.layout import existing_run, run_path
 from studio.run_folder.lock import try_lock, wait_until_unlocked
 from studio.run_folder.status import summarize
-from studio.run_queue import CURRENT, INHERITED_QUEUE_LOCK, Entry, current_run, next_entry, take_entry
+from studio.runs.control import launch
 
 
 def log(message: str) -> None:

@@ -8,7 +8,7 @@ The method then decides what trains: every weight (`full`), or low-rank adapters
 linear layer but the output head, or to the ones named (`lora`, `dora`, `qlora` on a 4-bit base).
 
 `RunModel` hides the differences: `module` is called as `module(ids, positions=...) -> (logits, None)` (the
-studio's convention, which `studio.generate` drives with a KV cache too); `inner` is what a checkpoint names
+studio's convention, which `studio.inference.generate` drives with a KV cache too); `inner` is what a checkpoint names
 its tensors after: the studio's model, transformers' model, or the peft model wrapping either. A checkpoint
 holds every weight once (a tied head is stored once), or the adapters alone when their base comes from a folder.
 """
@@ -24,7 +24,7 @@ from torch import nn
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.hf_folder import ADAPTER_CONFIG, adapter_base
+from studio.hf.folder import ADAPTER_CONFIG, adapter_base
 from studio.run_folder.layout import short_reason
 
 # peft reads an attribute that transformers 5 deprecates; the warning is for peft's authors, not for the user
@@ -288,8 +288,8 @@ class PretrainedClassifier(nn.Module):
 def load_body(classifier: nn.Module, checkpoint: Path) -> None:
     """A studio classifier's start from a run: the weights it shares with that run's model (its body; its head
     too when that run classified the same labels). Everything else of the classifier keeps its fresh init."""
+    from studio.model.weights import read_weights
     from studio.run_folder.layout import checkpoint_metadata
-    from studio.weights import read_weights
 
     if checkpoint_metadata(checkpoint).get("method", "full") != "full":
         weights = trained_model(checkpoint).state_dict()
@@ -306,8 +306,8 @@ def load_body(classifier: nn.Module, checkpoint: Path) -> None:
 
 def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
     """A studio model's start from another run's checkpoint: its weights, or its adapters merged into its base."""
+    from studio.model.weights import check_fit, load_weights, read_weights, weights_to_save
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata
-    from studio.weights import check_fit, load_weights, read_weights, weights_to_save
 
     if checkpoint_metadata(checkpoint).get("method", "full") == "full":
         check_fit(model.cfg, checkpoint / WEIGHTS)  # names, shapes and memory before reading
@@ -319,8 +319,8 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
 
 def trained_model(checkpoint: Path) -> nn.Module:
     """The model a studio checkpoint holds, adapters merged: a later run's starting point."""
+    from studio.model.weights import read_weights
     from studio.run_folder.layout import checkpoint_metadata, trained_config
-    from studio.weights import read_weights
 
     config = trained_config(checkpoint.parent.parent, checkpoint_metadata(checkpoint))
     run_model = build_run_model(config)

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from studio.checkpoints.training_state import TrainingState
 from studio.errors import StudioError
 from studio.run_folder.layout import (
     LATEST,
@@ -33,7 +34,6 @@ from studio.run_folder.layout import (
     short_reason,
     temporary_checkpoint_dir,
 )
-from studio.train.state import TrainingState
 
 FORMAT = "llm-studio/1"
 

@@ -161,7 +161,7 @@ def method_sizes(
     model: ModelConfig, train: TrainConfig, facts: dict | None = None, method: str = "", num_labels: int = 0
 ) -> MethodSizes:
     """Sizes of the run's model (a studio architecture, or a Hugging Face checkpoint described by its `facts`, see
-    studio.hf_inspect) trained by `method` (default: train.method); a studio classifier of num_labels classes when
+    studio.hf.inspection) trained by `method` (default: train.method); a studio classifier of num_labels classes when
     given (the logits are then per text, not per token).
 
     Weights are fp32 (~0.55 bytes each for qlora's 4-bit base, scales included) with the adapters on top; gradients

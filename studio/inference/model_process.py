@@ -1,4 +1,4 @@
-"""The playground's generation process: `python -m studio.generate_worker`, JSON lines in and out.
+"""The playground's generation process: `python -m studio.inference.model_process`, JSON lines in and out.
 
 The studio's UI never imports torch, so it starts this process and talks to it over pipes. Requests on
 stdin, one JSON object per line:
@@ -7,7 +7,7 @@ stdin, one JSON object per line:
     (chat mode: "messages": [{"role", "content"}, ...] instead of "prompt", rendered with the chat template
     up to the assistant's answer, which is what streams back)
     {"predict": {"target": RUN|DIR, "checkpoint": STEP|null, "text": TEXT, "top_k": K}}
-                          a classifier's labels, or a masked LM's fills of each [MASK] (studio.predict)
+                          a classifier's labels, or a masked LM's fills of each [MASK] (studio.inference.predict)
     {"stop": true}        end the current generation after the token being made
 Replies on stdout, one JSON object per line:
     {"loaded": "run r1, step 500", "chat": B}    the model is ready (loaded once, reused while unchanged);
@@ -58,13 +58,13 @@ class Session:
 
     def __init__(self):
         self.key: tuple | None = None
-        self.model = None  # a studio.generate Generator, or a studio.predict Classifier or MaskedLM
+        self.model = None  # a studio.inference.generate Generator, or a studio.inference.predict Classifier or MaskedLM
 
     def load(self, target: str, step: int | None, predictor: bool):
         """The model of target at step, to generate with or (predictor) to predict with; "latest" is looked up
         each time, so a run still training gives its newest checkpoint without restarting the worker."""
-        from studio.generate import load_generator
-        from studio.predict import load_predictor
+        from studio.inference.generate import load_generator
+        from studio.inference.predict import load_predictor
 
         key = (target, step, latest_checkpoint_name(target) if step is None else None, predictor)
         if self.key != key:
@@ -82,7 +82,7 @@ class Session:
         return self.model
 
     def generate(self, request: dict[str, Any], stop: threading.Event) -> None:
-        from studio.generate import Rate, SamplingConfig
+        from studio.inference.generate import Rate, SamplingConfig
 
         try:
             sampling = SamplingConfig(**{key: request[key] for key in SAMPLING_KEYS if key in request})

@@ -78,8 +78,8 @@ def print_dataset_note(config) -> None:
 def print_method_sizes(config) -> None:
     """Before a launch: the parameters that train, of how many, and the memory one process needs (an estimate)."""
     from studio.data.prepare import open_dataset
-    from studio.hf_folder import run_facts
-    from studio.sizes import method_sizes
+    from studio.hf.folder import run_facts
+    from studio.sizing.sizes import method_sizes
 
     train, dataset = config.train, open_dataset(config.data.dataset)
     num_labels = len(dataset.meta["labels"]) if train.task == "classify" else 0
@@ -89,7 +89,7 @@ def print_method_sizes(config) -> None:
     memory = sizes.memory["total"]
     teacher = ""
     if config.distill.teacher:  # frozen beside the student: its fp32 weights count, nothing else of it is kept
-        from studio.launch import resolve_teacher
+        from studio.runs.prepare import resolve_teacher
 
         params = resolve_teacher(config, dataset).params
         memory += 4 * params

@@ -2,7 +2,7 @@
 
 The launching process (the CLI, the studio) refuses bad input at once: `read_hf_folder` checks the files
 (weights present and complete, safetensors only, a fast tokenizer that fits the embedding, an end-of-text
-token) and asks a child process (`studio.hf_inspect`) what transformers builds from the folder: any family
+token) and asks a child process (`studio.hf.inspection`) what transformers builds from the folder: any family
 transformers knows, with no per-family code here. A PEFT adapter folder stands for its base (when the base is
 a local folder) with the adapter merged in. `resolve_init` does this for `train.init_from`, which names such
 a folder or one of the studio's runs. The trainer then loads the model with transformers itself.
@@ -42,7 +42,7 @@ EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight"
 class HFFolder:
     path: Path  # the folder given: a model, or an adapter whose base is a local folder
     base: Path  # where the base model's config and weights are (the folder itself unless an adapter)
-    facts: dict[str, Any]  # what transformers builds from it (studio.hf_inspect)
+    facts: dict[str, Any]  # what transformers builds from it (studio.hf.inspection)
     tokenizer_file: Path
     eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
     bos_token: str
@@ -110,7 +110,7 @@ def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
 
 
 def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
-    """studio.hf_inspect's facts about the model in `folder`, from a child process (torch stays out of this one);
+    """studio.hf.inspection's facts about the model in `folder`, from a child process (torch stays out of this one);
     remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
     key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, task)
     if key not in _FACTS:
@@ -131,7 +131,7 @@ def remembered_facts(folder: Path) -> dict[str, Any] | None:
 
 def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_facts) -> dict[str, Any] | None:
     """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs); a
-    process that has torch and transformers already (the trainer) passes studio.hf_inspect.inspect_folder to ask
+    process that has torch and transformers already (the trainer) passes studio.hf.inspection.inspect_folder to ask
     in-process rather than through a child."""
     if not config.model.pretrained:
         return None
@@ -141,7 +141,7 @@ def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_fa
 
 def _inspect(folder: Path, task: str) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "studio.hf_inspect", str(folder), "--task", task],
+        [sys.executable, "-m", "studio.hf.inspection", str(folder), "--task", task],
         capture_output=True,
         text=True,
         env=child_process_env(),

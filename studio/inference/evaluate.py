@@ -24,8 +24,8 @@ from studio.data.batches import IGNORE, ExampleFile, TokenFile, labeled_batch, m
 from studio.data.prepare import Dataset, PretrainedTokenizer, Purpose, open_dataset, prepare_dataset
 from studio.data.tokenizer import SEP
 from studio.errors import StudioError
-from studio.metrics import classification_metrics
 from studio.model import lm_loss_sum
+from studio.objectives.metrics import classification_metrics
 from studio.run_folder.layout import checkpoint_metadata, run_or_folder, trained_config, usable_checkpoint
 
 BATCH = 16
@@ -75,17 +75,17 @@ def _load(target: str, step: int | None) -> Loaded:
     kind = "classify" if config.train.task == "classify" else ("masked" if config.model.encoder else "causal")
     labels = [str(label) for label in dataset.meta.get("labels", [])]
     if kind == "causal":
-        from studio.generate import load_generator
+        from studio.inference.generate import load_generator
 
         return Loaded(kind, load_generator(str(run_dir), step).model, purpose, config.model.block_size)
-    from studio.predict import load_predictor
+    from studio.inference.predict import load_predictor
 
     return Loaded(kind, load_predictor(str(run_dir), step).model, purpose, config.model.block_size, labels)
 
 
 def _load_folder(folder: Path) -> Loaded:
-    from studio.hf_folder import read_hf_folder
-    from studio.predict import load_predictor
+    from studio.hf.folder import read_hf_folder
+    from studio.inference.predict import load_predictor
 
     architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
     if any(name.endswith(("ForSequenceClassification", "ForMaskedLM")) for name in architectures):
@@ -99,7 +99,7 @@ def _load_folder(folder: Path) -> Loaded:
         purpose = Purpose(pretrained, predictor.block_size, kind == "masked", task, held_out=True)
         labels = [str(label) for label in getattr(predictor, "meta", {}).get("labels", [])]
         return Loaded(kind, predictor.model, purpose, predictor.block_size, labels)
-    from studio.generate import load_generator
+    from studio.inference.generate import load_generator
 
     hf = read_hf_folder(folder)
     generator = load_generator(str(folder))

@@ -44,14 +44,14 @@ from studio.data.prepare import open_dataset
 from studio.data.sources import BUILTIN_CORPORA, open_source
 from studio.data.tokenizer import PIECE_CHARS, BpeEncoder, load_tokenizer, split_before_newlines
 from studio.formatting import format_count
-from studio.generate import SamplingConfig, decode_steps
 from studio.hardware import cpu_name, gpu_peak_flops, peak_resident_bytes
-from studio.launch import prepare_run
+from studio.inference.generate import SamplingConfig, decode_steps
 from studio.model import build_model, param_groups
 from studio.paths import child_process_env
 from studio.presets import load_preset, preset_table, preset_vocab
-from studio.sizes import estimate_train_memory, flops_per_token, param_count
-from studio.train.worker import Trainer
+from studio.runs.prepare import prepare_run
+from studio.sizing.sizes import estimate_train_memory, flops_per_token, param_count
+from studio.train.trainer import Trainer
 
 PREPARED_NAME = "bench-prepare"
 NEEDS_GPU = "needs a GPU"

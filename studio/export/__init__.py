@@ -1,0 +1,1 @@
+"""Export targets: a run as a Hugging Face folder (huggingface)."""

@@ -1,0 +1,1 @@
+"""The run queue: its entries, the runner process that starts them one after another, and sweeps."""
