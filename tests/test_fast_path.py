@@ -224,7 +224,7 @@ def test_a_failed_compile_trains_uncompiled_with_one_line_and_the_same_losses(st
 def test_an_error_after_the_first_step_is_not_taken_for_a_failed_compile(studio_home, code_corpus, monkeypatch):
     trainer = _trainer(code_corpus, "later")
     trainer.train_step(log=False)
-    monkeypatch.setattr(trainer, "loss_sums", FailsToCompile(trainer.model).forward)
+    monkeypatch.setattr(trainer.objective, "loss_sums", FailsToCompile(trainer.model).forward)
     with pytest.raises(torch._dynamo.exc.TorchDynamoException):
         trainer.train_step(log=False)
 

@@ -1,1 +1,128 @@
-"""What a run learns: the objectives, their specs (torch-free), and their metrics."""
+"""What a run learns, as data: one `Objective` per row of `OBJECTIVES`, read by the CLI, the studio and the trainer.
+
+A run's objective is derived once from its config (`objective_of`): a label per text for `train.task =
+"classify"`, else the architecture's own objective (masked tokens for an encoder, the next token for everything
+else). Everything that differs between objectives is a field here (what its dataset holds, its evaluation's
+metrics, what it predicts and how the playground asks it, its export head), so that the code around it reads the
+row instead of asking `task` or `encoder` again. How each one trains is a module of `studio.train.objectives`
+(torch); this module stays torch-free, because the UI reads it.
+
+Adding an objective: a row here, a trainer module in `studio/train/objectives/`, a data module in `studio/data/`
+when its rows are of a new shape, and tests (docs/ARCHITECTURE.md, "Adding an objective").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from studio.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of an evaluation: its field in `eval` events (`val_` + the name `evaluate` reports) and its label."""
+
+    name: str
+    label: str
+
+    @property
+    def event_field(self) -> str:
+        return f"val_{self.name}"
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # the key of OBJECTIVES
+    description: str  # what the model learns, as people say it
+    dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows
+    metrics: tuple[Metric, ...]  # its evaluation's figures, in the order they are shown (the loss first)
+    predicts: (
+        str | None
+    )  # what `predict` and the playground ask of it: "classify", "fill-mask"; None: it continues text
+    playground_hint: str  # the playground's line for a model that predicts rather than continues text
+    charts: tuple[str, ...]  # the eval fields the loss chart draws beside the losses (on their 0..1 scale)
+    hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
+    export_auto_class: str  # transformers' Auto class that loads its export
+    trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
+
+    @property
+    def generates(self) -> bool:
+        """Whether it continues text: `generate`, a generation config on export, chat samples."""
+        return self.predicts is None
+
+    @property
+    def classifies(self) -> bool:
+        return self.dataset == "labeled"
+
+
+LOSS = Metric("loss", "loss")
+
+OBJECTIVES: dict[str, Objective] = {
+    objective.name: objective
+    for objective in (
+        Objective(
+            name="causal_lm",
+            description="the next token",
+            dataset="tokens",
+            metrics=(LOSS, Metric("ppl", "perplexity"), Metric("acc", "next-token accuracy")),
+            predicts=None,
+            playground_hint="",
+            charts=(),
+            hf_suffix="ForCausalLM",
+            export_auto_class="AutoModelForCausalLM",
+            trainer="studio.train.objectives.causal_lm",
+        ),
+        Objective(
+            name="masked_lm",
+            description="masked tokens",
+            dataset="tokens",
+            metrics=(LOSS, Metric("acc", "masked-token accuracy")),
+            predicts="fill-mask",
+            playground_hint="a masked LM: write a text with [MASK] in it, press g for the fills",
+            charts=(),
+            hf_suffix="ForMaskedLM",
+            export_auto_class="AutoModelForMaskedLM",
+            trainer="studio.train.objectives.masked_lm",
+        ),
+        Objective(
+            name="classify",
+            description="a label per text",
+            dataset="labeled",
+            metrics=(
+                LOSS,
+                Metric("acc", "accuracy"),
+                Metric("precision", "precision (macro)"),
+                Metric("recall", "recall (macro)"),
+                Metric("f1", "F1 (macro)"),
+            ),
+            predicts="classify",
+            playground_hint="a classifier: write a text, press g for its labels",
+            charts=("val_acc", "val_f1"),
+            hf_suffix="ForSequenceClassification",
+            export_auto_class="AutoModelForSequenceClassification",
+            trainer="studio.train.objectives.classify",
+        ),
+    )
+}
+
+
+def objective_of(config: RunConfig) -> Objective:
+    """The run's objective: a label per text (`train.task = "classify"`), else its architecture's own."""
+    if config.train.task == "classify":
+        return OBJECTIVES["classify"]
+    return OBJECTIVES["masked_lm" if config.model.encoder else "causal_lm"]
+
+
+def objective_of_classes(class_names: list[str]) -> Objective:
+    """The objective of a Hugging Face folder, from its config.json's `architectures` (a causal LM when none says)."""
+    for objective in OBJECTIVES.values():
+        if any(name.endswith(objective.hf_suffix) for name in class_names):
+            return objective
+    return OBJECTIVES["causal_lm"]
+
+
+def objective_named(name: str) -> Objective:
+    """The objective of an `objective` name, as events and JSON hold it."""
+    return OBJECTIVES[name]

@@ -27,28 +27,16 @@ from accelerate.utils import parse_flag_from_env, set_seed
 from studio.checkpoints import files as checkpoint
 from studio.checkpoints.training_state import TrainingState
 from studio.config import TrainConfig, flat_config
-from studio.data.batches import (
-    IGNORE,
-    Batch,
-    ExampleFile,
-    ExampleStream,
-    MaskedWindowStream,
-    TokenFile,
-    WindowStream,
-    labeled_batch,
-)
-from studio.data.examples import dataset_chat_template
+from studio.data.batches import Batch
 from studio.data.prepare import open_dataset
-from studio.data.tokenizer import MASK, load_tokenizer
+from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError, os_error_line
 from studio.hardware import gpu_peak_flops
 from studio.hf.folder import run_facts
 from studio.hf.inspection import inspect_folder
-from studio.inference.generate import SamplingConfig, classify_text, fill_masks, fills_text, sample
-from studio.model import distill_loss_sum, lm_loss_sum
 from studio.model.trainable import build_run_model, teacher_module
 from studio.model.weights import check_fit, read_weights
-from studio.objectives.metrics import classification_metrics
+from studio.objectives import objective_of
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -67,6 +55,7 @@ from studio.sizing.sizes import flops_per_token, method_sizes
 from studio.train import sharding, stop_signal
 from studio.train.fast_path import FastPath, fast_path
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
+from studio.train.objectives import Distilled, TrainingContext, training_objective
 from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 
@@ -99,9 +88,10 @@ class Trainer:
         self.dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
         self.tokenizer_hash = self.dataset.meta["tokenizer_hash"]
-        self.eot_id = self.dataset.eot_id
-        self.stop_ids = sorted({self.eot_id, *self.dataset.meta.get("stop_ids", [])})
-        self.train_stream = self._stream("train", shuffle=True)
+        self.objective = training_objective(
+            objective_of(self.config), TrainingContext(self.config, self.dataset, self.tokenizer, self.accelerator)
+        )
+        self.train_stream = self.objective.batches("train", shuffle=True)
 
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
         self.run_model = build_run_model(self.config)
@@ -115,6 +105,8 @@ class Trainer:
         if resumed_from is not None:
             self._load_optimizer(resumed_from)
         self.teacher = self._teacher()
+        if self.teacher is not None:
+            self.objective = Distilled(self.objective, self.teacher, self.config.distill)
         if self.sharded:  # FSDP reduces the gradients itself: Accelerate adds autocast, and no DDP around it
             self.prepared_model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
@@ -133,25 +125,6 @@ class Trainer:
         self._start_state(resumed_from)
 
     # ---- setup --------------------------------------------------------------------------------------
-    def _stream(self, split: str, shuffle: bool) -> WindowStream | MaskedWindowStream | ExampleStream:
-        """The split's batches: random windows of plain text (masked for an encoder), or the examples of chat and
-        instruction data."""
-        dataset, train = self.dataset, self.config.train
-        world = self.accelerator.num_processes
-        if self.config.model.encoder and train.task == "lm":
-            tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
-            special = {**dataset.meta["special_ids"], "eot": dataset.eot_id}
-            vocab = dataset.vocab_size
-            return MaskedWindowStream(tokens, train.batch_size, self.block_size, special, vocab, self.rank, world)
-        if not dataset.has_examples:
-            tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
-            return WindowStream(tokens, train.batch_size, self.block_size, self.rank, world)
-        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
-        packing, pad_id = self.config.data.packing, dataset.meta.get("pad_id", 0)
-        return ExampleStream(
-            examples, train.batch_size, self.block_size, packing, train.seed, self.rank, world, shuffle, pad_id
-        )
-
     def _teacher(self) -> torch.nn.Module | None:
         """distill.teacher (resolved at launch to a folder) on this process's device, frozen."""
         teacher = self.config.distill.teacher
@@ -319,7 +292,9 @@ class Trainer:
             # every micro-step, so that no process ever holds them whole (studio.train.sharding)
             sync = index == len(batches) - 1 or self.sharded
             with nullcontext() if sync else accelerator.no_sync(self.trained_model):
-                parts = self.loss_sums(batch.to(accelerator.device, pin=self.fast.pin_memory))
+                parts = self.objective.loss_sums(
+                    self.trained_model, batch.to(accelerator.device, pin=self.fast.pin_memory)
+                )
                 accelerator.backward(parts[0] * scale)
             sums += parts.detach()
         return sums
@@ -333,21 +308,6 @@ class Trainer:
         message = f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
         print(message, file=sys.stderr)
         self.events.write("note", self.state.step, message=message)
-
-    def loss_sums(self, batch: Batch) -> torch.Tensor:
-        """The summed loss of the targets a batch learns, then its cross-entropy and distillation parts: with a
-        teacher, alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy, else the cross-entropy alone."""
-        extra = batch.model_inputs()
-        logits, _ = self.trained_model(batch.x, **extra)
-        cross_entropy = lm_loss_sum(logits, batch.y)
-        if self.teacher is None:
-            return torch.stack([cross_entropy, cross_entropy, torch.zeros_like(cross_entropy)])
-        distill = self.config.distill
-        with torch.no_grad():
-            teacher_logits, _ = self.teacher(batch.x, **extra)
-        divergence = distill_loss_sum(logits, teacher_logits, batch.y, distill.temperature)
-        loss = distill.alpha * divergence + (1 - distill.alpha) * cross_entropy
-        return torch.stack([loss, cross_entropy, divergence])
 
     def _global_counts(self, batches: list[Batch]) -> tuple[int, int]:
         """Targets learned and tokens read in a step, over every process (one small all-reduce when several)."""
@@ -383,73 +343,13 @@ class Trainer:
         fields["mem_peak"] = self.memory.peak()
         self.report("train", **fields)
 
-    @torch.no_grad()
     def evaluate(self) -> None:
-        """Validation loss, perplexity and next-token accuracy over the learned targets of eval_steps fixed
-        batches per process (the same windows, or the first validation examples, every time, shared out between
-        processes as training batches are: N processes evaluate what one process does with N times eval_steps);
-        a classifier's metrics over the whole validation split."""
-        train = self.config.train
-        if train.task == "classify":
-            return self.evaluate_classifier()
-        stream = self._stream("val", shuffle=False)
-        position = TrainingState()
-        position.data_generator.manual_seed(train.seed + 10_000)
+        """The objective's evaluation of the prepared model (uncompiled: an eval-mode graph would be a second
+        compile), as an `eval` event."""
         self.prepared_model.eval()
-        totals = torch.zeros(3, device=self.accelerator.device)  # loss sum, correct, learned targets
-        for _ in range(train.eval_steps):
-            batch = stream.next(position).to(self.accelerator.device)
-            extra = {} if batch.positions is None else {"positions": batch.positions}
-            logits, _ = self.prepared_model(batch.x, **extra)
-            learned = batch.y != IGNORE
-            totals[0] += lm_loss_sum(logits, batch.y)
-            totals[1] += ((logits.argmax(-1) == batch.y) & learned).sum()
-            totals[2] += learned.sum()
+        fields = self.objective.evaluate(self.prepared_model, self.config.train.eval_steps)
         self.prepared_model.train()
-        loss_sum, correct, count = self.accelerator.reduce(totals, "sum").tolist()
-        val_loss = loss_sum / count
-        self.report(
-            "eval",
-            val_loss=round(val_loss, 6),
-            val_ppl=round(math.exp(min(val_loss, 50.0)), 4),
-            val_acc=round(correct / count, 6),
-        )
-
-    @torch.no_grad()
-    def evaluate_classifier(self) -> None:
-        """Loss, accuracy, macro precision, recall and F1, per-class F1 and the confusion matrix, over every
-        validation example (each process takes every world_size-th; one confusion matrix is reduced)."""
-        examples = ExampleFile(self.dataset.bin_path("val"), self.dataset.dtype)
-        classes, device = len(self.dataset.meta["labels"]), self.accelerator.device
-        confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
-        loss_sum = torch.zeros(1, device=device)
-        world, batch_size = self.accelerator.num_processes, self.config.train.batch_size
-        mine = list(range(self.rank, len(examples), world))
-        self.prepared_model.eval()
-        # every process runs as many batches as the one with the most examples: FSDP gathers weights in each call
-        for start in range(0, math.ceil(len(examples) / world), batch_size):
-            rows = mine[start : start + batch_size]
-            batch = labeled_batch(examples, rows or [0], self.dataset.meta["pad_id"]).to(device)
-            logits, _ = self.prepared_model(batch.x, **batch.model_inputs())
-            if not rows:  # this process had run out of examples: the call was only its part in gathering
-                continue
-            loss_sum += lm_loss_sum(logits, batch.y)
-            confusion.index_put_((batch.y, logits.argmax(-1)), torch.ones_like(batch.y), accumulate=True)
-        self.prepared_model.train()
-        loss_sum = self.accelerator.reduce(loss_sum, "sum").item()
-        matrix = self.accelerator.reduce(confusion, "sum").tolist()
-        metrics = classification_metrics(matrix)
-        self.report(
-            "eval",
-            val_loss=round(loss_sum / max(len(examples), 1), 6),
-            val_acc=round(metrics["accuracy"], 6),
-            val_precision=round(metrics["precision"], 6),
-            val_recall=round(metrics["recall"], 6),
-            val_f1=round(metrics["f1"], 6),
-            val_f1_per_class=[round(value, 6) for value in metrics["f1_per_class"]],
-            val_confusion=matrix,
-            val_labels=[str(label) for label in self.dataset.meta["labels"]],
-        )
+        self.report("eval", **fields)
 
     def write_samples(self) -> None:
         """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
@@ -461,43 +361,13 @@ class Trainer:
                 self.report("sample", samples=self._samples())
 
     def _samples(self) -> list[dict[str, str]]:
-        """Rank 0's continuation (or labels, or fills) of each fixed prompt."""
-        train = self.config.train
-        generator = torch.Generator().manual_seed(train.seed)
-        sampling = SamplingConfig(max_new_tokens=train.sample_tokens)
-        chat = dataset_chat_template(self.dataset.meta)
+        """Rank 0's sample of each fixed prompt (a continuation, labels or fills: the objective's), drawn from one
+        generator seeded alike every time, for step-by-step comparison."""
+        generator = torch.Generator().manual_seed(self.config.train.seed)
         self.model.eval()
-        texts = []
-        for prompt in train.sample_prompts:
-            if train.task == "classify":
-                texts.append(self.label_sample(prompt))
-                continue
-            if self.config.model.encoder:
-                texts.append(self.fill_sample(prompt))
-                continue
-            text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
-            encoded = self.tokenizer.encode(text, add_special_tokens=False).ids or [self.eot_id]
-            ids = torch.tensor([encoded], device=self.accelerator.device)
-            with self.accelerator.autocast():
-                new = sample(self.model, ids, self.block_size, sampling, generator, self.stop_ids)
-            texts.append({"prompt": prompt, "text": self.tokenizer.decode(new[0].tolist())})
+        samples = [self.objective.sample(self.model, prompt, generator) for prompt in self.config.train.sample_prompts]
         self.model.train()
-        return texts
-
-    def label_sample(self, prompt: str) -> dict[str, str]:
-        """A classifier's sample: the prompt's most likely labels with their probabilities."""
-        with self.accelerator.autocast():
-            ranked = classify_text(self.model, self.tokenizer, prompt, self.dataset.meta, self.block_size)
-        return {"prompt": prompt, "text": " → " + " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])}
-
-    def fill_sample(self, prompt: str) -> dict[str, str]:
-        """An encoder's sample: the top 5 fills of each [MASK] of the prompt (one is added at its end if it has
-        none)."""
-        text = prompt if MASK in prompt else prompt + MASK
-        mask_id = self.dataset.meta["special_ids"]["mask"]
-        with self.accelerator.autocast():
-            fills = fill_masks(self.model, self.tokenizer, text, mask_id, self.block_size)
-        return {"prompt": text, "text": " → " + fills_text(fills)}
+        return samples
 
     def report(self, kind: str, **fields: Any) -> None:
         """An event in events.jsonl (the source of truth) and, when asked, its numbers and samples in the trackers."""

@@ -1,0 +1,104 @@
+"""How each objective trains (torch): one module per row of `studio.objectives.OBJECTIVES`, all with the same small
+protocol, after torchtune's loss protocols.
+
+- `batches(split, shuffle)`: the split's batch stream (`next(state)` draws a `Batch` from the training state's
+  data generator, so a resumed run draws what it would have drawn);
+- `loss_sums(model, batch)`: the summed loss over the targets the batch learns, with its cross-entropy and
+  distillation parts (a tensor of three, left on the device); the trainer divides by the step's learned targets;
+- `evaluate(model, eval_steps)`: the fields of an `eval` event, reduced over every process;
+- `sample(model, prompt, generator)`: one `{prompt, text}` of a `sample` event (rank 0 alone; the generator,
+  seeded alike at every sample event, is shared by the event's prompts).
+
+`Distilled` wraps any of them: the same batches, evaluation and samples, and the loss mixed with a teacher's.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from tokenizers import Tokenizer
+
+from studio.config import DistillConfig, RunConfig
+from studio.data.batches import ExampleFile, ExampleStream
+from studio.data.prepare import Dataset
+from studio.model import distill_loss_sum, lm_loss_sum
+from studio.objectives import Objective
+
+
+@dataclass
+class TrainingContext:
+    """What an objective needs of the trainer: the run's config, its data and tokenizer, and the processes."""
+
+    config: RunConfig
+    dataset: Dataset
+    tokenizer: Tokenizer
+    accelerator: Accelerator
+
+    @property
+    def block_size(self) -> int:
+        return self.config.model.block_size
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+
+class TrainingObjective:
+    """What every objective shares: the loss over the learned targets (tokens, or one label per row), whose parts
+    are the cross-entropy itself and no distillation."""
+
+    def __init__(self, context: TrainingContext):
+        self.context = context
+
+    def examples(self, split: str, shuffle: bool) -> ExampleStream:
+        """A split's examples (chat rows, labeled rows) in seeded epochs, padded or packed."""
+        context, dataset = self.context, self.context.dataset
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        return ExampleStream(
+            examples, context.config.train.batch_size, context.block_size, context.config.data.packing,
+            context.config.train.seed, context.rank, context.world, shuffle, dataset.meta.get("pad_id", 0),
+        )  # fmt: skip
+
+    def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        logits, _ = model(batch.x, **batch.model_inputs())
+        cross_entropy = lm_loss_sum(logits, batch.y)
+        return torch.stack([cross_entropy, cross_entropy, torch.zeros_like(cross_entropy)])
+
+
+class Distilled:
+    """An objective that also learns from a frozen teacher: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE over
+    the same learned positions; everything else is the wrapped objective's."""
+
+    def __init__(self, objective: TrainingObjective, teacher: torch.nn.Module, distill: DistillConfig):
+        self.objective, self.teacher, self.distill = objective, teacher, distill
+
+    def batches(self, split: str, shuffle: bool):
+        return self.objective.batches(split, shuffle)
+
+    def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict:
+        return self.objective.evaluate(model, eval_steps)
+
+    def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
+        return self.objective.sample(model, prompt, generator)
+
+    def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        extra = batch.model_inputs()
+        logits, _ = model(batch.x, **extra)
+        cross_entropy = lm_loss_sum(logits, batch.y)
+        with torch.no_grad():
+            teacher_logits, _ = self.teacher(batch.x, **extra)
+        divergence = distill_loss_sum(logits, teacher_logits, batch.y, self.distill.temperature)
+        loss = self.distill.alpha * divergence + (1 - self.distill.alpha) * cross_entropy
+        return torch.stack([loss, cross_entropy, divergence])
+
+
+def training_objective(objective: Objective, context: TrainingContext) -> TrainingObjective:
+    """The trainer module of an objective (its spec's `trainer`), set up for this run."""
+    return importlib.import_module(objective.trainer).Objective(context)

@@ -1,0 +1,68 @@
+"""The next token: plain text as random windows, or chat and instruction examples (only the answers learned);
+evaluated by loss, perplexity and next-token accuracy; sampled by continuing each prompt (a user's turn, rendered
+with the chat template, on chat data)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from studio.checkpoints.training_state import TrainingState
+from studio.data.batches import IGNORE, ExampleStream, TokenFile, WindowStream
+from studio.data.examples import dataset_chat_template
+from studio.inference.generate import SamplingConfig, sample
+from studio.model import lm_loss_sum
+from studio.train.objectives import TrainingObjective
+
+EVAL_SEED_OFFSET = 10_000  # evaluation draws the same fixed batches every time, apart from training's
+
+
+class Objective(TrainingObjective):
+    def batches(self, split: str, shuffle: bool) -> WindowStream | ExampleStream:
+        """Random windows of plain text, or the examples of chat and instruction data."""
+        context, dataset = self.context, self.context.dataset
+        batch_size = context.config.train.batch_size
+        if not dataset.has_examples:
+            tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
+            return WindowStream(tokens, batch_size, context.block_size, context.rank, context.world)
+        return self.examples(split, shuffle)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:
+        """Loss, perplexity and accuracy over the learned targets of `eval_steps` fixed batches per process."""
+        context = self.context
+        stream = self.batches("val", shuffle=False)
+        position = TrainingState()
+        position.data_generator.manual_seed(context.config.train.seed + EVAL_SEED_OFFSET)
+        totals = torch.zeros(3, device=context.accelerator.device)  # loss sum, correct, learned targets
+        for _ in range(eval_steps):
+            batch = stream.next(position).to(context.accelerator.device)
+            extra = {} if batch.positions is None else {"positions": batch.positions}
+            logits, _ = model(batch.x, **extra)
+            learned = batch.y != IGNORE
+            totals[0] += lm_loss_sum(logits, batch.y)
+            totals[1] += ((logits.argmax(-1) == batch.y) & learned).sum()
+            totals[2] += learned.sum()
+        loss_sum, correct, count = context.accelerator.reduce(totals, "sum").tolist()
+        val_loss = loss_sum / count
+        return {
+            "val_loss": round(val_loss, 6),
+            "val_ppl": round(math.exp(min(val_loss, 50.0)), 4),
+            "val_acc": round(correct / count, 6),
+        }
+
+    def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
+        """The prompt continued (drawing from `generator`); on chat data the prompt is a user's turn and the sample
+        its answer."""
+        context, dataset = self.context, self.context.dataset
+        train = context.config.train
+        chat = dataset_chat_template(dataset.meta)
+        text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
+        encoded = context.tokenizer.encode(text, add_special_tokens=False).ids or [dataset.eot_id]
+        ids = torch.tensor([encoded], device=context.accelerator.device)
+        stop_ids = sorted({dataset.eot_id, *dataset.meta.get("stop_ids", [])})
+        with context.accelerator.autocast():
+            new = sample(model, ids, context.block_size, SamplingConfig(train.sample_tokens), generator, stop_ids)
+        return {"prompt": prompt, "text": context.tokenizer.decode(new[0].tolist())}

@@ -1,0 +1,63 @@
+"""A label per text: labeled rows as right-padded batches (one target per row); evaluated over the whole
+validation split (loss, accuracy, macro precision/recall/F1, per-class F1, the confusion matrix); sampled as a
+prompt's likeliest labels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from studio.data.batches import ExampleFile, ExampleStream, labeled_batch
+from studio.inference.generate import classify_text
+from studio.model import lm_loss_sum
+from studio.objectives.metrics import classification_metrics
+from studio.train.objectives import TrainingObjective
+
+
+class Objective(TrainingObjective):
+    def batches(self, split: str, shuffle: bool) -> ExampleStream:
+        """The rows in seeded epochs, each with its label as the one target (studio.data.labeled)."""
+        return self.examples(split, shuffle)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:
+        """Every validation example (each process takes every world-th; one confusion matrix is reduced), whatever
+        `eval_steps`."""
+        context, dataset = self.context, self.context.dataset
+        examples = ExampleFile(dataset.bin_path("val"), dataset.dtype)
+        classes, device = len(dataset.meta["labels"]), context.accelerator.device
+        confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
+        loss_sum = torch.zeros(1, device=device)
+        world, batch_size = context.world, context.config.train.batch_size
+        mine = list(range(context.rank, len(examples), world))
+        # every process runs as many batches as the one with the most examples: FSDP gathers weights in each call
+        for start in range(0, math.ceil(len(examples) / world), batch_size):
+            rows = mine[start : start + batch_size]
+            batch = labeled_batch(examples, rows or [0], dataset.meta["pad_id"]).to(device)
+            logits, _ = model(batch.x, **batch.model_inputs())
+            if not rows:  # this process had run out of examples: the call was only its part in gathering
+                continue
+            loss_sum += lm_loss_sum(logits, batch.y)
+            confusion.index_put_((batch.y, logits.argmax(-1)), torch.ones_like(batch.y), accumulate=True)
+        loss_sum = context.accelerator.reduce(loss_sum, "sum").item()
+        matrix = context.accelerator.reduce(confusion, "sum").tolist()
+        metrics = classification_metrics(matrix)
+        return {
+            "val_loss": round(loss_sum / max(len(examples), 1), 6),
+            "val_acc": round(metrics["accuracy"], 6),
+            "val_precision": round(metrics["precision"], 6),
+            "val_recall": round(metrics["recall"], 6),
+            "val_f1": round(metrics["f1"], 6),
+            "val_f1_per_class": [round(value, 6) for value in metrics["f1_per_class"]],
+            "val_confusion": matrix,
+            "val_labels": [str(label) for label in dataset.meta["labels"]],
+        }
+
+    def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
+        """The prompt's three likeliest labels with their probabilities."""
+        context = self.context
+        with context.accelerator.autocast():
+            ranked = classify_text(model, context.tokenizer, prompt, context.dataset.meta, context.block_size)
+        return {"prompt": prompt, "text": " → " + " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])}
