@@ -116,7 +116,7 @@ class StudioApp(ReportsWorkerErrors, App):
         self.set_interval(LIVE_RUNS_SECONDS, self.find_live_runs)
         # Once the tabs (lazily mounted just after the first frame) exist, move every object alive to the
         # garbage collector's permanent generation: its full collections otherwise rescan thousands of widget
-        # and style objects that live as long as the app, and stall a key press by ~100 ms now and then.
+        # and style objects that live as long as the app, and stall a key press now and then.
         self.set_timer(GC_FREEZE_AFTER_SECONDS, gc.freeze)
 
     def action_show_tab(self, tab: str) -> None:

@@ -1,9 +1,8 @@
 """Line charts of metrics against the step (textual-plotext), cheap to keep live.
 
-Building a plotext chart costs more the more points it draws with the points drawn
-(notes: 10k points ≈ 150 ms). So points are downsampled to about two per column (each bucket keeps its min and
-max, so spikes stay visible), new data only marks the chart dirty, and a timer redraws at most
-REDRAWS_PER_SECOND times.
+Building a plotext chart costs more the more points it draws. So points are downsampled to about two per column
+(each bucket keeps its min and max, so spikes stay visible), new data only marks the chart dirty, and a timer
+redraws at most REDRAWS_PER_SECOND times.
 """
 
 from __future__ import annotations

@@ -523,8 +523,9 @@ def _columnar_rows(file: SourceFile, stats: ReadStats, column: str | None) -> It
 
 def _parquet_batches(file: SourceFile, stats: ReadStats, column: str | None) -> Iterator[Any]:
     """Record batches of `column` (or all). Column chunks are read through a CHUNK_BYTES buffer and not
-    pre-buffered (pyarrow's default pre-buffers whole row groups, ahead: 400 MB of RSS for a 290 MB file), so
-    memory is bounded by a batch, not by the file or its row groups. Progress: each batch's share of the rows."""
+    pre-buffered (pyarrow's default pre-buffers whole row groups, ahead; benchmarks/parquet_prepare_memory.py
+    measures the difference), so memory is bounded by a batch, not by the file or its row groups. Progress: each
+    batch's share of the rows."""
     import pyarrow.parquet
 
     parquet = pyarrow.parquet.ParquetFile(file.path, buffer_size=CHUNK_BYTES, pre_buffer=False)

@@ -25,6 +25,7 @@ from torch import nn
 from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.hf.folder import ADAPTER_CONFIG, adapter_base
+from studio.objectives import objective_of
 from studio.run_folder.layout import short_reason
 
 # peft reads an attribute that transformers 5 deprecates; the warning is for peft's authors, not for the user
@@ -161,7 +162,7 @@ def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
         config = config.copy()
         config.train.method = "lora"
     train = config.train
-    labels = Labels.of(config) if train.task == "classify" else None
+    labels = Labels.of(config) if objective_of(config).classifies else None
     if config.model.pretrained:
         base = load_pretrained(Path(train.init_from), train.method == "qlora", labels)
         outputs = base.get_output_embeddings() if labels is None else None
@@ -265,7 +266,7 @@ def teacher_module(source: Path) -> nn.Module:
         model = trained_model(source)
         if not config.model.pretrained:
             teacher = model
-        elif config.train.task == "classify":
+        elif objective_of(config).classifies:
             teacher = PretrainedClassifier(model)
         else:
             teacher = PretrainedLM(model, config.model.block_size)
@@ -353,7 +354,7 @@ def add_adapters(base: nn.Module, config: RunConfig, heads: set[str]) -> nn.Modu
         )
     if train.method == "qlora":
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-    classify = train.task == "classify"
+    classify = objective_of(config).classifies
     task_type = ("SEQ_CLS" if classify else "CAUSAL_LM") if config.model.pretrained else None
     lora = LoraConfig(
         r=train.lora_rank,

@@ -36,6 +36,7 @@ class Metric:
 class Objective:
     name: str  # the key of OBJECTIVES
     description: str  # what the model learns, as people say it
+    model_kind: str  # what a model trained on it is, in messages ("a next-token LM")
     dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows
     metrics: tuple[Metric, ...]  # its evaluation's figures, in the order they are shown (the loss first)
     predicts: (
@@ -65,6 +66,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             name="causal_lm",
             description="the next token",
+            model_kind="a next-token LM",
             dataset="tokens",
             metrics=(LOSS, Metric("ppl", "perplexity"), Metric("acc", "next-token accuracy")),
             predicts=None,
@@ -77,6 +79,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             name="masked_lm",
             description="masked tokens",
+            model_kind="a masked LM (encoder)",
             dataset="tokens",
             metrics=(LOSS, Metric("acc", "masked-token accuracy")),
             predicts="fill-mask",
@@ -89,6 +92,7 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             name="classify",
             description="a label per text",
+            model_kind="a classifier",
             dataset="labeled",
             metrics=(
                 LOSS,
@@ -121,8 +125,3 @@ def objective_of_classes(class_names: list[str]) -> Objective:
         if any(name.endswith(objective.hf_suffix) for name in class_names):
             return objective
     return OBJECTIVES["causal_lm"]
-
-
-def objective_named(name: str) -> Objective:
-    """The objective of an `objective` name, as events and JSON hold it."""
-    return OBJECTIVES[name]

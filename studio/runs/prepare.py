@@ -12,6 +12,7 @@ from pathlib import Path
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
+from studio.objectives import OBJECTIVES, objective_of
 from studio.run_folder.layout import (
     CONFIG,
     check_new_name,
@@ -140,7 +141,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
             raise StudioError(f"distill.teacher {name}: a classifier learns from a classifier run of the same labels")
         hf = read_hf_folder(folder.resolve())
         teacher = Teacher(hf.path, hf.facts["params"])
-        tokenizer_file, encoder = hf.tokenizer_file, False
+        tokenizer_file, objective = hf.tokenizer_file, OBJECTIVES["causal_lm"]  # a folder teaches as a causal LM
     else:  # a run by name or folder, or (resolved before) one of its checkpoints
         if (folder / WEIGHTS).is_file():
             checkpoint, run_dir = folder, folder.parent.parent
@@ -149,8 +150,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
             checkpoint, _ = usable_checkpoint(run_dir)
         teacher_config = trained_config(run_dir, checkpoint_metadata(checkpoint))
         teacher_data = open_dataset(teacher_config.data.dataset)
-        tokenizer_file = teacher_data.tokenizer_path
-        encoder = teacher_config.model.encoder and teacher_config.train.task == "lm"
+        tokenizer_file, objective = teacher_data.tokenizer_path, objective_of(teacher_config)
         if teacher_data.meta.get("labels") != labels:
             raise StudioError(
                 f"distill.teacher {name} predicts {teacher_data.meta.get('labels') or 'tokens'}, the student "
@@ -158,10 +158,9 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
             )
         params = 0 if teacher_config.model.pretrained else param_count(teacher_config.model)
         teacher = Teacher(checkpoint.resolve(), params)
-    if encoder != (config.model.encoder and config.train.task == "lm"):
-        kinds = {True: "a masked LM (encoder)", False: "a next-token LM"}
+    if objective is not objective_of(config):
         raise StudioError(
-            f"distill.teacher {name} is {kinds[encoder]}, the student {kinds[config.model.encoder]}: "
+            f"distill.teacher {name} is {objective.model_kind}, the student {objective_of(config).model_kind}: "
             "a teacher must predict what its student learns"
         )
     theirs, ours = load_tokenizer(tokenizer_file).get_vocab(), load_tokenizer(dataset.tokenizer_path).get_vocab()

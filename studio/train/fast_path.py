@@ -3,10 +3,10 @@ decision is a plain function that tests call with any device type).
 
 On a CUDA GPU: bf16 autocast (where the GPU has bf16), TF32 for the fp32 matmuls left, torch.compile, and batches
 in page-locked memory copied without waiting (`non_blocking`). On a CPU the defaults stay fp32 and eager, so a CPU
-run computes exactly what it computed before them: compiling costs ~20 s for ~2% on the small models CPUs train,
-TF32 does not exist and there is nothing to copy; bf16 autocast, faster on CPUs with AVX512-BF16, changes the
-numbers and stays one `--mixed-precision bf16` away. `train.mixed_precision` and `train.compile` set to anything
-but "auto" are obeyed on any device (docs/ARCHITECTURE.md, "The GPU fast path").
+run computes exactly what it computed before them: compiling costs more time than it saves on the small models
+CPUs train, TF32 does not exist and there is nothing to copy; bf16 autocast, faster on CPUs with AVX512-BF16,
+changes the numbers and stays one `--mixed-precision bf16` away. `train.mixed_precision` and `train.compile` set to
+anything but "auto" are obeyed on any device (docs/ARCHITECTURE.md, "The GPU fast path").
 """
 
 from __future__ import annotations

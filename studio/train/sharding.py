@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-# FSDP and DTensor are imported where a sharded run needs them: torch.distributed.tensor alone adds 0.4 s to the
+# FSDP and DTensor are imported where a sharded run needs them: importing torch.distributed.tensor would slow the
 # start of every trainer. A DTensor cannot exist before it is imported, which `is_sharded` relies on.
 DTENSOR_MODULE = "torch.distributed.tensor"
 
