@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from studio.architectures import architecture
-from studio.config import ModelConfig, TrainConfig
+from studio.config import ModelConfig, RunConfig, TrainConfig
 from studio.errors import StudioError
 
 
@@ -139,6 +139,16 @@ def method_sizes(
         "activations": activations,
     }
     return MethodSizes(total, trainable, _with_total(_per_process(memory, train, gathered)))
+
+
+def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teacher_params: int = 0) -> MethodSizes:
+    """method_sizes of a run's model and method, with its distillation teacher of teacher_params parameters: frozen
+    beside the student, the teacher's fp32 weights count (4 bytes each); it has no gradients or optimizer state, and
+    runs without autograd, so it keeps no activations for a backward. The one figure the CLI prints before a
+    launch, the trainer records and the studio's Train tab shows."""
+    sizes = method_sizes(config.model, config.train, facts, num_labels=num_labels)
+    teacher = 4 * teacher_params
+    return replace(sizes, memory={**sizes.memory, "teacher": teacher, "total": sizes.memory["total"] + teacher})
 
 
 def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:
