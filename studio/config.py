@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from studio.architectures import ARCHITECTURES, architecture
 from studio.errors import StudioError
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
@@ -33,8 +34,6 @@ Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
 Task = Literal["lm", "classify"]
-RECURRENT_ARCHS = ("lstm", "rnn")
-ENCODER_ARCHS = ("bert",)  # bidirectional, trained on the masked-LM objective
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
@@ -85,25 +84,17 @@ class ModelConfig:
 
     @property
     def mlp_width(self) -> int:
-        """The MLP's inner width: mlp_hidden, else 4·n_embd (gpt2) or 8/3·n_embd rounded up to 64 (llama).
-
-        SwiGLU has three matrices instead of two, so Llama shrinks the inner width by 2/3 to keep the
-        parameter count of a 4·n_embd MLP; rounding to 64 keeps matmul shapes friendly.
-        """
-        if self.mlp_hidden:
-            return self.mlp_hidden
-        if self.arch in ("gpt2", "bert"):
-            return 4 * self.n_embd
-        return -(-(8 * self.n_embd // 3) // 64) * 64
+        """The MLP's inner width: mlp_hidden, else its architecture's rule from the width (studio.architectures)."""
+        return self.mlp_hidden or architecture(self.arch).mlp_width(self.n_embd)
 
     @property
     def recurrent(self) -> bool:
-        return self.arch in RECURRENT_ARCHS
+        return self.arch in ARCHITECTURES and ARCHITECTURES[self.arch].recurrent
 
     @property
     def encoder(self) -> bool:
         """A bidirectional encoder: it learns to fill masked tokens, not to continue text."""
-        return self.arch in ENCODER_ARCHS
+        return self.arch in ARCHITECTURES and ARCHITECTURES[self.arch].encoder
 
     @property
     def pretrained(self) -> bool:
@@ -519,9 +510,10 @@ def validate(config: RunConfig) -> None:
             raise StudioError(
                 f"model.n_kv_head ({m.n_kv_head}) must divide model.n_head ({m.n_head}); 0 gives every head its own"
             )
-        if m.arch != "llama" and m.kv_heads != m.n_head:
+        facts = architecture(m.arch)
+        if not facts.grouped_query and m.kv_heads != m.n_head:
             raise StudioError(f"model.n_kv_head: grouped-query attention is for llama, not {m.arch}; set it to 0")
-        if m.arch == "llama" and m.head_dim % 2:
+        if facts.rotary and m.head_dim % 2:
             raise StudioError(
                 f"model: the head size n_embd/n_head = {m.head_dim} must be even "
                 "for rotary embeddings; change n_embd or n_head"

@@ -14,6 +14,11 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
+def teacher_note(params: int) -> str:
+    """A distillation teacher beside the model, as a memory line mentions it: with its size when known (not 0)."""
+    return f", with a teacher of {format_count(params)} parameters" if params else ", with a teacher"
+
+
 def format_bytes(n: float) -> str:
     """Powers of 1024 under the usual short names, as nvidia-smi and `free -h` count: 3.4 GB, 512.0 MB."""
     for power, unit in ((4, "TB"), (3, "GB"), (2, "MB"), (1, "KB")):

@@ -91,3 +91,12 @@ def test_grouped_query_attention_is_for_llama_only():
     set_field(config, "model.arch", "gpt2")
     with pytest.raises(StudioError, match="grouped-query attention is for llama, not gpt2"):
         validate(config)
+
+
+def test_every_architecture_the_config_offers_has_its_facts():
+    from typing import get_args
+
+    from studio.architectures import ARCHITECTURES
+    from studio.config import PRETRAINED_ARCH, Arch
+
+    assert set(get_args(Arch)) == {*ARCHITECTURES, PRETRAINED_ARCH}

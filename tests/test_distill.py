@@ -121,3 +121,28 @@ async def test_the_train_tab_picks_a_teacher_and_the_dashboard_charts_both_parts
         await pilot.pause()
         labels = [curve.label for curve in app.screen.query_one(LossChart).curves]
         assert {"train", "val", "ce", "kd"} <= set(labels), labels
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_counts_the_teacher_as_the_cli_and_the_trainer_do(home, capsys):
+    from textual.widgets import Static
+
+    from studio.formatting import format_bytes
+    from studio.run_folder.layout import read_config
+    from tests.helpers import wait_for
+    from widgets.app import StudioApp
+
+    capsys.readouterr()
+    student("sized", "--teacher", "teacher", steps=1)
+    printed = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("model: "))
+    recorded = next(event for event in events("sized", "status") if event["state"] == "running")["mem_estimate"]
+    app = StudioApp(read_config(run_path("sized")))  # its teacher as resolved at launch: the teacher's checkpoint
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        method = app.query_one("#train-method-size", Static)
+        await wait_for(pilot, lambda: "with a teacher of" in str(method.render()), what="the teacher's size")
+        shown = str(method.render())
+    figure = f"about {format_bytes(recorded)} per process"
+    assert figure in printed and figure in shown, (printed, shown)
+    teacher = printed[printed.index(", with a teacher of") : printed.index(";")]
+    assert teacher in shown, (printed, shown)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from studio.formatting import format_bytes, format_count, format_memory
+from studio.formatting import format_bytes, format_count, format_memory, teacher_note
 
 
 class ProgressBar:
@@ -79,24 +79,19 @@ def print_method_sizes(config) -> None:
     """Before a launch: the parameters that train, of how many, and the memory one process needs (an estimate)."""
     from studio.data.prepare import open_dataset
     from studio.hf.folder import run_facts
-    from studio.sizing.sizes import method_sizes
+    from studio.runs.prepare import resolve_teacher
+    from studio.sizing.sizes import run_sizes
 
     train, dataset = config.train, open_dataset(config.data.dataset)
     num_labels = len(dataset.meta["labels"]) if train.task == "classify" else 0
-    sizes = method_sizes(config.model, train, run_facts(config), num_labels=num_labels)
+    teacher_params = resolve_teacher(config, dataset).params if config.distill.teacher else 0
+    sizes = run_sizes(config, run_facts(config), num_labels, teacher_params)
     method = train.method if train.method == "full" else f"{train.method} rank {train.lora_rank}"
     targets = "|".join(train.lora_targets) or "every linear layer"
-    memory = sizes.memory["total"]
-    teacher = ""
-    if config.distill.teacher:  # frozen beside the student: its fp32 weights count, nothing else of it is kept
-        from studio.runs.prepare import resolve_teacher
-
-        params = resolve_teacher(config, dataset).params
-        memory += 4 * params
-        teacher = f", with a teacher of {format_count(params)} parameters" if params else ", with a teacher"
+    teacher = teacher_note(teacher_params) if config.distill.teacher else ""
     print(
         f"model: {format_count(sizes.total)} parameters, {format_count(sizes.trainable)} trainable ({method}"
-        f"{'' if train.method == 'full' else f' on {targets}'}){teacher}; about {format_bytes(memory)} "
+        f"{'' if train.method == 'full' else f' on {targets}'}){teacher}; about {format_bytes(sizes.memory['total'])} "
         f"per process for batch {train.batch_size} × context {config.model.block_size}"
     )
 

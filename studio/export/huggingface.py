@@ -1,6 +1,6 @@
 """`llm-studio export`: a run's checkpoint as a Hugging Face folder that transformers loads as is.
 
-    config.json                     LlamaForCausalLM / GPT2LMHeadModel (plain JSON: transformers is not needed)
+    config.json                     the architecture's transformers class, e.g. LlamaForCausalLM (plain JSON)
     model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json
     tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json
     README.md                       a model card: the training config and the final metrics
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig
 from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
@@ -34,11 +35,6 @@ from studio.run_folder.layout import EVENTS, run_or_folder
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-CLASSIFIER_CLASSES = {
-    "llama": "LlamaForSequenceClassification",
-    "gpt2": "GPT2ForSequenceClassification",
-    "bert": "BertForSequenceClassification",
-}
 AUTO_CLASSES = {
     "causal": "AutoModelForCausalLM",
     "masked": "AutoModelForMaskedLM",
@@ -111,14 +107,14 @@ def write_native(
         run_model = build_run_model(config)
         run_model.load_state(weights)
         weights = weights_to_save(run_model.merged(), model_cfg.tie_embeddings)
-    recurrent = model_cfg.recurrent
-    hf_weights = weights if recurrent else hf_names(weights, model_cfg)
+    huggingface = architecture(model_cfg.arch).huggingface  # None: transformers has no class for it
+    hf_weights = weights if huggingface is None else hf_names(weights, model_cfg)
     hf_weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in hf_weights.items()}
     files = write_weights(hf_weights, out, max_shard_size)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     eot_id = dataset.eot_id
     files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype, dataset.meta)})
-    if recurrent:
+    if huggingface is None:
         files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
         note = (
             f"{model_cfg.arch} models have no transformers class: the folder holds plain safetensors (the "
@@ -287,93 +283,40 @@ def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def model_config_json(config: RunConfig, eot_id: int, dtype: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """config.json of the model's transformers class (its sequence classifier, for a classification run)."""
-    document = _model_config_json(config, eot_id, dtype, meta.get("special_ids", {}))
-    if config.train.task == "classify" and config.model.arch in CLASSIFIER_CLASSES:
+    """config.json of the model's transformers class (its sequence classifier, for a classification run); for an
+    architecture that has none, the studio's own record of the run's config."""
+    m = config.model
+    huggingface = architecture(m.arch).huggingface
+    common = {
+        "vocab_size": m.vocab_size,
+        "tie_word_embeddings": m.tie_embeddings,
+        "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype],
+    }
+    if huggingface is None:
+        return {
+            "architectures": [],
+            "model_type": f"llm-studio-{m.arch}",
+            "note": "no transformers class exists for this recurrent model; load it with the studio",
+            "llm_studio": config.to_dict(),
+            "bos_token_id": eot_id,
+            "eos_token_id": eot_id,
+            **common,
+        }
+    document = {
+        "architectures": [huggingface.model_class],
+        **huggingface.config_json(m, eot_id, meta.get("special_ids", {})),
+        **common,
+    }
+    if config.train.task == "classify":
         names = [str(label) for label in meta["labels"]]
         document |= {
-            "architectures": [CLASSIFIER_CLASSES[config.model.arch]],
+            "architectures": [huggingface.classifier_class],
             "num_labels": len(names),
             "id2label": dict(enumerate(names)),
             "label2id": {name: index for index, name in enumerate(names)},
             "pad_token_id": meta["pad_id"],
         }
     return document
-
-
-def _model_config_json(config: RunConfig, eot_id: int, dtype: str, special_ids: dict[str, int]) -> dict[str, Any]:
-    m = config.model
-    common = {
-        "vocab_size": m.vocab_size,
-        "tie_word_embeddings": m.tie_embeddings,
-        "bos_token_id": eot_id,
-        "eos_token_id": eot_id,
-        "dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[dtype],
-    }
-    if m.arch == "llama":
-        return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "hidden_size": m.n_embd,
-            "intermediate_size": m.mlp_width,
-            "num_hidden_layers": m.n_layer,
-            "num_attention_heads": m.n_head,
-            "num_key_value_heads": m.kv_heads,
-            "head_dim": m.head_dim,
-            "max_position_embeddings": m.block_size,
-            "rms_norm_eps": m.norm_eps,
-            "hidden_act": "silu",
-            "attention_bias": False,
-            "mlp_bias": False,
-            "attention_dropout": 0.0,
-            "rope_theta": m.rope_theta,
-            "rope_parameters": {"rope_type": "default", "rope_theta": m.rope_theta},
-            **common,
-        }
-    if m.arch == "bert":
-        return {
-            "architectures": ["BertForMaskedLM"],
-            "model_type": "bert",
-            "hidden_size": m.n_embd,
-            "num_hidden_layers": m.n_layer,
-            "num_attention_heads": m.n_head,
-            "intermediate_size": m.mlp_width,
-            "hidden_act": "gelu",
-            "max_position_embeddings": m.block_size,
-            "type_vocab_size": 2,
-            "layer_norm_eps": m.norm_eps,
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
-            "vocab_size": m.vocab_size,
-            "tie_word_embeddings": m.tie_embeddings,
-            "pad_token_id": special_ids["pad"],
-            "dtype": common["dtype"],
-        }
-    if m.arch == "gpt2":
-        return {
-            "architectures": ["GPT2LMHeadModel"],
-            "model_type": "gpt2",
-            "n_embd": m.n_embd,
-            "n_layer": m.n_layer,
-            "n_head": m.n_head,
-            "n_positions": m.block_size,
-            "n_ctx": m.block_size,
-            "n_inner": m.mlp_width,
-            "activation_function": "gelu_new",
-            "layer_norm_epsilon": m.norm_eps,
-            "resid_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0,
-            "scale_attn_weights": True,
-            **common,
-        }
-    return {
-        "architectures": [],
-        "model_type": f"llm-studio-{m.arch}",
-        "note": "no transformers class exists for this recurrent model; load it with the studio",
-        "llm_studio": config.to_dict(),
-        **common,
-    }
 
 
 def stop_ids(dataset: Dataset) -> list[int]:
@@ -432,15 +375,15 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
     m = config.model
-    loader = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}.get(m.arch)
-    auto = "AutoModelForMaskedLM" if m.encoder else "AutoModelForCausalLM"
+    huggingface = architecture(m.arch).huggingface
+    auto = AUTO_CLASSES["masked" if m.encoder else "causal"]
     usage = (
         (
             f"```python\nfrom transformers import {auto}, AutoTokenizer\n"
-            f'model = {auto}.from_pretrained("PATH")  # {loader}\n'
+            f'model = {auto}.from_pretrained("PATH")  # {huggingface.model_class}\n'
             f'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n'
         )
-        if loader
+        if huggingface
         else (
             f"A {m.arch} model: transformers has no class for it. The weights keep llm-studio's names; "
             "load them with llm-studio (`llm-studio generate`).\n"

@@ -1,8 +1,9 @@
 """The model zoo: `build_model(cfg)` and what the architectures share (init, loss, optimizer groups).
 
 One file per architecture: llama.py (the default), gpt2.py (nanoGPT / GPT-2 layout), recurrent.py (LSTM
-and RNN baselines), bert.py (the masked-LM encoder), each loaded when built. Sizes without building (for the
-studio, which has no torch) are in studio.sizing.sizes.
+and RNN baselines), bert.py (the masked-LM encoder), each loaded when built: which module and class build an
+architecture is one of its facts (studio.architectures), as are its sizes without building (studio.sizing.sizes
+reads them for the studio, which has no torch).
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studio.architectures import Architecture, architecture
 from studio.config import ModelConfig
 from studio.data.batches import IGNORE
 from studio.errors import StudioError
-
-ARCHITECTURES = {  # cfg.arch -> (module, class)
-    "llama": ("studio.model.llama", "Llama"),
-    "gpt2": ("studio.model.gpt2", "GPT2"),
-    "lstm": ("studio.model.recurrent", "RecurrentLM"),
-    "rnn": ("studio.model.recurrent", "RecurrentLM"),
-    "bert": ("studio.model.bert", "Bert"),
-}
 
 # Output projections that write into the residual stream: GPT-2 scales their init by 1/sqrt(2·n_layer)
 # so the residual's variance does not grow with depth (two such writes per layer).
@@ -37,31 +31,22 @@ OUTPUT_HEADS = {"lm_head", "score", "classifier", "decoder"}
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A freshly initialised model for cfg; cfg.vocab_size must be set (the dataset's)."""
-    module_name, class_name = _architecture(cfg)
-    return getattr(importlib.import_module(module_name), class_name)(cfg)
-
-
-def _architecture(cfg: ModelConfig) -> tuple[str, str]:
-    if cfg.arch not in ARCHITECTURES:
-        raise StudioError(f"model.arch must be one of {', '.join(ARCHITECTURES)}, not {cfg.arch!r}")
-    if cfg.vocab_size <= 0:
-        raise StudioError("model.vocab_size is 0: set it to the prepared dataset's vocabulary before building")
-    return ARCHITECTURES[cfg.arch]
-
-
-CLASSIFIERS = {  # cfg.arch -> the classifier class in the architecture's module
-    "llama": "LlamaClassifier",
-    "gpt2": "GPT2Classifier",
-    "lstm": "RecurrentClassifier",
-    "rnn": "RecurrentClassifier",
-    "bert": "BertClassifier",
-}
+    facts = _architecture(cfg)
+    return getattr(importlib.import_module(facts.module), facts.model_class)(cfg)
 
 
 def build_classifier(cfg: ModelConfig, num_labels: int) -> nn.Module:
     """A freshly initialised text classifier of cfg's architecture with num_labels outputs."""
-    module_name, _ = _architecture(cfg)
-    return getattr(importlib.import_module(module_name), CLASSIFIERS[cfg.arch])(cfg, num_labels)
+    facts = _architecture(cfg)
+    return getattr(importlib.import_module(facts.module), facts.classifier_class)(cfg, num_labels)
+
+
+def _architecture(cfg: ModelConfig) -> Architecture:
+    """The facts of cfg's architecture, once its vocabulary is set (a model is built for it)."""
+    facts = architecture(cfg.arch)
+    if cfg.vocab_size <= 0:
+        raise StudioError("model.vocab_size is 0: set it to the prepared dataset's vocabulary before building")
+    return facts
 
 
 def init_weights(model: nn.Module, n_layer: int) -> None:

@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from studio.architectures.bert import TYPE_VOCAB
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
-
-TYPE_VOCAB = 2  # token types (segment A and B), as BERT has
 
 
 class Embeddings(nn.Module):

@@ -1,9 +1,10 @@
 """The studio's own models' weights in and out: checkpoints, and the Hugging Face names they export under.
 
-The studio's parameter names are Llama's Hugging Face names one to one, and nanoGPT's for GPT-2. GPT-2's
-Hugging Face names differ only in that the four Conv1D weights are transposed (Conv1D stores (in, out),
-nn.Linear (out, in)) and that GPT2LMHeadModel always has biases. A tied lm_head is stored once (as the
-embedding) and re-tied on load. (Hugging Face checkpoints are loaded by transformers itself: studio.model.trainable.)
+The studio's parameter names are Hugging Face's one to one for Llama and BERT, and nanoGPT's for GPT-2, whose
+Hugging Face names differ only in that the four Conv1D weights are transposed and that GPT2LMHeadModel always has
+biases. Which weights and biases is each architecture's fact (studio.architectures); the tensors are made here. A
+tied lm_head is stored once (as the embedding) and re-tied on load. (Hugging Face checkpoints are loaded by
+transformers itself: studio.model.trainable.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
+from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes
@@ -29,9 +31,6 @@ from studio.run_folder.layout import (
     trained_config,
     usable_checkpoint,
 )
-
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-GPT2_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 
 
 # ---- the studio's checkpoints ---------------------------------------------------------------------
@@ -131,16 +130,15 @@ def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
 
 # ---- Hugging Face names, for export ---------------------------------------------------------------
 def hf_names(weights: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The studio's state dict under Hugging Face's names: Conv1D transposed, and GPT-2's biases (which
-    GPT2LMHeadModel always has) written as zeros when the model has none."""
-    if cfg.arch in ("llama", "bert"):  # the studio's names are Hugging Face's
-        return dict(weights)
-    renamed = {name: tensor.t().contiguous() if name.endswith(CONV1D) else tensor for name, tensor in weights.items()}
-    if not cfg.bias:
-        for layer in range(cfg.n_layer):
-            for suffix in GPT2_BIASES:
-                weight = renamed[f"transformer.h.{layer}.{suffix.replace('bias', 'weight')}"]
-                # a bias is as long as its weight's last dim: LayerNorm (width,), Conv1D (in, out)
-                renamed[f"transformer.h.{layer}.{suffix}"] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
-        renamed["transformer.ln_f.bias"] = torch.zeros_like(renamed["transformer.ln_f.weight"])
+    """The studio's state dict under Hugging Face's names, by its architecture's rule (studio.architectures): the
+    weights Hugging Face stores transposed, transposed, and the biases its class always has written as zeros
+    when the model has none."""
+    rule = architecture(cfg.arch).huggingface
+    renamed = {
+        name: tensor.t().contiguous() if name.endswith(rule.transposed) else tensor for name, tensor in weights.items()
+    }
+    for bias in rule.zero_biases(cfg):
+        weight = renamed[bias.removesuffix("bias") + "weight"]
+        # a bias is as long as its weight's last dim: LayerNorm (width,), Conv1D (in, out)
+        renamed[bias] = torch.zeros(weight.shape[-1], dtype=weight.dtype)
     return renamed

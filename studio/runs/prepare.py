@@ -130,8 +130,6 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
     from studio.data.prepare import open_dataset
     from studio.data.tokenizer import load_tokenizer
     from studio.hf.folder import read_hf_folder
-    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
-    from studio.sizing.sizes import param_count
 
     name = config.distill.teacher
     folder = Path(name).expanduser()
@@ -142,13 +140,8 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
         hf = read_hf_folder(folder.resolve())
         teacher = Teacher(hf.path, hf.facts["params"])
         tokenizer_file, objective = hf.tokenizer_file, OBJECTIVES["causal_lm"]  # a folder teaches as a causal LM
-    else:  # a run by name or folder, or (resolved before) one of its checkpoints
-        if (folder / WEIGHTS).is_file():
-            checkpoint, run_dir = folder, folder.parent.parent
-        else:
-            run_dir = run_or_folder(name)
-            checkpoint, _ = usable_checkpoint(run_dir)
-        teacher_config = trained_config(run_dir, checkpoint_metadata(checkpoint))
+    else:
+        checkpoint, teacher_config = _teacher_run(name)
         teacher_data = open_dataset(teacher_config.data.dataset)
         tokenizer_file, objective = teacher_data.tokenizer_path, objective_of(teacher_config)
         if teacher_data.meta.get("labels") != labels:
@@ -156,8 +149,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
                 f"distill.teacher {name} predicts {teacher_data.meta.get('labels') or 'tokens'}, the student "
                 f"{labels or 'tokens'}: a teacher must predict what its student learns"
             )
-        params = 0 if teacher_config.model.pretrained else param_count(teacher_config.model)
-        teacher = Teacher(checkpoint.resolve(), params)
+        teacher = Teacher(checkpoint.resolve(), _run_params(teacher_config))
     if objective is not objective_of(config):
         raise StudioError(
             f"distill.teacher {name} is {objective.model_kind}, the student {objective_of(config).model_kind}: "
@@ -171,6 +163,40 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
             "tokenizer: train on the teacher's dataset (--data DATASET), or start from the teacher (--init-from)"
         )
     return teacher
+
+
+def teacher_params(name: str) -> int:
+    """The parameters of distill.teacher `name`, for the memory estimate, without torch and without the checks of a
+    launch (resolve_teacher's): a Hugging Face folder's from its facts (a child process, remembered), a run's from
+    the config it was trained with."""
+    from studio.hf.folder import folder_facts
+
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return folder_facts(folder.resolve())["params"]
+    return _run_params(_teacher_run(name)[1])
+
+
+def _teacher_run(name: str) -> tuple[Path, RunConfig]:
+    """A teacher that is a run (by name or folder) or one of its checkpoints: the checkpoint (the run's newest
+    usable one) and the config it was trained with."""
+    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
+
+    folder = Path(name).expanduser()
+    if (folder / WEIGHTS).is_file():
+        checkpoint, run_dir = folder, folder.parent.parent
+    else:
+        run_dir = run_or_folder(name)
+        checkpoint, _ = usable_checkpoint(run_dir)
+    return checkpoint, trained_config(run_dir, checkpoint_metadata(checkpoint))
+
+
+def _run_params(config: RunConfig) -> int:
+    """The parameters of a run's model: the studio's count of its architecture; 0 for a Hugging Face model's, which
+    only building it tells."""
+    from studio.sizing.sizes import param_count
+
+    return 0 if config.model.pretrained else param_count(config.model)
 
 
 def check_trackers(config: RunConfig) -> None:

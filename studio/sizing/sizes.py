@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from studio.config import ModelConfig, TrainConfig
+from studio.architectures import architecture
+from studio.config import ModelConfig, RunConfig, TrainConfig
 from studio.errors import StudioError
 
 
@@ -17,43 +18,11 @@ def param_count(cfg: ModelConfig, vocab_size: int | None = None, num_labels: int
     """Exact number of distinct parameters (a tied embedding counted once) of build_model(cfg), or with num_labels
     of build_classifier(cfg, num_labels): its language-model head replaced by a classifier's."""
     vocab = _vocab(cfg, vocab_size)
-    total = _language_model_params(cfg, vocab)
+    facts = architecture(cfg.arch)
+    total = facts.params(cfg, vocab)
     if not num_labels:
         return total
-    d = cfg.n_embd
-    untied_head = 0 if cfg.tie_embeddings else vocab * d
-    if cfg.arch == "bert":  # the masked-LM head (transform, LayerNorm, bias) goes; a pooler and a classifier come
-        return total - (d * d + d + 2 * d + vocab + untied_head) + (d * d + d) + (d * num_labels + num_labels)
-    return total - untied_head + d * num_labels  # `score`: a linear layer without a bias
-
-
-def _language_model_params(cfg: ModelConfig, vocab: int) -> int:
-    d, n_layer = cfg.n_embd, cfg.n_layer
-    head = 0 if cfg.tie_embeddings else vocab * d  # lm_head has no bias in any architecture
-    if cfg.recurrent:
-        gates = 4 if cfg.arch == "lstm" else 1
-        per_layer = gates * (2 * d * d + 2 * d)  # weight_ih, weight_hh, and PyTorch's two bias vectors
-        return vocab * d + n_layer * per_layer + head
-    hidden = cfg.mlp_width
-    if cfg.arch == "bert":
-        # word, position and token-type embeddings and their LayerNorm; per layer q k v and the attention output
-        # (with biases), two LayerNorms, the MLP (with biases); the head's transform, its LayerNorm and bias
-        per_layer = 4 * d * d + 4 * d + 2 * 2 * d + d * hidden + hidden + hidden * d + d
-        embeddings = vocab * d + cfg.block_size * d + 2 * d + 2 * d
-        return embeddings + n_layer * per_layer + d * d + d + 2 * d + vocab + head
-    if cfg.arch == "llama":
-        kv = cfg.kv_heads * cfg.head_dim  # k and v are narrower under grouped-query attention
-        per_layer = 2 * d * d + 2 * d * kv + 3 * d * hidden + 2 * d  # q o, k v, gate up down, two RMSNorm weights
-        return vocab * d + n_layer * per_layer + d + head  # + final norm
-    # gpt2: fused qkv + c_proj, c_fc + c_proj, two LayerNorms; biases on all of them when cfg.bias
-    bias = cfg.bias
-    per_layer = (
-        4 * d * d
-        + 2 * d * hidden
-        + 2 * d  # matrices and LayerNorm weights
-        + bias * (3 * d + d + hidden + d + 2 * d)
-    )  # c_attn, attn.c_proj, c_fc, mlp.c_proj, ln_1/ln_2
-    return vocab * d + cfg.block_size * d + n_layer * per_layer + d + bias * d + head
+    return total - facts.lm_head_params(cfg, vocab) + facts.classifier_head_params(cfg, num_labels)
 
 
 def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
@@ -67,7 +36,7 @@ def flops_per_token(cfg: ModelConfig, vocab_size: int | None = None) -> float:
     n = param_count(cfg, vocab)
     if not cfg.tie_embeddings:
         n -= vocab * cfg.n_embd
-    if cfg.arch in ("gpt2", "bert"):  # learned positions (and bert's token types) are lookups
+    if architecture(cfg.arch).learned_positions:  # a lookup
         n -= cfg.block_size * cfg.n_embd
     if cfg.recurrent:
         return 6.0 * n
@@ -86,12 +55,9 @@ def estimate_train_memory(
     - optimizer: `optimizer_values_per_weight` fp32 values (4 bytes each) per trained weight.
     - activations: the most the step holds at once, at the start of the backward, for batch_size·block_size
       tokens: what autograd keeps, counted in values per token at the mixed-precision width (4 bytes, 2 under
-      bf16/fp16). A decoder layer keeps its residual input, normed input, q, k, v and attention output per
-      sublayer (~8·n_embd; k and v narrower under grouped-query attention) plus the MLP's inner tensors
-      (4·hidden for SwiGLU: gate, silu(gate), up, product; 2·hidden for GELU); a Llama layer also keeps RoPE's
-      rotated q and k and RMSNorm's intermediates (~4·n_embd). SDPA's fused kernels keep no T×T matrix.
-      PyTorch's LSTM keeps ~16·n_embd per layer (gates before and after their activations, cells and their
-      tanh, the products), its tanh RNN ~2·n_embd. On top: the embedding output, and the logits' fp32
+      bf16/fp16). Each layer keeps what its architecture's `activations_per_layer` counts (studio.architectures:
+      an attention layer's inputs, q, k, v and outputs and its MLP's inner tensors; a recurrent layer's gates and
+      states). On top: the embedding output, and the logits' fp32
       cross-entropy: its log-probabilities kept for the backward, then the loss's gradient and the
       log-softmax's beside them when the backward starts (3·vocab values per token).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
@@ -110,12 +76,7 @@ def estimate_train_memory(
     act_bytes = 2 if mixed else 4
     optimizer_values = optimizer_values_per_weight(train)
     tokens = train.batch_size * cfg.block_size
-    if cfg.recurrent:
-        per_layer = (16 if cfg.arch == "lstm" else 2) * cfg.n_embd
-    else:
-        kv = cfg.kv_heads * cfg.head_dim
-        mlp_and_rope = 4 * cfg.mlp_width + 4 * cfg.n_embd if cfg.arch == "llama" else 2 * cfg.mlp_width
-        per_layer = 6 * cfg.n_embd + 2 * kv + mlp_and_rope
+    per_layer = architecture(cfg.arch).activations_per_layer(cfg)
     per_token = _kept_by_layers(cfg.n_layer, cfg.n_layer * per_layer, cfg.n_embd, train.activation_checkpointing)
     per_token += cfg.n_embd
     memory = {
@@ -129,17 +90,8 @@ def estimate_train_memory(
 
 # ---- fine-tuning methods -------------------------------------------------------------------------------
 def native_linear_layers(cfg: ModelConfig) -> list[tuple[str, int, int]]:
-    """(name, in, out) of every linear layer of a studio decoder but the output head, as LoRA sees them."""
-    d, hidden = cfg.n_embd, cfg.mlp_width
-    if cfg.arch == "llama":
-        kv = cfg.kv_heads * cfg.head_dim
-        shapes = [("q_proj", d, d), ("k_proj", d, kv), ("v_proj", d, kv), ("o_proj", d, d)]
-        shapes += [("gate_proj", d, hidden), ("up_proj", d, hidden), ("down_proj", hidden, d)]
-    elif cfg.arch == "gpt2":
-        shapes = [("c_attn", d, 3 * d), ("c_proj", d, d), ("c_fc", d, hidden), ("c_proj", hidden, d)]
-    else:
-        shapes = []  # the recurrent baselines have no linear layer but the head
-    return shapes * cfg.n_layer
+    """(name, in, out) of every linear layer of a studio model but the output head, as LoRA sees them."""
+    return architecture(cfg.arch).linear_layers(cfg) * cfg.n_layer
 
 
 def adapter_params(linear_layers: list, rank: int, targets: list[str], dora: bool) -> int:
@@ -187,6 +139,16 @@ def method_sizes(
         "activations": activations,
     }
     return MethodSizes(total, trainable, _with_total(_per_process(memory, train, gathered)))
+
+
+def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teacher_params: int = 0) -> MethodSizes:
+    """method_sizes of a run's model and method, with its distillation teacher of teacher_params parameters: frozen
+    beside the student, the teacher's fp32 weights count (4 bytes each); it has no gradients or optimizer state, and
+    runs without autograd, so it keeps no activations for a backward. The one figure the CLI prints before a
+    launch, the trainer records and the studio's Train tab shows."""
+    sizes = method_sizes(config.model, config.train, facts, num_labels=num_labels)
+    teacher = 4 * teacher_params
+    return replace(sizes, memory={**sizes.memory, "teacher": teacher, "total": sizes.memory["total"] + teacher})
 
 
 def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:

@@ -51,7 +51,7 @@ from studio.run_folder.layout import (
     temporary_checkpoint_dir,
 )
 from studio.run_folder.lock import hold_lock_for_life
-from studio.sizing.sizes import flops_per_token, method_sizes
+from studio.sizing.sizes import flops_per_token, run_sizes
 from studio.train import sharding, stop_signal
 from studio.train.fast_path import FastPath, fast_path
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
@@ -173,13 +173,13 @@ class Trainer:
         return (4.0 if self.run_model.adapters else 6.0) * self.run_model.total_params()
 
     def _memory_estimate(self) -> int:
-        """The bytes this process should need, as estimated before launch (studio.sizing.sizes.method_sizes), with the
+        """The bytes this process should need, as estimated before launch (studio.sizing.sizes.run_sizes), with the
         teacher's weights when there is one."""
         config = self.config
         num_labels = len(self.dataset.meta["labels"]) if config.train.task == "classify" else 0
         teacher = 0 if self.teacher is None else sum(p.numel() for p in self.teacher.parameters())
-        sizes = method_sizes(config.model, config.train, run_facts(config, inspect_folder), num_labels=num_labels)
-        return sizes.memory["total"] + 4 * teacher
+        sizes = run_sizes(config, run_facts(config, inspect_folder), num_labels, teacher)
+        return sizes.memory["total"]
 
     def _weights(self) -> list[torch.Tensor]:
         """The parameters of the models this process holds (its slices, under FSDP): the trained one's, and a

@@ -89,7 +89,12 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
             return
         self.shown_folder = None
         size.set_class(concerns(error, ("model",)), "-error")
-        size.update(f"✗ {error}" if concerns(error, ("model",)) else size_table(self.app.config))
+        if concerns(error, ("model",)):
+            size.update(f"✗ {error}")
+        elif self.app.config.model.pretrained:  # its sizes are its folder's, which transformers builds
+            size.update("the sizes show once train.init_from names the Hugging Face folder")
+        else:
+            size.update(size_table(self.app.config))
 
     # ---- a checkpoint folder ----------------------------------------------------------------------------
     @on(Button.Pressed, "#model-checkpoint")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from textual import on, work
@@ -21,7 +22,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.formatting import format_bytes, format_count
+from studio.formatting import format_bytes, format_count, teacher_note
 from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
@@ -39,6 +40,11 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     TASK_BUTTON = "#train-launch"
 
     BINDINGS = [Binding("y", "copy_command", "Copy command")]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # distill.teacher -> its parameters, or why they are unknown; None while a worker reads them
+        self.teacher_sizes: dict[str, int | str | None] = {}
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
@@ -103,18 +109,45 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
 
     def on_show(self) -> None:
         self._load_teacher_runs()  # runs finished while the studio was open can teach
+        self.teacher_sizes.clear()  # and a teacher's checkpoint may have appeared since it was read
+        self._show_method_line()
 
     # ---- the app hands config changes down ------------------------------------------------------
     def config_changed(self, section: str) -> None:
         super().config_changed(section)
         self.query_one("#train-command", Static).update(train_command_line(self.app.config))
-        self.query_one("#train-method-size", Static).update(method_line(self.app.config))
+        self._show_method_line()
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
 
     def action_copy_command(self) -> None:
         self.app.copy_to_clipboard(train_command_line(self.app.config))
         self.app.notify("command line copied")
+
+    def _show_method_line(self) -> None:
+        """The method line, with the teacher's weights once a worker has read its size (a run's config, or a
+        folder's facts from a child process: never on the UI's thread)."""
+        teacher = self.app.config.distill.teacher
+        if teacher and teacher not in self.teacher_sizes:
+            self.teacher_sizes[teacher] = None
+            self._read_teacher_size(teacher)
+        size = self.teacher_sizes.get(teacher) if teacher else 0
+        self.query_one("#train-method-size", Static).update(method_line(self.app.config, size))
+
+    @work(thread=True, group="teacher-size", exit_on_error=False)
+    def _read_teacher_size(self, teacher: str) -> None:
+        from studio.runs.prepare import teacher_params
+
+        try:
+            size: int | str = teacher_params(teacher)
+        except StudioError as error:
+            size = str(error)
+        self.app.call_from_thread(self._teacher_size_read, teacher, size)
+
+    def _teacher_size_read(self, teacher: str, size: int | str) -> None:
+        self.teacher_sizes[teacher] = size
+        if teacher == self.app.config.distill.teacher:
+            self._show_method_line()
 
     # ---- a teacher ----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="teacher-runs", exit_on_error=False)
@@ -169,13 +202,15 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.post_message(RunLaunched(run_dir))
 
 
-def method_line(config: RunConfig) -> str:
-    """What the method trains, of how much, and the memory: for the studio's models at once; for a checkpoint
-    folder, once the Model tab has read it (the facts are remembered). A classifier is counted with two classes
-    here (the prepared labels set its head; the CLI's line before launch counts them)."""
+def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
+    """What the method trains, of how much, and the memory (studio.sizing.sizes.run_sizes, as the CLI prints it):
+    for the studio's models at once; for a checkpoint folder, once the Model tab has read it (the facts are
+    remembered). `teacher`: distill.teacher's parameters (0: none), or why they are unknown, or None while they are
+    read; the memory leaves the teacher out until its size is known. A classifier is counted with two classes here
+    (the prepared labels set its head; the CLI's line before launch counts them)."""
     from studio.hf.folder import remembered_facts
     from studio.presets import preset_vocab
-    from studio.sizing.sizes import method_sizes
+    from studio.sizing.sizes import run_sizes
 
     facts = None
     if config.train.init_from and Path(config.train.init_from).expanduser().is_dir():
@@ -186,12 +221,18 @@ def method_line(config: RunConfig) -> str:
     model.vocab_size = model.vocab_size or preset_vocab(config)
     if facts:
         model.block_size = min(model.block_size, facts["context"] or model.block_size)
+    teacher_params = teacher if isinstance(teacher, int) else 0
     try:
         classify = config.train.task == "classify"
-        sizes = method_sizes(model, config.train, facts, num_labels=2 if classify else 0)
+        sizes = run_sizes(replace(config, model=model), facts, 2 if classify else 0, teacher_params)
     except StudioError:
         return ""
+    if isinstance(teacher, int):
+        with_teacher = teacher_note(teacher) if config.distill.teacher else ""
+    else:
+        with_teacher = f", the teacher left out ({teacher or 'reading its size…'})"
     return (
         f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train"
-        f"{' (a head of 2 classes)' if classify else ''}; about {format_bytes(sizes.memory['total'])} per process"
+        f"{' (a head of 2 classes)' if classify else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
+        "per process"
     )

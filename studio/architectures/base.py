@@ -1,0 +1,99 @@
+"""What an architecture's facts are: the `Architecture` record each facts module fills in, and the rules several
+architectures share.
+
+The facts read a model config without importing its class (studio.config reads the facts, so the import goes
+one way): `ModelShape` names what they read of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+LinearLayer = tuple[str, int, int]  # (name, in, out) of a linear layer, as LoRA sees it
+
+
+class ModelShape(Protocol):
+    """What the facts read of a model config (studio.config.ModelConfig)."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    vocab_size: int
+    tie_embeddings: bool
+    bias: bool
+    rope_theta: float
+    norm_eps: float
+
+    @property
+    def mlp_width(self) -> int: ...
+
+    @property
+    def kv_heads(self) -> int: ...
+
+    @property
+    def head_dim(self) -> int: ...
+
+
+def untied_head(cfg: ModelShape, vocab: int) -> int:
+    """An output head without a bias: nothing of its own when it is the embedding (tied)."""
+    return 0 if cfg.tie_embeddings else vocab * cfg.n_embd
+
+
+def score_head(cfg: ModelShape, labels: int) -> int:
+    """Hugging Face's decoder classifiers' `score`: a linear layer without a bias on the last token's state."""
+    return cfg.n_embd * labels
+
+
+@dataclass(frozen=True)
+class HuggingFace:
+    """How an architecture leaves as a Hugging Face folder that transformers loads as is (studio.export)."""
+
+    model_class: str  # config.json's "architectures" of a language model, e.g. LlamaForCausalLM
+    classifier_class: str  # the same for a classification run, e.g. LlamaForSequenceClassification
+    # config.json's fields of the model class (export adds the class, the vocabulary, tying and dtype), from the
+    # model config, the end-of-text token's id and the dataset's special tokens' ids
+    config_json: Callable[[ModelShape, int, dict[str, int]], dict[str, Any]]
+    # the ends of the names of weights Hugging Face stores transposed (GPT-2's Conv1D keeps (in, out))
+    transposed: tuple[str, ...] = ()
+    # names of the biases the Hugging Face class always has, which the studio's model of this config lacks: they
+    # are exported as zeros
+    zero_biases: Callable[[ModelShape], list[str]] = lambda cfg: []
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One of the studio's own architectures as data: what builds it, its sizes, and how it is exported."""
+
+    name: str  # model.arch
+    module: str  # the torch module that builds it
+    model_class: str  # its language model's class there
+    classifier_class: str  # its text classifier's class there
+    # parameters, exact: the language model's at a vocabulary size
+    params: Callable[[ModelShape, int], int]
+    # activation values per token that one layer keeps for the backward (studio.sizing.sizes' memory estimate)
+    activations_per_layer: Callable[[ModelShape], int]
+    # the MLP's inner width from the width, when model.mlp_hidden is 0 (0: no MLP)
+    mlp_width: Callable[[int], int] = lambda n_embd: 0
+    # parameters of the language model's output head (at a vocabulary size), which a classifier drops
+    lm_head_params: Callable[[ModelShape, int], int] = untied_head
+    # parameters of the classifier's head (at a number of labels), which replaces the language model's
+    classifier_head_params: Callable[[ModelShape, int], int] = score_head
+    # one layer's linear layers (the output head is not one); LoRA adapts them
+    linear_layers: Callable[[ModelShape], list[LinearLayer]] = lambda cfg: []
+    recurrent: bool = False  # a recurrent baseline: no attention, no blocks to shard or recompute
+    encoder: bool = False  # bidirectional, trained on the masked-LM objective
+    learned_positions: bool = False  # a table of positions: a lookup, no FLOPs
+    grouped_query: bool = False  # fewer key/value heads than heads may be asked for (model.n_kv_head)
+    rotary: bool = False  # rotary embeddings, which rotate pairs: the head size must be even
+    huggingface: HuggingFace | None = None  # None: transformers has no class for it
+    gguf: None = None  # llama.cpp's names and metadata: not yet
+
+
+def attention_activations(cfg: ModelShape) -> int:
+    """Values per token an attention layer keeps for the backward: its residual input, normed input, q, attention
+    output and the like (~6·n_embd), and k and v (narrower under grouped-query attention). SDPA's fused kernels keep
+    no T×T matrix."""
+    return 6 * cfg.n_embd + 2 * cfg.kv_heads * cfg.head_dim
