@@ -375,7 +375,7 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
 
 def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
     m = config.model
-    huggingface = architecture(m.arch).huggingface
+    huggingface = None if m.pretrained else architecture(m.arch).huggingface
     auto = AUTO_CLASSES["masked" if m.encoder else "causal"]
     usage = (
         (
