@@ -329,14 +329,14 @@ def _write_dataset(
     progress("tokenizer", 1, 1)
 
     vocab_size = tokenizer.get_vocab_size()
-    encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
+    text_encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
     train_chars = int(corpus.characters * (1 - data.val_fraction))
     with SplitWriter(folder, token_dtype(vocab_size), train_chars) as writer:
         for pieces in kept_documents(source, corpus):
             for piece in pieces:
-                writer.write(piece, encoder.encode)
+                writer.write(piece, text_encoder.encode)
                 progress("encode", writer.chars, corpus.characters)
-            writer.write_ids(np.array([encoder.eot_id]))
+            writer.write_ids(np.array([text_encoder.eot_id]))
     _check_split_sizes(writer.tokens, corpus)
 
     text_tokens = sum(writer.tokens.values()) - corpus.kept  # all but the EOTs
@@ -350,7 +350,7 @@ def _write_dataset(
         "tokens": writer.tokens,
         "dtype": writer.dtype,
         "vocab_size": vocab_size,
-        "eot_id": encoder.eot_id,
+        "eot_id": text_encoder.eot_id,
         "tokenizer_hash": tokenizer_hash(tokenizer),
         "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
