@@ -281,8 +281,7 @@ def _resolve_run(run_dir: Path) -> InitSource:
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
     facts = folder_facts(pretrained_root(config)) if config.model.pretrained else None
-    template = dataset.meta.get("chat_template")
-    bos = dataset.meta.get("chat_tokens", {}).get("bos", "")
+    template, bos = dataset.meta.chat_template, dataset.meta.chat_tokens.bos
     return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve(), template, bos, facts)
 
 

@@ -46,9 +46,7 @@ class Labels:
         from studio.data.prepare import open_dataset
 
         meta = open_dataset(config.data.dataset).meta
-        return cls(
-            meta["labels"], meta["pad_id"]
-        )  # never adapted: the studio's head; transformers' is found by get_output_embeddings
+        return cls(meta.labels, meta.pad_id)
 
 
 # ---- transformers' models, called the studio's way ------------------------------------------------------

@@ -134,9 +134,9 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
 
     name = config.distill.teacher
     folder = Path(name).expanduser()
-    labels = dataset.meta.get("labels")  # a classifier's teacher classifies the same labels
+    labels = dataset.meta.labels  # a classifier's teacher classifies the same labels
     if (folder / "config.json").is_file():
-        if labels is not None:
+        if labels:
             raise StudioError(f"distill.teacher {name}: a classifier learns from a classifier run of the same labels")
         hf = read_hf_folder(folder.resolve())
         teacher = Teacher(hf.path, hf.facts["params"])
@@ -151,9 +151,9 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
         teacher_data = open_dataset(teacher_config.data.dataset)
         tokenizer_file = teacher_data.tokenizer_path
         encoder = teacher_config.model.encoder and teacher_config.train.task == "lm"
-        if teacher_data.meta.get("labels") != labels:
+        if teacher_data.meta.labels != labels:
             raise StudioError(
-                f"distill.teacher {name} predicts {teacher_data.meta.get('labels') or 'tokens'}, the student "
+                f"distill.teacher {name} predicts {teacher_data.meta.labels or 'tokens'}, the student "
                 f"{labels or 'tokens'}: a teacher must predict what its student learns"
             )
         params = 0 if teacher_config.model.pretrained else param_count(teacher_config.model)
