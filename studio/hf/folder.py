@@ -26,6 +26,7 @@ from studio.paths import child_process_env
 from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
+    run_of_checkpoint,
     run_or_folder,
     short_reason,
     trained_config,
@@ -289,6 +290,6 @@ def pretrained_root(config) -> Path:
     """The Hugging Face folder at the start of a chain of runs, each started from the one before."""
     source = Path(config.train.init_from)
     while not (source / "config.json").is_file() and not (source / ADAPTER_CONFIG).is_file():
-        config = trained_config(source.parent.parent, checkpoint_metadata(source))  # runs/<run>/checkpoints/step-N
+        config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
         source = Path(config.train.init_from)
     return source

@@ -253,13 +253,13 @@ def load_pretrained(folder: Path, four_bit: bool = False, labels: Labels | None 
 def teacher_module(source: Path) -> nn.Module:
     """A distillation teacher, frozen and in eval mode, called the studio's way: a Hugging Face folder, or a studio
     checkpoint (adapters merged)."""
-    from studio.run_folder.layout import checkpoint_metadata, trained_config
+    from studio.run_folder.layout import checkpoint_metadata, run_of_checkpoint, trained_config
 
     if (source / "config.json").is_file() or (source / ADAPTER_CONFIG).is_file():
         hf_model = load_pretrained(source)
         teacher = PretrainedLM(hf_model, model_context(hf_model) or 0)
     else:
-        config = trained_config(source.parent.parent, checkpoint_metadata(source))
+        config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
         model = trained_model(source)
         if not config.model.pretrained:
             teacher = model
@@ -318,9 +318,9 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
 def trained_model(checkpoint: Path) -> nn.Module:
     """The model a studio checkpoint holds, adapters merged: a later run's starting point."""
     from studio.model.weights import read_weights
-    from studio.run_folder.layout import checkpoint_metadata, trained_config
+    from studio.run_folder.layout import checkpoint_metadata, run_of_checkpoint, trained_config
 
-    config = trained_config(checkpoint.parent.parent, checkpoint_metadata(checkpoint))
+    config = trained_config(run_of_checkpoint(checkpoint), checkpoint_metadata(checkpoint))
     run_model = build_run_model(config)
     run_model.load_state(read_weights(checkpoint)[0])
     return run_model.merged()

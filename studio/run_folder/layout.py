@@ -111,6 +111,11 @@ def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS
 
 
+def run_of_checkpoint(checkpoint: Path) -> Path:
+    """The run folder a checkpoint folder belongs to: runs/<run>/checkpoints/step-NNNNNNN."""
+    return checkpoint.parent.parent
+
+
 def temporary_checkpoint_dir(run_dir: Path, step: int) -> Path:
     """Where the checkpoint of `step` is built before it is renamed into place."""
     return checkpoints_dir(run_dir) / f"{TEMPORARY_PREFIX}{checkpoint_name(step)}"

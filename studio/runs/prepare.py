@@ -129,7 +129,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
     from studio.data.prepare import open_dataset
     from studio.data.tokenizer import load_tokenizer
     from studio.hf.folder import read_hf_folder
-    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
+    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_of_checkpoint, run_or_folder, trained_config
     from studio.sizing.sizes import param_count
 
     name = config.distill.teacher
@@ -143,7 +143,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
         tokenizer_file, encoder = hf.tokenizer_file, False
     else:  # a run by name or folder, or (resolved before) one of its checkpoints
         if (folder / WEIGHTS).is_file():
-            checkpoint, run_dir = folder, folder.parent.parent
+            checkpoint, run_dir = folder, run_of_checkpoint(folder)
         else:
             run_dir = run_or_folder(name)
             checkpoint, _ = usable_checkpoint(run_dir)
