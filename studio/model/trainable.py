@@ -289,7 +289,7 @@ def load_body(classifier: nn.Module, checkpoint: Path) -> None:
     from studio.model.weights import read_weights
     from studio.run_folder.layout import checkpoint_metadata
 
-    if checkpoint_metadata(checkpoint).get("method", "full") != "full":
+    if checkpoint_metadata(checkpoint).method != "full":
         weights = trained_model(checkpoint).state_dict()
     else:
         weights, _ = read_weights(checkpoint)
@@ -307,7 +307,7 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
     from studio.model.weights import check_fit, load_weights, read_weights, weights_to_save
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata
 
-    if checkpoint_metadata(checkpoint).get("method", "full") == "full":
+    if checkpoint_metadata(checkpoint).method == "full":
         check_fit(model.cfg, checkpoint / WEIGHTS)  # names, shapes and memory before reading
         weights, _ = read_weights(checkpoint)
     else:
