@@ -32,6 +32,7 @@ from studio.run_folder.layout import (
     trained_config,
     usable_checkpoint,
 )
+from studio.sizing.hf_facts import HFFacts
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -43,7 +44,7 @@ EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight"
 class HFFolder:
     path: Path  # the folder given: a model, or an adapter whose base is a local folder
     base: Path  # where the base model's config and weights are (the folder itself unless an adapter)
-    facts: dict[str, Any]  # what transformers builds from it (studio.hf.inspection)
+    facts: HFFacts  # what transformers builds from it (studio.hf.inspection)
     tokenizer_file: Path
     eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
     bos_token: str
@@ -54,16 +55,16 @@ class HFFolder:
     def model(self) -> ModelConfig:
         """The model as the run's config records it: arch hf, the sizes for display and estimates."""
         facts = self.facts
-        heads = facts["heads"] or 1
+        heads = facts.heads or 1
         return ModelConfig(
             arch=PRETRAINED_ARCH,
-            n_layer=facts["layers"] or 0,
+            n_layer=facts.layers or 0,
             n_head=heads,
-            n_kv_head=0 if facts["kv_heads"] in (None, heads) else facts["kv_heads"],
-            n_embd=facts["hidden"] or 0,
-            block_size=facts["context"] or 2048,
-            vocab_size=facts["vocab"] or 0,
-            tie_embeddings=facts["tied"],
+            n_kv_head=0 if facts.kv_heads in (None, heads) else facts.kv_heads,
+            n_embd=facts.hidden or 0,
+            block_size=facts.context or 2048,
+            vocab_size=facts.vocab or 0,
+            tie_embeddings=facts.tied,
         )
 
 
@@ -77,7 +78,7 @@ class InitSource:
     weights: Path  # a Hugging Face folder (or adapter folder), or a studio checkpoint folder
     chat_template: str | None
     bos_token: str = ""
-    facts: dict[str, Any] | None = None  # a Hugging Face folder's (None for a studio run)
+    facts: HFFacts | None = None  # a Hugging Face folder's (None for a studio run)
     pad_token: str = ""
 
 
@@ -110,7 +111,7 @@ def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
     return HFFolder(folder, base, facts, tokenizer_file, eot, bos, template, pad)
 
 
-def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
+def folder_facts(folder: Path, task: str = "lm") -> HFFacts:
     """studio.hf.inspection's facts about the model in `folder`, from a child process (torch stays out of this one);
     remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
     key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, task)
@@ -119,10 +120,10 @@ def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
     return _FACTS[key]
 
 
-_FACTS: dict[tuple[str, int, str], dict[str, Any]] = {}
+_FACTS: dict[tuple[str, int, str], HFFacts] = {}
 
 
-def remembered_facts(folder: Path) -> dict[str, Any] | None:
+def remembered_facts(folder: Path) -> HFFacts | None:
     """folder_facts' answer if this process has it already (the studio's panes never wait for a child process)."""
     try:
         return _FACTS.get((str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, "lm"))
@@ -130,7 +131,7 @@ def remembered_facts(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_facts) -> dict[str, Any] | None:
+def run_facts(config, inspect: Callable[[Path, str], HFFacts] = folder_facts) -> HFFacts | None:
     """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs); a
     process that has torch and transformers already (the trainer) passes studio.hf.inspection.inspect_folder to ask
     in-process rather than through a child."""
@@ -140,7 +141,7 @@ def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_fa
     return inspect(root if (root / "config.json").is_file() else adapter_base(root), config.train.task)
 
 
-def _inspect(folder: Path, task: str) -> dict[str, Any]:
+def _inspect(folder: Path, task: str) -> HFFacts:
     result = subprocess.run(
         [sys.executable, "-m", "studio.hf.inspection", str(folder), "--task", task],
         capture_output=True,
@@ -152,7 +153,7 @@ def _inspect(folder: Path, task: str) -> dict[str, Any]:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise StudioError(f"{folder}: inspecting the model failed ({last[:160]})")
-    return json.loads(result.stdout)
+    return HFFacts.from_json(result.stdout)
 
 
 def adapter_base(folder: Path) -> Path:

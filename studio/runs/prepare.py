@@ -22,6 +22,7 @@ from studio.run_folder.layout import (
 )
 from studio.run_folder.status import summarize
 from studio.runs.control import create_run
+from studio.sizing.hf_facts import HFFacts
 
 
 def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, int, int], None] | None = None) -> Path:
@@ -80,7 +81,7 @@ def resolve_init_from(config: RunConfig):
     context = config.model.block_size
     config.model = init.model
     if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own
-        config.model.block_size = min(context, init.facts.get("context") or context)
+        config.model.block_size = min(context, init.facts.context or context)
     config.train.init_from = str(init.weights)
     validate(config)
     check_method(config, init.facts)
@@ -90,7 +91,7 @@ def resolve_init_from(config: RunConfig):
     )
 
 
-def check_method(config: RunConfig, facts: dict | None) -> None:
+def check_method(config: RunConfig, facts: HFFacts | None) -> None:
     """The method can run here and its LoRA targets name linear layers of the model (a Hugging Face folder's
     facts, or the studio's own layers)."""
     import importlib.util
@@ -107,7 +108,7 @@ def check_method(config: RunConfig, facts: dict | None) -> None:
             raise StudioError("train.method qlora quantizes a Hugging Face checkpoint: give one with --init-from DIR")
     if train.method == "full" or not train.lora_targets:
         return
-    layers = facts["linear_layers"] if facts else native_linear_layers(config.model)
+    layers = facts.linear_layers if facts else native_linear_layers(config.model)
     available = sorted({name for name, _, _ in layers})
     unmatched = [name for name in train.lora_targets if name not in available]
     if unmatched:
@@ -139,7 +140,7 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
         if labels:
             raise StudioError(f"distill.teacher {name}: a classifier learns from a classifier run of the same labels")
         hf = read_hf_folder(folder.resolve())
-        teacher = Teacher(hf.path, hf.facts["params"])
+        teacher = Teacher(hf.path, hf.facts.params)
         tokenizer_file, encoder = hf.tokenizer_file, False
     else:  # a run by name or folder, or (resolved before) one of its checkpoints
         if (folder / WEIGHTS).is_file():

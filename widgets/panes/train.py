@@ -185,7 +185,7 @@ def method_line(config: RunConfig) -> str:
     model = copy.copy(config.model)
     model.vocab_size = model.vocab_size or preset_vocab(config)
     if facts:
-        model.block_size = min(model.block_size, facts["context"] or model.block_size)
+        model.block_size = min(model.block_size, facts.context or model.block_size)
     try:
         classify = config.train.task == "classify"
         sizes = method_sizes(model, config.train, facts, num_labels=2 if classify else 0)
