@@ -36,15 +36,13 @@ def make_run(arch: str, preset: str) -> str:
     import json.decoder
     import pathlib
 
-    from safetensors.torch import save_file
-
     from studio.checkpoints import files as checkpoint
     from studio.config import RunConfig
     from studio.data.prepare import prepare_dataset
     from studio.model import build_model
     from studio.model.weights import weights_to_save
     from studio.presets import load_preset
-    from studio.run_folder.layout import WEIGHTS
+    from studio.run_folder.checkpoint_meta import CheckpointMeta
     from studio.runs.control import create_run
 
     corpus = Path(os.environ["LLM_STUDIO_HOME"]) / "corpus.txt"
@@ -62,11 +60,7 @@ def make_run(arch: str, preset: str) -> str:
     model = build_model(config.model)
     tmp = checkpoint.begin(run_dir, 0)
     weights = weights_to_save(model, config.model.tie_embeddings)
-    save_file(
-        {k: v.contiguous() for k, v in weights.items()},
-        str(tmp / WEIGHTS),
-        metadata={"config": config.to_json(), "step": "0", "tokenizer_hash": dataset.meta["tokenizer_hash"]},
-    )
+    checkpoint.write_weights(tmp, weights, CheckpointMeta.of_run(config, 0, dataset.meta.tokenizer_hash))
     checkpoint.commit(run_dir, tmp, 0, 1)
     return "bench"
 

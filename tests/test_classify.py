@@ -228,8 +228,8 @@ def test_missing_labels_are_skipped_and_counted_and_an_absent_class_warned(studi
     rows += [{"text": "no label"}, {"text": "null label", "label": None}]
     dataset = prepare_data(classify_config(write_rows(tmp_path / "rows.jsonl", rows)))
     meta = dataset.meta
-    assert meta["documents"]["dropped"] == {"no_label": 2} and meta["labels"] == ["neg", "pos"]
-    assert meta["class_counts"]["val"] == {"pos": 4} and meta["warnings"] == ["no validation rows of class neg"]
+    assert meta.documents.dropped == {"no_label": 2} and meta.labels == ["neg", "pos"]
+    assert meta.class_counts["val"] == {"pos": 4} and meta.warnings == ["no validation rows of class neg"]
 
 
 @pytest.mark.slow
@@ -307,6 +307,6 @@ def test_a_validation_file_holds_the_validation_rows(studio_home, tmp_path):
     config = classify_config(train_rows)
     set_field(config, "data.val_file", str(held_out))
     meta = prepare_data(config).meta
-    assert meta["examples"] == {"train": 40, "val": 12}
+    assert meta.examples == {"train": 40, "val": 12}
     held_out.write_text(held_out.read_text().replace('"pos"', '"neg"'), encoding="utf-8")  # other content
-    assert prepare_data(config).meta["class_counts"]["val"] == {"neg": 12}  # not the cached dataset
+    assert prepare_data(config).meta.class_counts["val"] == {"neg": 12}  # not the cached dataset

@@ -15,6 +15,7 @@ from studio.config import DataConfig
 from studio.data import clean, list_datasets, open_dataset, prepare_dataset, resolve_dataset, sources
 from studio.data.batches import TokenFile, sample_batch
 from studio.data.clean import clean_chunks, clean_text, scan
+from studio.data.meta import DocumentCounts
 from studio.data.prepare import token_dtype
 from studio.data.sources import ReadStats, open_source, source_fingerprint
 from studio.data.tokenizer import (
@@ -273,11 +274,11 @@ def test_chinese_corpus_end_to_end_and_val_is_the_tail(home, tmp_path, tokenizer
     meta = dataset.meta
     assert dataset.name == f"story-{'char' if tokenizer == 'char' else 'bpe4096'}"
     assert dataset.vocab_size == load_tokenizer(dataset.tokenizer_path).get_vocab_size() < 4096  # BPE stops early
-    assert meta["characters"] == len(cleaned) and meta["documents"]["kept"] == 1
-    assert meta["tokens"]["train"] == len(np.fromfile(dataset.bin_path("train"), dtype=dataset.dtype))
-    assert meta["tokenizer_hash"] == tokenizer_hash(load_tokenizer(dataset.tokenizer_path))
+    assert meta.characters == len(cleaned) and meta.documents.kept == 1
+    assert meta.tokens["train"] == len(np.fromfile(dataset.bin_path("train"), dtype=dataset.dtype))
+    assert meta.tokenizer_hash == tokenizer_hash(load_tokenizer(dataset.tokenizer_path))
     assert dataset.eot_id == load_tokenizer(dataset.tokenizer_path).token_to_id(EOT)
-    assert meta["source"] == str(path) and meta["kind"] == "text" and meta["dtype"] == "uint16"
+    assert meta.source == str(path) and meta.kind == "text" and meta.dtype == "uint16"
 
 
 def test_documents_end_with_eot(home, tmp_path):
@@ -285,7 +286,7 @@ def test_documents_end_with_eot(home, tmp_path):
     path = write(tmp_path / "docs.jsonl", "".join(json.dumps({"text": doc}) + "\n" for doc in docs))
     dataset = prepare_dataset(DataConfig(source=str(path), tokenizer="char"))
     assert (decode_split(dataset, "train") + decode_split(dataset, "val")) == "".join(doc + EOT for doc in docs)
-    assert dataset.meta["documents"] == {"seen": 40, "kept": 40, "dropped": dict.fromkeys(clean.DROP_RULES, 0)}
+    assert dataset.meta.documents == DocumentCounts(seen=40, kept=40, dropped=dict.fromkeys(clean.DROP_RULES, 0))
 
 
 def test_same_source_and_options_is_a_cache_hit(home, tmp_path):
@@ -343,7 +344,7 @@ def test_token_dtype_fits_the_vocabulary(home, tmp_path):
 def test_non_utf8_counted_in_meta(home, tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(corpus_text(100).encode() + b"\xff\xff tail\n")
-    assert prepare_dataset(DataConfig(source=str(path), tokenizer="char")).meta["bytes_replaced"] == 2
+    assert prepare_dataset(DataConfig(source=str(path), tokenizer="char")).meta.bytes_replaced == 2
     with pytest.raises(StudioError, match="invalid UTF-8"):
         prepare_dataset(DataConfig(source=str(path), tokenizer="char", strict=True))
 
@@ -380,7 +381,7 @@ def test_memory_stays_flat_as_the_corpus_grows(home, tmp_path):
         dataset = prepare_dataset(DataConfig(source=str(path), tokenizer="char"))
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-        assert sum(dataset.meta["tokens"].values()) == dataset.meta["characters"] + 1
+        assert sum(dataset.meta.tokens.values()) == dataset.meta.characters + 1
     assert peaks[1] < 1.5 * peaks[0] and peaks[1] < 64 << 20, peaks
 
 

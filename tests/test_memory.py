@@ -101,7 +101,7 @@ def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_th
 
     checkpoint = find_checkpoint(run_path("oom"))
     weights, metadata = read_weights(checkpoint)
-    assert checkpoint.name == "step-0000002" and metadata["step"] == "2" and weights
+    assert checkpoint.name == "step-0000002" and metadata.step == 2 and weights
 
 
 # the presets that train in seconds on a CPU

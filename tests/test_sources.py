@@ -86,8 +86,8 @@ def char_dataset(source: Path, **options):
 def test_each_row_format_prepares_like_the_same_rows_in_jsonl(tmp_path, name):
     reference = char_dataset(write_rows(tmp_path / "reference.jsonl", ROWS)).meta
     meta = char_dataset(write_rows(tmp_path / name, ROWS)).meta
-    assert meta["tokens"] == reference["tokens"] and meta["characters"] == reference["characters"]
-    assert meta["documents"]["kept"] == 3 and meta["empty_rows"] == reference["empty_rows"] == 2
+    assert meta.tokens == reference.tokens and meta.characters == reference.characters
+    assert meta.documents.kept == 3 and meta.empty_rows == reference.empty_rows == 2
 
 
 @pytest.mark.parametrize("suffix", list(COMPRESS))
@@ -98,7 +98,7 @@ def test_compressed_text_prepares_like_the_plain_file(tmp_path, suffix):
     packed = tmp_path / f"packed.txt{suffix}"
     packed.write_bytes(COMPRESS[suffix](text.encode()))
     dataset = char_dataset(packed)
-    assert dataset.meta["tokens"] == char_dataset(plain).meta["tokens"] and dataset.name == "packed-char"
+    assert dataset.meta.tokens == char_dataset(plain).meta.tokens and dataset.name == "packed-char"
     assert open_source(str(packed), DataConfig()).kind == "text"
 
 
@@ -214,8 +214,8 @@ def test_classification_rows_come_from_parquet_csv_and_json_arrays(tmp_path):
         for name in ("rows.parquet", "rows.csv", "rows.json")
     ]
     for meta in metas:
-        assert meta["labels"] == ["bad", "good"] and meta["empty_rows"] == 2
-        assert meta["examples"] == metas[0]["examples"] and meta["tokens"] == metas[0]["tokens"]
+        assert meta.labels == ["bad", "good"] and meta.empty_rows == 2
+        assert meta.examples == metas[0].examples and meta.tokens == metas[0].tokens
 
 
 def test_numeric_labels_written_as_text_keep_their_numeric_order(tmp_path):
@@ -224,7 +224,7 @@ def test_numeric_labels_written_as_text_keep_their_numeric_order(tmp_path):
         DataConfig(source=str(write_rows(tmp_path / "rows.csv", rows)), tokenizer="char"),
         purpose=Purpose(context=64, task="classify"),
     )
-    assert dataset.meta["labels"] == ["1", "2", "10"]  # a csv's labels are text; sorted as the numbers they are
+    assert dataset.meta.labels == ["1", "2", "10"]  # a csv's labels are text; sorted as the numbers they are
 
 
 def test_chat_rows_come_from_a_json_array(tmp_path):
@@ -236,8 +236,8 @@ def test_chat_rows_come_from_a_json_array(tmp_path):
         prepare_dataset(DataConfig(source=str(write_rows(tmp_path / name, rows))), purpose=purpose).meta
         for name in ("rows.json", "rows.jsonl")
     ]
-    assert metas[0]["row_format"] == "alpaca" and metas[0]["examples"] == {"train": 3, "val": 1}
-    assert metas[0]["tokens"] == metas[1]["tokens"]
+    assert metas[0].row_format == "alpaca" and metas[0].examples == {"train": 3, "val": 1}
+    assert metas[0].tokens == metas[1].tokens
 
 
 def test_preview_shows_the_columns_and_first_rows(tmp_path):

@@ -236,7 +236,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run_
     from studio.model.weights import read_weights
 
     weights, metadata = read_weights(find_checkpoint(folder))
-    assert metadata["step"] == "10" and weights
+    assert metadata.step == 10 and weights
     code, out, err = run_cli("resume", "k")
     assert code == 0, err
     assert find_checkpoint(folder).name == "step-0000020"
@@ -328,7 +328,7 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
 
     weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
     assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)
-    assert json.loads(metadata["config"])["train"]["compile"] == "true"
+    assert metadata.config.train.compile == "true"
 
 
 def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home, code_corpus):

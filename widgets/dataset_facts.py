@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 from textual.widgets import Static
 
 from widgets.label_table import label_table
+
+if TYPE_CHECKING:  # the data package imports numpy and tokenizers, which the studio loads only to prepare
+    from studio.data.meta import DatasetMeta
 
 DROP_REASONS = {
     "empty": "empty",
@@ -21,41 +24,41 @@ DROP_REASONS = {
 
 
 class DatasetFacts(Static):
-    def show_meta(self, name: str, meta: dict[str, Any]) -> None:
+    def show_meta(self, name: str, meta: DatasetMeta) -> None:
         self.update(facts_table(name, meta))
 
 
-def facts_table(name: str, meta: dict[str, Any]) -> Table:
-    documents, tokens = meta["documents"], meta["tokens"]
+def facts_table(name: str, meta: DatasetMeta) -> Table:
+    documents, tokens = meta.documents, meta.tokens
     dropped = (
-        ", ".join(f"{DROP_REASONS.get(rule, rule)} {count:,}" for rule, count in documents["dropped"].items() if count)
+        ", ".join(f"{DROP_REASONS.get(rule, rule)} {count:,}" for rule, count in documents.dropped.items() if count)
         or "none"
     )
-    tokenizer = meta["options"]["tokenizer"]
-    what = "examples" if meta.get("examples") else "documents"
+    tokenizer = meta.options["tokenizer"]
+    what = "examples" if meta.examples else "documents"
     rows = [
         ("dataset", name),
-        (what, f"{documents['kept']:,} kept of {documents['seen']:,} seen"),
+        (what, f"{documents.kept:,} kept of {documents.seen:,} seen"),
         ("dropped", dropped),
-        ("characters", f"{meta['characters']:,}"),
+        ("characters", f"{meta.characters:,}"),
         ("tokens", f"{tokens['train']:,} train · {tokens['val']:,} val"),
-        ("vocabulary", f"{meta['vocab_size']:,} ({tokenizer})"),
-        ("chars/token", f"{meta['chars_per_token']:.2f}"),
-        ("bytes replaced", f"{meta['bytes_replaced']:,}" + (" (not UTF-8)" if meta["bytes_replaced"] else "")),
+        ("vocabulary", f"{meta.vocab_size:,} ({tokenizer})"),
+        ("chars/token", f"{meta.chars_per_token:.2f}"),
+        ("bytes replaced", f"{meta.bytes_replaced:,}" + (" (not UTF-8)" if meta.bytes_replaced else "")),
     ]
-    if meta.get("task") == "classify":
-        counts = meta["class_counts"]
+    if meta.task == "classify":
+        counts = meta.class_counts
         classes = ", ".join(
             f"{label} {counts['train'].get(str(label), 0):,}/{counts['val'].get(str(label), 0):,}"
-            for label in meta["labels"]
+            for label in meta.labels
         )
         rows.insert(2, ("classes", f"{classes} (train/val)"))
-        rows.extend(("warning", warning) for warning in meta.get("warnings", []))
-    elif meta.get("examples"):
-        rows.insert(2, ("format", f"{meta['row_format']}, {meta['examples']['train']:,} train · "
-                                  f"{meta['examples']['val']:,} val, {meta['truncated']:,} truncated"))  # fmt: skip
-    if meta.get("empty_rows"):
-        rows.append(("empty rows", f"{meta['empty_rows']:,} skipped (null or empty text)"))
-    if meta.get("binary_files_skipped"):
-        rows.append(("binary skipped", f"{meta['binary_files_skipped']:,} files"))
+        rows.extend(("warning", warning) for warning in meta.warnings)
+    elif meta.examples:
+        rows.insert(2, ("format", f"{meta.row_format}, {meta.examples['train']:,} train · "
+                                  f"{meta.examples['val']:,} val, {meta.truncated:,} truncated"))  # fmt: skip
+    if meta.empty_rows:
+        rows.append(("empty rows", f"{meta.empty_rows:,} skipped (null or empty text)"))
+    if meta.binary_files_skipped:
+        rows.append(("binary skipped", f"{meta.binary_files_skipped:,} files"))
     return label_table(rows)

@@ -2,6 +2,7 @@
 
 A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
   model.safetensors      the weights (a tied lm_head is stored once) with metadata: config, step, tokenizer hash
+                         (studio.run_folder.checkpoint_meta)
   optimizer.safetensors  the optimizer's tensors; its hyperparameters and layout in the file's metadata (JSON)
   rng-rank{R}.safetensors  per process: its random streams (the TrainingState's global torch RNG and data generator)
   trainer_state.json     the TrainingState's counters (step, tokens seen, training seconds) and the world size
@@ -24,6 +25,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from studio.checkpoints.training_state import TrainingState
 from studio.errors import StudioError
+from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.layout import (
     LATEST,
     OPTIMIZER,
@@ -34,8 +36,6 @@ from studio.run_folder.layout import (
     short_reason,
     temporary_checkpoint_dir,
 )
-
-FORMAT = "llm-studio/1"
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -55,9 +55,11 @@ def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size:
         _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
-def write_weights(tmp: Path, model_state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def write_weights(tmp: Path, model_state: dict[str, torch.Tensor], metadata: CheckpointMeta) -> None:
     """Rank 0: the weights, with the metadata."""
-    _save(model_state, tmp / WEIGHTS, {"format": FORMAT, **metadata})
+    if isinstance(metadata, dict):  # TEMPORARY: train/trainer.py passes the header's fields until it is rewritten
+        metadata = CheckpointMeta.from_header(metadata)
+    _save(model_state, tmp / WEIGHTS, metadata.header())
 
 
 def write_optimizer(tmp: Path, optimizer_state: dict[str, Any]) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from studio.formatting import format_bytes, format_count, format_memory, teacher_note
+
+if TYPE_CHECKING:  # the CLI's first line prints before numpy and tokenizers (the data package) are imported
+    from studio.data.meta import DatasetMeta
 
 
 class ProgressBar:
@@ -36,23 +40,23 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 def print_dataset(dataset) -> None:
     meta = dataset.meta
-    documents = meta["documents"]
+    documents = meta.documents
     what = "examples" if dataset.has_examples else "documents"
     print(
-        f"dataset {dataset.name}: {documents['kept']:,} {what} kept of {documents['seen']:,}"
-        f"{dropped_text(meta)}; {meta['tokens']['train']:,} train + {meta['tokens']['val']:,} val "
-        f"tokens; vocab {meta['vocab_size']:,}; {meta['chars_per_token']:.2f} chars/token"
+        f"dataset {dataset.name}: {documents.kept:,} {what} kept of {documents.seen:,}"
+        f"{dropped_text(meta)}; {meta.tokens['train']:,} train + {meta.tokens['val']:,} val "
+        f"tokens; vocab {meta.vocab_size:,}; {meta.chars_per_token:.2f} chars/token"
     )
-    if meta.get("bytes_replaced"):
-        print(f"note: {meta['bytes_replaced']:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
-    if meta.get("empty_rows"):
-        print(f"note: {meta['empty_rows']:,} rows had null or empty text and were skipped (--strict refuses them)")
+    if meta.bytes_replaced:
+        print(f"note: {meta.bytes_replaced:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
+    if meta.empty_rows:
+        print(f"note: {meta.empty_rows:,} rows had null or empty text and were skipped (--strict refuses them)")
     print(f"folder: {dataset.path}")
 
 
-def dropped_text(meta: dict) -> str:
+def dropped_text(meta: DatasetMeta) -> str:
     """What preparing left out or cut, as ` (2 duplicate, 3 truncated)`; empty when nothing."""
-    counts = {**meta["documents"].get("dropped", {}), "truncated": meta.get("truncated", 0)}
+    counts = {**meta.documents.dropped, "truncated": meta.truncated}
     text = ", ".join(f"{count:,} {rule.replace('_', ' ')}" for rule, count in counts.items() if count)
     return f" ({text})" if text else ""
 
@@ -65,13 +69,13 @@ def print_dataset_note(config) -> None:
     meta = dataset.meta
     if not dataset.has_examples:
         return
-    examples = meta["examples"]
-    kind = "classification rows" if meta.get("task") == "classify" else f"examples ({meta['row_format']})"
+    examples = meta.examples
+    kind = "classification rows" if meta.task == "classify" else f"examples ({meta.row_format})"
     print(f"data: {examples['train']:,} train + {examples['val']:,} val {kind}{dropped_text(meta)}")
-    if meta.get("task") == "classify":
-        counts = meta["class_counts"]["train"]
-        print(f"classes: {', '.join(f'{label} {counts.get(str(label), 0):,}' for label in meta['labels'])}")
-    for warning in meta.get("warnings", []):
+    if meta.task == "classify":
+        counts = meta.class_counts["train"]
+        print(f"classes: {', '.join(f'{label} {counts.get(str(label), 0):,}' for label in meta.labels)}")
+    for warning in meta.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
 
@@ -83,7 +87,7 @@ def print_method_sizes(config) -> None:
     from studio.sizing.sizes import run_sizes
 
     train, dataset = config.train, open_dataset(config.data.dataset)
-    num_labels = len(dataset.meta["labels"]) if train.task == "classify" else 0
+    num_labels = len(dataset.meta.labels)
     teacher_params = resolve_teacher(config, dataset).params if config.distill.teacher else 0
     sizes = run_sizes(config, run_facts(config), num_labels, teacher_params)
     method = train.method if train.method == "full" else f"{train.method} rank {train.lora_rank}"

@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 
 from studio.config import DataConfig
 from studio.data.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, detect_format, encode_messages, to_messages
+from studio.data.meta import DatasetMeta
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
@@ -65,12 +66,11 @@ def chat_template_for(template: str | None) -> str:
     return template or DEFAULT_CHAT_TEMPLATE
 
 
-def dataset_chat_template(meta: dict[str, Any]) -> ChatTemplate | None:
+def dataset_chat_template(meta: DatasetMeta) -> ChatTemplate | None:
     """The chat template a dataset's examples were rendered with (None for plain text), with the same tokens."""
-    if not meta.get("chat_template"):
+    if not meta.chat_template:
         return None
-    tokens = meta.get("chat_tokens", {})
-    return ChatTemplate(meta["chat_template"], tokens.get("bos", ""), tokens.get("eos", ""))
+    return ChatTemplate(meta.chat_template, meta.chat_tokens.bos, meta.chat_tokens.eos)
 
 
 @dataclass

@@ -45,6 +45,16 @@ class LabeledRow:
 
 
 @dataclass
+class LabeledCounts:
+    """What writing the splits counted, for meta.json (studio.data.meta)."""
+
+    examples: dict[str, int] = field(default_factory=dict)  # per split
+    tokens: dict[str, int] = field(default_factory=dict)  # per split
+    class_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # per split, per label as text
+    truncated: int = 0  # examples cut to the context
+
+
+@dataclass
 class LabeledRows:
     rows: list[LabeledRow] = field(default_factory=list)
     skipped: int = 0  # rows without a label
@@ -124,12 +134,11 @@ def write_labeled(
     framed: bool,
     context: int,
     dtype: str,
-) -> dict:
-    """Encode and write each split, cut to the context; returns the facts for meta.json. `framed`: the tokenizer's
+) -> LabeledCounts:
+    """Encode and write each split, cut to the context; returns what it counted. `framed`: the tokenizer's
     post-processor adds the model's special tokens ([CLS] ... [SEP], a BOS)."""
     index = {label: position for position, label in enumerate(labels)}
-    truncated = 0
-    facts: dict = {"examples": {}, "tokens": {}, "class_counts": {}}
+    counts = LabeledCounts()
     for split, rows in splits.items():
         offsets, ids_file = [0], open(folder / f"{split}.bin", "wb")
         with ids_file:
@@ -137,17 +146,15 @@ def write_labeled(
                 ids = encode_labeled(tokenizer, row.text, row.pair, framed)
                 if len(ids) > context:
                     ids = ids[:context]
-                    truncated += 1
+                    counts.truncated += 1
                 np.asarray(ids, dtype=dtype).tofile(ids_file)
                 offsets.append(offsets[-1] + len(ids))
         np.asarray(offsets, dtype=np.int64).tofile(folder / f"{split}.idx")
         np.asarray([index[_key(row.label, labels)] for row in rows], dtype=np.int64).tofile(folder / f"{split}.labels")
-        facts["examples"][split] = len(rows)
-        facts["tokens"][split] = offsets[-1]
-        facts["class_counts"][split] = dict(Counter(str(_key(row.label, labels)) for row in rows))
-    facts["truncated"] = truncated
-    facts["framed"] = framed
-    return facts
+        counts.examples[split] = len(rows)
+        counts.tokens[split] = offsets[-1]
+        counts.class_counts[split] = dict(Counter(str(_key(row.label, labels)) for row in rows))
+    return counts
 
 
 def encode_labeled(tokenizer: Tokenizer, text: str, pair: str | None, framed: bool) -> list[int]:

@@ -4,7 +4,7 @@
         tokenizer.json   Hugging Face tokenizers format
         train.bin        flat token ids (uint16, or uint32 for vocabularies over 65536), EOT after each document
         val.bin          the tail of the cleaned corpus: the last val_fraction of its characters
-        meta.json        source, content hash, options, counts, dtype, vocabulary size
+        meta.json        source, content hash, options, counts, dtype, vocabulary size (studio.data.meta)
 
 The source is read in passes, never whole: (0) hash it, for the cache key; (1) scan: clean every
 document and decide which to keep; (2) BPE only: train the tokenizer on the kept documents;
@@ -35,6 +35,7 @@ from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
+from studio.data.meta import ChatTokens, DatasetMeta, DocumentCounts
 from studio.data.sources import COMPRESSIONS, ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
@@ -86,24 +87,24 @@ class Purpose:
 class Dataset:
     name: str
     path: Path
-    meta: dict[str, Any]
+    meta: DatasetMeta
 
     @property
     def vocab_size(self) -> int:
-        return self.meta["vocab_size"]
+        return self.meta.vocab_size
 
     @property
     def eot_id(self) -> int:
-        return self.meta["eot_id"]
+        return self.meta.eot_id
 
     @property
     def dtype(self) -> str:
-        return self.meta["dtype"]
+        return self.meta.dtype
 
     @property
     def has_examples(self) -> bool:
-        """Chat or instruction examples (ids, supervision mask, example offsets), not plain text."""
-        return bool(self.meta.get("examples"))
+        """Examples (chat, instruction or classification rows, with their offsets), not plain text."""
+        return bool(self.meta.examples)
 
     @property
     def tokenizer_path(self) -> Path:
@@ -120,8 +121,8 @@ def open_dataset(name: str) -> Dataset:
     if not _is_dataset(name):
         raise StudioError(f"no prepared dataset named {name!r} in {datasets_dir()}; prepare it first")
     try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        meta = DatasetMeta.load(path / "meta.json")
+    except (OSError, ValueError, TypeError) as error:
         raise StudioError(f"dataset {name!r} is damaged ({error}); delete {path} and prepare it again") from None
     return Dataset(name, path, meta)
 
@@ -138,17 +139,17 @@ def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose:
     pretrained, encoder = purpose.pretrained, purpose.encoder
     if _is_dataset(data.source):
         dataset = open_dataset(data.source)
-        if (dataset.meta.get("task", "lm") == "classify") != (purpose.task == "classify"):
+        if (dataset.meta.task == "classify") != (purpose.task == "classify"):
             raise StudioError(
                 f"dataset {data.source!r} was prepared for another task than train.task {purpose.task}; "
                 "give its source instead"
             )
-        if pretrained and dataset.meta["tokenizer_hash"] != tokenizer_hash(load_tokenizer(pretrained.path)):
+        if pretrained and dataset.meta.tokenizer_hash != tokenizer_hash(load_tokenizer(pretrained.path)):
             raise StudioError(
                 f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
                 "give its source text instead, to tokenize it with the model's tokenizer"
             )
-        if encoder and "special_ids" not in dataset.meta:
+        if encoder and dataset.meta.special_ids is None:
             raise StudioError(
                 f"dataset {data.source!r} has no [MASK] token: an encoder needs its source prepared for it; "
                 "give the source text instead"
@@ -250,11 +251,11 @@ def _short_hash(text: str) -> str:
 def _cached(key: str, name: str | None) -> Dataset | None:
     """An existing dataset of the same key (under `name` when given); refuses to reuse a taken name."""
     if name is None:
-        return next((dataset for dataset in list_datasets() if dataset.meta.get("key") == key), None)
+        return next((dataset for dataset in list_datasets() if dataset.meta.key == key), None)
     if not (datasets_dir() / name).exists():
         return None
     dataset = open_dataset(name) if _is_dataset(name) else None
-    if dataset is None or dataset.meta.get("key") != key:
+    if dataset is None or dataset.meta.key != key:
         raise StudioError(f"dataset {name!r} already exists with other options; pick another --name or delete it")
     return dataset
 
@@ -293,7 +294,7 @@ def _build(
             meta = _write_example_dataset(
                 temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
             )
-        (temporary / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        meta.save(temporary / "meta.json")
         os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -309,7 +310,7 @@ def _write_dataset(
     progress: Progress,
     pretrained: PretrainedTokenizer | None,
     encoder: bool,
-) -> dict[str, Any]:
+) -> DatasetMeta:
     """Run the passes, writing the dataset's files into `folder`; returns the meta (which _build writes last)."""
     corpus = scan(
         source,
@@ -329,40 +330,33 @@ def _write_dataset(
     progress("tokenizer", 1, 1)
 
     vocab_size = tokenizer.get_vocab_size()
-    encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
+    text_encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
     train_chars = int(corpus.characters * (1 - data.val_fraction))
     with SplitWriter(folder, token_dtype(vocab_size), train_chars) as writer:
         for pieces in kept_documents(source, corpus):
             for piece in pieces:
-                writer.write(piece, encoder.encode)
+                writer.write(piece, text_encoder.encode)
                 progress("encode", writer.chars, corpus.characters)
-            writer.write_ids(np.array([encoder.eot_id]))
+            writer.write_ids(np.array([text_encoder.eot_id]))
     _check_split_sizes(writer.tokens, corpus)
 
     text_tokens = sum(writer.tokens.values()) - corpus.kept  # all but the EOTs
-    meta = identity | {
-        "documents": {"seen": corpus.seen, "kept": corpus.kept, "dropped": corpus.dropped},
-        "files_read": corpus.read.files_read,
-        "binary_files_skipped": corpus.read.binary_files_skipped,
-        "characters": corpus.characters,
-        "bytes_replaced": corpus.read.bytes_replaced,
-        "empty_rows": corpus.read.empty_rows,
-        "tokens": writer.tokens,
-        "dtype": writer.dtype,
-        "vocab_size": vocab_size,
-        "eot_id": encoder.eot_id,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "chars_per_token": round(corpus.characters / max(text_tokens, 1), 3),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    if encoder:
-        meta["special_ids"] = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()}
-    return meta
+    return _dataset_meta(
+        identity,
+        tokenizer,
+        eot_id=text_encoder.eot_id,
+        encoder=encoder,
+        documents=DocumentCounts(corpus.seen, corpus.kept, corpus.dropped),
+        read=corpus.read,
+        characters=corpus.characters,
+        tokens=writer.tokens,
+        text_tokens=text_tokens,
+    )
 
 
 def _write_labeled_dataset(
     folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
-) -> dict[str, Any]:
+) -> DatasetMeta:
     """Classification rows (studio.data.labeled): ids, offsets and labels per split; returns the meta."""
     stats = ReadStats()
     progress("scan", 0, 1)
@@ -402,40 +396,29 @@ def _write_labeled_dataset(
     vocab_size = tokenizer.get_vocab_size()
     progress("encode", 0, 1)
     splits = {"train": train_rows, "val": val_rows}
-    facts = write_labeled(folder, splits, labels, tokenizer, framed, purpose.context, token_dtype(vocab_size))
+    counts = write_labeled(folder, splits, labels, tokenizer, framed, purpose.context, token_dtype(vocab_size))
     progress("encode", 1, 1)
-    val_counts = facts["class_counts"]["val"]
+    val_counts = counts.class_counts["val"]
     missing = [] if purpose.held_out else [str(label) for label in labels if str(label) not in val_counts]
-    characters = sum(map(len, texts))
-    meta = (
-        identity
-        | facts
-        | {
-            "task": "classify",
-            "labels": labels,
-            "warnings": [f"no validation rows of class {', '.join(missing)}"] if missing else [],
-            "documents": {
-                "seen": len(read.rows) + read.skipped,
-                "kept": len(read.rows),
-                "dropped": {"no_label": read.skipped},
-            },
-            "files_read": stats.files_read,
-            "binary_files_skipped": 0,
-            "characters": characters,
-            "bytes_replaced": stats.bytes_replaced,
-            "empty_rows": stats.empty_rows,
-            "dtype": token_dtype(vocab_size),
-            "vocab_size": vocab_size,
-            "eot_id": eot_id,
-            "pad_id": _pad_id(tokenizer, purpose, eot_id),
-            "tokenizer_hash": tokenizer_hash(tokenizer),
-            "chars_per_token": round(characters / max(sum(facts["tokens"].values()), 1), 3),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
+    return _dataset_meta(
+        identity,
+        tokenizer,
+        eot_id=eot_id,
+        encoder=purpose.encoder,
+        documents=DocumentCounts(len(read.rows) + read.skipped, len(read.rows), {"no_label": read.skipped}),
+        read=stats,
+        characters=sum(map(len, texts)),
+        tokens=counts.tokens,
+        text_tokens=sum(counts.tokens.values()),
+        task="classify",
+        labels=labels,
+        class_counts=counts.class_counts,
+        framed=framed,
+        pad_id=_pad_id(tokenizer, purpose, eot_id),
+        warnings=[f"no validation rows of class {', '.join(missing)}"] if missing else [],
+        examples=counts.examples,
+        truncated=counts.truncated,
     )
-    if purpose.encoder:
-        meta["special_ids"] = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()}
-    return meta
 
 
 def _pad_id(tokenizer: Tokenizer, purpose: Purpose, eot_id: int) -> int:
@@ -455,7 +438,7 @@ def _write_example_dataset(
     pretrained: PretrainedTokenizer,
     row_format: str,
     context: int,
-) -> dict[str, Any]:
+) -> DatasetMeta:
     """Chat or instruction rows as examples with a supervision mask (studio.data.examples); returns the meta."""
     tokenizer = load_tokenizer(pretrained.path)
     tokenizer.no_truncation()
@@ -470,27 +453,61 @@ def _write_example_dataset(
     counts, examples, tokens = write_examples(folder, source, encoder, token_dtype(vocab_size), stats)
     progress("encode", 1, 1)
     eot_id = tokenizer.token_to_id(pretrained.eot_token)
-    return identity | {
-        "examples": examples,
-        "row_format": row_format,
-        "chat_template": template_source,
-        "chat_tokens": {"bos": pretrained.bos_token, "eos": pretrained.eot_token},
-        "stop_ids": sorted(counts.stop_ids | {eot_id}),
-        "truncated": counts.truncated,
-        "documents": {"seen": counts.seen, "kept": counts.kept, "dropped": dict(counts.dropped)},
-        "files_read": stats.files_read,
-        "binary_files_skipped": 0,
-        "characters": counts.characters,
-        "bytes_replaced": stats.bytes_replaced,
-        "empty_rows": stats.empty_rows,
-        "tokens": tokens,
-        "dtype": token_dtype(vocab_size),
-        "vocab_size": vocab_size,
-        "eot_id": eot_id,
-        "tokenizer_hash": tokenizer_hash(tokenizer),
-        "chars_per_token": round(counts.characters / max(sum(tokens.values()), 1), 3),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return _dataset_meta(
+        identity,
+        tokenizer,
+        eot_id=eot_id,
+        encoder=False,
+        documents=DocumentCounts(counts.seen, counts.kept, dict(counts.dropped)),
+        read=stats,
+        characters=counts.characters,
+        tokens=tokens,
+        text_tokens=sum(tokens.values()),
+        examples=examples,
+        truncated=counts.truncated,
+        row_format=row_format,
+        chat_template=template_source,
+        chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
+        stop_ids=sorted(counts.stop_ids | {eot_id}),
+    )
+
+
+def _dataset_meta(
+    identity: dict[str, Any],
+    tokenizer: Tokenizer,
+    *,
+    eot_id: int,
+    encoder: bool,
+    documents: DocumentCounts,
+    read: ReadStats,
+    characters: int,
+    tokens: dict[str, int],
+    text_tokens: int,
+    **layout_fields: Any,
+) -> DatasetMeta:
+    """The one place a dataset's meta is built: its identity, what reading counted, its tokenizer's facts (an
+    encoder's special tokens among them), and the fields of its layout (studio.data.meta). `text_tokens`: the
+    tokens that encode text, which chars_per_token divides by."""
+    vocab_size = tokenizer.get_vocab_size()
+    special_ids = {name: tokenizer.token_to_id(token) for name, token in ENCODER_TOKENS.items()} if encoder else None
+    return DatasetMeta(
+        **identity,
+        documents=documents,
+        files_read=read.files_read,
+        binary_files_skipped=read.binary_files_skipped,
+        characters=characters,
+        bytes_replaced=read.bytes_replaced,
+        empty_rows=read.empty_rows,
+        tokens=tokens,
+        dtype=token_dtype(vocab_size),
+        vocab_size=vocab_size,
+        eot_id=eot_id,
+        tokenizer_hash=tokenizer_hash(tokenizer),
+        chars_per_token=round(characters / max(text_tokens, 1), 3),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        special_ids=special_ids,
+        **layout_fields,
+    )
 
 
 def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenizer:

@@ -26,11 +26,13 @@ from studio.paths import child_process_env
 from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
+    run_of_checkpoint,
     run_or_folder,
     short_reason,
     trained_config,
     usable_checkpoint,
 )
+from studio.sizing.hf_facts import HFFacts
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -42,7 +44,7 @@ EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight"
 class HFFolder:
     path: Path  # the folder given: a model, or an adapter whose base is a local folder
     base: Path  # where the base model's config and weights are (the folder itself unless an adapter)
-    facts: dict[str, Any]  # what transformers builds from it (studio.hf.inspection)
+    facts: HFFacts  # what transformers builds from it (studio.hf.inspection)
     tokenizer_file: Path
     eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
     bos_token: str
@@ -53,16 +55,16 @@ class HFFolder:
     def model(self) -> ModelConfig:
         """The model as the run's config records it: arch hf, the sizes for display and estimates."""
         facts = self.facts
-        heads = facts["heads"] or 1
+        heads = facts.heads or 1
         return ModelConfig(
             arch=PRETRAINED_ARCH,
-            n_layer=facts["layers"] or 0,
+            n_layer=facts.layers or 0,
             n_head=heads,
-            n_kv_head=0 if facts["kv_heads"] in (None, heads) else facts["kv_heads"],
-            n_embd=facts["hidden"] or 0,
-            block_size=facts["context"] or 2048,
-            vocab_size=facts["vocab"] or 0,
-            tie_embeddings=facts["tied"],
+            n_kv_head=0 if facts.kv_heads in (None, heads) else facts.kv_heads,
+            n_embd=facts.hidden or 0,
+            block_size=facts.context or 2048,
+            vocab_size=facts.vocab or 0,
+            tie_embeddings=facts.tied,
         )
 
 
@@ -76,7 +78,7 @@ class InitSource:
     weights: Path  # a Hugging Face folder (or adapter folder), or a studio checkpoint folder
     chat_template: str | None
     bos_token: str = ""
-    facts: dict[str, Any] | None = None  # a Hugging Face folder's (None for a studio run)
+    facts: HFFacts | None = None  # a Hugging Face folder's (None for a studio run)
     pad_token: str = ""
 
 
@@ -109,7 +111,7 @@ def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
     return HFFolder(folder, base, facts, tokenizer_file, eot, bos, template, pad)
 
 
-def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
+def folder_facts(folder: Path, task: str = "lm") -> HFFacts:
     """studio.hf.inspection's facts about the model in `folder`, from a child process (torch stays out of this one);
     remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
     key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, task)
@@ -118,10 +120,10 @@ def folder_facts(folder: Path, task: str = "lm") -> dict[str, Any]:
     return _FACTS[key]
 
 
-_FACTS: dict[tuple[str, int, str], dict[str, Any]] = {}
+_FACTS: dict[tuple[str, int, str], HFFacts] = {}
 
 
-def remembered_facts(folder: Path) -> dict[str, Any] | None:
+def remembered_facts(folder: Path) -> HFFacts | None:
     """folder_facts' answer if this process has it already (the studio's panes never wait for a child process)."""
     try:
         return _FACTS.get((str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, "lm"))
@@ -129,7 +131,7 @@ def remembered_facts(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_facts) -> dict[str, Any] | None:
+def run_facts(config, inspect: Callable[[Path, str], HFFacts] = folder_facts) -> HFFacts | None:
     """The facts of the Hugging Face model a run config adapts (its base, through adapters and earlier runs); a
     process that has torch and transformers already (the trainer) passes studio.hf.inspection.inspect_folder to ask
     in-process rather than through a child."""
@@ -139,7 +141,7 @@ def run_facts(config, inspect: Callable[[Path, str], dict[str, Any]] = folder_fa
     return inspect(root if (root / "config.json").is_file() else adapter_base(root), config.train.task)
 
 
-def _inspect(folder: Path, task: str) -> dict[str, Any]:
+def _inspect(folder: Path, task: str) -> HFFacts:
     result = subprocess.run(
         [sys.executable, "-m", "studio.hf.inspection", str(folder), "--task", task],
         capture_output=True,
@@ -151,7 +153,7 @@ def _inspect(folder: Path, task: str) -> dict[str, Any]:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise StudioError(f"{folder}: inspecting the model failed ({last[:160]})")
-    return json.loads(result.stdout)
+    return HFFacts.from_json(result.stdout)
 
 
 def adapter_base(folder: Path) -> Path:
@@ -281,8 +283,7 @@ def _resolve_run(run_dir: Path) -> InitSource:
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
     facts = folder_facts(pretrained_root(config)) if config.model.pretrained else None
-    template = dataset.meta.get("chat_template")
-    bos = dataset.meta.get("chat_tokens", {}).get("bos", "")
+    template, bos = dataset.meta.chat_template, dataset.meta.chat_tokens.bos
     return InitSource(config.model, dataset.tokenizer_path, eot, found.resolve(), template, bos, facts)
 
 
@@ -290,6 +291,6 @@ def pretrained_root(config) -> Path:
     """The Hugging Face folder at the start of a chain of runs, each started from the one before."""
     source = Path(config.train.init_from)
     while not (source / "config.json").is_file() and not (source / ADAPTER_CONFIG).is_file():
-        config = trained_config(source.parent.parent, checkpoint_metadata(source))  # runs/<run>/checkpoints/step-N
+        config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
         source = Path(config.train.init_from)
     return source

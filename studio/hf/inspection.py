@@ -3,14 +3,14 @@
 
 The launching process (the CLI, the studio) must not import torch or transformers, yet only transformers
 knows whether it can build a folder's model and what its layers are. So this small program builds the model
-on the meta device (no memory, no weights read, a second or two) and prints its facts as one JSON line: the
-family, the sizes, the parameter count, and every linear layer (name and shape) that LoRA may adapt. A folder
-transformers cannot build gives one line on stderr and exit status 2. `studio.hf.folder.folder_facts` runs it.
+on the meta device (no memory, no weights read, a second or two) and prints its facts (studio.sizing.hf_facts) as
+one JSON line: the family, the sizes, the parameter count, and every linear layer (name and shape) that LoRA may
+adapt. A folder transformers cannot build gives one line on stderr and exit status 2.
+`studio.hf.folder.folder_facts` runs it.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -19,8 +19,9 @@ from torch import nn
 
 from studio.errors import StudioError
 from studio.run_folder.layout import short_reason
+from studio.sizing.hf_facts import HFFacts, LinearLayer
 
-FIELDS = {  # a fact, and the config keys families spell it with
+SIZES = {  # a size of HFFacts, and the config keys families spell it with
     "layers": ("num_hidden_layers", "n_layer"),
     "hidden": ("hidden_size", "n_embd"),
     "heads": ("num_attention_heads", "n_head"),
@@ -31,7 +32,7 @@ FIELDS = {  # a fact, and the config keys families spell it with
 }
 
 
-def inspect_folder(folder: Path, task: str = "lm") -> dict:
+def inspect_folder(folder: Path, task: str = "lm") -> HFFacts:
     """The facts of the model in `folder` (a causal LM, or with task "classify" a sequence classifier), built on the
     meta device; a StudioError when transformers cannot."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -55,15 +56,14 @@ def inspect_folder(folder: Path, task: str = "lm") -> dict:
         ) from None
     check_weight_names(folder, model, new=NEW_HEADS if task == "classify" else ())
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    facts = {name: _first(text_config, keys) for name, keys in FIELDS.items()}
-    outputs = model.get_output_embeddings()
-    return facts | {
-        "model_type": config.model_type,
-        "architecture": type(model).__name__,
-        "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
-        "tied": bool(getattr(text_config, "tie_word_embeddings", False)),
-        "linear_layers": _linear_layers(model, outputs),
-    }
+    return HFFacts(
+        **{name: _first(text_config, keys) for name, keys in SIZES.items()},
+        model_type=config.model_type,
+        architecture=type(model).__name__,
+        params=sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+        tied=bool(getattr(text_config, "tie_word_embeddings", False)),
+        linear_layers=_linear_layers(model, model.get_output_embeddings()),
+    )
 
 
 NEW_HEADS = ("classifier", "score", "pooler")  # a sequence classifier's layers that a language model lacks
@@ -106,23 +106,23 @@ def _first(config, keys: tuple[str, ...]):
     return next((getattr(config, key) for key in keys if getattr(config, key, None) is not None), None)
 
 
-def _linear_layers(model: nn.Module, outputs: nn.Module | None) -> list[list]:
-    """[leaf name, in, out] of every linear layer but the output head (GPT-2's Conv1D stores (in, out))."""
+def _linear_layers(model: nn.Module, outputs: nn.Module | None) -> list[LinearLayer]:
+    """Every linear layer but the output head (GPT-2's Conv1D stores (in, out))."""
     layers = []
     for name, module in model.named_modules():
         if module is outputs:
             continue
         if isinstance(module, nn.Linear):
-            layers.append([name.split(".")[-1], module.in_features, module.out_features])
+            layers.append(LinearLayer(name.split(".")[-1], module.in_features, module.out_features))
         elif type(module).__name__ == "Conv1D":
             fan_in, fan_out = module.weight.shape
-            layers.append([name.split(".")[-1], fan_in, fan_out])
+            layers.append(LinearLayer(name.split(".")[-1], fan_in, fan_out))
     return layers
 
 
 def main(argv: list[str]) -> int:
     try:
-        print(json.dumps(inspect_folder(Path(argv[0]), argv[argv.index("--task") + 1] if "--task" in argv else "lm")))
+        print(inspect_folder(Path(argv[0]), argv[argv.index("--task") + 1] if "--task" in argv else "lm").to_json())
     except StudioError as error:
         print(error, file=sys.stderr)
         return 2

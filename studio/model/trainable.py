@@ -47,9 +47,7 @@ class Labels:
         from studio.data.prepare import open_dataset
 
         meta = open_dataset(config.data.dataset).meta
-        return cls(
-            meta["labels"], meta["pad_id"]
-        )  # never adapted: the studio's head; transformers' is found by get_output_embeddings
+        return cls(meta.labels, meta.pad_id)
 
 
 # ---- transformers' models, called the studio's way ------------------------------------------------------
@@ -256,13 +254,13 @@ def load_pretrained(folder: Path, four_bit: bool = False, labels: Labels | None 
 def teacher_module(source: Path) -> nn.Module:
     """A distillation teacher, frozen and in eval mode, called the studio's way: a Hugging Face folder, or a studio
     checkpoint (adapters merged)."""
-    from studio.run_folder.layout import checkpoint_metadata, trained_config
+    from studio.run_folder.layout import checkpoint_metadata, run_of_checkpoint, trained_config
 
     if (source / "config.json").is_file() or (source / ADAPTER_CONFIG).is_file():
         hf_model = load_pretrained(source)
         teacher = PretrainedLM(hf_model, model_context(hf_model) or 0)
     else:
-        config = trained_config(source.parent.parent, checkpoint_metadata(source))
+        config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
         model = trained_model(source)
         if not config.model.pretrained:
             teacher = model
@@ -292,7 +290,7 @@ def load_body(classifier: nn.Module, checkpoint: Path) -> None:
     from studio.model.weights import read_weights
     from studio.run_folder.layout import checkpoint_metadata
 
-    if checkpoint_metadata(checkpoint).get("method", "full") != "full":
+    if checkpoint_metadata(checkpoint).method != "full":
         weights = trained_model(checkpoint).state_dict()
     else:
         weights, _ = read_weights(checkpoint)
@@ -310,7 +308,7 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
     from studio.model.weights import check_fit, load_weights, read_weights, weights_to_save
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata
 
-    if checkpoint_metadata(checkpoint).get("method", "full") == "full":
+    if checkpoint_metadata(checkpoint).method == "full":
         check_fit(model.cfg, checkpoint / WEIGHTS)  # names, shapes and memory before reading
         weights, _ = read_weights(checkpoint)
     else:
@@ -321,9 +319,9 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
 def trained_model(checkpoint: Path) -> nn.Module:
     """The model a studio checkpoint holds, adapters merged: a later run's starting point."""
     from studio.model.weights import read_weights
-    from studio.run_folder.layout import checkpoint_metadata, trained_config
+    from studio.run_folder.layout import checkpoint_metadata, run_of_checkpoint, trained_config
 
-    config = trained_config(checkpoint.parent.parent, checkpoint_metadata(checkpoint))
+    config = trained_config(run_of_checkpoint(checkpoint), checkpoint_metadata(checkpoint))
     run_model = build_run_model(config)
     run_model.load_state(read_weights(checkpoint)[0])
     return run_model.merged()

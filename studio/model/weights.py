@@ -22,6 +22,7 @@ from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes
+from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.layout import (
     WEIGHTS,
     checkpoint_metadata,
@@ -40,7 +41,7 @@ class CheckpointRead:
 
     path: Path
     weights: dict[str, torch.Tensor]
-    metadata: dict[str, str]
+    metadata: CheckpointMeta
     config: RunConfig  # the config it was trained with
     note: str | None  # when a damaged latest checkpoint was passed over: which, and why
 
@@ -67,13 +68,13 @@ def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tenso
     return weights
 
 
-def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
     """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
     path = checkpoint / WEIGHTS
     try:
         with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-        return load_file(str(path)), metadata
+            header = file.metadata() or {}
+        return load_file(str(path)), CheckpointMeta.from_header(header)
     except (SafetensorError, OSError, ValueError) as error:
         raise StudioError(
             f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "

@@ -26,6 +26,7 @@ from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.objectives import objective_of
 from studio.paths import TEMPORARY_PREFIX, check_name, runs_dir
+from studio.run_folder.checkpoint_meta import CheckpointMeta
 
 CONFIG = "config.toml"
 EVENTS = "events.jsonl"
@@ -37,7 +38,7 @@ CHECKPOINT_REQUEST = "CHECKPOINT"
 CHECKPOINTS = "checkpoints"
 TRACKER_LOGS = "trackers"
 LATEST = "latest"
-WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata holds the config trained with
+WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata (CheckpointMeta) holds the config trained with
 OPTIMIZER = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
 
@@ -92,11 +93,9 @@ def read_config(run_dir: Path) -> RunConfig:
     return RunConfig.load(run_dir / CONFIG)
 
 
-def trained_config(run_dir: Path, metadata: dict[str, str]) -> RunConfig:
+def trained_config(run_dir: Path, metadata: CheckpointMeta) -> RunConfig:
     """The config a checkpoint was trained with: its weights' metadata, else (an older checkpoint) config.toml."""
-    if "config" in metadata:
-        return RunConfig.from_dict(json.loads(metadata["config"]))
-    return read_config(run_dir)
+    return metadata.config or read_config(run_dir)
 
 
 # ---- checkpoints (the layout; studio.checkpoints.files writes and reads their files) -------------------
@@ -110,6 +109,11 @@ def checkpoint_step(checkpoint: Path) -> int:
 
 def checkpoints_dir(run_dir: Path) -> Path:
     return run_dir / CHECKPOINTS
+
+
+def run_of_checkpoint(checkpoint: Path) -> Path:
+    """The run folder a checkpoint folder belongs to: runs/<run>/checkpoints/step-NNNNNNN."""
+    return checkpoint.parent.parent
 
 
 def temporary_checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -158,18 +162,22 @@ def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False
     missing = [name for name in needed if not (checkpoint / name).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
-    values, metadata = 0, {}
+    values, header = 0, {}
     for path in sorted(checkpoint.glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="numpy") as file:
                 if path.name == WEIGHTS:
-                    metadata = file.metadata() or {}
+                    header = file.metadata() or {}
                     values = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
         except Exception as error:  # safetensors raises several types for a damaged file
             return f"{path.name} is unreadable or corrupt ({short_reason(error)})"
+    try:
+        metadata = CheckpointMeta.from_header(header)
+    except (StudioError, ValueError, TypeError) as error:
+        return f"the metadata of its weights is unreadable ({short_reason(error)})"
     step = checkpoint_step(checkpoint)
-    if metadata.get("step", str(step)) != str(step):
-        return f"its weights say step {metadata['step'][:20]}, its folder step {step}"
+    if metadata.step not in (None, step):
+        return f"its weights say step {metadata.step}, its folder step {step}"
     if (checkpoint / TRAINER_STATE).is_file():
         try:
             state_step = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))["step"]
@@ -233,9 +241,9 @@ def _saved(run_dir: Path) -> str:
     return ", ".join(str(s) for s in list_checkpoint_steps(run_dir)) or "none"
 
 
-def checkpoint_metadata(checkpoint: Path) -> dict[str, str]:
-    """The metadata of a checkpoint's weights (config, step, tokenizer hash), read from the header alone."""
+def checkpoint_metadata(checkpoint: Path) -> CheckpointMeta:
+    """The metadata of a checkpoint's weights (config, step, tokenizer hash, method), read from the header alone."""
     from safetensors import safe_open
 
     with safe_open(str(checkpoint / WEIGHTS), framework="numpy") as file:
-        return file.metadata() or {}
+        return CheckpointMeta.from_header(file.metadata() or {})

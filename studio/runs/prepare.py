@@ -23,6 +23,7 @@ from studio.run_folder.layout import (
 )
 from studio.run_folder.status import summarize
 from studio.runs.control import create_run
+from studio.sizing.hf_facts import HFFacts
 
 
 def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, int, int], None] | None = None) -> Path:
@@ -81,7 +82,7 @@ def resolve_init_from(config: RunConfig):
     context = config.model.block_size
     config.model = init.model
     if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own
-        config.model.block_size = min(context, init.facts.get("context") or context)
+        config.model.block_size = min(context, init.facts.context or context)
     config.train.init_from = str(init.weights)
     validate(config)
     check_method(config, init.facts)
@@ -91,7 +92,7 @@ def resolve_init_from(config: RunConfig):
     )
 
 
-def check_method(config: RunConfig, facts: dict | None) -> None:
+def check_method(config: RunConfig, facts: HFFacts | None) -> None:
     """The method can run here and its LoRA targets name linear layers of the model (a Hugging Face folder's
     facts, or the studio's own layers)."""
     import importlib.util
@@ -108,7 +109,7 @@ def check_method(config: RunConfig, facts: dict | None) -> None:
             raise StudioError("train.method qlora quantizes a Hugging Face checkpoint: give one with --init-from DIR")
     if train.method == "full" or not train.lora_targets:
         return
-    layers = facts["linear_layers"] if facts else native_linear_layers(config.model)
+    layers = facts.linear_layers if facts else native_linear_layers(config.model)
     available = sorted({name for name, _, _ in layers})
     unmatched = [name for name in train.lora_targets if name not in available]
     if unmatched:
@@ -133,20 +134,20 @@ def resolve_teacher(config: RunConfig, dataset) -> Teacher:
 
     name = config.distill.teacher
     folder = Path(name).expanduser()
-    labels = dataset.meta.get("labels")  # a classifier's teacher classifies the same labels
+    labels = dataset.meta.labels  # a classifier's teacher classifies the same labels
     if (folder / "config.json").is_file():
-        if labels is not None:
+        if labels:
             raise StudioError(f"distill.teacher {name}: a classifier learns from a classifier run of the same labels")
         hf = read_hf_folder(folder.resolve())
-        teacher = Teacher(hf.path, hf.facts["params"])
+        teacher = Teacher(hf.path, hf.facts.params)
         tokenizer_file, objective = hf.tokenizer_file, OBJECTIVES["causal_lm"]  # a folder teaches as a causal LM
     else:
         checkpoint, teacher_config = _teacher_run(name)
         teacher_data = open_dataset(teacher_config.data.dataset)
         tokenizer_file, objective = teacher_data.tokenizer_path, objective_of(teacher_config)
-        if teacher_data.meta.get("labels") != labels:
+        if teacher_data.meta.labels != labels:
             raise StudioError(
-                f"distill.teacher {name} predicts {teacher_data.meta.get('labels') or 'tokens'}, the student "
+                f"distill.teacher {name} predicts {teacher_data.meta.labels or 'tokens'}, the student "
                 f"{labels or 'tokens'}: a teacher must predict what its student learns"
             )
         teacher = Teacher(checkpoint.resolve(), _run_params(teacher_config))
@@ -173,18 +174,18 @@ def teacher_params(name: str) -> int:
 
     folder = Path(name).expanduser()
     if (folder / "config.json").is_file():
-        return folder_facts(folder.resolve())["params"]
+        return folder_facts(folder.resolve()).params
     return _run_params(_teacher_run(name)[1])
 
 
 def _teacher_run(name: str) -> tuple[Path, RunConfig]:
     """A teacher that is a run (by name or folder) or one of its checkpoints: the checkpoint (the run's newest
     usable one) and the config it was trained with."""
-    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_or_folder, trained_config
+    from studio.run_folder.layout import WEIGHTS, checkpoint_metadata, run_of_checkpoint, run_or_folder, trained_config
 
     folder = Path(name).expanduser()
     if (folder / WEIGHTS).is_file():
-        checkpoint, run_dir = folder, folder.parent.parent
+        checkpoint, run_dir = folder, run_of_checkpoint(folder)
     else:
         run_dir = run_or_folder(name)
         checkpoint, _ = usable_checkpoint(run_dir)

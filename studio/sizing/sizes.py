@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig, TrainConfig
 from studio.errors import StudioError
+from studio.sizing.hf_facts import HFFacts
 
 
 def param_count(cfg: ModelConfig, vocab_size: int | None = None, num_labels: int = 0) -> int:
@@ -110,7 +111,7 @@ class MethodSizes:
 
 
 def method_sizes(
-    model: ModelConfig, train: TrainConfig, facts: dict | None = None, method: str = "", num_labels: int = 0
+    model: ModelConfig, train: TrainConfig, facts: HFFacts | None = None, method: str = "", num_labels: int = 0
 ) -> MethodSizes:
     """Sizes of the run's model (a studio architecture, or a Hugging Face checkpoint described by its `facts`, see
     studio.hf.inspection) trained by `method` (default: train.method); a studio classifier of num_labels classes when
@@ -125,10 +126,10 @@ def method_sizes(
         activations = estimate_train_memory(model, train, num_labels=num_labels)["activations"]
         gathered = _gathered_params(model, model.vocab_size, num_labels)
     else:
-        total, layers = facts["params"], [tuple(layer) for layer in facts["linear_layers"]]
+        total, layers = facts.params, facts.linear_layers
         activations = _pretrained_activations(model, train, facts)
         in_layers = sum(fan_in * fan_out for _, fan_in, fan_out in layers)  # the rest is the root's: embeddings, head
-        gathered = total - in_layers + 2 * in_layers / max(facts["layers"] or 1, 1)
+        gathered = total - in_layers + 2 * in_layers / max(facts.layers or 1, 1)
     adapters = method != "full"
     trainable = adapter_params(layers, train.lora_rank, train.lora_targets, method == "dora") if adapters else total
     optimizer_values = optimizer_values_per_weight(train)
@@ -176,14 +177,14 @@ def _with_total(memory: dict[str, int]) -> dict[str, int]:
     return {**memory, "total": sum(memory.values())}
 
 
-def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: dict) -> int:
+def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: HFFacts) -> int:
     act_bytes = 2 if half_precision(train) else 4
-    layers = max(facts["layers"] or 1, 1)
-    hidden = facts["hidden"] or 0
-    per_token = sum(fan_out for _, _, fan_out in facts["linear_layers"]) + layers * 4 * hidden
+    layers = max(facts.layers or 1, 1)
+    hidden = facts.hidden or 0
+    per_token = sum(fan_out for _, _, fan_out in facts.linear_layers) + layers * 4 * hidden
     per_token = _kept_by_layers(layers, per_token, hidden, train.activation_checkpointing)
     tokens = train.batch_size * model.block_size
-    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts["vocab"] or 0)
+    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts.vocab or 0)
 
 
 def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, num_labels: int = 0) -> int:

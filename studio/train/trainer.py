@@ -87,7 +87,7 @@ class Trainer:
 
         self.dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
-        self.tokenizer_hash = self.dataset.meta["tokenizer_hash"]
+        self.tokenizer_hash = self.dataset.meta.tokenizer_hash
         self.objective = training_objective(
             objective_of(self.config), TrainingContext(self.config, self.dataset, self.tokenizer, self.accelerator)
         )
@@ -176,7 +176,7 @@ class Trainer:
         """The bytes this process should need, as estimated before launch (studio.sizing.sizes.run_sizes), with the
         teacher's weights when there is one."""
         config = self.config
-        num_labels = len(self.dataset.meta["labels"]) if config.train.task == "classify" else 0
+        num_labels = len(self.dataset.meta.labels)
         teacher = 0 if self.teacher is None else sum(p.numel() for p in self.teacher.parameters())
         sizes = run_sizes(config, run_facts(config, inspect_folder), num_labels, teacher)
         return sizes.memory["total"]

@@ -34,6 +34,7 @@ from widgets.status_line import StatusLine
 from widgets.token_sample import TokenPiece, TokenSample, read_token_pieces
 
 if TYPE_CHECKING:
+    from studio.data.meta import DatasetMeta
     from studio.data.sources import RowsPreview
 
 BUILTIN_SOURCE = "python-stdlib"
@@ -132,10 +133,10 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
         pieces = read_token_pieces(dataset)
         self.app.call_from_thread(self._prepared, dataset.name, dataset.meta, pieces)
 
-    def _prepared(self, name: str, meta: dict, pieces: list[TokenPiece]) -> None:
+    def _prepared(self, name: str, meta: DatasetMeta, pieces: list[TokenPiece]) -> None:
         self.end_task(f"dataset {name} is ready; a launch on this source reuses it")
         self.query_one(DatasetFacts).show_meta(name, meta)
-        learned = " (the tokens the loss learns are green)" if meta.get("examples") else ""
+        learned = " (the tokens the loss learns are green)" if meta.examples else ""
         self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens{learned}")
         self.query_one(TokenSample).show_pieces(pieces)
 

@@ -6,7 +6,6 @@ method. The folder is read in a thread worker: studio.hf.folder asks a child pro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 from textual import on, work
@@ -18,6 +17,7 @@ from textual.widgets import Button, DataTable, Label, Static
 from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
+from studio.sizing.hf_facts import HFFacts
 from studio.sizing.sizes import estimate_train_memory, method_sizes, param_count
 from widgets.config_field import concerns, form_section, mark_invalid_fields
 from widgets.messages import CheckpointChosen, PresetChosen
@@ -112,7 +112,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
         from studio.hf.folder import read_hf_folder
 
         hf = read_hf_folder(Path(config.train.init_from).expanduser().resolve())
-        config.model.block_size = min(config.model.block_size, hf.facts["context"] or config.model.block_size)
+        config.model.block_size = min(config.model.block_size, hf.facts.context or config.model.block_size)
         table = checkpoint_table(hf.facts, hf.chat_template is not None, config)
         self.app.call_from_thread(self.query_one("#model-size", Static).update, table)
 
@@ -161,19 +161,19 @@ def size_table(config: RunConfig) -> Table:
     return table
 
 
-def checkpoint_table(facts: dict[str, Any], has_template: bool, config: RunConfig) -> Table:
+def checkpoint_table(facts: HFFacts, has_template: bool, config: RunConfig) -> Table:
     """A Hugging Face checkpoint's facts and what training it by each method needs, per process."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
-    table.add_row("family", f"{facts['model_type']} ({facts['architecture']})")
-    shape = f"{facts['layers']} layers, width {facts['hidden']}, {facts['heads']} heads"
-    if facts["kv_heads"] and facts["kv_heads"] != facts["heads"]:
-        shape += f" ({facts['kv_heads']} key/value)"
+    table.add_row("family", f"{facts.model_type} ({facts.architecture})")
+    shape = f"{facts.layers} layers, width {facts.hidden}, {facts.heads} heads"
+    if facts.kv_heads and facts.kv_heads != facts.heads:
+        shape += f" ({facts.kv_heads} key/value)"
     table.add_row("size", shape)
-    table.add_row("parameters", format_count(facts["params"]))
-    table.add_row("context", f"{facts['context']:,} tokens" if facts["context"] else "unknown")
-    table.add_row("vocabulary", f"{facts['vocab']:,}" if facts["vocab"] else "unknown")
+    table.add_row("parameters", format_count(facts.params))
+    table.add_row("context", f"{facts.context:,} tokens" if facts.context else "unknown")
+    table.add_row("vocabulary", f"{facts.vocab:,}" if facts.vocab else "unknown")
     table.add_row("chat template", "yes" if has_template else "no (chat data gets the studio's default)")
     train = config.train
     table.add_row(

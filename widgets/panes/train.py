@@ -220,7 +220,7 @@ def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
     model = copy.copy(config.model)
     model.vocab_size = model.vocab_size or preset_vocab(config)
     if facts:
-        model.block_size = min(model.block_size, facts["context"] or model.block_size)
+        model.block_size = min(model.block_size, facts.context or model.block_size)
     teacher_params = teacher if isinstance(teacher, int) else 0
     try:
         classify = config.train.task == "classify"

@@ -63,7 +63,7 @@ class TrainingObjective:
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
         return ExampleStream(
             examples, context.config.train.batch_size, context.block_size, context.config.data.packing,
-            context.config.train.seed, context.rank, context.world, shuffle, dataset.meta.get("pad_id", 0),
+            context.config.train.seed, context.rank, context.world, shuffle, dataset.meta.pad_id,
         )  # fmt: skip
 
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:

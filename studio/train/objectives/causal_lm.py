@@ -62,7 +62,7 @@ class Objective(TrainingObjective):
         text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
         encoded = context.tokenizer.encode(text, add_special_tokens=False).ids or [dataset.eot_id]
         ids = torch.tensor([encoded], device=context.accelerator.device)
-        stop_ids = sorted({dataset.eot_id, *dataset.meta.get("stop_ids", [])})
+        stop_ids = sorted({dataset.eot_id, *dataset.meta.stop_ids})
         with context.accelerator.autocast():
             new = sample(model, ids, context.block_size, SamplingConfig(train.sample_tokens), generator, stop_ids)
         return {"prompt": prompt, "text": context.tokenizer.decode(new[0].tolist())}

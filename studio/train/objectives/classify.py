@@ -27,7 +27,7 @@ class Objective(TrainingObjective):
         `eval_steps`."""
         context, dataset = self.context, self.context.dataset
         examples = ExampleFile(dataset.bin_path("val"), dataset.dtype)
-        classes, device = len(dataset.meta["labels"]), context.accelerator.device
+        classes, device = len(dataset.meta.labels), context.accelerator.device
         confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros(1, device=device)
         world, batch_size = context.world, context.config.train.batch_size
@@ -35,7 +35,7 @@ class Objective(TrainingObjective):
         # every process runs as many batches as the one with the most examples: FSDP gathers weights in each call
         for start in range(0, math.ceil(len(examples) / world), batch_size):
             rows = mine[start : start + batch_size]
-            batch = labeled_batch(examples, rows or [0], dataset.meta["pad_id"]).to(device)
+            batch = labeled_batch(examples, rows or [0], dataset.meta.pad_id).to(device)
             logits, _ = model(batch.x, **batch.model_inputs())
             if not rows:  # this process had run out of examples: the call was only its part in gathering
                 continue
@@ -52,7 +52,7 @@ class Objective(TrainingObjective):
             "val_f1": round(metrics["f1"], 6),
             "val_f1_per_class": [round(value, 6) for value in metrics["f1_per_class"]],
             "val_confusion": matrix,
-            "val_labels": [str(label) for label in dataset.meta["labels"]],
+            "val_labels": [str(label) for label in dataset.meta.labels],
         }
 
     def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:

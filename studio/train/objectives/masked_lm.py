@@ -16,7 +16,7 @@ class Objective(causal_lm.Objective):
     def batches(self, split: str, shuffle: bool) -> MaskedWindowStream:
         context, dataset = self.context, self.context.dataset
         tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
-        special = {**dataset.meta["special_ids"], "eot": dataset.eot_id}
+        special = {**dataset.meta.special_ids, "eot": dataset.eot_id}
         return MaskedWindowStream(
             tokens, context.config.train.batch_size, context.block_size, special, dataset.vocab_size, context.rank,
             context.world,
@@ -26,7 +26,7 @@ class Objective(causal_lm.Objective):
         """The top 5 fills of each [MASK] of the prompt (one is added at its end if it has none)."""
         context = self.context
         text = prompt if MASK in prompt else prompt + MASK
-        mask_id = context.dataset.meta["special_ids"]["mask"]
+        mask_id = context.dataset.meta.special_ids["mask"]
         with context.accelerator.autocast():
             fills = fill_masks(model, context.tokenizer, text, mask_id, context.block_size)
         return {"prompt": text, "text": " → " + fills_text(fills)}

@@ -1,0 +1,132 @@
+"""A prepared dataset's `meta.json` as one typed object, `DatasetMeta`: what the dataset was prepared from and
+with, what preparing counted, and the facts that batches, training, generation and export read.
+
+`studio.data.prepare` builds it (`_dataset_meta`, the one place) and saves it last, when every other file is
+written; everything else loads it and reads attributes. Torch- and numpy-free: the studio shows it.
+
+Datasets have one of three layouts, each with its own files and fields beside the common ones: plain text
+(`text`), classification rows (`labeled`, studio.data.labeled) and chat or instruction examples (`examples`,
+studio.data.examples). A field of one layout is absent from the others' meta.json and reads as its default there;
+`special_ids` (an encoder's tokens) is written only when set. Keys this version does not know are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+TEXT, LABELED, EXAMPLES = "text", "labeled", "examples"
+
+
+def _only_in(*layouts: str, **default: Any) -> Any:
+    """A field that only datasets of these layouts have: left out of the others' meta.json, read as its default."""
+    return field(metadata={"layouts": layouts}, **default)
+
+
+@dataclass
+class DocumentCounts:
+    """The source's documents (rows, for row formats): seen, kept, and those dropped, counted by rule."""
+
+    seen: int
+    kept: int
+    # empty, too_short, too_long, duplicate (text); duplicate, overlong, no_answer (examples); no_label (labeled)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ChatTokens:
+    """The text a chat template writes as bos_token and eos_token."""
+
+    bos: str = ""
+    eos: str = ""
+
+
+@dataclass
+class DatasetMeta:
+    # what the dataset is: its name, what it was prepared from, and the cache key that finds it again
+    name: str
+    source: str  # the source as given: a path, or a built-in corpus's name
+    kind: str  # the source's kind (studio.data.sources): builtin, text, rows, folder, datasets ...
+    format: int  # the preparing code's version (prepare.FORMAT)
+    key: str  # the cache key: a hash of the format, the content hash and the options
+    content_hash: str  # the source files' fingerprint
+    options: dict[str, Any]  # the data options that shape the result, as they joined the key
+    # what preparing read and counted
+    documents: DocumentCounts
+    files_read: int
+    binary_files_skipped: int
+    characters: int  # of the kept text
+    bytes_replaced: int  # bytes that were not valid UTF-8
+    tokens: dict[str, int]  # per split: train, val
+    dtype: str  # of the token files: uint16, or uint32 for vocabularies over 65536
+    vocab_size: int
+    eot_id: int  # the token that ends every document (a model's eos token when fine-tuning)
+    tokenizer_hash: str  # studio.data.tokenizer.tokenizer_hash: a checkpoint records it, generation checks it
+    chars_per_token: float
+    created: str  # ISO 8601, UTC
+    empty_rows: int = 0  # rows whose text is null or empty, skipped (datasets prepared before rows had it lack it)
+    # an encoder's special tokens: pad, cls, sep, mask (text and labeled layouts; None for others)
+    special_ids: dict[str, int] | None = None
+    # classification rows (studio.data.labeled)
+    task: str = _only_in(LABELED, default="lm")  # "classify" for labeled datasets; "lm" for the others
+    labels: list[str | int] = _only_in(LABELED, default_factory=list)  # numbers by value, names alphabetically
+    class_counts: dict[str, dict[str, int]] = _only_in(LABELED, default_factory=dict)  # per split, per label
+    framed: bool = _only_in(LABELED, default=False)  # the tokenizer adds the model's special tokens around texts
+    pad_id: int = _only_in(LABELED, default=0)  # what pads a batch of rows
+    warnings: list[str] = _only_in(LABELED, default_factory=list)  # e.g. a class absent from validation
+    # examples: classification rows, or chat and instruction examples (studio.data.examples)
+    examples: dict[str, int] = _only_in(LABELED, EXAMPLES, default_factory=dict)  # per split: train, val
+    truncated: int = _only_in(LABELED, EXAMPLES, default=0)  # examples cut to the model's context
+    # chat and instruction examples (studio.data.examples)
+    row_format: str = _only_in(EXAMPLES, default="")  # alpaca, messages, sharegpt ...
+    chat_template: str | None = _only_in(EXAMPLES, default=None)  # the template the rows were rendered with
+    chat_tokens: ChatTokens = _only_in(EXAMPLES, default_factory=ChatTokens)
+    stop_ids: list[int] = _only_in(EXAMPLES, default_factory=list)  # end-of-text and end-of-turn: generation stops
+
+    @property
+    def layout(self) -> str:
+        """text, labeled or examples: which files the dataset has, and which fields."""
+        if self.task == "classify":
+            return LABELED
+        return EXAMPLES if self.row_format else TEXT
+
+    @classmethod
+    def load(cls, path: Path) -> DatasetMeta:
+        """A meta.json read; a ValueError when it is not JSON or lacks a field every dataset has."""
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(document, dict):
+            raise ValueError(f"{path.name} is not a JSON object")
+        known = {item.name: item for item in fields(cls)}
+        missing = [
+            name
+            for name, item in known.items()
+            if name not in document and item.default is MISSING and item.default_factory is MISSING
+        ]
+        if missing:
+            raise ValueError(f"{path.name} lacks {', '.join(missing)}")
+        values = {name: value for name, value in document.items() if name in known}
+        values["documents"] = DocumentCounts(**values["documents"])
+        if "chat_tokens" in values:
+            values["chat_tokens"] = ChatTokens(**values["chat_tokens"])
+        return cls(**values)
+
+    def save(self, path: Path) -> None:
+        """meta.json: every field of the dataset's layout (special_ids only when set), in declaration order."""
+        layout, values = self.layout, asdict(self)
+        document = {
+            item.name: values[item.name]
+            for item in fields(self)
+            if values[item.name] is not None and layout in item.metadata.get("layouts", (layout,))
+        }
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    # TEMPORARY: read by key while train/trainer.py, inference/ and export/ are rewritten elsewhere; removed when
+    # they read attributes. A field that is None reads as the default given, as dict.get did for an absent key.
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
