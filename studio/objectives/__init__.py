@@ -45,6 +45,7 @@ class Objective:
     charts: tuple[str, ...]  # the eval fields the loss chart draws beside the losses (on their 0..1 scale)
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
     export_auto_class: str  # transformers' Auto class that loads its export
+    evaluate_kind: str  # the word `evaluate` reports it by ("kind" in its JSON)
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
 
     @property
@@ -72,6 +73,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=(),
             hf_suffix="ForCausalLM",
             export_auto_class="AutoModelForCausalLM",
+            evaluate_kind="causal",
             trainer="studio.train.objectives.causal_lm",
         ),
         Objective(
@@ -84,6 +86,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=(),
             hf_suffix="ForMaskedLM",
             export_auto_class="AutoModelForMaskedLM",
+            evaluate_kind="masked",
             trainer="studio.train.objectives.masked_lm",
         ),
         Objective(
@@ -102,6 +105,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=("val_acc", "val_f1"),
             hf_suffix="ForSequenceClassification",
             export_auto_class="AutoModelForSequenceClassification",
+            evaluate_kind="classify",
             trainer="studio.train.objectives.classify",
         ),
     )
