@@ -142,7 +142,7 @@ def write_native(
     load_weights(reference, rounded, model_cfg.tie_embeddings)
     prompts = config.train.sample_prompts
     diff = verify_export(out, reference.eval(), tokenizer, prompts, eot_id, objective.export_auto_class)
-    return files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
+    return files, diff, f"verified with transformers on {len(prompts)} sample prompts"
 
 
 def write_pretrained(

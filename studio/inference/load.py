@@ -52,8 +52,8 @@ class LoadedModel:
     description: str  # what was loaded, e.g. "run r1, step 500", or the folder
     note: str | None = None  # when a damaged latest checkpoint was passed over: which, and why
     run_config: RunConfig | None = None  # a run's: the config its checkpoint was trained with (None for a folder)
-    # a causal LM's (eot_id also a run's of any objective: what ends its dataset's documents)
-    eot_id: int | None = None
+    eot_id: int | None = None  # what ends a document: a causal LM's, and a run's of any objective (its dataset's)
+    # a causal LM's
     stop_ids: list[int] = field(default_factory=list)  # besides eot: the chat template's end of turn, a folder's eos
     chat_template: ChatTemplate | None = None  # the one it was trained with, or its folder's
     chat_default: bool = False  # trained on chat data (or a folder with a template): chat unless told otherwise
@@ -118,7 +118,7 @@ def _load_run(run_dir: Path, step: int | None, use: Use | None) -> LoadedModel:
     if read.metadata.get("tokenizer_hash") and read.metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
         raise StudioError(
             f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
-            "with (it was prepared again); restore that dataset to generate from this run"
+            "with (it was prepared again); restore that dataset to use this run"
         )
     run_model = build_run_model(config, dequantized=True)
     run_model.load_state(read.weights)
