@@ -331,14 +331,6 @@ class RunConfig:
     def copy(self) -> RunConfig:
         return RunConfig.from_dict(self.to_dict())
 
-    @property
-    def predicts(self) -> str | None:
-        """What the trained model is asked (by `predict` and the playground): "classify" (its labels' probabilities)
-        or "fill-mask" (the fills of each [MASK]); None for a model that continues text (`generate`)."""
-        if self.train.task == "classify":
-            return "classify"
-        return "fill-mask" if self.model.encoder else None
-
     def value(self, key: str) -> Any:
         """The value of `section.key`."""
         section, _, name = key.partition(".")

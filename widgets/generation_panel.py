@@ -1,6 +1,6 @@
 """One side of the playground: a run and checkpoint picker, the streamed text, and its tokens per second; in
 chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript. A run
-that classifies or fills masks (RunConfig.predicts) answers a text with its labels or its [MASK] fills instead.
+that classifies or fills masks (its objective's `predicts`) answers a text with its labels or its [MASK] fills instead.
 
 Each panel owns a generation worker process (`python -m studio.inference.model_process`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
@@ -23,20 +23,17 @@ from textual.message import Message
 from textual.widgets import Select, Static, TextArea
 
 from studio.formatting import format_prediction
+from studio.objectives import Objective
 from studio.paths import child_process_env
 
 LATEST = "latest"
 PREDICTION_TOP_K = 5  # labels, or fills per [MASK], shown for a text
-PREDICTION_HINTS = {
-    "classify": "a classifier: write a text, press g for its labels",
-    "fill-mask": "a masked LM: write a text with [MASK] in it, press g for the fills",
-}
 
 
 @dataclass(frozen=True)
 class PickableRun:
     steps: list[int]  # the saved checkpoints
-    predicts: str | None  # RunConfig.predicts: "classify", "fill-mask", or None for a text generator
+    objective: Objective  # what it was trained for: whether it continues text or predicts (labels, [MASK] fills)
 
 
 class GenerationPanel(Vertical):
@@ -122,8 +119,8 @@ class GenerationPanel(Vertical):
     def _fill_checkpoints(self) -> None:
         picked = self.picked
         steps = picked.steps if picked else []
-        if picked and picked.predicts and not self.busy:
-            self._show_status(PREDICTION_HINTS[picked.predicts])
+        if picked and picked.objective.predicts and not self.busy:
+            self._show_status(picked.objective.playground_hint)
         select = self.query_one("#checkpoint", Select)
         current = select.value
         select.set_options([(LATEST, LATEST), *((f"step {step}", step) for step in reversed(steps))])
@@ -155,7 +152,7 @@ class GenerationPanel(Vertical):
             self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
             return
         target = {"target": self.run_name, "checkpoint": self.checkpoint}
-        if self.picked and self.picked.predicts:
+        if self.picked and self.picked.objective.predicts:
             self._asked = None
             self.begin(prompt)
             self._send({"predict": {**target, "text": prompt, "top_k": PREDICTION_TOP_K}})

@@ -57,8 +57,6 @@ def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size:
 
 def write_weights(tmp: Path, model_state: dict[str, torch.Tensor], metadata: CheckpointMeta) -> None:
     """Rank 0: the weights, with the metadata."""
-    if isinstance(metadata, dict):  # TEMPORARY: train/trainer.py passes the header's fields until it is rewritten
-        metadata = CheckpointMeta.from_header(metadata)
     _save(model_state, tmp / WEIGHTS, metadata.header())
 
 

@@ -121,12 +121,3 @@ class DatasetMeta:
             if values[item.name] is not None and layout in item.metadata.get("layouts", (layout,))
         }
         path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    # TEMPORARY: read by key while train/trainer.py, inference/ and export/ are rewritten elsewhere; removed when
-    # they read attributes. A field that is None reads as the default given, as dict.get did for an absent key.
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None)
-        return default if value is None else value

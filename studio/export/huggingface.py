@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 
 from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig
+from studio.data.meta import DatasetMeta
 from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
 from studio.errors import StudioError
@@ -30,16 +31,12 @@ from studio.hf.folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
 from studio.model import build_classifier, build_model
 from studio.model.trainable import Labels, build_run_model, load_pretrained
 from studio.model.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
+from studio.objectives import Objective, objective_of
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder
 
 MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-AUTO_CLASSES = {
-    "causal": "AutoModelForCausalLM",
-    "masked": "AutoModelForMaskedLM",
-    "classify": "AutoModelForSequenceClassification",
-}
 TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
 HALF_TOLERANCE = 0.5  # the same, against the fp32 model, for a bf16/fp16 export (the rounding of every weight)
 
@@ -67,6 +64,7 @@ def export_run(
     run_dir = run_or_folder(run)
     read = read_checkpoint(run_dir, step)  # checked before the first byte is written
     config = read.config
+    objective = objective_of(config)  # what head it exports with, whether it generates, what reloads it
     if adapter:
         check_adapter_export(run_dir.name, config)
     dataset = open_dataset(config.data.dataset)
@@ -74,11 +72,12 @@ def export_run(
     clear_output(out)
     out.mkdir(parents=True, exist_ok=True)
     if config.model.pretrained:
-        files, diff, note = write_pretrained(read, dataset, out, dtype, max_shard_size, adapter, verify)
+        files, diff, note = write_pretrained(read, objective, dataset, out, dtype, max_shard_size, adapter, verify)
     else:
-        files, diff, note = write_native(read, dataset, out, dtype, max_shard_size, verify)
+        files, diff, note = write_native(read, objective, dataset, out, dtype, max_shard_size, verify)
     metrics = final_metrics(run_dir)
-    (out / "README.md").write_text(model_card(run_dir.name, read.step, config, metrics, dtype), encoding="utf-8")
+    card = model_card(run_dir.name, read.step, config, objective, metrics, dtype)
+    (out / "README.md").write_text(card, encoding="utf-8")
     files.append("README.md")
     (out / MARKER).write_text(
         json.dumps({"run": run_dir.name, "step": read.step, "files": files}, indent=1), encoding="utf-8"
@@ -97,7 +96,13 @@ def check_adapter_export(name: str, config: RunConfig) -> None:
 
 
 def write_native(
-    read: CheckpointRead, dataset: Dataset, out: Path, dtype: str, max_shard_size: int, verify: bool
+    read: CheckpointRead,
+    objective: Objective,
+    dataset: Dataset,
+    out: Path,
+    dtype: str,
+    max_shard_size: int,
+    verify: bool,
 ) -> tuple[list[str], float | None, str]:
     """A studio model: its weights under Hugging Face's names (adapters merged in first) and plain-JSON configs."""
     config = read.config
@@ -113,7 +118,7 @@ def write_native(
     files = write_weights(hf_weights, out, max_shard_size)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     eot_id = dataset.eot_id
-    files += write_json(out, {"config.json": model_config_json(config, eot_id, dtype, dataset.meta)})
+    files += write_json(out, {"config.json": model_config_json(config, objective, eot_id, dtype, dataset.meta)})
     if huggingface is None:
         files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
         note = (
@@ -121,22 +126,31 @@ def write_native(
             "studio's names) and config.json, not loadable by AutoModelForCausalLM"
         )
         return files, None, note
-    if not model_cfg.encoder and config.train.task == "lm":  # encoders and classifiers generate nothing
+    if objective.generates:
         files += write_json(out, {"generation_config.json": generation_config(stop_ids(dataset), eot_id)})
     files += write_tokenizer(out, dataset, tokenizer.token_to_id(UNK) is not None, model_cfg)
     if not verify:
         return files, None, "not verified (asked not to)"
-    classify = config.train.task == "classify"
-    reference = build_classifier(model_cfg, len(dataset.meta["labels"])) if classify else build_model(model_cfg)
+    if objective.classifies:
+        reference = build_classifier(model_cfg, len(dataset.meta.labels))
+    else:
+        reference = build_model(model_cfg)
     rounded = {name: tensor.to(DTYPES[dtype]).float() for name, tensor in weights.items()}
     load_weights(reference, rounded, model_cfg.tie_embeddings)
-    auto = "classify" if classify else ("masked" if model_cfg.encoder else "causal")
-    diff = verify_export(out, reference.eval(), tokenizer, config.train.sample_prompts, eot_id, auto)
-    return files, diff, f"verified with transformers on {len(config.train.sample_prompts)} sample prompts"
+    prompts = config.train.sample_prompts
+    diff = verify_export(out, reference.eval(), tokenizer, prompts, eot_id, objective.export_auto_class)
+    return files, diff, f"verified with transformers on {len(prompts)} sample prompts"
 
 
 def write_pretrained(
-    read: CheckpointRead, dataset: Dataset, out: Path, dtype: str, max_shard_size: int, adapter: bool, verify: bool
+    read: CheckpointRead,
+    objective: Objective,
+    dataset: Dataset,
+    out: Path,
+    dtype: str,
+    max_shard_size: int,
+    adapter: bool,
+    verify: bool,
 ) -> tuple[list[str], float | None, str]:
     """A Hugging Face model's run: saved by transformers (merged: the adapters folded into the base) or by peft
     (`adapter`: the adapters alone, for PeftModel.from_pretrained on the base folder), with the tokenizer and
@@ -156,16 +170,16 @@ def write_pretrained(
         saved = run_model.inner
     else:
         saved = run_model.merged().to(DTYPES[dtype])
-        if config.train.task == "lm":
+        if objective.generates:
             saved.generation_config = pretrained_generation_config(saved, dataset)
         saved.save_pretrained(str(out), max_shard_size=max_shard_size, safe_serialization=True)
     save_pretrained_tokenizer(Path(config.train.init_from), dataset, out)
     files = sorted(path.name for path in out.iterdir() if path.is_file() and path.name != MARKER)
     if not verify:
         return files, None, "not verified (asked not to)"
-    labels = Labels.of(config) if config.train.task == "classify" else None
-    diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype, labels)
-    what = "PeftModel.from_pretrained on the base" if adapter else "AutoModelForCausalLM"
+    labels = Labels.of(config) if objective.classifies else None
+    diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype, objective, labels)
+    what = "PeftModel.from_pretrained on the base" if adapter else objective.export_auto_class
     return files, diff, f"reloaded with {what} and checked on {len(prompts)} sample prompts"
 
 
@@ -192,8 +206,8 @@ def save_pretrained_tokenizer(init_from: Path, dataset: Dataset, out: Path) -> N
 
     source = init_from if (init_from / "tokenizer.json").is_file() else adapter_base(init_from)
     tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=True)
-    if dataset.meta.get("chat_template"):
-        tokenizer.chat_template = dataset.meta["chat_template"]
+    if dataset.meta.chat_template:
+        tokenizer.chat_template = dataset.meta.chat_template
     tokenizer.save_pretrained(str(out))
 
 
@@ -204,10 +218,12 @@ def verify_pretrained(
     prompts: list[list[int]],
     reference: list[torch.Tensor],
     dtype: str,
+    objective: Objective,
     labels: Labels | None,
 ) -> float:
-    """The largest logit difference between the trained model and the export reloaded by transformers (and
-    peft, for an adapter), over the prompts. A 16-bit export is compared with the tolerance of its rounding."""
+    """The largest logit difference between the trained model and the export reloaded by transformers (its
+    objective's Auto class; peft on the base with the classifier's `labels`, for an adapter), over the prompts. A
+    16-bit export is compared with the tolerance of its rounding."""
     import transformers
 
     if adapter:
@@ -215,7 +231,7 @@ def verify_pretrained(
 
         reloaded = PeftModel.from_pretrained(load_pretrained(init_from, labels=labels), str(out))
     else:
-        auto = getattr(transformers, AUTO_CLASSES["classify" if labels else "causal"])
+        auto = getattr(transformers, objective.export_auto_class)
         reloaded = auto.from_pretrained(str(out), dtype=torch.float32, local_files_only=True)
     reloaded.eval()
     with torch.inference_mode():
@@ -282,7 +298,9 @@ def write_json(out: Path, documents: dict[str, dict[str, Any]]) -> list[str]:
     return list(documents)
 
 
-def model_config_json(config: RunConfig, eot_id: int, dtype: str, meta: dict[str, Any]) -> dict[str, Any]:
+def model_config_json(
+    config: RunConfig, objective: Objective, eot_id: int, dtype: str, meta: DatasetMeta
+) -> dict[str, Any]:
     """config.json of the model's transformers class (its sequence classifier, for a classification run); for an
     architecture that has none, the studio's own record of the run's config."""
     m = config.model
@@ -304,17 +322,17 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str, meta: dict[str
         }
     document = {
         "architectures": [huggingface.model_class],
-        **huggingface.config_json(m, eot_id, meta.get("special_ids", {})),
+        **huggingface.config_json(m, eot_id, meta.special_ids or {}),
         **common,
     }
-    if config.train.task == "classify":
-        names = [str(label) for label in meta["labels"]]
+    if objective.classifies:
+        names = [str(label) for label in meta.labels]
         document |= {
             "architectures": [huggingface.classifier_class],
             "num_labels": len(names),
             "id2label": dict(enumerate(names)),
             "label2id": {name: index for index, name in enumerate(names)},
-            "pad_token_id": meta["pad_id"],
+            "pad_token_id": meta.pad_id,
         }
     return document
 
@@ -322,7 +340,7 @@ def model_config_json(config: RunConfig, eot_id: int, dtype: str, meta: dict[str
 def stop_ids(dataset: Dataset) -> list[int]:
     """The tokens that end what a run learned to write: the end-of-text token, and the end-of-turn tokens of its
     chat template (recorded when the dataset was prepared)."""
-    return sorted({dataset.eot_id, *dataset.meta.get("stop_ids", [])})
+    return sorted({dataset.eot_id, *dataset.meta.stop_ids})
 
 
 def generation_config(stops: list[int], eot_id: int) -> dict[str, Any]:
@@ -345,7 +363,7 @@ def write_tokenizer(out: Path, dataset: Dataset, has_unk: bool, cfg: ModelConfig
     else:
         special = {"bos_token": EOT, "eos_token": EOT, "pad_token": EOT}
     special |= {"unk_token": UNK} if has_unk else {}
-    template = {"chat_template": dataset.meta["chat_template"]} if dataset.meta.get("chat_template") else {}
+    template = {"chat_template": dataset.meta.chat_template} if dataset.meta.chat_template else {}
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": cfg.block_size,
@@ -373,14 +391,17 @@ def final_metrics(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any], dtype: str) -> str:
+def model_card(
+    name: str, step: int, config: RunConfig, objective: Objective, metrics: dict[str, Any], dtype: str
+) -> str:
     m = config.model
     huggingface = None if m.pretrained else architecture(m.arch).huggingface
-    auto = AUTO_CLASSES["masked" if m.encoder else "causal"]
+    auto = objective.export_auto_class
+    model_class = huggingface and (huggingface.classifier_class if objective.classifies else huggingface.model_class)
     usage = (
         (
             f"```python\nfrom transformers import {auto}, AutoTokenizer\n"
-            f'model = {auto}.from_pretrained("PATH")  # {huggingface.model_class}\n'
+            f'model = {auto}.from_pretrained("PATH")  # {model_class}\n'
             f'tokenizer = AutoTokenizer.from_pretrained("PATH")\n```\n'
         )
         if huggingface
@@ -400,16 +421,16 @@ def model_card(name: str, step: int, config: RunConfig, metrics: dict[str, Any],
 
 # ---- verification ----------------------------------------------------------------------------------------
 def verify_export(
-    out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int, auto: str = "causal"
+    out: Path, reference: torch.nn.Module, tokenizer, prompts: list[str], eot_id: int, auto_class: str
 ) -> float:
-    """The largest logit difference between the studio's model and transformers' reload of `out`, over the
-    prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""
+    """The largest logit difference between the studio's model and transformers' reload of `out` (by `auto_class`),
+    over the prompts; above TOLERANCE is a StudioError. Also checks that transformers' tokenizer encodes alike."""
     import transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    auto_class = getattr(transformers, AUTO_CLASSES[auto])
-    hf_model, loading = auto_class.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
+    auto = getattr(transformers, auto_class)
+    hf_model, loading = auto.from_pretrained(str(out), dtype=torch.float32, output_loading_info=True)
     unloaded = loading["missing_keys"] or loading["unexpected_keys"]
     if unloaded:
         raise StudioError(f"export check failed: transformers did not load {sorted(unloaded)[:3]} from {out}")

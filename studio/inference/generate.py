@@ -11,21 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
 from studio.data.chat import ChatTemplate
-from studio.data.examples import dataset_chat_template
 from studio.data.labeled import encode_labeled
-from studio.data.prepare import open_dataset
-from studio.data.tokenizer import load_tokenizer, tokenizer_hash
+from studio.data.meta import DatasetMeta
 from studio.errors import StudioError
-from studio.hf.folder import read_hf_folder
-from studio.model.trainable import PretrainedLM, build_run_model, load_pretrained
-from studio.model.weights import read_checkpoint
-from studio.run_folder.layout import run_or_folder
+from studio.inference.load import load_model
 
 
 @dataclass
@@ -168,15 +162,15 @@ def fills_text(fills: list[list[tuple[str, float]]]) -> str:
 # ---- a classifier's labels ----------------------------------------------------------------------------------
 @torch.inference_mode()
 def classify_text(
-    model: torch.nn.Module, tokenizer: Tokenizer, text: str, meta: dict, block_size: int, pair: str | None = None
+    model: torch.nn.Module, tokenizer: Tokenizer, text: str, meta: DatasetMeta, block_size: int, pair: str | None = None
 ) -> list[tuple[str, float]]:
     """Every label of a classification dataset's meta with its probability for text (and pair), likeliest first;
     the text is encoded as the dataset's rows were."""
-    ids = encode_labeled(tokenizer, text, pair, meta["framed"])[:block_size]
+    ids = encode_labeled(tokenizer, text, pair, meta.framed)[:block_size]
     device = next(model.parameters()).device
     logits, _ = model(torch.tensor([ids], device=device), lengths=torch.tensor([len(ids)], device=device))
     probabilities = logits[0].float().softmax(-1).tolist()
-    return sorted(zip(map(str, meta["labels"]), probabilities), key=lambda item: -item[1])
+    return sorted(zip(map(str, meta.labels), probabilities), key=lambda item: -item[1])
 
 
 # ---- text in, text out ----------------------------------------------------------------------------------
@@ -296,73 +290,16 @@ class Rate:
 
 # ---- loading --------------------------------------------------------------------------------------------
 def load_generator(target: str, step: int | None = None, device: str = "cpu") -> Generator:
-    """A run's checkpoint (`target` a run name or run folder; the latest, or `step`) or a Hugging Face
-    folder (config.json + safetensors + tokenizer.json), on `device`, in eval mode."""
-    torch_device = _device(device)
-    folder = Path(target).expanduser()
-    if (folder / "config.json").is_file():
-        if step is not None:
-            raise StudioError(f"{folder} is a Hugging Face folder with one set of weights: drop --checkpoint")
-        loaded = _load_hf_folder(folder)
-    else:
-        loaded = _load_run(run_or_folder(target), step)
-    loaded.model.to(torch_device).eval()
-    return loaded
-
-
-def _device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda"):
-        raise StudioError(f"--device must be cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise StudioError("--device cuda: no CUDA GPU is available here; use --device cpu")
-    return torch.device(device)
-
-
-def _load_run(run_dir: Path, step: int | None) -> Generator:
-    read = read_checkpoint(run_dir, step)
-    config, metadata = read.config, read.metadata
-    if config.model.encoder:
-        raise StudioError(
-            f"run {run_dir.name} is an encoder: it fills [MASK]s rather than continuing text; "
-            f"try `llm-studio predict {run_dir.name} --text '... [MASK] ...'`"
-        )
-    dataset = open_dataset(config.data.dataset)
-    tokenizer = load_tokenizer(dataset.tokenizer_path)
-    if metadata.get("tokenizer_hash") and metadata["tokenizer_hash"] != tokenizer_hash(tokenizer):
-        raise StudioError(
-            f"dataset {dataset.name} has another tokenizer than run {run_dir.name} was trained "
-            "with (it was prepared again); restore that dataset to generate from this run"
-        )
-    run_model = build_run_model(config, dequantized=True)
-    run_model.load_state(read.weights)
-    description = f"run {run_dir.name}, step {read.step}"
+    """A causal LM ready to generate: a run's checkpoint or a Hugging Face folder (studio.inference.load)."""
+    loaded = load_model(target, step, device, use="generate")
     return Generator(
-        run_model.module,
-        tokenizer,
-        dataset.eot_id,
-        getattr(run_model.module, "block_size", config.model.block_size),  # a checkpoint's own context
-        description,
-        read.note,
-        stop_ids=dataset.meta.get("stop_ids", []),
-        chat_template=dataset_chat_template(dataset.meta),
-        chat_default=dataset.has_examples,
-    )
-
-
-def _load_hf_folder(folder: Path) -> Generator:
-    """A Hugging Face folder, built by transformers, ready to generate (fp32)."""
-    hf = read_hf_folder(folder)
-    hf_model = load_pretrained(hf.path)
-    tokenizer = load_tokenizer(hf.tokenizer_file)
-    eos = hf_model.generation_config.eos_token_id
-    template = ChatTemplate(hf.chat_template, hf.bos_token, hf.eot_token) if hf.chat_template else None
-    return Generator(
-        PretrainedLM(hf_model, hf.model.block_size),
-        tokenizer,
-        tokenizer.token_to_id(hf.eot_token),
-        hf.model.block_size,
-        f"{folder}",
-        stop_ids=[eos] if isinstance(eos, int) else list(eos or []),
-        chat_template=template,
-        chat_default=template is not None,
+        loaded.model,
+        loaded.tokenizer,
+        loaded.eot_id,
+        getattr(loaded.model, "block_size", loaded.context),  # a transformers model may go on to all it was made for
+        loaded.description,
+        loaded.note,
+        stop_ids=loaded.stop_ids,
+        chat_template=loaded.chat_template,
+        chat_default=loaded.chat_default,
     )

@@ -60,25 +60,25 @@ class Session:
         self.key: tuple | None = None
         self.model = None  # a studio.inference.generate Generator, or a studio.inference.predict Classifier or MaskedLM
 
-    def load(self, target: str, step: int | None, predictor: bool):
-        """The model of target at step, to generate with or (predictor) to predict with; "latest" is looked up
-        each time, so a run still training gives its newest checkpoint without restarting the worker."""
+    def load(self, target: str, step: int | None, use: str):
+        """The model of target at step, to generate with or to predict with (`use`); "latest" is looked up each
+        time, so a run still training gives its newest checkpoint without restarting the worker."""
         from studio.inference.generate import load_generator
         from studio.inference.predict import load_predictor
 
-        key = (target, step, latest_checkpoint_name(target) if step is None else None, predictor)
+        key = (target, step, latest_checkpoint_name(target) if step is None else None, use)
         if self.key != key:
             self.model, self.key = None, None
-            self.model = load_predictor(target, step) if predictor else load_generator(target, step)
+            self.model = load_generator(target, step) if use == "generate" else load_predictor(target, step)
             self.key = key
-            if predictor:
-                reply(loaded=self.model.description, chat=False)
-            else:
+            if use == "generate":
                 note = self.model.note
                 reply(
                     loaded=self.model.description + (f" ({note})" if note else ""),
                     chat=self.model.chat_template is not None,
                 )
+            else:
+                reply(loaded=self.model.description, chat=False)
         return self.model
 
     def generate(self, request: dict[str, Any], stop: threading.Event) -> None:
@@ -89,7 +89,7 @@ class Session:
         except TypeError as error:
             raise StudioError(f"bad sampling values: {error}") from None
         sampling.check()
-        generator = self.load(str(request["target"]), request.get("checkpoint"), predictor=False)
+        generator = self.load(str(request["target"]), request.get("checkpoint"), use="generate")
         messages = request.get("messages")
         prompt = generator.chat_prompt(messages) if messages else str(request.get("prompt", ""))
         stream = generator.stream([prompt], sampling, request.get("seed"))
@@ -105,7 +105,7 @@ class Session:
         reply(done={"tokens": rate.tokens, "tokens_per_s": round(tokens_per_s, 1), "stopped": stop.is_set()})
 
     def predict(self, request: dict[str, Any]) -> None:
-        predictor = self.load(str(request["target"]), request.get("checkpoint"), predictor=True)
+        predictor = self.load(str(request["target"]), request.get("checkpoint"), use="predict")
         reply(prediction=predictor.predict(str(request.get("text", "")), int(request.get("top_k", 5))))
 
 

@@ -284,6 +284,17 @@ class PretrainedClassifier(nn.Module):
         return self.hf(input_ids=idx, attention_mask=mask).logits, None
 
 
+class PretrainedMaskedLM(nn.Module):
+    """A transformers masked LM called the studio's way: `model(ids) -> (logits (B, T, vocab), None)`."""
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+
+    def forward(self, idx: torch.Tensor):
+        return self.hf(input_ids=idx).logits, None
+
+
 def load_body(classifier: nn.Module, checkpoint: Path) -> None:
     """A studio classifier's start from a run: the weights it shares with that run's model (its body; its head
     too when that run classified the same labels). Everything else of the classifier keeps its fresh init."""

@@ -46,6 +46,7 @@ class Objective:
     charts: tuple[str, ...]  # the eval fields the loss chart draws beside the losses (on their 0..1 scale)
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
     export_auto_class: str  # transformers' Auto class that loads its export
+    evaluate_kind: str  # the word `evaluate` reports it by ("kind" in its JSON)
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
 
     @property
@@ -74,6 +75,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=(),
             hf_suffix="ForCausalLM",
             export_auto_class="AutoModelForCausalLM",
+            evaluate_kind="causal",
             trainer="studio.train.objectives.causal_lm",
         ),
         Objective(
@@ -87,6 +89,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=(),
             hf_suffix="ForMaskedLM",
             export_auto_class="AutoModelForMaskedLM",
+            evaluate_kind="masked",
             trainer="studio.train.objectives.masked_lm",
         ),
         Objective(
@@ -106,6 +109,7 @@ OBJECTIVES: dict[str, Objective] = {
             charts=("val_acc", "val_f1"),
             hf_suffix="ForSequenceClassification",
             export_auto_class="AutoModelForSequenceClassification",
+            evaluate_kind="classify",
             trainer="studio.train.objectives.classify",
         ),
     )

@@ -52,10 +52,3 @@ class CheckpointMeta:
         if self.step is not None:
             header["step"] = str(self.step)
         return header | {"tokenizer_hash": self.tokenizer_hash, "method": self.method}
-
-    # TEMPORARY: read by key while inference/generate.py is rewritten elsewhere; removed when it reads attributes
-    def __getitem__(self, key: str) -> object:
-        return getattr(self, key)
-
-    def get(self, key: str, default: object = None) -> object:
-        return getattr(self, key, default)

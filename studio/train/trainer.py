@@ -37,6 +37,7 @@ from studio.hf.inspection import inspect_folder
 from studio.model.trainable import build_run_model, teacher_module
 from studio.model.weights import check_fit, read_weights
 from studio.objectives import objective_of
+from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
@@ -402,12 +403,7 @@ class Trainer:
             # one after the other: under FSDP the writer holds each whole only while it writes it
             weights = self._whole_weights(writes_folder)
             if writes_folder:
-                metadata = {
-                    "config": self.config.to_json(),
-                    "step": str(self.state.step),
-                    "tokenizer_hash": self.tokenizer_hash,
-                    "method": self.config.train.method,
-                }
+                metadata = CheckpointMeta.of_run(self.config, self.state.step, self.tokenizer_hash)
                 checkpoint.write_weights(tmp, weights, metadata)
             del weights
             optimizer_state = self._whole_optimizer_state(writes_folder)

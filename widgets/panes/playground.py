@@ -72,16 +72,17 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
     @work(thread=True, exclusive=True, group="playground-runs", exit_on_error=False)
     def _load_runs(self) -> None:
         from studio.errors import StudioError
+        from studio.objectives import OBJECTIVES, objective_of
         from studio.run_folder.layout import list_checkpoint_steps, read_config
         from studio.run_folder.status import list_runs
 
         runs = {}
         for run in list_runs():
             try:
-                predicts = read_config(run.path).predicts
-            except StudioError:  # an unreadable config: the worker will say so when the run is tried
-                predicts = None
-            runs[run.name] = PickableRun(list_checkpoint_steps(run.path), predicts)
+                objective = objective_of(read_config(run.path))
+            except StudioError:  # an unreadable config: asked to generate, the worker will say what is wrong
+                objective = OBJECTIVES["causal_lm"]
+            runs[run.name] = PickableRun(list_checkpoint_steps(run.path), objective)
         self.app.call_from_thread(self._show_runs, runs)
 
     def _show_runs(self, runs: dict[str, PickableRun]) -> None:
