@@ -97,7 +97,7 @@ def test_a_run_out_of_memory_ends_with_the_line_keeps_its_checkpoint_and_logs_th
     assert "memory: estimated " in out  # and, at the end, the estimate beside the measured peak
     log = (run_path("oom") / "trainer.log").read_text()
     assert "Traceback (most recent call last)" in log and "DefaultCPUAllocator" in log
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
 
     checkpoint = find_checkpoint(run_path("oom"))
     weights, metadata = read_weights(checkpoint)

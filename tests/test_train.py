@@ -233,7 +233,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_loadable(run_
     process.kill()
     process.wait()
     assert find_checkpoint(folder).name == "step-0000010"
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
 
     weights, metadata = read_weights(find_checkpoint(folder))
     assert metadata.step == 10 and weights
@@ -253,7 +253,7 @@ def test_a_corrupt_checkpoint_is_one_line_not_a_traceback(run_cli, code_corpus):
     assert err.count("\n") == 1 and "corrupt" in err and "step-0000010" in err
     assert summarize(run_path("c")).status == "finished"  # nothing was launched, nothing lost
     from studio.errors import StudioError
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
 
     with pytest.raises(StudioError, match="corrupt"):
         read_weights(weights.parent)
@@ -324,7 +324,7 @@ def test_compile_trains_and_saves_plain_weight_names(run_cli, code_corpus):
         "true",
     )
     assert code == 0, err
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
 
     weights, metadata = read_weights(find_checkpoint(run_path("compiled")))
     assert "model.embed_tokens.weight" in weights and not any("_orig_mod" in key for key in weights)

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read without unpickling anything.
+"""Checkpoint files: written atomically, read back (weights with their metadata, optimizer, training state) without
+unpickling anything.
 
 A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
   model.safetensors      the weights (a tied lm_head is stored once) with metadata: config, step, tokenizer hash
@@ -137,6 +138,20 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict[str, Any
 
 
 # ---- reading ------------------------------------------------------------------------------------
+def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
+    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
+    path = checkpoint / WEIGHTS
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            header = file.metadata() or {}
+        return load_file(str(path)), CheckpointMeta.from_header(header)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise StudioError(
+            f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
+            "delete that checkpoint folder to fall back to an earlier one"
+        ) from None
+
+
 def read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
     try:
         with safe_open(str(checkpoint / OPTIMIZER), framework="pt") as file:

@@ -28,9 +28,10 @@ from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import ENCODER_TOKENS, EOT, UNK, load_tokenizer
 from studio.errors import StudioError
 from studio.hf.folder import WEIGHTS, WEIGHTS_INDEX, adapter_base
+from studio.inference.load import CheckpointRead, read_checkpoint
 from studio.model import build_classifier, build_model
 from studio.model.trainable import Labels, build_run_model, load_pretrained
-from studio.model.weights import CheckpointRead, hf_names, load_weights, read_checkpoint, weights_to_save
+from studio.model.weights import hf_names, load_weights, weights_to_save
 from studio.objectives import Objective, objective_of
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder

@@ -17,7 +17,6 @@ from tokenizers import Tokenizer
 
 from studio.data.chat import ChatTemplate
 from studio.data.labeled import encode_labeled
-from studio.data.meta import DatasetMeta
 from studio.errors import StudioError
 from studio.inference.load import load_model
 
@@ -162,15 +161,21 @@ def fills_text(fills: list[list[tuple[str, float]]]) -> str:
 # ---- a classifier's labels ----------------------------------------------------------------------------------
 @torch.inference_mode()
 def classify_text(
-    model: torch.nn.Module, tokenizer: Tokenizer, text: str, meta: DatasetMeta, block_size: int, pair: str | None = None
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    text: str,
+    labels: list,
+    framed: bool,
+    block_size: int,
+    pair: str | None = None,
 ) -> list[tuple[str, float]]:
-    """Every label of a classification dataset's meta with its probability for text (and pair), likeliest first;
-    the text is encoded as the dataset's rows were."""
-    ids = encode_labeled(tokenizer, text, pair, meta.framed)[:block_size]
+    """Every label with its probability for text (and pair), likeliest first; the text is encoded as the
+    classification dataset's rows were (`framed`: the tokenizer adds the model's special tokens)."""
+    ids = encode_labeled(tokenizer, text, pair, framed)[:block_size]
     device = next(model.parameters()).device
     logits, _ = model(torch.tensor([ids], device=device), lengths=torch.tensor([len(ids)], device=device))
     probabilities = logits[0].float().softmax(-1).tolist()
-    return sorted(zip(map(str, meta.labels), probabilities), key=lambda item: -item[1])
+    return sorted(zip(map(str, labels), probabilities), key=lambda item: -item[1])
 
 
 # ---- text in, text out ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from tokenizers import Tokenizer
 
+from studio.checkpoints.files import read_weights
 from studio.config import RunConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import dataset_chat_template
@@ -32,12 +33,48 @@ from studio.model.trainable import (
     load_pretrained,
     model_context,
 )
-from studio.model.weights import read_checkpoint
+from studio.model.weights import check_fit
 from studio.objectives import Objective, objective_of, objective_of_classes
-from studio.run_folder.layout import run_or_folder, short_reason
+from studio.run_folder.checkpoint_meta import CheckpointMeta
+from studio.run_folder.layout import (
+    WEIGHTS,
+    checkpoint_metadata,
+    checkpoint_step,
+    counted,
+    run_or_folder,
+    short_reason,
+    trained_config,
+    usable_checkpoint,
+)
 
 Use = Literal["generate", "predict"]  # what the caller asks of the model; refused when its objective does not serve it
 FOLDER_CONTEXT = 512  # a folder's context when its config names no position limit (BERT's)
+
+
+@dataclass
+class CheckpointRead:
+    """A run's checkpoint read for generation or export, after every check."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    metadata: CheckpointMeta
+    config: RunConfig  # the config it was trained with
+    note: str | None  # when a damaged latest checkpoint was passed over: which, and why
+
+    @property
+    def step(self) -> int:
+        return checkpoint_step(self.path)
+
+
+def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
+    """The checkpoint of `step`, or the newest usable one, checked (headers, steps, shapes, memory) before its
+    weights are read."""
+    found, note = usable_checkpoint(run_dir, step)
+    config = trained_config(run_dir, checkpoint_metadata(found))
+    if counted(config):  # else shapes are checked as they load
+        check_fit(config.model, found / WEIGHTS)
+    weights, metadata = read_weights(found)
+    return CheckpointRead(found, weights, metadata, config, note)
 
 
 @dataclass

@@ -36,19 +36,22 @@ class MaskedLM:
 class Classifier:
     model: torch.nn.Module  # called as model(ids, lengths=...) -> (logits, ...)
     tokenizer: Tokenizer
-    meta: dict  # labels, and whether the tokenizer frames texts (studio.data.labeled)
+    labels: list[str]  # in the order of the model's outputs
+    framed: bool  # whether the tokenizer adds the model's special tokens around a text (studio.data.labeled)
     block_size: int
     description: str
 
     def predict(self, text: str, top_k: int) -> dict[str, Any]:
         """{"labels": the top_k labels with their probabilities, likeliest first}."""
-        return {"labels": classify_text(self.model, self.tokenizer, text, self.meta, self.block_size)[:top_k]}
+        ranked = classify_text(self.model, self.tokenizer, text, self.labels, self.framed, self.block_size)
+        return {"labels": ranked[:top_k]}
 
 
 def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifier:
     """A classifier or a masked LM: a run's checkpoint, or a Hugging Face folder (studio.inference.load)."""
     loaded = load_model(target, step, use="predict")
     if loaded.objective.classifies:
-        meta = {"labels": loaded.labels, "framed": loaded.framed}
-        return Classifier(loaded.model, loaded.tokenizer, meta, loaded.context, loaded.description)
+        return Classifier(
+            loaded.model, loaded.tokenizer, loaded.labels, loaded.framed, loaded.context, loaded.description
+        )
     return MaskedLM(loaded.model, loaded.tokenizer, loaded.mask_id, loaded.context, loaded.description)

@@ -298,7 +298,7 @@ class PretrainedMaskedLM(nn.Module):
 def load_body(classifier: nn.Module, checkpoint: Path) -> None:
     """A studio classifier's start from a run: the weights it shares with that run's model (its body; its head
     too when that run classified the same labels). Everything else of the classifier keeps its fresh init."""
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
     from studio.run_folder.layout import checkpoint_metadata
 
     if checkpoint_metadata(checkpoint).method != "full":
@@ -316,7 +316,8 @@ def load_body(classifier: nn.Module, checkpoint: Path) -> None:
 
 def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
     """A studio model's start from another run's checkpoint: its weights, or its adapters merged into its base."""
-    from studio.model.weights import check_fit, load_weights, read_weights, weights_to_save
+    from studio.checkpoints.files import read_weights
+    from studio.model.weights import check_fit, load_weights, weights_to_save
     from studio.run_folder.layout import WEIGHTS, checkpoint_metadata
 
     if checkpoint_metadata(checkpoint).method == "full":
@@ -329,7 +330,7 @@ def load_run_weights(model: nn.Module, checkpoint: Path) -> None:
 
 def trained_model(checkpoint: Path) -> nn.Module:
     """The model a studio checkpoint holds, adapters merged: a later run's starting point."""
-    from studio.model.weights import read_weights
+    from studio.checkpoints.files import read_weights
     from studio.run_folder.layout import checkpoint_metadata, run_of_checkpoint, trained_config
 
     config = trained_config(run_of_checkpoint(checkpoint), checkpoint_metadata(checkpoint))

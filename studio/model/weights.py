@@ -1,4 +1,5 @@
-"""The studio's own models' weights in and out: checkpoints, and the Hugging Face names they export under.
+"""The studio's own models' weights in and out: what a checkpoint saves of a model, loading weights into one, checking
+that a checkpoint fits before anything is built, and the Hugging Face names they export under.
 
 The studio's parameter names are Hugging Face's one to one for Llama and BERT, and nanoGPT's for GPT-2, whose
 Hugging Face names differ only in that the four Conv1D weights are transposed and that GPT2LMHeadModel always has
@@ -10,55 +11,20 @@ transformers itself: studio.model.trainable.)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open
+from safetensors.torch import safe_open
 
 from studio.architectures import architecture
-from studio.config import ModelConfig, RunConfig
+from studio.config import ModelConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes
-from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.layout import (
-    WEIGHTS,
-    checkpoint_metadata,
-    checkpoint_step,
-    counted,
     short_reason,
-    trained_config,
-    usable_checkpoint,
 )
-
-
-# ---- the studio's checkpoints ---------------------------------------------------------------------
-@dataclass
-class CheckpointRead:
-    """A run's checkpoint read for generation or export, after every check."""
-
-    path: Path
-    weights: dict[str, torch.Tensor]
-    metadata: CheckpointMeta
-    config: RunConfig  # the config it was trained with
-    note: str | None  # when a damaged latest checkpoint was passed over: which, and why
-
-    @property
-    def step(self) -> int:
-        return checkpoint_step(self.path)
-
-
-def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
-    """The checkpoint of `step`, or the newest usable one, checked (headers, steps, shapes, memory) before its
-    weights are read."""
-    found, note = usable_checkpoint(run_dir, step)
-    config = trained_config(run_dir, checkpoint_metadata(found))
-    if counted(config):  # else shapes are checked as they load
-        check_fit(config.model, found / WEIGHTS)
-    weights, metadata = read_weights(found)
-    return CheckpointRead(found, weights, metadata, config, note)
 
 
 def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
@@ -66,20 +32,6 @@ def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tenso
     if tied:  # the output head is the embedding matrix, stored once
         weights.pop(model.HEAD, None)
     return weights
-
-
-def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
-    path = checkpoint / WEIGHTS
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            header = file.metadata() or {}
-        return load_file(str(path)), CheckpointMeta.from_header(header)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise StudioError(
-            f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
-            "delete that checkpoint folder to fall back to an earlier one"
-        ) from None
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], tied: bool) -> None:

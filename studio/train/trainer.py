@@ -25,6 +25,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import parse_flag_from_env, set_seed
 
 from studio.checkpoints import files as checkpoint
+from studio.checkpoints.files import read_weights
 from studio.checkpoints.training_state import TrainingState
 from studio.config import TrainConfig, flat_config
 from studio.data.batches import Batch
@@ -35,7 +36,7 @@ from studio.hardware import gpu_peak_flops
 from studio.hf.folder import run_facts
 from studio.hf.inspection import inspect_folder
 from studio.model.trainable import build_run_model, teacher_module
-from studio.model.weights import check_fit, read_weights
+from studio.model.weights import check_fit
 from studio.objectives import objective_of
 from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.events import EventWriter

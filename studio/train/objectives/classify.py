@@ -59,5 +59,6 @@ class Objective(TrainingObjective):
         """The prompt's three likeliest labels with their probabilities."""
         context = self.context
         with context.accelerator.autocast():
-            ranked = classify_text(model, context.tokenizer, prompt, context.dataset.meta, context.block_size)
+            meta = context.dataset.meta
+            ranked = classify_text(model, context.tokenizer, prompt, meta.labels, meta.framed, context.block_size)
         return {"prompt": prompt, "text": " → " + " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])}
