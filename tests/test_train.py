@@ -252,8 +252,8 @@ def test_a_corrupt_checkpoint_is_one_line_not_a_traceback(run_cli, code_corpus):
     assert code == 2
     assert err.count("\n") == 1 and "corrupt" in err and "step-0000010" in err
     assert summarize(run_path("c")).status == "finished"  # nothing was launched, nothing lost
-    from studio.errors import StudioError
     from studio.checkpoints.files import read_weights
+    from studio.errors import StudioError
 
     with pytest.raises(StudioError, match="corrupt"):
         read_weights(weights.parent)
