@@ -178,3 +178,18 @@ def test_evaluate_reports_the_masked_accuracy_of_an_encoder_on_any_text(bert_tin
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(text), "--json"]) == 0  # the export, judged alike
     assert json.loads(capsys.readouterr().out)["kind"] == "masked"
+
+
+@pytest.mark.parametrize("written_by", ["this version", "an older version"])
+def test_an_encoder_refuses_a_decoders_dataset_given_by_name(studio_home, code_corpus, capsys, written_by):
+    """A plain text dataset has no [MASK]: an encoder run must not train on it. Older versions wrote every text
+    dataset's special ids, all null; such a dataset is refused too."""
+    assert main(["prepare", str(code_corpus), "--tokenizer", "char", "--name", "plain"]) == 0
+    meta_file = studio_home / "datasets" / "plain" / "meta.json"
+    if written_by == "an older version":
+        meta = json.loads(meta_file.read_text())
+        meta_file.write_text(json.dumps(meta | {"special_ids": dict.fromkeys(("pad", "cls", "sep", "mask"))}))
+    capsys.readouterr()
+    assert main(["train", "--preset", "bert-tiny", "--data", "plain", "--max-steps", "1"]) == 2
+    assert "has no [MASK] token" in capsys.readouterr().err
+    assert not (studio_home / "runs").exists() or not any((studio_home / "runs").iterdir())

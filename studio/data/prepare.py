@@ -149,7 +149,7 @@ def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose:
                 f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
                 "give its source text instead, to tokenize it with the model's tokenizer"
             )
-        if encoder and dataset.meta.special_ids is None:
+        if encoder and (dataset.meta.special_ids or {}).get("mask") is None:  # older versions wrote them all null
             raise StudioError(
                 f"dataset {data.source!r} has no [MASK] token: an encoder needs its source prepared for it; "
                 "give the source text instead"
