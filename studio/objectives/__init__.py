@@ -21,29 +21,12 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Metric:
-    """One figure of an evaluation: its field in `eval` events (`val_` + the name `evaluate` reports) and its label."""
-
-    name: str
-    label: str
-
-    @property
-    def event_field(self) -> str:
-        return f"val_{self.name}"
-
-
-@dataclass(frozen=True)
 class Objective:
     name: str  # the key of OBJECTIVES
-    description: str  # what the model learns, as people say it
     model_kind: str  # what a model trained on it is, in messages ("a next-token LM")
     dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows
-    metrics: tuple[Metric, ...]  # its evaluation's figures, in the order they are shown (the loss first)
-    predicts: (
-        str | None
-    )  # what `predict` and the playground ask of it: "classify", "fill-mask"; None: it continues text
+    predicts: str | None  # what `predict` and the playground ask: "classify", "fill-mask"; None: continues text
     playground_hint: str  # the playground's line for a model that predicts rather than continues text
-    charts: tuple[str, ...]  # the eval fields the loss chart draws beside the losses (on their 0..1 scale)
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
     export_auto_class: str  # transformers' Auto class that loads its export
     evaluate_kind: str  # the word `evaluate` reports it by ("kind" in its JSON)
@@ -59,20 +42,15 @@ class Objective:
         return self.dataset == "labeled"
 
 
-LOSS = Metric("loss", "loss")
-
 OBJECTIVES: dict[str, Objective] = {
     objective.name: objective
     for objective in (
         Objective(
             name="causal_lm",
-            description="the next token",
             model_kind="a next-token LM",
             dataset="tokens",
-            metrics=(LOSS, Metric("ppl", "perplexity"), Metric("acc", "next-token accuracy")),
             predicts=None,
             playground_hint="",
-            charts=(),
             hf_suffix="ForCausalLM",
             export_auto_class="AutoModelForCausalLM",
             evaluate_kind="causal",
@@ -80,13 +58,10 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             name="masked_lm",
-            description="masked tokens",
             model_kind="a masked LM (encoder)",
             dataset="tokens",
-            metrics=(LOSS, Metric("acc", "masked-token accuracy")),
             predicts="fill-mask",
             playground_hint="a masked LM: write a text with [MASK] in it, press g for the fills",
-            charts=(),
             hf_suffix="ForMaskedLM",
             export_auto_class="AutoModelForMaskedLM",
             evaluate_kind="masked",
@@ -94,19 +69,10 @@ OBJECTIVES: dict[str, Objective] = {
         ),
         Objective(
             name="classify",
-            description="a label per text",
             model_kind="a classifier",
             dataset="labeled",
-            metrics=(
-                LOSS,
-                Metric("acc", "accuracy"),
-                Metric("precision", "precision (macro)"),
-                Metric("recall", "recall (macro)"),
-                Metric("f1", "F1 (macro)"),
-            ),
             predicts="classify",
             playground_hint="a classifier: write a text, press g for its labels",
-            charts=("val_acc", "val_f1"),
             hf_suffix="ForSequenceClassification",
             export_auto_class="AutoModelForSequenceClassification",
             evaluate_kind="classify",

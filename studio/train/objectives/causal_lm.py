@@ -14,12 +14,18 @@ from studio.data.batches import IGNORE, ExampleStream, TokenFile, WindowStream
 from studio.data.examples import dataset_chat_template
 from studio.inference.generate import SamplingConfig, sample
 from studio.model import lm_loss_sum
-from studio.train.objectives import TrainingObjective
+from studio.train.objectives import TrainingContext, TrainingObjective
 
 EVAL_SEED_OFFSET = 10_000  # evaluation draws the same fixed batches every time, apart from training's
 
 
 class Objective(TrainingObjective):
+    def __init__(self, context: TrainingContext):
+        super().__init__(context)
+        dataset = context.dataset
+        self.chat = dataset_chat_template(dataset.meta)  # samples are a user's turn answered, on chat data
+        self.stop_ids = sorted({dataset.eot_id, *dataset.meta.stop_ids})
+
     def batches(self, split: str, shuffle: bool) -> WindowStream | ExampleStream:
         """Random windows of plain text, or the examples of chat and instruction data."""
         context, dataset = self.context, self.context.dataset
@@ -58,11 +64,11 @@ class Objective(TrainingObjective):
         its answer."""
         context, dataset = self.context, self.context.dataset
         train = context.config.train
-        chat = dataset_chat_template(dataset.meta)
+        chat = self.chat
         text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
         encoded = context.tokenizer.encode(text, add_special_tokens=False).ids or [dataset.eot_id]
         ids = torch.tensor([encoded], device=context.accelerator.device)
-        stop_ids = sorted({dataset.eot_id, *dataset.meta.stop_ids})
+        sampling = SamplingConfig(train.sample_tokens)
         with context.accelerator.autocast():
-            new = sample(model, ids, context.block_size, SamplingConfig(train.sample_tokens), generator, stop_ids)
+            new = sample(model, ids, context.block_size, sampling, generator, self.stop_ids)
         return {"prompt": prompt, "text": context.tokenizer.decode(new[0].tolist())}
