@@ -1,6 +1,6 @@
 """Fine-tuning throughput: llm-studio's trainer against a plain transformers + peft loop, same model, batch and data.
 
-The model is a small Qwen2-shaped checkpoint (grouped-query attention, biases on q/k/v) built with transformers'
+The model is a Qwen2-shaped checkpoint (small, or Qwen2.5-0.5B's shape) (grouped-query attention, biases on q/k/v) built with transformers'
 config class and saved as a Hugging Face folder, with a byte-level BPE trained on the text; the data are random
 windows of tiny Shakespeare, the same windows for both loops (the same token file, the same seeded generator).
 Each loop runs in a child process of its own, so its peak memory is its own (the resident set's high-water mark
@@ -8,6 +8,7 @@ on a CPU; torch.cuda.max_memory_allocated on a GPU), in alternating rounds so th
 machine hits both alike. The figures are the median tokens per second of each, their ratio, and the peaks.
 
     python benchmarks/finetune_throughput.py [--method lora|full|dora] [--rounds 3] [--steps 20] [--device cpu|cuda]
+                                          [--shape small|qwen2.5-0.5b]
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
-SHAPE = {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 8}
+# The model shapes to time: a small one for CPUs, and Qwen2.5-0.5B's (random weights, its 151,936-token head) for GPUs.
+SHAPES = {
+    "small": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4, "num_attention_heads": 8,
+              "num_key_value_heads": 2, "vocab_size": 2048},
+    "qwen2.5-0.5b": {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+                     "num_key_value_heads": 2, "vocab_size": 151936},
+}  # fmt: skip
 BATCH, CONTEXT, LR, WARMUP_STEPS = 8, 256, 1e-4, 3
 
 
-def build_checkpoint(folder: Path, text: Path) -> None:
-    """The Hugging Face folder both loops start from."""
+def build_checkpoint(folder: Path, text: Path, shape: dict) -> None:
+    """The Hugging Face folder both loops start from (the tokenizer's 2,048 tokens are the head's first rows)."""
     import torch
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -45,7 +52,7 @@ def build_checkpoint(folder: Path, text: Path) -> None:
     tokenizer.train_from_iterator([text.read_text(encoding="utf-8")], trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(folder)
     config = transformers.Qwen2Config(
-        **SHAPE, num_key_value_heads=2, vocab_size=2048, max_position_embeddings=CONTEXT, eos_token_id=0
+        **shape, max_position_embeddings=CONTEXT, eos_token_id=0
     )
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
@@ -169,6 +176,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
     parser.add_argument("--child", choices=["studio", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -176,14 +184,16 @@ def main() -> None:
         child(args.child, args.run_dir, args.steps)
         return
     work = Path(tempfile.mkdtemp(prefix="llm-studio-finetune-bench-"))
-    build_checkpoint(work / "checkpoint", args.text)
+    shape = SHAPES[args.shape]
+    build_checkpoint(work / "checkpoint", args.text, shape)
     run_dir = prepare(work / "home", work / "checkpoint", args.text, args.method, args.device)
     results: dict[str, list[dict]] = {"plain": [], "studio": []}
     for _ in range(args.rounds):
         for loop in results:
             results[loop].append(measure(loop, run_dir, args.steps))
     print(
-        f"{args.method} on {args.device}, Qwen2-shaped {SHAPE['num_hidden_layers']} layers x {SHAPE['hidden_size']}, "
+        f"{args.method} on {args.device}, Qwen2-shaped {shape['num_hidden_layers']} layers x {shape['hidden_size']}, "
+        f"vocabulary {shape['vocab_size']:,}, "
         f"batch {BATCH} x context {CONTEXT}, {args.rounds} rounds x {args.steps} steps (medians):"
     )
     rates = {loop: statistics.median(r["tokens_per_s"] for r in runs) for loop, runs in results.items()}
