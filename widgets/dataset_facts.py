@@ -46,7 +46,7 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
         ("chars/token", f"{meta.chars_per_token:.2f}"),
         ("bytes replaced", f"{meta.bytes_replaced:,}" + (" (not UTF-8)" if meta.bytes_replaced else "")),
     ]
-    if meta.task == "classify":
+    if meta.labels:  # classification rows
         counts = meta.class_counts
         classes = ", ".join(
             f"{label} {counts['train'].get(str(label), 0):,}/{counts['val'].get(str(label), 0):,}"

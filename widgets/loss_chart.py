@@ -19,7 +19,7 @@ REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
-ACC_COLOR, F1_COLOR = "green", "yellow"  # a classifier's validation accuracy and macro-F1
+METRIC_COLORS = ("green", "yellow", "blue")  # the objective's charted eval metrics, in order (a classifier's: acc, F1)
 
 
 @dataclass(frozen=True)
@@ -37,16 +37,16 @@ def loss_curves(
     view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
 ) -> list[Curve]:
     """A run's train loss as a line and validation loss as points (the compare screen draws several runs); a
-    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), a classifier its validation
-    accuracy and macro-F1."""
+    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), and the objective the eval
+    metrics it charts (a classifier's validation accuracy and macro-F1)."""
     train, val = view.series["loss"], view.series["val_loss"]
     curves = [
         Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
-    extra = (("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False))
-    if view.series["val_f1"].steps:  # a classifier: its accuracy and macro-F1 share the loss's 0..1 range
-        extra += (("val_acc", "val acc", ACC_COLOR, True), ("val_f1", "val F1", F1_COLOR, True))
+    extra = [("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False)]
+    for metric, color in zip(view.charted, METRIC_COLORS):  # shares, in a late loss's 0..1 range
+        extra.append((metric.key, metric.chart_label, color, True))
     for name, label, color, points in extra:
         part = view.series[name]
         if part.steps:

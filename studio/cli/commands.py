@@ -146,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
     result = evaluate(args.target, config.data, args.checkpoint)
     if args.out:
-        if result.kind != "classify":
+        if result.predictions is None:
             raise StudioError("--out writes a classifier's per-row predictions; this model is a language model")
         args.out.write_text("".join(json.dumps(row) + "\n" for row in result.predictions), encoding="utf-8")
     if args.json:

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from studio.formatting import format_bytes, format_count, format_memory, teacher_note
+from studio.objectives import objective_of_eval
 
 if TYPE_CHECKING:  # the CLI's first line prints before numpy and tokenizers (the data package) are imported
     from studio.data.meta import DatasetMeta
@@ -70,9 +71,9 @@ def print_dataset_note(config) -> None:
     if not dataset.has_examples:
         return
     examples = meta.examples
-    kind = "classification rows" if meta.task == "classify" else f"examples ({meta.row_format})"
+    kind = "classification rows" if meta.labels else f"examples ({meta.row_format})"
     print(f"data: {examples['train']:,} train + {examples['val']:,} val {kind}{dropped_text(meta)}")
-    if meta.task == "classify":
+    if meta.labels:
         counts = meta.class_counts["train"]
         print(f"classes: {', '.join(f'{label} {counts.get(str(label), 0):,}' for label in meta.labels)}")
     for warning in meta.warnings:
@@ -114,17 +115,8 @@ def format_event(event: dict) -> str | None:
             f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
             f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
         )
-    if kind == "eval" and "val_f1" in event:  # a classifier's
-        return (
-            f"step {step:>6}  val_loss {number('val_loss', '.4f')}  val_acc {number('val_acc', '.1f', 100)}%  "
-            f"precision {number('val_precision', '.3f')}  recall {number('val_recall', '.3f')}  "
-            f"macro-F1 {number('val_f1', '.3f')}"
-        )
     if kind == "eval":
-        return (
-            f"step {step:>6}  val_loss {number('val_loss', '.4f')}  val_ppl {number('val_ppl', '.2f')}  "
-            f"val_acc {number('val_acc', '.1f', 100)}%"
-        )
+        return f"step {step:>6}  " + "  ".join(metric.format(event) for metric in objective_of_eval(event).eval_metrics)
     if kind == "sample":
         first = event["samples"][0] if event.get("samples") else None
         return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None

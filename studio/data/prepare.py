@@ -51,6 +51,7 @@ from studio.data.tokenizer import (
     train_char,
 )
 from studio.errors import StudioError
+from studio.objectives import Objective
 from studio.paths import TEMPORARY_PREFIX, check_name, datasets_dir, is_name
 
 FORMAT = 2  # bump when cleaning or the file layout changes, so old caches are not reused
@@ -81,6 +82,12 @@ class Purpose:
     encoder: bool = False  # an encoder's special tokens: [PAD] [CLS] [SEP] [MASK]
     task: str = "lm"  # or "classify": rows of text and label
     held_out: bool = False  # rows to judge a trained classifier by: one split of them all, one class is enough
+
+    @classmethod
+    def of(cls, objective: Objective, pretrained: PretrainedTokenizer | None, context: int, held_out: bool = False):
+        """What a model of `objective` learns from: labeled rows (a classifier), text with [MASK] (a masked LM)."""
+        labeled, masked = objective.dataset == "labeled", objective.predicts == "fill-mask"
+        return cls(pretrained, context, masked, "classify" if labeled else "lm", held_out)
 
 
 @dataclass

@@ -12,7 +12,7 @@ The model is a run's checkpoint, or a Hugging Face folder (an export, say).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ MASK_SEED = 0
 class Evaluation:
     kind: str  # the objective's evaluate_kind: causal, masked or classify
     metrics: dict[str, Any]
-    predictions: list[dict[str, Any]] = field(default_factory=list)  # a classifier's, one per row
+    predictions: list[dict[str, Any]] | None = None  # a classifier's, one per row; None: a language model's
 
 
 def evaluate(target: str, data: DataConfig, step: int | None = None) -> Evaluation:
@@ -51,21 +51,19 @@ def evaluate(target: str, data: DataConfig, step: int | None = None) -> Evaluati
 def _held_out_purpose(loaded: LoadedModel) -> Purpose:
     """How the source is prepared for the model: with its tokenizer, as its own training data was."""
     objective = loaded.objective
-    task = "classify" if objective.classifies else "lm"
     if loaded.run_config is not None:  # documents end as in the run's dataset; rows framed if its rows were
         end = loaded.tokenizer.id_to_token(loaded.eot_id)
         pretrained = PretrainedTokenizer(loaded.tokenizer_file, end, frames_text=loaded.framed)
-        return Purpose(pretrained, loaded.context, loaded.run_config.model.encoder, task, held_out=True)
-    masked = objective.predicts == "fill-mask"
+        return Purpose.of(objective, pretrained, loaded.context, held_out=True)
     pad = ""
     if objective.generates:
         end = loaded.tokenizer.id_to_token(loaded.eot_id)
     else:
         pad_id = loaded.model.hf.config.pad_token_id
         pad = loaded.tokenizer.id_to_token(pad_id) if pad_id is not None else ""
-        end = SEP if masked else pad  # what separates documents of held-out text (an encoder's [SEP])
+        end = SEP if objective.predicts == "fill-mask" else pad  # what separates held-out documents (an encoder's)
     pretrained = PretrainedTokenizer(loaded.tokenizer_file, end, pad_token=pad, frames_text=True)  # frames itself
-    return Purpose(pretrained, loaded.context, masked, task, held_out=True)
+    return Purpose.of(objective, pretrained, loaded.context, held_out=True)
 
 
 def _token_metrics(objective: Objective, model: torch.nn.Module, dataset: Dataset, context: int) -> dict[str, Any]:

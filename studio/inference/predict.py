@@ -9,6 +9,7 @@ tokenizer's own post-processor).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import torch
 from tokenizers import Tokenizer
 
 from studio.inference.generate import classify_text, fill_masks
-from studio.inference.load import load_model
+from studio.inference.load import LoadedModel, load_model
 
 
 @dataclass
@@ -47,11 +48,18 @@ class Classifier:
         return {"labels": ranked[:top_k]}
 
 
+# what each objective's `predicts` asks of a loaded model (studio.objectives)
+PREDICTORS: dict[str, Callable[[LoadedModel], MaskedLM | Classifier]] = {
+    "fill-mask": lambda loaded: MaskedLM(
+        loaded.model, loaded.tokenizer, loaded.mask_id, loaded.context, loaded.description
+    ),
+    "classify": lambda loaded: Classifier(
+        loaded.model, loaded.tokenizer, loaded.labels, loaded.framed, loaded.context, loaded.description
+    ),
+}
+
+
 def load_predictor(target: str, step: int | None = None) -> MaskedLM | Classifier:
     """A classifier or a masked LM: a run's checkpoint, or a Hugging Face folder (studio.inference.load)."""
     loaded = load_model(target, step, use="predict")
-    if loaded.objective.classifies:
-        return Classifier(
-            loaded.model, loaded.tokenizer, loaded.labels, loaded.framed, loaded.context, loaded.description
-        )
-    return MaskedLM(loaded.model, loaded.tokenizer, loaded.mask_id, loaded.context, loaded.description)
+    return PREDICTORS[loaded.objective.predicts](loaded)

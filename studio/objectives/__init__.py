@@ -21,6 +21,26 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """One figure of an objective's `eval` events, as the CLI's eval line and the run's chart show it."""
+
+    key: str  # the eval event's field
+    label: str  # its name on the eval line and in the chart's legend
+    spec: str  # its format on the eval line
+    percent: bool = False  # a share, shown as a percentage
+    chart_label: str = ""  # its legend, when drawn beside the loss on the run's chart (a share: the loss's 0..1)
+
+    def format(self, event: dict) -> str:
+        value = event.get(self.key)
+        shown = "-" if value is None else format(100 * value if self.percent else value, self.spec)
+        return f"{self.label} {shown}{'%' if self.percent and value is not None else ''}"
+
+
+LM_METRICS = (Metric("val_loss", "val_loss", ".4f"), Metric("val_ppl", "val_ppl", ".2f"),
+              Metric("val_acc", "val_acc", ".1f", percent=True))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Objective:
     name: str  # the key of OBJECTIVES
     model_kind: str  # what a model trained on it is, in messages ("a next-token LM")
@@ -30,6 +50,8 @@ class Objective:
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
     export_auto_class: str  # transformers' Auto class that loads its export
     evaluate_kind: str  # the word `evaluate` reports it by ("kind" in its JSON)
+    eval_metrics: tuple[Metric, ...]  # what its eval events hold, in the order the CLI's eval line shows them
+    new_head: bool  # a head of its own over the model (a classifier's): counted apart, new on a checkpoint
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
 
     @property
@@ -54,6 +76,8 @@ OBJECTIVES: dict[str, Objective] = {
             hf_suffix="ForCausalLM",
             export_auto_class="AutoModelForCausalLM",
             evaluate_kind="causal",
+            eval_metrics=LM_METRICS,
+            new_head=False,
             trainer="studio.train.objectives.causal_lm",
         ),
         Objective(
@@ -65,6 +89,8 @@ OBJECTIVES: dict[str, Objective] = {
             hf_suffix="ForMaskedLM",
             export_auto_class="AutoModelForMaskedLM",
             evaluate_kind="masked",
+            eval_metrics=LM_METRICS,
+            new_head=False,
             trainer="studio.train.objectives.masked_lm",
         ),
         Objective(
@@ -76,6 +102,14 @@ OBJECTIVES: dict[str, Objective] = {
             hf_suffix="ForSequenceClassification",
             export_auto_class="AutoModelForSequenceClassification",
             evaluate_kind="classify",
+            eval_metrics=(
+                Metric("val_loss", "val_loss", ".4f"),
+                Metric("val_acc", "val_acc", ".1f", percent=True, chart_label="val acc"),
+                Metric("val_precision", "precision", ".3f"),
+                Metric("val_recall", "recall", ".3f"),
+                Metric("val_f1", "macro-F1", ".3f", chart_label="val F1"),
+            ),
+            new_head=True,
             trainer="studio.train.objectives.classify",
         ),
     )
@@ -95,3 +129,8 @@ def objective_of_classes(class_names: list[str]) -> Objective:
         if any(name.endswith(objective.hf_suffix) for name in class_names):
             return objective
     return OBJECTIVES["causal_lm"]
+
+
+def objective_of_eval(event: dict) -> Objective:
+    """Whose `eval` event this is, by the fields it holds (the objective with most of its metrics there)."""
+    return max(OBJECTIVES.values(), key=lambda objective: sum(m.key in event for m in objective.eval_metrics))

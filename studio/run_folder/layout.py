@@ -200,7 +200,7 @@ def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False
 def counted(config: RunConfig) -> bool:
     """A studio language model trained fully: its checkpoint holds exactly the values `param_count` says (others
     are built from a base folder, or with a classifier's head, and their loads check every name and shape)."""
-    return not config.model.pretrained and config.train.method == "full" and not objective_of(config).classifies
+    return not config.model.pretrained and config.train.method == "full" and not objective_of(config).new_head
 
 
 def usable_checkpoint(run_dir: Path, step: int | None = None, for_resume: bool = False) -> tuple[Path, str | None]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.objectives import OBJECTIVES, Metric, objective_of
 from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
 from studio.run_folder.status import MemoryFacts, crash_message, run_status
@@ -30,7 +31,8 @@ TRAIN_METRICS = (
     "mem_allocated",
     "mem_peak",
 )
-EVAL_METRICS = ("val_loss", "val_acc", "val_f1")  # accuracy and F1 are charted for classifiers
+# the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)
+EVAL_METRICS = ("val_loss", *dict.fromkeys(m.key for o in OBJECTIVES.values() for m in o.eval_metrics if m.chart_label))
 RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 LOG_START_BYTES = 64 * 1024  # on open, the log is read from this far before its end: only the tail is shown
 
@@ -76,6 +78,7 @@ class RunView:
     device: str | None = None  # where the trainer runs ("cpu", "cuda:0"), from its `running` event
     confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest eval: step, labels, matrix
     memory: MemoryFacts | None = None  # from the `running` event; the measured peaks are series["mem_peak"]
+    charted: tuple[Metric, ...] = ()  # the objective's eval metrics drawn beside the loss (studio.objectives)
 
 
 class RunWatcher:
@@ -84,6 +87,7 @@ class RunWatcher:
         config = self.config = read_config(self.run_dir)
         self.max_steps = config.train.max_steps
         self.schedule = config.train.schedule
+        self.charted = tuple(metric for metric in objective_of(config).eval_metrics if metric.chart_label)
         self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
         self.samples: list[tuple[int, list[dict[str, str]]]] = []
         self.confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest (step, labels, matrix)
@@ -209,4 +213,5 @@ class RunWatcher:
                 device=self.device,
                 confusion=self.confusion,
                 memory=self.memory,
+                charted=self.charted,
             )

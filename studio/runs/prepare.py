@@ -65,7 +65,7 @@ def purpose(config: RunConfig, pretrained):
     """What the run's dataset is prepared for: its model's tokenizer and context, an encoder, the task."""
     from studio.data.prepare import Purpose
 
-    return Purpose(pretrained, config.model.block_size, config.model.encoder, config.train.task)
+    return Purpose.of(objective_of(config), pretrained, config.model.block_size)
 
 
 def resolve_init_from(config: RunConfig):

@@ -23,6 +23,7 @@ from studio.cli.parser import train_command_line
 from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes, format_count, teacher_note
+from studio.objectives import objective_of
 from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
@@ -223,8 +224,8 @@ def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
         model.block_size = min(model.block_size, facts.context or model.block_size)
     teacher_params = teacher if isinstance(teacher, int) else 0
     try:
-        classify = config.train.task == "classify"
-        sizes = run_sizes(replace(config, model=model), facts, 2 if classify else 0, teacher_params)
+        new_head = objective_of(config).new_head  # sized for 2 classes until the data says how many
+        sizes = run_sizes(replace(config, model=model), facts, 2 if new_head else 0, teacher_params)
     except StudioError:
         return ""
     if isinstance(teacher, int):
@@ -233,6 +234,6 @@ def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
         with_teacher = f", the teacher left out ({teacher or 'reading its size…'})"
     return (
         f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train"
-        f"{' (a head of 2 classes)' if classify else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
+        f"{' (a head of 2 classes)' if new_head else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
         "per process"
     )
