@@ -1,8 +1,9 @@
 """Fine-tuning throughput: llm-studio's trainer against a plain transformers + peft loop, same model, batch and data.
 
-The model is a Qwen2-shaped checkpoint (small, or Qwen2.5-0.5B's shape) (grouped-query attention, biases on q/k/v) built with transformers'
-config class and saved as a Hugging Face folder, with a byte-level BPE trained on the text; the data are random
-windows of tiny Shakespeare, the same windows for both loops (the same token file, the same seeded generator).
+The model is a Qwen2-shaped checkpoint, small or Qwen2.5-0.5B's shape (grouped-query attention, biases on q/k/v),
+built with transformers' config class and saved as a Hugging Face folder, with a byte-level BPE trained on the text;
+the data are random windows of tiny Shakespeare, the same windows for both loops (the same token file, the same
+seeded generator).
 Each loop runs in a child process of its own, so its peak memory is its own (the resident set's high-water mark
 on a CPU; torch.cuda.max_memory_allocated on a GPU), in alternating rounds so that load from elsewhere on the
 machine hits both alike. The figures are the median tokens per second of each, their ratio, and the peaks.
@@ -51,9 +52,7 @@ def build_checkpoint(folder: Path, text: Path, shape: dict) -> None:
     )
     tokenizer.train_from_iterator([text.read_text(encoding="utf-8")], trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(folder)
-    config = transformers.Qwen2Config(
-        **shape, max_position_embeddings=CONTEXT, eos_token_id=0
-    )
+    config = transformers.Qwen2Config(**shape, max_position_embeddings=CONTEXT, eos_token_id=0)
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
 

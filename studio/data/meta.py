@@ -88,7 +88,7 @@ class DatasetMeta:
     @property
     def layout(self) -> str:
         """text, labeled or examples: which files the dataset has, and which fields."""
-        if self.task == "classify":
+        if self.labels:
             return LABELED
         return EXAMPLES if self.row_format else TEXT
 
