@@ -142,14 +142,17 @@ def test_on_loopback_too_the_token_is_required_and_remembered_in_a_cookie(studio
         assert status_of(f"{page}?token=guess") == 403
         assert asyncio.run(status_of_upgrade(f"ws://127.0.0.1:{port}/ws")) == 403
 
-        async def reload_then_fetch_a_file_with_the_cookie() -> tuple[int, int]:
+        async def what_the_page_does_with_the_cookie() -> tuple[int, int, bool]:
+            """A browser's visit: the printed address, then a reload, a static file, the page's own websocket."""
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
                 async with browser.get(f"{page}?token={token}"):
                     pass
                 async with browser.get(page) as reload, browser.get(f"{page}static/css/xterm.css") as file:
-                    return reload.status, file.status
+                    own_page = {"Origin": f"http://127.0.0.1:{port}"}
+                    async with browser.ws_connect(f"ws://127.0.0.1:{port}/ws", headers=own_page) as websocket:
+                        return reload.status, file.status, not websocket.closed
 
-        assert asyncio.run(reload_then_fetch_a_file_with_the_cookie()) == (200, 200)
+        assert asyncio.run(what_the_page_does_with_the_cookie()) == (200, 200, True)
     finally:
         server.terminate()
         server.wait(timeout=30)
