@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "the studio in a web browser (textual-serve)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--token", help="the secret a browser must give (default: generated, off the loopback address)")
+    serve.add_argument("--token", help="the secret a browser must give (default: generated and printed)")
     return parser
 
 
