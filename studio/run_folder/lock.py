@@ -72,11 +72,11 @@ def lock_holders(folder: Path) -> list[int]:
     holders = []
     for process in psutil.process_iter():
         try:
-            if any(file.path == lock_file and "+" in file.mode for file in process.open_files()):
+            if process.pid != os.getpid() and any(f.path == lock_file and "+" in f.mode for f in process.open_files()):
                 holders.append(process.pid)
         except psutil.Error:  # gone meanwhile, or another user's
             continue
-    return [pid for pid in holders if pid != os.getpid()]
+    return holders
 
 
 def wait_until_unlocked(folder: Path) -> None:
