@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from studio.architectures import ARCHITECTURES, architecture
+from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
@@ -301,7 +302,7 @@ class RunConfig:
         return "\n".join(lines) + "\n"
 
     def save(self, path: Path) -> None:
-        path.write_text(self.to_toml(), encoding="utf-8")
+        write_atomically(path, self.to_toml())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "config") -> RunConfig:
@@ -311,10 +312,15 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
+        """A run's config.toml. Every save writes `preset` and each section, so a file without one of them was cut
+        short (or emptied): it is damaged, never read as the defaults it would otherwise parse to."""
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise StudioError(f"cannot read {path}: {error}; fix or remove the file") from None
+        missing = [f"[{name}]" for name in SECTIONS if name not in raw] + (["preset"] if "preset" not in raw else [])
+        if missing:
+            raise StudioError(f"{path} is damaged (empty or cut short: no {', '.join(missing)}); fix or remove it")
         return cls.from_dict(raw, str(path))
 
     def update(self, raw: dict[str, Any], where: str) -> None:

@@ -10,12 +10,11 @@ import os
 import subprocess
 import sys
 
-import psutil
 import pytest
 from textual.widgets import TabbedContent
 
 from studio.run_folder.layout import run_path
-from studio.run_folder.status import summarize, trainer_pid
+from studio.run_folder.status import process_start, summarize, trainer_pid
 from studio.runs.control import launch, stop_run
 from studio.runs.prepare import prepare_run
 from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
@@ -239,7 +238,7 @@ async def test_a_damaged_run_shows_as_damaged_and_does_not_open(studio_home):
 def pretend_live(name: str) -> None:
     """A run folder whose recorded process is alive (this one) and whose last status is running."""
     run_dir = write_fixture_run(name, events=fixture_events()[:10])
-    (run_dir / "pid").write_text(f"{os.getpid()} {psutil.Process().create_time()}\n", encoding="utf-8")
+    (run_dir / "pid").write_text(f"{os.getpid()} {process_start(os.getpid())}\n", encoding="utf-8")
 
 
 async def test_the_studio_opens_on_what_is_training(studio_home):

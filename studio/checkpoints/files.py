@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from studio.atomic_write import fsync_path, write_atomically
 from studio.checkpoints.training_state import TrainingState
 from studio.errors import StudioError
 from studio.run_folder.checkpoint_meta import CheckpointMeta
@@ -53,7 +54,7 @@ def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size:
     that writes the folder (rank 0 on each machine) also the counters, which every rank shares."""
     _save(state.random_streams(), _streams_path(tmp, rank))
     if counters:
-        _write_text(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
+        write_atomically(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
 
 def write_weights(tmp: Path, model_state: dict[str, torch.Tensor], metadata: CheckpointMeta) -> None:
@@ -77,37 +78,15 @@ def commit(run_dir: Path, tmp: Path, step: int, keep: int) -> Path:
     if final.exists():  # the same step saved again (stop right after a periodic save): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    _write_text(checkpoints_dir(run_dir) / LATEST, final.name)
+    fsync_path(final.parent)
+    write_atomically(checkpoints_dir(run_dir) / LATEST, final.name)
     _prune(run_dir, keep, final.name)
     return final
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata=metadata)
-    _fsync_file(path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_file(path)  # on POSIX a directory is fsynced through a read-only descriptor too
+    fsync_path(path)
 
 
 def _prune(run_dir: Path, keep: int, latest: str) -> None:

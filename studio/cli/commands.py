@@ -69,11 +69,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run_dir, checkpoint, note = prepare_resume(args.run, args.max_steps, args.checkpoint)
     if note:
         print(f"note: {note}", file=sys.stderr)
-    return start(run_dir, resume_from=checkpoint, detach=args.detach)
+    return start(run_dir, resume_from=checkpoint, detach=args.detach, max_steps=args.max_steps)
 
 
-def start(run_dir: Path, resume_from: Path | None, detach: bool) -> int:
-    launch(run_dir, resume_from)
+def start(run_dir: Path, resume_from: Path | None, detach: bool, max_steps: int | None = None) -> int:
+    launch(run_dir, resume_from, max_steps)
     resume = resume_from is not None
     if "tensorboard" in read_config(run_dir).train.report_to:
         print(f"TensorBoard: tensorboard --logdir {run_dir / TRACKER_LOGS}")

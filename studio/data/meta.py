@@ -17,6 +17,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from studio.atomic_write import write_atomically
+
 TEXT, LABELED, EXAMPLES = "text", "labeled", "examples"
 
 
@@ -120,4 +122,4 @@ class DatasetMeta:
             for item in fields(self)
             if values[item.name] is not None and layout in item.metadata.get("layouts", (layout,))
         }
-        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_atomically(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")

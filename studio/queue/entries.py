@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 from studio.paths import child_process_env, queue_dir
 from studio.run_folder.layout import run_path
@@ -76,15 +77,13 @@ def add_entry(run: str) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     entries = waiting_entries()
     number = int(entries[-1].path.stem) + 1 if entries else 1
-    content = json.dumps({"run": run, "queued": round(time.time(), 3)}).encode()
+    content = json.dumps({"run": run, "queued": round(time.time(), 3)})
     while True:  # another process may take the same number at the same moment: the file's creation decides
         try:
-            fd = os.open(folder / f"{number:06d}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            write_atomically(folder / f"{number:06d}.json", content, exclusive=True)
         except FileExistsError:
             number += 1
             continue
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
         return len(entries) + 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
+from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 from studio.paths import queue_dir
 from studio.queue.entries import CURRENT, INHERITED_QUEUE_LOCK, Entry, current_run, next_entry, take_entry
@@ -55,7 +56,7 @@ def start_and_wait(entry: Entry) -> None:
         return  # cancelled meanwhile
     try:
         run_dir = existing_run(entry.run)
-        (queue_dir() / CURRENT).write_text(entry.run + "\n", encoding="utf-8")
+        write_atomically(queue_dir() / CURRENT, entry.run + "\n")
         launch(run_dir)
     except (StudioError, OSError) as error:
         log(f"run {entry.run} could not start: {error}")

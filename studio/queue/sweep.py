@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.atomic_write import write_atomically
 from studio.config import RunConfig, field_spec, set_field, validate
 from studio.errors import StudioError
 from studio.paths import check_name, sweeps_dir
@@ -139,7 +140,7 @@ def write_sweep(sweep: Sweep) -> None:
         "runs": [{"run": run.name, "values": run.values} for run in sweep.runs],
         "created": round(time.time(), 3),
     }
-    sweep_file(sweep.name).write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
+    write_atomically(sweep_file(sweep.name), json.dumps(content, indent=1) + "\n")
 
 
 def read_sweep(name: str) -> Sweep:

@@ -18,6 +18,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import psutil
+
 from studio.errors import StudioError
 from studio.run_folder.layout import LOCK
 
@@ -25,7 +27,8 @@ INHERITED_LOCK = "LLM_STUDIO_RUN_LOCK_FD"  # set by the launcher in the trainer'
 
 
 def try_lock(run_dir: Path) -> int | None:
-    """An open descriptor holding the run's lock, or None when another process holds it."""
+    """An open descriptor holding the run's lock, or None when another process holds it. The lock is only ever
+    taken through a read-write descriptor, and only looked at through read-only ones (`lock_holders`)."""
     fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -59,6 +62,21 @@ def is_locked(run_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def lock_holders(folder: Path) -> list[int]:
+    """The pids of the processes, other than this one, that hold the folder's lock or may hold it: those with its
+    lock file open read-write (a waiter or a looker opens it read-only). Whoever holds a run's lock is its
+    trainer, whatever its pid file says. Processes of other users are not seen (nor could they be signalled)."""
+    lock_file = str((folder / LOCK).resolve())
+    holders = []
+    for process in psutil.process_iter():
+        try:
+            if process.pid != os.getpid() and any(f.path == lock_file and "+" in f.mode for f in process.open_files()):
+                holders.append(process.pid)
+        except psutil.Error:  # gone meanwhile, or another user's
+            continue
+    return holders
 
 
 def wait_until_unlocked(folder: Path) -> None:

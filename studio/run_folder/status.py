@@ -21,6 +21,7 @@ from studio.run_folder.lock import is_locked
 from studio.sizing.memory_advice import killed_message
 
 FINAL_STATES = ("finished", "stopped", "failed")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: new at every boot
 
 
 @dataclass
@@ -65,14 +66,28 @@ def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak
     return killed_message(config, step, peak, expected, psutil.virtual_memory().total)
 
 
+def process_start(pid: int) -> str:
+    """When process `pid` started, in a form that does not move with the wall clock: a pid recorded with it is
+    known again after a clock step, and never taken for a later process given the same pid. On Linux this boot's
+    id and the start in clock ticks since boot (field 22 of /proc/PID/stat; psutil turns it into wall-clock
+    seconds from the boot time, which a clock step moves). Elsewhere psutil's create_time, which there is the
+    process's own start timestamp. Raises OSError or psutil.Error when there is no such process."""
+    if not BOOT_ID.exists():
+        return repr(psutil.Process(pid).create_time())
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    fields_after_name = stat.rpartition(")")[2].split()  # the name (field 2) may hold spaces and parentheses
+    start_ticks = fields_after_name[22 - 3]
+    return f"{BOOT_ID.read_text(encoding='utf-8').strip()}:{start_ticks}"
+
+
 def trainer_pid(run_dir: Path) -> int | None:
-    """The launched process's pid while it is alive (the same pid and start time as recorded), else None."""
+    """The launched process's pid while it is alive (the same pid and start as recorded), else None."""
     try:
         pid_text, started = (run_dir / PID).read_text(encoding="utf-8").split()
-        process = psutil.Process(int(pid_text))
-        if abs(process.create_time() - float(started)) < 1.0 and process.status() != psutil.STATUS_ZOMBIE:
-            return process.pid
-    except (OSError, ValueError, psutil.Error):
+        pid = int(pid_text)
+        if process_start(pid) == started and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except (OSError, ValueError, IndexError, psutil.Error):
         pass
     return None
 

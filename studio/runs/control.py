@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
+from studio.atomic_write import write_atomically
 from studio.config import RunConfig, TrainConfig
 from studio.errors import StudioError
 from studio.hardware import gpu_count
@@ -31,8 +30,8 @@ from studio.run_folder.layout import (
     read_config,
     run_path,
 )
-from studio.run_folder.lock import INHERITED_LOCK, start_holding, take_lock, try_lock
-from studio.run_folder.status import summarize, trainer_alive, trainer_pid
+from studio.run_folder.lock import INHERITED_LOCK, lock_holders, start_holding, take_lock, try_lock
+from studio.run_folder.status import process_start, summarize, trainer_alive, trainer_pid
 
 
 # ---- creating and launching ------------------------------------------------------------------------
@@ -49,20 +48,24 @@ def create_run(config: RunConfig, name: str) -> Path:
     return path
 
 
-def launch(run_dir: Path, resume_from: Path | None = None) -> int:
+def launch(run_dir: Path, resume_from: Path | None = None, max_steps: int | None = None) -> int:
     """Start the trainer in its own process group, detached from this process; returns its pid. The run's lock
-    is taken first and handed to the trainer (studio.run_folder.lock): a run already training is refused."""
-    config = read_config(run_dir)
-    command, env = trainer_command(run_dir, config, resume_from)
+    is taken first and handed to the trainer (studio.run_folder.lock): a run already training is refused.
+    `max_steps` (resume --max-steps, checked by the caller) is written into config.toml under the lock, so no
+    trainer ever runs while its config changes, and two resumes never rewrite it at once."""
     lock = take_lock(run_dir)
     try:
+        config = read_config(run_dir)
+        if max_steps is not None:
+            config.train.max_steps = max_steps
+            config.save(run_dir / CONFIG)
+        command, env = trainer_command(run_dir, config, resume_from)
         (run_dir / STOP).unlink(missing_ok=True)
         env[INHERITED_LOCK] = str(lock)
         process = start_holding(command, env, run_dir, run_dir / TRAINER_LOG, lock)
     finally:
         os.close(lock)  # the trainer holds it now
-    started = psutil.Process(process.pid).create_time()
-    (run_dir / PID).write_text(f"{process.pid} {started}\n", encoding="utf-8")
+    write_atomically(run_dir / PID, f"{process.pid} {process_start(process.pid)}\n")
     return process.pid
 
 
@@ -121,26 +124,34 @@ def request_checkpoint(run_dir: Path) -> None:
 
 
 def stop_run(run_dir: Path, timeout: float = 120.0) -> str:
-    """Ask the trainer to checkpoint and exit (every rank); signal it if it does not within `timeout`."""
-    pid = trainer_pid(run_dir)
-    if pid is None:
+    """Ask the trainer to checkpoint and exit (every rank); signal it if it does not within `timeout`. The
+    trainer is the recorded process or whoever holds the run's lock, also when the pid record is stale."""
+    if not trainer_alive(run_dir):
         return summarize(run_dir).status
     (run_dir / STOP).touch()
     if not wait_for_exit(run_dir, timeout):
-        _signal_group(pid, signal.SIGTERM)  # the worker's handler checkpoints too; a launcher forwards it
+        _signal_run(run_dir, signal.SIGTERM)  # the worker's handler checkpoints too; a launcher forwards it
         if not wait_for_exit(run_dir, 30.0):
-            _signal_group(pid, signal.SIGKILL)
+            _signal_run(run_dir, signal.SIGKILL)
             wait_for_exit(run_dir, 5.0)
     (run_dir / STOP).unlink(missing_ok=True)
     return summarize(run_dir).status
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    """Signal the run's process group (its leader may be gone while a worker still holds the lock)."""
-    try:
-        os.killpg(pid, signum)
-    except ProcessLookupError:
-        pass
+def _signal_run(run_dir: Path, signum: int) -> None:
+    """Signal the process groups of the run: the recorded process's and those of the processes holding its lock
+    (the leader may be gone while a worker still holds the lock, or the record be stale)."""
+    groups = set()
+    for pid in filter(None, [trainer_pid(run_dir), *lock_holders(run_dir)]):
+        try:
+            groups.add(os.getpgid(pid))
+        except ProcessLookupError:
+            continue
+    for group in groups:
+        try:
+            os.killpg(group, signum)
+        except ProcessLookupError:
+            continue
 
 
 def wait_for_exit(run_dir: Path, timeout: float) -> bool:

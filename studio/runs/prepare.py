@@ -14,7 +14,6 @@ from studio.errors import StudioError
 from studio.hardware import gpu_count
 from studio.objectives import OBJECTIVES, objective_of
 from studio.run_folder.layout import (
-    CONFIG,
     check_new_name,
     default_run_name,
     existing_run,
@@ -218,17 +217,16 @@ def check_hardware(config: RunConfig) -> None:
 
 
 def prepare_resume(name: str, max_steps: int | None, step: int | None = None) -> tuple[Path, Path, str | None]:
-    """Check that a run can resume (not running, with a usable checkpoint); extend max_steps if asked. Returns the
-    run folder, the checkpoint to resume from (`step`'s, else the newest usable one) and a note when the latest
-    checkpoint was passed over."""
+    """Check that a run can resume (not running, with a usable checkpoint, `max_steps` valid for it; `launch`
+    writes it). Returns the run folder, the checkpoint to resume from (`step`'s, else the newest usable one) and a
+    note when the latest checkpoint was passed over."""
     run_dir = existing_run(name)
     status = summarize(run_dir).status
     if status in ("running", "starting"):
         raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
+    config = read_config(run_dir)  # a damaged config.toml is said first: no checkpoint makes up for it
     checkpoint, note = usable_checkpoint(run_dir, step, for_resume=True)
-    config = read_config(run_dir)
     if max_steps is not None:
         config.train.max_steps = max_steps
         validate(config)
-        config.save(run_dir / CONFIG)
     return run_dir, checkpoint, note
