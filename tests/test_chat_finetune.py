@@ -16,6 +16,7 @@ from studio.data.batches import ExampleFile
 from studio.data.chat import DEFAULT_CHAT_TEMPLATE
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
+from studio.errors import StudioError
 from studio.run_folder.layout import read_config, run_path
 from tests.hf_models import CHATML, make_hf_model
 from tests.test_adapt import adapt_config, losses, train_in_process
@@ -228,7 +229,8 @@ def test_methods_that_cannot_run_are_one_line(studio_home, tmp_path, capsys, ext
     assert message in err and err.count("\n") == 1, err
 
 
-def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_home, tmp_path, capsys):
+def save_adapter(tmp_path: Path):
+    """A LoRA adapter folder on a local llama base folder, as peft saves it; returns the peft model and the folder."""
     from peft import LoraConfig, get_peft_model
 
     base_folder = tmp_path / "base"
@@ -240,6 +242,12 @@ def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_h
     (adapter / "adapter_config.json").write_text(
         json.dumps(adapter_config | {"base_model_name_or_path": str(base_folder)})
     )
+    return adapted, adapter
+
+
+def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_home, tmp_path, capsys):
+    adapted, adapter = save_adapter(tmp_path)
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
     data = tmp_path / "text.txt"
     data.write_text("def add(a, b):\n    return a + b\n" * 50)
     config = adapt_config(adapter, data, {"train.max_steps": 1, "train.lr": 1e-9})
@@ -257,3 +265,23 @@ def test_an_adapter_folder_starts_from_its_base_with_the_adapter_merged(studio_h
     assert main(["train", "--init-from", str(adapter), "--data", str(data), "--name", "orphan"]) == 2
     err = capsys.readouterr().err
     assert "is a PEFT adapter whose base model org/x is not a local folder" in err and err.count("\n") == 1
+
+
+def test_an_adapter_saved_as_a_pickle_is_refused_before_peft_could_unpickle_it(studio_home, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from studio.model.trainable import load_pretrained
+
+    _, adapter = save_adapter(tmp_path)
+    weights = adapter / "adapter_model.safetensors"
+    torch.save(load_file(weights), adapter / "adapter_model.bin")  # what older peft wrote: a pickle
+    weights.unlink()
+    data = tmp_path / "text.txt"
+    data.write_text("def add(a, b):\n    return a + b\n" * 50)
+    capsys.readouterr()
+    assert main(["train", "--init-from", str(adapter), "--data", str(data), "--name", "pickled"]) == 2
+    err = capsys.readouterr().err
+    assert "has no adapter_model.safetensors" in err and "convert" in err and err.count("\n") == 1, err
+    assert not run_path("pickled").exists()
+    with pytest.raises(StudioError, match="has no adapter_model.safetensors"):  # the trainer's and a teacher's load
+        load_pretrained(adapter)

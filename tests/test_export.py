@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from studio.cli.main import main
+from studio.errors import StudioError
 from studio.inference.generate import load_generator
 from tests.helpers import ADD_FUNCTION, train_runs
 
@@ -98,6 +99,31 @@ def test_refuses_a_non_empty_folder_that_is_not_an_export(home, tmp_path, capsys
     err = capsys.readouterr().err
     assert "is not empty and holds no earlier export" in err and err.count("\n") == 1
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_an_export_that_fails_before_it_is_verified_leaves_the_earlier_one_in_place(home, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    assert main(["export", "llama", "--out", str(out)]) == 0
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise StudioError("the export was stopped before its check")
+
+    monkeypatch.setattr("studio.export.huggingface.verify_export", killed)
+    assert main(["export", "llama", "--out", str(out), "--dtype", "bf16"]) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]  # nothing half-written beside it either
+
+
+def test_an_export_with_files_of_the_users_beside_it_is_refused(home, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["export", "llama", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["export", "llama", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds files the studio did not write (notes.txt)" in err and err.count("\n") == 1
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,18 @@ def test_fine_tune_a_hugging_face_folder_then_export_it_again(studio_home, tmp_p
         assert (reloaded(ids).logits - studio.model(ids)[0]).abs().max().item() < 1e-4
 
 
+def test_an_export_names_no_code_it_does_not_hold(studio_home, tmp_path, corpus):
+    folder = tmp_path / "llama"
+    make_hf_model(folder, "llama")
+    config = json.loads((folder / "config.json").read_text())
+    remote_code = {"AutoConfig": "configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.Custom"}
+    (folder / "config.json").write_text(json.dumps(config | {"auto_map": remote_code}))
+    assert main(["train", "--init-from", str(folder), "--data", str(corpus), "--name", "mapped", *FINETUNE]) == 0
+    out = tmp_path / "exported"
+    assert main(["export", "mapped", "--out", str(out)]) == 0
+    assert "auto_map" not in json.loads((out / "config.json").read_text())
+
+
 def test_continue_from_a_run_on_new_data(studio_home, tmp_path, corpus):
     folder = tmp_path / "llama"
     make_hf_model(folder, "llama")

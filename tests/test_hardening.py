@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,13 +21,14 @@ from safetensors.numpy import save_file
 from studio.cli.console import format_event
 from studio.errors import StudioError
 from studio.export.huggingface import final_metrics
+from studio.inference.load import load_model
 from studio.paths import child_process_env
 from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
-from studio.run_folder.layout import find_checkpoint, list_checkpoint_steps, run_path
+from studio.run_folder.layout import find_checkpoint, latest_checkpoint, list_checkpoint_steps, run_path
 from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import list_runs, summarize
 from studio.run_folder.watch import RunWatcher
-from studio.runs.control import launch, wait_for_exit
+from studio.runs.control import launch, stop_run, wait_for_exit
 from studio.runs.prepare import prepare_run
 from tests.helpers import TINY_TRAIN, fixture_events, tiny_config, write_fixture_run
 
@@ -225,6 +227,41 @@ def test_metadata_that_names_a_larger_model_is_refused_before_anything_is_built(
         assert code == 2 and err.count("\n") == 1, err
         assert "no usable checkpoint" in err and "where the model of its config has" in err
     assert not (tmp_path / "out").exists()  # export checks before it writes
+
+
+@pytest.mark.slow
+def test_only_step_names_are_checkpoints_and_an_empty_latest_is_passed_over(run_cli, code_corpus, tmp_path):
+    run_dir = train_two_checkpoints(run_cli, code_corpus, "odd")
+    checkpoints = run_dir / "checkpoints"
+    backup = checkpoints / "step-0000010 backup"
+    shutil.copytree(checkpoints / "step-0000010", backup)  # the user's copy: not a checkpoint, never pruned
+    (checkpoints / "latest").write_text("")
+    code, _, err = run_cli("generate", "odd", "--prompt", "def ", "--max-new-tokens", 4, "--seed", 1)
+    assert code == 0, err
+    code, _, err = run_cli("export", "odd", "--out", tmp_path / "out")
+    assert code == 0, err
+    code, _, err = run_cli("resume", "odd", "--max-steps", 22)
+    assert code == 0, err
+    resumed = [e for e in read_events(run_dir / "events.jsonl") if e.get("state") == "resumed"]
+    assert [e["step"] for e in resumed] == [20]  # the newest by name, when `latest` names none
+    assert list_checkpoint_steps(run_dir) == [10, 20, 22] and backup.is_dir()  # keep 3: the copy is not one
+
+
+@pytest.mark.slow
+def test_the_newest_checkpoint_loads_while_the_run_saves_and_prunes_one_every_step(studio_home, code_corpus):
+    changes = {"data.source": str(code_corpus), "train.max_steps": 100_000, "train.checkpoint_interval": 1}
+    run_dir = prepare_run(tiny_config({**changes, "train.keep_checkpoints": 1}), "busy")
+    launch(run_dir)
+    try:
+        deadline = time.monotonic() + 60
+        while latest_checkpoint(run_dir) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        steps: list[int] = []
+        while len(steps) < 30 or len(set(steps)) < 10:  # a few dozen loads, over at least 10 saves (and prunes)
+            assert time.monotonic() < deadline + 60, steps
+            steps.append(int(load_model("busy", use="generate").description.rsplit(" ", 1)[1]))
+    finally:
+        stop_run(run_dir)
 
 
 def test_weights_that_do_not_fit_their_config_or_the_memory_are_refused(tmp_path, monkeypatch):

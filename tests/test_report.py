@@ -32,3 +32,18 @@ def test_report_of_an_unknown_run_or_into_a_file_is_one_line(studio_home, run_cl
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli("report", "alpha", "--out", tmp_path / "file")
     assert code == 2 and err.count("\n") == 1 and "is a file" in err
+
+
+def test_a_report_never_replaces_a_page_of_the_users(studio_home, run_cli, tmp_path):
+    write_fixture_run("alpha")
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "index.html").write_text("my own page")
+    code, _, err = run_cli("report", "alpha", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "holds no earlier export or report" in err
+    assert (out / "index.html").read_text() == "my own page"
+    code, _, err = run_cli("report", "alpha", "--out", tmp_path / "report")
+    assert code == 0, err
+    code, _, err = run_cli("report", "alpha", "--out", tmp_path / "report")  # its own earlier report: replaced
+    assert code == 0, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "report", "site"]  # nothing half-written

@@ -33,8 +33,10 @@ from studio.run_folder.layout import (
     OPTIMIZER,
     TRAINER_STATE,
     WEIGHTS,
+    check_still_there,
     checkpoint_name,
     checkpoints_dir,
+    list_checkpoints,
     short_reason,
     temporary_checkpoint_dir,
 )
@@ -90,8 +92,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]
 
 
 def _prune(run_dir: Path, keep: int, latest: str) -> None:
-    complete = sorted(p for p in checkpoints_dir(run_dir).glob("step-*") if p.is_dir())
-    for old in complete[:-keep]:
+    for old in list_checkpoints(run_dir)[:-keep]:
         if old.name != latest:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -118,13 +119,15 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict[str, Any
 
 # ---- reading ------------------------------------------------------------------------------------
 def read_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
-    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback."""
+    """Weights and metadata of a checkpoint; a damaged file is a StudioError, not a traceback, and one pruned
+    while it was read a CheckpointGone."""
     path = checkpoint / WEIGHTS
     try:
         with safe_open(str(path), framework="pt") as file:
             header = file.metadata() or {}
         return load_file(str(path)), CheckpointMeta.from_header(header)
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:  # RuntimeError: torch maps the file itself
+        check_still_there(path)
         raise StudioError(
             f"checkpoint {path} is unreadable or corrupt ({short_reason(error)}); "
             "delete that checkpoint folder to fall back to an earlier one"

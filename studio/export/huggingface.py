@@ -33,10 +33,10 @@ from studio.model import build_classifier, build_model
 from studio.model.trainable import Labels, build_run_model, load_pretrained
 from studio.model.weights import hf_names, load_weights, weights_to_save
 from studio.objectives import Objective, objective_of
+from studio.output_folder import check_replaceable, replaced_whole
 from studio.run_folder.events import current_history, read_events
 from studio.run_folder.layout import EVENTS, run_or_folder
 
-MARKER = ".llm-studio-export.json"  # what an export wrote, so a later export may replace exactly that
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TOLERANCE = 1e-4  # largest logit difference allowed between the studio's model and transformers'
 HALF_TOLERANCE = 0.5  # the same, against the fp32 model, for a bf16/fp16 export (the rounding of every weight)
@@ -70,19 +70,18 @@ def export_run(
         check_adapter_export(run_dir.name, config)
     dataset = open_dataset(config.data.dataset)
     out = out.expanduser().resolve()
-    clear_output(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if config.model.pretrained:
-        files, diff, note = write_pretrained(read, objective, dataset, out, dtype, max_shard_size, adapter, verify)
-    else:
-        files, diff, note = write_native(read, objective, dataset, out, dtype, max_shard_size, verify)
-    metrics = final_metrics(run_dir)
-    card = model_card(run_dir.name, read.step, config, objective, metrics, dtype)
-    (out / "README.md").write_text(card, encoding="utf-8")
-    files.append("README.md")
-    (out / MARKER).write_text(
-        json.dumps({"run": run_dir.name, "step": read.step, "files": files}, indent=1), encoding="utf-8"
-    )
+    check_replaceable(out)
+    with replaced_whole(out, {"run": run_dir.name, "step": read.step}) as staging:  # in place once verified
+        if config.model.pretrained:
+            files, diff, note = write_pretrained(
+                read, objective, dataset, staging, dtype, max_shard_size, adapter, verify
+            )
+        else:
+            files, diff, note = write_native(read, objective, dataset, staging, dtype, max_shard_size, verify)
+        metrics = final_metrics(run_dir)
+        card = model_card(run_dir.name, read.step, config, objective, metrics, dtype)
+        (staging / "README.md").write_text(card, encoding="utf-8")
+        files.append("README.md")
     return ExportResult(out, files, diff, note, read.note)
 
 
@@ -174,14 +173,23 @@ def write_pretrained(
         if objective.generates:
             saved.generation_config = pretrained_generation_config(saved, dataset)
         saved.save_pretrained(str(out), max_shard_size=max_shard_size, safe_serialization=True)
+        drop_auto_map(out / "config.json")
     save_pretrained_tokenizer(Path(config.train.init_from), dataset, out)
-    files = sorted(path.name for path in out.iterdir() if path.is_file() and path.name != MARKER)
+    files = sorted(path.name for path in out.iterdir() if path.is_file())
     if not verify:
         return files, None, "not verified (asked not to)"
     labels = Labels.of(config) if objective.classifies else None
     diff = verify_pretrained(out, Path(config.train.init_from), adapter, prompts, reference, dtype, objective, labels)
     what = "PeftModel.from_pretrained on the base" if adapter else objective.export_auto_class
     return files, diff, f"reloaded with {what} and checked on {len(prompts)} sample prompts"
+
+
+def drop_auto_map(config_file: Path) -> None:
+    """A base's `auto_map` names Python modules of its repository (for trust_remote_code) that the export does not
+    hold: the exported config names none, and transformers builds the model from its own class."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.pop("auto_map", None) is not None:
+        write_json(config_file.parent, {config_file.name: config})
 
 
 @torch.inference_mode()
@@ -244,32 +252,12 @@ def verify_pretrained(
     if not largest <= allowed:
         raise StudioError(
             f"export check failed: the reloaded model's logits differ from the trained model's by {largest:.2e} "
-            f"(allowed {allowed:.0e}); the folder {out} is not a faithful export"
+            f"(allowed {allowed:.0e}); it is not a faithful export, so it was not kept"
         )
     return largest
 
 
-# ---- the output folder ----------------------------------------------------------------------------------
-def clear_output(out: Path) -> None:
-    """Refuse a non-empty folder unless it holds an earlier export; then remove the files that export wrote."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise StudioError(f"--out {out} is a file; give a folder")
-    entries = list(out.iterdir())
-    if not entries:
-        return
-    if not (out / MARKER).is_file():
-        raise StudioError(f"--out {out} is not empty and holds no earlier export; give an empty or new folder")
-    try:
-        earlier = json.loads((out / MARKER).read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError):
-        raise StudioError(f"--out {out}: the earlier export's record {MARKER} is damaged; remove the folder") from None
-    for name in [*earlier, MARKER]:
-        if "/" not in name:
-            (out / name).unlink(missing_ok=True)
-
-
+# ---- the files ----------------------------------------------------------------------------------------
 def write_weights(weights: dict[str, torch.Tensor], out: Path, max_shard_size: int) -> list[str]:
     """One model.safetensors, or shards of at most max_shard_size bytes (a larger tensor gets its own)."""
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -453,6 +441,6 @@ def verify_export(
     if not largest <= TOLERANCE:
         raise StudioError(
             f"export check failed: transformers' logits differ from the studio's by {largest:.2e} "
-            f"(allowed {TOLERANCE:.0e}); the folder {out} is not a faithful export"
+            f"(allowed {TOLERANCE:.0e}); it is not a faithful export, so it was not kept"
         )
     return largest

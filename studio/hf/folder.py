@@ -37,6 +37,7 @@ from studio.sizing.hf_facts import HFFacts
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 ADAPTER_CONFIG = "adapter_config.json"  # a PEFT adapter folder
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # its weights; peft would unpickle an adapter_model.bin, never read
 EMBEDDING_NAMES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight")
 
 
@@ -157,7 +158,13 @@ def _inspect(folder: Path, task: str) -> HFFacts:
 
 
 def adapter_base(folder: Path) -> Path:
-    """The local base model of a PEFT adapter folder; a StudioError when it is not on this machine."""
+    """The local base model of a PEFT adapter folder; a StudioError when it is not on this machine, or when the
+    adapter's weights are not safetensors. Every reader of an adapter folder asks this before peft sees it."""
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        raise StudioError(
+            f"{folder} has no {ADAPTER_WEIGHTS}; the studio reads safetensors only (never a pickled "
+            f"adapter_model.bin): convert it with peft's save_pretrained(folder, safe_serialization=True)"
+        )
     adapter = _read_json(folder / ADAPTER_CONFIG, "the adapter config")
     base = adapter.get("base_model_name_or_path") or ""
     if not base or not (Path(base).expanduser() / "config.json").is_file():

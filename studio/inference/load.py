@@ -37,7 +37,9 @@ from studio.model.weights import check_fit
 from studio.objectives import Objective, objective_of, objective_of_classes
 from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.layout import (
+    LOOK_AGAIN,
     WEIGHTS,
+    CheckpointGone,
     checkpoint_metadata,
     checkpoint_step,
     counted,
@@ -68,8 +70,18 @@ class CheckpointRead:
 
 def read_checkpoint(run_dir: Path, step: int | None = None) -> CheckpointRead:
     """The checkpoint of `step`, or the newest usable one, checked (headers, steps, shapes, memory) before its
-    weights are read."""
-    found, note = usable_checkpoint(run_dir, step)
+    weights are read. The newest one of a run still training may be pruned while it is read: then the newer one
+    that replaced it is read instead."""
+    retries = LOOK_AGAIN if step is None else 0  # a step asked for has no newer one to take its place
+    for _ in range(retries):
+        try:
+            return _read_usable(run_dir, *usable_checkpoint(run_dir))
+        except CheckpointGone:
+            pass  # the run saved a newer checkpoint and pruned this one: read the newer
+    return _read_usable(run_dir, *usable_checkpoint(run_dir, step))  # gone again: said as it is
+
+
+def _read_usable(run_dir: Path, found: Path, note: str | None) -> CheckpointRead:
     config = trained_config(run_dir, checkpoint_metadata(found))
     if counted(config):  # else shapes are checked as they load
         check_fit(config.model, found / WEIGHTS)

@@ -22,9 +22,7 @@ from studio.architectures import architecture
 from studio.config import ModelConfig
 from studio.errors import StudioError
 from studio.formatting import format_bytes
-from studio.run_folder.layout import (
-    short_reason,
-)
+from studio.run_folder.layout import check_still_there, short_reason
 
 
 def weights_to_save(model: torch.nn.Module, tied: bool) -> dict[str, torch.Tensor]:
@@ -63,6 +61,7 @@ def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
         with safe_open(str(weights_file), framework="pt") as file:
             found = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
     except (SafetensorError, OSError, ValueError) as error:
+        check_still_there(weights_file)
         raise StudioError(f"{weights_file} is unreadable or corrupt ({short_reason(error)})") from None
     if found != expected:
         wrong = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))

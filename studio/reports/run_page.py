@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.config import RunConfig, field_names, format_value
-from studio.errors import StudioError
 from studio.formatting import format_count, format_loss
+from studio.output_folder import check_replaceable, replaced_whole
 from studio.run_folder.layout import read_config, run_or_folder
 from studio.run_folder.watch import RunView, RunWatcher
 
@@ -35,13 +35,11 @@ class RunPage:
 def write_report(runs: list[str], out: Path) -> Path:
     """Write the report of `runs` (names or run folders) into the folder `out`; returns the page."""
     pages = [_read(run, COLORS[index % len(COLORS)]) for index, run in enumerate(runs)]
-    out = out.expanduser()
-    if out.exists() and not out.is_dir():
-        raise StudioError(f"--out {out} is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    page = out / REPORT
-    page.write_text(render(pages), encoding="utf-8")
-    return page
+    out = out.expanduser().resolve()
+    check_replaceable(out)
+    with replaced_whole(out, {"report": [page.name for page in pages]}) as staging:
+        (staging / REPORT).write_text(render(pages), encoding="utf-8")
+    return out / REPORT
 
 
 def _read(run: str, color: str) -> RunPage:

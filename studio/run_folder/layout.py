@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -41,6 +42,8 @@ LATEST = "latest"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata (CheckpointMeta) holds the config trained with
 OPTIMIZER = "optimizer.safetensors"
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_NAME = re.compile(r"step-([0-9]{7,})")  # what checkpoint_name writes; any other name is not a checkpoint
+LOOK_AGAIN = 10  # how often a reader looks again when the trainer replaced the newest checkpoint while it read
 
 
 # ---- runs ---------------------------------------------------------------------------------------
@@ -104,7 +107,28 @@ def checkpoint_name(step: int) -> str:
 
 
 def checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[1])
+    """The step of a checkpoint folder (one that `is_checkpoint_name` accepts)."""
+    return int(checkpoint.name.removeprefix("step-"))
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """Exactly the names checkpoint_name gives (step-NNNNNNN): a user's `step-0000010 backup` is not a checkpoint."""
+    found = CHECKPOINT_NAME.fullmatch(name)
+    return found is not None and checkpoint_name(int(found.group(1))) == name
+
+
+class CheckpointGone(StudioError):
+    """A checkpoint removed while it was being read: a training run keeps only its newest few."""
+
+
+def check_still_there(file: Path) -> None:
+    """After a checkpoint's file failed to read: CheckpointGone when the file is no longer there (its checkpoint
+    was pruned meanwhile), so that only a file that is there is ever called damaged."""
+    if not file.is_file():
+        raise CheckpointGone(
+            f"checkpoint {file.parent.name} of run {run_of_checkpoint(file.parent).name} was removed while it was "
+            "read (a run keeps only its newest checkpoints); ask again for the newest, or pick a saved step"
+        )
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -127,12 +151,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         name = (checkpoints_dir(run_dir) / LATEST).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
+    if not is_checkpoint_name(name):  # empty or damaged: as if absent, the newest saved one is found by its name
+        return None
     path = checkpoints_dir(run_dir) / name
     return path if path.is_dir() else None
 
 
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first."""
+    found = [p for p in checkpoints_dir(run_dir).glob("step-*") if is_checkpoint_name(p.name) and p.is_dir()]
+    return sorted(found, key=checkpoint_step)
+
+
 def list_checkpoint_steps(run_dir: Path) -> list[int]:
-    return sorted(checkpoint_step(p) for p in checkpoints_dir(run_dir).glob("step-*") if p.is_dir())
+    return [checkpoint_step(p) for p in list_checkpoints(run_dir)]
 
 
 def find_checkpoint(run_dir: Path, step: int | None = None) -> Path:
@@ -170,6 +202,8 @@ def checkpoint_problem(run_dir: Path, checkpoint: Path, for_resume: bool = False
                     header = file.metadata() or {}
                     values = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
         except Exception as error:  # safetensors raises several types for a damaged file
+            if not path.is_file():
+                return f"{path.name} missing"
             return f"{path.name} is unreadable or corrupt ({short_reason(error)})"
     try:
         metadata = CheckpointMeta.from_header(header)
@@ -215,21 +249,32 @@ def usable_checkpoint(run_dir: Path, step: int | None = None, for_resume: bool =
                 f"pick another with --checkpoint (saved steps: {_saved(run_dir)})"
             )
         return found, None
-    latest = latest_checkpoint(run_dir)
-    newest = checkpoint_step(latest) if latest else None
-    passed_over = []
-    for saved_step in reversed(list_checkpoint_steps(run_dir)):
-        if newest is not None and saved_step > newest:
-            continue  # never completed, or of an attempt that a resume superseded
-        candidate = checkpoints_dir(run_dir) / checkpoint_name(saved_step)
-        problem = checkpoint_problem(run_dir, candidate, for_resume)
-        if problem is None:
-            note = f"checkpoint {passed_over[0]} cannot be used; using {candidate.name}" if passed_over else None
-            return candidate, note
-        passed_over.append(f"{candidate.name} ({problem})")
+    for _ in range(LOOK_AGAIN):
+        latest = latest_checkpoint(run_dir)
+        found, passed_over = _newest_usable(run_dir, latest, for_resume)
+        if not passed_over or latest_checkpoint(run_dir) == latest:
+            break
+        # the run saved a newer checkpoint while these were checked (and may have pruned them): look again
+    if found is not None:
+        note = f"checkpoint {passed_over[0]} cannot be used; using {found.name}" if passed_over else None
+        return found, note
     if not passed_over:
         find_checkpoint(run_dir)  # raises the error that names what exists
     raise StudioError(f"run {run_dir.name} has no usable checkpoint: {'; '.join(passed_over[:3])}")
+
+
+def _newest_usable(run_dir: Path, latest: Path | None, for_resume: bool) -> tuple[Path | None, list[str]]:
+    """The newest usable checkpoint up to `latest` (None: none is), and those passed over on the way, with why."""
+    newest = checkpoint_step(latest) if latest else None
+    passed_over = []
+    for candidate in reversed(list_checkpoints(run_dir)):
+        if newest is not None and checkpoint_step(candidate) > newest:
+            continue  # never completed, or of an attempt that a resume superseded
+        problem = checkpoint_problem(run_dir, candidate, for_resume)
+        if problem is None:
+            return candidate, passed_over
+        passed_over.append(f"{candidate.name} ({problem})")
+    return None, passed_over
 
 
 def short_reason(error: Exception) -> str:
@@ -245,5 +290,10 @@ def checkpoint_metadata(checkpoint: Path) -> CheckpointMeta:
     """The metadata of a checkpoint's weights (config, step, tokenizer hash, method), read from the header alone."""
     from safetensors import safe_open
 
-    with safe_open(str(checkpoint / WEIGHTS), framework="numpy") as file:
-        return CheckpointMeta.from_header(file.metadata() or {})
+    try:
+        with safe_open(str(checkpoint / WEIGHTS), framework="numpy") as file:
+            header = file.metadata() or {}
+    except Exception as error:  # safetensors raises several types for a damaged file
+        check_still_there(checkpoint / WEIGHTS)
+        raise StudioError(f"{checkpoint / WEIGHTS} is unreadable or corrupt ({short_reason(error)})") from None
+    return CheckpointMeta.from_header(header)
