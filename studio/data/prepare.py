@@ -452,7 +452,8 @@ def _write_example_dataset(
     tokenizer.no_padding()
     tokenizer.save(str(folder / "tokenizer.json"))
     template_source = chat_template_for(pretrained.chat_template)
-    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token)
+    template_name = f"the chat template of {pretrained.path.parent}"
+    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token, template_name)
     vocab_size = tokenizer.get_vocab_size()
     stats = ReadStats()
     progress("encode", 0, 1)
