@@ -17,6 +17,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from studio.data import chat
 from studio.data.chat import (
     DEFAULT_CHAT_TEMPLATE,
     FORMATS,
@@ -781,6 +782,34 @@ def test_loop_controls_namespace_dict_and_strftime_now():
 def test_the_sandbox_holds(source):
     with pytest.raises(StudioError, match="the chat template fails on this conversation"):
         ChatTemplate(source).render(CONVERSATIONS["single"])
+
+
+NESTED_LOOPS = "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}"
+
+
+def test_a_runaway_template_is_stopped_by_the_size_of_what_it_writes():
+    with pytest.raises(StudioError, match=r"^the chat template writes more than 1,048,[0-9]+ characters") as caught:
+        ChatTemplate(NESTED_LOOPS).render(CONVERSATIONS["single"])
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",  # writes nothing
+        "{% for i in range(99999) %}{% for c in 'x' * 99999 %}{% endfor %}{% endfor %}",  # over a string
+    ],
+    ids=["range", "string"],
+)
+def test_a_template_that_loops_without_writing_is_stopped_in_time(source, monkeypatch):
+    monkeypatch.setattr(chat, "RENDER_SECONDS", 0.2)
+    with pytest.raises(StudioError, match=r"^the chat template takes more than 0.2 s to render one conversation"):
+        ChatTemplate(source).render(CONVERSATIONS["single"])
+
+
+def test_loops_keep_their_loop_variables():
+    source = "{% for m in messages %}{{ loop.index }}/{{ loop.length }}{{ '.' if loop.last }} {% endfor %}"
+    assert ChatTemplate(source).render(CONVERSATIONS["single"]) == "1/2 2/2. "
 
 
 def test_a_template_that_does_not_compile_names_the_jinja_error():

@@ -211,6 +211,23 @@ def test_bad_chat_rows_are_one_line(studio_home, tmp_path, capsys, rows, message
     assert not run_path("bad").exists()
 
 
+RUNAWAY_TEMPLATE = "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}"
+
+
+def test_a_runaway_chat_template_stops_prepare_and_generate_in_one_line(studio_home, tmp_path, capsys):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "llama", chat_template=RUNAWAY_TEMPLATE)
+    data = write_rows(tmp_path / "chat.jsonl", [{"instruction": "Add", "output": str(n)} for n in range(4)])
+    limit = f"the chat template of {folder} writes more than 1,048,"
+    capsys.readouterr()
+    assert main(["prepare", str(data), "--init-from", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert limit in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert main(["generate", str(folder), "--prompt", "hi", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert limit in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

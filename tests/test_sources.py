@@ -260,3 +260,18 @@ def test_a_json_file_that_is_not_rows_is_a_text_document_in_a_folder(tmp_path):
     assert formats == {"main.js": "text", "package.json": "text", "rows.json": "json"}
     documents = ["".join(document) for document in source.documents(ReadStats())]
     assert documents == ["console.log(1)\n", '{\n  "name": "app",\n  "version": "1.0.0"\n}\n', "a row"]
+
+
+def test_a_long_row_is_read_in_pieces_and_prepares_as_the_same_text_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)
+    text = "".join(f"line {n}: some words of a long row\n" for n in range(40))
+    source = write_rows(tmp_path / "row.jsonl", [{"text": text}])
+    (pieces,) = open_source(str(source), DataConfig()).documents(ReadStats())
+    assert [len(piece) for piece in pieces][:2] == [64, 64]  # never the whole row at once
+    (tmp_path / "row.txt").write_text(text)
+    from_row, from_text = (
+        prepare_dataset(DataConfig(source=str(tmp_path / name), tokenizer="char")) for name in ("row.jsonl", "row.txt")
+    )
+    for split in ("train", "val"):
+        assert from_row.bin_path(split).read_bytes() == from_text.bin_path(split).read_bytes()

@@ -21,8 +21,10 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -62,6 +64,12 @@ MIN_JINJA_VERSION = (3, 1, 6)
 GENERATION_OPEN, GENERATION_CLOSE = "\ufdd0", "\ufdd1"
 GENERATION_MARKER = re.compile(f"[{GENERATION_OPEN}{GENERATION_CLOSE}]")
 _marking_generation: ContextVar[bool] = ContextVar("marking_generation", default=False)
+# A template is code from a downloaded folder, and a loop inside a loop can write without end (or loop without
+# writing). A rendering may write its messages' text twice over plus RENDER_ALLOWANCE characters (the markers a
+# template writes around turns) and take RENDER_SECONDS, checked at every piece of output and every turn of a loop.
+RENDER_ALLOWANCE = 1 << 20
+RENDER_SECONDS = 10.0
+BOUNDED_LOOP = "__studio_bounded_loop"  # the global every {% for %} iterates through (`_bound_loops`)
 
 Messages = Sequence[dict[str, str]]
 Span = tuple[int, int]
@@ -249,6 +257,49 @@ def _strftime_now(format: str) -> str:
     return datetime.now().strftime(format)
 
 
+@dataclass
+class _RenderBudget:
+    """What one rendering may still write and until when it may run; `spend` refuses a runaway in one line."""
+
+    template: str  # the template's name in messages
+    max_chars: int
+    deadline: float  # time.monotonic()
+    written: int = 0
+
+    def spend(self, chars: int) -> None:
+        self.written += chars
+        if self.written > self.max_chars:
+            raise StudioError(
+                f"{self.template} writes more than {self.max_chars:,} characters for one conversation (its messages "
+                f"twice over plus {RENDER_ALLOWANCE:,}): a runaway loop; fix the template"
+            )
+        if time.monotonic() > self.deadline:
+            raise StudioError(
+                f"{self.template} takes more than {RENDER_SECONDS:g} s to render one conversation: a runaway loop; "
+                "fix the template"
+            )
+
+
+_render_budget: ContextVar[_RenderBudget | None] = ContextVar("render_budget", default=None)
+
+
+def _bounded_loop(iterable: Any) -> Iterator[Any]:
+    """What a template's {% for %} iterates: its iterable, item by item, each turn checked against the budget."""
+    budget = _render_budget.get()  # set by ChatTemplate._render, the one place templates are rendered
+    for item in iterable:
+        budget.spend(0)
+        yield item
+
+
+def _bound_loops(template: jinja2.nodes.Template) -> jinja2.nodes.Template:
+    """The parsed template with every loop's iterable passed through `_bounded_loop`, so that loops which write
+    nothing are bounded in time too."""
+    for loop in template.find_all(jinja2.nodes.For):
+        bounded = jinja2.nodes.Name(BOUNDED_LOOP, "load").set_lineno(loop.iter.lineno)
+        loop.iter = jinja2.nodes.Call(bounded, [loop.iter], [], None, None).set_lineno(loop.iter.lineno)
+    return template
+
+
 @cache
 def _environment() -> ImmutableSandboxedEnvironment:
     """The sandbox templates run in: trim_blocks and lstrip_blocks, loop controls, generation blocks, and the
@@ -266,6 +317,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
     environment.globals.update(
         raise_exception=_raise_exception, strftime_now=_strftime_now, dict=_TemplateDict(), namespace=_TemplateNamespace
     )
+    environment.globals[BOUNDED_LOOP] = _bounded_loop
     return environment
 
 
@@ -277,23 +329,25 @@ def _one_line(text: str) -> str:
 class ChatTemplate:
     """A chat template compiled once: renders conversations and finds the assistant's answers in them."""
 
-    def __init__(self, source: str, bos_token: str = "", eos_token: str = ""):
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "", name: str = "the chat template"):
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.name = name  # where it comes from, for messages: "the chat template of DIR"
         environment = _environment()
         try:
-            self._template = environment.from_string(source)
+            parsed = environment.parse(source)
+            self._has_generation_blocks = any(
+                isinstance(block.call.node, jinja2.nodes.ExtensionAttribute)
+                and block.call.node.identifier == _GenerationBlocks.identifier
+                for block in parsed.find_all(jinja2.nodes.CallBlock)
+            )
+            self._template = environment.from_string(_bound_loops(parsed))
         except jinja2.TemplateSyntaxError as error:
             raise StudioError(
                 f"the chat template does not compile: {_one_line(error.message or str(error))} (line {error.lineno}); "
                 "fix the template"
             ) from None
-        self._has_generation_blocks = any(
-            isinstance(block.call.node, jinja2.nodes.ExtensionAttribute)
-            and block.call.node.identifier == _GenerationBlocks.identifier
-            for block in environment.parse(source).find_all(jinja2.nodes.CallBlock)
-        )
 
     @property
     def has_generation_blocks(self) -> bool:
@@ -313,15 +367,22 @@ class ChatTemplate:
 
     def _render(self, messages: Messages, add_generation_prompt: bool, mark_generation: bool) -> str:
         marking = _marking_generation.set(mark_generation)
+        message_chars = sum(len(message["content"]) for message in messages)
+        budget = _RenderBudget(self.name, 2 * message_chars + RENDER_ALLOWANCE, time.monotonic() + RENDER_SECONDS)
+        budgeting = _render_budget.set(budget)
         try:
-            return self._template.render(
+            pieces = []
+            for piece in self._template.generate(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
                 tools=None,  # transformers passes these two, and templates test them
                 documents=None,
-            )
+            ):
+                budget.spend(len(piece))
+                pieces.append(piece)
+            return "".join(pieces)
         except StudioError:
             raise
         except Exception as error:  # a template is code from the model's folder: whatever it raises is its problem
@@ -330,6 +391,7 @@ class ChatTemplate:
                 "fix the template or the row"
             ) from None
         finally:
+            _render_budget.reset(budgeting)
             _marking_generation.reset(marking)
 
     def _generation_spans(self, messages: Messages, rendering: str) -> list[Span]:

@@ -70,7 +70,8 @@ def dataset_chat_template(meta: DatasetMeta) -> ChatTemplate | None:
     """The chat template a dataset's examples were rendered with (None for plain text), with the same tokens."""
     if not meta.chat_template:
         return None
-    return ChatTemplate(meta.chat_template, meta.chat_tokens.bos, meta.chat_tokens.eos)
+    name = f"the chat template of dataset {meta.name}"
+    return ChatTemplate(meta.chat_template, meta.chat_tokens.bos, meta.chat_tokens.eos, name)
 
 
 @dataclass

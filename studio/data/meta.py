@@ -13,9 +13,10 @@ studio.data.examples). A field of one layout is absent from the others' meta.jso
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from studio.atomic_write import write_atomically
 
@@ -96,23 +97,21 @@ class DatasetMeta:
 
     @classmethod
     def load(cls, path: Path) -> DatasetMeta:
-        """A meta.json read; a ValueError when it is not JSON or lacks a field every dataset has."""
+        """A meta.json read; a ValueError naming the field when it is not JSON, lacks a field every dataset has or
+        holds a value of another type than the field's."""
         document = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(document, dict):
-            raise ValueError(f"{path.name} is not a JSON object")
-        known = {item.name: item for item in fields(cls)}
-        missing = [
-            name
-            for name, item in known.items()
-            if name not in document and item.default is MISSING and item.default_factory is MISSING
-        ]
-        if missing:
-            raise ValueError(f"{path.name} lacks {', '.join(missing)}")
-        values = {name: value for name, value in document.items() if name in known}
-        values["documents"] = DocumentCounts(**values["documents"])
-        if "chat_tokens" in values:
-            values["chat_tokens"] = ChatTokens(**values["chat_tokens"])
-        return cls(**values)
+        return cls(**_typed_fields(cls, document, path.name))
+
+    @staticmethod
+    def recorded_key(path: Path) -> str | None:
+        """The cache key a meta.json records, read on its own: a dataset damaged elsewhere is still found by its key
+        (and rebuilt). None when the file has no readable key."""
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        key = document.get("key") if isinstance(document, dict) else None
+        return key if isinstance(key, str) else None
 
     def save(self, path: Path) -> None:
         """meta.json: every field of the dataset's layout (special_ids only when set), in declaration order."""
@@ -123,3 +122,50 @@ class DatasetMeta:
             if values[item.name] is not None and layout in item.metadata.get("layouts", (layout,))
         }
         write_atomically(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def _typed_fields(cls: type, document: Any, where: str) -> dict[str, Any]:
+    """The fields of dataclass `cls` in a JSON object, each checked against its annotation (a nested dataclass
+    built from its own object); keys `cls` does not know are left out."""
+    if not isinstance(document, dict):
+        raise ValueError(f"{where} is not a JSON object")
+    hints = get_type_hints(cls)
+    missing = [
+        item.name
+        for item in fields(cls)
+        if item.name not in document and item.default is MISSING and item.default_factory is MISSING
+    ]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}")
+    values = {}
+    for name, value in document.items():
+        hint = hints.get(name)
+        if hint is None:
+            continue
+        if is_dataclass(hint):
+            values[name] = hint(**_typed_fields(hint, value, f"{where} {name}"))
+        elif _is_of(value, hint):
+            values[name] = value
+        else:
+            raise ValueError(f"{where}: {name} is {json.dumps(value)[:60]}, not of type {_type_name(hint)}")
+    return values
+
+
+def _is_of(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (a bool is not a number, a whole number is a float)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin is UnionType:
+        return any(_is_of(value, option) for option in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_of(k, args[0]) and _is_of(v, args[1]) for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_is_of(item, args[0]) for item in value)
+    if isinstance(value, bool):
+        return hint is bool
+    return isinstance(value, int | float) if hint is float else isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) and not get_args(hint) else str(hint).replace("typing.", "")

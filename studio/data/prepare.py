@@ -35,7 +35,7 @@ from studio.data.chat import ChatTemplate
 from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
-from studio.data.meta import ChatTokens, DatasetMeta, DocumentCounts
+from studio.data.meta import EXAMPLES, LABELED, TEXT, ChatTokens, DatasetMeta, DocumentCounts
 from studio.data.sources import COMPRESSIONS, ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
@@ -56,6 +56,7 @@ from studio.paths import TEMPORARY_PREFIX, check_name, datasets_dir, is_name
 
 FORMAT = 2  # bump when cleaning or the file layout changes, so old caches are not reused
 SPLITS = ("train", "val")
+TOKEN_DTYPES = ("uint16", "uint32")  # token_dtype's choices
 MIN_SPLIT_TOKENS = 8
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -129,9 +130,64 @@ def open_dataset(name: str) -> Dataset:
         raise StudioError(f"no prepared dataset named {name!r} in {datasets_dir()}; prepare it first")
     try:
         meta = DatasetMeta.load(path / "meta.json")
+        _check_files(path, meta)
     except (OSError, ValueError, TypeError) as error:
-        raise StudioError(f"dataset {name!r} is damaged ({error}); delete {path} and prepare it again") from None
+        raise StudioError(
+            f"dataset {name!r} is damaged ({error}); prepare its source again to rebuild it, or delete {path}"
+        ) from None
     return Dataset(name, path, meta)
+
+
+def _check_files(folder: Path, meta: DatasetMeta) -> None:
+    """The files of the dataset's layout, each of the size meta.json's counts give it, and the examples' offsets
+    rising from 0 to their split's end; a ValueError names the first that is not. Cheap: sizes, and one vectorised
+    pass over the offsets and labels, never over the tokens."""
+    if meta.dtype not in TOKEN_DTYPES:
+        raise ValueError(f"meta.json: dtype is {meta.dtype!r}, not one of {', '.join(TOKEN_DTYPES)}")
+    if not (folder / "tokenizer.json").is_file():
+        raise ValueError("tokenizer.json is missing")
+    _check_split_counts(meta.tokens, "tokens")
+    if meta.layout != TEXT:
+        _check_split_counts(meta.examples, "examples")
+    for split in SPLITS:
+        tokens = meta.tokens[split]
+        _check_size(folder / f"{split}.bin", tokens * np.dtype(meta.dtype).itemsize, f"{tokens:,} {meta.dtype} ids")
+        if meta.layout == EXAMPLES:
+            _check_size(folder / f"{split}.mask", tokens, f"a byte for each of {tokens:,} tokens")
+        if meta.layout != TEXT:
+            examples = meta.examples[split]
+            _check_size(folder / f"{split}.idx", (examples + 1) * 8, f"{examples + 1:,} int64 offsets")
+            _check_offsets(folder / f"{split}.idx", tokens)
+        if meta.layout == LABELED:
+            _check_size(folder / f"{split}.labels", examples * 8, f"{examples:,} int64 labels")
+            _check_labels(folder / f"{split}.labels", len(meta.labels))
+
+
+def _check_split_counts(counts: dict[str, int], field: str) -> None:
+    if set(counts) != set(SPLITS) or min(counts.values()) < 0:
+        raise ValueError(f"meta.json: {field} is {counts}, not a count of at least 0 for each of {', '.join(SPLITS)}")
+
+
+def _check_size(path: Path, expected: int, what: str) -> None:
+    size = path.stat().st_size  # a missing file is an OSError naming it
+    if size != expected:
+        raise ValueError(f"{path.name} has {size:,} bytes, not the {expected:,} of {what} that meta.json counts")
+
+
+def _check_offsets(path: Path, tokens: int) -> None:
+    """Where each example starts: from 0, never backwards, ending at the split's last token."""
+    offsets = np.fromfile(path, dtype=np.int64)
+    if offsets[0] != 0 or offsets[-1] != tokens:
+        raise ValueError(f"{path.name} runs from {offsets[0]:,} to {offsets[-1]:,}, not from 0 to {tokens:,}")
+    backwards = np.flatnonzero(np.diff(offsets) < 0)
+    if len(backwards):
+        raise ValueError(f"{path.name}: example {backwards[0] + 1:,} starts before example {backwards[0]:,}")
+
+
+def _check_labels(path: Path, classes: int) -> None:
+    labels = np.fromfile(path, dtype=np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"{path.name} holds label indices outside 0..{classes - 1} (meta.json has {classes} labels)")
 
 
 def list_datasets() -> list[Dataset]:
@@ -199,11 +255,12 @@ def prepare_dataset(
     key = hashlib.blake2b(
         json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
     ).hexdigest()
-    cached = _cached(key, name)
+    recorded = _recorded_with(key, name)
+    cached = _intact(recorded) if recorded else None
     if cached:
         progress("cached", 1, 1)
         return cached
-    name = name or _free_name(_default_name(source, data, options), key)
+    name = recorded or name or _free_name(_default_name(source, data, options), key)
     identity = {
         "name": name,
         "source": source.location,
@@ -213,7 +270,7 @@ def prepare_dataset(
         "content_hash": fingerprint,
         "options": options,
     }
-    return _build(source, data, identity, progress, purpose, row_format)
+    return _build(source, data, identity, progress, purpose, row_format, replacing=recorded is not None)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -255,16 +312,31 @@ def _short_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def _cached(key: str, name: str | None) -> Dataset | None:
-    """An existing dataset of the same key (under `name` when given); refuses to reuse a taken name."""
+def _recorded_with(key: str, name: str | None) -> str | None:
+    """The dataset whose meta.json records this cache key (the one named `name` when given), intact or damaged;
+    refuses to reuse a name taken by a dataset of other options. A dataset under `name` whose key cannot be read
+    is damaged, and rebuilt under its name."""
+    root = datasets_dir()
     if name is None:
-        return next((dataset for dataset in list_datasets() if dataset.meta.key == key), None)
-    if not (datasets_dir() / name).exists():
+        names = sorted(path.name for path in root.iterdir()) if root.is_dir() else []
+        return next((found for found in names if _is_dataset(found) and _recorded_key(found) == key), None)
+    if not (root / name).exists():
         return None
-    dataset = open_dataset(name) if _is_dataset(name) else None
-    if dataset is None or dataset.meta.key != key:
+    if not _is_dataset(name) or _recorded_key(name) not in (key, None):
         raise StudioError(f"dataset {name!r} already exists with other options; pick another --name or delete it")
-    return dataset
+    return name
+
+
+def _recorded_key(name: str) -> str | None:
+    return DatasetMeta.recorded_key(datasets_dir() / name / "meta.json")
+
+
+def _intact(name: str) -> Dataset | None:
+    """The dataset, or None when it is damaged: it is then rebuilt rather than reused."""
+    try:
+        return open_dataset(name)
+    except StudioError:
+        return None
 
 
 def _default_name(source: Source, data: DataConfig, options: dict[str, Any]) -> str:
@@ -284,8 +356,16 @@ def _free_name(name: str, key: str) -> str:
 
 
 def _build(
-    source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose, row_format: str
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    purpose: Purpose,
+    row_format: str,
+    replacing: bool = False,
 ) -> Dataset:
+    """The dataset built in a temporary folder and renamed into place; `replacing` a damaged one of the same name,
+    which gives way only once its rebuild is complete."""
     root = datasets_dir()
     root.mkdir(parents=True, exist_ok=True)
     final = root / identity["name"]
@@ -302,6 +382,10 @@ def _build(
                 temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
             )
         meta.save(temporary / "meta.json")
+        if replacing:
+            damaged = root / f"{TEMPORARY_PREFIX}{identity['name']}-damaged-{os.getpid()}"
+            os.replace(final, damaged)
+            shutil.rmtree(damaged)
         os.replace(temporary, final)  # fails, rather than overwrite, if `final` appeared meanwhile
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -452,7 +536,8 @@ def _write_example_dataset(
     tokenizer.no_padding()
     tokenizer.save(str(folder / "tokenizer.json"))
     template_source = chat_template_for(pretrained.chat_template)
-    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token)
+    template_name = f"the chat template of {pretrained.path.parent}"
+    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token, template_name)
     vocab_size = tokenizer.get_vocab_size()
     stats = ReadStats()
     progress("encode", 0, 1)

@@ -245,7 +245,8 @@ def _load_causal_folder(folder: Path, objective: Objective) -> LoadedModel:
     hf_model = load_pretrained(hf.path)
     tokenizer = load_tokenizer(hf.tokenizer_file)
     eos = hf_model.generation_config.eos_token_id
-    template = ChatTemplate(hf.chat_template, hf.bos_token, hf.eot_token) if hf.chat_template else None
+    template_name = f"the chat template of {folder}"
+    template = ChatTemplate(hf.chat_template, hf.bos_token, hf.eot_token, template_name) if hf.chat_template else None
     return LoadedModel(
         objective,
         PretrainedLM(hf_model, hf.model.block_size),
