@@ -41,21 +41,21 @@ def test_resume_supersedes_metrics_after_the_checkpoint():
 
 
 def test_a_run_summary_reads_only_new_events_and_honours_a_resume(tmp_path):
-    from studio.run_folder.status import EventTally
+    from studio.run_folder.history import History
 
     path = tmp_path / "events.jsonl"
     writer = EventWriter(path)
-    tally = EventTally()
+    tally = History()
     for step in (10, 20, 30):
         writer.write("train", step, loss=5.0 - step / 10)
     writer.write("eval", 30, val_loss=2.5)
-    tally.read(path)
-    assert (tally.step, tally.last["train"]["loss"], tally.last["eval"]["val_loss"]) == (30, 2.0, 2.5)
+    tally.read(tmp_path)
+    assert (tally.step, tally.series["loss"].last(), tally.series["val_loss"].last()) == (30, 2.0, 2.5)
     offset = tally.offset
     writer.write("status", 20, state="resumed")  # back to the step-20 checkpoint: step 30's metrics are gone
-    tally.read(path)
-    assert tally.offset > offset and tally.step == 20 and tally.state == "resumed"
-    assert "train" not in tally.last and "eval" not in tally.last
+    tally.read(tmp_path)
+    assert tally.offset > offset and tally.step == 20 and tally.last_state == "resumed"
+    assert tally.series["loss"].steps == [10, 20] and tally.series["val_loss"].last() is None
     writer.write("train", 30, loss=1.9)
-    tally.read(path)
-    assert (tally.step, tally.last["train"]["loss"]) == (30, 1.9)
+    tally.read(tmp_path)
+    assert (tally.step, tally.series["loss"].last()) == (30, 1.9)

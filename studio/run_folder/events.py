@@ -56,13 +56,16 @@ def _ends_with_newline(path: Path) -> bool:
         return file.read(1) == b"\n"
 
 
-def read_event_lines(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int, int]:
+def read_event_lines(path: Path, offset: int = 0, limit: int = -1) -> tuple[list[dict[str, Any]], int, int]:
     """Events from byte `offset` to the last complete line, the offset to read from next time, and how many
-    complete lines were skipped for not being events (damaged by a crash, or written by something else)."""
+    complete lines were skipped for not being events (damaged by a crash, or written by something else).
+    With a `limit`, about that many bytes are read (at least one whole line): call again for the rest."""
     try:
         with open(path, "rb") as file:
             file.seek(offset)
-            data = file.read()
+            data = file.read(limit)
+            if limit >= 0 and len(data) == limit and b"\n" not in data:  # one line longer than the limit
+                data += file.readline()
     except (FileNotFoundError, IsADirectoryError):
         return [], offset, 0
     complete = data.rfind(b"\n") + 1

@@ -31,6 +31,7 @@ from studio.run_folder.checkpoint_meta import CheckpointMeta
 
 CONFIG = "config.toml"
 EVENTS = "events.jsonl"
+EVENTS_SUMMARY = "events.summary.json"  # what events.jsonl adds up to, so far (studio.run_folder.history)
 TRAINER_LOG = "trainer.log"
 PID = "pid"
 LOCK = "lock"

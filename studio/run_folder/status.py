@@ -1,21 +1,21 @@
 """A run's status and summary, read from its folder: torch-free, for the CLI's `runs` and the studio's tables.
 
 Status comes from the last `status` event plus whether the launched process is still alive, so a killed
-trainer reads as `crashed`, never as `running` forever. Summaries fold events.jsonl in as it grows.
+trainer reads as `crashed`, never as `running` forever. Summaries fold events.jsonl in as it grows, each run's
+from its summary on (studio.run_folder.history), so listing long runs reads little.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.run_folder.events import read_event_lines, resumed_from, superseded
+from studio.run_folder.history import History, MemoryFacts
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 from studio.run_folder.lock import is_locked
 from studio.sizing.memory_advice import killed_message
@@ -39,22 +39,6 @@ class RunInfo:
     updated: float
     error: str | None
     skipped_lines: int = 0  # lines of events.jsonl that are not events
-
-
-@dataclass
-class MemoryFacts:
-    """What the trainer said about its memory when it started (studio.train.memory): bytes per process."""
-
-    estimate: int | None  # studio.sizing.sizes' estimate, as printed before the launch
-    measure: str | None  # what mem_peak counts: `cuda_allocated`, or `rss` above the baseline
-    baseline: int | None  # on a CPU: the resident memory of the set-up process, the weights left out
-
-    @classmethod
-    def of(cls, running: dict[str, Any]) -> MemoryFacts | None:
-        """From a `running` status event; None when it reported no memory."""
-        if running.get("mem_estimate") is None:
-            return None
-        return cls(running["mem_estimate"], running.get("mem_measure"), running.get("mem_baseline"))
 
 
 def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak: int | None) -> str:
@@ -112,49 +96,18 @@ def run_status(run_dir: Path, last_state: str | None) -> str:
     return derive_status(last_state, trainer_alive(run_dir), (run_dir / PID).exists())
 
 
-@dataclass
-class EventTally:
-    """What a run summary needs from events.jsonl, folded in as the file grows: the studio refreshes its runs
-    table every few seconds, and re-reading every run's whole history each time would grow with the runs."""
-
-    offset: int = 0
-    skipped: int = 0  # lines that were not events
-    step: int = 0
-    state: str | None = None
-    last: dict[str, dict[str, Any]] = field(default_factory=dict)  # the newest train, eval, error, running events
-
-    def read(self, path: Path) -> None:
-        events, self.offset, skipped = read_event_lines(path, self.offset)
-        self.skipped += skipped
-        for event in events:
-            self.fold(event)
-
-    def fold(self, event: dict[str, Any]) -> None:
-        kind, step = event.get("kind"), event.get("step", 0)
-        if kind == "status":
-            self.state = event.get("state")
-            if self.state == "running":
-                self.last["running"] = event
-        resumed = resumed_from(event)
-        if resumed is not None:  # blank until the resumed attempt logs again (seconds)
-            self.step = resumed
-            self.last = {k: e for k, e in self.last.items() if not superseded(e, resumed) and k != "error"}
-        if kind in ("train", "eval", "error"):
-            self.last[kind] = event
-        self.step = max(self.step, step)
-
-
 class RunSummaries:
-    """Every run's summary, each run's events folded in incrementally (an EventTally per run).
+    """Every run's summary, each run's events folded in incrementally (a History per run): the studio refreshes
+    its runs table every few seconds, and re-reading every run's whole history each time would grow with the runs.
 
-    A tally belongs to one events file: it is keyed by the folder and the file's inode, and started over when
-    the file is shorter than what was read (a run deleted and made anew under the same name). Tallies of
+    A history belongs to one events file: it is keyed by the folder and the file's inode, and started over when
+    the file is shorter than what was read (a run deleted and made anew under the same name). Histories of
     folders that are no longer listed are dropped at the next listing, so deleting a run needs no bookkeeping.
     The studio asks from several worker threads (the runs table, the playground), so one asks at a time.
     """
 
     def __init__(self) -> None:
-        self._tallies: dict[tuple[Path, int], EventTally] = {}
+        self._histories: dict[tuple[Path, int], History] = {}
         self._lock = threading.Lock()
 
     def summarize(self, run_dir: Path) -> RunInfo:
@@ -168,15 +121,13 @@ class RunSummaries:
         config = read_config(run_dir)
         events_file = run_dir / EVENTS
         with self._lock:
-            tally = self._tally(run_dir, events_file)
-            tally.read(events_file)
-        status = run_status(run_dir, tally.state)
-        train, val, error, running = (tally.last.get(kind) for kind in ("train", "eval", "error", "running"))
-        if error and status == "failed":
-            reason = error.get("message", "the trainer failed")
+            history = self._history(run_dir, events_file)
+            history.read(run_dir)
+        status = run_status(run_dir, history.last_state)
+        if history.error and status == "failed":
+            reason = history.error
         elif status == "crashed":
-            memory = MemoryFacts.of(running) if running else None
-            reason = crash_message(config, tally.step, memory, train.get("mem_peak") if train else None)
+            reason = crash_message(config, history.step, history.memory, history.series["mem_peak"].last())
         else:
             reason = None
         created = (run_dir / CONFIG).stat().st_mtime
@@ -184,35 +135,35 @@ class RunSummaries:
             name=run_dir.name,
             path=run_dir,
             status=status,
-            step=tally.step,
+            step=history.step,
             max_steps=config.train.max_steps,
-            train_loss=train.get("loss") if train else None,
-            val_loss=val.get("val_loss") if val else None,
+            train_loss=history.series["loss"].last(),
+            val_loss=history.series["val_loss"].last(),
             preset=config.preset,
             data=config.data.dataset or config.data.source,
             created=created,
             updated=events_file.stat().st_mtime if events_file.exists() else created,
             error=reason,
-            skipped_lines=tally.skipped,
+            skipped_lines=history.skipped_lines,
         )
 
     def list_runs(self) -> list[RunInfo]:
         run_dirs = list_run_dirs()
         listed = {path.resolve() for path in run_dirs}
         with self._lock:
-            self._tallies = {key: tally for key, tally in self._tallies.items() if key[0] in listed}
+            self._histories = {key: history for key, history in self._histories.items() if key[0] in listed}
         return sorted((self.summarize(path) for path in run_dirs), key=lambda run: run.created)
 
-    def _tally(self, run_dir: Path, events_file: Path) -> EventTally:
+    def _history(self, run_dir: Path, events_file: Path) -> History:
         try:
             stat = events_file.stat()
             key, size = (run_dir.resolve(), stat.st_ino), stat.st_size
         except FileNotFoundError:
             key, size = (run_dir.resolve(), -1), 0
-        tally = self._tallies.get(key)
-        if tally is None or size < tally.offset:
-            tally = self._tallies[key] = EventTally()
-        return tally
+        history = self._histories.get(key)
+        if history is None or size < history.offset:
+            history = self._histories[key] = History.load(run_dir)
+        return history
 
 
 def damaged_run(run_dir: Path, reason: str) -> RunInfo:

@@ -1,8 +1,9 @@
 """Follow one run folder as it grows: torch-free, reads only new bytes, for the studio's dashboard.
 
 `RunWatcher(run_dir).poll()` reads the events appended to events.jsonl since the last poll and the new lines of
-trainer.log, and folds them into in-memory series. Opening a watcher reads from offset 0, so a studio started
-again shows a running run with its whole history (re-attach). It applies the resume rule of
+trainer.log, and folds them into a History (bounded series: studio.run_folder.history). Opening a watcher starts
+from the run's summary and reads what follows it, so a studio started again shows a running run with its whole
+history (re-attach), quickly however long. It applies the resume rule of
 studio.run_folder.events: a resume from step S drops the points and samples above S and the error shown.
 """
 
@@ -10,53 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from studio.objectives import OBJECTIVES, Metric, objective_of
-from studio.run_folder.events import read_event_lines, resumed_from
-from studio.run_folder.layout import EVENTS, TRAINER_LOG, read_config
-from studio.run_folder.status import MemoryFacts, crash_message, run_status
+from studio.objectives import Metric, objective_of
+from studio.run_folder.history import History, MemoryFacts, Series
+from studio.run_folder.layout import TRAINER_LOG, read_config
+from studio.run_folder.status import crash_message, run_status
 
-TRAIN_METRICS = (
-    "loss",
-    "ce_loss",
-    "kd_loss",
-    "lr",
-    "grad_norm",
-    "tokens_per_s",
-    "tokens_seen",
-    "mfu",
-    "mem_allocated",
-    "mem_peak",
-)
-# the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)
-EVAL_METRICS = ("val_loss", *dict.fromkeys(m.key for o in OBJECTIVES.values() for m in o.eval_metrics if m.chart_label))
-RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 LOG_START_BYTES = 64 * 1024  # on open, the log is read from this far before its end: only the tail is shown
-
-
-@dataclass
-class Series:
-    """One metric against the step: parallel lists, steps increasing within the surviving timeline."""
-
-    steps: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-
-    def add(self, step: int, value: float) -> None:
-        self.steps.append(step)
-        self.values.append(value)
-
-    def drop_after(self, step: int) -> None:
-        keep = next((i for i, s in enumerate(self.steps) if s > step), len(self.steps))
-        del self.steps[keep:], self.values[keep:]
-
-    def last(self) -> float | None:
-        return self.values[-1] if self.values else None
-
-    def copy(self) -> Series:
-        return Series(list(self.steps), list(self.values))
 
 
 @dataclass
@@ -82,82 +45,47 @@ class RunView:
 
 
 class RunWatcher:
+    """A run's History (started from its summary, so opening a long run is quick), its log tail and status."""
+
     def __init__(self, run_dir: Path, log_lines: int = 200):
         self.run_dir = Path(run_dir)
         config = self.config = read_config(self.run_dir)
-        self.max_steps = config.train.max_steps
+        self.history = History.load(self.run_dir)
         self.schedule = config.train.schedule
         self.charted = tuple(metric for metric in objective_of(config).eval_metrics if metric.chart_label)
-        self.series: dict[str, Series] = {name: Series() for name in TRAIN_METRICS + EVAL_METRICS}
-        self.samples: list[tuple[int, list[dict[str, str]]]] = []
-        self.confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest (step, labels, matrix)
-        self.last_state: str | None = None  # of the newest status event
-        self.step = 0
-        self.error: str | None = None
         self.status = "created"
         self.log_lines: deque[str] = deque(maxlen=log_lines)
-        self._step_times: deque[tuple[int, float]] = deque(maxlen=RATE_WINDOW)
-        self._events_offset = 0
-        self.skipped_lines = 0
-        self.device: str | None = None
-        self.memory: MemoryFacts | None = None
         self._log_offset: int | None = None
         self._log_partial = b""
         self._lock = threading.Lock()  # a poll from a worker thread never overlaps another or a view()
+        self._unshown = self.history.offset > 0  # what the summary held counts as new at the first poll
 
     # ---- reading ---------------------------------------------------------------------------------------
     def poll(self) -> bool:
         """Fold in what was appended since the last poll; whether anything the dashboard shows changed."""
         with self._lock:
-            events, self._events_offset, skipped = read_event_lines(self.run_dir / EVENTS, self._events_offset)
-            self.skipped_lines += skipped
-            for event in events:
-                self._apply(event)
+            new_events = self.history.read(self.run_dir)
             new_log = self._read_log()
-            status = run_status(self.run_dir, self.last_state)
-            changed = bool(events or new_log) or status != self.status
-            self.status = status
+            status = run_status(self.run_dir, self.history.last_state)
+            changed = new_events or new_log or status != self.status or self._unshown
+            self.status, self._unshown = status, False
             return changed
 
-    def _apply(self, event: dict[str, Any]) -> None:
-        kind, step = event.get("kind"), int(event.get("step", 0))
-        if kind == "status":
-            self._apply_status(event, step)
-        elif kind == "train":
-            for name in TRAIN_METRICS:
-                if event.get(name) is not None:
-                    self.series[name].add(step, event[name])
-            if "t" in event:
-                self._step_times.append((step, float(event["t"])))
-        elif kind == "eval" and event.get("val_loss") is not None:
-            for name in EVAL_METRICS:
-                if event.get(name) is not None:
-                    self.series[name].add(step, event[name])
-            if event.get("val_confusion") and event.get("val_labels"):
-                self.confusion = (step, list(event["val_labels"]), event["val_confusion"])
-        elif kind == "sample":
-            self.samples.append((step, list(event.get("samples", []))))
-        elif kind == "error":
-            self.error = str(event.get("message", "the trainer failed; see trainer.log"))
-        self.step = max(self.step, step)
+    @property
+    def series(self) -> dict[str, Series]:
+        return self.history.series
 
-    def _apply_status(self, event: dict[str, Any], step: int) -> None:
-        state = self.last_state = event.get("state")
-        if resumed_from(event) is not None:
-            for series in self.series.values():
-                series.drop_after(step)
-            self.samples = [sample for sample in self.samples if sample[0] <= step]
-            if self.confusion and self.confusion[0] > step:
-                self.confusion = None
-            self._step_times.clear()
-            self.error = None
-            self.step = step
-        if state == "running" and event.get("max_steps"):
-            self.max_steps = int(event["max_steps"])
-        if state == "running" and event.get("device"):
-            self.device = event["device"]
-        if state == "running" and event.get("mem_estimate") is not None:
-            self.memory = MemoryFacts.of(event)
+    @property
+    def samples(self) -> list[tuple[int, list[dict[str, str]]]]:
+        return self.history.samples
+
+    @property
+    def step(self) -> int:
+        return self.history.step
+
+    @property
+    def max_steps(self) -> int:
+        return self.history.max_steps or self.config.train.max_steps
 
     def _read_log(self) -> bool:
         path = self.run_dir / TRAINER_LOG
@@ -181,18 +109,20 @@ class RunWatcher:
 
     # ---- what the dashboard shows -----------------------------------------------------------------------
     def eta_seconds(self) -> float | None:
-        if self.status not in ("running", "starting") or len(self._step_times) < 2:
+        step_times = self.history.step_times
+        if self.status not in ("running", "starting") or len(step_times) < 2:
             return None
-        (first_step, first_t), (last_step, last_t) = self._step_times[0], self._step_times[-1]
+        (first_step, first_t), (last_step, last_t) = step_times[0], step_times[-1]
         if last_step <= first_step:
             return None
         return (last_t - first_t) / (last_step - first_step) * max(0, self.max_steps - self.step)
 
     def _error(self) -> str | None:
         """The trainer's error; for a crashed run, what its events tell of why (status.crash_message)."""
-        if self.status != "crashed" or self.error:
-            return self.error
-        return crash_message(self.config, self.step, self.memory, self.series["mem_peak"].last())
+        history = self.history
+        if self.status != "crashed" or history.error:
+            return history.error
+        return crash_message(self.config, history.step, history.memory, history.series["mem_peak"].last())
 
     def view(self) -> RunView:
         with self._lock:
@@ -209,9 +139,9 @@ class RunWatcher:
                 samples=list(self.samples),
                 error=self._error(),
                 log_lines=list(self.log_lines),
-                skipped_lines=self.skipped_lines,
-                device=self.device,
-                confusion=self.confusion,
-                memory=self.memory,
+                skipped_lines=self.history.skipped_lines,
+                device=self.history.device,
+                confusion=self.history.confusion,
+                memory=self.history.memory,
                 charted=self.charted,
             )

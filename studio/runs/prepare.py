@@ -15,6 +15,7 @@ from studio.hardware import gpu_count
 from studio.objectives import OBJECTIVES, objective_of
 from studio.run_folder.layout import (
     check_new_name,
+    checkpoint_step,
     default_run_name,
     existing_run,
     read_config,
@@ -30,7 +31,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     from studio.data.prepare import resolve_dataset
 
     validate(config)
-    if name:
+    if name is not None:  # an empty name is refused, not taken for "no name given"
         check_new_name(name)  # fail on a taken name before spending minutes on data
     check_hardware(config)
     check_trackers(config)
@@ -216,6 +217,15 @@ def check_hardware(config: RunConfig) -> None:
         raise StudioError(f"--num-processes {config.train.num_processes} asks for more GPUs than the {gpus} here")
 
 
+def check_steps_left(name: str, step: int, max_steps: int, asked: bool) -> None:
+    """A resume from `step` must have steps to train: else a trainer would start and do nothing."""
+    if step < max_steps:
+        return
+    if asked:
+        raise StudioError(f"run {name} is at step {step}: give --max-steps above {step} to train further")
+    raise StudioError(f"run {name} has reached its {max_steps} steps: resume with --max-steps above {step}")
+
+
 def prepare_resume(name: str, max_steps: int | None, step: int | None = None) -> tuple[Path, Path, str | None]:
     """Check that a run can resume (not running, with a usable checkpoint, `max_steps` valid for it; `launch`
     writes it). Returns the run folder, the checkpoint to resume from (`step`'s, else the newest usable one) and a
@@ -226,6 +236,7 @@ def prepare_resume(name: str, max_steps: int | None, step: int | None = None) ->
         raise StudioError(f"run {name} is still running; stop it first with `llm-studio stop {name}`")
     config = read_config(run_dir)  # a damaged config.toml is said first: no checkpoint makes up for it
     checkpoint, note = usable_checkpoint(run_dir, step, for_resume=True)
+    check_steps_left(name, checkpoint_step(checkpoint), max_steps or config.train.max_steps, max_steps is not None)
     if max_steps is not None:
         config.train.max_steps = max_steps
         validate(config)

@@ -40,6 +40,7 @@ from studio.model.weights import check_fit
 from studio.objectives import objective_of
 from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.events import EventWriter
+from studio.run_folder.history import update_summary
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
     EVENTS,
@@ -526,6 +527,8 @@ def main(argv: list[str]) -> int:
     finally:
         if events is not None:
             events.close()
+        if trainer is not None and trainer.accelerator.is_local_main_process:
+            update_summary(run_dir)  # the finished history, summed up once for every later reader
         if trainer is not None and trainer.config.train.report_to:
             trainer.accelerator.end_training()  # the trackers flush and close
     return 1
