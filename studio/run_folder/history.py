@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studio.atomic_write import write_atomically
 from studio.objectives import OBJECTIVES
 from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, EVENTS_SUMMARY
@@ -183,14 +184,12 @@ class History:
 
     # ---- the summary beside the events --------------------------------------------------------------
     def save(self, run_dir: Path) -> None:
-        """Write the summary (temporary file, then rename: a reader sees the old one or the new one whole);
-        a folder that cannot be written keeps its old summary (it is a cache)."""
-        temporary = run_dir / f".{EVENTS_SUMMARY}.{os.getpid()}.tmp"
+        """Write the summary (atomically, as every file of the home); a folder that cannot be written keeps its
+        old summary (it is a cache)."""
         try:
-            temporary.write_text(json.dumps(self._summary(run_dir)), encoding="utf-8")
-            os.replace(temporary, run_dir / EVENTS_SUMMARY)
+            write_atomically(run_dir / EVENTS_SUMMARY, json.dumps(self._summary(run_dir)))
         except OSError:
-            temporary.unlink(missing_ok=True)
+            pass
 
     def _summary(self, run_dir: Path) -> dict[str, Any]:
         return {
