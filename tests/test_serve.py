@@ -4,6 +4,7 @@ of the log; studios that end with the server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -46,6 +48,17 @@ def start_server(*args: str) -> tuple[subprocess.Popen, int]:
     return server, port
 
 
+@contextlib.contextmanager
+def serving(*args: str) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A server for the test's span, stopped after it."""
+    server, port = start_server(*args)
+    try:
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def status_of(url: str) -> int:
     """The HTTP status of one request to a server that is up."""
     try:
@@ -72,16 +85,12 @@ def test_serve_answers_with_the_textual_serve_page(studio_home):
 
 
 def test_off_loopback_the_token_is_required(studio_home):
-    server, port = start_server("--host", "0.0.0.0")
-    try:
+    with serving("--host", "0.0.0.0") as (server, port):
         token = token_printed_by(server)
         assert "textual" in fetch(f"http://127.0.0.1:{port}/?token={token}", time.monotonic() + 30).lower()
         assert status_of(f"http://127.0.0.1:{port}/") == 403
         assert status_of(f"http://127.0.0.1:{port}/?token=guess") == 403
         assert status_of(f"http://127.0.0.1:{port}/static/css/xterm.css") == 403
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     refused = subprocess.run([sys.executable, "-m", "studio.cli", "serve", "--host", "0.0.0.0", "--token", ""],
                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 2 and "needs a token" in refused.stderr and "ssh -L" in refused.stderr
@@ -133,8 +142,7 @@ async def status_of_upgrade(url: str, **headers: str) -> int:
 
 
 def test_on_loopback_too_the_token_is_required_and_remembered_in_a_cookie(studio_home):
-    server, port = start_server()
-    try:
+    with serving() as (server, port):
         token = token_printed_by(server)
         page = f"http://127.0.0.1:{port}/"
         fetch(f"{page}?token={token}", time.monotonic() + 30)
@@ -153,26 +161,19 @@ def test_on_loopback_too_the_token_is_required_and_remembered_in_a_cookie(studio
                         return reload.status, file.status, not websocket.closed
 
         assert asyncio.run(what_the_page_does_with_the_cookie()) == (200, 200, True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     refused = subprocess.run([sys.executable, "-m", "studio.cli", "serve", "--token", ""],
                              cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 2 and "needs a token" in refused.stderr and "web page" in refused.stderr
 
 
 def test_a_foreign_origin_is_refused_on_the_websocket_upgrade(studio_home):
-    server, port = start_server("--token", "secret")
-    try:
+    with serving("--token", "secret") as (server, port):
         fetch(f"http://127.0.0.1:{port}/?token=secret", time.monotonic() + 30)
         websocket = f"ws://127.0.0.1:{port}/ws?token=secret"
         assert asyncio.run(status_of_upgrade(websocket, Origin="http://evil.example")) == 403
         assert asyncio.run(status_of_upgrade(websocket, Origin="null")) == 403
         assert asyncio.run(status_of_get(f"http://127.0.0.1:{port}/?token=secret", Origin="http://evil.example")) == 403
         assert asyncio.run(status_of_upgrade(websocket, Origin=f"http://127.0.0.1:{port}")) == 101  # its own page
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.parametrize("bound", ["127.0.0.1", "0.0.0.0"])
