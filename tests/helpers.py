@@ -1,17 +1,22 @@
-"""Helpers the tests share: tiny training options, homes with trained runs, hand-written run folders, waiting."""
+"""Helpers the tests share: tiny training options, homes with trained runs, hand-written run folders, a killed
+queue runner, waiting."""
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import studio.queue.entries
 from studio.config import RunConfig, set_field
-from studio.paths import runs_dir
+from studio.paths import queue_dir, runs_dir
 from studio.presets import load_preset
+from studio.run_folder.layout import LOCK
 
 # A model small enough that a trainer process does 100 steps in a few seconds on 2 cores, on characters.
 TINY_SETTINGS = {
@@ -134,6 +139,25 @@ def write_fixture_run(
 def write_events(run_dir: Path, events: list[dict], mode: str = "a") -> None:
     with open(run_dir / "events.jsonl", mode, encoding="utf-8") as file:
         file.writelines(json.dumps(event) + "\n" for event in events)
+
+
+def kill_queue_runner() -> None:
+    """The queue as a killed runner leaves it: its lock file, held by a process that is gone (the kernel let go)."""
+    folder = queue_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    hold = "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); print(); time.sleep(60)"
+    runner = subprocess.Popen([sys.executable, "-c", hold, str(folder / LOCK)], stdout=subprocess.PIPE, text=True)
+    runner.stdout.readline()  # it holds the lock
+    runner.kill()
+    runner.wait()
+    runner.stdout.close()
+
+
+def record_runner_starts(monkeypatch) -> list[list[str]]:
+    """The commands of the queue runners started from now on, recorded instead of started (they would train)."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(studio.queue.entries, "start_holding", lambda command, *_: started.append(command))
+    return started
 
 
 async def wait_for(pilot, condition, timeout: float = 20.0, what: str = "condition") -> None:

@@ -3,6 +3,8 @@ runs trained one at a time by the queue runner with no studio open."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import pytest
@@ -13,10 +15,10 @@ from studio.queue import entries as run_queue
 from studio.queue.sweep import name_labels, read_sweep, sweep_of
 from studio.run_folder.events import read_events
 from studio.run_folder.layout import run_path
-from studio.run_folder.lock import is_locked
+from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import summarize, trainer_alive
 from studio.runs.control import create_run, stop_run
-from tests.helpers import TINY_TRAIN, tiny_config
+from tests.helpers import TINY_TRAIN, kill_queue_runner, record_runner_starts, tiny_config
 
 
 def created_runs(*names: str) -> None:
@@ -73,6 +75,25 @@ def test_queue_command_lists_cancels_and_says_what_to_do_with_a_run_not_waiting(
     code, _, err = run_cli("queue", "cancel")
     assert code == 2 and "queue cancel RUN" in err
     assert run_cli("queue", "cancel", "a")[0] == 0 and waiting() == ["b"]
+
+
+def test_a_killed_runner_is_noticed_and_looking_at_the_queue_starts_a_new_one(run_cli, monkeypatch):
+    created_runs("a", "b")
+    run_queue.add_entry("a")
+    run_queue.add_entry("b")
+    kill_queue_runner()
+    started = record_runner_starts(monkeypatch)
+    code, out, err = run_cli("queue")
+    assert code == 0 and started == [[sys.executable, "-m", "studio.queue.runner"]]
+    assert err == "note: the queue's runner had stopped (killed?) while runs waited: started a new one, they go on\n"
+    assert [line.split()[:3] for line in out.splitlines()[1:]] == [["1", "a", "waiting"], ["2", "b", "waiting"]]
+    assert run_cli("runs")[2].startswith("note: the queue's runner had stopped")  # `runs` shows queued runs too
+    alive = try_lock(queue_dir())  # a runner at work: nothing started, nothing said
+    code, _, err = run_cli("queue")
+    assert code == 0 and err == "" and len(started) == 2
+    os.close(alive)
+    run_queue.pause()  # a paused queue waits on purpose
+    assert run_cli("queue")[2] == "" and len(started) == 2
 
 
 # ---- sweeps: planned whole, refused whole -------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The studio's view of the run queue and of sweeps, driven headless with Pilot, and their snapshots.
 
-Run folders, queue entries and the sweep file are written by hand: fixed events, no process, no runner."""
+Run folders, queue entries and the sweep file are written by hand: fixed events, no process, no runner (a runner's
+start is recorded, not made)."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -12,7 +14,15 @@ import widgets.panes.runs
 from studio.queue import entries as run_queue
 from studio.queue.sweep import Sweep, SweepRun, write_sweep
 from studio.runs.control import create_run
-from tests.helpers import T0, fixture_events, tiny_config, wait_for, write_fixture_run
+from tests.helpers import (
+    T0,
+    fixture_events,
+    kill_queue_runner,
+    record_runner_starts,
+    tiny_config,
+    wait_for,
+    write_fixture_run,
+)
 from tests.test_ui_runs import chart_curves, open_runs_tab, record_notifications
 from widgets.app import StudioApp
 from widgets.run_table import RunTable
@@ -61,6 +71,26 @@ async def test_the_runs_tab_shows_the_queue_in_order_and_paused(sweep_home, torc
         run_queue.resume()
         app.query_one(widgets.panes.runs.RunsPane).refresh_runs()
         await wait_for(pilot, lambda: not app.query_one("#queue-line").display, what="the queue line to hide")
+
+
+@pytest.mark.asyncio
+async def test_the_runs_tab_starts_a_runner_for_a_queue_whose_runner_was_killed(studio_home, monkeypatch):
+    for name in ("first", "second"):
+        create_run(tiny_config(), name)
+        run_queue.add_entry(name)
+    kill_queue_runner()
+    started = record_runner_starts(monkeypatch)
+    app = StudioApp()
+    seen = record_notifications(app)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await open_runs_tab(pilot, rows=2)
+        await wait_for(pilot, lambda: seen, what="a note")
+        assert seen[0] == (
+            "warning",
+            "the queue's runner had stopped (killed?) while runs waited: started a new one, they go on",
+        )
+        assert started[0] == [sys.executable, "-m", "studio.queue.runner"]
+        assert "2 waiting: first, second" in str(app.query_one("#queue-line").render())
 
 
 @pytest.mark.asyncio

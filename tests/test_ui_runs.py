@@ -7,6 +7,7 @@ real tiny CPU run, stops it from the dashboard and resumes it from the Runs pane
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ from widgets.loss_chart import LossChart
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
-from widgets.screens.dashboard import DashboardScreen
+from widgets.screens.dashboard import POLL_SECONDS, DashboardScreen
 from widgets.screens.export_dialog import ExportDialog
 
 SIZE = (160, 48)
@@ -135,6 +136,27 @@ async def test_delete_asks_first(studio_home):
         await pilot.press("d", "y")
         await wait_for(pilot, lambda: table.row_count == 1, what="the deleted run to leave the table")
         assert not doomed.exists() and keep.exists() and table.get_row_at(0)[1] == "keep"
+
+
+@pytest.mark.parametrize("keys", [("c",), ()], ids=["checkpoint key", "next poll"])
+async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studio_home, torch_blocked, keys):
+    write_fixture_run("keep")
+    doomed = write_fixture_run("doomed")
+    app = StudioApp()
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=2)
+        table.move_cursor(row=[*table.runs].index("doomed"))
+        await pilot.press("enter")
+        dashboard = app.screen
+        await wait_for(pilot, lambda: dashboard.view is not None, what="the dashboard")
+        shutil.rmtree(doomed)  # `rm -r` from a shell while the dashboard is open
+        await pilot.press(*keys)
+        await wait_for(pilot, lambda: not isinstance(app.screen, DashboardScreen), what="the dashboard to close")
+        assert seen[-1] == ("warning", "run doomed no longer exists (its folder was removed); back to the runs")
+        await wait_for(pilot, lambda: [*table.runs] == ["keep"], what="the runs list without it")
+        await pilot.pause(2 * POLL_SECONDS)
+        assert seen[-1][1].startswith("run doomed no longer exists") and not any(s == "error" for s, _ in seen)
 
 
 async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):

@@ -197,6 +197,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         run_queue.resume()
         print("queue resumed")
     else:
+        print_if_runner_restarted()
         print_queue(run_queue.queue_state())
     return 0
 
@@ -234,8 +235,14 @@ def print_if_paused() -> None:
         print("note: the queue is paused; nothing starts until `llm-studio queue resume`", file=sys.stderr)
 
 
+def print_if_runner_restarted() -> None:
+    if line := run_queue.restart_stalled_runner():
+        print(f"note: {line}", file=sys.stderr)
+
+
 # ---- runs / stop / delete / presets --------------------------------------------------------------------
 def cmd_runs(args: argparse.Namespace) -> int:
+    print_if_runner_restarted()
     if args.sweep:
         return print_sweep(args.sweep)
     runs = run_queue.mark_queued(list_runs())

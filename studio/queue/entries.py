@@ -14,6 +14,11 @@ The runner (studio.queue.runner) is a detached process, its own session like a r
 and a logout; whoever adds an entry (or resumes the queue) starts one when none holds the lock. It launches the
 first entry, waits for that run to end, and so on; it exits when the queue is empty or paused. Taking an entry
 is removing its file, so a runner and `queue cancel` never both have the same entry.
+
+The lock is also how a runner's death is seen: the kernel releases it however the runner ends, so runs waiting in
+a queue that is not paused, with no process holding the lock, mean the runner was killed (or the machine
+restarted). Whoever looks at the queue (`llm-studio queue`, `runs`, the studio's Runs tab) then starts a new one
+and says so (`restart_stalled_runner`): a queue never waits for nothing.
 """
 
 from __future__ import annotations
@@ -160,17 +165,27 @@ def is_paused() -> bool:
 
 
 # ---- the runner process ----------------------------------------------------------------------------------------
-def ensure_runner() -> None:
-    """Start a queue runner unless one holds the queue's lock. The lock is taken here and handed to the runner
-    (as a launcher hands a run's lock to its trainer), so two processes adding at once start one runner."""
+def ensure_runner() -> bool:
+    """Start a queue runner unless one holds the queue's lock (or nothing is to start); whether one was started.
+    The lock is taken here and handed to the runner (as a launcher hands a run's lock to its trainer), so two
+    processes adding at once start one runner."""
     if next_entry() is None:
-        return
+        return False
     folder = queue_dir()
     lock = try_lock(folder)
     if lock is None:  # a runner is at work; it re-reads the queue before it exits
-        return
+        return False
     try:
         env = child_process_env() | {INHERITED_QUEUE_LOCK: str(lock)}
         start_holding([sys.executable, "-m", "studio.queue.runner"], env, folder, folder / RUNNER_LOG, lock)
     finally:
         os.close(lock)  # the runner holds it now
+    return True
+
+
+def restart_stalled_runner() -> str | None:
+    """For whoever looks at the queue: when runs wait and no runner holds the lock, the runner died (a runner
+    leaves only once nothing is left to start); start a new one. The line that says so, or None."""
+    if not ensure_runner():
+        return None
+    return "the queue's runner had stopped (killed?) while runs waited: started a new one, they go on"

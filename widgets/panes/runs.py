@@ -1,5 +1,5 @@
-"""Tab 4: every run and the run queue, refreshed in the background; open, compare, resume, stop, delete and export
-runs; open the sweep a run belongs to.
+"""Tab 4: every run and the run queue, refreshed in the background (a queue whose runner died gets a new one, with
+a note); open, compare, resume, stop, delete and export runs; open the sweep a run belongs to.
 
 Every slow thing (reading the run folders, stopping, resuming, deleting, exporting) runs in a thread worker and
 reports back with call_from_thread; a failure is one line (widgets.worker_errors), never a crash.
@@ -21,7 +21,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from studio.paths import child_process_env, studio_home
-from studio.queue.entries import QueueState, mark_queued, queue_state
+from studio.queue.entries import QueueState, mark_queued, queue_state, restart_stalled_runner
 from studio.queue.sweep import sweep_of
 from studio.run_folder.status import RunInfo, list_runs
 from studio.runs.control import delete_run, launch, stop_run
@@ -84,6 +84,8 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @work(thread=True, exclusive=True, group="list-runs", exit_on_error=False)
     def refresh_runs(self) -> None:
+        if restarted := restart_stalled_runner():  # the queue goes on when the studio looks at it
+            self.tell(restarted, "warning")
         runs = mark_queued(list_runs())
         self.app.call_from_thread(self._show_runs, runs, queue_state())
 

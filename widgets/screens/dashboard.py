@@ -65,6 +65,9 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
 
     @work(thread=True, exclusive=True, group="poll-run", exit_on_error=False)
     def poll_run(self) -> None:
+        if self.run_deleted():
+            self.app.call_from_thread(self.close_deleted_run)
+            return
         if self.watcher.poll() or self.view is None:
             view = self.watcher.view()
             self.app.call_from_thread(self.show_run, view)
@@ -89,12 +92,34 @@ class DashboardScreen(ReportsWorkerErrors, ChartScreen):
             reason = view.error or "the trainer stopped without a word: see trainer.log below"
             banner.update(f"{view.status}: {reason}")
 
+    # ---- a run deleted behind the studio's back ---------------------------------------------------------
+    def run_deleted(self) -> bool:
+        """Whether the run's folder is gone (`rm -r` from a shell while the dashboard is open): nothing is left
+        to show or to act on."""
+        return not self.run_dir.is_dir()
+
+    def close_deleted_run(self) -> None:
+        """Back to the runs list with a note; once only (a poll and a key may both find the folder gone), and
+        not from under another screen (the next poll closes it once that one is gone)."""
+        if not self.is_current:
+            return
+        self.app.pop_screen()
+        self.app.action_show_tab("runs")
+        message = f"run {self.run_dir.name} no longer exists (its folder was removed); back to the runs"
+        self.app.notify(message, severity="warning", markup=False)
+
     # ---- actions -------------------------------------------------------------------------------------
     def action_checkpoint(self) -> None:
+        if self.run_deleted():
+            self.close_deleted_run()
+            return
         request_checkpoint(self.run_dir)
         self.notify("checkpoint requested: the trainer saves one after its current step")
 
     def action_stop(self) -> None:
+        if self.run_deleted():
+            self.close_deleted_run()
+            return
         self.notify("stopping: the trainer saves a checkpoint, then every process exits")
         self.stop_training()
 
