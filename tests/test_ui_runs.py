@@ -159,6 +159,20 @@ async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studi
         assert seen[-1][1].startswith("run doomed no longer exists") and not any(s == "error" for s, _ in seen)
 
 
+async def test_a_run_removed_before_its_row_is_opened_gives_a_note(studio_home, torch_blocked):
+    write_fixture_run("keep")
+    doomed = write_fixture_run("doomed")
+    app = StudioApp()
+    seen = record_notifications(app)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=2)
+        table.move_cursor(row=[*table.runs].index("doomed"))
+        shutil.rmtree(doomed)  # `rm -r` from a shell before the table's next refresh
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, DashboardScreen) and seen[-1][0] == "warning" and "doomed" in seen[-1][1]
+
+
 async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):
     write_fixture_run("exportable")
     out = studio_home / "exported"

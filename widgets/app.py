@@ -22,6 +22,7 @@ from textual.lazy import Lazy
 from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig, set_field
+from studio.errors import StudioError
 from studio.presets import load_preset
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
@@ -200,10 +201,19 @@ class StudioApp(ReportsWorkerErrors, App):
 
     # ---- runs ---------------------------------------------------------------------------------------
     def on_open_run(self, message: OpenRun) -> None:
-        self.push_screen(DashboardScreen(message.run_dir))
+        self.open_dashboard(message.run_dir)
 
     def on_run_launched(self, message: RunLaunched) -> None:
-        self.push_screen(DashboardScreen(message.run_dir))
+        self.open_dashboard(message.run_dir)
+
+    def open_dashboard(self, run_dir: Path) -> None:
+        """The run's dashboard; a note instead when its folder went (removed from a shell since the table was read)."""
+        try:
+            dashboard = DashboardScreen(run_dir)
+        except StudioError as error:
+            self.notify(str(error), severity="warning")
+            return
+        self.push_screen(dashboard)
 
 
 def default_config() -> RunConfig:
