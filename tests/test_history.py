@@ -79,3 +79,13 @@ def test_the_report_of_a_long_run_stays_small(studio_home, tmp_path):
     write_fixture_run("long", events=long_run_events())
     page = write_report(["long"], tmp_path / "report")
     assert page.stat().st_size < 200_000
+
+
+def test_the_trainer_sums_up_at_a_checkpoint_only_past_a_few_megabytes(studio_home):
+    from studio.run_folder.history import update_summary
+
+    run_dir = write_fixture_run("short", events=long_run_events(100))
+    update_summary(run_dir, at_least=1 << 20)  # a checkpoint of a short run: not worth a write
+    assert not (run_dir / EVENTS_SUMMARY).exists()
+    update_summary(run_dir, at_least=(run_dir / EVENTS).stat().st_size)
+    assert (run_dir / EVENTS_SUMMARY).exists()

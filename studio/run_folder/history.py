@@ -45,6 +45,7 @@ SERIES_POINTS = 1000  # the most points a series holds: a chart draws a few hund
 SAMPLES_KEPT = 50  # the newest sample events kept
 READ_BYTES = 4 << 20  # events.jsonl is parsed this much at a time
 SUMMARY_EVERY_BYTES = 1 << 20  # the summary is written again once this much more has been read
+SUMMARY_AT_CHECKPOINT_BYTES = 4 << 20  # the trainer brings the summary up to date at a checkpoint past this
 SUMMARY_FORMAT = 1
 FINGERPRINT_BYTES = 64  # the bytes before the summary's offset it keeps, to know the file it covers
 
@@ -223,11 +224,14 @@ class History:
         self.memory = None if saved["memory"] is None else MemoryFacts(**saved["memory"])
 
 
-def update_summary(run_dir: Path) -> None:
-    """Bring the run's summary up to the end of its events (the trainer, when it ends)."""
+def update_summary(run_dir: Path, at_least: int = 0) -> None:
+    """Bring the run's summary up to the end of its events when that adds `at_least` bytes to it (the trainer: at
+    each checkpoint once a few MB more were written, so a killed run's first reader parses little; and when it
+    ends)."""
     history = History.load(run_dir)
-    history.read(run_dir)
-    history.save(run_dir)
+    if (run_dir / EVENTS).stat().st_size - history.offset >= max(at_least, 1):
+        history.read(run_dir)
+        history.save(run_dir)
 
 
 def _fingerprint(run_dir: Path, offset: int) -> list:

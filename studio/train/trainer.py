@@ -40,7 +40,7 @@ from studio.model.weights import check_fit
 from studio.objectives import objective_of
 from studio.run_folder.checkpoint_meta import CheckpointMeta
 from studio.run_folder.events import EventWriter
-from studio.run_folder.history import update_summary
+from studio.run_folder.history import SUMMARY_AT_CHECKPOINT_BYTES, update_summary
 from studio.run_folder.layout import (
     CHECKPOINT_REQUEST,
     EVENTS,
@@ -418,6 +418,7 @@ class Trainer:
         if accelerator.is_local_main_process:
             final = checkpoint.commit(self.run_dir, tmp, self.state.step, self.config.train.keep_checkpoints)
             self.events.write("checkpoint", self.state.step, path=str(final.relative_to(self.run_dir)))
+            update_summary(self.run_dir, at_least=SUMMARY_AT_CHECKPOINT_BYTES)
 
     def _whole_weights(self, keep: bool) -> dict[str, torch.Tensor]:
         """The weights a checkpoint holds, whole, where `keep` (else none). Under FSDP every process takes part in
