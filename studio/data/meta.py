@@ -71,7 +71,7 @@ class DatasetMeta:
     created: str  # ISO 8601, UTC
     empty_rows: int = 0  # rows whose text is null or empty, skipped (datasets prepared before rows had it lack it)
     # an encoder's special tokens: pad, cls, sep, mask (text and labeled layouts; None for others)
-    special_ids: dict[str, int] | None = None
+    special_ids: dict[str, int | None] | None = None  # older versions wrote null ids for text datasets
     # classification rows (studio.data.labeled)
     task: str = _only_in(LABELED, default="lm")  # "classify" for labeled datasets; "lm" for the others
     labels: list[str | int] = _only_in(LABELED, default_factory=list)  # numbers by value, names alphabetically
