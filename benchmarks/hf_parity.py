@@ -24,7 +24,6 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -108,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     import transformers
+
     from studio.cli.main import main as studio_cli
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -146,8 +146,9 @@ def main() -> None:
                 first_difference = step
                 print(f"step {step}: training losses first differ: plain {loss.item():.6f}, studio {studio_loss:.6f}")
             if (step + 1) % args.every == 0 or step + 1 == args.steps:
-                studio_held_out = held_out_loss(trainer.run_model.inner, windows)
-                print(f"step {step + 1}: held-out plain {held_out_loss(plain, windows):.4f}, studio {studio_held_out:.4f}")
+                studio_score = held_out_loss(trainer.run_model.inner, windows)
+                plain_score = held_out_loss(plain, windows)
+                print(f"step {step + 1}: held-out plain {plain_score:.4f}, studio {studio_score:.4f}")
         trainer.save_checkpoint()
         exported = scratch / "exported"
         assert studio_cli(["export", "parity", "--out", str(exported)]) == 0
@@ -155,7 +156,6 @@ def main() -> None:
         print(f"exported studio model, held-out {held_out_loss(reloaded, windows):.4f}")
         if first_difference is None:
             print(f"training losses equal to 1e-4 over all {args.steps} steps")
-        np.set_printoptions(precision=4)
 
 
 if __name__ == "__main__":
