@@ -70,22 +70,23 @@ NEW_HEADS = ("classifier", "score", "pooler")  # a sequence classifier's layers 
 
 
 def check_weight_names(folder: Path, model: nn.Module, new: tuple[str, ...] = ()) -> None:
-    """Every parameter of the model has a tensor in the folder's safetensors (a tied head shares its embedding's;
-    the `new` layers of a classifier start fresh); otherwise transformers would fill the gaps with random values,
-    and training would start from noise."""
+    """Every parameter of the model has a tensor in the folder's safetensors, named as transformers renames it when
+    loading (`names_as_loaded`; a tied head shares its embedding's; the `new` layers of a classifier start fresh);
+    otherwise transformers would fill the gaps with random values, and training would start from noise."""
     from safetensors import safe_open
 
     from studio.hf.folder import weight_files
 
-    found = set()
+    saved = []
     for path in weight_files(folder):
         with safe_open(str(path), framework="pt") as file:
-            found.update(_unprefixed(name) for name in file.keys())
+            saved.extend(file.keys())
+    found = names_as_loaded(model, saved)
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
     missing = [
         name
         for name, _ in model.named_parameters()
-        if _unprefixed(name) not in found and name not in tied and not any(part in new for part in name.split("."))
+        if name not in found and name not in tied and not any(part in new for part in name.split("."))
     ]
     if missing:
         raise StudioError(
@@ -94,12 +95,25 @@ def check_weight_names(folder: Path, model: nn.Module, new: tuple[str, ...] = ()
         )
 
 
-def _unprefixed(name: str) -> str:
-    """A weight's name without the wrapper prefix some checkpoints save (GPT-2's `transformer.`, `model.`)."""
-    for prefix in ("transformer.", "model."):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
+def names_as_loaded(model: nn.Module, saved: list[str]) -> set[str]:
+    """The names a checkpoint's tensors take in `model` when transformers loads them: its conversion mapping for the
+    model's family (GPT-NeoX's `embed_out` is `lm_head`, say), then the base-model prefix (GPT-2's `transformer.`,
+    `model.`) added or dropped, as `from_pretrained` does (transformers.core_model_loading)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
+
+    conversions = get_model_conversion_mapping(model)
+    renamings = [entry for entry in conversions if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in conversions if isinstance(entry, WeightConverter)]
+    expected = model.state_dict()
+    prefix = model.base_model_prefix
+    loaded = set()
+    for name in sorted(saved, key=dot_natural_key):  # transformers' order: some converters act once a first key matched
+        renamed, _ = rename_source_key(name, renamings, converters, prefix, expected)
+        if renamed not in expected and name in expected:  # a name the mapping should have left alone
+            renamed, _ = rename_source_key(name, [], [], prefix, expected)
+        loaded.add(renamed)
+    return loaded
 
 
 def _first(config, keys: tuple[str, ...]):
