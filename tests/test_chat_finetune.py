@@ -173,7 +173,7 @@ async def test_the_playground_chats_over_several_turns(taught, monkeypatch, torc
         await pilot.press("5")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        await pilot.press("m")
+        # a chat run: the playground is in chat mode already (m would switch it to completion)
         app.query_one("#temperature", Input).value = "0"
         panel = app.query_one("#panel-a", GenerationPanel)
         for turn, (question, _) in enumerate(CONVERSATIONS[:2]):
