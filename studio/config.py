@@ -193,7 +193,11 @@ class TrainConfig:
         500, "write samples from the fixed prompts every this many steps; 0: none", "sample every"
     )
     sample_tokens: int = setting(64, "tokens generated per sample", "sample tokens")
-    sample_prompts: list[str] = setting(["\n", "def ", "The "], "the fixed prompts samples continue", "sample prompts")
+    sample_prompts: list[str] = setting(
+        ["\n", "def ", "The "],
+        "the fixed prompts samples continue (chat and classifier runs: held-out examples)",
+        "sample prompts",
+    )
     seed: int = setting(1337, "the seed of weights, batches and dropout", "seed")
     mixed_precision: Precision = setting(
         "auto",

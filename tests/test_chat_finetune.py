@@ -173,7 +173,7 @@ async def test_the_playground_chats_over_several_turns(taught, monkeypatch, torc
         await pilot.press("5")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        await pilot.press("m")
+        # a chat run: the playground is in chat mode already (m would switch it to completion)
         app.query_one("#temperature", Input).value = "0"
         panel = app.query_one("#panel-a", GenerationPanel)
         for turn, (question, _) in enumerate(CONVERSATIONS[:2]):
@@ -302,3 +302,22 @@ def test_an_adapter_saved_as_a_pickle_is_refused_before_peft_could_unpickle_it(s
     assert not run_path("pickled").exists()
     with pytest.raises(StudioError, match="has no adapter_model.safetensors"):  # the trainer's and a teacher's load
         load_pretrained(adapter)
+
+
+def sample_events(run_dir: Path) -> list[dict]:
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return [event for event in events if event["kind"] == "sample"]
+
+
+def test_chat_samples_answer_the_held_out_user_turns_rendered_with_the_template(studio_home, tmp_path):
+    folder = tmp_path / "model"
+    make_hf_model(folder, "qwen2", chat_template=CHATML)
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CONVERSATIONS
+    ]
+    data = write_rows(tmp_path / "chat.jsonl", rows)
+    changes = {"train.max_steps": 1, "train.sample_interval": 1, "train.sample_tokens": 3, "data.val_fraction": 0.25}
+    run_dir = train_in_process(adapt_config(folder, data, changes), "chat")
+    event = sample_events(run_dir)[-1]
+    held_out = [f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n" for question, _ in CONVERSATIONS[3:]]
+    assert [item["prompt"] for item in event["samples"]] == held_out

@@ -310,3 +310,15 @@ def test_a_validation_file_holds_the_validation_rows(studio_home, tmp_path):
     assert meta.examples == {"train": 40, "val": 12}
     held_out.write_text(held_out.read_text().replace('"pos"', '"neg"'), encoding="utf-8")  # other content
     assert prepare_data(config).meta.class_counts["val"] == {"neg": 12}  # not the cached dataset
+
+
+def test_a_classifier_samples_held_out_texts_beside_their_true_labels(studio_home, tmp_path):
+    data = write_rows(tmp_path / "rows.jsonl", sentiment_rows(20))
+    changes = {"train.max_steps": 1, "train.sample_interval": 1, "data.val_fraction": 0.25}
+    run_dir = train_in_process(classify_config(data, changes=changes), "classifier")
+    events = [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines()]
+    sample = [event for event in events if event["kind"] == "sample"][-1]
+    held_out = sentiment_rows(20)[15:18]
+    assert [item["prompt"] for item in sample["samples"]] == [row["text"] for row in held_out]
+    for item, row in zip(sample["samples"], held_out):
+        assert item["text"].endswith(f"(true: {row['label']})") and " → " in item["text"]

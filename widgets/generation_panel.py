@@ -23,6 +23,7 @@ from textual.message import Message
 from textual.widgets import Select, Static, TextArea
 
 from studio.formatting import format_prediction
+from studio.inference.playground_facts import PlaygroundFacts
 from studio.objectives import Objective
 from studio.paths import child_process_env
 
@@ -34,6 +35,7 @@ PREDICTION_TOP_K = 5  # labels, or fills per [MASK], shown for a text
 class PickableRun:
     steps: list[int]  # the saved checkpoints
     objective: Objective  # what it was trained for: whether it continues text or predicts (labels, [MASK] fills)
+    facts: PlaygroundFacts = PlaygroundFacts()  # whether it chats, and its checkpoint's sampling defaults
 
 
 class GenerationPanel(Vertical):
@@ -75,6 +77,12 @@ class GenerationPanel(Vertical):
 
         panel: GenerationPanel
         data: dict[str, Any]
+
+    @dataclass
+    class ConversationChanged(Message):
+        """This panel's conversation gained an answer or was forgotten."""
+
+        panel: GenerationPanel
 
     def __init__(self, title: str, id: str | None = None):
         super().__init__(id=id, classes="generation-panel")
@@ -146,17 +154,18 @@ class GenerationPanel(Vertical):
         self.query_one("#checkpoint", Select).value = LATEST if checkpoint is None else checkpoint
 
     # ---- generating ------------------------------------------------------------------------------------------
-    def generate(self, prompt: str, sampling: dict[str, Any], chat: bool = False) -> None:
-        """Continue `prompt`, or (chat) answer it as the user's next turn of this panel's conversation."""
+    def generate(self, prompt: str, sampling: dict[str, Any], chat: bool = False) -> bool:
+        """Continue `prompt`, or (chat) answer it as the user's next turn of this panel's conversation; False when
+        there is no run to ask."""
         if self.run_name is None:
             self._show_status("no run to generate from: train one first (tab 3), then press r to refresh")
-            return
+            return False
         target = {"target": self.run_name, "checkpoint": self.checkpoint}
         if self.picked and self.picked.objective.predicts:
             self._asked = None
             self.begin(prompt)
             self._send({"predict": {**target, "text": prompt, "top_k": PREDICTION_TOP_K}})
-            return
+            return True
         request = {**target, **sampling}
         if chat:
             self._asked, self._answer = [*self.history, {"role": "user", "content": prompt}], ""
@@ -167,6 +176,12 @@ class GenerationPanel(Vertical):
             self.begin(prompt)
             request["prompt"] = prompt
         self._send({"generate": request})
+        return True
+
+    @property
+    def turns(self) -> int:
+        """The user's turns answered in this panel's conversation."""
+        return sum(message["role"] == "user" for message in self.history)
 
     def new_chat(self) -> None:
         """Forget the conversation."""
@@ -174,6 +189,7 @@ class GenerationPanel(Vertical):
         self.text = ""
         self.query_one(".output-text", TextArea).load_text("")
         self._show_status("a new conversation")
+        self.post_message(self.ConversationChanged(self))
 
     def begin(self, prompt: str) -> None:
         """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
@@ -208,6 +224,7 @@ class GenerationPanel(Vertical):
             if self._asked is not None:  # the answer joins the conversation
                 self.history = [*self._asked, {"role": "assistant", "content": self._answer}]
                 self._append("\n")
+                self.post_message(self.ConversationChanged(self))
         elif "error" in data:
             self._show_status(f"error: {data['error']}")
             self.busy = False

@@ -185,6 +185,17 @@ class ExampleFile:
         targets = np.where(self.mask[start + 1 : end] > 0, ids[1:], IGNORE)
         return ids[:-1], targets
 
+    def prompt(self, index: int) -> np.ndarray:
+        """A chat example's ids before its first learned token: the conversation up to its first answer, as the
+        chat template rendered it (the generation prompt included)."""
+        start, end = self.offsets[index], self.offsets[index + 1]
+        first_learned = int(np.argmax(self.mask[start:end] > 0))
+        return self.ids[start : start + first_learned].astype(np.int64)
+
+    def text_ids(self, index: int) -> np.ndarray:
+        """A labeled example's ids."""
+        return self.ids[self.offsets[index] : self.offsets[index + 1]].astype(np.int64)
+
 
 class ExampleStream:
     """Examples in seeded epochs; this process takes every world_size-th of the global order, from `rank`."""
@@ -251,7 +262,7 @@ class ExampleStream:
 
 def labeled_batch(examples: ExampleFile, indices: list[int], pad_id: int) -> Batch:
     """The labeled examples at indices, right-padded with pad_id to the longest."""
-    rows = [examples.ids[examples.offsets[i] : examples.offsets[i + 1]].astype(np.int64) for i in indices]
+    rows = [examples.text_ids(i) for i in indices]
     x = np.full((len(rows), max(map(len, rows))), pad_id, dtype=np.int64)
     for row, ids in enumerate(rows):
         x[row, : len(ids)] = ids

@@ -171,7 +171,12 @@ def classify_text(
 ) -> list[tuple[str, float]]:
     """Every label with its probability for text (and pair), likeliest first; the text is encoded as the
     classification dataset's rows were (`framed`: the tokenizer adds the model's special tokens)."""
-    ids = encode_labeled(tokenizer, text, pair, framed)[:block_size]
+    return label_probabilities(model, encode_labeled(tokenizer, text, pair, framed)[:block_size], labels)
+
+
+@torch.inference_mode()
+def label_probabilities(model: torch.nn.Module, ids: list[int], labels: list) -> list[tuple[str, float]]:
+    """Every label with its probability for an encoded text, likeliest first."""
     device = next(model.parameters()).device
     logits, _ = model(torch.tensor([ids], device=device), lengths=torch.tensor([len(ids)], device=device))
     probabilities = logits[0].float().softmax(-1).tolist()

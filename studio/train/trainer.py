@@ -355,8 +355,8 @@ class Trainer:
         self.report("eval", **fields)
 
     def write_samples(self) -> None:
-        """Rank 0 continues each of the run's fixed prompts with the same seed, for step-by-step comparison; on
-        chat data each prompt is a user's turn, rendered with the chat template, and the sample is the answer."""
+        """Rank 0's samples with the same seed, for step-by-step comparison: the run's fixed prompts continued, or on
+        chat data the first held-out user turns (rendered with the chat template) answered."""
         if not self.config.train.sample_interval:
             return
         with sharding.whole_everywhere(self.run_model.inner) if self.sharded else nullcontext():
@@ -364,11 +364,11 @@ class Trainer:
                 self.report("sample", samples=self._samples())
 
     def _samples(self) -> list[dict[str, str]]:
-        """Rank 0's sample of each fixed prompt (a continuation, labels or fills: the objective's), drawn from one
-        generator seeded alike every time, for step-by-step comparison."""
+        """Rank 0's samples (continuations, answers, labels or fills: the objective's), drawn from one generator
+        seeded alike every time, for step-by-step comparison."""
         generator = torch.Generator().manual_seed(self.config.train.seed)
         self.model.eval()
-        samples = [self.objective.sample(self.model, prompt, generator) for prompt in self.config.train.sample_prompts]
+        samples = self.objective.samples(self.model, generator)
         self.model.train()
         return samples
 

@@ -1,7 +1,11 @@
 """Tab 5, the playground: a prompt, sampling controls, and one or two generation panels side by side; in
 completion mode the prompt is continued, in chat mode (m) it is the user's next turn of a multi-turn
-conversation, rendered with the model's chat template (n starts a new one). A classifier run answers the text
-with its labels' probabilities, a masked LM with the top fills of each [MASK].
+conversation, rendered with the model's chat template: the prompt is cleared once sent, a line says that the
+conversation continues, and n starts a new one. A classifier run answers the text with its labels' probabilities,
+a masked LM with the top fills of each [MASK].
+
+Picking panel A's run sets the mode (chat for a run trained on chat or instruction examples) and the sampling
+controls (the run's checkpoint's generation_config.json where it has one, the studio's defaults elsewhere).
 
 Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
 runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
@@ -12,14 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Input, Label, TextArea
+from textual.widgets import Input, Label, Select, Static, TextArea
 
 from widgets.generation_panel import GenerationPanel, PickableRun
 from widgets.panes.focus import FocusablePane
+from widgets.prompt import PromptArea, PromptInput
 from widgets.worker_errors import ReportsWorkerErrors
 
 # (input id, label, default, type): the sampling controls, in SamplingConfig's names
@@ -43,6 +48,7 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         Binding("p", "focus_prompt", "Prompt"),
         Binding("m", "toggle_chat", "Chat/completion"),
         Binding("n", "new_chat", "New chat"),
+        Binding("ctrl+n", "new_chat", "New chat", show=False),  # also from inside the prompt
     ]
     chat = False  # chat mode: prompts are the user's turns
 
@@ -50,15 +56,17 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         with Horizontal(id="sampling"):
             for field, label, default, kind in SAMPLING_FIELDS:
                 yield Label(label, classes="sampling-label")
-                yield Input(default, type=kind, id=field, classes="sampling-input")
+                yield PromptInput(default, type=kind, id=field, classes="sampling-input")
             yield Label("completion", id="playground-mode", classes="sampling-label")
-        yield TextArea("def ", id="prompt", soft_wrap=True, show_line_numbers=False)
+        yield PromptArea("def ", id="prompt", soft_wrap=True, show_line_numbers=False)
+        yield Static("", id="conversation", markup=False)
         with Horizontal(id="panels"):
             yield GenerationPanel("A", id="panel-a")
             yield GenerationPanel("B", id="panel-b")
 
     def on_mount(self) -> None:
         self.query_one("#panel-b").display = False
+        self.query_one("#conversation").display = False  # shown while a conversation continues
 
     def on_show(self) -> None:
         self.action_refresh_runs()  # new runs and checkpoints appear while the studio is open
@@ -72,6 +80,7 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
     @work(thread=True, exclusive=True, group="playground-runs", exit_on_error=False)
     def _load_runs(self) -> None:
         from studio.errors import StudioError
+        from studio.inference.playground_facts import PlaygroundFacts, playground_facts
         from studio.objectives import OBJECTIVES, objective_of
         from studio.run_folder.layout import list_checkpoint_steps, read_config
         from studio.run_folder.status import list_runs
@@ -79,22 +88,34 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         runs = {}
         for run in list_runs():
             try:
-                objective = objective_of(read_config(run.path))
+                config = read_config(run.path)
+                objective, facts = objective_of(config), playground_facts(config)
             except StudioError:  # an unreadable config: asked to generate, the worker will say what is wrong
-                objective = OBJECTIVES["causal_lm"]
-            runs[run.name] = PickableRun(list_checkpoint_steps(run.path), objective)
+                objective, facts = OBJECTIVES["causal_lm"], PlaygroundFacts()
+            runs[run.name] = PickableRun(list_checkpoint_steps(run.path), objective, facts)
         self.app.call_from_thread(self._show_runs, runs)
 
     def _show_runs(self, runs: dict[str, PickableRun]) -> None:
         for panel in self.query(GenerationPanel):
             panel.set_runs(runs)
 
+    @on(Select.Changed, "#panel-a .run-select")
+    def _take_run_defaults(self) -> None:
+        """Panel A's run picked: its mode, and its checkpoint's sampling settings (the studio's where it has none)."""
+        picked = self.query_one("#panel-a", GenerationPanel).picked
+        if picked is None:
+            return
+        self.set_chat(picked.facts.chats)
+        for field, _, default, _ in SAMPLING_FIELDS:
+            self.query_one(f"#{field}", Input).value = str(picked.facts.sampling.get(field, default))
+
     # ---- generating --------------------------------------------------------------------------------------
     def action_generate(self) -> None:
         sampling = self.sampling()
-        prompt = self.query_one("#prompt", TextArea).text
-        for panel in self.visible_panels():
-            panel.generate(prompt, sampling, self.chat)
+        prompt_area = self.query_one("#prompt", TextArea)
+        asked = [panel.generate(prompt_area.text, sampling, self.chat) for panel in self.visible_panels()]
+        if self.chat and any(asked):  # the turn is sent: the prompt is free for the next one
+            prompt_area.clear()
 
     def action_stop(self) -> None:
         for panel in self.query(GenerationPanel):
@@ -112,13 +133,32 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         return values
 
     def action_toggle_chat(self) -> None:
-        self.chat = not self.chat
-        self.query_one("#playground-mode", Label).update("chat" if self.chat else "completion")
+        self.set_chat(not self.chat)
+
+    def set_chat(self, chat: bool) -> None:
+        """Chat or completion mode, each starting afresh (the mode it is in already goes on)."""
+        if chat == self.chat:
+            return
+        self.chat = chat
+        self.query_one("#playground-mode", Label).update("chat" if chat else "completion")
         self.action_new_chat()
 
     def action_new_chat(self) -> None:
         for panel in self.query(GenerationPanel):
             panel.new_chat()
+
+    @on(GenerationPanel.ConversationChanged)
+    def _show_conversation(self) -> None:
+        """Say plainly when the next prompt continues a conversation rather than starting one."""
+        turns = max((panel.turns for panel in self.visible_panels()), default=0)
+        line = (
+            f"continuing a conversation of {turns} turn{'s' * (turns != 1)} — n starts a new one (ctrl+n in the prompt)"
+            if turns
+            else ""
+        )
+        conversation = self.query_one("#conversation", Static)
+        conversation.update(line)
+        conversation.display = bool(line)
 
     def visible_panels(self) -> list[GenerationPanel]:
         return [panel for panel in self.query(GenerationPanel) if panel.display]

@@ -6,8 +6,9 @@ protocol, after torchtune's loss protocols.
 - `loss_sums(model, batch)`: the summed loss over the targets the batch learns, with its cross-entropy and
   distillation parts (a tensor of three, left on the device); the trainer divides by the step's learned targets;
 - `evaluate(model, eval_steps)`: the fields of an `eval` event, reduced over every process;
-- `sample(model, prompt, generator)`: one `{prompt, text}` of a `sample` event (rank 0 alone; the generator,
-  seeded alike at every sample event, is shared by the event's prompts).
+- `samples(model, generator)`: the `{prompt, text}` items of a `sample` event (rank 0 alone; the generator, seeded
+  alike at every sample event, is shared by the event's prompts): the run's fixed prompts continued on plain text,
+  the first held-out examples on chat and labeled data (`sample_examples`), so each event answers the same ones.
 
 `Distilled` wraps any of them: the same batches, evaluation and samples, and the loss mixed with a teacher's.
 """
@@ -26,6 +27,8 @@ from studio.data.batches import ExampleFile, ExampleStream
 from studio.data.prepare import Dataset
 from studio.model import distill_loss_sum, lm_loss_sum
 from studio.objectives import Objective
+
+SAMPLED_EXAMPLES = 3  # held-out chat or labeled examples each sample event answers
 
 
 @dataclass
@@ -66,6 +69,14 @@ class TrainingObjective:
             context.config.train.seed, context.rank, context.world, shuffle, dataset.meta.pad_id,
         )  # fmt: skip
 
+    def sample_examples(self) -> tuple[ExampleFile, range]:
+        """The examples samples answer: the first few of the validation split, or of the training split when the
+        run has none held out."""
+        dataset = self.context.dataset
+        split = "val" if dataset.meta.examples.get("val") else "train"
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        return examples, range(min(SAMPLED_EXAMPLES, len(examples)))
+
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
         logits, _ = model(batch.x, **batch.model_inputs())
         cross_entropy = lm_loss_sum(logits, batch.y)
@@ -85,8 +96,8 @@ class Distilled:
     def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict:
         return self.objective.evaluate(model, eval_steps)
 
-    def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
-        return self.objective.sample(model, prompt, generator)
+    def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
+        return self.objective.samples(model, generator)
 
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
         extra = batch.model_inputs()

@@ -1,6 +1,6 @@
 """The next token: plain text as random windows, or chat and instruction examples (only the answers learned);
-evaluated by loss, perplexity and next-token accuracy; sampled by continuing each prompt (a user's turn, rendered
-with the chat template, on chat data)."""
+evaluated by loss, perplexity and next-token accuracy; sampled by continuing the run's fixed prompts, or on chat
+data by answering the first held-out user turns, rendered with the chat template."""
 
 from __future__ import annotations
 
@@ -59,16 +59,38 @@ class Objective(TrainingObjective):
             "val_acc": round(correct / count, 6),
         }
 
+    def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
+        """Each fixed prompt continued; on chat data, the first held-out examples' user turns (rendered with the chat
+        template: the prompt the model answers) and their answers."""
+        if self.chat is None:
+            return [self.sample(model, prompt, generator) for prompt in self.context.config.train.sample_prompts]
+        examples, indices = self.sample_examples()
+        tokenizer = self.context.tokenizer
+        return [
+            {
+                "prompt": tokenizer.decode(ids.tolist(), skip_special_tokens=False),
+                "text": self.continued(model, ids, generator),
+            }
+            for ids in map(examples.prompt, indices)
+        ]
+
     def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
-        """The prompt continued (drawing from `generator`); on chat data the prompt is a user's turn and the sample
-        its answer."""
-        context, dataset = self.context, self.context.dataset
-        train = context.config.train
-        chat = self.chat
-        text = chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True) if chat else prompt
-        encoded = context.tokenizer.encode(text, add_special_tokens=False).ids or [dataset.eot_id]
-        ids = torch.tensor([encoded], device=context.accelerator.device)
-        sampling = SamplingConfig(train.sample_tokens)
+        """A fixed prompt continued (drawing from `generator`)."""
+        context = self.context
+        ids = context.tokenizer.encode(prompt, add_special_tokens=False).ids or [context.dataset.eot_id]
+        return {"prompt": prompt, "text": self.continued(model, ids, generator)}
+
+    def continued(self, model: torch.nn.Module, ids, generator: torch.Generator) -> str:
+        """The text the model writes after prompt `ids`, up to sample_tokens or a stop token."""
+        context = self.context
+        prompt = torch.tensor([list(ids)], device=context.accelerator.device)
         with context.accelerator.autocast():
-            new = sample(model, ids, context.block_size, sampling, generator, self.stop_ids)
-        return {"prompt": prompt, "text": context.tokenizer.decode(new[0].tolist())}
+            new = sample(
+                model,
+                prompt,
+                context.block_size,
+                SamplingConfig(context.config.train.sample_tokens),
+                generator,
+                self.stop_ids,
+            )
+        return context.tokenizer.decode(new[0].tolist())

@@ -1,6 +1,6 @@
 """A label per text: labeled rows as right-padded batches (one target per row); evaluated over the whole
-validation split (loss, accuracy, macro precision/recall/F1, per-class F1, the confusion matrix); sampled as a
-prompt's likeliest labels."""
+validation split (loss, accuracy, macro precision/recall/F1, per-class F1, the confusion matrix); sampled as the
+first held-out texts' likeliest labels beside their true ones."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from studio.data.batches import ExampleFile, ExampleStream, labeled_batch
-from studio.inference.generate import classify_text
+from studio.inference.generate import label_probabilities
 from studio.model import lm_loss_sum
 from studio.objectives.metrics import classification_metrics
 from studio.train.objectives import TrainingObjective
@@ -55,10 +55,16 @@ class Objective(TrainingObjective):
             "val_labels": [str(label) for label in dataset.meta.labels],
         }
 
-    def sample(self, model: torch.nn.Module, prompt: str, generator: torch.Generator) -> dict[str, str]:
-        """The prompt's three likeliest labels with their probabilities."""
-        context = self.context
-        with context.accelerator.autocast():
-            meta = context.dataset.meta
-            ranked = classify_text(model, context.tokenizer, prompt, meta.labels, meta.framed, context.block_size)
-        return {"prompt": prompt, "text": " → " + " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])}
+    def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
+        """The first held-out texts, each with its three likeliest labels and its true one."""
+        context, meta = self.context, self.context.dataset.meta
+        examples, indices = self.sample_examples()
+        items = []
+        for index in indices:
+            ids = examples.text_ids(index)[: context.block_size].tolist()
+            with context.accelerator.autocast():
+                ranked = label_probabilities(model, ids, meta.labels)
+            predicted = " · ".join(f"{label} {p:.0%}" for label, p in ranked[:3])
+            true_label = meta.labels[examples.labels[index]]
+            items.append({"prompt": context.tokenizer.decode(ids), "text": f" → {predicted} (true: {true_label})"})
+        return items

@@ -1,0 +1,134 @@
+"""The playground with chat runs, on run folders written by hand (nothing is generated: the worker process is
+replaced by replies posted as it would send them): chat mode and the checkpoint's sampling settings taken from the
+run, the prompt cleared once a turn is sent, a line while a conversation continues, `ctrl+a` selecting all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Input, Label, Static, TextArea
+
+from studio.config import RunConfig
+from studio.data.chat import DEFAULT_CHAT_TEMPLATE
+from studio.data.meta import DatasetMeta, DocumentCounts
+from studio.run_folder.layout import checkpoint_name
+from tests.helpers import open_playground
+from widgets.app import StudioApp
+from widgets.generation_panel import GenerationPanel
+
+CHECKPOINT_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+
+
+def write_chat_dataset(home, name: str) -> None:
+    meta = DatasetMeta(
+        name=name, source="chat.jsonl", kind="rows", format=1, key="k", content_hash="h", options={},
+        documents=DocumentCounts(4, 4), files_read=1, binary_files_skipped=0, characters=100, bytes_replaced=0,
+        tokens={"train": 60, "val": 20}, dtype="uint16", vocab_size=320, eot_id=2, tokenizer_hash="t",
+        chars_per_token=1.0, created="2026-01-01T00:00:00+00:00", examples={"train": 3, "val": 1},
+        row_format="messages", chat_template=DEFAULT_CHAT_TEMPLATE,
+    )  # fmt: skip
+    (home / "datasets" / name).mkdir(parents=True)
+    meta.save(home / "datasets" / name / "meta.json")
+
+
+@pytest.fixture
+def chat_run(studio_home, tmp_path):
+    """Run `assistant`: adapted from a folder whose generation_config.json sets sampling, trained on chat rows."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, **CHECKPOINT_SAMPLING}))
+    write_chat_dataset(studio_home, "chat-rows")
+    config = RunConfig()
+    config.data.dataset, config.train.init_from = "chat-rows", str(base)
+    run_dir = studio_home / "runs" / "assistant"
+    (run_dir / "checkpoints" / checkpoint_name(100)).mkdir(parents=True)
+    (run_dir / "checkpoints" / "latest").write_text(checkpoint_name(100))
+    config.save(run_dir / "config.toml")
+    return run_dir
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """The panels' requests, kept instead of sent to a worker process."""
+    sent = []
+    monkeypatch.setattr(GenerationPanel, "_send", lambda panel, request: sent.append(request))
+    return sent
+
+
+async def answer(pilot, text: str) -> None:
+    """Panel A's worker answering the turn just sent with `text`."""
+    panel = pilot.app.query_one("#panel-a", GenerationPanel)
+    panel.post_message(GenerationPanel.Reply(panel, {"token": text, "tokens_per_s": 50.0}))
+    panel.post_message(GenerationPanel.Reply(panel, {"done": {"tokens": 3, "tokens_per_s": 50.0, "stopped": False}}))
+    await pilot.pause()
+
+
+def conversation_line(app) -> str:
+    """The line that says a conversation continues ("" when it is hidden)."""
+    line = app.query_one("#conversation", Static)
+    return str(line.render()) if line.display else ""
+
+
+@pytest.mark.asyncio
+async def test_a_chat_run_opens_in_chat_mode_with_its_checkpoint_sampling_settings(chat_run):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "Hi")
+        assert str(app.query_one("#playground-mode", Label).render()) == "chat"
+        sampling = {field: app.query_one(f"#{field}", Input).value for field in ("temperature", "top_p", "top_k")}
+        assert sampling == {"temperature": "0.7", "top_p": "0.8", "top_k": "20"}
+        assert app.query_one("#repetition_penalty", Input).value == "1.05"
+        assert app.query_one("#max_new_tokens", Input).value == "200"  # not the checkpoint's: the studio's
+
+
+@pytest.mark.asyncio
+async def test_a_sent_turn_clears_the_prompt_and_a_line_says_the_conversation_continues(chat_run, no_worker):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "Hi")
+        assert conversation_line(app) == ""
+        app.query_one("#prompt", TextArea).focus()
+        await pilot.press("ctrl+g")
+        assert app.query_one("#prompt", TextArea).text == ""
+        assert no_worker[-1]["generate"]["messages"] == [{"role": "user", "content": "Hi"}]
+        await answer(pilot, "Hello!")
+        assert (
+            conversation_line(app) == "continuing a conversation of 1 turn — n starts a new one (ctrl+n in the prompt)"
+        )
+        await pilot.press(*"How are you?", "ctrl+g")
+        await answer(pilot, "Fine.")
+        assert conversation_line(app).startswith("continuing a conversation of 2 turns")
+        await pilot.press("ctrl+n")
+        assert conversation_line(app) == "" and app.query_one("#panel-a", GenerationPanel).history == []
+        await pilot.press("escape", "m")  # completion mode: the prompt stays for the next continuation
+        app.query_one("#prompt", TextArea).text = "def "
+        await pilot.press("g")
+        assert app.query_one("#prompt", TextArea).text == "def "
+        assert no_worker[-1]["generate"]["prompt"] == "def "
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("field", ["#prompt", "#temperature"])
+async def test_ctrl_a_selects_everything_in_a_prompt(chat_run, field):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "line one\nline two")
+        app.query_one(field).focus()
+        await pilot.press("end", "ctrl+a")
+        widget = app.query_one(field)
+        text = widget.text if isinstance(widget, TextArea) else widget.value
+        assert widget.selected_text == text and text
+
+
+def test_playground_in_chat_mode_snapshot(chat_run, no_worker, snap_compare):
+    async def run_before(pilot) -> None:
+        await open_playground(pilot, "What is 2+2?")
+        app.query_one("#prompt", TextArea).focus()
+        await pilot.press("ctrl+g")
+        await answer(pilot, "4")
+        await pilot.press(*"And 3+3?", "escape")  # out of the prompt: no blinking cursor in the picture
+        await pilot.pause(0.2)
+
+    app = StudioApp()
+    assert snap_compare(app, terminal_size=(120, 40), run_before=run_before)
