@@ -60,6 +60,17 @@ def _not_cached(name: str, why_not_downloaded: str) -> StudioError:
     )
 
 
+def local_model_folder(init_from: str) -> Path:
+    """train.init_from's folder on this machine, without downloading: the folder itself, or a hub name's cached
+    snapshot (one line when it is not cached: a launch downloads it)."""
+    if not is_hub_name(init_from):
+        return Path(init_from).expanduser().resolve()
+    found = cached_snapshot(init_from)
+    if found is None:
+        raise _not_cached(init_from, "a launch downloads it when the hub is reachable")
+    return found
+
+
 def dataset_files(name: str) -> list[Path]:
     """The data files (parquet, json lines, json, csv, tsv) of the cached hub dataset `name`, its train split's
     when the files name splits; one line when it is not cached."""

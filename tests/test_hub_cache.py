@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Static
 
 from studio.cli.main import main
 from studio.config import DataConfig
@@ -15,7 +16,11 @@ from studio.data.sources import open_source
 from studio.errors import StudioError
 from studio.hf.cached_models import cached_models
 from studio.run_folder.layout import run_path
+from tests.helpers import wait_for
 from tests.hf_models import CHATML, make_hf_model
+from tests.test_app import SIZE
+from tests.test_app_finetune import wait_for_text
+from widgets.app import StudioApp
 
 pytest.importorskip("transformers")
 
@@ -54,7 +59,7 @@ def hub_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cache_env(hub_cache, monkeypatch) -> Path:
+def cache_env(hub_cache, studio_home, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return hub_cache
@@ -89,3 +94,21 @@ def test_a_dataset_by_name_reads_its_cached_train_files(cache_env):
     assert [file.name for file in source.files] == ["train-00000-of-00001.jsonl"]
     with pytest.raises(StudioError, match="huggingface-cli download --repo-type dataset Org/nothing"):
         open_source("Org/nothing", DataConfig())
+
+
+@pytest.mark.asyncio
+async def test_a_cached_model_picked_on_the_model_tab_becomes_the_model(cache_env):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        cached = app.query_one("#model-cached", DataTable)
+        await wait_for(pilot, lambda: cached.row_count == 1, what="the cached models listed")
+        assert [str(cell) for cell in cached.get_row_at(0)][:2] == [MODEL, "qwen2"]
+        assert app.query_one("#model-presets", DataTable).show_cursor
+        cached.focus()
+        await pilot.press("enter")
+        assert app.config.train.init_from == MODEL
+        assert app.sub_title == f"{MODEL} · python-stdlib"  # no longer the preset's name
+        assert not app.query_one("#model-presets", DataTable).show_cursor
+        facts = await wait_for_text(pilot, app.query_one("#model-size", Static), "qlora")
+        assert f"{MODEL} (Hugging Face cache)" in facts and f"snapshots/{REVISION}" in facts
