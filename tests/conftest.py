@@ -13,6 +13,7 @@ import pytest
 def studio_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("LLM_STUDIO_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))  # never the machine's models
     return home
 
 

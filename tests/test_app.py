@@ -104,6 +104,18 @@ def test_train_command_line_parses_back_to_the_same_config(tmp_path):
     assert parse_back(command).to_dict() == config.to_dict()
 
 
+def test_train_command_line_of_a_fine_tune_reads_as_the_readme_writes_it():
+    config = load_preset("finetune")
+    set_field(config, "train.init_from", "Qwen/Qwen2.5-0.5B-Instruct")
+    set_field(config, "train.method", "lora")
+    command = train_command_line(config, name="my run")
+    assert command == (
+        "llm-studio train --preset finetune --data python-stdlib --init-from Qwen/Qwen2.5-0.5B-Instruct "
+        "--method lora --name 'my run'"
+    )
+    assert parse_back(command.removesuffix(" --name 'my run'")).to_dict() == config.to_dict()
+
+
 # ---- app shell ------------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_opens_on_the_builtin_corpus_and_tiny_preset_and_switches_tabs(studio_home):
@@ -305,7 +317,7 @@ async def test_sharding_on_the_train_tab_lowers_the_estimate_per_process_and_rea
         shared = static_text(app.query_one("#train-method-size"))
         assert estimate(shared) < estimate(whole) - 50 * 1024**2, (whole, shared)
         command = static_text(app.query_one("#train-command"))
-        assert "--set train.sharding=fsdp" in command and "--set train.num_processes=2" in command
+        assert "--sharding fsdp" in command and "--num-processes 2" in command  # their own flags
         assert parse_back(command).to_dict() == app.config.to_dict()
 
 

@@ -58,7 +58,7 @@ async def test_a_checkpoint_folder_picked_on_the_model_tab_shows_its_facts(studi
         line = static_text(app.query_one("#train-method-size", Static))
         assert "of 94.8K parameters train" in line, line
         command = static_text(app.query_one("#train-command", Static))
-        assert f"train.init_from={checkpoint}" in command and "train.method=lora" in command
+        assert f"--init-from {checkpoint} --method lora" in command  # the flags the README writes
 
 
 @pytest.mark.asyncio

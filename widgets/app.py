@@ -23,6 +23,7 @@ from textual.widgets import Header, TabbedContent, TabPane
 
 from studio.config import RunConfig, set_field
 from studio.errors import StudioError
+from studio.hub_cache import is_hub_name
 from studio.presets import load_preset
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
@@ -171,7 +172,7 @@ class StudioApp(ReportsWorkerErrors, App):
 
     def on_checkpoint_chosen(self, message: CheckpointChosen) -> None:
         """Training starts from the folder's weights (its model replaces the preset's at launch)."""
-        set_field(self.config, "train.init_from", str(message.folder))
+        set_field(self.config, "train.init_from", message.init_from)
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()
@@ -182,7 +183,7 @@ class StudioApp(ReportsWorkerErrors, App):
 
     def show_config_summary(self) -> None:
         live = f" · {self.live_runs} run{'s' if self.live_runs > 1 else ''} training" if self.live_runs else ""
-        self.sub_title = f"{self.config.preset} · {self.config.data.source}{live}"
+        self.sub_title = f"{model_name(self.config)} · {self.config.data.source}{live}"
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def find_live_runs(self, open_them: bool = False) -> None:
@@ -214,6 +215,13 @@ class StudioApp(ReportsWorkerErrors, App):
             self.notify(str(error), severity="warning")
             return
         self.push_screen(dashboard)
+
+
+def model_name(config: RunConfig) -> str:
+    """What the run trains, as the title says it: the checkpoint it starts from (a hub name, or a folder's name),
+    else the preset."""
+    init_from = config.train.init_from
+    return (init_from if is_hub_name(init_from) else Path(init_from).name) if init_from else config.preset
 
 
 def default_config() -> RunConfig:

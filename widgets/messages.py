@@ -24,9 +24,10 @@ class PresetChosen(Message):
 
 @dataclass
 class CheckpointChosen(Message):
-    """The Model pane picked a Hugging Face checkpoint folder to start from: the app sets train.init_from."""
+    """The Model pane picked a Hugging Face checkpoint to start from (a folder, or a cached model's hub name): the
+    app sets train.init_from."""
 
-    folder: Path
+    init_from: str
 
 
 @dataclass

@@ -208,7 +208,7 @@ def add_config_options(parser: argparse._ActionsContainer, keys: tuple[str, ...]
     """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help)."""
     for key in keys:
         spec = field_spec(key)
-        flag = f"--{key.split('.')[1].replace('_', '-')}"
+        flag = flag_of(key)
         if spec.kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=spec.help)
         elif spec.kind is list:
@@ -225,7 +225,7 @@ def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tupl
         name = key.split(".")[1]
         value = getattr(args, name)
         if value is not None:
-            set_field(config, key, value, where=f"--{name.replace('_', '-')}")
+            set_field(config, key, value, where=flag_of(key))
 
 
 def train_config(args: argparse.Namespace) -> RunConfig:
@@ -242,16 +242,29 @@ def train_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def train_command_line(config: RunConfig) -> str:
+def train_command_line(config: RunConfig, name: str = "") -> str:
     """The `llm-studio train` line that train_config turns back into `config`: the preset and the data source,
-    then one `--set section.key=value` for each field that differs from the preset, so it stays short for a
-    lightly edited preset and still reproduces the whole config."""
+    then each field that differs from the preset, by its own flag where it has one that takes a value
+    (`--init-from DIR --method lora`, as the README writes them) and `--set section.key=value` otherwise, so it
+    stays short for a lightly edited preset and still reproduces the whole config; `--name` last when given."""
     preset = load_preset(config.preset)
     words = ["llm-studio", "train", "--preset", config.preset, "--data", config.data.source]
     for key in field_names():
         if key != "data.source" and config.value(key) != preset.value(key):
-            words += ["--set", f"{key}={format_value(config.value(key))}"]
-    return shlex.join(words)
+            value = format_value(config.value(key))
+            words += [own_flag(key), value] if own_flag(key) else ["--set", f"{key}={value}"]
+    return shlex.join(words + (["--name", name] if name else []))
+
+
+def own_flag(key: str) -> str:
+    """The flag of a field that has one taking a single value (train_command_line writes it), else ""."""
+    takes_a_value = field_spec(key).kind not in (bool, list)
+    return flag_of(key) if key in DATA_FLAGS + TRAIN_FLAGS and takes_a_value else ""
+
+
+def flag_of(key: str) -> str:
+    """A config key's flag: `--init-from` for train.init_from."""
+    return f"--{key.split('.')[1].replace('_', '-')}"
 
 
 SIZE_UNITS = {"TB": 1024**4, "GB": 1024**3, "MB": 1024**2, "KB": 1024, "B": 1}  # longest suffix first

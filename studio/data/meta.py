@@ -50,7 +50,7 @@ class ChatTokens:
 class DatasetMeta:
     # what the dataset is: its name, what it was prepared from, and the cache key that finds it again
     name: str
-    source: str  # the source as given: a path, or a built-in corpus's name
+    source: str  # the source as given: a path, a hub dataset's name (ORG/NAME), or a built-in corpus's name
     kind: str  # the source's kind (studio.data.sources): builtin, text, rows, folder, datasets ...
     format: int  # the preparing code's version (prepare.FORMAT)
     key: str  # the cache key: a hash of the format, the content hash and the options

@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 
 from studio.config import DataConfig
 from studio.errors import StudioError
+from studio.hub_cache import dataset_files, is_hub_name
 
 BUILTIN_CORPORA = ("python-stdlib",)
 CHUNK_BYTES = 1 << 20
@@ -101,7 +102,7 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Source:
-    location: str  # an absolute path, or the name of a built-in corpus
+    location: str  # an absolute path, a hub dataset's name (ORG/NAME), or the name of a built-in corpus
     kind: str  # builtin | folder | datasets | a file's format (text, jsonl, json, csv, tsv, parquet, arrow)
     files: tuple[SourceFile, ...]
     text_field: str
@@ -168,6 +169,9 @@ def open_source(source: str, data: DataConfig) -> Source:
         if not files:
             raise StudioError(f"no files in {path} match the glob {data.glob!r}; change --glob")
         return Source(str(path), "folder", files, data.text_field, data.strict)
+    if is_hub_name(source):  # a dataset of the hub, by name, from the local cache
+        files = tuple(_source_file(file, file.name) for file in dataset_files(source))
+        return Source(source, "folder", files, data.text_field, data.strict)
     if path.is_file():
         if path.suffix.lower() in ARCHIVES:
             raise StudioError(

@@ -22,6 +22,7 @@ from studio.config import PRETRAINED_ARCH, ModelConfig
 from studio.data.chat import read_chat_template
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
+from studio.hub_cache import is_hub_name, model_folder
 from studio.paths import child_process_env
 from studio.run_folder.layout import (
     checkpoint_metadata,
@@ -264,10 +265,13 @@ def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer, tokenizer_co
     )
 
 
-def resolve_init(init_from: str, task: str = "lm") -> InitSource:
-    """`train.init_from`: a local Hugging Face folder, or a studio run (its latest checkpoint, config and
-    tokenizer). Torch-free: reads JSON and safetensors headers, not weights. Nothing is downloaded."""
-    folder = Path(init_from).expanduser()
+def resolve_init(
+    init_from: str, task: str = "lm", progress: Callable[[str, int, int], None] | None = None
+) -> InitSource:
+    """`train.init_from`: a local Hugging Face folder, a model of the hub by name (`ORG/NAME`: from the local
+    cache, or downloaded), or a studio run (its latest checkpoint, config and tokenizer). Torch-free: reads JSON
+    and safetensors headers, not weights."""
+    folder = model_folder(init_from, progress) if is_hub_name(init_from) else Path(init_from).expanduser()
     if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
         hf = read_hf_folder(folder.resolve(), task)
         return InitSource(
@@ -275,7 +279,8 @@ def resolve_init(init_from: str, task: str = "lm") -> InitSource:
         )
     if not is_run(folder) and ("/" in init_from or init_from.startswith(".")):
         raise StudioError(
-            f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder or a run name"
+            f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder, a hub name "
+            "(ORG/NAME) or a run name"
         )
     return _resolve_run(run_or_folder(init_from))
 

@@ -35,7 +35,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
         check_new_name(name)  # fail on a taken name before spending minutes on data
     check_hardware(config)
     check_trackers(config)
-    pretrained = resolve_init_from(config)
+    pretrained = resolve_init_from(config, progress)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
     if config.distill.teacher:
@@ -68,9 +68,9 @@ def purpose(config: RunConfig, pretrained):
     return Purpose.of(objective_of(config), pretrained, config.model.block_size)
 
 
-def resolve_init_from(config: RunConfig):
-    """train.init_from (a Hugging Face folder or a run): take its model config, pin it to the folder holding
-    the weights (the worker loads them), check the method against it, and return its tokenizer for the
+def resolve_init_from(config: RunConfig, progress: Callable[[str, int, int], None] | None = None):
+    """train.init_from (a Hugging Face folder, a hub name, or a run): take its model config, pin it to the folder
+    holding the weights (the worker loads them), check the method against it, and return its tokenizer for the
     dataset; None when from scratch. A Hugging Face model trains with the context asked for, up to its own."""
     if not config.train.init_from:
         check_method(config, None)
@@ -78,7 +78,7 @@ def resolve_init_from(config: RunConfig):
     from studio.data.prepare import PretrainedTokenizer
     from studio.hf.folder import resolve_init
 
-    init = resolve_init(config.train.init_from, config.train.task)
+    init = resolve_init(config.train.init_from, config.train.task, progress)
     context = config.model.block_size
     config.model = init.model
     if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own

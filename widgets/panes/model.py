@@ -11,11 +11,12 @@ from rich.table import Table
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Label, Static
 
 from studio.config import RunConfig
 from studio.formatting import format_bytes, format_count
+from studio.hub_cache import is_hub_name
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from studio.sizing.hf_facts import HFFacts
 from studio.sizing.sizes import estimate_train_memory, method_sizes, param_count
@@ -40,6 +41,9 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
             yield Label("Presets: enter loads one", classes="form-section")
             yield DataTable(id="model-presets", cursor_type="row", zebra_stripes=True)
             yield Static("", id="model-preset-description")
+            with Vertical(id="model-cached-section"):  # shown when the cache holds causal LMs
+                yield Label("Hugging Face cache: enter starts from one", classes="form-section")
+                yield DataTable(id="model-cached", cursor_type="row", zebra_stripes=True)
             with Horizontal(classes="button-row"):
                 yield Button("Checkpoint folder…", id="model-checkpoint", compact=True)
             yield Static("", id="model-size")
@@ -57,7 +61,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
             )
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#model-presets", DataTable)
         table.add_columns("preset", "arch", "params", "memory")
         self.presets = preset_table()
         for row in self.presets:
@@ -68,19 +72,23 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
                 format_bytes(row["memory"]["total"]),
                 key=row["name"],
             )
+        self.query_one("#model-cached", DataTable).add_columns("model", "family", "weights", "chat template")
+        self.query_one("#model-cached-section").display = False
+        self.list_cached_models()
         self.load_config()
 
     # ---- the app hands config changes down ------------------------------------------------------
     def load_config(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#model-presets", DataTable)
         table.move_cursor(row=table.get_row_index(self.app.config.preset))
+        table.show_cursor = not self.app.config.train.init_from  # a checkpoint's model is the model, not the preset's
         super().load_config()
 
     def config_changed(self, section: str) -> None:
         error = mark_invalid_fields(self, self.app.config)  # what ConfigPane does, keeping the message
         size = self.query_one("#model-size", Static)
         init_from = self.app.config.train.init_from
-        if init_from and Path(init_from).expanduser().is_dir():  # its facts, and each method's memory for them
+        if init_from and (Path(init_from).expanduser().is_dir() or is_hub_name(init_from)):  # its facts and memory
             size.set_class(False, "-error")
             if self.shown_folder != init_from:
                 self.shown_folder = init_from
@@ -105,15 +113,16 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
 
     def _picked(self, path: Path | None) -> None:
         if path is not None:
-            self.post_message(CheckpointChosen(path if path.is_dir() else path.parent))
+            self.post_message(CheckpointChosen(str(path if path.is_dir() else path.parent)))
 
     @work(thread=True, exclusive=True, group="checkpoint", exit_on_error=False)
     def read_checkpoint_folder(self, config: RunConfig) -> None:
         from studio.hf.folder import read_hf_folder
+        from studio.hub_cache import local_model_folder
 
-        hf = read_hf_folder(Path(config.train.init_from).expanduser().resolve())
+        hf = read_hf_folder(local_model_folder(config.train.init_from))
         config.model.block_size = min(config.model.block_size, hf.facts.context or config.model.block_size)
-        table = checkpoint_table(hf.facts, hf.chat_template is not None, config)
+        table = checkpoint_table(hf.facts, hf.chat_template is not None, config, hf.path)
         self.app.call_from_thread(self.query_one("#model-size", Static).update, table)
 
     def worker_failed(self, group: str, line: str) -> None:
@@ -123,6 +132,26 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
         size = self.query_one("#model-size", Static)
         size.set_class(True, "-error")
         size.update(f"✗ {line}")
+
+    # ---- the models in the Hugging Face cache -----------------------------------------------------
+    @work(thread=True, exclusive=True, group="cached-models", exit_on_error=False)
+    def list_cached_models(self) -> None:
+        from studio.hf.cached_models import cached_models
+
+        models = cached_models()
+        self.app.call_from_thread(self._show_cached_models, models)
+
+    def _show_cached_models(self, models: list) -> None:
+        table = self.query_one("#model-cached", DataTable)
+        table.clear()
+        for model in models:
+            template = "yes" if model.has_template else "no"
+            table.add_row(model.name, model.family, format_bytes(model.weights_bytes), template, key=model.name)
+        self.query_one("#model-cached-section").display = bool(models)
+
+    @on(DataTable.RowSelected, "#model-cached")
+    def _choose_cached_model(self, event: DataTable.RowSelected) -> None:
+        self.post_message(CheckpointChosen(event.row_key.value))
 
     # ---- presets ----------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#model-presets")
@@ -161,11 +190,14 @@ def size_table(config: RunConfig) -> Table:
     return table
 
 
-def checkpoint_table(facts: HFFacts, has_template: bool, config: RunConfig) -> Table:
+def checkpoint_table(facts: HFFacts, has_template: bool, config: RunConfig, folder: Path) -> Table:
     """A Hugging Face checkpoint's facts and what training it by each method needs, per process."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
+    if is_hub_name(config.train.init_from):
+        table.add_row("model", f"{config.train.init_from} (Hugging Face cache)")
+    table.add_row("folder", str(folder))
     table.add_row("family", f"{facts.model_type} ({facts.architecture})")
     shape = f"{facts.layers} layers, width {facts.hidden}, {facts.heads} heads"
     if facts.kv_heads and facts.kv_heads != facts.heads:

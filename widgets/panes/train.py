@@ -116,13 +116,21 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     # ---- the app hands config changes down ------------------------------------------------------
     def config_changed(self, section: str) -> None:
         super().config_changed(section)
-        self.query_one("#train-command", Static).update(train_command_line(self.app.config))
+        self._show_command_line()
         self._show_method_line()
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
 
+    @on(Input.Changed, "#train-run-name")
+    def _show_command_line(self) -> None:
+        self.query_one("#train-command", Static).update(self.command_line())
+
+    def command_line(self) -> str:
+        """The CLI twin of what Launch would start, the run name included."""
+        return train_command_line(self.app.config, self.query_one("#train-run-name", Input).value.strip())
+
     def action_copy_command(self) -> None:
-        self.app.copy_to_clipboard(train_command_line(self.app.config))
+        self.app.copy_to_clipboard(self.command_line())
         self.app.notify("command line copied")
 
     def _show_method_line(self) -> None:
