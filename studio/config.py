@@ -524,6 +524,8 @@ def validate(config: RunConfig) -> None:
         raise StudioError("model.mlp_hidden must be 0 (automatic) or positive")
 
     _choices(config, "data")
+    if not d.source.strip():  # Path("") is the working folder: an empty source would read whatever is there
+        raise StudioError("data.source is empty: name a file, a folder, python-stdlib or a prepared dataset")
     if d.tokenizer == "bpe" and not MIN_BPE_VOCAB <= d.vocab_size <= MAX_VOCAB:
         raise StudioError(
             f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "

@@ -207,6 +207,21 @@ async def test_prepare_error_is_one_line_in_the_pane(studio_home, tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_an_empty_source_is_marked_and_not_prepared(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await paste_into(pilot, "data.source", "")
+        await pilot.pause()  # the pane marks the field once the app has passed the change on
+        assert field(app, "data.source").has_class("-invalid")
+        await pilot.click("#data-prepare")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = app.query_one("#data-status", StatusLine)
+        assert status.has_class("-error") and "data.source is empty" in static_text(status)
+        assert not (studio_home / "datasets").exists() or not any((studio_home / "datasets").iterdir())
+
+
+@pytest.mark.asyncio
 async def test_browse_picks_a_file(studio_home, small_corpus, monkeypatch):
     monkeypatch.chdir(small_corpus.parent)
     app = StudioApp()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import TabbedContent
+from textual.widgets import Input, TabbedContent
 
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import process_start, summarize, trainer_pid
@@ -21,6 +21,8 @@ from studio.runs.prepare import prepare_run
 from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
+from widgets.messages import RunLaunched
+from widgets.panes.train import TrainPane
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
@@ -88,6 +90,29 @@ async def test_runs_pane_lists_runs_and_the_dashboard_charts_their_events(studio
         assert chart.log_scale and chart.smoothing
         await pilot.press("escape")
         assert table.has_focus and not isinstance(app.screen, DashboardScreen)
+
+
+async def test_one_run_is_counted_as_one_run(studio_home):
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        assert str(app.query_one("#runs-hint").render()).startswith("1 run · enter opens a run")
+
+
+async def test_leaving_a_dashboard_opened_from_a_text_field_gives_the_keys_back_to_the_tabs(studio_home):
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        run_name = app.query_one("#train-run-name", Input)
+        run_name.focus()
+        app.query_one(TrainPane).post_message(RunLaunched(run_path("alpha")))  # as a launch from the field does
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        await pilot.press("escape", "5")
+        assert app.query_one("#tabs", TabbedContent).active == "playground"
+        assert run_name.value == ""
 
 
 async def test_a_failed_run_leads_with_its_error_and_the_log(studio_home):

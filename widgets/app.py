@@ -19,7 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.lazy import Lazy
-from textual.widgets import Header, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from studio.config import RunConfig, set_field
 from studio.presets import load_preset
@@ -194,16 +194,23 @@ class StudioApp(ReportsWorkerErrors, App):
             self.live_runs = len(live)
             self.show_config_summary()
         if open_them and len(live) == 1:
-            self.push_screen(DashboardScreen(live[0].path))
+            self.open_dashboard(live[0].path)
         elif open_them and live:
             self.action_show_tab("runs")
 
     # ---- runs ---------------------------------------------------------------------------------------
     def on_open_run(self, message: OpenRun) -> None:
-        self.push_screen(DashboardScreen(message.run_dir))
+        self.open_dashboard(message.run_dir)
 
     def on_run_launched(self, message: RunLaunched) -> None:
-        self.push_screen(DashboardScreen(message.run_dir))
+        self.open_dashboard(message.run_dir)
+
+    def open_dashboard(self, run_dir: Path) -> None:
+        """The dashboard over the tabs. Closing it gives the focus back to where it was, so a text field (the
+        Train tab's run name) is left first: it would swallow the tab keys (`esc` then `5` typed a 5 into it)."""
+        if isinstance(self.focused, (Input, TextArea)):
+            self.focus_active_pane()
+        self.push_screen(DashboardScreen(run_dir))
 
 
 def default_config() -> RunConfig:

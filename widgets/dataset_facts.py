@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from textual.widgets import Static
 
+from studio.formatting import counted
 from widgets.label_table import label_table
 
 if TYPE_CHECKING:  # the data package imports numpy and tokenizers, which the studio loads only to prepare
@@ -60,5 +61,5 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
     if meta.empty_rows:
         rows.append(("empty rows", f"{meta.empty_rows:,} skipped (null or empty text)"))
     if meta.binary_files_skipped:
-        rows.append(("binary skipped", f"{meta.binary_files_skipped:,} files"))
+        rows.append(("binary skipped", counted(meta.binary_files_skipped, "file")))
     return label_table(rows)

@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from studio.formatting import format_loss
+from studio.formatting import counted, format_loss
 from studio.queue.sweep import Sweep, SweepRun, read_sweep, sweep_results
 from studio.run_folder.status import RunInfo
 from widgets.key_hints import KeyHints
@@ -64,7 +64,8 @@ class SweepScreen(ReportsWorkerErrors, Screen):
         self.results = results
         finished = sum(run.status == "finished" for _, run in results)
         self.query_one("#sweep-title", Static).update(
-            f"sweep {escape(sweep.name)}: {len(results)} runs, {finished} finished · best final val loss first"
+            f"sweep {escape(sweep.name)}: {counted(len(results), 'run')}, {finished} finished · "
+            "best final val loss first"
         )
         table = self.query_one(DataTable)
         row = table.cursor_row
