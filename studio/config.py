@@ -342,6 +342,12 @@ class RunConfig:
         section, _, name = key.partition(".")
         return getattr(getattr(self, section), name)
 
+    def dataset_shaping(self) -> str:
+        """What decides which prepared dataset this config uses (studio.runs.prepare.prepared_dataset), as one
+        comparable string: the data options, and the model's tokenizer (init_from), context and task."""
+        m, t = self.model, self.train
+        return json.dumps([dataclasses.asdict(self.data), t.init_from, t.task, m.arch, m.block_size], sort_keys=True)
+
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distill": DistillConfig}
 

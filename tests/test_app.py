@@ -162,6 +162,26 @@ async def test_prepare_shows_facts_and_token_boundaries(studio_home, small_corpu
 
 
 @pytest.mark.asyncio
+async def test_a_prepared_source_shows_as_prepared_until_the_source_changes(studio_home, small_corpus):
+    from studio.runs.prepare import prepare_data
+
+    config = tiny_config({"data.source": str(small_corpus), "data.tokenizer": "char"})
+    prepare_data(config)  # by an earlier studio, or the CLI
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = app.query_one("#data-status", StatusLine)
+        assert "dataset small-char is prepared" in static_text(status)
+        assert "small-char" in static_text(app.query_one(DatasetFacts))
+        await paste_into(pilot, "data.source", "python-stdlib")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert static_text(status).startswith("Not prepared yet")
+        assert static_text(app.query_one(DatasetFacts)) == "" and app.query_one(TokenSample).content.plain == ""
+
+
+@pytest.mark.asyncio
 async def test_a_row_source_previews_its_columns_and_marks_the_fields(studio_home, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -303,6 +303,23 @@ async def test_the_studio_opens_on_what_is_training(studio_home):
         assert not isinstance(app.screen, DashboardScreen) and app.sub_title.endswith("· 2 runs training")
 
 
+async def test_quitting_while_a_run_trains_says_it_goes_on_and_how_to_stop_it(studio_home):
+    pretend_live("one")
+    app = StudioApp()
+    messages = []
+    exit_app = app.exit
+    app.exit = lambda *args, message=None, **kwargs: messages.append(message) or exit_app(*args, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.press("escape")  # the tabs mount once shown: quitting before fails in Textual
+        await wait_for(pilot, lambda: app.query(RunTable), what="the tabs")
+        await pilot.press("q")
+    assert messages == [
+        "1 run still training (one): they go on without the studio. Follow them with `llm-studio runs` or by "
+        "opening the studio again; stop one with `llm-studio stop NAME`."
+    ]
+
+
 async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_memory(studio_home, monkeypatch):
     import widgets.hardware_panel
 

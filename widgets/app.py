@@ -22,6 +22,7 @@ from textual.lazy import Lazy
 from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from studio.config import RunConfig, set_field
+from studio.formatting import counted
 from studio.presets import load_preset
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
@@ -147,6 +148,11 @@ class StudioApp(ReportsWorkerErrors, App):
         """Escape gives the keyboard back to the pane's single-key bindings, which a focused field swallows."""
         self.focus_active_pane()
 
+    async def action_quit(self) -> None:
+        """Quit. Runs go on training (each is its own process group): the terminal is told which, and how to stop
+        them, so nobody takes the closed studio for stopped training."""
+        self.exit(message=still_training_note([run.name for run in live_runs()]))
+
     def action_next_theme(self) -> None:
         names = sorted(self.available_themes)
         self.theme = names[(names.index(self.theme) + 1) % len(names)]
@@ -185,7 +191,7 @@ class StudioApp(ReportsWorkerErrors, App):
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def find_live_runs(self, open_them: bool = False) -> None:
-        live = [run for run in list_runs() if run.status in ("running", "starting")]
+        live = live_runs()
         self.call_from_thread(self.show_live_runs, live, open_them)
 
     def show_live_runs(self, live: list[RunInfo], open_them: bool) -> None:
@@ -211,6 +217,20 @@ class StudioApp(ReportsWorkerErrors, App):
         if isinstance(self.focused, (Input, TextArea)):
             self.focus_active_pane()
         self.push_screen(DashboardScreen(run_dir))
+
+
+def live_runs() -> list[RunInfo]:
+    return [run for run in list_runs() if run.status in ("running", "starting")]
+
+
+def still_training_note(names: list[str]) -> str | None:
+    """What quitting leaves behind: the runs that go on training, and the commands that follow and stop them."""
+    if not names:
+        return None
+    return (
+        f"{counted(len(names), 'run')} still training ({', '.join(names)}): they go on without the studio. "
+        "Follow them with `llm-studio runs` or by opening the studio again; stop one with `llm-studio stop NAME`."
+    )
 
 
 def default_config() -> RunConfig:

@@ -25,8 +25,9 @@ DROP_REASONS = {
 
 
 class DatasetFacts(Static):
-    def show_meta(self, name: str, meta: DatasetMeta) -> None:
-        self.update(facts_table(name, meta))
+    def show_meta(self, name: str, meta: DatasetMeta | None) -> None:
+        """The facts of a prepared dataset; nothing for None."""
+        self.update(facts_table(name, meta) if meta else "")
 
 
 def facts_table(name: str, meta: DatasetMeta) -> Table:
