@@ -14,6 +14,8 @@ import sys
 import pytest
 from textual.widgets import Input, TabbedContent
 
+from studio.cli.main import main
+from studio.config import RunConfig
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import process_start, summarize, trainer_pid
 from studio.runs.control import launch, stop_run
@@ -113,6 +115,35 @@ async def test_leaving_a_dashboard_opened_from_a_text_field_gives_the_keys_back_
         await pilot.press("escape", "5")
         assert app.query_one("#tabs", TabbedContent).active == "playground"
         assert run_name.value == ""
+
+
+def write_classifier_run(name: str) -> None:
+    """A finished classifier's run: its eval events score accuracy and F1 (0.5 at step 0, 0.875 and 0.75 last)."""
+    events = fixture_events()
+    for event in (e for e in events if e["kind"] == "eval"):
+        last = event["step"] == 100
+        event.update(val_acc=0.875 if last else 0.5, val_f1=0.75 if last else 0.5)
+    run_dir = write_fixture_run(name, events=events)
+    config = RunConfig.load(run_dir / "config.toml")
+    config.train.task = "classify"
+    config.save(run_dir / "config.toml")
+
+
+async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_axis(studio_home, capsys):
+    write_classifier_run("sentiment")
+    scores = "val_acc 87.5% · macro-F1 0.750"
+    assert main(["runs"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "VAL LOSS  VAL SCORES" in header and scores in row
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=1)
+        assert table.get_row("sentiment")[-1] == scores
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "val acc" in chart_curves(app.screen), what="the scores charted")
+        assert str(app.screen.query_one("#run-header").render()).endswith(f"val loss 1.5551   {scores}")
+        curves = chart_curves(app.screen)
+        assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
 
 
 async def test_a_failed_run_leads_with_its_error_and_the_log(studio_home):

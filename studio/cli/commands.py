@@ -248,7 +248,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
         return 0
-    header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", "PRESET", "DATA", "AGE")
+    scores = any(run.val_scores for run in runs)  # a classifier's accuracy and F1, in a column of their own
+    header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", *(["VAL SCORES"] if scores else []))
     rows = [
         (
             run.name,
@@ -256,13 +257,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{run.step}/{run.max_steps}",
             format_loss(run.train_loss),
             format_loss(run.val_loss),
+            *([run.val_scores or "-"] if scores else []),
             run.preset,
             run.data,
             format_age(time.time() - run.created),
         )
         for run in runs
     ]
-    print_table(header, rows)
+    print_table((*header, "PRESET", "DATA", "AGE"), rows)
     for run in runs:
         if run.status == "damaged":
             print(f"run {run.name} is damaged: {run.error}", file=sys.stderr)
@@ -279,7 +281,9 @@ def print_sweep(name: str) -> int:
     from studio.queue.sweep import read_sweep, sweep_results
 
     sweep = read_sweep(name)
-    header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS")
+    results = sweep_results(sweep)
+    scores = any(run.val_scores for _, run in results)
+    header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS", *(["VAL SCORES"] if scores else []))
     rows = [
         (
             run.name,
@@ -288,8 +292,9 @@ def print_sweep(name: str) -> int:
             f"{run.step}/{run.max_steps}",
             format_loss(run.val_loss),
             format_loss(run.train_loss),
+            *([run.val_scores or "-"] if scores else []),
         )
-        for member, run in sweep_results(sweep)
+        for member, run in results
     ]
     print_table(header, rows)
     return 0

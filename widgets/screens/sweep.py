@@ -70,7 +70,10 @@ class SweepScreen(ReportsWorkerErrors, Screen):
         table = self.query_one(DataTable)
         row = table.cursor_row
         table.clear(columns=True)
+        scores = any(run.val_scores for _, run in results)  # a classifier's accuracy and F1
         table.add_columns("#", "name", *sweep.keys, "status", "step", "val loss", "train loss")
+        if scores:
+            table.add_column("val scores")
         for rank, (member, run) in enumerate(results, start=1):
             table.add_row(
                 str(rank),
@@ -80,6 +83,7 @@ class SweepScreen(ReportsWorkerErrors, Screen):
                 f"{run.step}/{run.max_steps}",
                 format_loss(run.val_loss),
                 format_loss(run.train_loss),
+                *([run.val_scores or "-"] if scores else []),
                 key=run.name,
             )
         table.move_cursor(row=min(row, max(table.row_count - 1, 0)))
