@@ -242,6 +242,23 @@ async def test_an_empty_source_is_marked_and_not_prepared(studio_home):
 
 
 @pytest.mark.asyncio
+async def test_the_studio_remembers_the_last_source_model_task_and_method(studio_home, small_corpus, tmp_path):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await paste_into(pilot, "data.source", str(small_corpus))
+        await pilot.press("3")
+        await pilot.pause()
+        await paste_into(pilot, "train.init_from", str(tmp_path))
+        field(app, "train.task").query_one(Select).value = "classify"
+        field(app, "train.method").query_one(Select).value = "lora"
+        await pilot.pause()
+    assert json.loads((studio_home / "remembered.json").read_text())["train.method"] == "lora"
+    again = StudioApp()
+    assert again.config.data.source == str(small_corpus) and again.config.train.init_from == str(tmp_path)
+    assert again.config.train.task == "classify" and again.config.train.method == "lora"
+
+
+@pytest.mark.asyncio
 async def test_browse_picks_a_file(studio_home, small_corpus, monkeypatch):
     monkeypatch.chdir(small_corpus.parent)
     app = StudioApp()

@@ -24,6 +24,7 @@ from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 from studio.config import RunConfig, set_field
 from studio.formatting import counted
 from studio.presets import load_preset
+from studio.remembered import recall, remember, remembered
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
 from widgets.messages import CheckpointChosen, ConfigChanged, OpenRun, PresetChosen, RunLaunched
@@ -93,6 +94,7 @@ class StudioApp(ReportsWorkerErrors, App):
         super().__init__()
         self.config = config or default_config()
         self.live_runs = 0  # runs training now, counted in the title bar
+        self.remembered = remembered(self.config)  # what the home's remembered.json holds, or would
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -163,6 +165,7 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.config_changed(message.section)
         self.show_config_summary()
+        self.remember_config()
 
     def on_preset_chosen(self, message: PresetChosen) -> None:
         """The preset's model and training; the data section stays as the Data tab set it."""
@@ -172,6 +175,7 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()
+        self.remember_config()
         self.notify(f"preset {message.name} loaded", timeout=2)
 
     def on_checkpoint_chosen(self, message: CheckpointChosen) -> None:
@@ -180,10 +184,17 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()
+        self.remember_config()
 
     def config_panes(self) -> list[ConfigPane]:
         """The config panes mounted so far (the hidden tabs mount lazily; a mixin class is no CSS type)."""
         return [pane for kind in CONFIG_PANES for pane in self.query(kind)]
+
+    def remember_config(self) -> None:
+        """Keep the source, model, task and method for the next session (a file write only when one changed)."""
+        if remembered(self.config) != self.remembered:
+            self.remembered = remembered(self.config)
+            remember(self.config)
 
     def show_config_summary(self) -> None:
         live = f" · {self.live_runs} run{'s' if self.live_runs > 1 else ''} training" if self.live_runs else ""
@@ -234,8 +245,9 @@ def still_training_note(names: list[str]) -> str | None:
 
 
 def default_config() -> RunConfig:
-    """What the studio opens on: the `tiny` preset on the built-in python-stdlib corpus."""
-    return load_preset("tiny")
+    """What the studio opens on: the last source, model, task and method it had (studio.remembered), else the
+    `tiny` preset on the built-in python-stdlib corpus."""
+    return recall("tiny")
 
 
 def run_studio() -> None:
