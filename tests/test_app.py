@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.content import Content
-from textual.widgets import Input, Select, TabbedContent
+from textual.widgets import Checkbox, Input, Select, TabbedContent
 
 from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
@@ -256,6 +256,18 @@ async def test_the_studio_remembers_the_last_source_model_task_and_method(studio
     again = StudioApp()
     assert again.config.data.source == str(small_corpus) and again.config.train.init_from == str(tmp_path)
     assert again.config.train.task == "classify" and again.config.train.method == "lora"
+
+
+@pytest.mark.asyncio
+async def test_a_checkbox_reads_on_or_off_without_colour(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        checkbox = field(app, "data.strict").query_one(Checkbox)
+        shown = checkbox.render().plain
+        checkbox.value = not checkbox.value
+        await pilot.pause()
+        marks = {checkbox.value: checkbox.render().plain, not checkbox.value: shown}
+        assert "✓" in marks[True] and "✓" not in marks[False] and "X" not in marks[False]
 
 
 @pytest.mark.asyncio
