@@ -30,6 +30,8 @@ from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.dashboard import POLL_SECONDS, DashboardScreen
 from widgets.screens.export_dialog import ExportDialog
+from widgets.screens.file_picker import FilePickerScreen
+from widgets.screens.help import HelpScreen
 
 SIZE = (160, 48)
 pytestmark = pytest.mark.asyncio
@@ -144,6 +146,43 @@ async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_
         assert str(app.screen.query_one("#run-header").render()).endswith(f"val loss 1.5551   {scores}")
         curves = chart_curves(app.screen)
         assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
+
+
+async def test_help_lists_the_keys_of_the_screen_it_is_opened_on_and_scrolls(studio_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+
+        async def keys_here() -> str:
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+            shown = " | ".join(what for _, what in app.screen.keys_here)
+            await pilot.press("escape")
+            return shown
+
+        data = await keys_here()
+        assert "Prepare" in data and "Browse" in data
+        await pilot.press("5")
+        await pilot.pause()
+        assert "Prompt" in await keys_here()
+        await pilot.press("1")
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePickerScreen), what="the file dialog")
+        picker = await keys_here()
+        assert "Choose highlighted" in picker and "Parent folder" in picker
+        await pilot.press("escape")
+        await open_runs_tab(pilot, rows=1)
+        assert "Mark" in await keys_here()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        dashboard = await keys_here()
+        assert all(what in dashboard for what in ("Back", "Stop", "Checkpoint", "Log scale", "Smoothing"))
+        await pilot.press("question_mark")
+        scroll = app.screen.query_one("#help")
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y
 
 
 async def test_a_failed_run_leads_with_its_error_and_the_log(studio_home):

@@ -35,7 +35,7 @@ from widgets.panes.playground import PlaygroundPane
 from widgets.panes.runs import RunsPane
 from widgets.panes.train import TrainPane
 from widgets.screens.dashboard import DashboardScreen
-from widgets.screens.help import HelpScreen
+from widgets.screens.help import HelpScreen, screen_keys
 from widgets.served import stop_with_the_server
 from widgets.worker_errors import ReportsWorkerErrors
 
@@ -144,7 +144,7 @@ class StudioApp(ReportsWorkerErrors, App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(screen_keys(self.screen)))
 
     def action_leave_field(self) -> None:
         """Escape gives the keyboard back to the pane's single-key bindings, which a focused field swallows."""
