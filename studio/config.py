@@ -346,6 +346,12 @@ class RunConfig:
         section, _, name = key.partition(".")
         return getattr(getattr(self, section), name)
 
+    def dataset_shaping(self) -> str:
+        """What decides which prepared dataset this config uses (studio.runs.prepare.prepared_dataset), as one
+        comparable string: the data options, and the model's tokenizer (init_from), context and task."""
+        m, t = self.model, self.train
+        return json.dumps([dataclasses.asdict(self.data), t.init_from, t.task, m.arch, m.block_size], sort_keys=True)
+
 
 SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distill": DistillConfig}
 
@@ -528,6 +534,8 @@ def validate(config: RunConfig) -> None:
         raise StudioError("model.mlp_hidden must be 0 (automatic) or positive")
 
     _choices(config, "data")
+    if not d.source.strip():  # Path("") is the working folder: an empty source would read whatever is there
+        raise StudioError("data.source is empty: name a file, a folder, python-stdlib or a prepared dataset")
     if d.tokenizer == "bpe" and not MIN_BPE_VOCAB <= d.vocab_size <= MAX_VOCAB:
         raise StudioError(
             f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "

@@ -14,6 +14,11 @@ def format_count(n: float) -> str:
     return str(int(n))
 
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """1 -> "1 run", 2 -> "2 runs", 1234 -> "1,234 runs"; `plural` for a noun that does not just add an s."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+
+
 def teacher_note(params: int) -> str:
     """A distillation teacher beside the model, as a memory line mentions it: with its size when known (not 0)."""
     return f", with a teacher of {format_count(params)} parameters" if params else ", with a teacher"

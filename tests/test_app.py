@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.content import Content
-from textual.widgets import Input, Select, TabbedContent
+from textual.widgets import Checkbox, Input, Select, TabbedContent
 
 from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
@@ -174,6 +174,26 @@ async def test_prepare_shows_facts_and_token_boundaries(studio_home, small_corpu
 
 
 @pytest.mark.asyncio
+async def test_a_prepared_source_shows_as_prepared_until_the_source_changes(studio_home, small_corpus):
+    from studio.runs.prepare import prepare_data
+
+    config = tiny_config({"data.source": str(small_corpus), "data.tokenizer": "char"})
+    prepare_data(config)  # by an earlier studio, or the CLI
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = app.query_one("#data-status", StatusLine)
+        assert "dataset small-char is prepared" in static_text(status)
+        assert "small-char" in static_text(app.query_one(DatasetFacts))
+        await paste_into(pilot, "data.source", "python-stdlib")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert static_text(status).startswith("Not prepared yet")
+        assert static_text(app.query_one(DatasetFacts)) == "" and app.query_one(TokenSample).content.plain == ""
+
+
+@pytest.mark.asyncio
 async def test_a_row_source_previews_its_columns_and_marks_the_fields(studio_home, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -216,6 +236,50 @@ async def test_prepare_error_is_one_line_in_the_pane(studio_home, tmp_path):
         status = app.query_one("#data-status", StatusLine)
         assert status.has_class("-error") and "missing.txt" in static_text(status)
         assert app.is_running
+
+
+@pytest.mark.asyncio
+async def test_an_empty_source_is_marked_and_not_prepared(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await paste_into(pilot, "data.source", "")
+        await pilot.pause()  # the pane marks the field once the app has passed the change on
+        assert field(app, "data.source").has_class("-invalid")
+        await pilot.click("#data-prepare")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        status = app.query_one("#data-status", StatusLine)
+        assert status.has_class("-error") and "data.source is empty" in static_text(status)
+        assert not (studio_home / "datasets").exists() or not any((studio_home / "datasets").iterdir())
+
+
+@pytest.mark.asyncio
+async def test_the_studio_remembers_the_last_source_model_task_and_method(studio_home, small_corpus, tmp_path):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await paste_into(pilot, "data.source", str(small_corpus))
+        await pilot.press("3")
+        await pilot.pause()
+        await paste_into(pilot, "train.init_from", str(tmp_path))
+        field(app, "train.task").query_one(Select).value = "classify"
+        field(app, "train.method").query_one(Select).value = "lora"
+        await pilot.pause()
+    assert json.loads((studio_home / "remembered.json").read_text())["train.method"] == "lora"
+    again = StudioApp()
+    assert again.config.data.source == str(small_corpus) and again.config.train.init_from == str(tmp_path)
+    assert again.config.train.task == "classify" and again.config.train.method == "lora"
+
+
+@pytest.mark.asyncio
+async def test_a_checkbox_reads_on_or_off_without_colour(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        checkbox = field(app, "data.strict").query_one(Checkbox)
+        shown = checkbox.render().plain
+        checkbox.value = not checkbox.value
+        await pilot.pause()
+        marks = {checkbox.value: checkbox.render().plain, not checkbox.value: shown}
+        assert "✓" in marks[True] and "✓" not in marks[False] and "X" not in marks[False]
 
 
 @pytest.mark.asyncio

@@ -322,3 +322,24 @@ def test_a_classifier_samples_held_out_texts_beside_their_true_labels(studio_hom
     assert [item["prompt"] for item in sample["samples"]] == [row["text"] for row in held_out]
     for item, row in zip(sample["samples"], held_out):
         assert item["text"].endswith(f"(true: {row['label']})") and " → " in item["text"]
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_sizes_a_classifiers_head_by_its_prepared_labels(studio_home, tmp_path):
+    from studio.runs.prepare import prepare_data
+    from widgets.app import StudioApp
+
+    three = [{**row, "label": row["label"] if i % 3 else "neutral"} for i, row in enumerate(sentiment_rows())]
+    config = classify_config(write_rows(tmp_path / "three.jsonl", three))
+    app = StudioApp(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        method_size = app.query_one("#train-method-size")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "(a head of 2 classes until the data is prepared)" in str(method_size.render())
+        prepare_data(config)
+        await pilot.press("1", "3")  # the Train tab looks again when shown
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "(a head of 3 classes)" in str(method_size.render())

@@ -32,6 +32,12 @@ def test_missing_path(run_cli, tmp_path):
     assert_one_line_error(*run_cli("prepare", tmp_path / "nope.txt")[::2], "no such file or folder")
 
 
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_source_is_refused_not_read_as_the_working_folder(run_cli, source, studio_home):
+    assert_one_line_error(*run_cli("prepare", source)[::2], "data.source is empty")
+    assert not (studio_home / "datasets").exists() or not any((studio_home / "datasets").iterdir())
+
+
 def test_empty_corpus(run_cli, tmp_path):
     (tmp_path / "empty.txt").write_text("   \n\n")
     assert_one_line_error(*run_cli("prepare", tmp_path / "empty.txt")[::2], "empty")

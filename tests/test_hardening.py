@@ -18,12 +18,11 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from studio.cli.console import format_event
 from studio.errors import StudioError
 from studio.export.huggingface import final_metrics
 from studio.inference.load import load_model
 from studio.paths import child_process_env
-from studio.run_folder.events import EventWriter, current_history, read_event_lines, read_events
+from studio.run_folder.events import EventWriter, current_history, format_event, read_event_lines, read_events
 from studio.run_folder.layout import find_checkpoint, latest_checkpoint, list_checkpoint_steps, run_path
 from studio.run_folder.lock import is_locked, try_lock
 from studio.run_folder.status import list_runs, summarize

@@ -10,7 +10,7 @@ import torch
 
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
-from studio.formatting import format_bytes, format_count
+from studio.formatting import counted, format_bytes, format_count
 from studio.model import build_classifier, build_model, param_groups
 from studio.sizing.sizes import estimate_train_memory, flops_per_token, param_count
 
@@ -175,6 +175,11 @@ def test_size_estimates():
     assert sgd["optimizer"] == 0
     assert format_count(124_439_808) == "124.4M" and format_count(999) == "999" and format_count(1.2e9) == "1.2B"
     assert format_bytes(3.4 * 1024**3) == "3.4 GB" and format_bytes(512) == "512 B"
+
+
+def test_counts_take_the_plural_only_when_more_or_none():
+    assert counted(1, "run") == "1 run" and counted(0, "run") == "0 runs" and counted(2, "column") == "2 columns"
+    assert counted(1234, "row") == "1,234 rows" and counted(3, "class", "classes") == "3 classes"
 
 
 # ---- Hugging Face equivalence (transformers is in the test extra) -------------------------------

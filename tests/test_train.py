@@ -66,6 +66,8 @@ def test_a_short_run_learns_and_leaves_a_complete_run_folder(run_cli, code_corpu
     assert [e["step"] for e in samples] == [0, 20, 40, 60]
     assert [s["prompt"] for s in samples[-1]["samples"]] == ["\n", "def ", "The "]
     assert summarize(folder).status == "finished"
+    log = (folder / "trainer.log").read_text()  # the trainer's own account: the lines `train` prints as it follows
+    assert "step     60  loss" in log and "step     60  finished" in log
 
 
 def test_resume_continues_exactly_where_the_uninterrupted_run_went(run_cli, code_corpus):

@@ -12,8 +12,10 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import TabbedContent
+from textual.widgets import Input, TabbedContent
 
+from studio.cli.main import main
+from studio.config import RunConfig
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import process_start, summarize, trainer_pid
 from studio.runs.control import launch, stop_run
@@ -21,11 +23,15 @@ from studio.runs.prepare import prepare_run
 from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
+from widgets.messages import RunLaunched
+from widgets.panes.train import TrainPane
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.dashboard import POLL_SECONDS, DashboardScreen
 from widgets.screens.export_dialog import ExportDialog
+from widgets.screens.file_picker import FilePickerScreen
+from widgets.screens.help import HelpScreen
 
 SIZE = (160, 48)
 pytestmark = pytest.mark.asyncio
@@ -88,6 +94,95 @@ async def test_runs_pane_lists_runs_and_the_dashboard_charts_their_events(studio
         assert chart.log_scale and chart.smoothing
         await pilot.press("escape")
         assert table.has_focus and not isinstance(app.screen, DashboardScreen)
+
+
+async def test_one_run_is_counted_as_one_run(studio_home):
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        assert str(app.query_one("#runs-hint").render()).startswith("1 run · enter opens a run")
+
+
+async def test_leaving_a_dashboard_opened_from_a_text_field_gives_the_keys_back_to_the_tabs(studio_home):
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        run_name = app.query_one("#train-run-name", Input)
+        run_name.focus()
+        app.query_one(TrainPane).post_message(RunLaunched(run_path("alpha")))  # as a launch from the field does
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        await pilot.press("escape", "5")
+        assert app.query_one("#tabs", TabbedContent).active == "playground"
+        assert run_name.value == ""
+
+
+def write_classifier_run(name: str) -> None:
+    """A finished classifier's run: its eval events score accuracy and F1 (0.5 at step 0, 0.875 and 0.75 last)."""
+    events = fixture_events()
+    for event in (e for e in events if e["kind"] == "eval"):
+        last = event["step"] == 100
+        event.update(val_acc=0.875 if last else 0.5, val_f1=0.75 if last else 0.5)
+    run_dir = write_fixture_run(name, events=events)
+    config = RunConfig.load(run_dir / "config.toml")
+    config.train.task = "classify"
+    config.save(run_dir / "config.toml")
+
+
+async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_axis(studio_home, capsys):
+    write_classifier_run("sentiment")
+    scores = "val_acc 87.5% · macro-F1 0.750"
+    assert main(["runs"]) == 0
+    header, row = capsys.readouterr().out.splitlines()[:2]
+    assert "VAL LOSS  VAL SCORES" in header and scores in row
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=1)
+        assert table.get_row("sentiment")[-1] == scores
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "val acc" in chart_curves(app.screen), what="the scores charted")
+        assert str(app.screen.query_one("#run-header").render()).endswith(f"val loss 1.5551   {scores}")
+        curves = chart_curves(app.screen)
+        assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
+
+
+async def test_help_lists_the_keys_of_the_screen_it_is_opened_on_and_scrolls(studio_home, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fixture_run("alpha")
+    app = StudioApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+
+        async def keys_here() -> str:
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help")
+            shown = " | ".join(what for _, what in app.screen.keys_here)
+            await pilot.press("escape")
+            return shown
+
+        data = await keys_here()
+        assert "Prepare" in data and "Browse" in data
+        await pilot.press("5")
+        await pilot.pause()
+        assert "Prompt" in await keys_here()
+        await pilot.press("1")
+        await pilot.press("b")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePickerScreen), what="the file dialog")
+        picker = await keys_here()
+        assert "Choose highlighted" in picker and "Parent folder" in picker
+        await pilot.press("escape")
+        await open_runs_tab(pilot, rows=1)
+        assert "Mark" in await keys_here()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+        dashboard = await keys_here()
+        assert all(what in dashboard for what in ("Back", "Stop", "Checkpoint", "Log scale", "Smoothing"))
+        await pilot.press("question_mark")
+        scroll = app.screen.query_one("#help")
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.max_scroll_y > 0 and scroll.scroll_y == scroll.max_scroll_y
 
 
 async def test_a_failed_run_leads_with_its_error_and_the_log(studio_home):
@@ -290,6 +385,23 @@ async def test_the_studio_opens_on_what_is_training(studio_home):
         tabs = app.query_one("#tabs", TabbedContent)
         await wait_for(pilot, lambda: tabs.active == "runs", what="the Runs tab")
         assert not isinstance(app.screen, DashboardScreen) and app.sub_title.endswith("· 2 runs training")
+
+
+async def test_quitting_while_a_run_trains_says_it_goes_on_and_how_to_stop_it(studio_home):
+    pretend_live("one")
+    app = StudioApp()
+    messages = []
+    exit_app = app.exit
+    app.exit = lambda *args, message=None, **kwargs: messages.append(message) or exit_app(*args, **kwargs)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.press("escape")  # the tabs mount once shown: quitting before fails in Textual
+        await wait_for(pilot, lambda: app.query(RunTable), what="the tabs")
+        await pilot.press("q")
+    assert messages == [
+        "1 run still training (one): they go on without the studio. Follow them with `llm-studio runs` or by "
+        "opening the studio again; stop one with `llm-studio stop NAME`."
+    ]
 
 
 async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_memory(studio_home, monkeypatch):

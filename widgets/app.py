@@ -19,12 +19,14 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.lazy import Lazy
-from textual.widgets import Header, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from studio.config import RunConfig, set_field
 from studio.errors import StudioError
+from studio.formatting import counted
 from studio.hub_cache import is_hub_name
 from studio.presets import load_preset
+from studio.remembered import recall, remember, remembered
 from studio.run_folder.status import RunInfo, list_runs
 from widgets.key_hints import KeyHints
 from widgets.messages import CheckpointChosen, ConfigChanged, OpenRun, PresetChosen, RunLaunched
@@ -35,7 +37,7 @@ from widgets.panes.playground import PlaygroundPane
 from widgets.panes.runs import RunsPane
 from widgets.panes.train import TrainPane
 from widgets.screens.dashboard import DashboardScreen
-from widgets.screens.help import HelpScreen
+from widgets.screens.help import HelpScreen, screen_keys
 from widgets.served import stop_with_the_server
 from widgets.worker_errors import ReportsWorkerErrors
 
@@ -94,6 +96,7 @@ class StudioApp(ReportsWorkerErrors, App):
         super().__init__()
         self.config = config or default_config()
         self.live_runs = 0  # runs training now, counted in the title bar
+        self.remembered = remembered(self.config)  # what the home's remembered.json holds, or would
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -143,11 +146,16 @@ class StudioApp(ReportsWorkerErrors, App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(screen_keys(self.screen)))
 
     def action_leave_field(self) -> None:
         """Escape gives the keyboard back to the pane's single-key bindings, which a focused field swallows."""
         self.focus_active_pane()
+
+    async def action_quit(self) -> None:
+        """Quit. Runs go on training (each is its own process group): the terminal is told which, and how to stop
+        them, so nobody takes the closed studio for stopped training."""
+        self.exit(message=still_training_note([run.name for run in live_runs()]))
 
     def action_next_theme(self) -> None:
         names = sorted(self.available_themes)
@@ -159,6 +167,7 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.config_changed(message.section)
         self.show_config_summary()
+        self.remember_config()
 
     def on_preset_chosen(self, message: PresetChosen) -> None:
         """The preset's model and training; the data section stays as the Data tab set it."""
@@ -168,6 +177,7 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()
+        self.remember_config()
         self.notify(f"preset {message.name} loaded", timeout=2)
 
     def on_checkpoint_chosen(self, message: CheckpointChosen) -> None:
@@ -176,10 +186,17 @@ class StudioApp(ReportsWorkerErrors, App):
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()
+        self.remember_config()
 
     def config_panes(self) -> list[ConfigPane]:
         """The config panes mounted so far (the hidden tabs mount lazily; a mixin class is no CSS type)."""
         return [pane for kind in CONFIG_PANES for pane in self.query(kind)]
+
+    def remember_config(self) -> None:
+        """Keep the source, model, task and method for the next session (a file write only when one changed)."""
+        if remembered(self.config) != self.remembered:
+            self.remembered = remembered(self.config)
+            remember(self.config)
 
     def show_config_summary(self) -> None:
         live = f" · {self.live_runs} run{'s' if self.live_runs > 1 else ''} training" if self.live_runs else ""
@@ -187,7 +204,7 @@ class StudioApp(ReportsWorkerErrors, App):
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
     def find_live_runs(self, open_them: bool = False) -> None:
-        live = [run for run in list_runs() if run.status in ("running", "starting")]
+        live = live_runs()
         self.call_from_thread(self.show_live_runs, live, open_them)
 
     def show_live_runs(self, live: list[RunInfo], open_them: bool) -> None:
@@ -196,7 +213,7 @@ class StudioApp(ReportsWorkerErrors, App):
             self.live_runs = len(live)
             self.show_config_summary()
         if open_them and len(live) == 1:
-            self.push_screen(DashboardScreen(live[0].path))
+            self.open_dashboard(live[0].path)
         elif open_them and live:
             self.action_show_tab("runs")
 
@@ -208,12 +225,16 @@ class StudioApp(ReportsWorkerErrors, App):
         self.open_dashboard(message.run_dir)
 
     def open_dashboard(self, run_dir: Path) -> None:
-        """The run's dashboard; a note instead when its folder went (removed from a shell since the table was read)."""
+        """The dashboard over the tabs; a note instead when its folder went (removed from a shell since the table was
+        read). Closing it gives the focus back to where it was, so a text field (the Train tab's run name) is left
+        first: it would swallow the tab keys (`esc` then `5` typed a 5 into it)."""
         try:
             dashboard = DashboardScreen(run_dir)
         except StudioError as error:
             self.notify(str(error), severity="warning")
             return
+        if isinstance(self.focused, (Input, TextArea)):
+            self.focus_active_pane()
         self.push_screen(dashboard)
 
 
@@ -224,9 +245,24 @@ def model_name(config: RunConfig) -> str:
     return (init_from if is_hub_name(init_from) else Path(init_from).name) if init_from else config.preset
 
 
+def live_runs() -> list[RunInfo]:
+    return [run for run in list_runs() if run.status in ("running", "starting")]
+
+
+def still_training_note(names: list[str]) -> str | None:
+    """What quitting leaves behind: the runs that go on training, and the commands that follow and stop them."""
+    if not names:
+        return None
+    return (
+        f"{counted(len(names), 'run')} still training ({', '.join(names)}): they go on without the studio. "
+        "Follow them with `llm-studio runs` or by opening the studio again; stop one with `llm-studio stop NAME`."
+    )
+
+
 def default_config() -> RunConfig:
-    """What the studio opens on: the `tiny` preset on the built-in python-stdlib corpus."""
-    return load_preset("tiny")
+    """What the studio opens on: the last source, model, task and method it had (studio.remembered), else the
+    `tiny` preset on the built-in python-stdlib corpus."""
+    return recall("tiny")
 
 
 def run_studio() -> None:

@@ -25,6 +25,14 @@ from studio.errors import StudioError
 from widgets.messages import ConfigChanged
 
 
+class MarkedCheckbox(Checkbox):
+    """A checkbox whose state reads without colour: ✓ when on, blank when off (Textual draws an X in both)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 (Textual's class constant, read per render)
+        return "✓" if self.value else " "
+
+
 class ConfigField(Widget):
     """Edits `section.key` of app.config: a Checkbox for booleans, a Select for allowed values, else an Input."""
 
@@ -74,7 +82,7 @@ class ConfigField(Widget):
         value = self._config_value()
         yield Label(self.label, classes="field-label")
         if isinstance(value, bool):
-            yield Checkbox(value=value, compact=True, classes="field-editor")
+            yield MarkedCheckbox(value=value, compact=True, classes="field-editor")
         elif self.choices:
             yield Select(
                 [(choice, choice) for choice in self.choices],

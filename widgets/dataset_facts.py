@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from textual.widgets import Static
 
+from studio.formatting import counted
 from widgets.label_table import label_table
 
 if TYPE_CHECKING:  # the data package imports numpy and tokenizers, which the studio loads only to prepare
@@ -24,8 +25,9 @@ DROP_REASONS = {
 
 
 class DatasetFacts(Static):
-    def show_meta(self, name: str, meta: DatasetMeta) -> None:
-        self.update(facts_table(name, meta))
+    def show_meta(self, name: str, meta: DatasetMeta | None) -> None:
+        """The facts of a prepared dataset; nothing for None."""
+        self.update(facts_table(name, meta) if meta else "")
 
 
 def facts_table(name: str, meta: DatasetMeta) -> Table:
@@ -60,5 +62,5 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
     if meta.empty_rows:
         rows.append(("empty rows", f"{meta.empty_rows:,} skipped (null or empty text)"))
     if meta.binary_files_skipped:
-        rows.append(("binary skipped", f"{meta.binary_files_skipped:,} files"))
+        rows.append(("binary skipped", counted(meta.binary_files_skipped, "file")))
     return label_table(rows)

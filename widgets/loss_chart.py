@@ -20,6 +20,7 @@ EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the pr
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
 METRIC_COLORS = ("green", "yellow", "blue")  # the objective's charted eval metrics, in order (a classifier's: acc, F1)
+SHARE_AXIS = "right"  # where scores from 0 to 1 are read off, the loss keeping the left-hand axis
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Curve:
     values: tuple[float, ...]
     color: str
     points: bool = False
+    share: bool = False  # a score from 0 to 1 (a classifier's accuracy, F1): drawn against the right-hand axis
 
 
 def loss_curves(
@@ -45,12 +47,13 @@ def loss_curves(
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
     extra = [("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False)]
-    for metric, color in zip(view.charted, METRIC_COLORS):  # shares, in a late loss's 0..1 range
+    for metric, color in zip(view.charted, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
         extra.append((metric.key, metric.chart_label, color, True))
-    for name, label, color, points in extra:
+    for name, label, color, share in extra:
         part = view.series[name]
         if part.steps:
-            curves.append(Curve(f"{label_prefix}{label}", tuple(part.steps), tuple(part.values), color, points=points))
+            steps, values = tuple(part.steps), tuple(part.values)
+            curves.append(Curve(f"{label_prefix}{label}", steps, values, color, points=share, share=share))
     return curves
 
 
@@ -117,7 +120,7 @@ class LossChart(CachedPlot):
         plt = self.plt
         plt.clear_figure()
         plt.title(self.title + (" · EMA" if self.smoothing else "") + (" · log" if self.log_scale else ""))
-        plt.yscale("log" if self.log_scale else "linear")
+        plt.yscale("log" if self.log_scale else "linear", yside="left")
         buckets = max(10, self.size.width - 10)  # the plot area is the width less the y-axis labels
         drawn = False
         for curve in self.curves:
@@ -125,8 +128,13 @@ class LossChart(CachedPlot):
             if not steps:
                 continue
             draw = plt.scatter if curve.points else plt.plot
-            draw(steps, values, label=curve.label, color=curve.color, marker="dot" if curve.points else "braille")
+            marker = "dot" if curve.points else "braille"
+            side = SHARE_AXIS if curve.share else "left"
+            draw(steps, values, label=curve.label, color=curve.color, marker=marker, yside=side)
             drawn = True
+        if any(curve.share for curve in self.curves):
+            plt.ylim(0, 1, yside=SHARE_AXIS)  # a share's whole range, whatever the loss's
+            plt.ylabel("score", yside=SHARE_AXIS)
         if not drawn:
             plt.text("waiting for the first points", 0.5, 0.5, alignment="center")
             plt.xlim(0, 1)
@@ -136,7 +144,7 @@ class LossChart(CachedPlot):
         pairs = [
             (s, v)
             for s, v in zip(curve.steps, curve.values)
-            if v is not None and math.isfinite(v) and (v > 0 or not self.log_scale)
+            if v is not None and math.isfinite(v) and (v > 0 or not self.log_scale or curve.share)
         ]
         if not pairs:
             return [], []

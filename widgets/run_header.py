@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from studio.formatting import format_count, format_duration
+from studio.objectives import scores_line
 from studio.run_folder.watch import RunView
 
 STATUS_STYLES = {
@@ -54,6 +55,7 @@ def metrics_line(view: RunView) -> str:
         f"tokens/s {'-' if tokens_per_s is None else format_count(tokens_per_s)}   "
         f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}{peak}   "
         f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}"
+        + (f"   {scores}" if (scores := scores_line(view.charted, last)) else "")
     )
 
 

@@ -22,6 +22,7 @@ COLUMNS = (
     "preset",
     "data",
 )  # what fits 80 columns first
+SCORES = "val scores"  # a classifier's accuracy and F1: a column added once a listed run has them
 MARK = "●"
 
 
@@ -47,12 +48,15 @@ class RunTable(DataTable):
             format_age(now - run.created),
             escape(run.preset),
             escape(run.data),
+            *([run.val_scores] if len(self.columns) > len(COLUMNS) else []),
         )  # str cells are read as markup
 
     def show_runs(self, runs: list[RunInfo], now: float) -> None:
         """Update in place when the same runs are listed (the cursor stays put); rebuild when runs came or went."""
         names = [run.name for run in runs]
         self.marked &= set(names)
+        if len(self.columns) == len(COLUMNS) and any(run.val_scores for run in runs):
+            self.add_column(SCORES, default="")
         if names == list(self.runs):
             for run in runs:
                 for column, value in zip(self.columns, self.row_cells(run, now)):

@@ -10,6 +10,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from studio.formatting import counted
+
 if TYPE_CHECKING:
     from studio.config import DataConfig
     from studio.data.sources import RowsPreview
@@ -56,7 +58,8 @@ def preview_table(preview: RowsPreview, data: DataConfig) -> Group:
         table.add_column(header, no_wrap=True, max_width=CELL_CHARS + 2)
     for row in preview.rows:
         table.add_row(*(cell_text(row.get(column)) for column in preview.columns))
-    title = Text(f"{preview.file}: {len(preview.columns)} columns, the first {len(preview.rows)} rows", style="bold")
+    shown = f"{counted(len(preview.columns), 'column')}, the first {counted(len(preview.rows), 'row')}"
+    title = Text(f"{preview.file}: {shown}", style="bold")
     return Group(title, table, Text("green: the columns the text, label and pair fields name", style="dim"))
 
 

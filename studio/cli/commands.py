@@ -15,7 +15,6 @@ from pathlib import Path
 
 from studio.cli.console import (
     ProgressBar,
-    format_event,
     memory_summary,
     print_dataset,
     print_dataset_note,
@@ -26,10 +25,10 @@ from studio.cli.console import (
 from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
 from studio.config import RunConfig, field_specs
 from studio.errors import StudioError
-from studio.formatting import format_age, format_bytes, format_count, format_loss, format_prediction
+from studio.formatting import counted, format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
 from studio.queue import entries as run_queue
-from studio.run_folder.events import current_history, read_events, read_new_events
+from studio.run_folder.events import current_history, format_event, read_events, read_new_events
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_alive
 from studio.runs.control import delete_run, launch, stop_run
@@ -175,7 +174,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_run(args.run, args.out, args.checkpoint, args.dtype, size, adapter=args.adapter)
     if result.fallback:
         print(f"note: {result.fallback}", file=sys.stderr)
-    print(f"exported {len(result.files)} files to {result.out}")
+    print(f"exported {counted(len(result.files), 'file')} to {result.out}")
     if result.max_logit_diff is not None:
         print(f"checked with transformers: largest logit difference {result.max_logit_diff:.2e} ({result.note})")
     else:
@@ -222,7 +221,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from studio.queue.sweep import create_sweep
 
     sweep = create_sweep(args.sweep_name, train_config(args), args.grid, progress=ProgressBar())
-    print(f"sweep {sweep.name}: {len(sweep.runs)} runs queued, one after another")
+    print(f"sweep {sweep.name}: {counted(len(sweep.runs), 'run')} queued, one after another")
     for run in sweep.runs:
         print(f"  {run.name}")
     print(f"follow them with `llm-studio queue`; results with `llm-studio runs --sweep {sweep.name}`")
@@ -249,7 +248,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet; start one with `llm-studio train --preset tiny --data python-stdlib`")
         return 0
-    header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", "PRESET", "DATA", "AGE")
+    scores = any(run.val_scores for run in runs)  # a classifier's accuracy and F1, in a column of their own
+    header = ("NAME", "STATUS", "STEP", "TRAIN LOSS", "VAL LOSS", *(["VAL SCORES"] if scores else []))
     rows = [
         (
             run.name,
@@ -257,13 +257,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
             f"{run.step}/{run.max_steps}",
             format_loss(run.train_loss),
             format_loss(run.val_loss),
+            *([run.val_scores or "-"] if scores else []),
             run.preset,
             run.data,
             format_age(time.time() - run.created),
         )
         for run in runs
     ]
-    print_table(header, rows)
+    print_table((*header, "PRESET", "DATA", "AGE"), rows)
     for run in runs:
         if run.status == "damaged":
             print(f"run {run.name} is damaged: {run.error}", file=sys.stderr)
@@ -280,7 +281,9 @@ def print_sweep(name: str) -> int:
     from studio.queue.sweep import read_sweep, sweep_results
 
     sweep = read_sweep(name)
-    header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS")
+    results = sweep_results(sweep)
+    scores = any(run.val_scores for _, run in results)
+    header = ("NAME", *sweep.keys, "STATUS", "STEP", "VAL LOSS", "TRAIN LOSS", *(["VAL SCORES"] if scores else []))
     rows = [
         (
             run.name,
@@ -289,8 +292,9 @@ def print_sweep(name: str) -> int:
             f"{run.step}/{run.max_steps}",
             format_loss(run.val_loss),
             format_loss(run.train_loss),
+            *([run.val_scores or "-"] if scores else []),
         )
-        for member, run in sweep_results(sweep)
+        for member, run in results
     ]
     print_table(header, rows)
     return 0
@@ -300,7 +304,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from studio.reports.run_page import write_report
 
     page = write_report(args.runs, args.out)
-    print(f"report of {len(args.runs)} runs: {page} ({format_bytes(page.stat().st_size)})")
+    print(f"report of {counted(len(args.runs), 'run')}: {page} ({format_bytes(page.stat().st_size)})")
     return 0
 
 

@@ -6,8 +6,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from studio.formatting import format_bytes, format_count, format_memory, teacher_note
-from studio.objectives import objective_of_eval
+from studio.formatting import counted, format_bytes, format_count, format_memory, teacher_note
 
 if TYPE_CHECKING:  # the CLI's first line prints before numpy and tokenizers (the data package) are imported
     from studio.data.meta import DatasetMeta
@@ -51,7 +50,8 @@ def print_dataset(dataset) -> None:
     if meta.bytes_replaced:
         print(f"note: {meta.bytes_replaced:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
     if meta.empty_rows:
-        print(f"note: {meta.empty_rows:,} rows had null or empty text and were skipped (--strict refuses them)")
+        empty = counted(meta.empty_rows, "row")
+        print(f"note: {empty} had null or empty text and were skipped (--strict refuses them)")
     print(f"folder: {dataset.path}")
 
 
@@ -99,36 +99,6 @@ def print_method_sizes(config) -> None:
         f"{'' if train.method == 'full' else f' on {targets}'}){teacher}; about {format_bytes(sizes.memory['total'])} "
         f"per process for batch {train.batch_size} × context {config.model.block_size}"
     )
-
-
-def format_event(event: dict) -> str | None:
-    """One line for an event as read (studio.run_folder.events: any field may be missing, none is mistyped)."""
-    kind, step = event.get("kind"), event.get("step")
-
-    def number(name: str, spec: str, scale: float = 1.0) -> str:
-        return "-" if event.get(name) is None else format(scale * event[name], spec)
-
-    if kind == "train":
-        norm = f" grad_norm {number('grad_norm', '.3f')}" if event.get("grad_norm") is not None else ""
-        mfu = f" mfu {number('mfu', '.1f', 100)}%" if event.get("mfu") is not None else ""
-        return (
-            f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
-            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
-        )
-    if kind == "eval":
-        return f"step {step:>6}  " + "  ".join(metric.format(event) for metric in objective_of_eval(event).eval_metrics)
-    if kind == "sample":
-        first = event["samples"][0] if event.get("samples") else None
-        return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
-    if kind == "error":
-        return f"step {step:>6}  error: {event.get('message', '(no message)')}"
-    if kind == "note":
-        return f"step {step:>6}  note: {event.get('message', '(no message)')}"
-    if kind == "status":
-        return f"step {step:>6}  {event.get('state', '(no state)')}"
-    if kind == "checkpoint":
-        return f"step {step:>6}  checkpoint {event.get('path', '')}"
-    return None
 
 
 def memory_summary(events: list[dict]) -> str | None:

@@ -33,6 +33,7 @@ from studio.data.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, detect_format,
 from studio.data.meta import DatasetMeta
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
+from studio.formatting import counted
 
 MIN_EXAMPLE_TOKENS = 2  # an input and a target
 
@@ -187,4 +188,4 @@ def _copy_bytes(source, target, count: int, chunk: int = 1 << 20) -> None:
 def _dropped_text(counts: ExampleCounts) -> str:
     reasons = {"duplicate": "duplicates", "overlong": "longer than the context", "no_answer": "no answer left"}
     dropped = ", ".join(f"{count} {reasons[rule]}" for rule, count in counts.dropped.items() if count)
-    return f"{counts.seen} rows" + (f"; dropped: {dropped}" if dropped else "")
+    return counted(counts.seen, "row") + (f"; dropped: {dropped}" if dropped else "")

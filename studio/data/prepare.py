@@ -237,24 +237,10 @@ def prepare_dataset(
     rows (studio.data.examples) need it, and the `context` their examples are cut to. Classification rows
     (`purpose.task`, studio.data.labeled) are text and label."""
     progress = progress or _no_progress
-    pretrained, context, encoder = purpose.pretrained, purpose.context, purpose.encoder
     if name is not None:
         check_name(name, "dataset")
     source = open_source(data.source, data)
-    row_format = "labeled" if purpose.task == "classify" else source_format(source, data)
-    if row_format not in ("text", "labeled") and pretrained is None:
-        raise StudioError(
-            f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
-            "whose tokenizer and chat template they are rendered with"
-        )
-    if encoder and row_format not in ("text", "labeled"):
-        raise StudioError(f"a BERT encoder learns from plain text, not {row_format} rows; give text or --format text")
-    options = _options(data, source.kind, pretrained, row_format, context) | ({"encoder": True} if encoder else {})
-    options |= {"held_out": True} if purpose.held_out and row_format == "labeled" else {}
-    fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
-    key = hashlib.blake2b(
-        json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
-    ).hexdigest()
+    row_format, options, fingerprint, key = _cache_key(source, data, purpose, progress)
     recorded = _recorded_with(key, name)
     cached = _intact(recorded) if recorded else None
     if cached:
@@ -271,6 +257,39 @@ def prepare_dataset(
         "options": options,
     }
     return _build(source, data, identity, progress, purpose, row_format, replacing=recorded is not None)
+
+
+def find_prepared(data: DataConfig, purpose: Purpose = Purpose()) -> Dataset | None:
+    """The dataset `data.source` names, or the one that preparing it with these options would reuse (intact), or
+    None; builds nothing. Reads the whole source once, to hash it, as preparing does."""
+    if _is_dataset(data.source):
+        return _intact(data.source)
+    source = open_source(data.source, data)
+    recorded = _recorded_with(_cache_key(source, data, purpose, _no_progress)[3], None)
+    return _intact(recorded) if recorded else None
+
+
+def _cache_key(
+    source: Source, data: DataConfig, purpose: Purpose, progress: Progress
+) -> tuple[str, dict[str, Any], str, str]:
+    """What identifies a prepared dataset: the source's row format, the options that shape the result, the
+    content's fingerprint and the key they hash to. Refuses rows the purpose cannot learn from."""
+    pretrained, context, encoder = purpose.pretrained, purpose.context, purpose.encoder
+    row_format = "labeled" if purpose.task == "classify" else source_format(source, data)
+    if row_format not in ("text", "labeled") and pretrained is None:
+        raise StudioError(
+            f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
+            "whose tokenizer and chat template they are rendered with"
+        )
+    if encoder and row_format not in ("text", "labeled"):
+        raise StudioError(f"a BERT encoder learns from plain text, not {row_format} rows; give text or --format text")
+    options = _options(data, source.kind, pretrained, row_format, context) | ({"encoder": True} if encoder else {})
+    options |= {"held_out": True} if purpose.held_out and row_format == "labeled" else {}
+    fingerprint = source.fingerprint(lambda done, total: progress("hash", done, total))
+    key = hashlib.blake2b(
+        json.dumps([FORMAT, fingerprint, options], sort_keys=True).encode(), digest_size=16
+    ).hexdigest()
+    return row_format, options, fingerprint, key
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:

@@ -55,6 +55,11 @@ class Objective:
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
 
     @property
+    def charted(self) -> tuple[Metric, ...]:
+        """The eval metrics drawn beside the loss, and listed beside it (a classifier's accuracy and F1)."""
+        return tuple(metric for metric in self.eval_metrics if metric.chart_label)
+
+    @property
     def generates(self) -> bool:
         """Whether it continues text: `generate`, a generation config on export, chat samples."""
         return self.predicts is None
@@ -121,6 +126,12 @@ def objective_of(config: RunConfig) -> Objective:
     if config.train.task == "classify":
         return OBJECTIVES["classify"]
     return OBJECTIVES["masked_lm" if config.model.encoder else "causal_lm"]
+
+
+def scores_line(metrics: tuple[Metric, ...], values: dict) -> str:
+    """The charted metrics' last values as the eval line writes them ("val_acc 87.5% · macro-F1 0.873"); a
+    classifier's scores, which a loss column cannot show; "" when none is known yet."""
+    return " · ".join(metric.format(values) for metric in metrics if values.get(metric.key) is not None)
 
 
 def objective_of_classes(class_names: list[str]) -> Objective:

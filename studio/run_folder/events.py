@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from studio.objectives import objective_of_eval
+
 KINDS = ("train", "eval", "checkpoint", "status", "error", "sample", "note")
 NUMBER = (int, float)
 FIELD_TYPES = {  # every field an event may carry, and its type; a field of another type is dropped when read
@@ -33,10 +35,12 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
 
 
 class EventWriter:
-    """Appends events to a run's events.jsonl; every line is flushed so a crash loses at most one line."""
+    """Appends events to a run's events.jsonl; every line is flushed so a crash loses at most one line. With
+    `echo` (the trainer's stderr, which is trainer.log), each event is also written there as the line people read."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, echo: TextIO | None = None):
         self._file: TextIO = open(path, "a+", encoding="utf-8")
+        self._echo = echo
         if self._file.tell() and not _ends_with_newline(path):  # a writer killed mid-line: start a new one
             self._file.write("\n")
 
@@ -44,10 +48,43 @@ class EventWriter:
         event = {"t": round(time.time(), 3), "kind": kind, "step": step, **fields}
         self._file.write(json.dumps(event, ensure_ascii=False) + "\n")
         self._file.flush()
+        line = format_event(event) if self._echo is not None else None
+        if line is not None:
+            print(line, file=self._echo, flush=True)
         return event
 
     def close(self) -> None:
         self._file.close()
+
+
+def format_event(event: dict) -> str | None:
+    """One line for an event as read (studio.run_folder.events: any field may be missing, none is mistyped)."""
+    kind, step = event.get("kind"), event.get("step")
+
+    def number(name: str, spec: str, scale: float = 1.0) -> str:
+        return "-" if event.get(name) is None else format(scale * event[name], spec)
+
+    if kind == "train":
+        norm = f" grad_norm {number('grad_norm', '.3f')}" if event.get("grad_norm") is not None else ""
+        mfu = f" mfu {number('mfu', '.1f', 100)}%" if event.get("mfu") is not None else ""
+        return (
+            f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
+            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
+        )
+    if kind == "eval":
+        return f"step {step:>6}  " + "  ".join(metric.format(event) for metric in objective_of_eval(event).eval_metrics)
+    if kind == "sample":
+        first = event["samples"][0] if event.get("samples") else None
+        return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
+    if kind == "error":
+        return f"step {step:>6}  error: {event.get('message', '(no message)')}"
+    if kind == "note":
+        return f"step {step:>6}  note: {event.get('message', '(no message)')}"
+    if kind == "status":
+        return f"step {step:>6}  {event.get('state', '(no state)')}"
+    if kind == "checkpoint":
+        return f"step {step:>6}  checkpoint {event.get('path', '')}"
+    return None
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -15,6 +15,7 @@ import psutil
 
 from studio.config import RunConfig
 from studio.errors import StudioError
+from studio.objectives import objective_of, scores_line
 from studio.run_folder.history import History, MemoryFacts
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 from studio.run_folder.lock import is_locked
@@ -39,6 +40,7 @@ class RunInfo:
     updated: float
     error: str | None
     skipped_lines: int = 0  # lines of events.jsonl that are not events
+    val_scores: str = ""  # the objective's charted eval metrics, last values (objectives.scores_line); "" for an LM
 
 
 def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak: int | None) -> str:
@@ -131,6 +133,7 @@ class RunSummaries:
         else:
             reason = None
         created = (run_dir / CONFIG).stat().st_mtime
+        charted = objective_of(config).charted
         return RunInfo(
             name=run_dir.name,
             path=run_dir,
@@ -145,6 +148,7 @@ class RunSummaries:
             updated=events_file.stat().st_mtime if events_file.exists() else created,
             error=reason,
             skipped_lines=history.skipped_lines,
+            val_scores=scores_line(charted, {metric.key: history.series[metric.key].last() for metric in charted}),
         )
 
     def list_runs(self) -> list[RunInfo]:

@@ -52,7 +52,7 @@ class RunWatcher:
         config = self.config = read_config(self.run_dir)
         self.history = History.load(self.run_dir)
         self.schedule = config.train.schedule
-        self.charted = tuple(metric for metric in objective_of(config).eval_metrics if metric.chart_label)
+        self.charted = objective_of(config).charted
         self.status = "created"
         self.log_lines: deque[str] = deque(maxlen=log_lines)
         self._log_offset: int | None = None

@@ -61,6 +61,17 @@ def prepare_data(config: RunConfig, name: str | None = None, progress: Callable[
     return prepare_dataset(config.data, name, progress, purpose(config, pretrained))
 
 
+def prepared_dataset(config: RunConfig):
+    """The dataset a prepare (or a launch) of this config would reuse, or None when it is not prepared yet: what
+    the Data tab shows as prepared, and whose labels size the Train tab's classifier head."""
+    from studio.data.prepare import find_prepared
+
+    config = config.copy()
+    validate(config)
+    pretrained = resolve_init_from(config)
+    return find_prepared(config.data, purpose(config, pretrained))
+
+
 def purpose(config: RunConfig, pretrained):
     """What the run's dataset is prepared for: its model's tokenizer and context, an encoder, the task."""
     from studio.data.prepare import Purpose

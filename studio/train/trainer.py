@@ -86,7 +86,8 @@ class Trainer:
         if train.report_to:  # events.jsonl stays the source of truth; trackers get a copy (Accelerate's integration)
             self.accelerator.init_trackers(run_dir.name, config=flat_config(self.config))
         self.rank = self.accelerator.process_index
-        self.events = EventWriter(run_dir / EVENTS) if self.accelerator.is_local_main_process else NullWriter()
+        main = self.accelerator.is_local_main_process  # its stderr is trainer.log: the events echo there as lines
+        self.events = EventWriter(run_dir / EVENTS, echo=sys.stderr) if main else NullWriter()
 
         self.dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
@@ -309,7 +310,6 @@ class Trainer:
         self.trained_model = self.prepared_model
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         message = f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
-        print(message, file=sys.stderr)
         self.events.write("note", self.state.step, message=message)
 
     def _global_counts(self, batches: list[Batch]) -> tuple[int, int]:
@@ -538,8 +538,7 @@ def main(argv: list[str]) -> int:
 def _report_failure(trainer: Trainer | None, run_dir: Path, message: str) -> None:
     if trainer is not None and not trainer.accelerator.is_local_main_process:
         return
-    print(message, file=sys.stderr)
-    writer = trainer.events if trainer is not None else EventWriter(run_dir / EVENTS)
+    writer = trainer.events if trainer is not None else EventWriter(run_dir / EVENTS, echo=sys.stderr)
     step = trainer.state.step if trainer is not None else 0
     writer.write("error", step, message=message)
     writer.write("status", step, state="failed")

@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from studio.data.sources import RowsPreview
 
 BUILTIN_SOURCE = "python-stdlib"
+NOT_PREPARED = "Not prepared yet: press p to clean and tokenize the source."
 
 
 class DataPane(TaskPane, ConfigPane, Horizontal):
     SECTION = "data"
     TASK_BUTTON = "#data-prepare"
+    looked_up_for = ""  # the config's dataset_shaping() at the last look-up of the prepared dataset
 
     BINDINGS = [
         Binding("p", "prepare", "Prepare"),
@@ -67,7 +69,7 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
             with Horizontal(id="data-prepare-row"):
                 yield Button("Prepare", id="data-prepare", variant="primary", compact=True)
                 yield PrepareProgress(id="data-progress")
-            yield StatusLine("Not prepared yet: press p to clean and tokenize the source.", id="data-status")
+            yield StatusLine(NOT_PREPARED, id="data-status")
             with VerticalScroll(id="data-output"):
                 yield SourcePreview(id="data-preview")
                 yield DatasetFacts(id="data-facts")
@@ -93,11 +95,14 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
     # ---- the source's rows ------------------------------------------------------------------------
     def on_mount(self) -> None:
         self.preview(dataclasses.replace(self.app.config.data))
+        self.look_up_prepared()
 
     def config_changed(self, section: str) -> None:
         super().config_changed(section)
         if section == "data":
             self.preview(dataclasses.replace(self.app.config.data))
+        if self.app.config.dataset_shaping() != self.looked_up_for:
+            self.look_up_prepared()
 
     @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def preview(self, data: DataConfig) -> None:
@@ -118,6 +123,36 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
         else:
             preview.show_preview(found, data)
 
+    # ---- whether the source is prepared -----------------------------------------------------------
+    def look_up_prepared(self) -> None:
+        config = self.app.config.copy()  # a copy: the fields go on editing the app's
+        self.looked_up_for = config.dataset_shaping()
+        self.look_up(config)
+
+    @work(thread=True, exclusive=True, group="look-up", exit_on_error=False)
+    def look_up(self, config: RunConfig) -> None:
+        """The prepared dataset of the config as it stands (a studio started again finds what it prepared), so the
+        tab never claims another source's dataset is ready."""
+        from studio.runs.prepare import prepared_dataset  # imports numpy: in a worker
+
+        try:
+            dataset = prepared_dataset(config)
+        except StudioError:  # the source cannot be read or the config is invalid: the preview and fields say why
+            dataset = None
+        found = (dataset.name, dataset.meta, read_token_pieces(dataset)) if dataset else None
+        self.app.call_from_thread(self._looked_up, config, found)
+
+    def _looked_up(self, config: RunConfig, found: tuple[str, DatasetMeta, list[TokenPiece]] | None) -> None:
+        preparing = self.query_one(self.TASK_BUTTON, Button).disabled
+        if preparing or config.dataset_shaping() != self.app.config.dataset_shaping():
+            return  # a prepare says how it went; a newer look-up is on its way
+        if found is None:
+            self.query_one(StatusLine).show(NOT_PREPARED)
+            self._show_dataset(None)
+        else:
+            self.query_one(StatusLine).show(f"dataset {found[0]} is prepared for this source and these options")
+            self._show_dataset(found)
+
     # ---- prepare ----------------------------------------------------------------------------------
     @on(Button.Pressed, "#data-prepare")
     def action_prepare(self) -> None:
@@ -135,9 +170,15 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
 
     def _prepared(self, name: str, meta: DatasetMeta, pieces: list[TokenPiece]) -> None:
         self.end_task(f"dataset {name} is ready; a launch on this source reuses it")
+        self._show_dataset((name, meta, pieces))
+
+    def _show_dataset(self, found: tuple[str, DatasetMeta, list[TokenPiece]] | None) -> None:
+        """The dataset's facts and first tokens, or nothing (the source is not prepared)."""
+        name, meta, pieces = found or ("", None, [])
         self.query_one(DatasetFacts).show_meta(name, meta)
-        learned = " (the tokens the loss learns are green)" if meta.examples else ""
-        self.query_one("#data-sample-title", Label).update(f"The first {len(pieces)} training tokens{learned}")
+        learned = " (the tokens the loss learns are green)" if meta and meta.examples else ""
+        title = f"The first {len(pieces)} training tokens{learned}" if meta else ""
+        self.query_one("#data-sample-title", Label).update(title)
         self.query_one(TokenSample).show_pieces(pieces)
 
 

@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
+from studio.formatting import counted
 from studio.paths import child_process_env, studio_home
 from studio.queue.entries import QueueState, mark_queued, queue_state, restart_stalled_runner
 from studio.queue.sweep import sweep_of
@@ -98,7 +99,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         hint = (
             "no runs yet: set one up in 1-3 and launch it, or `llm-studio train --detach`"
             if not runs
-            else f"{len(runs)} runs · enter opens a run · space marks runs, v compares them"
+            else f"{counted(len(runs), 'run')} · enter opens a run · space marks runs, v compares them"
         )
         self.query_one("#runs-hint", Static).update(hint)
 

@@ -22,7 +22,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.formatting import format_bytes, format_count, teacher_note
+from studio.formatting import counted, format_bytes, format_count, teacher_note
 from studio.objectives import objective_of
 from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
@@ -46,6 +46,8 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         super().__init__(*args, **kwargs)
         # distill.teacher -> its parameters, or why they are unknown; None while a worker reads them
         self.teacher_sizes: dict[str, int | str | None] = {}
+        # a classifier's config.dataset_shaping() -> its prepared dataset's classes (0: not prepared); None while read
+        self.class_counts: dict[str, int | None] = {}
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
@@ -111,6 +113,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def on_show(self) -> None:
         self._load_teacher_runs()  # runs finished while the studio was open can teach
         self.teacher_sizes.clear()  # and a teacher's checkpoint may have appeared since it was read
+        self.class_counts.clear()  # the Data tab may have prepared the data since
         self._show_method_line()
 
     # ---- the app hands config changes down ------------------------------------------------------
@@ -141,7 +144,33 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             self.teacher_sizes[teacher] = None
             self._read_teacher_size(teacher)
         size = self.teacher_sizes.get(teacher) if teacher else 0
-        self.query_one("#train-method-size", Static).update(method_line(self.app.config, size))
+        self.query_one("#train-method-size", Static).update(method_line(self.app.config, size, self.head_classes()))
+
+    def head_classes(self) -> int:
+        """A classifier's number of classes: its prepared dataset's labels, read by a worker; 0 until known."""
+        if not objective_of(self.app.config).new_head:
+            return 0
+        shaping = self.app.config.dataset_shaping()
+        if shaping not in self.class_counts:
+            self.class_counts[shaping] = None
+            self._read_classes(self.app.config.copy())
+        return self.class_counts[shaping] or 0
+
+    @work(thread=True, group="classes", exit_on_error=False)
+    def _read_classes(self, config: RunConfig) -> None:
+        from studio.runs.prepare import prepared_dataset
+
+        try:
+            dataset = prepared_dataset(config)
+        except StudioError:  # the Data tab says why the source cannot be read
+            dataset = None
+        classes = len(dataset.meta.labels) if dataset and dataset.meta.labels else 0
+        self.app.call_from_thread(self._classes_read, config.dataset_shaping(), classes)
+
+    def _classes_read(self, shaping: str, classes: int) -> None:
+        self.class_counts[shaping] = classes
+        if shaping == self.app.config.dataset_shaping():
+            self._show_method_line()
 
     @work(thread=True, group="teacher-size", exit_on_error=False)
     def _read_teacher_size(self, teacher: str) -> None:
@@ -211,12 +240,12 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.post_message(RunLaunched(run_dir))
 
 
-def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
+def method_line(config: RunConfig, teacher: int | str | None = 0, classes: int = 0) -> str:
     """What the method trains, of how much, and the memory (studio.sizing.sizes.run_sizes, as the CLI prints it):
     for the studio's models at once; for a checkpoint folder, once the Model tab has read it (the facts are
     remembered). `teacher`: distill.teacher's parameters (0: none), or why they are unknown, or None while they are
-    read; the memory leaves the teacher out until its size is known. A classifier is counted with two classes here
-    (the prepared labels set its head; the CLI's line before launch counts them)."""
+    read; the memory leaves the teacher out until its size is known. `classes`: a classifier's, from its prepared
+    dataset's labels; 0 until the data is prepared, when its head is counted with two."""
     from studio.hf.folder import remembered_facts
     from studio.presets import preset_vocab
     from studio.sizing.sizes import run_sizes
@@ -232,8 +261,8 @@ def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
         model.block_size = min(model.block_size, facts.context or model.block_size)
     teacher_params = teacher if isinstance(teacher, int) else 0
     try:
-        new_head = objective_of(config).new_head  # sized for 2 classes until the data says how many
-        sizes = run_sizes(replace(config, model=model), facts, 2 if new_head else 0, teacher_params)
+        new_head = objective_of(config).new_head
+        sizes = run_sizes(replace(config, model=model), facts, (classes or 2) if new_head else 0, teacher_params)
     except StudioError:
         return ""
     if isinstance(teacher, int):
@@ -242,6 +271,13 @@ def method_line(config: RunConfig, teacher: int | str | None = 0) -> str:
         with_teacher = f", the teacher left out ({teacher or 'reading its size…'})"
     return (
         f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train"
-        f"{' (a head of 2 classes)' if new_head else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
+        f"{head_note(classes) if new_head else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
         "per process"
     )
+
+
+def head_note(classes: int) -> str:
+    """A classifier's head as the method line counts it."""
+    if not classes:
+        return " (a head of 2 classes until the data is prepared)"
+    return f" (a head of {counted(classes, 'class', 'classes')})"

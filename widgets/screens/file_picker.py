@@ -46,6 +46,7 @@ class FilePickerScreen(ModalScreen[Path | None]):
         Binding("escape", "dismiss(None)", "Cancel"),
         Binding("c", "choose", "Choose highlighted"),
         Binding("backspace", "parent", "Parent folder"),
+        Binding("question_mark", "app.help", "Help", show=False),  # a modal screen hides the app's own keys
     ]
 
     def __init__(

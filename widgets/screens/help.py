@@ -1,11 +1,11 @@
-"""The keys, and what each tab is for (`?`)."""
+"""The keys of the screen `?` was pressed on, then the studio's own keys and what each tab is for. Scrolls."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Label, Static
 
 from widgets.key_hints import KeyHints
@@ -53,6 +53,17 @@ TABS = [
 ]
 
 
+def screen_keys(screen: Screen) -> list[tuple[str, str]]:
+    """Every key of `screen` as it stands (its focused widget's and its own), with what it does; the app's keys and
+    moving between fields are in KEYS, below them."""
+    keys = {}
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if binding.description and active.node is not screen.app and not binding.action.startswith("app.focus_"):
+            keys.setdefault(screen.app.get_key_display(binding), binding.description)
+    return list(keys.items())
+
+
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen {
@@ -75,10 +86,19 @@ class HelpScreen(ModalScreen[None]):
         Binding("q", "dismiss", "Close", show=False),
     ]
 
+    def __init__(self, keys_here: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.keys_here = keys_here  # screen_keys() of the screen underneath
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
+            yield Label("Keys here", classes="form-section")
+            yield Static(label_table(self.keys_here), id="help-keys-here")
             yield Label("llm-studio: keys", classes="form-section")
             yield Static(label_table(KEYS))
             yield Label("Tabs", classes="form-section")
             yield Static(label_table(TABS))
         yield KeyHints()
+
+    def on_mount(self) -> None:
+        self.query_one("#help").focus()  # up, down, page up/down scroll a help taller than the terminal

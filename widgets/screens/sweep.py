@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from studio.formatting import format_loss
+from studio.formatting import counted, format_loss
 from studio.queue.sweep import Sweep, SweepRun, read_sweep, sweep_results
 from studio.run_folder.status import RunInfo
 from widgets.key_hints import KeyHints
@@ -64,12 +64,16 @@ class SweepScreen(ReportsWorkerErrors, Screen):
         self.results = results
         finished = sum(run.status == "finished" for _, run in results)
         self.query_one("#sweep-title", Static).update(
-            f"sweep {escape(sweep.name)}: {len(results)} runs, {finished} finished · best final val loss first"
+            f"sweep {escape(sweep.name)}: {counted(len(results), 'run')}, {finished} finished · "
+            "best final val loss first"
         )
         table = self.query_one(DataTable)
         row = table.cursor_row
         table.clear(columns=True)
+        scores = any(run.val_scores for _, run in results)  # a classifier's accuracy and F1
         table.add_columns("#", "name", *sweep.keys, "status", "step", "val loss", "train loss")
+        if scores:
+            table.add_column("val scores")
         for rank, (member, run) in enumerate(results, start=1):
             table.add_row(
                 str(rank),
@@ -79,6 +83,7 @@ class SweepScreen(ReportsWorkerErrors, Screen):
                 f"{run.step}/{run.max_steps}",
                 format_loss(run.val_loss),
                 format_loss(run.train_loss),
+                *([run.val_scores or "-"] if scores else []),
                 key=run.name,
             )
         table.move_cursor(row=min(row, max(table.row_count - 1, 0)))
