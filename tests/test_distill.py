@@ -114,7 +114,7 @@ async def test_the_train_tab_picks_a_teacher_and_the_dashboard_charts_both_parts
         picker.value = "teacher"
         await pilot.pause()
         assert app.config.distill.teacher == "teacher"
-        assert "distill.teacher=teacher" in str(app.query_one("#train-command", Static).render())
+        assert "--teacher teacher" in str(app.query_one("#train-command", Static).render())
         app.push_screen(DashboardScreen(run_path("charted")))
         await wait_for(pilot, lambda: app.screen.query(LossChart) and app.screen.query_one(LossChart).curves)
         await app.workers.wait_for_complete()

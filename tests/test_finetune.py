@@ -187,7 +187,10 @@ def break_vocab(folder):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda folder: shutil.rmtree(folder), "no such folder; give a Hugging Face checkpoint folder or a run"),
+        (
+            lambda folder: shutil.rmtree(folder),
+            "no such folder; give a Hugging Face checkpoint folder, a hub name (ORG/NAME) or a run name",
+        ),
         (lambda folder: (folder / "config.json").unlink(), "has no config.json"),
         (lambda folder: (folder / "model.safetensors").unlink(), "has no model.safetensors"),
         (lambda folder: (folder / "tokenizer.json").unlink(), "has no tokenizer.json"),

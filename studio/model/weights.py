@@ -60,7 +60,7 @@ def check_fit(cfg: ModelConfig, weights_file: Path) -> None:
     try:
         with safe_open(str(weights_file), framework="pt") as file:
             found = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:  # a missing file: RuntimeError
         check_still_there(weights_file)
         raise StudioError(f"{weights_file} is unreadable or corrupt ({short_reason(error)})") from None
     if found != expected:
