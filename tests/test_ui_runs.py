@@ -6,6 +6,7 @@ real tiny CPU run, stops it from the dashboard and resumes it from the Runs pane
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -233,8 +234,9 @@ async def test_delete_asks_first(studio_home):
         assert not doomed.exists() and keep.exists() and table.get_row_at(0)[1] == "keep"
 
 
-@pytest.mark.parametrize("keys", [("c",), ()], ids=["checkpoint key", "next poll"])
-async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studio_home, torch_blocked, keys):
+@contextlib.asynccontextmanager
+async def runs_tab_on_a_doomed_run():
+    """The studio on its Runs tab with two runs, the cursor on `doomed` (which the test removes as a shell would)."""
     write_fixture_run("keep")
     doomed = write_fixture_run("doomed")
     app = StudioApp()
@@ -242,6 +244,12 @@ async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studi
     async with app.run_test(size=SIZE) as pilot:
         table = await open_runs_tab(pilot, rows=2)
         table.move_cursor(row=[*table.runs].index("doomed"))
+        yield app, pilot, table, seen, doomed
+
+
+@pytest.mark.parametrize("keys", [("c",), ()], ids=["checkpoint key", "next poll"])
+async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studio_home, torch_blocked, keys):
+    async with runs_tab_on_a_doomed_run() as (app, pilot, table, seen, doomed):
         await pilot.press("enter")
         dashboard = app.screen
         await wait_for(pilot, lambda: dashboard.view is not None, what="the dashboard")
@@ -255,13 +263,7 @@ async def test_a_run_deleted_from_a_shell_closes_its_dashboard_with_a_note(studi
 
 
 async def test_a_run_removed_before_its_row_is_opened_gives_a_note(studio_home, torch_blocked):
-    write_fixture_run("keep")
-    doomed = write_fixture_run("doomed")
-    app = StudioApp()
-    seen = record_notifications(app)
-    async with app.run_test(size=SIZE) as pilot:
-        table = await open_runs_tab(pilot, rows=2)
-        table.move_cursor(row=[*table.runs].index("doomed"))
+    async with runs_tab_on_a_doomed_run() as (app, pilot, table, seen, doomed):
         shutil.rmtree(doomed)  # `rm -r` from a shell before the table's next refresh
         await pilot.press("enter")
         await pilot.pause()
