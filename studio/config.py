@@ -115,7 +115,12 @@ class DataConfig:
     vocab_size: int = setting(
         4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own characters", "vocab size"
     )
-    val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
+    val_fraction: float = setting(
+        0.05,
+        "the share held out for validation; 0: none (evaluation skipped). Examples: round(count × share) of them, so "
+        "the default holds none out of fewer than 10",
+        "val fraction",
+    )
     text_field: str = setting("text", "rows: the column (JSON key) holding each document's text", "text field")
     format: DataFormat = setting(
         "auto",
@@ -529,8 +534,8 @@ def validate(config: RunConfig) -> None:
             f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "
             f"between {MIN_BPE_VOCAB} and {MAX_VOCAB} tokens (try 4096)"
         )
-    if not 0.0 < d.val_fraction < 0.5:
-        raise StudioError(f"data.val_fraction must be above 0 and below 0.5, not {d.val_fraction} (try 0.05)")
+    if not 0.0 <= d.val_fraction < 0.5:
+        raise StudioError(f"data.val_fraction must be at least 0 and below 0.5, not {d.val_fraction} (try 0.05)")
     if d.min_chars < 0 or d.max_chars < 0 or (d.max_chars and d.max_chars < d.min_chars):
         raise StudioError("data.min_chars and data.max_chars must be >= 0, and max_chars >= min_chars (0: no limit)")
 

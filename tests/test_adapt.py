@@ -73,30 +73,6 @@ def code_text(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def chat_rows(tmp_path) -> Path:
-    """Conversations of different lengths, one of them multi-turn."""
-    rows = [
-        {"messages": [{"role": "user", "content": "add"}, {"role": "assistant", "content": "def add(a, b):"}]},
-        {"messages": [{"role": "user", "content": "point"}, {"role": "assistant", "content": "class Point:"}]},
-        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x: int"}]},
-        {
-            "messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "sum"},
-                {"role": "assistant", "content": "return a + b"},
-                {"role": "user", "content": "again"},
-                {"role": "assistant", "content": "return a + b\n    y: int"},
-            ]
-        },
-        {"messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "y: int"}]},
-        {"messages": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "a, b"}]},
-    ]
-    path = tmp_path / "chat.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
 @pytest.mark.parametrize("method", ["full", "lora"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_fine_tunes_and_exports_to_plain_transformers(studio_home, tmp_path, code_text, family, method):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from studio.config import RunConfig, field_names, field_spec, format_value, parse_override, set_field, validate
 from studio.errors import StudioError
+from studio.method_defaults import apply_method_defaults
 from studio.presets import load_preset
 
 DATA_FLAGS = (
@@ -229,15 +230,19 @@ def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tupl
 
 
 def train_config(args: argparse.Namespace) -> RunConfig:
-    """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags."""
+    """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags; a
+    fine-tuning run then takes its method's learning rate unless --set chose one (studio.method_defaults)."""
     config = load_preset(args.preset)
     if args.data:
         config.data.source = args.data
     apply_config_options(config, args, DATA_FLAGS)
+    chosen = set()
     for override in args.overrides:
         key, value = parse_override(override)
         set_field(config, key, value)
+        chosen.add(key)
     apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
+    apply_method_defaults(config, chosen)
     validate(config)
     return config
 
