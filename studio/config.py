@@ -182,6 +182,12 @@ class TrainConfig:
     decay_fraction: float = setting(0.2, "wsd: the share of steps spent decaying at the end", "wsd decay")
     inverse_time_k: float = setting(0.01, "inverse_time: lr / (1 + k·t)", "inverse-time k")
     max_steps: int = setting(2000, "optimizer steps to train for", "steps")
+    epochs: float = setting(
+        0.0,
+        "instead of max_steps: passes over the training examples (text: its tokens), turned into max_steps when the "
+        "data is prepared; 0: max_steps as given",
+        "epochs",
+    )
     batch_size: int = setting(32, "sequences per process per micro-step", "batch")
     grad_accum: int = setting(1, "micro-steps per optimizer step", "grad accum")
     weight_decay: float = setting(0.1, "AdamW / SGD weight decay on matrices and embeddings", "weight decay")
@@ -557,7 +563,8 @@ def validate(config: RunConfig) -> None:
     ):
         _positive(f"train.{key}", getattr(t, key))
     _check_processes(t)
-    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k"):
+    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k",
+                "epochs"):  # fmt: skip
         if getattr(t, key) < 0:
             raise StudioError(f"train.{key} must not be negative, not {getattr(t, key)}")
     unknown = [name for name in t.report_to if name not in TRACKERS]

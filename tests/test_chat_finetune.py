@@ -343,5 +343,6 @@ def test_a_small_chat_set_trains_on_every_conversation_and_says_so(studio_home, 
     out = capsys.readouterr().out
     assert "held out for validation: nothing: everything trains" in out
     assert open_dataset(only_dataset(studio_home)).meta.examples == {"train": 6, "val": 0}
-    assert main(["prepare", str(chat_rows), "--init-from", str(folder), "--val-fraction", "0.2", "--name", "split"]) == 0
+    split = ["--val-fraction", "0.2", "--name", "split"]
+    assert main(["prepare", str(chat_rows), "--init-from", str(folder), *split]) == 0
     assert "held out for validation: 1 of 6 examples" in capsys.readouterr().out

@@ -353,8 +353,8 @@ def test_a_run_without_a_validation_split_skips_evaluation_with_a_note(studio_ho
     from studio.runs.prepare import prepare_run
     from studio.train.trainer import Trainer
 
-    changes = {"data.source": str(code_corpus), "data.val_fraction": 0.0, "train.max_steps": 4, "train.eval_interval": 2}
-    run_dir = prepare_run(tiny_config(changes | {"train.sample_interval": 0}), "whole")
+    changes = {"data.source": str(code_corpus), "data.val_fraction": 0.0, "train.max_steps": 4}
+    run_dir = prepare_run(tiny_config(changes | {"train.eval_interval": 2, "train.sample_interval": 0}), "whole")
     dataset = open_dataset(read_config(run_dir).data.dataset)
     assert dataset.meta.tokens["val"] == 0 and dataset.meta.held_out().startswith("nothing: everything trains")
     Trainer(run_dir).run()

@@ -21,6 +21,7 @@ from studio.cli.console import (
     print_dataset_note,
     print_lr,
     print_method_sizes,
+    print_steps,
     print_streams,
     print_table,
 )
@@ -57,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print_dataset_note(read_config(run_dir))
     print_method_sizes(read_config(run_dir))
     print_lr(read_config(run_dir))
+    print_steps(read_config(run_dir))
     if args.queue:
         position = run_queue.enqueue(run_dir.name)
         print(f"run {run_dir.name} queued (position {position}); see `llm-studio queue`")

@@ -103,6 +103,14 @@ def print_method_sizes(config) -> None:
     )
 
 
+def print_steps(config) -> None:
+    """Before a launch: the steps and the epochs they make ("300 steps ≈ 960 epochs of 5 examples")."""
+    from studio.data.prepare import open_dataset
+    from studio.epochs import steps_and_epochs
+
+    print(f"length: {steps_and_epochs(config, open_dataset(config.data.dataset).meta)}")
+
+
 def print_lr(config) -> None:
     """Before a launch: the learning rate and where it came from; a warning when it is far from the method's."""
     from studio.method_defaults import lr_note, lr_warning

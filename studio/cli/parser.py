@@ -33,6 +33,7 @@ PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model'
 TRAIN_FLAGS = (
     "train.task",
     "train.max_steps",
+    "train.epochs",
     "train.num_processes",
     "train.sharding",
     "train.global_batch",
@@ -241,6 +242,8 @@ def train_config(args: argparse.Namespace) -> RunConfig:
         key, value = parse_override(override)
         set_field(config, key, value)
         chosen.add(key)
+    if args.max_steps is not None and args.epochs is not None:
+        raise StudioError("--max-steps and --epochs both say how long to train: give one of them")
     apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
     apply_method_defaults(config, chosen)
     validate(config)
