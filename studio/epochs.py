@@ -6,9 +6,13 @@ prepare converts `train.epochs` to `max_steps` with it, and the CLI, the Train t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from studio.config import RunConfig
-from studio.data.meta import DatasetMeta
+from studio.paths import datasets_dir
+
+if TYPE_CHECKING:  # the data package imports the pipeline (numpy, tokenizers): loaded only when a meta is read
+    from studio.data.meta import DatasetMeta
 
 
 def per_step(config: RunConfig, meta: DatasetMeta) -> int:
@@ -34,3 +38,15 @@ def steps_and_epochs(config: RunConfig, meta: DatasetMeta, steps: int | None = N
     epochs = steps * per_step(config, meta) / max(epoch_size(meta), 1)
     unit = "examples" if meta.examples else "tokens"
     return f"{steps:,} steps ≈ {epochs:,.{0 if epochs >= 10 else 1}f} epochs of {epoch_size(meta):,} {unit}"
+
+
+def run_dataset_meta(config: RunConfig) -> DatasetMeta | None:
+    """The meta.json of a run's dataset (for the dashboard's epochs); None when it is gone or unreadable."""
+    from studio.data.meta import DatasetMeta
+
+    if not config.data.dataset:
+        return None
+    try:
+        return DatasetMeta.load(datasets_dir() / config.data.dataset / "meta.json")
+    except (OSError, ValueError):
+        return None

@@ -1,5 +1,6 @@
 """Epochs beside steps (studio/epochs.py): `--epochs N` becomes max_steps when the data is prepared, from the
-training set's size, the batch, accumulation and processes; given with --max-steps it is refused; the CLI says both."""
+training set's size, the batch, accumulation and processes; given with --max-steps it is refused; the CLI and the
+dashboard say both."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from studio.config import RunConfig
 from studio.data.prepare import open_dataset
 from studio.epochs import steps_and_epochs, steps_for_epochs
 from studio.run_folder.layout import read_config, run_path
+from studio.run_folder.watch import RunWatcher
+from widgets.run_header import title_line
 
 
 def test_steps_and_epochs_of_examples_and_of_text():
@@ -34,7 +37,9 @@ def test_epochs_become_max_steps_at_prepare_and_the_cli_says_both(run_cli, code_
     config = read_config(run_path("half"))
     train_tokens = open_dataset(config.data.dataset).meta.tokens["train"]
     assert config.train.max_steps == math.ceil(0.5 * train_tokens / (4 * config.model.block_size))
-    assert f"length: {config.train.max_steps:,} steps ≈ 0.5 epochs of {train_tokens:,} tokens\n" in out
+    length = f"{config.train.max_steps:,} steps ≈ 0.5 epochs of {train_tokens:,} tokens"
+    assert f"length: {length}\n" in out
+    assert length in title_line(RunWatcher(run_path("half")).view()).plain  # the dashboard's title says it too
 
 
 def test_epochs_and_max_steps_together_are_one_line(run_cli, code_corpus):

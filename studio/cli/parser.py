@@ -14,7 +14,7 @@ from pathlib import Path
 
 from studio.config import RunConfig, field_names, field_spec, format_value, parse_override, set_field, validate
 from studio.errors import StudioError
-from studio.method_defaults import apply_method_defaults
+from studio.method_defaults import LR_KEYS, apply_method_defaults, method_lr
 from studio.presets import load_preset
 
 DATA_FLAGS = (
@@ -252,12 +252,14 @@ def train_config(args: argparse.Namespace) -> RunConfig:
 
 def train_command_line(config: RunConfig) -> str:
     """The `llm-studio train` line that train_config turns back into `config`: the preset and the data source,
-    then one `--set section.key=value` for each field that differs from the preset, so it stays short for a
-    lightly edited preset and still reproduces the whole config."""
+    then one `--set section.key=value` for each field that differs from the preset (and a fine-tuning run's
+    learning rates, which would otherwise be its method's), so it stays short for a lightly edited preset and still
+    reproduces the whole config."""
     preset = load_preset(config.preset)
     words = ["llm-studio", "train", "--preset", config.preset, "--data", config.data.source]
+    chosen = set(LR_KEYS) if method_lr(config) is not None else set()  # else train_config puts the method's there
     for key in field_names():
-        if key != "data.source" and config.value(key) != preset.value(key):
+        if key != "data.source" and (key in chosen or config.value(key) != preset.value(key)):
             words += ["--set", f"{key}={format_value(config.value(key))}"]
     return shlex.join(words)
 

@@ -66,6 +66,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             yield from form_section(
                 "Steps and batches",
                 "train.max_steps",
+                "train.epochs",
                 "train.batch_size",
                 "train.grad_accum",
                 "train.mixed_precision",
