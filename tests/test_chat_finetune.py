@@ -114,7 +114,7 @@ def test_multi_turn_conversations_learn_every_answer_and_not_the_prompts(studio_
 
         prepare_run(adapt_config(folder, data, {"data.dedup": False, "model.block_size": 128}), name)
         dataset = read_config(run_path(name)).data.dataset
-        assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]]
+        assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]] * 2  # two rows: too few to hold one out
 
 
 @pytest.fixture(scope="module")
