@@ -145,7 +145,7 @@ def write_examples(
     # A split of a few examples judges nothing and teaches them to no one, so it is rounded, not raised to one:
     # at the default 5% a set of fewer than 10 examples trains on them all (LLaMA-Factory and axolotl hold
     # nothing out unless asked).
-    val_examples = round(counts.kept * encoder.data.val_fraction)
+    val_examples = int(counts.kept * encoder.data.val_fraction + 0.5)  # halves up: 10 examples at 5% hold one out
     split_at = counts.kept - val_examples
     _split(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
     examples = {"train": split_at, "val": val_examples}
