@@ -115,7 +115,12 @@ class DataConfig:
     vocab_size: int = setting(
         4096, "BPE only: the vocabulary size; char vocabularies are the corpus' own characters", "vocab size"
     )
-    val_fraction: float = setting(0.05, "the share of text held out for validation", "val fraction")
+    val_fraction: float = setting(
+        0.05,
+        "the share held out for validation; 0: none (evaluation skipped). Examples: round(count × share) of them, so "
+        "the default holds none out of fewer than 10",
+        "val fraction",
+    )
     text_field: str = setting("text", "rows: the column (JSON key) holding each document's text", "text field")
     format: DataFormat = setting(
         "auto",
@@ -177,6 +182,12 @@ class TrainConfig:
     decay_fraction: float = setting(0.2, "wsd: the share of steps spent decaying at the end", "wsd decay")
     inverse_time_k: float = setting(0.01, "inverse_time: lr / (1 + k·t)", "inverse-time k")
     max_steps: int = setting(2000, "optimizer steps to train for", "steps")
+    epochs: float = setting(
+        0.0,
+        "instead of max_steps: passes over the training examples (text: its tokens), turned into max_steps when the "
+        "data is prepared; 0: max_steps as given",
+        "epochs",
+    )
     batch_size: int = setting(32, "sequences per process per micro-step", "batch")
     grad_accum: int = setting(1, "micro-steps per optimizer step", "grad accum")
     weight_decay: float = setting(0.1, "AdamW / SGD weight decay on matrices and embeddings", "weight decay")
@@ -541,8 +552,8 @@ def validate(config: RunConfig) -> None:
             f"data.vocab_size {d.vocab_size} is out of range: a byte-level BPE needs "
             f"between {MIN_BPE_VOCAB} and {MAX_VOCAB} tokens (try 4096)"
         )
-    if not 0.0 < d.val_fraction < 0.5:
-        raise StudioError(f"data.val_fraction must be above 0 and below 0.5, not {d.val_fraction} (try 0.05)")
+    if not 0.0 <= d.val_fraction < 0.5:
+        raise StudioError(f"data.val_fraction must be at least 0 and below 0.5, not {d.val_fraction} (try 0.05)")
     if d.min_chars < 0 or d.max_chars < 0 or (d.max_chars and d.max_chars < d.min_chars):
         raise StudioError("data.min_chars and data.max_chars must be >= 0, and max_chars >= min_chars (0: no limit)")
 
@@ -564,7 +575,8 @@ def validate(config: RunConfig) -> None:
     ):
         _positive(f"train.{key}", getattr(t, key))
     _check_processes(t)
-    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k"):
+    for key in ("min_lr", "warmup_steps", "weight_decay", "momentum", "grad_clip", "sample_interval", "inverse_time_k",
+                "epochs"):  # fmt: skip
         if getattr(t, key) < 0:
             raise StudioError(f"train.{key} must not be negative, not {getattr(t, key)}")
     unknown = [name for name in t.report_to if name not in TRACKERS]

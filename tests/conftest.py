@@ -4,6 +4,7 @@ Helpers that tests import (tiny training options, trained homes, fixture run fol
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,27 @@ def home(trained, monkeypatch):
     """LLM_STUDIO_HOME pointed at the test module's `trained` home (a module-scoped fixture of train_runs)."""
     monkeypatch.setenv("LLM_STUDIO_HOME", str(trained))
     return trained
+
+
+@pytest.fixture
+def chat_rows(tmp_path) -> Path:
+    """Six conversations of different lengths, one of them multi-turn (the chat set of the fine-tuning tests)."""
+    rows = [
+        {"messages": [{"role": "user", "content": "add"}, {"role": "assistant", "content": "def add(a, b):"}]},
+        {"messages": [{"role": "user", "content": "point"}, {"role": "assistant", "content": "class Point:"}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x: int"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "sum"},
+                {"role": "assistant", "content": "return a + b"},
+                {"role": "user", "content": "again"},
+                {"role": "assistant", "content": "return a + b\n    y: int"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "y: int"}]},
+        {"messages": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "a, b"}]},
+    ]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path

@@ -45,6 +45,9 @@ QUICK = {
 }
 
 
+HOLD_ONE_OUT = {"data.val_fraction": 0.2}  # of the 5 conversations context 32 keeps, the last (two rows hold the rest)
+
+
 def adapt_config(folder: Path, data: Path, changes: dict | None = None) -> RunConfig:
     config = RunConfig()
     config.data.source = str(data)
@@ -70,30 +73,6 @@ def losses(run_dir: Path) -> list[float]:
 def code_text(tmp_path) -> Path:
     path = tmp_path / "code.txt"
     path.write_text(TEXT * 80, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def chat_rows(tmp_path) -> Path:
-    """Conversations of different lengths, one of them multi-turn."""
-    rows = [
-        {"messages": [{"role": "user", "content": "add"}, {"role": "assistant", "content": "def add(a, b):"}]},
-        {"messages": [{"role": "user", "content": "point"}, {"role": "assistant", "content": "class Point:"}]},
-        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "x: int"}]},
-        {
-            "messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "sum"},
-                {"role": "assistant", "content": "return a + b"},
-                {"role": "user", "content": "again"},
-                {"role": "assistant", "content": "return a + b\n    y: int"},
-            ]
-        },
-        {"messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "y: int"}]},
-        {"messages": [{"role": "user", "content": "b"}, {"role": "assistant", "content": "a, b"}]},
-    ]
-    path = tmp_path / "chat.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
 
@@ -212,11 +191,11 @@ def test_a_packed_batch_has_the_loss_of_the_same_examples_unpacked(studio_home, 
         config.model.block_size = 64
         config.train.init_from = ""
         model = build_run_model(config).module
-        prepare_run(adapt_config(base, chat_rows), "data-only")  # the chat dataset, tokenized for llama's vocab
+        prepare_run(adapt_config(base, chat_rows, HOLD_ONE_OUT), "data-only")  # tokenized for llama's vocab
     else:
         folder = tmp_path / family
         make_hf_model(folder, family, chat_template=CHATML)
-        run_dir = prepare_run(adapt_config(folder, chat_rows), "packed")
+        run_dir = prepare_run(adapt_config(folder, chat_rows, HOLD_ONE_OUT), "packed")
         model = build_run_model(RunConfig.load(run_dir / "config.toml")).module
     (dataset_dir,) = [path for path in (studio_home / "datasets").iterdir() if not path.name.startswith(".")]
     dataset = open_dataset(dataset_dir.name)

@@ -15,6 +15,7 @@ from textual.widgets import Checkbox, Input, Select, TabbedContent
 from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import set_field
 from studio.formatting import format_count
+from studio.method_defaults import apply_method_defaults
 from studio.presets import load_preset, preset_vocab
 from studio.sizing.sizes import param_count
 from tests.helpers import tiny_config
@@ -108,6 +109,7 @@ def test_train_command_line_of_a_fine_tune_reads_as_the_readme_writes_it():
     config = load_preset("finetune")
     set_field(config, "train.init_from", "Qwen/Qwen2.5-0.5B-Instruct")
     set_field(config, "train.method", "lora")
+    apply_method_defaults(config)  # as train_config and the Train tab do: the method's learning rate
     command = train_command_line(config, name="my run")
     assert command == (
         "llm-studio train --preset finetune --data python-stdlib --init-from Qwen/Qwen2.5-0.5B-Instruct "
@@ -301,7 +303,8 @@ async def test_browse_picks_a_file(studio_home, small_corpus, monkeypatch):
 async def test_bad_cleaning_value_is_marked(studio_home):
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
-        await type_into(pilot, "data.val_fraction", "0.7")
+        # pasted: typed, its first key "0" is now a valid fraction, and a valid edit of a Data field loses the focus
+        await paste_into(pilot, "data.val_fraction", "0.7")
         assert field(app, "data.val_fraction").has_class("-invalid")
         assert "below 0.5" in static_text(field(app, "data.val_fraction").query_one(".field-error"))
         await type_into(pilot, "data.val_fraction", "0.1")

@@ -95,4 +95,7 @@ async def test_chat_rows_prepared_on_the_data_tab_show_the_learned_tokens(studio
         assert "the tokens the loss learns are green" in title
         sample = app.query_one(TokenSample).content
         learned = "".join(sample.plain[span.start : span.end] for span in sample.spans if "success" in str(span.style))
-        assert learned == "Hello.<|im_end|>4<|im_end|>"  # the training examples' answers and end tokens, no more
+        # every example's answer and end token, no more: three examples are too few to hold one out (issue 21)
+        assert learned == "Hello.<|im_end|>4<|im_end|>Blue<|im_end|>"
+        facts = static_text(app.query_one("#data-facts"))
+        assert "held out" in facts and "nothing: everything trains" in facts

@@ -5,6 +5,7 @@ bad chat input is one line."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ def test_multi_turn_conversations_learn_every_answer_and_not_the_prompts(studio_
 
         prepare_run(adapt_config(folder, data, {"data.dedup": False, "model.block_size": 128}), name)
         dataset = read_config(run_path(name)).data.dataset
-        assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]]
+        assert learned_spans(dataset) == [["1<|im_end|>", "2<|im_end|>"]] * 2  # two rows: too few to hold one out
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,34 @@ def test_a_model_taught_four_conversations_answers_them_and_stops(taught, tmp_pa
             new = model.generate(ids, max_new_tokens=30, do_sample=False)[0, ids.size(1) :]
         assert new[-1].item() == tokenizer.eos_token_id and len(new) < 30  # stopped at the end of its answer
         assert tokenizer.decode(new, skip_special_tokens=True) == answer
+
+
+def readme_fine_tuning_commands() -> list[list[str]]:
+    """The command lines of the README's *Fine-tuning a checkpoint* example, comments left out."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Fine-tuning a checkpoint", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line.split("#", 1)[0]) for line in block.splitlines()]
+
+
+def test_the_readmes_fine_tuning_commands_teach_every_conversation(studio_home, tmp_path, chat_rows, capsys):
+    """Run as written, with a tiny Qwen2 for the README's checkpoint and the six conversations for its chats: the
+    defaults keep every conversation in training and learn each answer (lr 3e-5 answered nothing)."""
+    make_hf_model(tmp_path / "Qwen2.5-0.5B-Instruct", "qwen2", chat_template=CHATML)
+    (tmp_path / "chats.jsonl").write_bytes(chat_rows.read_bytes())
+    train, generate, export = readme_fine_tuning_commands()
+    assert train[:2] == ["llm-studio", "train"] and generate[:3] == ["llm-studio", "generate", "RUN"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(train[1:]) == 0
+        (run,) = [path.name for path in (studio_home / "runs").iterdir()]
+        assert "lr 0.0002 (lora default)" in capsys.readouterr().out
+        conversations = [json.loads(line)["messages"] for line in chat_rows.read_text().splitlines()]
+        single_turns = [(messages[0]["content"], messages[1]["content"]) for messages in conversations[:3]]
+        single_turns += [(messages[0]["content"], messages[1]["content"]) for messages in conversations[4:]]
+        for question, answer in single_turns:  # the multi-turn one trains too; generate asks single turns
+            assert main(["generate", run, "--prompt", question, "--temperature", "0"]) == 0
+            assert capsys.readouterr().out == f"user: {question}\nassistant: {answer}\n"
+        assert main([word.replace("RUN", run) for word in export[1:]]) == 0
 
 
 @pytest.mark.asyncio
@@ -321,3 +350,18 @@ def test_chat_samples_answer_the_held_out_user_turns_rendered_with_the_template(
     event = sample_events(run_dir)[-1]
     held_out = [f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n" for question, _ in CONVERSATIONS[3:]]
     assert [item["prompt"] for item in event["samples"]] == held_out
+
+
+def test_a_small_chat_set_trains_on_every_conversation_and_says_so(studio_home, tmp_path, chat_rows, capsys):
+    """Six conversations at the default data.val_fraction: none is held out (a split of one judges nothing and is
+    never learned), and prepare's summary says what validation holds."""
+    folder = tmp_path / "model"
+    make_hf_model(folder, "qwen2", chat_template=CHATML)
+    capsys.readouterr()
+    assert main(["prepare", str(chat_rows), "--init-from", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "held out for validation: nothing: everything trains" in out
+    assert open_dataset(only_dataset(studio_home)).meta.examples == {"train": 6, "val": 0}
+    split = ["--val-fraction", "0.2", "--name", "split"]
+    assert main(["prepare", str(chat_rows), "--init-from", str(folder), *split]) == 0
+    assert "held out for validation: 1 of 6 examples" in capsys.readouterr().out

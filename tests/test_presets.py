@@ -120,8 +120,13 @@ def test_speedrun_cpu_is_muon_on_a_model_of_at_most_a_million_parameters_on_nano
 
 
 def test_finetune_keeps_the_model_and_lowers_the_rate():
+    """The rate is the method's once a checkpoint is named (studio.method_defaults), not the preset's (issue 21)."""
+    from studio.method_defaults import apply_method_defaults
+
     config = load_preset("finetune")
     assert config.model == RunConfig().model
+    config.train.init_from = "some-run"
+    apply_method_defaults(config)
     assert config.train.lr <= 1e-4
 
 

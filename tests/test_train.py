@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from studio.run_folder.events import current_history, read_events
-from studio.run_folder.layout import find_checkpoint, run_path
+from studio.run_folder.layout import find_checkpoint, read_config, run_path
 from studio.run_folder.status import summarize, trainer_pid
 from studio.runs.control import request_checkpoint, wait_for_exit
 from tests.helpers import TINY_TRAIN, tiny_config
@@ -346,3 +346,25 @@ def test_a_stop_between_two_log_lines_still_counts_the_training_time(studio_home
     saved = json.loads((find_checkpoint(run_path("timed")) / "trainer_state.json").read_text())
     assert saved["step"] == 3 and saved["train_seconds"] > 0
     assert events_of("timed", "train") == []  # no log line was written: the time still counts
+
+
+def test_a_run_without_a_validation_split_skips_evaluation_with_a_note(studio_home, code_corpus, run_cli, tmp_path):
+    """data.val_fraction 0: every token trains, the trainer says once that it does not evaluate, and `runs`, the
+    dashboard's history and a report read a run that has no eval event."""
+    from studio.data.prepare import open_dataset
+    from studio.runs.prepare import prepare_run
+    from studio.train.trainer import Trainer
+
+    changes = {"data.source": str(code_corpus), "data.val_fraction": 0.0, "train.max_steps": 4}
+    run_dir = prepare_run(tiny_config(changes | {"train.eval_interval": 2, "train.sample_interval": 0}), "whole")
+    dataset = open_dataset(read_config(run_dir).data.dataset)
+    assert dataset.meta.tokens["val"] == 0 and dataset.meta.held_out().startswith("nothing: everything trains")
+    Trainer(run_dir).run()
+    assert events_of("whole", "eval") == []
+    (note,) = events_of("whole", "note")
+    assert note["step"] == 0 and note["message"].startswith("no validation split (data.val_fraction 0")
+    assert summarize(run_dir).status == "finished"
+    code, out, err = run_cli("runs")
+    assert code == 0 and "whole" in out, err
+    code, _, err = run_cli("report", "whole", "--out", tmp_path / "page")
+    assert code == 0 and (tmp_path / "page" / "index.html").is_file(), err

@@ -44,6 +44,7 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
         ("dropped", dropped),
         ("characters", f"{meta.characters:,}"),
         ("tokens", f"{tokens['train']:,} train · {tokens['val']:,} val"),
+        ("held out", meta.held_out()),
         ("vocabulary", f"{meta.vocab_size:,} ({tokenizer})"),
         ("chars/token", f"{meta.chars_per_token:.2f}"),
         ("bytes replaced", f"{meta.bytes_replaced:,}" + (" (not UTF-8)" if meta.bytes_replaced else "")),

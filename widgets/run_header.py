@@ -28,6 +28,8 @@ def _number(value: float | None, spec: str) -> str:
 def title_line(view: RunView) -> Text:
     percent = 100 * view.step / view.max_steps if view.max_steps else 0
     parts = [f"step {view.step}/{view.max_steps}", f"{percent:.0f}%"]
+    if view.length:
+        parts.append(view.length)
     if view.tokens_seen is not None:
         parts.append(f"tokens seen {format_count(view.tokens_seen)}")
     if view.eta_seconds is not None:

@@ -18,7 +18,9 @@ from studio.cli.console import (
     memory_summary,
     print_dataset,
     print_dataset_note,
+    print_lr,
     print_method_sizes,
+    print_steps,
     print_streams,
     print_table,
 )
@@ -54,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = prepare_run(config, args.name, progress=ProgressBar())
     print_dataset_note(read_config(run_dir))
     print_method_sizes(read_config(run_dir))
+    print_lr(read_config(run_dir))
+    print_steps(read_config(run_dir))
     if args.queue:
         position = run_queue.enqueue(run_dir.name)
         print(f"run {run_dir.name} queued (position {position}); see `llm-studio queue`")

@@ -47,6 +47,7 @@ def print_dataset(dataset) -> None:
         f"{dropped_text(meta)}; {meta.tokens['train']:,} train + {meta.tokens['val']:,} val "
         f"tokens; vocab {meta.vocab_size:,}; {meta.chars_per_token:.2f} chars/token"
     )
+    print(f"held out for validation: {meta.held_out()}")
     if meta.bytes_replaced:
         print(f"note: {meta.bytes_replaced:,} bytes were not valid UTF-8 and were replaced (--strict refuses them)")
     if meta.empty_rows:
@@ -73,6 +74,7 @@ def print_dataset_note(config) -> None:
     examples = meta.examples
     kind = "classification rows" if meta.labels else f"examples ({meta.row_format})"
     print(f"data: {examples['train']:,} train + {examples['val']:,} val {kind}{dropped_text(meta)}")
+    print(f"held out for validation: {meta.held_out()}")
     if meta.labels:
         counts = meta.class_counts["train"]
         print(f"classes: {', '.join(f'{label} {counts.get(str(label), 0):,}' for label in meta.labels)}")
@@ -99,6 +101,23 @@ def print_method_sizes(config) -> None:
         f"{'' if train.method == 'full' else f' on {targets}'}){teacher}; about {format_bytes(sizes.memory['total'])} "
         f"per process for batch {train.batch_size} × context {config.model.block_size}"
     )
+
+
+def print_steps(config) -> None:
+    """Before a launch: the steps and the epochs they make ("300 steps ≈ 960 epochs of 5 examples")."""
+    from studio.data.prepare import open_dataset
+    from studio.epochs import steps_and_epochs
+
+    print(f"length: {steps_and_epochs(config, open_dataset(config.data.dataset).meta)}")
+
+
+def print_lr(config) -> None:
+    """Before a launch: the learning rate and where it came from; a warning when it is far from the method's."""
+    from studio.method_defaults import lr_note, lr_warning
+
+    print(lr_note(config))
+    if warning := lr_warning(config):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def memory_summary(events: list[dict]) -> str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from studio.config import RunConfig, field_names, field_spec, format_value, parse_override, set_field, validate
 from studio.errors import StudioError
+from studio.method_defaults import apply_method_defaults, method_defaults
 from studio.presets import load_preset
 
 DATA_FLAGS = (
@@ -32,6 +33,7 @@ PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model'
 TRAIN_FLAGS = (
     "train.task",
     "train.max_steps",
+    "train.epochs",
     "train.num_processes",
     "train.sharding",
     "train.global_batch",
@@ -229,28 +231,38 @@ def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tupl
 
 
 def train_config(args: argparse.Namespace) -> RunConfig:
-    """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags."""
+    """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags; a
+    fine-tuning run then takes its method's learning rate unless --set chose one (studio.method_defaults)."""
     config = load_preset(args.preset)
     if args.data:
         config.data.source = args.data
     apply_config_options(config, args, DATA_FLAGS)
+    chosen = set()
     for override in args.overrides:
         key, value = parse_override(override)
         set_field(config, key, value)
+        chosen.add(key)
+    if args.max_steps is not None and args.epochs is not None:
+        raise StudioError("--max-steps and --epochs both say how long to train: give one of them")
     apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
+    apply_method_defaults(config, chosen)
     validate(config)
     return config
 
 
 def train_command_line(config: RunConfig, name: str = "") -> str:
     """The `llm-studio train` line that train_config turns back into `config`: the preset and the data source,
-    then each field that differs from the preset, by its own flag where it has one that takes a value
+    then each field that differs from what train_config would put there (the preset's value, or a fine-tuning
+    run's learning rates as its method sets them), by its own flag where it has one that takes a value
     (`--init-from DIR --method lora`, as the README writes them) and `--set section.key=value` otherwise, so it
     stays short for a lightly edited preset and still reproduces the whole config; `--name` last when given."""
     preset = load_preset(config.preset)
+    defaults = method_defaults(config)
     words = ["llm-studio", "train", "--preset", config.preset, "--data", config.data.source]
     for key in field_names():
-        if key != "data.source" and config.value(key) != preset.value(key):
+        if key == "train.max_steps" and config.train.epochs:
+            continue  # prepare makes the epochs steps, and train refuses --max-steps beside --epochs
+        if key != "data.source" and config.value(key) != defaults.get(key, preset.value(key)):
             value = format_value(config.value(key))
             words += [own_flag(key), value] if own_flag(key) else ["--set", f"{key}={value}"]
     return shlex.join(words + (["--name", name] if name else []))

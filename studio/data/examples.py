@@ -11,8 +11,8 @@
 Each row of the source (any row file studio.data.sources reads) is normalised to messages and rendered with the
 model's chat template (or the studio's default for a base model without one, which then travels with the run into
 its checkpoints and exports), tokenized with its mask (studio.data.chat), and written in one pass; the last
-val_fraction of the examples is the validation split. Memory stays flat: ids go to disk as they come, only the
-offsets are kept.
+val_fraction of the examples (rounded: none of a small set) is the validation split. Memory stays flat: ids go to
+disk as they come, only the offsets are kept.
 """
 
 from __future__ import annotations
@@ -137,14 +137,16 @@ def write_examples(
             np.asarray(ids, dtype=dtype).tofile(ids_file)
             np.asarray(mask, dtype=np.uint8).tofile(mask_file)
             offsets.append(offsets[-1] + len(ids))
-    if counts.kept < 2:
+    if not counts.kept:
         cut = counts.dropped["overlong"] + counts.dropped["no_answer"]
         raise StudioError(
-            f"{counts.kept} usable example(s) in {source.location} ({_dropped_text(counts)}); "
-            "a dataset needs at least 2, one of them for validation"
+            f"no usable example in {source.location} ({_dropped_text(counts)})"
             + (f"; raise model.block_size (now {encoder.context}) to keep the long ones" if cut else "")
         )
-    val_examples = max(1, round(counts.kept * encoder.data.val_fraction))
+    # A split of a few examples judges nothing and teaches them to no one, so it is rounded, not raised to one:
+    # at the default 5% a set of fewer than 10 examples trains on them all (LLaMA-Factory and axolotl hold
+    # nothing out unless asked).
+    val_examples = int(counts.kept * encoder.data.val_fraction + 0.5)  # halves up: 10 examples at 5% hold one out
     split_at = counts.kept - val_examples
     _split(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
     examples = {"train": split_at, "val": val_examples}

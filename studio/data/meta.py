@@ -95,6 +95,16 @@ class DatasetMeta:
             return LABELED
         return EXAMPLES if self.row_format else TEXT
 
+    def held_out(self) -> str:
+        """What the validation split holds, in words (prepare's summary, the CLI before a launch, the Data tab)."""
+        tokens = self.tokens["val"]
+        if not tokens:
+            return "nothing: everything trains (data.val_fraction 0, or too few examples to hold any out)"
+        if self.examples:
+            held, total = self.examples["val"], sum(self.examples.values())
+            return f"{held:,} of {total:,} examples ({tokens:,} tokens), never trained on"
+        return f"the end of the text: {tokens:,} of {sum(self.tokens.values()):,} tokens, never trained on"
+
     @classmethod
     def load(cls, path: Path) -> DatasetMeta:
         """A meta.json read; a ValueError naming the field when it is not JSON, lacks a field every dataset has or

@@ -115,6 +115,11 @@ class Dataset:
         return bool(self.meta.examples)
 
     @property
+    def has_validation(self) -> bool:
+        """Whether anything was held out (data.val_fraction 0, or a small example set, holds nothing out)."""
+        return self.meta.tokens["val"] > 0
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.path / "tokenizer.json"
 
@@ -315,6 +320,7 @@ def _options(
         del options["min_chars"], options["max_chars"]
         template = chat_template_for(pretrained.chat_template if pretrained else None)
         options |= {"row_format": row_format, "context": context, "chat_template": _short_hash(template)}
+        options["val_split"] = "rounded"  # a small set holds none out: sets split the older way are not reused
     if pretrained:
         options["tokenizer"] = f"pretrained-{tokenizer_hash(load_tokenizer(pretrained.path))[:12]}"
         options["eot_token"] = pretrained.eot_token
@@ -448,7 +454,7 @@ def _write_dataset(
                 writer.write(piece, text_encoder.encode)
                 progress("encode", writer.chars, corpus.characters)
             writer.write_ids(np.array([text_encoder.eot_id]))
-    _check_split_sizes(writer.tokens, corpus)
+    _check_split_sizes(writer.tokens, corpus, data.val_fraction)
 
     text_tokens = sum(writer.tokens.values()) - corpus.kept  # all but the EOTs
     return _dataset_meta(
@@ -482,7 +488,8 @@ def _write_labeled_dataset(
     else:
         labels = label_names(read.rows, source.location)
         train_rows, val_rows = split_rows(read.rows, labels, data.val_fraction)
-    if not val_rows or not (train_rows or purpose.held_out):
+    no_split = not (val_rows or data.val_file or data.val_fraction)  # val_fraction 0: no validation, as asked
+    if not (val_rows or no_split) or not (train_rows or purpose.held_out):
         raise StudioError(
             f"{source.location}: {len(train_rows)} training and {len(val_rows)} validation rows; each split needs "
             "rows (check the rows' split fields, or data.val_fraction)"
@@ -509,7 +516,7 @@ def _write_labeled_dataset(
     counts = write_labeled(folder, splits, labels, tokenizer, framed, purpose.context, token_dtype(vocab_size))
     progress("encode", 1, 1)
     val_counts = counts.class_counts["val"]
-    missing = [] if purpose.held_out else [str(label) for label in labels if str(label) not in val_counts]
+    missing = [] if purpose.held_out or no_split else [str(label) for label in labels if str(label) not in val_counts]
     return _dataset_meta(
         identity,
         tokenizer,
@@ -696,8 +703,9 @@ def _check_not_empty(corpus: Scan, source: Source, data: DataConfig) -> None:
     )
 
 
-def _check_split_sizes(tokens: dict[str, int], corpus: Scan) -> None:
-    if min(tokens.values()) < MIN_SPLIT_TOKENS:
+def _check_split_sizes(tokens: dict[str, int], corpus: Scan, val_fraction: float) -> None:
+    """Each split has enough tokens to train on or judge by; without a split (val_fraction 0) the train split."""
+    if min(tokens.values() if val_fraction else [tokens["train"]]) < MIN_SPLIT_TOKENS:
         raise StudioError(
             f"the corpus is too small to split: {corpus.characters} characters give "
             f"{tokens['train']} train and {tokens['val']} validation tokens, and each split "

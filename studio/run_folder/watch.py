@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.epochs import run_dataset_meta, steps_and_epochs
 from studio.objectives import Metric, objective_of
 from studio.run_folder.history import History, MemoryFacts, Series
 from studio.run_folder.layout import TRAINER_LOG, read_config
@@ -42,6 +43,7 @@ class RunView:
     confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest eval: step, labels, matrix
     memory: MemoryFacts | None = None  # from the `running` event; the measured peaks are series["mem_peak"]
     charted: tuple[Metric, ...] = ()  # the objective's eval metrics drawn beside the loss (studio.objectives)
+    length: str = ""  # "300 steps ≈ 960 epochs of 5 examples"; "" when the dataset is gone
 
 
 class RunWatcher:
@@ -52,6 +54,7 @@ class RunWatcher:
         config = self.config = read_config(self.run_dir)
         self.history = History.load(self.run_dir)
         self.schedule = config.train.schedule
+        self.dataset_meta = run_dataset_meta(config)
         self.charted = objective_of(config).charted
         self.status = "created"
         self.log_lines: deque[str] = deque(maxlen=log_lines)
@@ -140,6 +143,7 @@ class RunWatcher:
                 error=self._error(),
                 log_lines=list(self.log_lines),
                 skipped_lines=self.history.skipped_lines,
+                length=steps_and_epochs(self.config, self.dataset_meta, self.max_steps) if self.dataset_meta else "",
                 device=self.history.device,
                 confusion=self.history.confusion,
                 memory=self.history.memory,

@@ -38,6 +38,10 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     pretrained = resolve_init_from(config, progress)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
+    if config.train.epochs:
+        from studio.epochs import steps_for_epochs
+
+        config.train.max_steps = steps_for_epochs(config, dataset.meta)
     if config.distill.teacher:
         config.distill.teacher = str(resolve_teacher(config, dataset).path)
     if config.model.vocab_size == 0:

@@ -221,6 +221,9 @@ class Trainer:
             mem_baseline=self.memory.baseline,
         )
         if self.state.step == 0:
+            if not self.dataset.has_validation:
+                self.note("no validation split (data.val_fraction 0, or too few examples to hold any out): "
+                          "evaluation skipped")  # fmt: skip
             self.evaluate()
             self.write_samples()
         window = Window(self.accelerator.device)
@@ -309,7 +312,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.trained_model = self.prepared_model
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        message = f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
+        self.note(
+            f"torch.compile failed ({first_line[:200]}); training uncompiled (set train.compile=false to skip it)"
+        )
+
+    def note(self, message: str) -> None:
+        """One line the run goes on after, as a `note` event (the writer echoes it to trainer.log)."""
         self.events.write("note", self.state.step, message=message)
 
     def _global_counts(self, batches: list[Batch]) -> tuple[int, int]:
@@ -348,7 +356,9 @@ class Trainer:
 
     def evaluate(self) -> None:
         """The objective's evaluation of the prepared model (uncompiled: an eval-mode graph would be a second
-        compile), as an `eval` event."""
+        compile), as an `eval` event; nothing without a validation split."""
+        if not self.dataset.has_validation:
+            return
         self.prepared_model.eval()
         fields = self.objective.evaluate(self.prepared_model, self.config.train.eval_steps)
         self.prepared_model.train()

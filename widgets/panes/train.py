@@ -23,6 +23,7 @@ from studio.cli.parser import train_command_line
 from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.formatting import counted, format_bytes, format_count, teacher_note
+from studio.method_defaults import LR_KEYS, apply_method_defaults, lr_note, lr_warning
 from studio.objectives import objective_of
 from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
@@ -48,6 +49,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.teacher_sizes: dict[str, int | str | None] = {}
         # a classifier's config.dataset_shaping() -> its prepared dataset's classes (0: not prepared); None while read
         self.class_counts: dict[str, int | None] = {}
+        self.fine_tuning: tuple[bool, str] | None = None  # (init_from set, method) whose learning rate is shown
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
@@ -66,6 +68,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             yield from form_section(
                 "Steps and batches",
                 "train.max_steps",
+                "train.epochs",
                 "train.batch_size",
                 "train.grad_accum",
                 "train.mixed_precision",
@@ -99,6 +102,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 yield Button("Teacher folder…", id="train-teacher-folder", compact=True)
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
+            yield Static("", id="train-lr-note")
             yield Label("Command line (y copies)", classes="form-section")
             yield Static("", id="train-command")
             with Horizontal(id="train-launch-row"):
@@ -108,6 +112,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             yield StatusLine("ctrl+l launches from any tab", id="train-status")
 
     def on_mount(self) -> None:
+        self.fine_tuning = self._fine_tuning()
         self.config_changed("train")
 
     def on_show(self) -> None:
@@ -118,11 +123,33 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
 
     # ---- the app hands config changes down ------------------------------------------------------
     def config_changed(self, section: str) -> None:
+        if section == "train":
+            self._follow_method()
         super().config_changed(section)
         self._show_command_line()
         self._show_method_line()
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
+            self._show_lr_note()
+
+    def _fine_tuning(self) -> tuple[bool, str]:
+        return bool(self.app.config.train.init_from), self.app.config.train.method
+
+    def _follow_method(self) -> None:
+        """A new method, or fine-tuning turned on: the learning rate becomes the method's (studio.method_defaults)."""
+        if self.fine_tuning is None or self._fine_tuning() == self.fine_tuning:
+            return
+        self.fine_tuning = self._fine_tuning()
+        apply_method_defaults(self.app.config)
+        for field in self.query(ConfigField):
+            if field.config_key in LR_KEYS:
+                field.load()
+
+    def _show_lr_note(self) -> None:
+        """Where the learning rate came from, and a warning when it is far from the method's."""
+        warning = lr_warning(self.app.config)
+        note = lr_note(self.app.config) + (f"\n⚠ {warning}" if warning else "")
+        self.query_one("#train-lr-note", Static).update(note)
 
     @on(Input.Changed, "#train-run-name")
     def _show_command_line(self) -> None:

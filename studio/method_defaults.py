@@ -1,0 +1,71 @@
+"""The learning rate a fine-tuning run starts from when the user does not choose one: each method's, as the field's
+tools default to it, where it came from, and a warning when a chosen value is far from it. Torch-free: the CLI
+(`train_config`) and the Train tab read this one table.
+
+What the field does (checked 2026-12): adapters (LoRA, DoRA, QLoRA) train at about 1e-4 to 2e-4 on real
+checkpoints (Unsloth's notebooks and axolotl's LoRA/QLoRA examples 2e-4, LLaMA-Factory's LoRA examples 1e-4, TRL's
+LoRA guide about ten times the full rate); full fine-tuning an order of magnitude lower (TRL's SFTConfig 2e-5,
+axolotl's full examples 1e-5 to 2e-5, LLaMA-Factory's 1e-5). They decay to about a tenth or to zero, without
+weight decay (LLaMA-Factory, axolotl and TRL default to 0), after a short warmup; the finetune preset holds those,
+which do not depend on the method. LoRA's rank 16 and alpha 32 (updates scaled by 2) are config.py's defaults:
+LLaMA-Factory's alpha = 2 × rank, Unsloth's rank 16.
+
+A run from scratch (no train.init_from) is not fine-tuning: its preset's rate stands.
+"""
+
+from __future__ import annotations
+
+from studio.config import RunConfig, format_value
+
+METHOD_LR = {"full": 2e-5, "lora": 2e-4, "dora": 2e-4, "qlora": 2e-4}
+MIN_LR_SHARE = 0.1  # the schedule decays to a tenth of the peak
+FAR = 5.0  # a chosen rate more than this many times above or below the method's is warned about
+LR_KEYS = ("train.lr", "train.min_lr")
+
+
+def method_lr(config: RunConfig) -> float | None:
+    """The fine-tuning method's learning rate; None for a run from scratch."""
+    return METHOD_LR[config.train.method] if config.train.init_from else None
+
+
+def method_defaults(config: RunConfig) -> dict[str, float]:
+    """What a fine-tuning run's LR_KEYS are unless chosen: the method's rate, and min_lr a tenth of the run's rate
+    (whoever chose it); {} for a run from scratch."""
+    lr = method_lr(config)
+    return {} if lr is None else {"train.lr": lr, "train.min_lr": config.train.lr * MIN_LR_SHARE}
+
+
+def apply_method_defaults(config: RunConfig, chosen: set[str] = frozenset()) -> None:
+    """A fine-tuning run takes its method's learning rate (and min_lr, a tenth of the rate) for the keys in LR_KEYS
+    that the user did not choose (`chosen`: `section.key` names)."""
+    if "train.lr" not in chosen:
+        config.train.lr = method_defaults(config).get("train.lr", config.train.lr)
+    if "train.min_lr" not in chosen:  # after the rate: a tenth of the one the run ends up with
+        config.train.min_lr = method_defaults(config).get("train.min_lr", config.train.min_lr)
+
+
+def lr_note(config: RunConfig) -> str:
+    """The learning rate and where it came from: "lr 0.0002 (lora default)", "(preset tiny)" or "(set)"."""
+    from studio.presets import load_preset
+
+    lr = config.train.lr
+    if lr == method_lr(config):
+        origin = f"{config.train.method} default"
+    elif lr == load_preset(config.preset).train.lr:
+        origin = f"preset {config.preset}"
+    else:
+        origin = "set"
+    return f"lr {format_value(lr)} ({origin})"
+
+
+def lr_warning(config: RunConfig) -> str:
+    """One line when a fine-tuning run's learning rate is more than FAR times away from its method's, else ""."""
+    wanted, lr = method_lr(config), config.train.lr
+    if wanted is None or lr <= 0 or wanted / FAR <= lr <= wanted * FAR:
+        return ""
+    side = "below" if lr < wanted else "above"
+    ratio = max(lr, wanted) / min(lr, wanted)
+    return (
+        f"train.lr {format_value(lr)} is {ratio:.0f}× {side} what {config.train.method} fine-tuning needs "
+        f"(about {format_value(wanted)}): the model may {'learn nothing' if lr < wanted else 'diverge'}"
+    )
