@@ -44,18 +44,27 @@ def apply_method_defaults(config: RunConfig, chosen: set[str] = frozenset()) -> 
         config.train.min_lr = method_defaults(config).get("train.min_lr", config.train.min_lr)
 
 
-def lr_note(config: RunConfig) -> str:
-    """The learning rate and where it came from: "lr 0.0002 (lora default)", "(preset tiny)" or "(set)"."""
+def lr_origin(config: RunConfig) -> str:
+    """Where the learning rate came from: "lora default", "preset tiny", or "set" (by the user)."""
     from studio.presets import load_preset
 
     lr = config.train.lr
     if lr == method_lr(config):
-        origin = f"{config.train.method} default"
-    elif lr == load_preset(config.preset).train.lr:
-        origin = f"preset {config.preset}"
-    else:
-        origin = "set"
-    return f"lr {format_value(lr)} ({origin})"
+        return f"{config.train.method} default"
+    if lr == load_preset(config.preset).train.lr:
+        return f"preset {config.preset}"
+    return "set"
+
+
+def chosen_rates(config: RunConfig) -> set[str]:
+    """LR_KEYS when the user set the learning rate (neither the method's nor the preset's), else none: what
+    apply_method_defaults keeps when a checkpoint is picked."""
+    return set(LR_KEYS) if lr_origin(config) == "set" else set()
+
+
+def lr_note(config: RunConfig) -> str:
+    """The learning rate and where it came from: "lr 0.0002 (lora default)", "(preset tiny)" or "(set)"."""
+    return f"lr {format_value(config.train.lr)} ({lr_origin(config)})"
 
 
 def lr_warning(config: RunConfig) -> str:

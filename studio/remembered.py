@@ -11,6 +11,7 @@ import json
 from studio.atomic_write import write_atomically
 from studio.config import RunConfig, set_field
 from studio.errors import StudioError
+from studio.method_defaults import apply_method_defaults
 from studio.paths import studio_home
 from studio.presets import load_preset
 
@@ -53,4 +54,5 @@ def recall(default_preset: str) -> RunConfig:
                 set_field(config, key, saved[key])
             except StudioError:
                 continue
+    apply_method_defaults(config)  # a remembered checkpoint trains at its method's rate (rates are not remembered)
     return config

@@ -5,15 +5,18 @@ the tokens the loss learns; a folder that cannot be used says why in one line.""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from textual.widgets import Select, Static
+from textual.widgets import Input, Select, Static
 
 from studio.config import set_field
 from studio.presets import load_preset
 from tests.hf_models import CHATML, make_hf_model
 from tests.test_app import SIZE, field, static_text
 from widgets.app import StudioApp
+from widgets.messages import CheckpointChosen
+from widgets.panes.model import ModelPane
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.token_sample import TokenSample
 
@@ -99,3 +102,45 @@ async def test_chat_rows_prepared_on_the_data_tab_show_the_learned_tokens(studio
         assert learned == "Hello.<|im_end|>4<|im_end|>Blue<|im_end|>"
         facts = static_text(app.query_one("#data-facts"))
         assert "held out" in facts and "nothing: everything trains" in facts
+
+
+async def pick_checkpoint(pilot, folder) -> None:
+    """What the file picker and the cache table do once a checkpoint is chosen."""
+    pilot.app.query_one(ModelPane).post_message(CheckpointChosen(str(folder)))
+    await pilot.pause()
+
+
+@pytest.mark.asyncio
+async def test_a_picked_checkpoint_is_the_model_and_trains_at_its_methods_rate(studio_home, checkpoint):
+    """Issue 21, item 6: the Model form stops showing the preset's model (the checkpoint's is its own, vocabulary
+    included: its facts say so) and the Train tab takes the method's learning rate, with its origin."""
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        note = app.query_one("#model-from-checkpoint", Static)
+        assert field(app, "model.n_layer").display and not note.display
+        await pick_checkpoint(pilot, checkpoint)
+        shown = [
+            key
+            for key in ("model.arch", "model.n_layer", "model.n_embd", "model.vocab_size")
+            if field(app, key).display
+        ]
+        assert shown == [] and field(app, "model.block_size").display and note.display
+        facts = await wait_for_text(pilot, app.query_one("#model-size", Static), "qlora")
+        assert re.search(r"^vocabulary +320 *$", facts, re.MULTILINE)  # its config's, not the preset's 2,048
+        await pilot.press("3")
+        assert app.config.train.lr == 2e-5 and field(app, "train.lr").query_one(Input).value == "2e-05"
+        assert static_text(app.query_one("#train-lr-note", Static)) == "lr 2e-05 (full default)"
+
+
+@pytest.mark.asyncio
+async def test_a_rate_the_user_set_stays_when_a_checkpoint_is_picked(studio_home, checkpoint):
+    config = load_preset("tiny")
+    set_field(config, "train.lr", 1e-4)
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pick_checkpoint(pilot, checkpoint)
+        await pilot.press("3")
+        assert app.config.train.lr == 1e-4
+        assert static_text(app.query_one("#train-lr-note", Static)) == "lr 0.0001 (set)"

@@ -12,6 +12,8 @@ from studio.config import set_field
 from studio.presets import load_preset
 from widgets.app import StudioApp
 from widgets.lr_preview import LrPreview
+from widgets.messages import CheckpointChosen
+from widgets.panes.model import ModelPane
 from widgets.panes.train import TrainPane
 
 SIZES = [(80, 24), (160, 48)]
@@ -46,6 +48,21 @@ def test_model_tab_with_an_invalid_head_count(snap_compare, studio, size):
         await pilot.pause()
 
     assert snap_compare(studio, terminal_size=size, run_before=edit)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
+def test_model_tab_with_a_checkpoint(snap_compare, studio, size, tmp_path, monkeypatch):
+    """The checkpoint's model is its own: the form keeps the context only. Its facts (read by a worker from a real
+    folder, under a temporary path) are left unread here; tests/test_app_finetune.py checks them."""
+    (tmp_path / "qwen").mkdir()
+    monkeypatch.setattr(ModelPane, "read_checkpoint_folder", lambda pane, config: None)
+
+    async def pick(pilot):
+        await pilot.press("2")
+        studio.query_one(ModelPane).post_message(CheckpointChosen("qwen"))
+        await pilot.pause()
+
+    assert snap_compare(studio, terminal_size=size, run_before=pick)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")

@@ -4,6 +4,7 @@ same. A run from scratch keeps its preset's rate."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -86,3 +87,11 @@ def test_the_command_line_of_a_run_in_epochs_leaves_the_steps_to_prepare():
     command = train_command_line(config)
     assert "--epochs 3" in command and "--max-steps" not in command  # both would be refused
     assert config_of(*shlex.split(command)[2:]).train.epochs == 3
+
+
+def test_a_remembered_checkpoint_opens_at_its_methods_rate(studio_home):
+    remembered = {"preset": "tiny", "train.init_from": "some-run", "train.method": "lora"}
+    studio_home.mkdir(parents=True, exist_ok=True)
+    (studio_home / "remembered.json").write_text(json.dumps(remembered), encoding="utf-8")
+    config = StudioApp().config  # the rate is not remembered: a checkpoint's is its method's
+    assert config.train.lr == 2e-4 and lr_note(config) == "lr 0.0002 (lora default)"

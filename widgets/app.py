@@ -25,6 +25,7 @@ from studio.config import RunConfig, set_field
 from studio.errors import StudioError
 from studio.formatting import counted
 from studio.hub_cache import is_hub_name
+from studio.method_defaults import apply_method_defaults, chosen_rates
 from studio.presets import load_preset
 from studio.remembered import recall, remember, remembered
 from studio.run_folder.status import RunInfo, list_runs
@@ -181,8 +182,10 @@ class StudioApp(ReportsWorkerErrors, App):
         self.notify(f"preset {message.name} loaded", timeout=2)
 
     def on_checkpoint_chosen(self, message: CheckpointChosen) -> None:
-        """Training starts from the folder's weights (its model replaces the preset's at launch)."""
+        """Training starts from the folder's weights (its model replaces the preset's at launch) at its method's
+        learning rate, unless the user set one (studio.method_defaults)."""
         set_field(self.config, "train.init_from", message.init_from)
+        apply_method_defaults(self.config, chosen_rates(self.config))
         for pane in self.config_panes():
             pane.load_config()
         self.show_config_summary()

@@ -1,7 +1,8 @@
 """Tab 2, Model: the presets with their sizes, and the model's fields (app.config.model) with live validation
 and a live parameter count and training-memory estimate (studio.sizing.sizes: pure Python, no torch); or a Hugging Face
 checkpoint folder to start from (train.init_from), with its family, sizes, chat template and the memory of each
-method. The folder is read in a thread worker: studio.hf.folder asks a child process what transformers builds."""
+method, while the fields of a model from scratch hide. The folder is read in a thread worker: studio.hf.folder asks a
+child process what transformers builds."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from studio.hub_cache import is_hub_name
 from studio.presets import CHAR_VOCAB_GUESS, preset_table, preset_vocab
 from studio.sizing.hf_facts import HFFacts
 from studio.sizing.sizes import estimate_train_memory, method_sizes, param_count
-from widgets.config_field import concerns, form_section, mark_invalid_fields
+from widgets.config_field import ConfigField, concerns, form_section, mark_invalid_fields
 from widgets.messages import CheckpointChosen, PresetChosen
 from widgets.panes.config_pane import ConfigPane
 from widgets.screens.file_picker import FilePickerScreen
@@ -28,6 +29,21 @@ from widgets.worker_errors import ReportsWorkerErrors
 
 CHECKPOINT_PICKER_TITLE = "Choose a Hugging Face checkpoint folder (config.json, safetensors, tokenizer.json)"
 METHODS = ("full", "lora", "qlora")
+# what a checkpoint brings with its weights (studio.runs.prepare takes its model whole): the fields of a model
+# from scratch, hidden while one is the model; the context stays, trained up to the checkpoint's own
+FROM_SCRATCH_KEYS = (
+    "model.arch",
+    "model.n_layer",
+    "model.n_head",
+    "model.n_embd",
+    "model.vocab_size",
+    "model.dropout",
+    "model.tie_embeddings",
+)
+CHECKPOINT_MODEL_NOTE = (
+    "A checkpoint brings its own model: its family, layers, width, heads and vocabulary come from its config. "
+    "The context trains up to the checkpoint's own."
+)
 
 
 class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
@@ -59,6 +75,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
                 "model.dropout",
                 "model.tie_embeddings",
             )
+            yield Static(CHECKPOINT_MODEL_NOTE, id="model-from-checkpoint")
 
     def on_mount(self) -> None:
         table = self.query_one("#model-presets", DataTable)
@@ -88,6 +105,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
         error = mark_invalid_fields(self, self.app.config)  # what ConfigPane does, keeping the message
         size = self.query_one("#model-size", Static)
         init_from = self.app.config.train.init_from
+        self._show_model_fields(from_scratch=not init_from)
         if init_from and (Path(init_from).expanduser().is_dir() or is_hub_name(init_from)):  # its facts and memory
             size.set_class(False, "-error")
             if self.shown_folder != init_from:
@@ -103,6 +121,12 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
             size.update("the sizes show once train.init_from names the Hugging Face folder")
         else:
             size.update(size_table(self.app.config))
+
+    def _show_model_fields(self, from_scratch: bool) -> None:
+        """A model from scratch shows its fields; a checkpoint's model is its own, so only the context shows."""
+        for field in self.query(ConfigField):
+            field.display = from_scratch or field.config_key not in FROM_SCRATCH_KEYS
+        self.query_one("#model-from-checkpoint", Static).display = not from_scratch
 
     # ---- a checkpoint folder ----------------------------------------------------------------------------
     @on(Button.Pressed, "#model-checkpoint")

@@ -122,6 +122,10 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self._show_method_line()
 
     # ---- the app hands config changes down ------------------------------------------------------
+    def load_config(self) -> None:
+        self.fine_tuning = self._fine_tuning()  # a config the app loaded has the rates it gave them
+        super().load_config()
+
     def config_changed(self, section: str) -> None:
         if section == "train":
             self._follow_method()
