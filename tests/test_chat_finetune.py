@@ -179,6 +179,7 @@ def test_the_readmes_fine_tuning_commands_teach_every_conversation(studio_home, 
         assert main(train[1:]) == 0
         (run,) = [path.name for path in (studio_home / "runs").iterdir()]
         assert "lr 0.0002 (lora default)" in capsys.readouterr().out
+        assert open_dataset(only_dataset(studio_home)).meta.examples == {"train": 6, "val": 0}  # none held out
         conversations = [json.loads(line)["messages"] for line in chat_rows.read_text().splitlines()]
         single_turns = [(messages[0]["content"], messages[1]["content"]) for messages in conversations[:3]]
         single_turns += [(messages[0]["content"], messages[1]["content"]) for messages in conversations[4:]]
