@@ -1,5 +1,6 @@
 """Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/`, `runs/`, `queue/`
-(runs waiting their turn) and `sweeps/` (which runs a sweep queued).
+(runs waiting their turn), `sweeps/` (which runs a sweep queued) and `hf-tokenizers/` (the tokenizers transformers
+builds from Hugging Face folders).
 
 Runs and datasets are named, and a name is only ever a name: `check_name` is the one rule, so no name can
 reach outside its folder (no `/`, no leading dot, no `..`).
@@ -36,6 +37,11 @@ def queue_dir() -> Path:
 
 def sweeps_dir() -> Path:
     return studio_home() / "sweeps"
+
+
+def hf_tokenizers_dir() -> Path:
+    """The tokenizers transformers builds from Hugging Face folders (studio.hf.folder.folder_tokenizer)."""
+    return studio_home() / "hf-tokenizers"
 
 
 def is_name(text: str) -> bool:

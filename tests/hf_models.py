@@ -47,19 +47,23 @@ def family_config(family: str, vocab: int = 320):
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma3", "mistral", "phi3", "gpt2")
 
 
-def make_hf_model(folder: Path, family: str, chat_template: str | None = None, vocab: int = 320) -> torch.nn.Module:
-    """A tiny model of the family saved in folder with save_pretrained, with its tokenizer; returned in eval mode."""
+def make_hf_model(
+    folder: Path, family: str, chat_template: str | None = None, vocab: int = 320, corpus: str = TEXT
+) -> torch.nn.Module:
+    """A tiny model of the family saved in folder with save_pretrained, with its tokenizer (trained on `corpus`);
+    returned in eval mode."""
     import transformers
 
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(family_config(family, vocab)).eval()
     model.save_pretrained(folder)
-    save_tokenizer(folder, chat_template)
+    save_tokenizer(folder, chat_template, corpus)
     return model
 
 
-def save_tokenizer(folder: Path, chat_template: str | None = None) -> int:
-    """A small byte-level BPE trained here, saved the way transformers saves fast tokenizers (pad = eos)."""
+def save_tokenizer(folder: Path, chat_template: str | None = None, corpus: str = TEXT) -> int:
+    """A small byte-level BPE trained here on `corpus`, saved the way transformers saves fast tokenizers (pad = eos);
+    its pre-tokenizer is plain ByteLevel, whatever the family's tokenizer class would read it as."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -72,7 +76,7 @@ def save_tokenizer(folder: Path, chat_template: str | None = None) -> int:
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator([TEXT * 20], trainer)
+    tokenizer.train_from_iterator([corpus * 20], trainer)
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="</s>"
     )

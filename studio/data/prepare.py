@@ -72,6 +72,7 @@ class PretrainedTokenizer:
     bos_token: str = ""  # what templates write as bos_token
     pad_token: str = ""  # what pads its batches, when it names one
     frames_text: bool = False  # a Hugging Face tokenizer: its post-processor adds what its model expects
+    folder: Path | None = None  # the Hugging Face folder it is the tokenizer of, for messages (else its file's)
 
 
 @dataclass(frozen=True)
@@ -562,7 +563,7 @@ def _write_example_dataset(
     tokenizer.no_padding()
     tokenizer.save(str(folder / "tokenizer.json"))
     template_source = chat_template_for(pretrained.chat_template)
-    template_name = f"the chat template of {pretrained.path.parent}"
+    template_name = f"the chat template of {pretrained.folder or pretrained.path.parent}"
     template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token, template_name)
     vocab_size = tokenizer.get_vocab_size()
     stats = ReadStats()

@@ -3,13 +3,16 @@
 The launching process (the CLI, the studio) refuses bad input at once: `read_hf_folder` checks the files
 (weights present and complete, safetensors only, a fast tokenizer that fits the embedding, an end-of-text
 token) and asks a child process (`studio.hf.inspection`) what transformers builds from the folder: any family
-transformers knows, with no per-family code here. A PEFT adapter folder stands for its base (when the base is
-a local folder) with the adapter merged in. `resolve_init` does this for `train.init_from`, which names such
-a folder or one of the studio's runs. The trainer then loads the model with transformers itself.
+transformers knows, with no per-family code here. The same child saves the tokenizer transformers builds from it
+under the home (`folder_tokenizer`): the studio encodes with that one, never with tokenizer.json read as is where
+transformers reads it otherwise (Qwen2's digits, one token each). A PEFT adapter folder stands for its base (when
+the base is a local folder) with the adapter merged in. `resolve_init` does this for `train.init_from`, which names
+such a folder or one of the studio's runs. The trainer then loads the model with transformers itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from studio.data.chat import read_chat_template
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
 from studio.hub_cache import is_hub_name, model_folder
-from studio.paths import child_process_env
+from studio.paths import child_process_env, hf_tokenizers_dir
 from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
@@ -47,11 +50,12 @@ class HFFolder:
     path: Path  # the folder given: a model, or an adapter whose base is a local folder
     base: Path  # where the base model's config and weights are (the folder itself unless an adapter)
     facts: HFFacts  # what transformers builds from it (studio.hf.inspection)
-    tokenizer_file: Path
+    tokenizer_file: Path  # what its text is encoded with (folder_tokenizer)
     eot_token: str  # the end-of-text (eos) token: it ends every document of a corpus, and every turn it learns
     bos_token: str
     chat_template: str | None  # the tokenizer's chat template; None for a base model without one
     pad_token: str = ""  # the tokenizer's pad token, when it names one
+    tokenizer_note: str = ""  # why tokenizer_file is the folder's tokenizer.json as is (folder_tokenizer)
 
     @property
     def model(self) -> ModelConfig:
@@ -96,21 +100,22 @@ def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
     if not isinstance(raw.get("model_type"), str):
         raise StudioError(f"{base}/config.json has no model_type; it is not a Hugging Face model config")
     files = weight_files(base)
-    tokenizer_file = next((f / "tokenizer.json" for f in (folder, base) if (f / "tokenizer.json").is_file()), None)
-    if tokenizer_file is None:
+    tokenizer_folder = next((f for f in (folder, base) if (f / "tokenizer.json").is_file()), None)
+    if tokenizer_folder is None:
         raise StudioError(
             f"{folder} has no tokenizer.json (the fast tokenizer); save the tokenizer there with "
             "save_pretrained (slow sentencepiece-only tokenizers are not read)"
         )
-    tokenizer = load_tokenizer(tokenizer_file, fix="save it again with save_pretrained")
-    tokenizer_config = _tokenizer_config(tokenizer_file.parent)
-    eot = _eot_token(folder, raw, tokenizer, tokenizer_config)
-    _check_vocabulary(base, raw, tokenizer.get_vocab_size(with_added_tokens=True), files)
+    saved = load_tokenizer(tokenizer_folder / "tokenizer.json", fix="save it again with save_pretrained")
+    tokenizer_config = _tokenizer_config(tokenizer_folder)
+    eot = _eot_token(folder, raw, saved, tokenizer_config)
+    _check_vocabulary(base, raw, saved.get_vocab_size(with_added_tokens=True), files)
     facts = folder_facts(base, task)
+    tokenizer = folder_tokenizer(tokenizer_folder)
     bos = _token_text(tokenizer_config.get("bos_token")) or ""
     pad = _token_text(tokenizer_config.get("pad_token")) or ""
-    template = read_chat_template(tokenizer_file.parent)
-    return HFFolder(folder, base, facts, tokenizer_file, eot, bos, template, pad)
+    template = read_chat_template(tokenizer_folder)
+    return HFFolder(folder, base, facts, tokenizer.file, eot, bos, template, pad, tokenizer.note)
 
 
 def folder_facts(folder: Path, task: str = "lm") -> HFFacts:
@@ -144,8 +149,17 @@ def run_facts(config, inspect: Callable[[Path, str], HFFacts] = folder_facts) ->
 
 
 def _inspect(folder: Path, task: str) -> HFFacts:
+    """The facts, and the folder's tokenizer saved on the way when it is not yet (one child, one import of
+    transformers)."""
+    save = ["--tokenizer", str(folder), str(saved_tokenizer(folder))]
+    unsaved = (folder / "tokenizer.json").is_file() and not _tokenizer_saved(folder)
+    return HFFacts.from_json(_run_inspection(folder, [str(folder), "--task", task, *(save if unsaved else [])]))
+
+
+def _run_inspection(folder: Path, args: list[str]) -> str:
+    """What `python -m studio.hf.inspection ARGS` prints; its one-line refusal as a StudioError."""
     result = subprocess.run(
-        [sys.executable, "-m", "studio.hf.inspection", str(folder), "--task", task],
+        [sys.executable, "-m", "studio.hf.inspection", *args],
         capture_output=True,
         text=True,
         env=child_process_env(),
@@ -155,7 +169,49 @@ def _inspect(folder: Path, task: str) -> HFFacts:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise StudioError(f"{folder}: inspecting the model failed ({last[:160]})")
-    return HFFacts.from_json(result.stdout)
+    return result.stdout
+
+
+@dataclass
+class FolderTokenizer:
+    file: Path  # transformers' tokenizer of the folder, saved under the home; or the folder's tokenizer.json as is
+    note: str = ""  # why it is the folder's tokenizer.json: what kept transformers from building one
+
+
+WHY = ".why"  # the suffix of saved_tokenizer's twin that says why transformers built no tokenizer
+
+
+def folder_tokenizer(folder: Path, save: Callable[[Path, Path], None] | None = None) -> FolderTokenizer:
+    """The tokenizer of a Hugging Face folder, the one rule for it: what transformers builds from it
+    (`AutoTokenizer`, which may read tokenizer.json otherwise than the tokenizers library does: Qwen2Tokenizer splits
+    digits one by one), saved under the home by studio.hf.inspection.save_tokenizer (in a child process, or by
+    `save` in a process that has transformers already); the folder's tokenizer.json only when transformers builds
+    none, with why."""
+    saved = saved_tokenizer(folder)
+    if not _tokenizer_saved(folder):
+        if save is None:
+            _run_inspection(folder, ["--tokenizer", str(folder), str(saved)])
+        else:
+            save(folder, saved)
+    if saved.is_file():
+        return FolderTokenizer(saved)
+    why = saved.with_suffix(WHY).read_text(encoding="utf-8").strip()
+    return FolderTokenizer(folder / "tokenizer.json", f"tokenizer.json as is: transformers builds none ({why})")
+
+
+def saved_tokenizer(folder: Path) -> Path:
+    """Where transformers' tokenizer of `folder` is kept: named after the folder and the size and modification time
+    of each file but the weights, so a changed tokenizer or config is built again."""
+    files = sorted(path for path in folder.iterdir() if path.is_file() and path.suffix != ".safetensors")
+    stamp = [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    key = hashlib.sha256(json.dumps([str(folder.resolve()), stamp]).encode()).hexdigest()[:24]
+    return hf_tokenizers_dir() / f"{key}.json"
+
+
+def _tokenizer_saved(folder: Path) -> bool:
+    """Whether studio.hf.inspection.save_tokenizer has answered for this folder: a tokenizer, or why none."""
+    saved = saved_tokenizer(folder)
+    return saved.is_file() or saved.with_suffix(WHY).is_file()
 
 
 def adapter_base(folder: Path) -> Path:

@@ -1,5 +1,5 @@
 """What transformers makes of a Hugging Face folder, run as a child process: `python -m studio.hf.inspection DIR
-[--task classify]`.
+[--task classify] [--tokenizer TOKENIZER_DIR OUT]`, or `--tokenizer TOKENIZER_DIR OUT` alone.
 
 The launching process (the CLI, the studio) must not import torch or transformers, yet only transformers
 knows whether it can build a folder's model and what its layers are. So this small program builds the model
@@ -7,6 +7,11 @@ on the meta device (no memory, no weights read, a second or two) and prints its 
 one JSON line: the family, the sizes, the parameter count, and every linear layer (name and shape) that LoRA may
 adapt. A folder transformers cannot build gives one line on stderr and exit status 2.
 `studio.hf.folder.folder_facts` runs it.
+
+It also saves the tokenizer transformers builds from a folder (`save_tokenizer`), which is not always the folder's
+tokenizer.json read as is: a family's own class (Qwen2Tokenizer for model_type qwen2) replaces the file's
+pre-tokenizer with its family's rules (digits one by one, NFC). The studio encodes with that one, so that it trains
+on the sequences transformers scores. `studio.hf.folder.folder_tokenizer` reads what it saved.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 from studio.run_folder.layout import short_reason
 from studio.sizing.hf_facts import HFFacts, LinearLayer
@@ -134,7 +140,32 @@ def _linear_layers(model: nn.Module, outputs: nn.Module | None) -> list[LinearLa
     return layers
 
 
+def save_tokenizer(folder: Path, out: Path) -> None:
+    """The tokenizer `AutoTokenizer` builds from `folder`, as a tokenizer.json written whole at `out`; when
+    transformers cannot build one, why, in one line written whole at `out`'s `.why` twin (the folder's tokenizer.json
+    is then read as is)."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from studio.hf.folder import WHY
+
+    hf_logging.set_verbosity_error()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        backend = AutoTokenizer.from_pretrained(str(folder), local_files_only=True).backend_tokenizer
+    except Exception as error:  # transformers raises many types for a tokenizer it cannot build
+        write_atomically(out.with_suffix(WHY), short_reason(error))
+        return
+    write_atomically(out, backend.to_str())
+
+
 def main(argv: list[str]) -> int:
+    if "--tokenizer" in argv:
+        at = argv.index("--tokenizer")
+        save_tokenizer(Path(argv[at + 1]), Path(argv[at + 2]))
+        argv = argv[:at] + argv[at + 3 :]
+    if not argv:
+        return 0
     try:
         print(inspect_folder(Path(argv[0]), argv[argv.index("--task") + 1] if "--task" in argv else "lm").to_json())
     except StudioError as error:

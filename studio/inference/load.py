@@ -24,7 +24,8 @@ from studio.data.examples import dataset_chat_template
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import MASK, load_tokenizer, tokenizer_hash
 from studio.errors import StudioError
-from studio.hf.folder import read_hf_folder
+from studio.hf.folder import folder_tokenizer, read_hf_folder
+from studio.hf.inspection import save_tokenizer
 from studio.model.trainable import (
     PretrainedClassifier,
     PretrainedLM,
@@ -207,7 +208,8 @@ def _load_folder(folder: Path, use: Use | None) -> LoadedModel:
 
 
 def _folder_tokenizer(folder: Path) -> tuple[Path, Tokenizer]:
-    tokenizer_file = folder / "tokenizer.json"
+    """The folder's tokenizer as transformers builds it (built here: this process has transformers)."""
+    tokenizer_file = folder_tokenizer(folder, save=save_tokenizer).file
     return tokenizer_file, load_tokenizer(tokenizer_file, fix="save the tokenizer there with save_pretrained")
 
 

@@ -103,7 +103,13 @@ def resolve_init_from(config: RunConfig, progress: Callable[[str, int, int], Non
     check_method(config, init.facts)
     hf = init.facts is not None  # a Hugging Face tokenizer frames text as its model expects
     return PretrainedTokenizer(
-        init.tokenizer_file, init.eot_token, init.chat_template, init.bos_token, init.pad_token, frames_text=hf
+        init.tokenizer_file,
+        init.eot_token,
+        init.chat_template,
+        init.bos_token,
+        init.pad_token,
+        frames_text=hf,
+        folder=init.weights if hf else None,
     )
 
 

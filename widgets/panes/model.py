@@ -146,7 +146,7 @@ class ModelPane(ReportsWorkerErrors, ConfigPane, Horizontal):
 
         hf = read_hf_folder(local_model_folder(config.train.init_from))
         config.model.block_size = min(config.model.block_size, hf.facts.context or config.model.block_size)
-        table = checkpoint_table(hf.facts, hf.chat_template is not None, config, hf.path)
+        table = checkpoint_table(hf.facts, hf.chat_template is not None, config, hf.path, hf.tokenizer_note)
         self.app.call_from_thread(self.query_one("#model-size", Static).update, table)
 
     def worker_failed(self, group: str, line: str) -> None:
@@ -214,8 +214,11 @@ def size_table(config: RunConfig) -> Table:
     return table
 
 
-def checkpoint_table(facts: HFFacts, has_template: bool, config: RunConfig, folder: Path) -> Table:
-    """A Hugging Face checkpoint's facts and what training it by each method needs, per process."""
+def checkpoint_table(
+    facts: HFFacts, has_template: bool, config: RunConfig, folder: Path, tokenizer_note: str = ""
+) -> Table:
+    """A Hugging Face checkpoint's facts and what training it by each method needs, per process; the tokenizer's
+    line only when it is not the one transformers builds (`tokenizer_note` says why)."""
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column()
@@ -231,6 +234,8 @@ def checkpoint_table(facts: HFFacts, has_template: bool, config: RunConfig, fold
     table.add_row("context", f"{facts.context:,} tokens" if facts.context else "unknown")
     table.add_row("vocabulary", f"{facts.vocab:,}" if facts.vocab else "unknown")
     table.add_row("chat template", "yes" if has_template else "no (chat data gets the studio's default)")
+    if tokenizer_note:
+        table.add_row("tokenizer", tokenizer_note)
     train = config.train
     table.add_row(
         "train memory", f"batch {train.batch_size} × context {config.model.block_size}, LoRA rank {train.lora_rank}"
