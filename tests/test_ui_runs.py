@@ -423,3 +423,14 @@ async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_
         assert all(0 <= value <= 100 for curve in chart.curves for value in curve.values)
         assert 0 < trainer.values[-1] < ram.values[-1]  # this process's share, inside the machine's
         assert not app.screen.query_one("#run-memory").display  # GPU memory: none logged on a CPU
+
+
+async def test_quitting_at_once_on_a_live_runs_dashboard_exits_cleanly(studio_home):
+    """The tabs under the dashboard have not mounted yet: nothing mounts once the app exits (MountError before)."""
+    pretend_live("one")
+    app = StudioApp()
+    app.animation_level = "none"  # Pilot's press would wait forever for the tabs' underline, stopped by the exit
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.press("q")
+    assert app.return_code == 0
