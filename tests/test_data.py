@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import tracemalloc
 from pathlib import Path
 
@@ -305,6 +306,25 @@ def test_same_source_and_options_is_a_cache_hit(home, tmp_path):
     assert [dataset.name for dataset in list_datasets()] == sorted([first.name, other.name])
     assert resolve_dataset(DataConfig(source=first.name)).path == first.path
     assert resolve_dataset(DataConfig(source=str(path), tokenizer="bpe", vocab_size=300)).path == first.path
+
+
+def test_a_damaged_dataset_is_listed_as_damaged_beside_the_others(home, tmp_path):
+    good = prepare_dataset(DataConfig(source=str(write(tmp_path / "a.txt", corpus_text(50))), tokenizer="char"))
+    truncated, unlisted = good.path.with_name("truncated"), good.path.with_name("no-tokenizer")
+    for damaged in (truncated, unlisted):
+        shutil.copytree(good.path, damaged)
+    meta = (truncated / "meta.json").read_text(encoding="utf-8")
+    (truncated / "meta.json").write_text(meta[: len(meta) // 2], encoding="utf-8")
+    (unlisted / "tokenizer.json").unlink()
+    listed = {dataset.name: dataset for dataset in list_datasets()}  # raised StudioError before
+    assert sorted(listed) == sorted([good.name, "truncated", "no-tokenizer"])
+    from studio.data import DamagedDataset
+
+    assert not isinstance(listed[good.name], DamagedDataset)
+    for name in ("truncated", "no-tokenizer"):
+        assert isinstance(listed[name], DamagedDataset) and "\n" not in listed[name].reason
+        assert listed[name].reason.startswith(f"dataset {name!r} is damaged (")
+    assert "tokenizer.json is missing" in listed["no-tokenizer"].reason
 
 
 def test_taken_name_with_other_options_is_refused(home, tmp_path):

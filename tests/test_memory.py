@@ -178,7 +178,8 @@ async def test_the_dashboard_shows_the_estimate_beside_the_measured_peak(studio_
         assert str(line.render()) == (
             "memory: estimated 130.0 MB + 330.0 MB runtime = 460.0 MB · measured peak 520.0 MB (process RSS)"
         )
-        assert not app.screen.query_one("#run-memory").display  # a CPU run logs no allocated GPU memory
+        # a CPU run logs no allocated GPU memory; once ended, its chart is the peak RSS it recorded (issue 21, item 8)
+        assert [curve.label for curve in app.screen.query_one("#run-memory").curves] == ["peak RSS"]
 
 
 def killed_run(name: str, share_of_ram: float):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from tests.helpers import fixture_events, write_fixture_run
@@ -47,3 +48,23 @@ def test_a_report_never_replaces_a_page_of_the_users(studio_home, run_cli, tmp_p
     code, _, err = run_cli("report", "alpha", "--out", tmp_path / "report")  # its own earlier report: replaced
     assert code == 0, err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["home", "report", "site"]  # nothing half-written
+
+
+def test_a_report_removes_what_a_killed_report_left_beside_its_folder_and_nothing_else(studio_home, run_cli, tmp_path):
+    import subprocess
+    import sys
+
+    write_fixture_run("alpha")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # a process that has ended: what it left is stale
+    leftovers = [tmp_path / f".report.partial-{dead_pid}", tmp_path / f".report.partial-{dead_pid}-earlier"]
+    live = tmp_path / f".report.partial-{os.getppid()}-earlier"  # a write under way (a live process): kept
+    others = [tmp_path / ".report.partial-notes", tmp_path / f".other.partial-{dead_pid}"]  # not a report's to `report`
+    for folder in [*leftovers, live, *others]:
+        folder.mkdir()
+        (folder / "index.html").write_text("half", encoding="utf-8")
+    code, _, err = run_cli("report", "alpha", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert (tmp_path / "report" / "index.html").is_file()
+    assert not any(folder.exists() for folder in leftovers)
+    assert live.is_dir() and all(folder.is_dir() for folder in others)

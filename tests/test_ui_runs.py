@@ -21,7 +21,7 @@ from studio.run_folder.layout import run_path
 from studio.run_folder.status import process_start, summarize, trainer_pid
 from studio.runs.control import launch, stop_run
 from studio.runs.prepare import prepare_run
-from tests.helpers import fixture_events, tiny_config, wait_for, write_fixture_run
+from tests.helpers import fixture_events, tiny_config, wait_for, with_memory, write_fixture_run
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
 from widgets.messages import RunLaunched
@@ -406,6 +406,31 @@ async def test_quitting_while_a_run_trains_says_it_goes_on_and_how_to_stop_it(st
     ]
 
 
+async def test_a_finished_runs_hardware_panel_shows_what_the_run_recorded_not_the_machine_now(studio_home, monkeypatch):
+    import widgets.hardware_panel
+    from widgets.hardware_panel import HardwarePanel
+
+    machine_reads = []
+    monkeypatch.setattr(widgets.hardware_panel, "gpu_stats", lambda: machine_reads.append("gpu") or [])
+    monkeypatch.setattr(widgets.hardware_panel, "POLL_SECONDS", 0.05)
+    write_fixture_run("done", events=with_memory(fixture_events(), 130 * 2**20, 330 * 2**20, 520 * 2**20))
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        await pilot.press("enter")
+        panel = app.screen.query_one(HardwarePanel)
+        titled = lambda: panel.border_title == "hardware during the run"  # noqa: E731
+        await wait_for(pilot, titled, timeout=5, what="the panel titled as the run's history")
+        assert panel.machine == "the run finished: its memory as its trainer recorded it, step by step"
+        reads = len(machine_reads)
+        await pilot.pause(0.3)
+        assert len(machine_reads) == reads  # the machine is no longer read
+        chart = app.screen.query_one("#run-memory", LossChart)
+        assert chart.display and not app.screen.query_one("#machine-history").display
+        peak = {curve.label: curve for curve in chart.curves}["peak RSS"]
+        assert peak.steps == tuple(range(5, 101, 5)) and peak.values[-1] == 520 / 1024
+
+
 async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_memory(studio_home, monkeypatch):
     import widgets.hardware_panel
 
@@ -423,3 +448,14 @@ async def test_without_a_gpu_the_hardware_panel_charts_cpu_ram_and_the_trainers_
         assert all(0 <= value <= 100 for curve in chart.curves for value in curve.values)
         assert 0 < trainer.values[-1] < ram.values[-1]  # this process's share, inside the machine's
         assert not app.screen.query_one("#run-memory").display  # GPU memory: none logged on a CPU
+
+
+async def test_quitting_at_once_on_a_live_runs_dashboard_exits_cleanly(studio_home):
+    """The tabs under the dashboard have not mounted yet: nothing mounts once the app exits (MountError before)."""
+    pretend_live("one")
+    app = StudioApp()
+    app.animation_level = "none"  # Pilot's press would wait forever for the tabs' underline, stopped by the exit
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
+        await pilot.press("q")
+    assert app.return_code == 0

@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.lazy import Lazy
+from textual.widget import Widget
 from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from studio.config import RunConfig, set_field
@@ -46,6 +47,25 @@ GC_FREEZE_AFTER_SECONDS = 2.0
 LIVE_RUNS_SECONDS = 3.0
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+class LazyTab(Lazy):
+    """Textual's Lazy (the tab's pane mounts after the next refresh), except that nothing mounts once the app is
+    exiting: quitting before the hidden tabs' first refresh (at once, on the dashboard a live run opens over them)
+    would mount the pane into a tab being torn down, and Textual raises MountError."""
+
+    def __init__(self, pane: Widget) -> None:
+        super().__init__(pane)
+        self.pane = pane
+
+    async def mount_composed_widgets(self, widgets: list[Widget]) -> None:
+        self.call_after_refresh(self.replace_with_pane)
+
+    async def replace_with_pane(self) -> None:
+        if self.parent is None or not self.is_attached:  # the app is exiting (or the tab went)
+            return
+        await self.parent.mount(self.pane, after=self)
+        await self.remove()
 
 
 class StudioCommands(Provider):
@@ -106,13 +126,13 @@ class StudioApp(ReportsWorkerErrors, App):
                 yield DataPane()
             # the hidden tabs mount after the first frame: styling a few hundred widgets takes a second
             with TabPane("2 Model", id="model"):
-                yield Lazy(ModelPane())
+                yield LazyTab(ModelPane())
             with TabPane("3 Train", id="train"):
-                yield Lazy(TrainPane())
+                yield LazyTab(TrainPane())
             with TabPane("4 Runs", id="runs"):
-                yield Lazy(RunsPane())
+                yield LazyTab(RunsPane())
             with TabPane("5 Playground", id="playground"):
-                yield Lazy(PlaygroundPane())
+                yield LazyTab(PlaygroundPane())
         yield KeyHints()
 
     def on_mount(self) -> None:

@@ -1,7 +1,9 @@
 """The machine while a run trains: per GPU utilisation, memory, temperature and power (NVML), or CPU and RAM when
 there is no NVIDIA GPU; the run's memory, estimated beside the measured peak (from its events); below it, the run's
 own allocated / peak GPU memory against the step, or, without a GPU, CPU, RAM and the trainer's resident memory
-over the last minutes, in % of the machine.
+over the last minutes, in % of the machine. Once the run has ended the panel is the run's own history ("hardware
+during the run"): the memory its trainer recorded at each step (peak RSS on a CPU), not the machine now, which no
+longer says anything about the run.
 
 Stats are read in a thread worker about once a second: an NVML call can stall, and the event loop must not.
 studio.hardware never raises for want of a driver, so neither does this panel.
@@ -19,12 +21,14 @@ from textual.widgets import Static
 
 from studio.formatting import format_bytes, format_memory
 from studio.hardware import CpuStats, GpuStats, cpu_stats, gpu_stats, process_memory
-from studio.run_folder.status import trainer_pid
+from studio.run_folder.status import FINAL_STATES, trainer_pid
 from studio.run_folder.watch import RunView
 from widgets.loss_chart import Curve, LossChart
 
 POLL_SECONDS = 1.0
 HISTORY_POINTS = 180  # readings kept for the CPU chart: three minutes at one a second
+ENDED_STATES = (*FINAL_STATES, "crashed")  # a run whose trainer is gone: its panel shows what it recorded
+GIGABYTES = 1 / 1024**3  # as format_bytes and nvidia-smi count
 
 
 def _maybe(value: float | None, unit: str) -> str:
@@ -80,12 +84,13 @@ class HardwarePanel(Vertical):
         self.machine = ""  # the last description shown (tests read it)
         self.history: deque[tuple[int, float, float, float | None]] = deque(maxlen=HISTORY_POINTS)
         self.polls = 0
+        self.run_ended = False  # then the panel shows the run's recorded memory, not the machine
 
     def compose(self) -> ComposeResult:
         yield Static("reading the machine…", id="machine-stats")
         shown_later = [
             Static("", id="run-memory-line"),
-            LossChart("run GPU memory (GB)", id="run-memory"),
+            LossChart("the run's memory (GB)", id="run-memory"),
             LossChart("CPU · RAM · trainer RSS, % of the machine, per second", id="machine-history"),
         ]
         for widget in shown_later:  # hidden from the start: a query in on_mount can race the screen's removal
@@ -98,12 +103,16 @@ class HardwarePanel(Vertical):
 
     @work(thread=True, exclusive=True, group="hardware", exit_on_error=False)
     def read_machine(self) -> None:
+        if self.run_ended:
+            return
         gpus, cpu = gpu_stats(), cpu_stats()
         pid = trainer_pid(self.run_dir) if self.run_dir is not None else None
         rss = process_memory(pid) if pid is not None else None
         self.app.call_from_thread(self._show_machine, describe_machine(gpus, cpu), None if gpus else (cpu, rss))
 
     def _show_machine(self, text: str, cpu_only: tuple[CpuStats, int | None] | None) -> None:
+        if self.run_ended:  # a reading that was under way when the run was found ended
+            return
         if text != self.machine:
             self.machine = text
             self.query_one("#machine-stats", Static).update(text)
@@ -130,17 +139,32 @@ class HardwarePanel(Vertical):
 
     def show_run_memory(self, view: RunView) -> None:
         """The run's memory: the estimate beside the measured peak; on a GPU, allocated and peak per step (a CPU
-        run logs no allocated memory, and the chart stays hidden: the machine's chart shows the trainer's RSS)."""
+        run logs no allocated memory, and the chart stays hidden while it trains: the machine's chart shows the
+        trainer's RSS). An ended run's panel is its history alone: the peaks it recorded, on a CPU too."""
+        self._show_run_ended(view.status in ENDED_STATES, view.status, recorded=bool(view.series["mem_peak"].steps))
         line = memory_line(view)
         self.query_one("#run-memory-line", Static).update(line)
         self.query_one("#run-memory-line").display = bool(line)
         allocated, peak = view.series["mem_allocated"], view.series["mem_peak"]
         chart = self.query_one("#run-memory", LossChart)
-        chart.display = bool(allocated.steps)
-        gigabytes = 1 / 1024**3  # as format_bytes and nvidia-smi count
+        chart.display = bool(allocated.steps) or (self.run_ended and bool(peak.steps))
+        peak_label = "peak RSS" if view.memory is not None and view.memory.measure == "rss" else "GPU peak"
+        curves = [("GPU allocated", allocated, "cyan")] if allocated.steps else []  # none on a CPU
+        curves.append((peak_label, peak, "orange"))
         chart.show_curves(
             [
-                Curve("allocated", tuple(allocated.steps), tuple(v * gigabytes for v in allocated.values), "cyan"),
-                Curve("peak", tuple(peak.steps), tuple(v * gigabytes for v in peak.values), "orange"),
+                Curve(label, tuple(series.steps), tuple(v * GIGABYTES for v in series.values), color)
+                for label, series, color in curves
             ]
         )
+
+    def _show_run_ended(self, ended: bool, status: str, recorded: bool) -> None:
+        """Once the run's trainer is gone, the machine now says nothing about it: the title and the first line say
+        that what follows is the run's own record, and the machine is no longer read (again if it is resumed)."""
+        self.run_ended = ended
+        self.border_title = "hardware during the run" if ended else "hardware"
+        self.query_one("#machine-history").display = not ended and len(self.history) > 1
+        if ended:
+            record = "its memory as its trainer recorded it, step by step" if recorded else "it recorded no memory"
+            self.machine = f"the run {status}: {record}"
+            self.query_one("#machine-stats", Static).update(self.machine)

@@ -5,6 +5,7 @@ torch) reads it back during training.
 """
 
 from studio.data.prepare import (
+    DamagedDataset,
     Dataset,
     list_datasets,
     open_dataset,
@@ -12,4 +13,4 @@ from studio.data.prepare import (
     resolve_dataset,
 )
 
-__all__ = ["Dataset", "list_datasets", "open_dataset", "prepare_dataset", "resolve_dataset"]
+__all__ = ["DamagedDataset", "Dataset", "list_datasets", "open_dataset", "prepare_dataset", "resolve_dataset"]

@@ -196,10 +196,28 @@ def _check_labels(path: Path, classes: int) -> None:
         raise ValueError(f"{path.name} holds label indices outside 0..{classes - 1} (meta.json has {classes} labels)")
 
 
-def list_datasets() -> list[Dataset]:
+@dataclass
+class DamagedDataset:
+    """A prepared dataset that does not open (its meta.json truncated, a file missing): listed, never raised."""
+
+    name: str
+    path: Path
+    reason: str  # open_dataset's one line: what is wrong and how to rebuild it
+
+
+def list_datasets() -> list[Dataset | DamagedDataset]:
+    """The home's prepared datasets by name; one that does not open is listed as damaged, with its reason, so
+    one damaged folder never hides the others."""
     root = datasets_dir()
     names = sorted(path.name for path in root.iterdir()) if root.is_dir() else []
-    return [open_dataset(name) for name in names if _is_dataset(name)]
+    return [_listed(name) for name in names if _is_dataset(name)]
+
+
+def _listed(name: str) -> Dataset | DamagedDataset:
+    try:
+        return open_dataset(name)
+    except StudioError as error:
+        return DamagedDataset(name, datasets_dir() / name, str(error))
 
 
 def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose: Purpose = Purpose()) -> Dataset:
