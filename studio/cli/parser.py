@@ -31,6 +31,7 @@ DATA_FLAGS = (
 PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model's tokenizer, template and context
 TRAIN_FLAGS = (
     "train.task",
+    "train.objective",
     "train.max_steps",
     "train.num_processes",
     "train.sharding",
