@@ -38,7 +38,7 @@ from studio.errors import StudioError
 PAIRS, UNPAIRED = "pairs", "unpaired"  # a preference dataset's row_format
 PREFERENCE_FORMATS = (PAIRS, UNPAIRED)
 SKIPPED = {  # why a row was skipped: its count's key in meta.json, and its words
-    "missing_field": "without the fields",
+    "missing_field": "without its fields (prompt, chosen, rejected; or prompt, completion, label)",
     "empty_answer": "with an empty answer",
     "same_answers": "with chosen equal to rejected",
     "overlong": "whose prompt fills the context",
@@ -63,6 +63,16 @@ class PreferenceCounts:
     truncated: int = 0
     characters: int = 0
     skipped: Counter = field(default_factory=Counter)
+
+
+def holds_preferences(source: Source, data: DataConfig) -> bool:
+    """Whether the source's first row is a preference row (chosen and rejected, or completion and label)."""
+    first = next((file for file in source.files if file.has_rows), None)
+    for record, _ in [] if first is None else first.rows(data.strict, ReadStats()):
+        return isinstance(record, dict) and (
+            {"chosen", "rejected"} <= set(record) or {"completion", "label"} <= set(record)
+        )
+    return False
 
 
 def row_shape(record: dict) -> str:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from studio.data.batches import IGNORE, ExampleFile, ExampleStream, StreamPosition, padded_examples
 from studio.data.preferences import PAIRS
 from studio.errors import StudioError
+from studio.model import answer_logps
 from studio.model.trainable import RunModel
 from studio.objectives import OBJECTIVES
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
@@ -142,18 +143,14 @@ class Reference:
         return [] if self.frozen is None else list(self.frozen.parameters())
 
 
-def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the sum of the answer's token log-probabilities and its number of tokens: positions whose target is
-    IGNORE (prompt, padding, on either side) add exactly nothing, whatever their logits."""
-    learned = targets != IGNORE
-    logps = torch.gather(logits.float().log_softmax(-1), -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(learned, logps, 0.0).sum(-1), learned.sum(-1)
-
-
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 − exp(x)) for x < 0, stable on both sides of −ln 2 (TRL's), kept finite as x approaches 0."""
+    """log(1 − exp(x)) for x < 0, stable on both sides of −ln 2 (TRL's branches), finite as x approaches 0. Each
+    branch is fed only the values it is used for, so the unused one adds no NaN to the gradient."""
     x = x.clamp(max=-torch.finfo(x.dtype).tiny)
-    return torch.where(x < -LN2, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    near = x >= -LN2
+    near_zero = torch.log(-torch.expm1(torch.where(near, x, -LN2)))
+    far = torch.log1p(-torch.exp(torch.where(near, -LN2, x)))
+    return torch.where(near, near_zero, far)
 
 
 @dataclass
