@@ -260,7 +260,9 @@ class TrainConfig:
     label_smoothing: float = setting(
         0.0, "dpo: the share of pairs assumed mislabelled (robust DPO), in [0, 0.5)", "label smoothing"
     )
-    simpo_gamma: float = setting(0.5, "simpo: the target margin γ/β between chosen and rejected rewards", "SimPO γ/β")
+    simpo_gamma: float = setting(
+        0.5, "simpo: γ, the reward margin asked of chosen over rejected (β·per-token log-probabilities)", "SimPO γ"
+    )
     kto_desirable_weight: float = setting(1.0, "kto: the weight of desirable (label true) answers", "KTO desirable")
     kto_undesirable_weight: float = setting(
         1.0, "kto: the weight of undesirable (label false) answers", "KTO undesirable"

@@ -301,3 +301,49 @@ def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_pa
     args = ["prepare", data, "--init-from", folder, "--block-size", 64] + (["--strict"] if strict else [])
     code, _, err = run_cli(*args, "--objective", "dpo")
     assert code != 0 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("objective", "method"), [("dpo", "full"), ("kto", "lora"), ("orpo", "lora")])
+def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method):
+    """Bit-identical after stop and resume: the rows drawn continue, and a full run's reference stays the starting
+    weights (it is copied before the checkpoint is loaded)."""
+    from safetensors.torch import load_file
+
+    from studio.run_folder.layout import find_checkpoint
+    from tests.test_adapt import adapt_config, losses, train_in_process
+
+    folder, _ = tiny
+    data = write_rows(tmp_path / "prefs.jsonl", toy_rows(10))
+    changes = {"train.objective": objective, "train.method": method, "model.block_size": 64, "train.max_steps": 6}
+    changes |= {"train.checkpoint_interval": 3, "train.batch_size": 2, "train.lora_dropout": 0.1}
+    straight = train_in_process(adapt_config(folder, data, changes), "straight")
+    halves = train_in_process(adapt_config(folder, data, changes | {"train.max_steps": 3}), "halves")
+    config_path = halves / "config.toml"
+    config_path.write_text(config_path.read_text().replace("max_steps = 3", "max_steps = 6"))
+    train_in_process(RunConfig.load(config_path), "halves", resume_step=3)
+    expected = load_file(find_checkpoint(straight) / "model.safetensors")
+    resumed = load_file(find_checkpoint(halves) / "model.safetensors")
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert losses(straight)[3:] == losses(halves)[3:]
+
+
+def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in_the_estimate():
+    from studio.objectives import OBJECTIVES, objective_of
+    from studio.sizing.sizes import run_sizes
+
+    config = RunConfig()
+    config.model.vocab_size = 320
+    assert objective_of(config).name == "causal_lm"
+    for name in ("dpo", "ipo", "orpo", "simpo", "kto"):
+        set_field(config, "train.objective", name)
+        assert objective_of(config) is OBJECTIVES[name] and objective_of(config).dataset == "preferences"
+    assert [name for name in OBJECTIVES if OBJECTIVES[name].reference] == ["dpo", "ipo", "kto"]
+    set_field(config, "train.objective", "dpo")
+    full = run_sizes(config, None)
+    assert full.memory["reference"] == 4 * full.total
+    set_field(config, "train.method", "lora")
+    assert run_sizes(config, None).memory["reference"] == 0  # the base with its adapters off
+    set_field(config, "train.objective", "orpo")
+    set_field(config, "train.method", "full")
+    assert run_sizes(config, None).memory["reference"] == 0  # no reference at all
