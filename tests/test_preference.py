@@ -347,3 +347,73 @@ def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in
     set_field(config, "train.objective", "orpo")
     set_field(config, "train.method", "full")
     assert run_sizes(config, None).memory["reference"] == 0  # no reference at all
+
+
+def learned_answers(dataset_name: str) -> list[str]:
+    """Each example of the train split: its learned tokens decoded."""
+    import numpy as np
+
+    from studio.data.batches import ExampleFile
+    from studio.data.prepare import open_dataset
+    from studio.data.tokenizer import load_tokenizer
+
+    dataset = open_dataset(dataset_name)
+    tokenizer = load_tokenizer(dataset.tokenizer_path)
+    examples = ExampleFile(dataset.bin_path("train"), dataset.dtype)
+    texts = []
+    for index in range(len(examples)):
+        start, end = examples.offsets[index], examples.offsets[index + 1]
+        ids = np.asarray(examples.ids[start:end])[np.asarray(examples.mask[start:end]) > 0]
+        texts.append(tokenizer.decode(ids.tolist(), skip_special_tokens=False))
+    return texts
+
+
+@pytest.mark.parametrize("shape", ["explicit-strings", "implicit-messages", "implicit-strings-csv"])
+def test_explicit_and_implicit_prompts_learn_only_the_answers(tiny, studio_home, tmp_path, shape):
+    from studio.data.prepare import list_datasets
+    from studio.runs.prepare import prepare_data
+    from tests.test_adapt import adapt_config
+
+    folder, _ = tiny
+    user = [{"role": "user", "content": "Hi?"}]
+    if shape == "explicit-strings":
+        rows = [{"prompt": "Hi?", "chosen": "yes", "rejected": "no"}] * 2 + [
+            {"prompt": "Yo?", "chosen": "a", "rejected": "b"}
+        ]
+        data = write_rows(tmp_path / "prefs.jsonl", rows)
+    elif shape == "implicit-messages":
+        rows = [{"chosen": user + [{"role": "assistant", "content": "yes"}],
+                 "rejected": user + [{"role": "assistant", "content": "no"}]}] * 3  # fmt: skip
+        data = write_rows(tmp_path / "prefs.jsonl", rows)
+    else:  # TRL's implicit string prompt: the shared text, a space before the difference kept with the answers
+        data = tmp_path / "prefs.csv"
+        data.write_text("chosen,rejected\nHi? yes,Hi? no\nHi? yes,Hi? no\nHi? yes,Hi? no\n")
+    config = adapt_config(folder, data, {"train.objective": "dpo", "model.block_size": 64, "data.dedup": False})
+    prepare_data(config)
+    (dataset,) = list_datasets()
+    assert dataset.meta.row_format == "pairs" and dataset.meta.examples == {"train": 4, "val": 2}
+    answers = learned_answers(dataset.name)
+    expected = [" yes", " no"] if shape == "implicit-strings-csv" else ["yes", "no"]
+    assert answers == [f"{expected[0]}<|im_end|>\n", f"{expected[1]}<|im_end|>\n"] * 2
+
+
+def test_kto_learns_from_unpaired_rows_and_dpo_refuses_them(tiny, studio_home, tmp_path):
+    from tests.test_adapt import adapt_config, losses, train_in_process
+
+    folder, _ = tiny
+    rows = [{"prompt": f"Question {i}?", "completion": "yes yes" if i % 2 else "no no", "label": bool(i % 2)}
+            for i in range(12)]  # fmt: skip
+    rows.insert(3, {"prompt": "Q?", "completion": "", "label": True})  # an empty answer: skipped, counted
+    data = write_rows(tmp_path / "kto.jsonl", rows)
+    changes = {"train.objective": "kto", "train.method": "lora", "model.block_size": 64, "train.max_steps": 6}
+    run = train_in_process(adapt_config(folder, data, changes), "kto")
+    assert losses(run)[0] == pytest.approx(0.5, abs=1e-6)  # 1 − σ(0): the policy is its reference
+    assert losses(run)[-1] < losses(run)[0]
+    from studio.data.prepare import list_datasets
+
+    (dataset,) = list_datasets()
+    assert dataset.meta.row_format == "unpaired" and dataset.meta.documents.dropped == {"empty_answer": 1}
+    from studio.errors import StudioError
+
+    with pytest.raises(StudioError, match="learns from pairs"):
+        train_in_process(adapt_config(folder, data, changes | {"train.objective": "dpo"}), "dpo")
