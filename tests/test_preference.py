@@ -261,12 +261,20 @@ def test_full_dpo_keeps_its_reference_frozen_and_lora_reference_is_the_base(tiny
     folder, base = tiny
     data = write_rows(tmp_path / "prefs.jsonl", toy_rows(8))
     changes = {"train.objective": "dpo", "model.block_size": 64, "train.max_steps": 3, "data.val_fraction": 0.25}
+    changes |= {"train.sample_interval": 3, "train.sample_tokens": 4}
     trainer = Trainer(prepare_run(adapt_config(folder, data, changes), "full"))
     before = [p.detach().clone() for p in trainer.objective.reference.frozen.parameters()]
     trainer.run()
     after = list(trainer.objective.reference.frozen.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert not torch.equal(trainer.model.hf.model.embed_tokens.weight, before[0])  # the policy moved
+    events = [json.loads(line) for line in (trainer.run_dir / EVENTS).read_text().splitlines()]
+    samples = [event["samples"] for event in events if event["kind"] == "sample"]
+    held_out = [
+        "<|im_start|>user\nQuestion 6?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\nQuestion 7?<|im_end|>\n<|im_start|>assistant\n",
+    ]
+    assert [[item["prompt"] for item in event] for event in samples] == [held_out, held_out]  # the held-out prompts
 
     lora = Trainer(prepare_run(adapt_config(folder, data, {**changes, "train.method": "lora"}), "lora"))
     lora.run()
