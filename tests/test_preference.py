@@ -152,12 +152,13 @@ def test_orpo_on_equal_answers_is_the_nll_plus_beta_ln2_and_stays_finite_near_ce
 
 
 # ---- against TRL (a test-only extra) ----------------------------------------------------------------------------
-def test_the_losses_equal_trls(tiny):
+def test_the_losses_equal_trls(tiny, monkeypatch):
     """On a tiny Llama and a fixed batch: the answers' log-probabilities are computed once, then each loss is TRL
     1.16's on them. ORPO's odds-ratio term and SimPO's loss are TRL's own functions (ORPOTrainer.odds_ratio_loss,
-    CPOTrainer.cpo_loss with loss_type simpo); DPO's (robust, label smoothing 0.1) and KTO's formulas are inline in
-    TRL's DPOTrainer._compute_loss and KTOTrainer._compute_loss, transcribed here from those lines. DPO's gradients
-    (through the model) are compared too."""
+    CPOTrainer.cpo_loss with loss_type simpo); robust DPO's (label smoothing 0.1) and KTO's formulas are inline in
+    TRL's DPOTrainer._compute_loss and KTOTrainer._compute_loss, transcribed here from those lines. Plain DPO is
+    compared with TRL's DPOTrainer itself below (test_dpo_equals_trls_trainer). DPO's gradients are compared too."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     trl = pytest.importorskip("trl")
     assert trl.__version__ == "1.16.0"
     from trl.experimental.cpo import CPOTrainer
@@ -425,3 +426,50 @@ def test_kto_learns_from_unpaired_rows_and_dpo_refuses_them(tiny, studio_home, t
 
     with pytest.raises(StudioError, match="learns from pairs"):
         train_in_process(adapt_config(folder, data, changes | {"train.objective": "dpo"}), "dpo")
+
+
+def test_dpo_equals_trls_trainer(tiny, tmp_path):
+    """TRL 1.16's DPOTrainer (sigmoid loss, a reference model of other weights) tokenizes and collates four
+    conversational pairs; the studio's DPO on that very batch (ids, and targets where TRL's completion mask is 1) has
+    TRL's `compute_loss` and its gradients, to 1e-5."""
+    import copy
+
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    folder, base = tiny
+    policy, reference = copy.deepcopy(base).train(), copy.deepcopy(base).eval()
+    with torch.no_grad():  # a reference apart from the policy, so that the loss is not ln 2
+        for parameter in reference.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
+         "chosen": [{"role": "assistant", "content": "yes yes" * (i + 1)}],
+         "rejected": [{"role": "assistant", "content": "no"}]}
+        for i in range(4)
+    ]  # fmt: skip
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, report_to=[], use_cpu=True, bf16=False)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    trainer = DPOTrainer(
+        policy, reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    theirs = trainer.compute_loss(policy, batch)
+    theirs_grad = torch.autograd.grad(theirs, list(policy.parameters()))
+
+    x = batch["input_ids"]
+    y = torch.where(batch["completion_mask"][:, 1:] > 0, x[:, 1:], IGNORE)
+    y = torch.cat([y, torch.full((len(y), 1), IGNORE)], dim=1)  # targets beside their inputs
+    logps, tokens = answer_logps(policy(x).logits, y)
+    with torch.no_grad():
+        reference_logps = answer_logps(reference(x).logits, y)[0]
+    terms = pair_losses(
+        "dpo", train_keys(beta=0.1), (logps[:4], logps[4:], tokens[:4], tokens[4:]), reference_logps.chunk(2)
+    )
+    ours = terms.loss.mean()
+    ours_grad = torch.autograd.grad(ours, list(policy.parameters()))
+    assert abs(ours.item() - LN2) > 1e-3
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    for a, b in zip(ours_grad, theirs_grad):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
