@@ -473,3 +473,46 @@ def test_dpo_equals_trls_trainer(tiny, tmp_path):
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
     for a, b in zip(ours_grad, theirs_grad):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_kto_equals_trls_trainer(tiny, tmp_path):
+    """TRL 1.16's KTOTrainer (weights 1.5 and 0.7, a reference of other weights) collates four unpaired rows with
+    their mismatched KL rows; the studio's KTO loss on that batch (z from the KL rows) has TRL's `compute_loss`."""
+    import copy
+
+    pytest.importorskip("trl")
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    folder, base = tiny
+    policy, reference = copy.deepcopy(base).train(), copy.deepcopy(base).eval()
+    with torch.no_grad():
+        for parameter in reference.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
+         "completion": [{"role": "assistant", "content": "yes " * (i + 1)}], "label": bool(i % 2)}
+        for i in range(4)
+    ]  # fmt: skip
+    args = KTOConfig(output_dir=str(tmp_path / "trl"), beta=0.3, desirable_weight=1.5, undesirable_weight=0.7,
+                     report_to=[], use_cpu=True, bf16=False)  # fmt: skip
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    trainer = KTOTrainer(
+        policy, reference, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    theirs = trainer.compute_loss(policy, batch)
+
+    def logps_of(model, ids, mask):
+        y = torch.where(mask[:, 1:] > 0, ids[:, 1:], IGNORE)
+        return answer_logps(model(ids).logits, torch.cat([y, torch.full((len(y), 1), IGNORE)], dim=1))[0]
+
+    with torch.no_grad():
+        mismatched = batch["KL_input_ids"], batch["KL_completion_mask"]
+        kl = (logps_of(policy, *mismatched) - logps_of(reference, *mismatched)).mean().clamp(min=0)
+        reference_logps = logps_of(reference, batch["input_ids"], batch["completion_mask"])
+    logps = logps_of(policy, batch["input_ids"], batch["completion_mask"])
+    train = train_keys(beta=0.3, kto_desirable_weight=1.5, kto_undesirable_weight=0.7)
+    ours = kto_losses(train, logps, reference_logps, batch["label"].bool(), kl)[0].mean()
+    assert abs(ours.item() - 0.5 * (1.5 + 0.7) / 2) > 1e-4  # not the starting value
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
