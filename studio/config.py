@@ -35,6 +35,7 @@ Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
 Task = Literal["lm", "classify"]
+TrainObjective = Literal["lm", "dpo", "ipo", "orpo", "simpo", "kto"]
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
@@ -254,6 +255,28 @@ class TrainConfig:
         "lm: the architecture's own objective (the next token; masked tokens for an encoder); classify: a label "
         "per text, judged by accuracy, precision, recall and F1",
         "task",
+    )
+    objective: TrainObjective = setting(
+        "lm",
+        "lm: what train.task says; dpo, ipo, orpo, simpo, kto: align a model on preference rows "
+        "({prompt, chosen, rejected}, or {prompt, completion, label} for kto)",
+        "objective",
+    )
+    beta: float = setting(
+        0.1,
+        "preference objectives: β, how far from the reference the policy may move (dpo, ipo, kto); the reward "
+        "scale (simpo); the odds-ratio term's weight (orpo)",
+        "β",
+    )
+    label_smoothing: float = setting(
+        0.0, "dpo: the share of pairs assumed mislabelled (robust DPO), in [0, 0.5)", "label smoothing"
+    )
+    simpo_gamma: float = setting(
+        0.5, "simpo: γ, the reward margin asked of chosen over rejected (β·per-token log-probabilities)", "SimPO γ"
+    )
+    kto_desirable_weight: float = setting(1.0, "kto: the weight of desirable (label true) answers", "KTO desirable")
+    kto_undesirable_weight: float = setting(
+        1.0, "kto: the weight of undesirable (label false) answers", "KTO undesirable"
     )
     method: Method = setting(
         "full",
@@ -594,12 +617,30 @@ def validate(config: RunConfig) -> None:
     if not 0.0 <= config.distill.alpha <= 1.0:
         raise StudioError(f"distill.alpha must be in [0, 1], not {config.distill.alpha}")
     _positive("distill.temperature", config.distill.temperature)
+    _check_preference(config)
     if t.min_lr > t.lr:
         raise StudioError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
         raise StudioError("train.beta1 and train.beta2 must be in [0, 1), e.g. 0.9 and 0.99")
     if not 0 < t.decay_fraction <= 1:
         raise StudioError("train.decay_fraction must be in (0, 1], e.g. 0.2")
+
+
+def _check_preference(config: RunConfig) -> None:
+    """A preference objective aligns a next-token model fine-tuned from --init-from, with its own knobs in range."""
+    t = config.train
+    if t.objective == "lm":
+        return
+    if t.task != "lm" or config.model.encoder or config.model.recurrent:
+        raise StudioError(f"train.objective {t.objective} aligns a decoder's answers; use train.task lm and a "
+                          "llama, gpt2 or hf model")  # fmt: skip
+    _positive("train.beta", t.beta)
+    if not 0.0 <= t.label_smoothing < 0.5:
+        raise StudioError(f"train.label_smoothing must be in [0, 0.5), not {t.label_smoothing}")
+    for key in ("kto_desirable_weight", "kto_undesirable_weight"):
+        _positive(f"train.{key}", getattr(t, key))
+    if t.simpo_gamma < 0:
+        raise StudioError(f"train.simpo_gamma must not be negative, not {t.simpo_gamma}")
 
 
 def _check_sharding(t: TrainConfig) -> None:

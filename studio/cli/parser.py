@@ -29,9 +29,11 @@ DATA_FLAGS = (
     "data.glob",
     "data.strict",
 )
-PREPARE_FLAGS = ("train.init_from", "model.block_size")  # chat rows: the model's tokenizer, template and context
+# chat and preference rows: the model's tokenizer, template and context, and what the rows are for
+PREPARE_FLAGS = ("train.init_from", "model.block_size", "train.objective")
 TRAIN_FLAGS = (
     "train.task",
+    "train.objective",
     "train.max_steps",
     "train.epochs",
     "train.num_processes",

@@ -238,13 +238,13 @@ class ExampleStream:
             for _ in range(self.batch_size):
                 rows.append([self.examples.pair(self.example_index(position.examples_drawn), self.block_size)])
                 position.examples_drawn += 1
-            return _padded(rows, max(len(row[0][0]) for row in rows), packed=False)
+            return padded_examples(rows, max(len(row[0][0]) for row in rows), packed=False)
         rows, used = [[]], 0
         while True:  # fill the rows in order; the example that fits no more waits for the next batch
             pair = self.examples.pair(self.example_index(position.examples_drawn), self.block_size)
             if used + len(pair[0]) > self.block_size:
                 if len(rows) == self.batch_size:
-                    return _padded(rows, self.block_size, packed=True)
+                    return padded_examples(rows, self.block_size, packed=True)
                 rows.append([])
                 used = 0
             rows[-1].append(pair)
@@ -271,7 +271,7 @@ def labeled_batch(examples: ExampleFile, indices: list[int], pad_id: int) -> Bat
     return Batch(torch.from_numpy(x), labels, int(lengths.sum()), lengths=lengths)
 
 
-def _padded(rows: list[list[tuple[np.ndarray, np.ndarray]]], length: int, packed: bool) -> Batch:
+def padded_examples(rows: list[list[tuple[np.ndarray, np.ndarray]]], length: int, packed: bool) -> Batch:
     """Rows of (inputs, targets) pairs laid end to end and padded to `length`: inputs 0, targets IGNORE; packed
     rows get each example's positions (and the padding its own, so it forms a segment of its own)."""
     x = np.zeros((len(rows), length), dtype=np.int64)

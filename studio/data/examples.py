@@ -148,7 +148,7 @@ def write_examples(
     # nothing out unless asked).
     val_examples = int(counts.kept * encoder.data.val_fraction + 0.5)  # halves up: 10 examples at 5% hold one out
     split_at = counts.kept - val_examples
-    _split(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
+    split_examples(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
     examples = {"train": split_at, "val": val_examples}
     tokens = {"train": int(offsets[split_at]), "val": int(offsets[-1] - offsets[split_at])}
     return counts, examples, tokens
@@ -164,7 +164,7 @@ def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[i
     return ends
 
 
-def _split(folder: Path, offsets: np.ndarray, split_at: int, itemsize: int) -> None:
+def split_examples(folder: Path, offsets: np.ndarray, split_at: int, itemsize: int) -> None:
     """all.* into train.* (the first split_at examples) and val.* (the rest), byte ranges copied, not loaded."""
     border = int(offsets[split_at])
     for suffix, size in ((".bin", itemsize), (".mask", 1)):

@@ -34,7 +34,8 @@ class DocumentCounts:
 
     seen: int
     kept: int
-    # empty, too_short, too_long, duplicate (text); duplicate, overlong, no_answer (examples); no_label (labeled)
+    # empty, too_short, too_long, duplicate (text); duplicate, overlong, no_answer (examples); no_label (labeled);
+    # missing_field, empty_answer, same_answers, overlong (preference rows)
     dropped: dict[str, int] = field(default_factory=dict)
 
 
@@ -83,7 +84,7 @@ class DatasetMeta:
     examples: dict[str, int] = _only_in(LABELED, EXAMPLES, default_factory=dict)  # per split: train, val
     truncated: int = _only_in(LABELED, EXAMPLES, default=0)  # examples cut to the model's context
     # chat and instruction examples (studio.data.examples)
-    row_format: str = _only_in(EXAMPLES, default="")  # alpaca, messages, sharegpt ...
+    row_format: str = _only_in(EXAMPLES, default="")  # alpaca, messages, sharegpt ...; pairs, unpaired (preferences)
     chat_template: str | None = _only_in(EXAMPLES, default=None)  # the template the rows were rendered with
     chat_tokens: ChatTokens = _only_in(EXAMPLES, default_factory=ChatTokens)
     stop_ids: list[int] = _only_in(EXAMPLES, default_factory=list)  # end-of-text and end-of-turn: generation stops

@@ -36,6 +36,7 @@ from studio.data.clean import Scan, kept_documents, scan
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
 from studio.data.meta import EXAMPLES, LABELED, TEXT, ChatTokens, DatasetMeta, DocumentCounts
+from studio.data.preferences import PREFERENCE_FORMATS, UNPAIRED, PreferenceEncoder, write_preferences
 from studio.data.sources import COMPRESSIONS, ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
@@ -82,14 +83,16 @@ class Purpose:
     pretrained: PretrainedTokenizer | None = None  # fine-tuning: the model's tokenizer, not a new one
     context: int = 0  # the model's context, which examples are cut to
     encoder: bool = False  # an encoder's special tokens: [PAD] [CLS] [SEP] [MASK]
-    task: str = "lm"  # or "classify": rows of text and label
+    task: str = "lm"  # or "classify": rows of text and label; "preference": preference rows (studio.data.preferences)
     held_out: bool = False  # rows to judge a trained classifier by: one split of them all, one class is enough
 
     @classmethod
     def of(cls, objective: Objective, pretrained: PretrainedTokenizer | None, context: int, held_out: bool = False):
-        """What a model of `objective` learns from: labeled rows (a classifier), text with [MASK] (a masked LM)."""
-        labeled, masked = objective.dataset == "labeled", objective.predicts == "fill-mask"
-        return cls(pretrained, context, masked, "classify" if labeled else "lm", held_out)
+        """What a model of `objective` learns from: labeled rows (a classifier), text with [MASK] (a masked LM),
+        preference rows (the preference objectives)."""
+        masked = objective.predicts == "fill-mask"
+        task = {"labeled": "classify", "preferences": "preference"}.get(objective.dataset, "lm")
+        return cls(pretrained, context, masked, task, held_out)
 
 
 @dataclass
@@ -164,6 +167,8 @@ def _check_files(folder: Path, meta: DatasetMeta) -> None:
             examples = meta.examples[split]
             _check_size(folder / f"{split}.idx", (examples + 1) * 8, f"{examples + 1:,} int64 offsets")
             _check_offsets(folder / f"{split}.idx", tokens)
+        if meta.row_format == UNPAIRED:
+            _check_size(folder / f"{split}.desirable", examples, f"a byte for each of {examples:,} examples")
         if meta.layout == LABELED:
             _check_size(folder / f"{split}.labels", examples * 8, f"{examples:,} int64 labels")
             _check_labels(folder / f"{split}.labels", len(meta.labels))
@@ -230,6 +235,11 @@ def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose:
             raise StudioError(
                 f"dataset {data.source!r} was prepared for another task than train.task {purpose.task}; "
                 "give its source instead"
+            )
+        if (dataset.meta.row_format in PREFERENCE_FORMATS) != (purpose.task == "preference"):
+            raise StudioError(
+                f"dataset {data.source!r} holds {'preference' if purpose.task != 'preference' else 'other'} rows; "
+                "a preference objective (train.objective) learns from preference rows, the others from the rest"
             )
         if pretrained and dataset.meta.tokenizer_hash != tokenizer_hash(load_tokenizer(pretrained.path)):
             raise StudioError(
@@ -299,7 +309,7 @@ def _cache_key(
     """What identifies a prepared dataset: the source's row format, the options that shape the result, the
     content's fingerprint and the key they hash to. Refuses rows the purpose cannot learn from."""
     pretrained, context, encoder = purpose.pretrained, purpose.context, purpose.encoder
-    row_format = "labeled" if purpose.task == "classify" else source_format(source, data)
+    row_format = {"classify": "labeled", "preference": "preference"}.get(purpose.task) or source_format(source, data)
     if row_format not in ("text", "labeled") and pretrained is None:
         raise StudioError(
             f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
@@ -421,6 +431,8 @@ def _build(
             meta = _write_dataset(temporary, source, data, identity, progress, purpose.pretrained, purpose.encoder)
         elif row_format == "labeled":
             meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose)
+        elif row_format == "preference":
+            meta = _write_preference_dataset(temporary, source, data, identity, progress, purpose)
         else:
             meta = _write_example_dataset(
                 temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
@@ -576,13 +588,7 @@ def _write_example_dataset(
     context: int,
 ) -> DatasetMeta:
     """Chat or instruction rows as examples with a supervision mask (studio.data.examples); returns the meta."""
-    tokenizer = load_tokenizer(pretrained.path)
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    template_source = chat_template_for(pretrained.chat_template)
-    template_name = f"the chat template of {pretrained.folder or pretrained.path.parent}"
-    template = ChatTemplate(template_source, pretrained.bos_token, pretrained.eot_token, template_name)
+    tokenizer, template = _model_tokenizer(folder, pretrained)
     vocab_size = tokenizer.get_vocab_size()
     stats = ReadStats()
     progress("encode", 0, 1)
@@ -603,9 +609,53 @@ def _write_example_dataset(
         examples=examples,
         truncated=counts.truncated,
         row_format=row_format,
-        chat_template=template_source,
+        chat_template=template.source,
         chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
         stop_ids=sorted(counts.stop_ids | {eot_id}),
+    )
+
+
+def _model_tokenizer(folder: Path, pretrained: PretrainedTokenizer) -> tuple[Tokenizer, ChatTemplate]:
+    """The model's tokenizer, saved into the dataset, and its chat template (or the studio's default)."""
+    tokenizer = load_tokenizer(pretrained.path)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    template_name = f"the chat template of {pretrained.folder or pretrained.path.parent}"
+    source = chat_template_for(pretrained.chat_template)
+    return tokenizer, ChatTemplate(source, pretrained.bos_token, pretrained.eot_token, template_name)
+
+
+def _write_preference_dataset(
+    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
+) -> DatasetMeta:
+    """Preference rows as examples whose answers alone are learned (studio.data.preferences); returns the meta."""
+    pretrained = purpose.pretrained
+    assert pretrained is not None  # _cache_key refuses rows to render without a model
+    tokenizer, template = _model_tokenizer(folder, pretrained)
+    stats = ReadStats()
+    progress("encode", 0, 1)
+    encoder = PreferenceEncoder(tokenizer, template, purpose.context)
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    row_format, counts, examples, tokens = write_preferences(folder, source, data, encoder, dtype, stats)
+    progress("encode", 1, 1)
+    eot_id = tokenizer.token_to_id(pretrained.eot_token)
+    return _dataset_meta(
+        identity,
+        tokenizer,
+        eot_id=eot_id,
+        encoder=False,
+        documents=DocumentCounts(counts.seen, counts.kept, dict(counts.skipped)),
+        read=stats,
+        characters=counts.characters,
+        tokens=tokens,
+        text_tokens=sum(tokens.values()),
+        examples=examples,
+        truncated=counts.truncated,
+        row_format=row_format,
+        chat_template=template.source,
+        chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
+        stop_ids=[eot_id],
     )
 
 

@@ -4,6 +4,9 @@ The source is prepared with the model's own tokenizer (and cached like any datas
 it is used (both splits of the prepared files):
 - a causal LM: loss, perplexity and next-token accuracy over consecutive windows of its context;
 - a masked LM: masked-token loss and accuracy, BERT's masking drawn from a fixed seed;
+- a causal LM on preference rows ({prompt, chosen, rejected}, studio.data.preferences): the pairwise accuracy (the
+  chosen answer's log-probability above the rejected one's, summed over the answer's tokens: no reference model
+  is needed, so runs and exported folders alike are judged) and the mean margin between the two;
 - a classifier: loss, accuracy, macro precision/recall/F1, per-class F1 and the confusion matrix, and each row's
   prediction with its probabilities (for `--out`).
 The model is a run's checkpoint, or a Hugging Face folder (an export, say).
@@ -18,12 +21,14 @@ from typing import Any
 import torch
 
 from studio.config import DataConfig
-from studio.data.batches import IGNORE, ExampleFile, TokenFile, labeled_batch, mask_tokens
+from studio.data.batches import IGNORE, ExampleFile, TokenFile, labeled_batch, mask_tokens, padded_examples
+from studio.data.preferences import PAIRS, holds_preferences
 from studio.data.prepare import Dataset, PretrainedTokenizer, Purpose, prepare_dataset
+from studio.data.sources import open_source
 from studio.data.tokenizer import SEP
 from studio.errors import StudioError
 from studio.inference.load import LoadedModel, load_model
-from studio.model import lm_loss_sum
+from studio.model import answer_logps, lm_loss_sum
 from studio.objectives import Objective
 from studio.objectives.metrics import classification_metrics
 
@@ -40,6 +45,9 @@ class Evaluation:
 
 def evaluate(target: str, data: DataConfig, step: int | None = None) -> Evaluation:
     loaded = load_model(target, step)
+    if loaded.objective.generates and holds_preferences(open_source(data.source, data), data):
+        with torch.inference_mode():
+            return Evaluation("preference", _pairs(loaded, data))
     dataset = prepare_dataset(data, purpose=_held_out_purpose(loaded))
     with torch.inference_mode():
         if loaded.objective.classifies:
@@ -64,6 +72,35 @@ def _held_out_purpose(loaded: LoadedModel) -> Purpose:
         end = SEP if objective.predicts == "fill-mask" else pad  # what separates held-out documents (an encoder's)
     pretrained = PretrainedTokenizer(loaded.tokenizer_file, end, pad_token=pad, frames_text=True)  # frames itself
     return Purpose.of(objective, pretrained, loaded.context, held_out=True)
+
+
+def _pairs(loaded: LoadedModel, data: DataConfig) -> dict[str, Any]:
+    """Preference rows rendered with the model's chat template (both splits): the share of pairs whose chosen answer
+    the model finds likelier than the rejected one, and the mean margin of their log-probabilities."""
+    template = loaded.chat_template
+    pretrained = PretrainedTokenizer(
+        loaded.tokenizer_file, loaded.tokenizer.id_to_token(loaded.eot_id),
+        chat_template=None if template is None else template.source,
+        bos_token="" if template is None else template.bos_token,
+    )  # fmt: skip
+    dataset = prepare_dataset(data, purpose=Purpose(pretrained, loaded.context, task="preference", held_out=True))
+    if dataset.meta.row_format != PAIRS:
+        raise StudioError(f"{data.source} holds unpaired rows (completion, label); evaluate ranks pairs: give "
+                          "{prompt, chosen, rejected} rows")  # fmt: skip
+    right, margins, pairs = 0, 0.0, 0
+    for split in ("train", "val"):
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        for first in range(0, len(examples), 2 * BATCH):
+            answers = range(first, min(first + 2 * BATCH, len(examples)))
+            rows = [[examples.pair(index, loaded.context)] for index in answers]
+            batch = padded_examples(rows, max(len(row[0][0]) for row in rows), packed=False)
+            logits, _ = loaded.model(batch.x)
+            logps = answer_logps(logits, batch.y)[0]
+            margin = logps[0::2] - logps[1::2]  # chosen and rejected alternate
+            right += int((margin > 0).sum())
+            margins += float(margin.sum())
+            pairs += len(margin)
+    return {"pair_accuracy": round(right / pairs, 6), "mean_margin": round(margins / pairs, 6), "pairs": pairs}
 
 
 def _token_metrics(objective: Objective, model: torch.nn.Module, dataset: Dataset, context: int) -> dict[str, Any]:

@@ -74,6 +74,14 @@ def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
+def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of the answer's token log-probabilities and its number of tokens: positions whose target is
+    IGNORE (prompt, padding, on either side) add exactly nothing, whatever their logits."""
+    learned = targets != IGNORE
+    logps = torch.gather(logits.float().log_softmax(-1), -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(learned, logps, 0.0).sum(-1), learned.sum(-1)
+
+
 def distill_loss_sum(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, temperature: float
 ) -> torch.Tensor:

@@ -38,13 +38,24 @@ class Metric:
 
 LM_METRICS = (Metric("val_loss", "val_loss", ".4f"), Metric("val_ppl", "val_ppl", ".2f"),
               Metric("val_acc", "val_acc", ".1f", percent=True))  # fmt: skip
+PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo", "simpo", "kto")  # train.objective's values besides "lm"
+PREFERENCE_METRICS = (  # rewards are β·(log π − log π_ref) (β·log π without a reference; simpo: per token)
+    Metric("val_loss", "val_loss", ".4f"),
+    Metric("val_pair_acc", "pair acc", ".1f", percent=True, chart_label="pair acc"),
+    Metric("val_margin", "margin", ".4f", chart_label="margin"),
+    Metric("val_reward_chosen", "reward chosen", ".4f"),
+    Metric("val_reward_rejected", "reward rejected", ".4f"),
+    Metric("val_logp_chosen", "logp chosen", ".3f"),
+    Metric("val_logp_rejected", "logp rejected", ".3f"),
+)
 
 
 @dataclass(frozen=True)
 class Objective:
     name: str  # the key of OBJECTIVES
     model_kind: str  # what a model trained on it is, in messages ("a next-token LM")
-    dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows
+    dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows,
+    # "preferences" (paired or unpaired answers: studio.data.preferences)
     predicts: str | None  # what `predict` and the playground ask: "classify", "fill-mask"; None: continues text
     playground_hint: str  # the playground's line for a model that predicts rather than continues text
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
@@ -53,6 +64,8 @@ class Objective:
     eval_metrics: tuple[Metric, ...]  # what its eval events hold, in the order the CLI's eval line shows them
     new_head: bool  # a head of its own over the model (a classifier's): counted apart, new on a checkpoint
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
+    reference: bool = False  # measured against a frozen reference model: the base with adapters off, or a copy
+    paired: bool = False  # learns from pairs of answers only (KTO learns from unpaired ones too)
 
     @property
     def charted(self) -> tuple[Metric, ...]:
@@ -117,12 +130,33 @@ OBJECTIVES: dict[str, Objective] = {
             new_head=True,
             trainer="studio.train.objectives.classify",
         ),
+        *(
+            Objective(
+                name=name,
+                model_kind=f"a next-token LM aligned by {name.upper()}",
+                dataset="preferences",
+                predicts=None,
+                playground_hint="",
+                hf_suffix="ForCausalLM",
+                export_auto_class="AutoModelForCausalLM",
+                evaluate_kind="preference",
+                eval_metrics=PREFERENCE_METRICS,
+                new_head=False,
+                trainer="studio.train.objectives.preference",
+                reference=name in ("dpo", "ipo", "kto"),
+                paired=name != "kto",
+            )
+            for name in PREFERENCE_OBJECTIVES
+        ),
     )
 }
 
 
 def objective_of(config: RunConfig) -> Objective:
-    """The run's objective: a label per text (`train.task = "classify"`), else its architecture's own."""
+    """The run's objective: a preference objective (`train.objective`), a label per text (`train.task =
+    "classify"`), else its architecture's own."""
+    if config.train.objective != "lm":
+        return OBJECTIVES[config.train.objective]
     if config.train.task == "classify":
         return OBJECTIVES["classify"]
     return OBJECTIVES["masked_lm" if config.model.encoder else "causal_lm"]

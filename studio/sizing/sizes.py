@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig, TrainConfig
 from studio.errors import StudioError
+from studio.objectives import objective_of
 from studio.sizing.hf_facts import HFFacts
 
 
@@ -145,11 +146,18 @@ def method_sizes(
 def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teacher_params: int = 0) -> MethodSizes:
     """method_sizes of a run's model and method, with its distillation teacher of teacher_params parameters: frozen
     beside the student, the teacher's fp32 weights count (4 bytes each); it has no gradients or optimizer state, and
-    runs without autograd, so it keeps no activations for a backward. The one figure the CLI prints before a
+    runs without autograd, so it keeps no activations for a backward. A preference objective's reference is the
+    same, a frozen copy of the model under full fine-tuning (the base itself, adapters off, under LoRA), and its pairs
+    double the rows of a forward. The one figure the CLI prints before a
     launch, the trainer records and the studio's Train tab shows."""
-    sizes = method_sizes(config.model, config.train, facts, num_labels=num_labels)
+    objective = objective_of(config)
+    rows = 2 if objective.paired else 1  # a batch of pairs is chosen and rejected rows in one forward
+    train = replace(config.train, batch_size=config.train.batch_size * rows)
+    sizes = method_sizes(config.model, train, facts, num_labels=num_labels)
     teacher = 4 * teacher_params
-    return replace(sizes, memory={**sizes.memory, "teacher": teacher, "total": sizes.memory["total"] + teacher})
+    reference = 4 * sizes.total if objective.reference and config.train.method == "full" else 0  # a frozen copy
+    extra = {"teacher": teacher, "reference": reference, "total": sizes.memory["total"] + teacher + reference}
+    return replace(sizes, memory={**sizes.memory, **extra})
 
 
 def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:

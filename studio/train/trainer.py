@@ -101,6 +101,7 @@ class Trainer:
         self.run_model = build_run_model(self.config)
         self.model = self.run_model.module  # the plain module: checkpoints and samples use it
         self.saved_names = list(self.run_model.state_to_save())  # what a checkpoint holds, named before sharding
+        self.frozen_weights = self.objective.attach(self.run_model)  # a preference objective's reference
         resumed_from = None if resume_step is None else self._load_weights(resume_step)
         self.sharded = train.sharding == "fsdp"
         if self.sharded:  # the whole weights first (resume included), then each process keeps its slices
@@ -186,10 +187,11 @@ class Trainer:
         return sizes.memory["total"]
 
     def _weights(self) -> list[torch.Tensor]:
-        """The parameters of the models this process holds (its slices, under FSDP): the trained one's, and a
-        teacher's."""
+        """The parameters of the models this process holds (its slices, under FSDP): the trained one's, a
+        teacher's, and a reference's frozen copy."""
         modules = [self.model] if self.teacher is None else [self.model, self.teacher]
-        return [sharding.local(parameter) for module in modules for parameter in module.parameters()]
+        trained = [sharding.local(parameter) for module in modules for parameter in module.parameters()]
+        return trained + self.frozen_weights
 
     def _peak_flops(self) -> float:
         """Peak FLOP/s of all processes together, for MFU: a table for GPUs, a quick matmul on CPUs."""

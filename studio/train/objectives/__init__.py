@@ -6,6 +6,8 @@ protocol, after torchtune's loss protocols.
 - `loss_sums(model, batch)`: the summed loss over the targets the batch learns, with its cross-entropy and
   distillation parts (a tensor of three, left on the device); the trainer divides by the step's learned targets;
 - `evaluate(model, eval_steps)`: the fields of an `eval` event, reduced over every process;
+- `attach(run_model)`: called once the model is built, before a checkpoint is loaded (a reference model); returns
+  the weights it adds, which the memory meter counts;
 - `samples(model, generator)`: the `{prompt, text}` items of a `sample` event (rank 0 alone; the generator, seeded
   alike at every sample event, is shared by the event's prompts): the run's fixed prompts continued on plain text,
   the first held-out examples on chat and labeled data (`sample_examples`), so each event answers the same ones.
@@ -76,6 +78,11 @@ class TrainingObjective:
         split = "val" if dataset.meta.examples.get("val") else "train"
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
         return examples, range(min(SAMPLED_EXAMPLES, len(examples)))
+
+    def attach(self, run_model) -> list[torch.nn.Parameter]:
+        """Build what the objective needs of the run's model before a checkpoint is loaded (a preference
+        objective's reference: the starting weights); returns the weights that adds (a frozen copy's)."""
+        return []
 
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
         logits, _ = model(batch.x, **batch.model_inputs())

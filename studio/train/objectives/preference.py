@@ -1,0 +1,309 @@
+"""The preference objectives, side by side: DPO, IPO, ORPO, SimPO (pairs) and KTO (unpaired rows), as TRL defines them.
+
+Every answer's log-probability is the sum of its learned tokens' (the answer's; prompt and padding add nothing). A
+batch of pairs is one forward: the chosen answers' rows, then the rejected ones', right-padded together. With
+π the policy, π_ref the reference (the base with its adapters off, or a frozen copy of the starting weights), β
+`train.beta`, and per pair the log-ratios c = log π(chosen) − log π_ref(chosen), r = the same of rejected:
+
+- DPO:   −log σ(β(c − r)); with label smoothing ε (robust DPO): (−(1−ε) log σ(βΔ) + ε log σ(−βΔ)) / (1 − 2ε)
+- IPO:   (c/|chosen| − r/|rejected| − 1/(2β))², the log-ratios per answer token
+- ORPO:  −log π(chosen)/|chosen| − β log σ(log odds(chosen) − log odds(rejected)), odds p/(1−p) of the per-token
+         mean log-probability; no reference
+- SimPO: −log σ(β(log π(chosen)/|chosen| − log π(rejected)/|rejected|) − γ); no reference
+- KTO:   per answer, desirable w_d(1 − σ(β(c − z))), undesirable w_u(1 − σ(β(z − c))), z the batch's KL estimate
+         (each prompt with another row's answer, policy against reference, clamped at 0, no gradient)
+
+The reward of an answer is β·(log π − log π_ref) (β·log π per token for ORPO and SimPO); the loss of a step is the
+mean over its pairs (KTO: rows), whatever the accumulation. Evaluation covers the validation split: the loss, the
+rewards of chosen and rejected, their margin, the share of pairs whose chosen answer is rewarded above the
+rejected one, and the answers' log-probabilities. Samples answer the first held-out prompts.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from studio.data.batches import IGNORE, ExampleFile, ExampleStream, StreamPosition, padded_examples
+from studio.data.preferences import PAIRS
+from studio.errors import StudioError
+from studio.model import answer_logps
+from studio.model.trainable import RunModel
+from studio.objectives import OBJECTIVES
+from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
+from studio.train.objectives.causal_lm import Objective as CausalLM
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class PreferenceBatch:
+    """Rows of answers: a pair's chosen and rejected rows are i and i + pairs; unpaired rows have a label each."""
+
+    x: torch.Tensor  # (N, T) input ids, right-padded
+    y: torch.Tensor  # (N, T) targets: the answer's tokens, IGNORE elsewhere (prompt, padding)
+    tokens: int  # real tokens read
+    rows: int  # what the loss is a mean over: pairs, or unpaired rows
+    desirable: torch.Tensor | None = None  # (N,) unpaired rows' labels
+    mismatched: tuple[torch.Tensor, torch.Tensor] | None = None  # KTO: (x, y) of each prompt with another answer
+
+    @property
+    def supervised(self) -> int:
+        return self.rows
+
+    def to(self, device: torch.device, pin: bool = False) -> PreferenceBatch:
+        def moved(tensor: torch.Tensor) -> torch.Tensor:
+            return (tensor.pin_memory() if pin else tensor).to(device, non_blocking=True)
+
+        desirable = None if self.desirable is None else moved(self.desirable)
+        mismatched = None if self.mismatched is None else (moved(self.mismatched[0]), moved(self.mismatched[1]))
+        return PreferenceBatch(moved(self.x), moved(self.y), self.tokens, self.rows, desirable, mismatched)
+
+
+class PreferenceRows:
+    """A split's rows as the objective reads them: pairs (two examples each), or unpaired answers (a paired
+    dataset's chosen answers desirable and rejected ones not, for KTO)."""
+
+    def __init__(self, examples: ExampleFile, paired_data: bool, paired: bool, desirable: np.ndarray | None):
+        self.examples, self.paired = examples, paired
+        self.per_row = 2 if paired else 1
+        if paired_data:
+            desirable = np.arange(len(examples)) % 2 == 0  # chosen, rejected, chosen, ...
+        self.desirable = desirable
+
+    def __len__(self) -> int:
+        return len(self.examples) // self.per_row
+
+    def batch(self, rows: list[int], block_size: int) -> PreferenceBatch:
+        examples = self.examples
+        if self.paired:
+            answers = [2 * row for row in rows] + [2 * row + 1 for row in rows]
+        else:
+            answers = rows
+        pairs = [[examples.pair(index, block_size)] for index in answers]
+        padded = padded_examples(pairs, max(len(pair[0][0]) for pair in pairs), packed=False)
+        if self.paired:
+            return PreferenceBatch(padded.x, padded.y, padded.tokens, len(rows))
+        desirable = torch.from_numpy(self.desirable[rows].astype(bool))
+        return PreferenceBatch(
+            padded.x, padded.y, padded.tokens, len(rows), desirable, self.mismatched(rows, block_size)
+        )
+
+    def mismatched(self, rows: list[int], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's prompt with the previous row's answer (the first's with the last's), as TRL's KTO pairs them."""
+        examples = self.examples
+        prompts = [examples.prompt(row) for row in rows]
+        answers = [examples.text_ids(row)[len(prompt) :] for row, prompt in zip(rows, prompts)]
+        answers = answers[-1:] + answers[:-1]
+        pairs = []
+        for prompt, answer in zip(prompts, answers):
+            ids = np.concatenate([prompt, answer])[: block_size + 1]
+            targets = np.where(np.arange(1, len(ids)) >= len(prompt), ids[1:], IGNORE)
+            pairs.append([(ids[:-1], targets)])
+        padded = padded_examples(pairs, max(len(pair[0][0]) for pair in pairs), packed=False)
+        return padded.x, padded.y
+
+
+class PreferenceStream(ExampleStream):
+    """The rows in seeded epochs, as ExampleStream draws examples (one counter: a resume continues exactly)."""
+
+    def next(self, position: StreamPosition) -> PreferenceBatch:
+        rows = []
+        for _ in range(self.batch_size):
+            rows.append(self.example_index(position.examples_drawn))
+            position.examples_drawn += 1
+        return self.examples.batch(rows, self.block_size)
+
+
+class Reference:
+    """What the policy is measured against: the base with its adapters off (peft's disable_adapter: no second
+    copy), or for full fine-tuning a frozen copy of the starting weights, made before a checkpoint is loaded."""
+
+    def __init__(self, run_model: RunModel, device: torch.device):
+        self.run_model = run_model
+        self.frozen = None
+        if not run_model.adapters:
+            self.frozen = copy.deepcopy(run_model.module).to(device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen is not None:
+            return self.frozen(x)[0]
+        with self.run_model.inner.disable_adapter():
+            return self.run_model.module(x)[0]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The weights it adds to the run's: the frozen copy's, none for the adapters' base."""
+        return [] if self.frozen is None else list(self.frozen.parameters())
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − exp(x)) for x < 0, stable on both sides of −ln 2 (TRL's branches), finite as x approaches 0. Each
+    branch is fed only the values it is used for, so the unused one adds no NaN to the gradient."""
+    x = x.clamp(max=-torch.finfo(x.dtype).tiny)
+    near = x >= -LN2
+    near_zero = torch.log(-torch.expm1(torch.where(near, x, -LN2)))
+    far = torch.log1p(-torch.exp(torch.where(near, -LN2, x)))
+    return torch.where(near, near_zero, far)
+
+
+@dataclass
+class PairTerms:
+    """Per pair (or unpaired row): the loss, the rewards, and the policy's log-probabilities."""
+
+    loss: torch.Tensor
+    reward_chosen: torch.Tensor
+    reward_rejected: torch.Tensor
+    logp_chosen: torch.Tensor
+    logp_rejected: torch.Tensor
+
+
+def pair_losses(
+    name: str, train, policy: tuple[torch.Tensor, ...], reference: tuple[torch.Tensor, ...] | None
+) -> PairTerms:
+    """The loss per pair of a paired objective, from the policy's (logp chosen, logp rejected, tokens chosen, tokens
+    rejected) and the reference's (logp chosen, logp rejected) when it has one."""
+    chosen, rejected, chosen_tokens, rejected_tokens = policy
+    beta = train.beta
+    if name in ("orpo", "simpo"):  # no reference: the per-token mean log-probabilities
+        chosen_mean, rejected_mean = chosen / chosen_tokens.clamp(min=1), rejected / rejected_tokens.clamp(min=1)
+        if name == "orpo":
+            log_odds = (chosen_mean - rejected_mean) - (log1mexp(chosen_mean) - log1mexp(rejected_mean))
+            loss = -chosen_mean - beta * F.logsigmoid(log_odds)
+        else:
+            loss = -F.logsigmoid(beta * (chosen_mean - rejected_mean) - train.simpo_gamma)
+        return PairTerms(loss, beta * chosen_mean.detach(), beta * rejected_mean.detach(), chosen, rejected)
+    chosen_ratio, rejected_ratio = chosen - reference[0], rejected - reference[1]
+    if name == "dpo":
+        delta, smoothing = beta * (chosen_ratio - rejected_ratio), train.label_smoothing
+        loss = (-(1 - smoothing) * F.logsigmoid(delta) + smoothing * F.logsigmoid(-delta)) / (1 - 2 * smoothing)
+    else:  # ipo
+        per_token = chosen_ratio / chosen_tokens.clamp(min=1) - rejected_ratio / rejected_tokens.clamp(min=1)
+        loss = (per_token - 1 / (2 * beta)) ** 2
+    return PairTerms(loss, beta * chosen_ratio.detach(), beta * rejected_ratio.detach(), chosen, rejected)
+
+
+def kto_losses(train, logps: torch.Tensor, reference: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor):
+    """KTO's loss per row, and the rows' rewards β·(log π − log π_ref)."""
+    ratio = logps - reference
+    loss = torch.where(
+        desirable,
+        train.kto_desirable_weight * (1 - torch.sigmoid(train.beta * (ratio - kl))),
+        train.kto_undesirable_weight * (1 - torch.sigmoid(train.beta * (kl - ratio))),
+    )
+    return loss, train.beta * ratio.detach()
+
+
+class Objective(CausalLM):
+    def __init__(self, context: TrainingContext):
+        super().__init__(context)
+        self.spec = OBJECTIVES[context.config.train.objective]
+        meta = context.dataset.meta
+        if self.spec.paired and meta.row_format != PAIRS:
+            raise StudioError(
+                f"train.objective {self.spec.name} learns from pairs (prompt, chosen, rejected); dataset {meta.name} "
+                "holds unpaired rows (completion, label): use --objective kto, or give paired rows"
+            )
+        self.reference: Reference | None = None  # set by the trainer once the model is built (attach)
+
+    def attach(self, run_model: RunModel) -> list[torch.nn.Parameter]:
+        """The reference model of an objective that has one, built from the run's starting weights."""
+        if not self.spec.reference:
+            return []
+        self.reference = Reference(run_model, self.context.accelerator.device)
+        return self.reference.parameters()
+
+    def rows(self, split: str) -> PreferenceRows:
+        dataset = self.context.dataset
+        desirable_path = dataset.path / f"{split}.desirable"
+        desirable = np.fromfile(desirable_path, dtype=np.uint8) if desirable_path.is_file() else None
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        return PreferenceRows(examples, dataset.meta.row_format == PAIRS, self.spec.paired, desirable)
+
+    def batches(self, split: str, shuffle: bool) -> PreferenceStream:
+        context = self.context
+        return PreferenceStream(
+            self.rows(split), context.config.train.batch_size, context.block_size, False,
+            context.config.train.seed, context.rank, context.world, shuffle,
+        )  # fmt: skip
+
+    def terms(self, model: torch.nn.Module, batch: PreferenceBatch) -> PairTerms:
+        """The loss and what is reported, per pair (KTO: per row), from one forward of all the batch's rows."""
+        logps, tokens = answer_logps(model(batch.x)[0], batch.y)
+        reference = None if self.reference is None else answer_logps(self.reference.logits(batch.x), batch.y)[0]
+        train = self.context.config.train
+        if batch.desirable is None:
+            pairs = batch.rows
+            policy = (logps[:pairs], logps[pairs:], tokens[:pairs], tokens[pairs:])
+            return pair_losses(self.spec.name, train, policy, None if reference is None else reference.chunk(2))
+        kl = self.kl_estimate(model, batch)
+        loss, rewards = kto_losses(train, logps, reference, batch.desirable, kl)
+        return PairTerms(loss, rewards, rewards, logps, logps)
+
+    def kl_estimate(self, model: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
+        """KTO's z: the mean log-ratio of the prompts answered with other rows' answers, at least 0, no gradient."""
+        x, y = batch.mismatched
+        with torch.no_grad():
+            policy = answer_logps(model(x)[0], y)[0]
+            reference = answer_logps(self.reference.logits(x), y)[0]
+        return (policy - reference).mean().clamp(min=0)
+
+    def loss_sums(self, model: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
+        loss = self.terms(model, batch).loss.sum()
+        return torch.stack([loss, loss.detach(), torch.zeros_like(loss)])
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:
+        """The whole validation split, each process its share of the rows: the loss, the rewards, their margin
+        and pairwise accuracy (pairs only; KTO's rewards are of its desirable and undesirable answers), and the
+        answers' log-probabilities."""
+        context = self.context
+        rows = self.rows("val")
+        batch_size = context.config.train.batch_size
+        mine = list(range(context.rank, len(rows), context.world))
+        # loss, rows; chosen answers: reward, logp, count; rejected answers: the same; pairs ranked right
+        totals = torch.zeros(9, dtype=torch.float64, device=context.accelerator.device)
+        for start in range(0, len(mine), batch_size):
+            batch = rows.batch(mine[start : start + batch_size], context.block_size).to(context.accelerator.device)
+            terms = self.terms(model, batch)
+            chosen = rejected = torch.ones_like(terms.loss, dtype=torch.bool)  # pairs: every row has both
+            if batch.desirable is not None:
+                chosen, rejected = batch.desirable, ~batch.desirable
+            right = (terms.reward_chosen > terms.reward_rejected) & chosen & rejected
+            totals += torch.stack([
+                terms.loss.sum(), torch.tensor(len(terms.loss), device=totals.device),
+                terms.reward_chosen[chosen].sum(), terms.logp_chosen[chosen].sum(), chosen.sum(),
+                terms.reward_rejected[rejected].sum(), terms.logp_rejected[rejected].sum(), rejected.sum(),
+                right.sum(),
+            ]).double()  # fmt: skip
+        values = context.accelerator.reduce(totals, "sum").tolist()
+        loss, count, chosen_reward, chosen_logp, chosen_n, rejected_reward, rejected_logp, rejected_n, right = values
+        reward_chosen, reward_rejected = chosen_reward / max(chosen_n, 1), rejected_reward / max(rejected_n, 1)
+        return {
+            "val_loss": round(loss / max(count, 1), 6),
+            "val_pair_acc": round(right / max(count, 1), 6) if self.spec.paired else None,
+            "val_margin": round(reward_chosen - reward_rejected, 6),
+            "val_reward_chosen": round(reward_chosen, 6),
+            "val_reward_rejected": round(reward_rejected, 6),
+            "val_logp_chosen": round(chosen_logp / max(chosen_n, 1), 6),
+            "val_logp_rejected": round(rejected_logp / max(rejected_n, 1), 6),
+        }
+
+    def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
+        """The first held-out rows' prompts (as the chat template rendered them), answered by the model."""
+        dataset = self.context.dataset
+        split = "val" if dataset.meta.examples.get("val") else "train"
+        rows = self.rows(split)
+        tokenizer = self.context.tokenizer
+        samples = []
+        for row in range(min(SAMPLED_EXAMPLES, len(rows))):
+            ids = rows.examples.prompt(row * rows.per_row)
+            prompt = tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+            samples.append({"prompt": prompt, "text": self.continued(model, ids, generator)})
+        return samples
