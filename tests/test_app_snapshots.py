@@ -69,6 +69,7 @@ def test_model_tab_with_a_checkpoint(snap_compare, studio, size, tmp_path, monke
 def test_train_tab(snap_compare, studio, size):
     async def show(pilot):
         await pilot.press("3")
+        await studio.workers.wait_for_complete()  # the prepared dataset's epochs, read by a worker
         preview = studio.query_one(LrPreview)
         while preview.shown is None or preview.redraw_timer is not None:  # drawn after a short debounce
             await pilot.pause(0.05)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pytest
+
 from studio.config import RunConfig
 from studio.data.prepare import open_dataset
 from studio.epochs import steps_and_epochs, steps_for_epochs
@@ -47,3 +49,27 @@ def test_epochs_and_max_steps_together_are_one_line(run_cli, code_corpus):
     assert code == 2 and err.count("\n") == 1
     assert err.endswith("error: --max-steps and --epochs both say how long to train: give one of them\n")
     assert not run_path("both").exists()
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_says_the_epochs_its_steps_make_once_the_data_is_prepared(studio_home, tmp_path):
+    from studio.runs.prepare import prepare_data
+    from tests.test_app import static_text
+    from widgets.app import StudioApp
+
+    (tmp_path / "corpus.txt").write_text("def area(width, height):\n    return width * height\n" * 200)
+    config = RunConfig()
+    config.data.source, config.data.tokenizer, config.train.max_steps = str(tmp_path / "corpus.txt"), "char", 300
+    app = StudioApp(config)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        length = app.query_one("#train-length")
+        assert static_text(length) == "length: 300 steps; epochs once the data is prepared"
+        meta = prepare_data(config).meta
+        await pilot.press("1", "3")  # the Train tab looks again when shown
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert static_text(length) == f"length: {steps_and_epochs(config, meta)}"
+        assert " epochs of " in static_text(length)

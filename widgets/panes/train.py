@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,6 +22,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from studio.cli.parser import train_command_line
 from studio.config import RunConfig
+from studio.epochs import steps_and_epochs
 from studio.errors import StudioError
 from studio.formatting import counted, format_bytes, format_count, teacher_note
 from studio.method_defaults import LR_KEYS, apply_method_defaults, lr_note, lr_warning
@@ -33,6 +35,9 @@ from widgets.panes.task import TaskPane
 from widgets.prepare_progress import PrepareProgress
 from widgets.screens.file_picker import FilePickerScreen
 from widgets.status_line import StatusLine
+
+if TYPE_CHECKING:  # the data package loads its pipeline (numpy, tokenizers): the meta arrives from a worker
+    from studio.data.meta import DatasetMeta
 
 TEACHER_PICKER_TITLE = "Choose a teacher: a Hugging Face folder with the student's vocabulary (or label set)"
 
@@ -47,8 +52,9 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         super().__init__(*args, **kwargs)
         # distill.teacher -> its parameters, or why they are unknown; None while a worker reads them
         self.teacher_sizes: dict[str, int | str | None] = {}
-        # a classifier's config.dataset_shaping() -> its prepared dataset's classes (0: not prepared); None while read
-        self.class_counts: dict[str, int | None] = {}
+        # config.dataset_shaping() -> the meta of its prepared dataset (epochs, a classifier's classes); None while a
+        # worker reads it or when the data is not prepared
+        self.prepared_metas: dict[str, DatasetMeta | None] = {}
         self.fine_tuning: tuple[bool, str] | None = None  # (init_from set, method) whose learning rate is shown
 
     def compose(self) -> ComposeResult:
@@ -77,6 +83,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.compile",
                 "train.activation_checkpointing",
             )
+            yield Static("", id="train-length")
             yield from form_section(
                 "Evaluation and checkpoints",
                 "train.eval_interval",
@@ -118,7 +125,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def on_show(self) -> None:
         self._load_teacher_runs()  # runs finished while the studio was open can teach
         self.teacher_sizes.clear()  # and a teacher's checkpoint may have appeared since it was read
-        self.class_counts.clear()  # the Data tab may have prepared the data since
+        self.prepared_metas.clear()  # the Data tab may have prepared the data since
         self._show_method_line()
 
     # ---- the app hands config changes down ------------------------------------------------------
@@ -176,31 +183,46 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             self._read_teacher_size(teacher)
         size = self.teacher_sizes.get(teacher) if teacher else 0
         self.query_one("#train-method-size", Static).update(method_line(self.app.config, size, self.head_classes()))
+        self._show_length()
+
+    def _show_length(self) -> None:
+        """The steps beside the epochs they make of the prepared data ("300 steps ≈ 960 epochs of 5 examples")."""
+        meta = self.prepared_meta()
+        steps = f"{self.app.config.train.max_steps:,} steps"
+        if self.app.config.train.epochs:
+            line = f"{self.app.config.train.epochs:g} epochs, made steps at launch from the prepared data's size"
+        else:
+            line = steps_and_epochs(self.app.config, meta) if meta else f"{steps}; epochs once the data is prepared"
+        self.query_one("#train-length", Static).update(f"length: {line}")
 
     def head_classes(self) -> int:
-        """A classifier's number of classes: its prepared dataset's labels, read by a worker; 0 until known."""
+        """A classifier's number of classes: its prepared dataset's labels; 0 until known."""
         if not objective_of(self.app.config).new_head:
             return 0
-        shaping = self.app.config.dataset_shaping()
-        if shaping not in self.class_counts:
-            self.class_counts[shaping] = None
-            self._read_classes(self.app.config.copy())
-        return self.class_counts[shaping] or 0
+        meta = self.prepared_meta()
+        return len(meta.labels) if meta and meta.labels else 0
 
-    @work(thread=True, group="classes", exit_on_error=False)
-    def _read_classes(self, config: RunConfig) -> None:
+    def prepared_meta(self) -> DatasetMeta | None:
+        """The meta of the dataset a launch would reuse, read by a worker; None until read, or when not prepared."""
+        shaping = self.app.config.dataset_shaping()
+        if shaping not in self.prepared_metas:
+            self.prepared_metas[shaping] = None
+            self._read_prepared(self.app.config.copy())
+        return self.prepared_metas[shaping]
+
+    @work(thread=True, group="prepared", exit_on_error=False)
+    def _read_prepared(self, config: RunConfig) -> None:
         from studio.runs.prepare import prepared_dataset
 
         try:
             dataset = prepared_dataset(config)
         except StudioError:  # the Data tab says why the source cannot be read
             dataset = None
-        classes = len(dataset.meta.labels) if dataset and dataset.meta.labels else 0
-        self.app.call_from_thread(self._classes_read, config.dataset_shaping(), classes)
+        self.app.call_from_thread(self._prepared_read, config.dataset_shaping(), dataset.meta if dataset else None)
 
-    def _classes_read(self, shaping: str, classes: int) -> None:
-        self.class_counts[shaping] = classes
-        if shaping == self.app.config.dataset_shaping():
+    def _prepared_read(self, shaping: str, meta: DatasetMeta | None) -> None:
+        self.prepared_metas[shaping] = meta
+        if meta and shaping == self.app.config.dataset_shaping():
             self._show_method_line()
 
     @work(thread=True, group="teacher-size", exit_on_error=False)
