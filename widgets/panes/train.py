@@ -49,7 +49,8 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.teacher_sizes: dict[str, int | str | None] = {}
         # a classifier's config.dataset_shaping() -> its prepared dataset's classes (0: not prepared); None while read
         self.class_counts: dict[str, int | None] = {}
-        self.fine_tuning: tuple[bool, str] | None = None  # (init_from set, method) whose learning rate is shown
+        # (init_from set, method, objective) whose learning rate is shown
+        self.fine_tuning: tuple[bool, str, str] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
@@ -136,11 +137,13 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             self.query_one(LrPreview).show_schedule(self.app.config.train)
             self._show_lr_note()
 
-    def _fine_tuning(self) -> tuple[bool, str]:
-        return bool(self.app.config.train.init_from), self.app.config.train.method
+    def _fine_tuning(self) -> tuple[bool, str, str]:
+        train = self.app.config.train
+        return bool(train.init_from), train.method, train.objective
 
     def _follow_method(self) -> None:
-        """A new method, or fine-tuning turned on: the learning rate becomes the method's (studio.method_defaults)."""
+        """A new method or objective, or fine-tuning turned on: the learning rate becomes their default
+        (studio.method_defaults)."""
         if self.fine_tuning is None or self._fine_tuning() == self.fine_tuning:
             return
         self.fine_tuning = self._fine_tuning()
@@ -150,7 +153,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 field.load()
 
     def _show_lr_note(self) -> None:
-        """Where the learning rate came from, and a warning when it is far from the method's."""
+        """Where the learning rate came from, and a warning when it is far from the default."""
         warning = lr_warning(self.app.config)
         note = lr_note(self.app.config) + (f"\n⚠ {warning}" if warning else "")
         self.query_one("#train-lr-note", Static).update(note)
