@@ -516,3 +516,20 @@ def test_kto_equals_trls_trainer(tiny, tmp_path):
     ours = kto_losses(train, logps, reference_logps, batch["label"].bool(), kl)[0].mean()
     assert abs(ours.item() - 0.5 * (1.5 + 0.7) / 2) > 1e-4  # not the starting value
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+
+
+def test_the_playgrounds_preference_file_prepares_as_it_is(tiny, studio_home, tmp_path, run_cli):
+    """Choices the playground recorded (studio.playground_preferences) are a preference source for `prepare`."""
+    from studio.data.prepare import list_datasets
+    from studio.playground_preferences import Answer, preferences_file, record_preference
+
+    folder, _ = tiny
+    for i in range(5):
+        prompt = [{"role": "user", "content": f"Question {i}?"}]
+        record_preference(Answer(prompt, "yes yes", "sft", 100), Answer(prompt, "no no", "sft", "latest"))
+    code, _, err = run_cli("prepare", preferences_file(), "--init-from", folder, "--block-size", 64,
+                           "--objective", "dpo")  # fmt: skip
+    assert code == 0, err
+    (dataset,) = list_datasets()
+    assert dataset.meta.row_format == "pairs" and dataset.meta.documents.kept == 5
+    assert sum(dataset.meta.preference_rows().values()) == 5
