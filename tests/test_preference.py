@@ -533,3 +533,33 @@ def test_the_playgrounds_preference_file_prepares_as_it_is(tiny, studio_home, tm
     (dataset,) = list_datasets()
     assert dataset.meta.row_format == "pairs" and dataset.meta.documents.kept == 5
     assert sum(dataset.meta.preference_rows().values()) == 5
+
+
+@pytest.mark.asyncio
+async def test_the_data_tab_prepares_a_preference_file_and_counts_its_rows_and_skipped_ones(
+    tiny, studio_home, tmp_path
+):
+    from tests.test_app import SIZE, static_text
+    from widgets.app import StudioApp
+    from widgets.dataset_facts import DatasetFacts
+
+    folder, _ = tiny
+    rows = toy_rows(10) + [{"prompt": "Q?", "chosen": "same", "rejected": "same"}, {"prompt": "Q?", "chosen": "a"}]
+    config = RunConfig()
+    for key, value in (
+        ("data.source", str(write_rows(tmp_path / "prefs.jsonl", rows))),
+        ("train.init_from", str(folder)),
+        ("train.objective", "dpo"),
+        ("model.block_size", 64),
+        ("data.val_fraction", 0.2),
+    ):
+        set_field(config, key, value)
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        facts = [" ".join(line.split()) for line in static_text(app.query_one(DatasetFacts)).splitlines()]
+    assert "rows 10 kept of 12 seen" in facts
+    assert "format pairs, 8 train · 2 val, 0 truncated" in facts
+    assert "dropped chosen = rejected 1, missing a field 1" in facts
