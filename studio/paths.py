@@ -1,6 +1,6 @@
 """Where llm-studio keeps things: `$LLM_STUDIO_HOME` (default `~/.llm-studio`) with `datasets/`, `runs/`, `queue/`
-(runs waiting their turn), `sweeps/` (which runs a sweep queued) and `hf-tokenizers/` (the tokenizers transformers
-builds from Hugging Face folders).
+(runs waiting their turn), `sweeps/` (which runs a sweep queued), `hf-tokenizers/` (the tokenizers transformers
+builds from Hugging Face folders) and `preferences/` (the playground's judged answers, studio.playground_preferences).
 
 Runs and datasets are named, and a name is only ever a name: `check_name` is the one rule, so no name can
 reach outside its folder (no `/`, no leading dot, no `..`).

@@ -9,8 +9,10 @@ from __future__ import annotations
 import pytest
 
 from studio.config import set_field
+from studio.method_defaults import apply_method_defaults
 from studio.presets import load_preset
 from widgets.app import StudioApp
+from widgets.config_field import ConfigField
 from widgets.lr_preview import LrPreview
 from widgets.messages import CheckpointChosen
 from widgets.panes.model import ModelPane
@@ -82,3 +84,25 @@ def test_train_tab(snap_compare, studio, size):
 
 def test_help_screen(snap_compare, studio):
     assert snap_compare(studio, terminal_size=(80, 24), press=["question_mark"])
+
+
+def test_train_tab_aligning_with_dpo(snap_compare, studio):
+    """A preference objective chosen: its keys (β, label smoothing; not SimPO's or KTO's), its default rate, the
+    memory line with its frozen reference, the command line with --objective dpo."""
+    for key, value in (("train.init_from", "sft-run"), ("train.objective", "dpo"), ("train.beta", "0.3")):
+        set_field(studio.config, key, value)
+    apply_method_defaults(studio.config)
+
+    async def show(pilot):
+        await pilot.press("3")
+        form = studio.query_one("#train-form")
+        form.scroll_to_widget(next(f for f in studio.query(ConfigField) if f.config_key == "train.objective"),
+                              animate=False, top=True)  # fmt: skip
+        preview = studio.query_one(LrPreview)
+        while preview.shown is None or preview.redraw_timer is not None:
+            await pilot.pause(0.05)
+        while not isinstance(studio.focused, TrainPane):
+            await pilot.pause(0.05)
+        await pilot.pause()
+
+    assert snap_compare(studio, terminal_size=(160, 48), run_before=show)

@@ -95,3 +95,17 @@ def test_a_remembered_checkpoint_opens_at_its_methods_rate(studio_home):
     (studio_home / "remembered.json").write_text(json.dumps(remembered), encoding="utf-8")
     config = StudioApp().config  # the rate is not remembered: a checkpoint's is its method's
     assert config.train.lr == 2e-4 and lr_note(config) == "lr 0.0002 (lora default)"
+
+
+@pytest.mark.parametrize(
+    ("objective", "method", "lr"), [("dpo", "full", 1e-6), ("dpo", "lora", 5e-6), ("kto", "qlora", 5e-6)]
+)
+def test_a_preference_objective_trains_at_its_familys_far_lower_rate(objective, method, lr):
+    argv = ("--init-from", "some-run", "--objective", objective, "--method", method)
+    config = config_of(*argv)
+    assert (config.train.lr, config.train.min_lr) == (lr, pytest.approx(lr / 10))
+    assert lr_note(config) == f"lr {lr!r} ({objective} {method} default)" and lr_warning(config) == ""
+    sft_rate = config_of(*argv, "--set", "train.lr=2e-4")
+    assert f"is {2e-4 / lr:.0f}× above what {objective} {method} fine-tuning needs" in lr_warning(sft_rate)
+    command = train_command_line(config)
+    assert "train.lr" not in command and config_of(*shlex.split(command)[2:]).to_dict() == config.to_dict()

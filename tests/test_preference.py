@@ -516,3 +516,50 @@ def test_kto_equals_trls_trainer(tiny, tmp_path):
     ours = kto_losses(train, logps, reference_logps, batch["label"].bool(), kl)[0].mean()
     assert abs(ours.item() - 0.5 * (1.5 + 0.7) / 2) > 1e-4  # not the starting value
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+
+
+def test_the_playgrounds_preference_file_prepares_as_it_is(tiny, studio_home, tmp_path, run_cli):
+    """Choices the playground recorded (studio.playground_preferences) are a preference source for `prepare`."""
+    from studio.data.prepare import list_datasets
+    from studio.playground_preferences import Answer, preferences_file, record_preference
+
+    folder, _ = tiny
+    for i in range(5):
+        prompt = [{"role": "user", "content": f"Question {i}?"}]
+        record_preference(Answer(prompt, "yes yes", "sft", 100), Answer(prompt, "no no", "sft", "latest"))
+    code, _, err = run_cli("prepare", preferences_file(), "--init-from", folder, "--block-size", 64,
+                           "--objective", "dpo")  # fmt: skip
+    assert code == 0, err
+    (dataset,) = list_datasets()
+    assert dataset.meta.row_format == "pairs" and dataset.meta.documents.kept == 5
+    assert sum(dataset.meta.preference_rows().values()) == 5
+
+
+@pytest.mark.asyncio
+async def test_the_data_tab_prepares_a_preference_file_and_counts_its_rows_and_skipped_ones(
+    tiny, studio_home, tmp_path
+):
+    from tests.test_app import SIZE, static_text
+    from widgets.app import StudioApp
+    from widgets.dataset_facts import DatasetFacts
+
+    folder, _ = tiny
+    rows = toy_rows(10) + [{"prompt": "Q?", "chosen": "same", "rejected": "same"}, {"prompt": "Q?", "chosen": "a"}]
+    config = RunConfig()
+    for key, value in (
+        ("data.source", str(write_rows(tmp_path / "prefs.jsonl", rows))),
+        ("train.init_from", str(folder)),
+        ("train.objective", "dpo"),
+        ("model.block_size", 64),
+        ("data.val_fraction", 0.2),
+    ):
+        set_field(config, key, value)
+    app = StudioApp(config)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        facts = [" ".join(line.split()) for line in static_text(app.query_one(DatasetFacts)).splitlines()]
+    assert "rows 10 kept of 12 seen" in facts
+    assert "format pairs, 8 train · 2 val, 0 truncated" in facts
+    assert "dropped chosen = rejected 1, missing a field 1" in facts

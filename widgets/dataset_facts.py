@@ -21,6 +21,9 @@ DROP_REASONS = {
     "overlong": "longer than the context",
     "no_answer": "no answer left",
     "no_label": "no label",
+    "missing_field": "missing a field",
+    "empty_answer": "an empty answer",
+    "same_answers": "chosen = rejected",
 }
 
 
@@ -37,7 +40,8 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
         or "none"
     )
     tokenizer = meta.options["tokenizer"]
-    what = "examples" if meta.examples else "documents"
+    preference_rows = meta.preference_rows()
+    what = "rows" if preference_rows else "examples" if meta.examples else "documents"
     rows = [
         ("dataset", name),
         (what, f"{documents.kept:,} kept of {documents.seen:,} seen"),
@@ -57,6 +61,9 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
         )
         rows.insert(2, ("classes", f"{classes} (train/val)"))
         rows.extend(("warning", warning) for warning in meta.warnings)
+    elif preference_rows:  # a pair's chosen and rejected answers are two examples: rows are what the user counts
+        rows.insert(2, ("format", f"{meta.row_format}, {preference_rows['train']:,} train · "
+                                  f"{preference_rows['val']:,} val, {meta.truncated:,} truncated"))  # fmt: skip
     elif meta.examples:
         rows.insert(2, ("format", f"{meta.row_format}, {meta.examples['train']:,} train · "
                                   f"{meta.examples['val']:,} val, {meta.truncated:,} truncated"))  # fmt: skip

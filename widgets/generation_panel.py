@@ -26,6 +26,7 @@ from studio.formatting import format_prediction
 from studio.inference.playground_facts import PlaygroundFacts
 from studio.objectives import Objective
 from studio.paths import child_process_env
+from studio.playground_preferences import Answer
 
 LATEST = "latest"
 PREDICTION_TOP_K = 5  # labels, or fills per [MASK], shown for a text
@@ -95,7 +96,9 @@ class GenerationPanel(Vertical):
         self._runs: dict[str, PickableRun] = {}
         self.history: list[dict[str, str]] = []  # chat mode: the conversation so far
         self._asked: list[dict[str, str]] | None = None  # chat mode: the conversation being answered
+        self._question: str | list[dict[str, str]] | None = None  # what the generation answers (None: a prediction)
         self._answer = ""
+        self.answered: Answer | None = None  # the last generation, once done: what the user may judge
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="picker"):
@@ -162,17 +165,17 @@ class GenerationPanel(Vertical):
             return False
         target = {"target": self.run_name, "checkpoint": self.checkpoint}
         if self.picked and self.picked.objective.predicts:
-            self._asked = None
+            self._asked = self._question = None
             self.begin(prompt)
             self._send({"predict": {**target, "text": prompt, "top_k": PREDICTION_TOP_K}})
             return True
         request = {**target, **sampling}
         if chat:
-            self._asked, self._answer = [*self.history, {"role": "user", "content": prompt}], ""
+            self._asked = self._question = [*self.history, {"role": "user", "content": prompt}]
             self.begin(transcript(self._asked) + "assistant: ")
             request["messages"] = self._asked
         else:
-            self._asked = None
+            self._asked, self._question = None, prompt
             self.begin(prompt)
             request["prompt"] = prompt
         self._send({"generate": request})
@@ -185,7 +188,7 @@ class GenerationPanel(Vertical):
 
     def new_chat(self) -> None:
         """Forget the conversation."""
-        self.history, self._asked = [], None
+        self.history, self._asked, self.answered = [], None, None
         self.text = ""
         self.query_one(".output-text", TextArea).load_text("")
         self._show_status("a new conversation")
@@ -194,6 +197,7 @@ class GenerationPanel(Vertical):
     def begin(self, prompt: str) -> None:
         """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
         self.text, self.tokens, self.busy = prompt, 0, True
+        self._answer, self.answered = "", None
         self.query_one(".output-text", TextArea).load_text(prompt)
         self._show_status("loading the model...")
 
@@ -221,6 +225,9 @@ class GenerationPanel(Vertical):
             state = "stopped" if done["stopped"] else "done"
             self._show_status(f"{state} · {done['tokens']} tokens · {done['tokens_per_s']:.1f} tok/s")
             self.busy = False
+            if self._question is not None and self.run_name is not None:
+                checkpoint = LATEST if self.checkpoint is None else self.checkpoint
+                self.answered = Answer(self._question, self._answer, self.run_name, checkpoint)
             if self._asked is not None:  # the answer joins the conversation
                 self.history = [*self._asked, {"role": "assistant", "content": self._answer}]
                 self._append("\n")

@@ -21,6 +21,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 from studio.atomic_write import write_atomically
 
 TEXT, LABELED, EXAMPLES = "text", "labeled", "examples"
+ANSWERS_PER_ROW = {"pairs": 2, "unpaired": 1}  # a preference dataset's row_format -> examples per row
 
 
 def _only_in(*layouts: str, **default: Any) -> Any:
@@ -105,6 +106,11 @@ class DatasetMeta:
             held, total = self.examples["val"], sum(self.examples.values())
             return f"{held:,} of {total:,} examples ({tokens:,} tokens), never trained on"
         return f"the end of the text: {tokens:,} of {sum(self.tokens.values()):,} tokens, never trained on"
+
+    def preference_rows(self) -> dict[str, int]:
+        """A preference dataset's rows per split, train and val (a pair is two examples); {} for other datasets."""
+        per_row = ANSWERS_PER_ROW.get(self.row_format)
+        return {split: count // per_row for split, count in self.examples.items()} if per_row else {}
 
     @classmethod
     def load(cls, path: Path) -> DatasetMeta:

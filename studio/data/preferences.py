@@ -32,6 +32,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import split_examples
+from studio.data.meta import ANSWERS_PER_ROW
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
@@ -203,7 +204,7 @@ def write_preferences(
             + "; rows are {prompt, chosen, rejected} or {prompt, completion, label}, and a dataset needs at least 2"
         )
     row_format = shapes.pop()
-    per_row = 2 if row_format == PAIRS else 1
+    per_row = ANSWERS_PER_ROW[row_format]
     val_rows = max(1, round(counts.kept * data.val_fraction))
     split_at = (counts.kept - val_rows) * per_row
     all_offsets = np.asarray(offsets, dtype=np.int64)

@@ -39,6 +39,13 @@ class Metric:
 LM_METRICS = (Metric("val_loss", "val_loss", ".4f"), Metric("val_ppl", "val_ppl", ".2f"),
               Metric("val_acc", "val_acc", ".1f", percent=True))  # fmt: skip
 PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo", "simpo", "kto")  # train.objective's values besides "lm"
+PREFERENCE_KEYS = {  # the keys each preference objective's loss reads (studio.train.objectives.preference)
+    "dpo": ("train.beta", "train.label_smoothing"),
+    "ipo": ("train.beta",),
+    "orpo": ("train.beta",),
+    "simpo": ("train.beta", "train.simpo_gamma"),
+    "kto": ("train.beta", "train.kto_desirable_weight", "train.kto_undesirable_weight"),
+}
 PREFERENCE_METRICS = (  # rewards are β·(log π − log π_ref) (β·log π without a reference; simpo: per token)
     Metric("val_loss", "val_loss", ".4f"),
     Metric("val_pair_acc", "pair acc", ".1f", percent=True, chart_label="pair acc"),
@@ -66,6 +73,7 @@ class Objective:
     trainer: str  # its trainer module (torch): how batches are drawn, the loss taken, evaluation and samples made
     reference: bool = False  # measured against a frozen reference model: the base with adapters off, or a copy
     paired: bool = False  # learns from pairs of answers only (KTO learns from unpaired ones too)
+    keys: tuple[str, ...] = ()  # the config keys of its own it reads (the Train tab shows these, hides the others')
 
     @property
     def charted(self) -> tuple[Metric, ...]:
@@ -145,6 +153,7 @@ OBJECTIVES: dict[str, Objective] = {
                 trainer="studio.train.objectives.preference",
                 reference=name in ("dpo", "ipo", "kto"),
                 paired=name != "kto",
+                keys=PREFERENCE_KEYS[name],
             )
             for name in PREFERENCE_OBJECTIVES
         ),

@@ -10,6 +10,10 @@ controls (the run's checkpoint's generation_config.json where it has one, the st
 Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
 runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
 worker processes, so a run that is still training can be tried at its newest checkpoint.
+
+Once both panels have answered the same prompt, `a` (A, the left one, better), `b` (B better) or `t` (a tie) judges
+them: a preference is appended to the studio's preference file as a TRL row (studio.playground_preferences), which
+`--data` and the Data tab take for a DPO-family run; a tie is not written (that module says why).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, Select, Static, TextArea
 
+from studio.errors import StudioError
+from studio.playground_preferences import record_preference
 from widgets.generation_panel import GenerationPanel, PickableRun
 from widgets.panes.focus import FocusablePane
 from widgets.prompt import PromptArea, PromptInput
@@ -49,6 +55,10 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         Binding("m", "toggle_chat", "Chat/completion"),
         Binding("n", "new_chat", "New chat"),
         Binding("ctrl+n", "new_chat", "New chat", show=False),  # also from inside the prompt
+        # judging the two panels' answers (the footer has no room left; ? lists them)
+        Binding("a", "prefer('A')", "A (left) better", show=False),
+        Binding("b", "prefer('B')", "B (right) better", show=False),
+        Binding("t", "prefer('tie')", "Tie (not recorded)", show=False),
     ]
     chat = False  # chat mode: prompts are the user's turns
 
@@ -166,6 +176,25 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
     def action_toggle_compare(self) -> None:
         panel_b = self.query_one("#panel-b", GenerationPanel)
         panel_b.display = not panel_b.display
+
+    # ---- judging -------------------------------------------------------------------------------------------
+    def action_prefer(self, better: str) -> None:
+        """Record which panel answered better ("A", "B"), or a tie (not written), once both answered."""
+        panel_a, panel_b = self.query_one("#panel-a", GenerationPanel), self.query_one("#panel-b", GenerationPanel)
+        if not panel_b.display or panel_a.answered is None or panel_b.answered is None:
+            self.app.notify("judging needs both panels' answers: c shows panel B, g asks both", severity="warning")
+            return
+        if better == "tie":
+            self.app.notify("a tie: not recorded (the DPO family learns only from a preference)")
+        else:
+            chosen, rejected = (panel_a, panel_b) if better == "A" else (panel_b, panel_a)
+            try:
+                path = record_preference(chosen.answered, rejected.answered)
+            except (StudioError, OSError) as error:
+                self.app.notify(f"not recorded: {error}", severity="error")
+                return
+            self.app.notify(f"{better} better: recorded in {path}")
+        panel_a.answered = panel_b.answered = None  # each pair is judged once
 
     # ---- focus -------------------------------------------------------------------------------------------
     def action_focus_prompt(self) -> None:

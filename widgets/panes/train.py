@@ -26,7 +26,7 @@ from studio.epochs import steps_and_epochs
 from studio.errors import StudioError
 from studio.formatting import counted, format_bytes, format_count, teacher_note
 from studio.method_defaults import LR_KEYS, apply_method_defaults, lr_note, lr_warning
-from studio.objectives import objective_of
+from studio.objectives import OBJECTIVES, objective_of
 from widgets.config_field import ConfigField, form_section
 from widgets.lr_preview import LrPreview
 from widgets.messages import RunLaunched
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # the data package loads its pipeline (numpy, tokenizers): th
     from studio.data.meta import DatasetMeta
 
 TEACHER_PICKER_TITLE = "Choose a teacher: a Hugging Face folder with the student's vocabulary (or label set)"
+# every key some objective reads (its spec's `keys`): the form shows those of the chosen objective only
+OBJECTIVE_KEYS = tuple(dict.fromkeys(key for objective in OBJECTIVES.values() for key in objective.keys))
 
 
 class TrainPane(TaskPane, ConfigPane, Horizontal):
@@ -55,7 +57,8 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         # config.dataset_shaping() -> the meta of its prepared dataset (epochs, a classifier's classes); None while a
         # worker reads it or when the data is not prepared
         self.prepared_metas: dict[str, DatasetMeta | None] = {}
-        self.fine_tuning: tuple[bool, str] | None = None  # (init_from set, method) whose learning rate is shown
+        # (init_from set, method, objective) whose learning rate is shown
+        self.fine_tuning: tuple[bool, str, str] | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="train-form", classes="form"):
@@ -102,6 +105,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
                 "train.lora_dropout",
                 "train.lora_targets",
             )
+            yield from form_section("Alignment", "train.objective", *OBJECTIVE_KEYS)
             yield Static("", id="train-method-size")
             yield from form_section("Distillation", "distill.teacher", "distill.alpha", "distill.temperature")
             with Horizontal(classes="button-row"):
@@ -136,6 +140,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     def config_changed(self, section: str) -> None:
         if section == "train":
             self._follow_method()
+            self._show_objective_keys()
         super().config_changed(section)
         self._show_command_line()
         self._show_method_line()
@@ -143,11 +148,13 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             self.query_one(LrPreview).show_schedule(self.app.config.train)
             self._show_lr_note()
 
-    def _fine_tuning(self) -> tuple[bool, str]:
-        return bool(self.app.config.train.init_from), self.app.config.train.method
+    def _fine_tuning(self) -> tuple[bool, str, str]:
+        train = self.app.config.train
+        return bool(train.init_from), train.method, train.objective
 
     def _follow_method(self) -> None:
-        """A new method, or fine-tuning turned on: the learning rate becomes the method's (studio.method_defaults)."""
+        """A new method or objective, or fine-tuning turned on: the learning rate becomes their default
+        (studio.method_defaults)."""
         if self.fine_tuning is None or self._fine_tuning() == self.fine_tuning:
             return
         self.fine_tuning = self._fine_tuning()
@@ -156,8 +163,15 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             if field.config_key in LR_KEYS:
                 field.load()
 
+    def _show_objective_keys(self) -> None:
+        """The keys of the chosen objective; the other objectives' hidden."""
+        chosen = objective_of(self.app.config).keys
+        for field in self.query(ConfigField):
+            if field.config_key in OBJECTIVE_KEYS:
+                field.display = field.config_key in chosen
+
     def _show_lr_note(self) -> None:
-        """Where the learning rate came from, and a warning when it is far from the method's."""
+        """Where the learning rate came from, and a warning when it is far from the default."""
         warning = lr_warning(self.app.config)
         note = lr_note(self.app.config) + (f"\n⚠ {warning}" if warning else "")
         self.query_one("#train-lr-note", Static).update(note)
@@ -297,7 +311,8 @@ def method_line(config: RunConfig, teacher: int | str | None = 0, classes: int =
     """What the method trains, of how much, and the memory (studio.sizing.sizes.run_sizes, as the CLI prints it):
     for the studio's models at once; for a checkpoint folder, once the Model tab has read it (the facts are
     remembered). `teacher`: distill.teacher's parameters (0: none), or why they are unknown, or None while they are
-    read; the memory leaves the teacher out until its size is known. `classes`: a classifier's, from its prepared
+    read; the memory leaves the teacher out until its size is known. A preference objective's frozen reference (full
+    fine-tuning) is counted and named. `classes`: a classifier's, from its prepared
     dataset's labels; 0 until the data is prepared, when its head is counted with two."""
     from studio.hf.folder import remembered_facts
     from studio.presets import preset_vocab
@@ -322,10 +337,11 @@ def method_line(config: RunConfig, teacher: int | str | None = 0, classes: int =
         with_teacher = teacher_note(teacher) if config.distill.teacher else ""
     else:
         with_teacher = f", the teacher left out ({teacher or 'reading its size…'})"
+    with_reference = ", with a frozen reference copy" if sizes.memory["reference"] else ""
     return (
         f"{format_count(sizes.trainable)} of {format_count(sizes.total)} parameters train"
-        f"{head_note(classes) if new_head else ''}{with_teacher}; about {format_bytes(sizes.memory['total'])} "
-        "per process"
+        f"{head_note(classes) if new_head else ''}{with_teacher}{with_reference}; "
+        f"about {format_bytes(sizes.memory['total'])} per process"
     )
 
 
