@@ -74,6 +74,25 @@ async def test_the_runs_tab_shows_the_queue_in_order_and_paused(sweep_home, torc
 
 
 @pytest.mark.asyncio
+async def test_the_runs_tab_shows_what_a_waiting_stage_waits_for_and_why_a_cancelled_one_never_started(
+    studio_home, torch_blocked
+):
+    write_fixture_run("pre")
+    for name in ("sft", "dpo", "old-sft"):
+        create_run(tiny_config(), name)
+    run_queue.pause()
+    run_queue.add_entry("sft", after="pre")
+    run_queue.add_entry("dpo", after="sft")
+    run_queue.cancel_stage("old-sft", "pre failed")
+    app = StudioApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = await open_runs_tab(pilot, rows=4)
+        assert "2 waiting: sft (after pre), dpo (after sft)" in str(app.query_one("#queue-line").render())
+        assert str(table.get_row("sft")[2]) == "queued"
+        assert str(table.get_row("old-sft")[2]) == "cancelled: pre failed"
+
+
+@pytest.mark.asyncio
 async def test_the_runs_tab_starts_a_runner_for_a_queue_whose_runner_was_killed(studio_home, monkeypatch):
     for name in ("first", "second"):
         create_run(tiny_config(), name)

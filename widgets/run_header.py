@@ -17,6 +17,7 @@ STATUS_STYLES = {
     "stopped": "yellow",
     "failed": "bold red",
     "crashed": "bold red",
+    "cancelled": "yellow",
     "created": "dim",
 }
 

@@ -41,7 +41,7 @@ class RunTable(DataTable):
         return (
             MARK if run.name in self.marked else " ",
             run.name,
-            Text(run.status, style=STATUS_STYLES.get(run.status, ""), end=""),
+            Text(run.status_line, style=STATUS_STYLES.get(run.status, ""), end=""),
             f"{run.step}/{run.max_steps}",
             format_loss(run.train_loss),
             format_loss(run.val_loss),

@@ -24,7 +24,14 @@ from studio.cli.console import (
     print_streams,
     print_table,
 )
-from studio.cli.parser import DATA_FLAGS, PREPARE_FLAGS, apply_config_options, parse_size, train_config
+from studio.cli.parser import (
+    DATA_FLAGS,
+    PREPARE_FLAGS,
+    apply_config_options,
+    parse_size,
+    stage_arguments,
+    train_config,
+)
 from studio.config import RunConfig, field_specs
 from studio.errors import StudioError
 from studio.formatting import counted, format_age, format_bytes, format_count, format_loss, format_prediction
@@ -53,14 +60,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.runs.prepare import prepare_run
 
     config = train_config(args)
-    run_dir = prepare_run(config, args.name, progress=ProgressBar())
+    run_dir = prepare_run(config, args.name, progress=ProgressBar(), after=args.after)
     print_dataset_note(read_config(run_dir))
     print_method_sizes(read_config(run_dir))
     print_lr(read_config(run_dir))
     print_steps(read_config(run_dir))
-    if args.queue:
-        position = run_queue.enqueue(run_dir.name)
-        print(f"run {run_dir.name} queued (position {position}); see `llm-studio queue`")
+    if args.queue or args.after:
+        position = run_queue.enqueue(run_dir.name, args.after)
+        waits = f", starts when {args.after} has finished" if args.after else ""
+        print(f"run {run_dir.name} queued (position {position}{waits}); see `llm-studio queue`")
         print_if_paused()
         return 0
     return start(run_dir, resume_from=None, detach=args.detach)
@@ -205,6 +213,26 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from studio.queue.pipeline import Stage, create_pipeline, read_stages, stage_errors, stage_name
+
+    stages = []
+    for number, table in enumerate(read_stages(args.file), start=1):
+        name = stage_name(args.file, number, str(table.get("name", "")))
+        with stage_errors(number, name):
+            options = stage_arguments(table)
+            if options.after and stages:
+                raise StudioError("`after` is for the first stage only; each later one starts after the stage before")
+            stages.append(Stage(name, train_config(options), stages[-1].name if stages else options.after))
+    create_pipeline(stages, progress=ProgressBar())
+    print(f"pipeline {args.file.stem}: {counted(len(stages), 'stage')} queued, each from the one before it")
+    for stage in stages:
+        print(f"  {stage.name}")
+    print("follow them with `llm-studio queue`; a stage that fails cancels the ones after it")
+    print_if_paused()
+    return 0
+
+
 def print_queue(state: run_queue.QueueState) -> None:
     if state.empty:
         print("the queue is empty; add a run with `llm-studio train ... --queue` or `llm-studio sweep`")
@@ -212,13 +240,18 @@ def print_queue(state: run_queue.QueueState) -> None:
     now = time.time()
     rows = [("1", state.current, "training", "-")] if state.current else []
     rows += [
-        (str(len(rows) + number), entry.run, "waiting", format_age(now - entry.queued))
+        (str(len(rows) + number), entry.run, waiting_state(entry), format_age(now - entry.queued))
         for number, entry in enumerate(state.waiting, start=1)
     ]
     if rows:
         print_table(("#", "RUN", "STATE", "QUEUED"), rows)
     if state.paused:
         print("paused: nothing new starts until `llm-studio queue resume`")
+
+
+def waiting_state(entry: run_queue.Entry) -> str:
+    """A waiting run's state: a stage names the run it waits for."""
+    return f"after {entry.after}" if entry.after else "waiting"
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -257,7 +290,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     rows = [
         (
             run.name,
-            run.status,
+            run.status_line,
             f"{run.step}/{run.max_steps}",
             format_loss(run.train_loss),
             format_loss(run.val_loss),
@@ -382,6 +415,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "queue": cmd_queue,
+    "pipeline": cmd_pipeline,
     "sweep": cmd_sweep,
     "runs": cmd_runs,
     "report": cmd_report,

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--queue", action="store_true", help="start when the queued runs before it have ended (see `llm-studio queue`)"
     )
+    add_after_option(train)
+
+    pipeline = command("pipeline", "queue stages that start one from another (e.g. pretraining, then SFT, then DPO)")
+    pipeline.add_argument("file", type=Path, help="a TOML file of [[stage]] tables, each `train`'s options (README)")
 
     sweep = command("sweep", "queue runs over the cross product of config values (results: `runs --sweep NAME`)")
     sweep.add_argument("sweep_name", metavar="NAME", help="the sweep's name; its runs are NAME-<key><value>-...")
@@ -206,6 +210,36 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
         "multi-node", "several machines: each runs the same command with its own --machine-rank (0: the main one)"
     )
     add_config_options(multi_node, MULTI_NODE_FLAGS)
+
+
+def add_after_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--after",
+        metavar="RUN",
+        help="queue this run as a stage: it starts when RUN has finished, from RUN's final checkpoint (unless "
+        "--init-from says otherwise); if RUN fails or is stopped, this run is cancelled",
+    )
+
+
+def stage_arguments(stage: dict[str, object]) -> argparse.Namespace:
+    """A pipeline stage's table as `train`'s parsed options: each key a `train` option without its dashes
+    (`max_steps` or `max-steps`: --max-steps; `set`: a list of "SECTION.KEY=VALUE"), each value its argument (a
+    list: the option repeated; true: a switch given). A key that is no option, or a value refused, is a StudioError."""
+    parser = argparse.ArgumentParser(prog="stage", add_help=False, exit_on_error=False)
+    add_train_options(parser)
+    parser.add_argument("--name")
+    add_after_option(parser)
+    argv = []
+    for key, value in stage.items():
+        flag = "--" + key.replace("_", "-")
+        if flag not in parser._option_string_actions:
+            raise StudioError(f"unknown key {key!r}; a stage's keys are `llm-studio train`'s options, e.g. max_steps")
+        for item in value if isinstance(value, list) else [value]:
+            argv += [flag] if item is True else [] if item is False else [flag, str(item)]
+    try:
+        return parser.parse_args(argv)
+    except argparse.ArgumentError as error:
+        raise StudioError(str(error)) from None
 
 
 def add_config_options(parser: argparse._ActionsContainer, keys: tuple[str, ...]) -> None:

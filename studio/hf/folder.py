@@ -30,6 +30,7 @@ from studio.paths import child_process_env, hf_tokenizers_dir
 from studio.run_folder.layout import (
     checkpoint_metadata,
     is_run,
+    read_config,
     run_of_checkpoint,
     run_or_folder,
     short_reason,
@@ -322,11 +323,15 @@ def _eot_token(folder: Path, raw_config: dict[str, Any], tokenizer, tokenizer_co
 
 
 def resolve_init(
-    init_from: str, task: str = "lm", progress: Callable[[str, int, int], None] | None = None
+    init_from: str,
+    task: str = "lm",
+    progress: Callable[[str, int, int], None] | None = None,
+    planned: bool = False,
 ) -> InitSource:
     """`train.init_from`: a local Hugging Face folder, a model of the hub by name (`ORG/NAME`: from the local
-    cache, or downloaded), or a studio run (its latest checkpoint, config and tokenizer). Torch-free: reads JSON
-    and safetensors headers, not weights."""
+    cache, or downloaded), or a studio run (its latest checkpoint, config and tokenizer; `planned`: a run that has
+    not trained yet, its folder in place of the checkpoint). Torch-free: reads JSON and safetensors headers, not
+    weights."""
     folder = model_folder(init_from, progress) if is_hub_name(init_from) else Path(init_from).expanduser()
     if (folder / "config.json").is_file() or folder.is_dir() and not is_run(folder):
         hf = read_hf_folder(folder.resolve(), task)
@@ -338,16 +343,20 @@ def resolve_init(
             f"--init-from {init_from}: no such folder; give a Hugging Face checkpoint folder, a hub name "
             "(ORG/NAME) or a run name"
         )
-    return _resolve_run(run_or_folder(init_from))
+    return _resolve_run(run_or_folder(init_from), planned)
 
 
-def _resolve_run(run_dir: Path) -> InitSource:
+def _resolve_run(run_dir: Path, planned: bool = False) -> InitSource:
     """A studio run's newest usable checkpoint: its model (adapters merged in when it trained any) and tokenizer.
-    A run that adapted a Hugging Face model stays one: transformers builds its base, the checkpoint goes on top."""
+    A run that adapted a Hugging Face model stays one: transformers builds its base, the checkpoint goes on top.
+    A `planned` run (not trained yet) gives the same from its config, and its folder for the weights."""
     from studio.data.prepare import open_dataset
 
-    found, _ = usable_checkpoint(run_dir)
-    config = trained_config(run_dir, checkpoint_metadata(found))
+    if planned:
+        found, config = run_dir, read_config(run_dir)
+    else:
+        found, _ = usable_checkpoint(run_dir)
+        config = trained_config(run_dir, checkpoint_metadata(found))
     dataset = open_dataset(config.data.dataset)
     eot = load_tokenizer(dataset.tokenizer_path).id_to_token(dataset.eot_id)
     facts = folder_facts(pretrained_root(config)) if config.model.pretrained else None
@@ -359,6 +368,9 @@ def pretrained_root(config) -> Path:
     """The Hugging Face folder at the start of a chain of runs, each started from the one before."""
     source = Path(config.train.init_from)
     while not (source / "config.json").is_file() and not (source / ADAPTER_CONFIG).is_file():
-        config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
+        if is_run(source):  # a stage's run that has not trained yet (planned)
+            config = read_config(source)
+        else:
+            config = trained_config(run_of_checkpoint(source), checkpoint_metadata(source))
         source = Path(config.train.init_from)
     return source

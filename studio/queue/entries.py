@@ -4,7 +4,8 @@ A queued run is a run folder created (checked, its dataset prepared, its name ta
 `llm-studio train`, plus an entry in the queue folder saying it waits its turn:
 
     $LLM_STUDIO_HOME/queue/
-        000001.json ...  one waiting run each ({"run": NAME, "queued": unix time}); the number orders them
+        000001.json ...  one waiting run each ({"run": NAME, "queued": unix time, "after": RUN or absent});
+                         the number orders them
         lock             held by the queue runner for its life (studio.run_folder.lock): one runner at a time
         current          the name of the run the runner launched last
         paused           present while the queue is held: the runner starts nothing new
@@ -14,6 +15,11 @@ The runner (studio.queue.runner) is a detached process, its own session like a r
 and a logout; whoever adds an entry (or resumes the queue) starts one when none holds the lock. It launches the
 first entry, waits for that run to end, and so on; it exits when the queue is empty or paused. Taking an entry
 is removing its file, so a runner and `queue cancel` never both have the same entry.
+
+A stage (`train --after RUN`, `llm-studio pipeline`) is an entry with `after`: at its turn the runner first waits
+for RUN to end, then starts the stage only when RUN finished (`stage_blocked` is that rule), from RUN's final
+checkpoint; otherwise the stage is cancelled, its folder saying why (`cancel_stage`), and so, in turn, are the
+stages after it.
 
 The lock is also how a runner's death is seen: the kernel releases it however the runner ends, so runs waiting in
 a queue that is not paused, with no process holding the lock, mean the runner was killed (or the machine
@@ -34,9 +40,10 @@ from pathlib import Path
 from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 from studio.paths import child_process_env, queue_dir
-from studio.run_folder.layout import run_path
+from studio.run_folder.events import EventWriter
+from studio.run_folder.layout import EVENTS, run_path
 from studio.run_folder.lock import start_holding, try_lock
-from studio.run_folder.status import RunInfo, trainer_alive
+from studio.run_folder.status import RunInfo, summarize, trainer_alive
 from studio.runs.control import delete_run
 
 CURRENT = "current"
@@ -50,6 +57,7 @@ class Entry:
     path: Path  # the entry's file; removing it takes the entry
     run: str
     queued: float
+    after: str | None = None  # a stage: the run whose end it waits for, and whose final checkpoint it starts from
 
 
 @dataclass
@@ -70,19 +78,21 @@ def waiting_entries() -> list[Entry]:
     for path in sorted(queue_dir().glob("[0-9]*.json")):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            entries.append(Entry(path, str(raw["run"]), float(raw["queued"])))
+            after = raw.get("after")
+            entries.append(Entry(path, str(raw["run"]), float(raw["queued"]), str(after) if after else None))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return entries
 
 
-def add_entry(run: str) -> int:
-    """Put the run (whose folder exists) at the end of the queue; returns its position, from 1."""
+def add_entry(run: str, after: str | None = None) -> int:
+    """Put the run (whose folder exists) at the end of the queue, a stage when `after` names the run it follows;
+    returns its position, from 1."""
     folder = queue_dir()
     folder.mkdir(parents=True, exist_ok=True)
     entries = waiting_entries()
     number = int(entries[-1].path.stem) + 1 if entries else 1
-    content = json.dumps({"run": run, "queued": round(time.time(), 3)})
+    content = json.dumps({"run": run, "queued": round(time.time(), 3)} | ({"after": after} if after else {}))
     while True:  # another process may take the same number at the same moment: the file's creation decides
         try:
             write_atomically(folder / f"{number:06d}.json", content, exclusive=True)
@@ -109,6 +119,26 @@ def next_entry() -> Entry | None:
     return entries[0] if entries else None
 
 
+def stage_blocked(entry: Entry) -> str | None:
+    """Why the entry, at its turn (the run it follows has ended), must not start: that run ended other than
+    finished ("pre failed", "pre stopped", "sft cancelled"); None when it may start."""
+    if entry.after is None:
+        return None
+    status = summarize(run_path(entry.after)).status
+    return None if status == "finished" else f"{entry.after} {status}"
+
+
+def cancel_stage(run: str, reason: str) -> None:
+    """Mark a stage that will never start: its folder stays (its config, for a later `train`), its status reads
+    `cancelled` with the reason, and the stages after it are cancelled in turn."""
+    events = EventWriter(run_path(run) / EVENTS)
+    try:
+        events.write("error", 0, message=reason)
+        events.write("status", 0, state="cancelled")
+    finally:
+        events.close()
+
+
 def current_run() -> str | None:
     """The run the runner launched, while it trains."""
     try:
@@ -132,9 +162,9 @@ def mark_queued(runs: list[RunInfo]) -> list[RunInfo]:
 
 
 # ---- what people do --------------------------------------------------------------------------------------------
-def enqueue(run: str) -> int:
-    """Queue a created run and make sure a runner will start it; returns its position."""
-    position = add_entry(run)
+def enqueue(run: str, after: str | None = None) -> int:
+    """Queue a created run (a stage after `after`) and make sure a runner will start it; returns its position."""
+    position = add_entry(run, after)
     ensure_runner()
     return position
 

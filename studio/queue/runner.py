@@ -4,9 +4,11 @@ Started detached by studio.queue.entries.ensure_runner, which hands it the queue
 works, so there is one runner at a time. For each entry: take it (remove its file), launch the run as
 `llm-studio train` does (studio.runs.control.launch), then wait for the run's lock, which the kernel
 releases the moment the run's last process ends: the next run starts at once. A run that cannot launch is
-logged and passed over. When nothing is left to start (empty, or paused) the runner lets go of the lock and looks
-once more, so an entry added meanwhile is never stranded: its adder either saw the lock held (and this look finds
-the entry) or took the lock itself (and started a runner).
+logged and passed over. A stage (an entry with `after`) waits for the run it follows to end, then starts from its
+final checkpoint, or is cancelled when that run did not finish (entries.stage_blocked). When nothing is left to
+start (empty, or paused) the runner lets go of the lock and looks once more, so an entry added meanwhile is never
+stranded: its adder either saw the lock held (and this look finds the entry) or took the lock itself (and started a
+runner).
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from datetime import datetime
 from studio.atomic_write import write_atomically
 from studio.errors import StudioError
 from studio.paths import queue_dir
-from studio.queue.entries import CURRENT, INHERITED_QUEUE_LOCK, Entry, current_run, next_entry, take_entry
+from studio.queue.entries import (
+    CURRENT,
+    INHERITED_QUEUE_LOCK,
+    Entry,
+    cancel_stage,
+    current_run,
+    next_entry,
+    stage_blocked,
+    take_entry,
+)
 from studio.run_folder.layout import existing_run, run_path
 from studio.run_folder.lock import try_lock, wait_until_unlocked
 from studio.run_folder.status import summarize
 from studio.runs.control import launch
+from studio.runs.prepare import start_stage_from
 
 
 def log(message: str) -> None:
@@ -51,11 +63,20 @@ def run_queue() -> None:
 
 
 def start_and_wait(entry: Entry) -> None:
-    """Launch the entry's run and return when it has ended; a run that cannot launch is logged and skipped."""
+    """Launch the entry's run and return when it has ended; a run that cannot launch is logged and skipped, a stage
+    whose previous run did not finish is cancelled."""
+    if entry.after is not None:
+        wait_until_unlocked(run_path(entry.after))  # started elsewhere, or by this runner before: it ends first
     if not take_entry(entry):
         return  # cancelled meanwhile
     try:
         run_dir = existing_run(entry.run)
+        if reason := stage_blocked(entry):
+            cancel_stage(entry.run, reason)
+            log(f"run {entry.run} cancelled: {reason}")
+            return
+        if entry.after is not None:
+            start_stage_from(run_dir, entry.after)
         write_atomically(queue_dir() / CURRENT, entry.run + "\n")
         launch(run_dir)
     except (StudioError, OSError) as error:

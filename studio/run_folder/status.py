@@ -21,7 +21,7 @@ from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_co
 from studio.run_folder.lock import is_locked
 from studio.sizing.memory_advice import killed_message
 
-FINAL_STATES = ("finished", "stopped", "failed")
+FINAL_STATES = ("finished", "stopped", "failed", "cancelled")  # cancelled: a stage whose previous run did not finish
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: new at every boot
 
 
@@ -29,7 +29,7 @@ BOOT_ID = Path("/proc/sys/kernel/random/boot_id")  # Linux: new at every boot
 class RunInfo:
     name: str
     path: Path
-    status: str  # created, starting, running, finished, stopped, failed, crashed; damaged: unreadable (see error)
+    status: str  # created, starting, running, finished, stopped, failed, crashed, cancelled; damaged: unreadable
     step: int
     max_steps: int
     train_loss: float | None
@@ -41,6 +41,11 @@ class RunInfo:
     error: str | None
     skipped_lines: int = 0  # lines of events.jsonl that are not events
     val_scores: str = ""  # the objective's charted eval metrics, last values (objectives.scores_line); "" for an LM
+
+    @property
+    def status_line(self) -> str:
+        """The status as the runs tables show it: a cancelled stage says why ("cancelled: pre failed")."""
+        return f"{self.status}: {self.error}" if self.status == "cancelled" and self.error else self.status
 
 
 def crash_message(config: RunConfig, step: int, memory: MemoryFacts | None, peak: int | None) -> str:
@@ -126,7 +131,7 @@ class RunSummaries:
             history = self._history(run_dir, events_file)
             history.read(run_dir)
         status = run_status(run_dir, history.last_state)
-        if history.error and status == "failed":
+        if history.error and status in ("failed", "cancelled"):
             reason = history.error
         elif status == "crashed":
             reason = crash_message(config, history.step, history.memory, history.series["mem_peak"].last())

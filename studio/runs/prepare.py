@@ -14,6 +14,7 @@ from studio.errors import StudioError
 from studio.hardware import gpu_count
 from studio.objectives import OBJECTIVES, objective_of
 from studio.run_folder.layout import (
+    CONFIG,
     check_new_name,
     checkpoint_step,
     default_run_name,
@@ -26,16 +27,26 @@ from studio.runs.control import create_run
 from studio.sizing.hf_facts import HFFacts
 
 
-def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, int, int], None] | None = None) -> Path:
-    """Check the config, prepare (or find) its dataset, fill in the vocabulary, create the run folder."""
+def prepare_run(
+    config: RunConfig,
+    name: str | None,
+    progress: Callable[[str, int, int], None] | None = None,
+    after: str | None = None,
+) -> Path:
+    """Check the config, prepare (or find) its dataset, fill in the vocabulary, create the run folder. A stage
+    queued `after` a run starts from that run unless train.init_from says otherwise; the run may not have
+    trained yet, so its config and tokenizer stand in for its checkpoint until the stage starts (start_stage_from)."""
     from studio.data.prepare import resolve_dataset
 
     validate(config)
     if name is not None:  # an empty name is refused, not taken for "no name given"
         check_new_name(name)  # fail on a taken name before spending minutes on data
+    if after is not None:
+        existing_run(after)
+        config.train.init_from = config.train.init_from or after
     check_hardware(config)
     check_trackers(config)
-    pretrained = resolve_init_from(config, progress)
+    pretrained = resolve_init_from(config, progress, planned=config.train.init_from == after)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
     if config.train.epochs:
@@ -83,17 +94,31 @@ def purpose(config: RunConfig, pretrained):
     return Purpose.of(objective_of(config), pretrained, config.model.block_size)
 
 
-def resolve_init_from(config: RunConfig, progress: Callable[[str, int, int], None] | None = None):
+def start_stage_from(run_dir: Path, after: str) -> None:
+    """At a stage's turn, the run it follows having finished: its train.init_from, that run's folder while it
+    waited, becomes the run's final checkpoint, resolved as `train --init-from AFTER` would now."""
+    config = read_config(run_dir)
+    if Path(config.train.init_from) != existing_run(after).resolve():
+        return  # the stage named its own init_from
+    config.train.init_from = after
+    resolve_init_from(config)
+    config.save(run_dir / CONFIG)
+
+
+def resolve_init_from(
+    config: RunConfig, progress: Callable[[str, int, int], None] | None = None, planned: bool = False
+):
     """train.init_from (a Hugging Face folder, a hub name, or a run): take its model config, pin it to the folder
     holding the weights (the worker loads them), check the method against it, and return its tokenizer for the
-    dataset; None when from scratch. A Hugging Face model trains with the context asked for, up to its own."""
+    dataset; None when from scratch. A Hugging Face model trains with the context asked for, up to its own.
+    `planned`: init_from is a run that has not trained yet (a stage waits for it): pinned to its folder."""
     if not config.train.init_from:
         check_method(config, None)
         return None
     from studio.data.prepare import PretrainedTokenizer
     from studio.hf.folder import resolve_init
 
-    init = resolve_init(config.train.init_from, config.train.task, progress)
+    init = resolve_init(config.train.init_from, config.train.task, progress, planned)
     context = config.model.block_size
     config.model = init.model
     if config.model.pretrained:  # trains with the context asked for, up to the checkpoint's own

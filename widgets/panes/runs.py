@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Static
 
 from studio.formatting import counted
 from studio.paths import child_process_env, studio_home
-from studio.queue.entries import QueueState, mark_queued, queue_state, restart_stalled_runner
+from studio.queue.entries import Entry, QueueState, mark_queued, queue_state, restart_stalled_runner
 from studio.queue.sweep import sweep_of
 from studio.run_folder.status import RunInfo, list_runs
 from studio.runs.control import delete_run, launch, stop_run
@@ -209,7 +209,12 @@ def queue_line(queue: QueueState) -> str:
     """The queue in one line: what trains, what waits (first in line first), whether it is held."""
     parts = [f"training {queue.current}"] if queue.current else []
     if queue.waiting:
-        parts.append(f"{len(queue.waiting)} waiting: " + ", ".join(entry.run for entry in queue.waiting))
+        parts.append(f"{len(queue.waiting)} waiting: " + ", ".join(map(waiting_text, queue.waiting)))
     if queue.paused:
         parts.append("paused (`llm-studio queue resume`)")
     return "queue · " + " · ".join(parts)
+
+
+def waiting_text(entry: Entry) -> str:
+    """A waiting run, and for a stage the run it waits for."""
+    return f"{entry.run} (after {entry.after})" if entry.after else entry.run
