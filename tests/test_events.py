@@ -59,3 +59,16 @@ def test_a_run_summary_reads_only_new_events_and_honours_a_resume(tmp_path):
     writer.write("train", 30, loss=1.9)
     tally.read(tmp_path)
     assert (tally.step, tally.series["loss"].last()) == (30, 1.9)
+
+
+def test_every_objectives_eval_figures_survive_a_read_and_reach_the_charts(tmp_path):
+    from studio.objectives import OBJECTIVES
+    from studio.run_folder.history import History
+
+    figures = {metric.key: 0.25 for objective in OBJECTIVES.values() for metric in objective.eval_metrics}
+    EventWriter(tmp_path / "events.jsonl").write("eval", step=10, **figures)
+    (event,) = read_events(tmp_path / "events.jsonl")
+    assert {key: event.get(key) for key in figures} == figures  # a DPO run's pair accuracy and margin included
+    history = History()
+    history.apply(event)
+    assert history.series["val_pair_acc"].values == [0.25] and history.series["val_margin"].values == [0.25]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from studio.objectives import objective_of_eval
+from studio.objectives import OBJECTIVES, objective_of_eval
 
 KINDS = ("train", "eval", "checkpoint", "status", "error", "sample", "note")
 NUMBER = (int, float)
@@ -31,6 +31,8 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     "val_precision": NUMBER, "val_recall": NUMBER, "val_f1": NUMBER, "val_f1_per_class": list, "val_confusion": list,
     "val_labels": list,
     "samples": list, "path": str, "message": str,
+    # every objective's eval figures, as its spec lists them (the preference objectives' pair accuracy, margin, ...)
+    **{metric.key: NUMBER for objective in OBJECTIVES.values() for metric in objective.eval_metrics},
 }  # fmt: skip
 
 
