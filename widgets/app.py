@@ -62,7 +62,7 @@ class LazyTab(Lazy):
         self.call_after_refresh(self.replace_with_pane)
 
     async def replace_with_pane(self) -> None:
-        if self.parent is None or not self.is_attached:  # the app is exiting (or the tab went)
+        if self.parent is None or not self.is_attached or not self.app.is_running:  # exiting (or the tab went)
             return
         await self.parent.mount(self.pane, after=self)
         await self.remove()
