@@ -22,7 +22,7 @@ from studio.run_folder.status import process_start, summarize, trainer_pid
 from studio.runs.control import launch, stop_run
 from studio.runs.prepare import prepare_run
 from tests.helpers import fixture_events, tiny_config, wait_for, with_memory, write_fixture_run
-from widgets.app import LazyTab, StudioApp
+from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
 from widgets.messages import RunLaunched
 from widgets.panes.train import TrainPane
@@ -381,7 +381,6 @@ async def test_the_studio_opens_on_what_is_training(studio_home):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
         assert app.screen.run_dir.name == "one" and app.sub_title.endswith("· 1 run training")
-        await wait_for(pilot, lambda: not app.query(LazyTab), what="the tabs under the dashboard mounted")
     pretend_live("two")
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:

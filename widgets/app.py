@@ -18,8 +18,6 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.lazy import Lazy
-from textual.widget import Widget
 from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from studio.config import RunConfig, set_field
@@ -47,25 +45,6 @@ GC_FREEZE_AFTER_SECONDS = 2.0
 LIVE_RUNS_SECONDS = 3.0
 CONFIG_PANES = (DataPane, ModelPane, TrainPane)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-class LazyTab(Lazy):
-    """Textual's Lazy (the tab's pane mounts after the next refresh), except that nothing mounts once the app is
-    exiting: quitting before the hidden tabs' first refresh (at once, on the dashboard a live run opens over them)
-    would mount the pane into a tab being torn down, and Textual raises MountError."""
-
-    def __init__(self, pane: Widget) -> None:
-        super().__init__(pane)
-        self.pane = pane
-
-    async def mount_composed_widgets(self, widgets: list[Widget]) -> None:
-        self.call_after_refresh(self.replace_with_pane)
-
-    async def replace_with_pane(self) -> None:
-        if self.parent is None or not self.is_attached or not self.app.is_running:  # exiting (or the tab went)
-            return
-        await self.parent.mount(self.pane, after=self)
-        await self.remove()
 
 
 class StudioCommands(Provider):
@@ -126,13 +105,13 @@ class StudioApp(ReportsWorkerErrors, App):
                 yield DataPane()
             # the hidden tabs mount after the first frame: styling a few hundred widgets takes a second
             with TabPane("2 Model", id="model"):
-                yield LazyTab(ModelPane())
+                yield ModelPane()
             with TabPane("3 Train", id="train"):
-                yield LazyTab(TrainPane())
+                yield TrainPane()
             with TabPane("4 Runs", id="runs"):
-                yield LazyTab(RunsPane())
+                yield RunsPane()
             with TabPane("5 Playground", id="playground"):
-                yield LazyTab(PlaygroundPane())
+                yield PlaygroundPane()
         yield KeyHints()
 
     def on_mount(self) -> None:
