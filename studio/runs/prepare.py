@@ -13,6 +13,7 @@ from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
 from studio.objectives import OBJECTIVES, objective_of
+from studio.rewards import parse_rewards
 from studio.run_folder.layout import (
     check_new_name,
     checkpoint_step,
@@ -35,6 +36,8 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
         check_new_name(name)  # fail on a taken name before spending minutes on data
     check_hardware(config)
     check_trackers(config)
+    if config.train.objective == "grpo":
+        parse_rewards(config.train.rewards)  # at least one
     pretrained = resolve_init_from(config, progress)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
