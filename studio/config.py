@@ -666,8 +666,10 @@ def _check_grpo(t: TrainConfig) -> None:
         raise StudioError(f"train.group_size must be 2 or more (answers compared per prompt), not {t.group_size}")
     _positive("train.grpo_epsilon", t.grpo_epsilon)
     _positive("train.max_completion_tokens", t.max_completion_tokens)
+    if t.sharding == "fsdp":  # each process samples answers of its own length: FSDP's gathers would not line up
+        raise StudioError("train.objective grpo does not run sharded: use train.sharding ddp")
     for name in t.rewards:  # at least one is asked at launch (a dataset is prepared without them)
-        parse_reward(name)
+        parse_reward(name, run_user_code=False)  # the user's file runs in the trainer, not wherever a config is checked
 
 
 def _check_sharding(t: TrainConfig) -> None:

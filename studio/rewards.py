@@ -32,7 +32,7 @@ BUILT_INS = "exact:FIELD, regex:PATTERN, length:N, or path/to/file.py:function"
 class Reward:
     name: str  # as given, without its weight: the key of its metrics
     weight: float
-    function: RewardFunction
+    function: RewardFunction | None  # None when only checked (the user's file is run only by the trainer)
 
 
 def final_answer(text: str) -> str:
@@ -65,11 +65,17 @@ def length_target(target: str) -> RewardFunction:
     return lambda prompt, completion, row: max(0.0, 1 - abs(len(completion) - characters) / characters)
 
 
-def user_function(path: str, name: str) -> RewardFunction:
-    """The user's function `name` from their file at `path`, loaded with importlib."""
+def user_file(path: str, name: str) -> Path:
+    """The user's reward file, which must exist."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise StudioError(f"reward {path}:{name}: no file {file}; give path/to/file.py:function")
+    return file
+
+
+def user_function(path: str, name: str) -> RewardFunction:
+    """The user's function `name` from their file at `path`, loaded with importlib (their code, run as such)."""
+    file = user_file(path, name)
     spec = importlib.util.spec_from_file_location(f"studio_user_reward_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -86,8 +92,9 @@ BUILDERS: dict[str, Callable[[str], RewardFunction]] = {
 }
 
 
-def parse_reward(text: str) -> Reward:
-    """One reward from its name, `[WEIGHT*]KIND:ARGUMENT`; an unknown one refused in one line."""
+def parse_reward(text: str, run_user_code: bool = True) -> Reward:
+    """One reward from its name, `[WEIGHT*]KIND:ARGUMENT`; an unknown one refused in one line. Without
+    `run_user_code` (checking a config) a user's function is only looked for: its file must exist."""
     weight, name = 1.0, text.strip()
     if "*" in name.split(":", 1)[0]:
         weight_text, name = name.split("*", 1)
@@ -100,15 +107,18 @@ def parse_reward(text: str) -> Reward:
         return Reward(name, weight, BUILDERS[kind](argument))
     path, _, function = name.rpartition(":")
     if path.endswith(".py") and function:
+        if not run_user_code:
+            user_file(path, function)
+            return Reward(name, weight, None)
         return Reward(name, weight, user_function(path, function))
     raise StudioError(f"unknown reward {name!r}: give {BUILT_INS}")
 
 
-def parse_rewards(names: list[str]) -> list[Reward]:
+def parse_rewards(names: list[str], run_user_code: bool = True) -> list[Reward]:
     """The run's rewards (train.rewards); at least one."""
     if not names:
         raise StudioError(f"train.objective grpo needs rewards: --rewards {BUILT_INS} (several: comma-separated)")
-    return [parse_reward(name) for name in names]
+    return [parse_reward(name, run_user_code) for name in names]
 
 
 def score(rewards: list[Reward], prompt: str, completion: str, row: dict[str, Any]) -> list[float]:

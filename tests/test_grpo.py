@@ -62,12 +62,31 @@ def test_a_user_reward_function_from_a_file(tmp_path):
     assert score([reward], "Q?", "it is 8", {"answer": "7"}) == [0.0]
     with pytest.raises(StudioError, match="defines no function missing"):
         parse_rewards([f"{file}:missing"])
+    (file.parent / "side_effect.py").write_text("raise SystemExit('run')\n")  # checking a config never runs it
+    assert parse_rewards([f"{file.parent / 'side_effect.py'}:f"], run_user_code=False)[0].function is None
+    with pytest.raises(StudioError, match="no file"):
+        parse_rewards([f"{tmp_path / 'absent.py'}:f"], run_user_code=False)
 
 
-def test_an_unknown_reward_is_refused_in_one_line(tiny, tmp_path, run_cli):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reward", "bogus"], "unknown reward 'bogus'"),
+        ([], "grpo needs rewards"),
+        (
+            [
+                "--reward",
+                "regex:(",
+            ],
+            "not a regular expression",
+        ),
+        (["--reward", "regex:a", "--set", "train.group_size=1"], "group_size must be 2 or more"),
+    ],
+)
+def test_bad_grpo_settings_are_refused_in_one_line(tiny, tmp_path, run_cli, args, message):
     data = write_prompts(tmp_path / "prompts.jsonl")
-    code, _, err = run_cli("train", "--data", data, "--init-from", tiny, "--objective", "grpo", "--reward", "bogus")
-    assert code != 0 and "unknown reward 'bogus'" in err and "Traceback" not in err, err
+    code, _, err = run_cli("train", "--data", data, "--init-from", tiny, "--objective", "grpo", *args)
+    assert code != 0 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1
 
 

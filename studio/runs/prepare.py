@@ -37,7 +37,7 @@ def prepare_run(config: RunConfig, name: str | None, progress: Callable[[str, in
     check_hardware(config)
     check_trackers(config)
     if config.train.objective == "grpo":
-        parse_rewards(config.train.rewards)  # at least one
+        parse_rewards(config.train.rewards, run_user_code=False)  # at least one (the trainer runs them)
     pretrained = resolve_init_from(config, progress)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
