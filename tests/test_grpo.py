@@ -207,3 +207,25 @@ def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_pat
     assert losses(straight)[3:] == losses(halves)[3:]
     rewards = [event["reward"] for event in events(straight, "train")]
     assert rewards[3:] == [event["reward"] for event in events(halves, "train")][3:]
+
+
+@pytest.mark.slow
+def test_grpo_from_the_command_line_with_a_user_reward_then_generate_and_export(tiny, tmp_path, run_cli):
+    data = write_prompts(tmp_path / "prompts.jsonl", 12)
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def short(prompt, completion, row):\n    return float(len(completion) <= 3)\n")
+    code, _, err = run_cli(
+        "train", "--data", data, "--init-from", tiny, "--objective", "grpo", "--reward", f"{rewards}:short",
+        "--reward", "0.5*exact:answer", "--group-size", 4, "--max-steps", 2, "--name", "cli-grpo",
+        "--set", "train.max_completion_tokens=4", "--set", "model.block_size=64", "--set", "train.log_interval=1",
+        "--set", "train.batch_size=2",
+    )  # fmt: skip
+    assert code == 0, err
+    from studio.run_folder.layout import run_path
+
+    trained = events(run_path("cli-grpo"), "train")
+    assert set(trained[-1]["rewards"]) == {f"{rewards}:short", "exact:answer"}
+    assert 0 < trained[-1]["completion_len"] <= 4
+    code, out, err = run_cli("generate", "cli-grpo", "--prompt", "Word 1?", "--max-new-tokens", 3)
+    assert code == 0, err
+    assert run_cli("export", "cli-grpo", "--out", tmp_path / "exported")[0] == 0
