@@ -145,6 +145,7 @@ def grpo_changes(steps: int) -> dict:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_grpo_raises_the_reward_of_a_checkable_task(tiny, studio_home, tmp_path):
     from studio.run_folder.history import History
     from tests.test_adapt import adapt_config, train_in_process
@@ -185,6 +186,7 @@ def test_prompt_rows_prepare_with_their_fields_and_rows_without_a_prompt_are_ski
     assert code != 0 and "without a prompt" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path):
     """Bit-identical after stop and resume: the prompts drawn and the answers sampled continue (the sampling seed
     is the stream's position)."""
