@@ -23,6 +23,7 @@ from typing import Any, Literal
 from studio.architectures import ARCHITECTURES, architecture
 from studio.atomic_write import write_atomically
 from studio.errors import StudioError
+from studio.rewards import parse_reward
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
 TokenizerKind = Literal["bpe", "char"]
@@ -35,7 +36,7 @@ Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
 Task = Literal["lm", "classify"]
-TrainObjective = Literal["lm", "dpo", "ipo", "orpo", "simpo", "kto"]
+TrainObjective = Literal["lm", "dpo", "ipo", "orpo", "simpo", "kto", "grpo"]
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")  # through Accelerate's tracker integration
 MAX_VOCAB = 1 << 20  # token ids are stored as uint32 at most; beyond a million the tokenizer is the problem
@@ -259,12 +260,14 @@ class TrainConfig:
     objective: TrainObjective = setting(
         "lm",
         "lm: what train.task says; dpo, ipo, orpo, simpo, kto: align a model on preference rows "
-        "({prompt, chosen, rejected}, or {prompt, completion, label} for kto)",
+        "({prompt, chosen, rejected}, or {prompt, completion, label} for kto); grpo: reward sampled answers to "
+        "prompt rows ({prompt, ...})",
         "objective",
     )
     beta: float = setting(
         0.1,
-        "preference objectives: β, how far from the reference the policy may move (dpo, ipo, kto); the reward "
+        "preference objectives: β, how far from the reference the policy may move (dpo, ipo, kto; grpo: the KL "
+        "term's weight, 0 loads no reference); the reward "
         "scale (simpo); the odds-ratio term's weight (orpo)",
         "β",
     )
@@ -278,6 +281,15 @@ class TrainConfig:
     kto_undesirable_weight: float = setting(
         1.0, "kto: the weight of undesirable (label false) answers", "KTO undesirable"
     )
+    rewards: list[str] = setting(
+        [],
+        "grpo: the reward functions, summed: exact:FIELD, regex:PATTERN, length:N, path/to/file.py:function; "
+        "WEIGHT*NAME weighs one",
+        "rewards",
+    )
+    group_size: int = setting(4, "grpo: G, the answers sampled per prompt and compared with each other", "group size")
+    grpo_epsilon: float = setting(0.2, "grpo: ε, the probability ratio is clipped to 1 ± ε", "GRPO ε")
+    max_completion_tokens: int = setting(64, "grpo: the most tokens of a sampled answer", "completion tokens")
     method: Method = setting(
         "full",
         "full fine-tuning, or adapters through peft: lora, dora (weight-decomposed LoRA), qlora (LoRA on a "
@@ -634,6 +646,9 @@ def _check_preference(config: RunConfig) -> None:
     if t.task != "lm" or config.model.encoder or config.model.recurrent:
         raise StudioError(f"train.objective {t.objective} aligns a decoder's answers; use train.task lm and a "
                           "llama, gpt2 or hf model")  # fmt: skip
+    if t.objective == "grpo":
+        _check_grpo(t)
+        return
     _positive("train.beta", t.beta)
     if not 0.0 <= t.label_smoothing < 0.5:
         raise StudioError(f"train.label_smoothing must be in [0, 0.5), not {t.label_smoothing}")
@@ -641,6 +656,20 @@ def _check_preference(config: RunConfig) -> None:
         _positive(f"train.{key}", getattr(t, key))
     if t.simpo_gamma < 0:
         raise StudioError(f"train.simpo_gamma must not be negative, not {t.simpo_gamma}")
+
+
+def _check_grpo(t: TrainConfig) -> None:
+    """GRPO's knobs in range, and the rewards given known (studio.rewards, torch-free)."""
+    if t.beta < 0:
+        raise StudioError(f"train.beta must not be negative for grpo (0: no KL term, no reference), not {t.beta}")
+    if t.group_size < 2:
+        raise StudioError(f"train.group_size must be 2 or more (answers compared per prompt), not {t.group_size}")
+    _positive("train.grpo_epsilon", t.grpo_epsilon)
+    _positive("train.max_completion_tokens", t.max_completion_tokens)
+    if t.sharding == "fsdp":  # each process samples answers of its own length: FSDP's gathers would not line up
+        raise StudioError("train.objective grpo does not run sharded: use train.sharding ddp")
+    for name in t.rewards:  # at least one is asked at launch (a dataset is prepared without them)
+        parse_reward(name, run_user_code=False)  # the user's file runs in the trainer, not wherever a config is checked
 
 
 def _check_sharding(t: TrainConfig) -> None:

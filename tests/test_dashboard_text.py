@@ -17,6 +17,15 @@ def test_samples_are_text_with_their_lines_and_the_prompt_set_apart():
     assert [rendered.plain[span.start : span.end] for span in prompt_spans] == ["def "]
 
 
+def test_a_grpo_sample_shows_its_rewards_after_its_answer():
+    item = {"prompt": "Q? ", "text": "42", "reward": 1.5, "rewards": {"exact:answer": 1.0, "length:2": 1.0}}
+    rendered = format_samples([(8, [item, {"prompt": "Q? ", "text": "no", "reward": 0.0, "rewards": {"r": 0.0}}])])
+    assert rendered.plain.splitlines()[1:] == [
+        "  Q? 42  [reward 1.50: exact:answer 1.00, length:2 1.00]",
+        "  Q? no  [reward 0.00]",
+    ]
+
+
 def view(device: str | None) -> RunView:
     series = {name: Series([10], [0.5]) for name in ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "val_loss")}
     return RunView("r", "running", 10, 100, None, None, "cosine", series, [], None, [], device=device)

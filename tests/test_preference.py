@@ -347,7 +347,7 @@ def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in
     for name in ("dpo", "ipo", "orpo", "simpo", "kto"):
         set_field(config, "train.objective", name)
         assert objective_of(config) is OBJECTIVES[name] and objective_of(config).dataset == "preferences"
-    assert [name for name in OBJECTIVES if OBJECTIVES[name].reference] == ["dpo", "ipo", "kto"]
+    assert [name for name in OBJECTIVES if OBJECTIVES[name].reference] == ["dpo", "ipo", "kto", "grpo"]  # grpo: β > 0
     set_field(config, "train.objective", "dpo")
     full = run_sizes(config, None)
     assert full.memory["reference"] == 4 * full.total

@@ -10,10 +10,12 @@ MAX_CHARS = 240  # of one sample shown; the rest stays in events.jsonl
 MAX_LINES = 6
 PROMPT_STYLE = "dim italic"  # the fixed prompt, set apart from what the model wrote after it
 INDENT = "  "
+REWARD_STYLE = "dim"  # a GRPO sample's reward, after its answer
 
 
 def format_samples(samples: list[tuple[int, list[dict[str, str]]]]) -> Text:
-    """Each sample as text, newest step first: its lines as lines, the prompt dimmed before the continuation."""
+    """Each sample as text, newest step first: its lines as lines, the prompt dimmed before the continuation, and
+    its reward after it when it has one (GRPO's: the sum, and each function's when there are several)."""
     if not samples:
         return Text("no samples yet (train.sample_interval)", style="dim")
     text = Text()
@@ -23,8 +25,19 @@ def format_samples(samples: list[tuple[int, list[dict[str, str]]]]) -> Text:
             prompt, continuation = clip(item.get("prompt", ""), item.get("text", ""))
             text.append(INDENT)
             text.append(indented(prompt), style=PROMPT_STYLE)
-            text.append(indented(continuation) + "\n")
+            text.append(indented(continuation))
+            text.append(reward_note(item), style=REWARD_STYLE)
+            text.append("\n")
     return text
+
+
+def reward_note(item: dict) -> str:
+    """ "  [reward 1.50: regex:\\d+ 1.00, length:4 0.50]", or "" for a sample without a reward."""
+    reward, rewards = item.get("reward"), item.get("rewards")
+    if not isinstance(reward, int | float):
+        return ""
+    parts = ", ".join(f"{name} {value:.2f}" for name, value in rewards.items()) if isinstance(rewards, dict) else ""
+    return f"  [reward {reward:.2f}{': ' + parts if parts and len(rewards) > 1 else ''}]"
 
 
 def clip(prompt: str, continuation: str) -> tuple[str, str]:

@@ -46,6 +46,8 @@ TRAIN_FLAGS = (
     "train.lora_rank",
     "train.lora_targets",
     "train.report_to",
+    "train.rewards",
+    "train.group_size",
     "distill.teacher",
 )
 MULTI_NODE_FLAGS = ("train.num_machines", "train.machine_rank", "train.main_address", "train.main_port")
@@ -54,6 +56,7 @@ METAVARS = {
     "train.init_from": "DIR|RUN",
     "train.report_to": "TRACKER",
     "train.lora_targets": "LAYER",
+    "train.rewards": "REWARD",
     "distill.teacher": "RUN|DIR",
 }
 

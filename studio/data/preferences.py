@@ -96,13 +96,13 @@ def read_row(record: dict, shape: str, where: str) -> PreferenceRow | str:
             prompt, answers = implicit_prompt(answers[0], answers[1])
     if prompt is None:
         return "missing_field"
-    answer_messages = [_messages(answer, "assistant", where) for answer in answers]
+    answer_messages = [messages(answer, "assistant", where) for answer in answers]
     if any(not "".join(message["content"] for message in answer).strip() for answer in answer_messages):
         return "empty_answer"
     if shape == PAIRS and answer_messages[0] == answer_messages[1]:
         return "same_answers"
     desirable = record["label"] if shape == UNPAIRED else None
-    return PreferenceRow(_messages(prompt, "user", where), answer_messages, desirable)
+    return PreferenceRow(messages(prompt, "user", where), answer_messages, desirable)
 
 
 def implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, list[Any]]:
@@ -116,7 +116,7 @@ def implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, list[Any]]:
     return chosen[:at], [chosen[at:], rejected[at:]]
 
 
-def _messages(value: Any, role: str, where: str) -> Messages:
+def messages(value: Any, role: str, where: str) -> Messages:
     """A string as one turn of `role`, or a list of {role, content} messages as they are."""
     if isinstance(value, str):
         return [{"role": role, "content": value}]

@@ -37,6 +37,7 @@ from studio.data.examples import RowEncoder, chat_template_for, source_format, w
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
 from studio.data.meta import EXAMPLES, LABELED, TEXT, ChatTokens, DatasetMeta, DocumentCounts
 from studio.data.preferences import PREFERENCE_FORMATS, UNPAIRED, PreferenceEncoder, write_preferences
+from studio.data.prompts import PROMPTS, write_prompts
 from studio.data.sources import COMPRESSIONS, ReadStats, Source, open_source
 from studio.data.tokenizer import (
     ENCODER_TOKENS,
@@ -83,15 +84,16 @@ class Purpose:
     pretrained: PretrainedTokenizer | None = None  # fine-tuning: the model's tokenizer, not a new one
     context: int = 0  # the model's context, which examples are cut to
     encoder: bool = False  # an encoder's special tokens: [PAD] [CLS] [SEP] [MASK]
-    task: str = "lm"  # or "classify": rows of text and label; "preference": preference rows (studio.data.preferences)
+    task: str = "lm"  # or "classify": rows of text and label; "preference": preference rows (studio.data.preferences);
+    # "prompts": prompt rows to answer (studio.data.prompts)
     held_out: bool = False  # rows to judge a trained classifier by: one split of them all, one class is enough
 
     @classmethod
     def of(cls, objective: Objective, pretrained: PretrainedTokenizer | None, context: int, held_out: bool = False):
         """What a model of `objective` learns from: labeled rows (a classifier), text with [MASK] (a masked LM),
-        preference rows (the preference objectives)."""
+        preference rows (the preference objectives), prompt rows (GRPO)."""
         masked = objective.predicts == "fill-mask"
-        task = {"labeled": "classify", "preferences": "preference"}.get(objective.dataset, "lm")
+        task = {"labeled": "classify", "preferences": "preference", "prompts": "prompts"}.get(objective.dataset, "lm")
         return cls(pretrained, context, masked, task, held_out)
 
 
@@ -241,6 +243,11 @@ def resolve_dataset(data: DataConfig, progress: Progress | None = None, purpose:
                 f"dataset {data.source!r} holds {'preference' if purpose.task != 'preference' else 'other'} rows; "
                 "a preference objective (train.objective) learns from preference rows, the others from the rest"
             )
+        if (dataset.meta.row_format == PROMPTS) != (purpose.task == "prompts"):
+            raise StudioError(
+                f"dataset {data.source!r} holds {'prompt' if purpose.task != 'prompts' else 'other'} rows; "
+                "train.objective grpo learns from prompt rows ({prompt, ...}), the others from the rest"
+            )
         if pretrained and dataset.meta.tokenizer_hash != tokenizer_hash(load_tokenizer(pretrained.path)):
             raise StudioError(
                 f"dataset {data.source!r} was tokenized with another tokenizer than the model's; "
@@ -309,7 +316,8 @@ def _cache_key(
     """What identifies a prepared dataset: the source's row format, the options that shape the result, the
     content's fingerprint and the key they hash to. Refuses rows the purpose cannot learn from."""
     pretrained, context, encoder = purpose.pretrained, purpose.context, purpose.encoder
-    row_format = {"classify": "labeled", "preference": "preference"}.get(purpose.task) or source_format(source, data)
+    row_format = {"classify": "labeled", "preference": "preference", "prompts": PROMPTS}.get(purpose.task)
+    row_format = row_format or source_format(source, data)
     if row_format not in ("text", "labeled") and pretrained is None:
         raise StudioError(
             f"{row_format} rows are fine-tuning data: start from a model with --init-from DIR|RUN, "
@@ -433,6 +441,8 @@ def _build(
             meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose)
         elif row_format == "preference":
             meta = _write_preference_dataset(temporary, source, data, identity, progress, purpose)
+        elif row_format == PROMPTS:
+            meta = _write_prompts_dataset(temporary, source, data, identity, progress, purpose)
         else:
             meta = _write_example_dataset(
                 temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
@@ -653,6 +663,40 @@ def _write_preference_dataset(
         examples=examples,
         truncated=counts.truncated,
         row_format=row_format,
+        chat_template=template.source,
+        chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
+        stop_ids=[eot_id],
+    )
+
+
+def _write_prompts_dataset(
+    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
+) -> DatasetMeta:
+    """Prompt rows rendered for the model to answer, with their fields (studio.data.prompts); returns the meta."""
+    pretrained = purpose.pretrained
+    assert pretrained is not None  # _cache_key refuses rows to render without a model
+    tokenizer, template = _model_tokenizer(folder, pretrained)
+    stats = ReadStats()
+    progress("encode", 0, 1)
+    dtype = token_dtype(tokenizer.get_vocab_size())
+    skipped, seen, characters, examples, tokens = write_prompts(
+        folder, source, data, tokenizer, template, purpose.context, dtype, stats
+    )
+    progress("encode", 1, 1)
+    eot_id = tokenizer.token_to_id(pretrained.eot_token)
+    return _dataset_meta(
+        identity,
+        tokenizer,
+        eot_id=eot_id,
+        encoder=False,
+        documents=DocumentCounts(seen, sum(examples.values()), dict(skipped)),
+        read=stats,
+        characters=characters,
+        tokens=tokens,
+        text_tokens=sum(tokens.values()),
+        examples=examples,
+        truncated=0,
+        row_format=PROMPTS,
         chat_template=template.source,
         chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
         stop_ids=[eot_id],

@@ -55,6 +55,18 @@ PREFERENCE_METRICS = (  # rewards are β·(log π − log π_ref) (β·log π wi
     Metric("val_logp_chosen", "logp chosen", ".3f"),
     Metric("val_logp_rejected", "logp rejected", ".3f"),
 )
+GRPO_KEYS = (  # the keys GRPO reads (studio.train.objectives.grpo)
+    "train.rewards",
+    "train.group_size",
+    "train.max_completion_tokens",
+    "train.grpo_epsilon",
+    "train.beta",
+)
+GRPO_METRICS = (  # rewards of one sampled answer per held-out prompt (eval events also hold each function's)
+    Metric("val_reward", "reward", ".3f", chart_label="reward"),
+    Metric("val_reward_std", "reward std", ".3f"),
+    Metric("val_completion_len", "answer len", ".1f"),
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +74,7 @@ class Objective:
     name: str  # the key of OBJECTIVES
     model_kind: str  # what a model trained on it is, in messages ("a next-token LM")
     dataset: str  # what its prepared dataset holds: "tokens" (documents or chat examples), "labeled" rows,
-    # "preferences" (paired or unpaired answers: studio.data.preferences)
+    # "preferences" (paired or unpaired answers: studio.data.preferences), "prompts" (studio.data.prompts)
     predicts: str | None  # what `predict` and the playground ask: "classify", "fill-mask"; None: continues text
     playground_hint: str  # the playground's line for a model that predicts rather than continues text
     hf_suffix: str  # the end of the Hugging Face class names of models trained on it (`...ForSequenceClassification`)
@@ -157,12 +169,27 @@ OBJECTIVES: dict[str, Objective] = {
             )
             for name in PREFERENCE_OBJECTIVES
         ),
+        Objective(
+            name="grpo",
+            model_kind="a next-token LM aligned by GRPO",
+            dataset="prompts",
+            predicts=None,
+            playground_hint="",
+            hf_suffix="ForCausalLM",
+            export_auto_class="AutoModelForCausalLM",
+            evaluate_kind="causal",
+            eval_metrics=GRPO_METRICS,
+            new_head=False,
+            trainer="studio.train.objectives.grpo",
+            reference=True,  # when train.beta > 0 (0 loads none)
+            keys=GRPO_KEYS,
+        ),
     )
 }
 
 
 def objective_of(config: RunConfig) -> Objective:
-    """The run's objective: a preference objective (`train.objective`), a label per text (`train.task =
+    """The run's objective: a preference objective or GRPO (`train.objective`), a label per text (`train.task =
     "classify"`), else its architecture's own."""
     if config.train.objective != "lm":
         return OBJECTIVES[config.train.objective]

@@ -31,6 +31,9 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     "val_precision": NUMBER, "val_recall": NUMBER, "val_f1": NUMBER, "val_f1_per_class": list, "val_confusion": list,
     "val_labels": list,
     "samples": list, "path": str, "message": str,
+    # GRPO's train fields (studio.train.objectives.grpo): the rewards, per function too, and where the time went
+    "reward": NUMBER, "reward_std": NUMBER, "rewards": dict, "completion_len": NUMBER, "kl": NUMBER,
+    "clip_fraction": NUMBER, "generation_s": NUMBER, "update_s": NUMBER, "val_rewards": dict,
     # every objective's eval figures, as its spec lists them (the preference objectives' pair accuracy, margin, ...)
     **{metric.key: NUMBER for objective in OBJECTIVES.values() for metric in objective.eval_metrics},
 }  # fmt: skip
@@ -69,9 +72,13 @@ def format_event(event: dict) -> str | None:
     if kind == "train":
         norm = f" grad_norm {number('grad_norm', '.3f')}" if event.get("grad_norm") is not None else ""
         mfu = f" mfu {number('mfu', '.1f', 100)}%" if event.get("mfu") is not None else ""
+        reward = ""
+        if event.get("reward") is not None:  # GRPO: the reward, and generation's seconds beside the update's
+            reward = (f"  reward {number('reward', '.3f')} ± {number('reward_std', '.3f')}  "
+                      f"gen {number('generation_s', '.1f')}s update {number('update_s', '.1f')}s")  # fmt: skip
         return (
             f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
-            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}"
+            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}"
         )
     if kind == "eval":
         return f"step {step:>6}  " + "  ".join(metric.format(event) for metric in objective_of_eval(event).eval_metrics)

@@ -153,7 +153,7 @@ class History:
                     self.series[name].add(step, event[name])
             if "t" in event:
                 self.step_times.append((step, float(event["t"])))
-        elif kind == "eval" and event.get("val_loss") is not None:
+        elif kind == "eval" and any(event.get(name) is not None for name in EVAL_METRICS):  # GRPO's has no loss
             for name in EVAL_METRICS:
                 if event.get(name) is not None:
                     self.series[name].add(step, event[name])

@@ -13,6 +13,7 @@ from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
 from studio.objectives import OBJECTIVES, objective_of
+from studio.rewards import parse_rewards
 from studio.run_folder.layout import (
     CONFIG,
     check_new_name,
@@ -46,6 +47,8 @@ def prepare_run(
         config.train.init_from = config.train.init_from or after
     check_hardware(config)
     check_trackers(config)
+    if config.train.objective == "grpo":
+        parse_rewards(config.train.rewards, run_user_code=False)  # at least one (the trainer runs them)
     pretrained = resolve_init_from(config, progress, planned=config.train.init_from == after)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name

@@ -148,14 +148,18 @@ def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teache
     beside the student, the teacher's fp32 weights count (4 bytes each); it has no gradients or optimizer state, and
     runs without autograd, so it keeps no activations for a backward. A preference objective's reference is the
     same, a frozen copy of the model under full fine-tuning (the base itself, adapters off, under LoRA), and its pairs
-    double the rows of a forward. The one figure the CLI prints before a
+    double the rows of a forward (GRPO's groups: G rows per prompt). The one figure the CLI prints before a
     launch, the trainer records and the studio's Train tab shows."""
     objective = objective_of(config)
     rows = 2 if objective.paired else 1  # a batch of pairs is chosen and rejected rows in one forward
+    if objective.dataset == "prompts":  # GRPO: G answers per prompt in one forward
+        rows = config.train.group_size
     train = replace(config.train, batch_size=config.train.batch_size * rows)
     sizes = method_sizes(config.model, train, facts, num_labels=num_labels)
     teacher = 4 * teacher_params
-    reference = 4 * sizes.total if objective.reference and config.train.method == "full" else 0  # a frozen copy
+    # a frozen copy (GRPO with β = 0 builds no reference)
+    frozen_copy = objective.reference and config.train.method == "full" and config.train.beta > 0
+    reference = 4 * sizes.total if frozen_copy else 0
     extra = {"teacher": teacher, "reference": reference, "total": sizes.memory["total"] + teacher + reference}
     return replace(sizes, memory={**sizes.memory, **extra})
 

@@ -345,6 +345,7 @@ class Trainer:
             "tokens_seen": self.state.tokens_seen,
             "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None,
         }
+        fields.update(self.objective.train_fields(window.seconds))
         if self.teacher is not None:
             fields.update(ce_loss=round(cross_entropy, 6), kd_loss=round(divergence, 6))
         if self.accelerator.device.type == "cuda":

@@ -8,6 +8,8 @@ protocol, after torchtune's loss protocols.
 - `evaluate(model, eval_steps)`: the fields of an `eval` event, reduced over every process;
 - `attach(run_model)`: called once the model is built, before a checkpoint is loaded (a reference model); returns
   the weights it adds, which the memory meter counts;
+- `train_fields(seconds)`: what a `train` event adds besides the loss (GRPO's rewards), over the steps since the
+  last one (`seconds` long);
 - `samples(model, generator)`: the `{prompt, text}` items of a `sample` event (rank 0 alone; the generator, seeded
   alike at every sample event, is shared by the event's prompts): the run's fixed prompts continued on plain text,
   the first held-out examples on chat and labeled data (`sample_examples`), so each event answers the same ones.
@@ -84,6 +86,9 @@ class TrainingObjective:
         objective's reference: the starting weights); returns the weights that adds (a frozen copy's)."""
         return []
 
+    def train_fields(self, seconds: float) -> dict:
+        return {}
+
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
         logits, _ = model(batch.x, **batch.model_inputs())
         cross_entropy = lm_loss_sum(logits, batch.y)
@@ -105,6 +110,9 @@ class Distilled:
 
     def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
         return self.objective.samples(model, generator)
+
+    def train_fields(self, seconds: float) -> dict:
+        return self.objective.train_fields(seconds)
 
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
         extra = batch.model_inputs()

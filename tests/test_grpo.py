@@ -1,0 +1,233 @@
+"""GRPO from reward functions: the rewards (built-ins, the user's own function, an unknown one refused), the
+group advantage and the clipped loss against a hand computation, no reference at β = 0, a toy task it learns,
+and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.config import RunConfig
+from studio.errors import StudioError
+from studio.rewards import parse_rewards, score
+from studio.run_folder.layout import EVENTS
+from studio.train.objectives.grpo import clipped_surrogate, group_advantages
+from tests.hf_models import CHATML, make_hf_model
+
+pytest.importorskip("transformers")
+
+LOWERCASE = "regex:[a-z]+"  # the toy task: answer with a word of lowercase letters
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("grpo") / "base"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    return folder
+
+
+def write_prompts(path: Path, count: int = 40) -> Path:
+    rows = [{"prompt": f"Word {i}?", "answer": str(i)} for i in range(count)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    every = [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines()]
+    return [event for event in every if event["kind"] == kind]
+
+
+# ---- rewards ---------------------------------------------------------------------------------------------------
+def test_built_in_rewards_and_their_weights():
+    exact, regex, length = parse_rewards(["exact:answer", "regex:\\d+", "0.5*length:4"])
+    row = {"answer": "The answer is 42."}
+    assert score([exact, regex, length], "p", "so 42", row) == [1.0, 0.0, 0.75]  # 5 characters of 4: 1 − 1/4
+    assert score([exact, regex], "p", " 42 ", {"answer": "42"}) == [1.0, 1.0]
+    assert score([exact], "p", "yes", {"answer": " yes "}) == [1.0]  # no number: the stripped texts
+    assert score([exact], "p", "41", row) == [0.0]
+    assert length.weight == 0.5 and length.name == "length:4"
+
+
+def test_a_user_reward_function_from_a_file(tmp_path):
+    file = tmp_path / "my_rewards.py"
+    file.write_text(
+        "def ends_with_answer(prompt, completion, row):\n    return float(completion.endswith(row['answer']))\n"
+    )
+    (reward,) = parse_rewards([f"{file}:ends_with_answer"])
+    assert score([reward], "Q?", "it is 7", {"answer": "7"}) == [1.0]
+    assert score([reward], "Q?", "it is 8", {"answer": "7"}) == [0.0]
+    with pytest.raises(StudioError, match="defines no function missing"):
+        parse_rewards([f"{file}:missing"])
+    (file.parent / "side_effect.py").write_text("raise SystemExit('run')\n")  # checking a config never runs it
+    assert parse_rewards([f"{file.parent / 'side_effect.py'}:f"], run_user_code=False)[0].function is None
+    with pytest.raises(StudioError, match="no file"):
+        parse_rewards([f"{tmp_path / 'absent.py'}:f"], run_user_code=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--reward", "bogus"], "unknown reward 'bogus'"),
+        ([], "grpo needs rewards"),
+        (
+            [
+                "--reward",
+                "regex:(",
+            ],
+            "not a regular expression",
+        ),
+        (["--reward", "regex:a", "--set", "train.group_size=1"], "group_size must be 2 or more"),
+    ],
+)
+def test_bad_grpo_settings_are_refused_in_one_line(tiny, tmp_path, run_cli, args, message):
+    data = write_prompts(tmp_path / "prompts.jsonl")
+    code, _, err = run_cli("train", "--data", data, "--init-from", tiny, "--objective", "grpo", *args)
+    assert code != 0 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+# ---- the loss ---------------------------------------------------------------------------------------------------
+def test_the_group_advantage_and_the_clipped_loss_equal_a_hand_computation():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    std = math.sqrt(1 / 3)  # unbiased: squared deviations 4 × 0.25, over 3
+    a = 0.5 / (std + 1e-4)
+    assert group_advantages(rewards).view(-1).tolist() == pytest.approx([a, -a, -a, a], rel=1e-6)
+    # two answers of two tokens; the second answer's second token is padding (mask 0, whatever its values)
+    old = torch.log(torch.tensor([[0.2, 0.5], [0.4, 0.3]]))
+    ratios = torch.tensor([[1.5, 1.0], [0.5, 7.0]])
+    logps = old + torch.log(ratios)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    reference = logps + torch.tensor([[0.1, -0.2], [0.3, 9.0]])  # log π_ref − log π per token
+    terms = clipped_surrogate(logps, old, reference, torch.tensor([a, -a]), mask, epsilon=0.2, beta=0.5)
+
+    def k3(q: float) -> float:
+        return math.exp(q) - q - 1
+
+    first = ((-1.2 * a + 0.5 * k3(0.1)) + (-1.0 * a + 0.5 * k3(-0.2))) / 2  # 1.5 clipped to 1.2; 1.0 as it is
+    second = 0.8 * a + 0.5 * k3(0.3)  # A < 0: min(0.5·A, 0.8·A) = 0.8·A, the loss its negative
+    assert terms.loss.tolist() == pytest.approx([first, second], rel=1e-5)
+    assert terms.kl.tolist() == pytest.approx([(k3(0.1) + k3(-0.2)) / 2, k3(0.3)], rel=1e-5)
+    assert terms.clipped.tolist() == pytest.approx([0.5, 1.0])
+    without = clipped_surrogate(logps, old, None, torch.tensor([a, -a]), mask, epsilon=0.2, beta=0.5)
+    assert without.loss.tolist() == pytest.approx([(-1.2 * a - a) / 2, 0.8 * a], rel=1e-5)
+
+
+def test_beta_zero_builds_no_reference_and_the_estimate_counts_none(tiny, studio_home, tmp_path):
+    from studio.runs.prepare import prepare_run
+    from studio.sizing.sizes import run_sizes
+    from studio.train.trainer import Trainer
+    from tests.test_adapt import adapt_config
+
+    data = write_prompts(tmp_path / "prompts.jsonl")
+    for beta, name in ((0.0, "without"), (0.1, "with")):
+        config = adapt_config(tiny, data, {"train.objective": "grpo", "train.rewards": [LOWERCASE], "train.beta": beta})
+        trainer = Trainer(prepare_run(config, name))
+        assert (trainer.objective.reference is None) == (beta == 0)
+        assert bool(trainer.frozen_weights) == (beta > 0)  # full fine-tuning: a frozen copy when β > 0
+        sized = RunConfig()  # the estimate of a studio model of the same method and objective
+        sized.train.objective, sized.train.beta, sized.model.vocab_size = "grpo", beta, 320
+        assert (run_sizes(sized, None).memory["reference"] > 0) == (beta > 0)
+
+
+# ---- learning, end to end --------------------------------------------------------------------------------------
+def grpo_changes(steps: int) -> dict:
+    """A toy a tiny random model learns in seconds: one-token answers rewarded when they are a lowercase word
+    (about a quarter of its first answers are)."""
+    return {
+        "train.objective": "grpo", "train.rewards": [LOWERCASE], "train.max_completion_tokens": 1,
+        "train.group_size": 8, "train.batch_size": 4, "train.max_steps": steps, "model.block_size": 64,
+        "train.beta": 0.0, "data.val_fraction": 0.4, "train.log_interval": 4, "train.eval_interval": steps,
+        "train.sample_interval": steps,
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_reward_of_a_checkable_task(tiny, studio_home, tmp_path):
+    from studio.run_folder.history import History
+    from tests.test_adapt import adapt_config, train_in_process
+
+    data = write_prompts(tmp_path / "prompts.jsonl")
+    run_dir = train_in_process(adapt_config(tiny, data, grpo_changes(20)), "grpo")
+    evals = events(run_dir, "eval")
+    assert evals[0]["val_reward"] <= 0.5  # the start: the untrained model's held-out answers
+    assert evals[-1]["val_reward"] >= 0.8 and evals[-1]["val_rewards"][LOWERCASE] == evals[-1]["val_reward"]
+    trained = events(run_dir, "train")
+    assert trained[0]["reward"] < trained[-1]["reward"]
+    assert {"reward_std", "completion_len", "kl", "clip_fraction", "generation_s", "update_s"} <= set(trained[-1])
+    assert trained[-1]["completion_len"] == 1 and trained[-1]["kl"] == 0
+    history = History()
+    history.read(run_dir)
+    assert history.series["val_reward"].last() == evals[-1]["val_reward"]  # the run's chart draws it
+    last_samples = events(run_dir, "sample")[-1]["samples"]
+    assert all(set(sample["rewards"]) == {LOWERCASE} for sample in last_samples)
+
+
+def test_prompt_rows_prepare_with_their_fields_and_rows_without_a_prompt_are_skipped(tiny, tmp_path, run_cli):
+    from studio.data.prepare import open_dataset
+    from studio.data.prompts import read_rows
+    from studio.paths import datasets_dir
+
+    data = write_prompts(tmp_path / "prompts.jsonl", 10)
+    with data.open("a", encoding="utf-8") as rows:
+        rows.write(json.dumps({"question": "no prompt"}) + "\n")
+        rows.write(json.dumps({"prompt": [{"role": "user", "content": "Last?"}], "answer": "x"}) + "\n")
+    code, _, err = run_cli("prepare", data, "--init-from", tiny, "--objective", "grpo", "--val-fraction", 0.2)
+    assert code == 0, err
+    (folder,) = datasets_dir().iterdir()
+    dataset = open_dataset(folder.name)
+    assert dataset.meta.row_format == "prompts" and dataset.meta.documents.dropped == {"missing_field": 1}
+    train, val = read_rows(dataset.path / "train.rows"), read_rows(dataset.path / "val.rows")
+    assert len(train) + len(val) == 11 and val[-1]["answer"] == "x" and train[0] == {"prompt": "Word 0?", "answer": "0"}
+    code, _, err = run_cli("prepare", data, "--init-from", tiny, "--objective", "grpo", "--strict")
+    assert code != 0 and "without a prompt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path):
+    """Bit-identical after stop and resume: the prompts drawn and the answers sampled continue (the sampling seed
+    is the stream's position)."""
+    from safetensors.torch import load_file
+
+    from studio.run_folder.layout import find_checkpoint
+    from tests.test_adapt import adapt_config, losses, train_in_process
+
+    data = write_prompts(tmp_path / "prompts.jsonl", 12)
+    changes = grpo_changes(6) | {"train.checkpoint_interval": 3, "train.log_interval": 1, "train.beta": 0.1}
+    changes |= {"train.batch_size": 2, "train.group_size": 4, "train.max_completion_tokens": 3}
+    straight = train_in_process(adapt_config(tiny, data, changes), "straight")
+    halves = train_in_process(adapt_config(tiny, data, changes | {"train.max_steps": 3}), "halves")
+    config_path = halves / "config.toml"
+    config_path.write_text(config_path.read_text().replace("max_steps = 3", "max_steps = 6"))
+    train_in_process(RunConfig.load(config_path), "halves", resume_step=3)
+    expected = load_file(find_checkpoint(straight) / "model.safetensors")
+    resumed = load_file(find_checkpoint(halves) / "model.safetensors")
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert losses(straight)[3:] == losses(halves)[3:]
+    rewards = [event["reward"] for event in events(straight, "train")]
+    assert rewards[3:] == [event["reward"] for event in events(halves, "train")][3:]
+
+
+@pytest.mark.slow
+def test_grpo_from_the_command_line_with_a_user_reward_then_generate_and_export(tiny, tmp_path, run_cli):
+    data = write_prompts(tmp_path / "prompts.jsonl", 12)
+    rewards = tmp_path / "rewards.py"
+    rewards.write_text("def short(prompt, completion, row):\n    return float(len(completion) <= 3)\n")
+    code, _, err = run_cli(
+        "train", "--data", data, "--init-from", tiny, "--objective", "grpo", "--reward", f"{rewards}:short",
+        "--reward", "0.5*exact:answer", "--group-size", 4, "--max-steps", 2, "--name", "cli-grpo",
+        "--set", "train.max_completion_tokens=4", "--set", "model.block_size=64", "--set", "train.log_interval=1",
+        "--set", "train.batch_size=2",
+    )  # fmt: skip
+    assert code == 0, err
+    from studio.run_folder.layout import run_path
+
+    trained = events(run_path("cli-grpo"), "train")
+    assert set(trained[-1]["rewards"]) == {f"{rewards}:short", "exact:answer"}
+    assert 0 < trained[-1]["completion_len"] <= 4
+    code, out, err = run_cli("generate", "cli-grpo", "--prompt", "Word 1?", "--max-new-tokens", 3)
+    assert code == 0, err
+    assert run_cli("export", "cli-grpo", "--out", tmp_path / "exported")[0] == 0
