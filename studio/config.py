@@ -277,6 +277,13 @@ class TrainConfig:
     simpo_gamma: float = setting(
         0.5, "simpo: γ, the reward margin asked of chosen over rejected (β·per-token log-probabilities)", "SimPO γ"
     )
+    precompute_reference: bool = setting(
+        False,
+        "dpo, ipo: compute the reference's log-probabilities of every answer in one pass before training, then "
+        "keep no reference model (full fine-tuning: frees the frozen copy's memory; adapters: one forward less "
+        "per step); redone at each start and resume",
+        "precompute reference",
+    )
     kto_desirable_weight: float = setting(1.0, "kto: the weight of desirable (label true) answers", "KTO desirable")
     kto_undesirable_weight: float = setting(
         1.0, "kto: the weight of undesirable (label false) answers", "KTO undesirable"
@@ -650,6 +657,9 @@ def _check_preference(config: RunConfig) -> None:
         _check_grpo(t)
         return
     _positive("train.beta", t.beta)
+    if t.precompute_reference and t.objective not in ("dpo", "ipo"):
+        raise StudioError(f"train.precompute_reference is for dpo and ipo, whose pairs are fixed ({t.objective} "
+                          "has no reference, or pairs its answers anew each step): set it to false")  # fmt: skip
     if not 0.0 <= t.label_smoothing < 0.5:
         raise StudioError(f"train.label_smoothing must be in [0, 0.5), not {t.label_smoothing}")
     for key in ("kto_desirable_weight", "kto_undesirable_weight"):

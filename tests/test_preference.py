@@ -209,9 +209,9 @@ def test_the_losses_equal_trls(tiny, monkeypatch):
 
 
 # ---- learning, end to end ----------------------------------------------------------------------------------------
-def eval_events(run_dir: Path) -> list[dict]:
+def eval_events(run_dir: Path, kind: str = "eval") -> list[dict]:
     events = [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines()]
-    return [event for event in events if event["kind"] == "eval"]
+    return [event for event in events if event["kind"] == kind]
 
 
 @pytest.mark.slow
@@ -285,6 +285,34 @@ def test_full_dpo_keeps_its_reference_frozen_and_lora_reference_is_the_base(tiny
         assert not torch.allclose(lora.model(x)[0], base(x).logits, atol=1e-4)  # the adapters learned something
 
 
+@pytest.mark.slow
+def test_the_first_dpo_step_is_ln2_with_dropout_in_the_model_and_with_a_precomputed_reference(studio_home, tmp_path):
+    """A train event's figures are taken in the step's forward, before its update: the first one's policy is its
+    reference, so its loss is ln 2 and its margin 0, also for a GPT-2 checkpoint (10% dropout, turned off) and with
+    the reference's log-probabilities computed before training, which keeps no reference model."""
+    from studio.runs.prepare import prepare_run
+    from studio.train.trainer import Trainer
+    from tests.test_adapt import adapt_config, losses
+
+    folder = tmp_path / "gpt2"
+    make_hf_model(folder, "gpt2", chat_template=CHATML)
+    data = write_rows(tmp_path / "prefs.jsonl", toy_rows(8))
+    changes = {"train.objective": "dpo", "model.block_size": 64, "train.max_steps": 3, "train.log_interval": 1}
+    changes |= {"data.val_fraction": 0.25, "train.sample_interval": 0, "train.batch_size": 2}
+    live = Trainer(prepare_run(adapt_config(folder, data, changes), "live"))
+    live.run()
+    precomputed_config = adapt_config(folder, data, changes | {"train.precompute_reference": True})
+    precomputed = Trainer(prepare_run(precomputed_config, "precomputed"))
+    precomputed.run()
+    assert live.frozen_weights and precomputed.frozen_weights == [] and precomputed.objective.reference is None
+    for trainer in (live, precomputed):
+        first = eval_events(trainer.run_dir, "train")[0]
+        assert first["loss"] == pytest.approx(LN2, abs=1e-6) and first["margin"] == pytest.approx(0, abs=1e-6)
+        assert first["pair_acc"] == 0 and first["reward_chosen"] == pytest.approx(0, abs=1e-6)
+        assert first["logp_chosen"] < 0 and eval_events(trainer.run_dir, "train")[-1]["margin"] > 0
+    assert losses(precomputed.run_dir) == pytest.approx(losses(live.run_dir), abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("row", "strict", "message"),
     [
@@ -351,6 +379,9 @@ def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in
     set_field(config, "train.objective", "dpo")
     full = run_sizes(config, None)
     assert full.memory["reference"] == 4 * full.total
+    set_field(config, "train.precompute_reference", True)
+    assert run_sizes(config, None).memory["reference"] == 0  # log-probabilities computed before training
+    set_field(config, "train.precompute_reference", False)
     set_field(config, "train.method", "lora")
     assert run_sizes(config, None).memory["reference"] == 0  # the base with its adapters off
     set_field(config, "train.objective", "orpo")

@@ -40,8 +40,8 @@ LM_METRICS = (Metric("val_loss", "val_loss", ".4f"), Metric("val_ppl", "val_ppl"
               Metric("val_acc", "val_acc", ".1f", percent=True))  # fmt: skip
 PREFERENCE_OBJECTIVES = ("dpo", "ipo", "orpo", "simpo", "kto")  # train.objective's values besides "lm"
 PREFERENCE_KEYS = {  # the keys each preference objective's loss reads (studio.train.objectives.preference)
-    "dpo": ("train.beta", "train.label_smoothing"),
-    "ipo": ("train.beta",),
+    "dpo": ("train.beta", "train.label_smoothing", "train.precompute_reference"),
+    "ipo": ("train.beta", "train.precompute_reference"),
     "orpo": ("train.beta",),
     "simpo": ("train.beta", "train.simpo_gamma"),
     "kto": ("train.beta", "train.kto_desirable_weight", "train.kto_undesirable_weight"),
@@ -196,6 +196,19 @@ def objective_of(config: RunConfig) -> Objective:
     if config.train.task == "classify":
         return OBJECTIVES["classify"]
     return OBJECTIVES["masked_lm" if config.model.encoder else "causal_lm"]
+
+
+def reference_kind(config: RunConfig) -> str | None:
+    """What the run measures its policy against, one rule for the trainer and the memory estimate: None (no
+    reference: orpo, simpo, grpo with β = 0), "precomputed" (the answers' log-probabilities computed in one pass
+    before training, `train.precompute_reference`: no model kept), "base" (adapters off: no second copy), or
+    "frozen copy" (full fine-tuning: a copy of the starting weights)."""
+    train = config.train
+    if not objective_of(config).reference or (train.objective == "grpo" and train.beta == 0):
+        return None
+    if train.precompute_reference:
+        return "precomputed"
+    return "frozen copy" if train.method == "full" else "base"
 
 
 def scores_line(metrics: tuple[Metric, ...], values: dict) -> str:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from studio.objectives import OBJECTIVES, objective_of_eval
+from studio.objectives import OBJECTIVES, PREFERENCE_METRICS, objective_of_eval
 
 KINDS = ("train", "eval", "checkpoint", "status", "error", "sample", "note")
 NUMBER = (int, float)
@@ -36,6 +36,8 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     "clip_fraction": NUMBER, "generation_s": NUMBER, "update_s": NUMBER, "val_rewards": dict,
     # every objective's eval figures, as its spec lists them (the preference objectives' pair accuracy, margin, ...)
     **{metric.key: NUMBER for objective in OBJECTIVES.values() for metric in objective.eval_metrics},
+    # a preference run's train events: its eval figures over the steps since the last (reward_chosen, margin, ...)
+    **{metric.key.removeprefix("val_"): NUMBER for metric in PREFERENCE_METRICS},
 }  # fmt: skip
 
 

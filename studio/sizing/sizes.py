@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from studio.architectures import architecture
 from studio.config import ModelConfig, RunConfig, TrainConfig
 from studio.errors import StudioError
-from studio.objectives import objective_of
+from studio.objectives import objective_of, reference_kind
 from studio.sizing.hf_facts import HFFacts
 
 
@@ -147,7 +147,8 @@ def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teache
     """method_sizes of a run's model and method, with its distillation teacher of teacher_params parameters: frozen
     beside the student, the teacher's fp32 weights count (4 bytes each); it has no gradients or optimizer state, and
     runs without autograd, so it keeps no activations for a backward. A preference objective's reference is the
-    same, a frozen copy of the model under full fine-tuning (the base itself, adapters off, under LoRA), and its pairs
+    same, a frozen copy of the model under full fine-tuning (the base itself, adapters off, under LoRA; nothing when
+    its log-probabilities are precomputed: `reference_kind`), and its pairs
     double the rows of a forward (GRPO's groups: G rows per prompt). The one figure the CLI prints before a
     launch, the trainer records and the studio's Train tab shows."""
     objective = objective_of(config)
@@ -157,9 +158,7 @@ def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teache
     train = replace(config.train, batch_size=config.train.batch_size * rows)
     sizes = method_sizes(config.model, train, facts, num_labels=num_labels)
     teacher = 4 * teacher_params
-    # a frozen copy (GRPO with β = 0 builds no reference)
-    frozen_copy = objective.reference and config.train.method == "full" and config.train.beta > 0
-    reference = 4 * sizes.total if frozen_copy else 0
+    reference = 4 * sizes.total if reference_kind(config) == "frozen copy" else 0
     extra = {"teacher": teacher, "reference": reference, "total": sizes.memory["total"] + teacher + reference}
     return replace(sizes, memory={**sizes.memory, **extra})
 

@@ -14,13 +14,19 @@ batch of pairs is one forward: the chosen answers' rows, then the rejected ones'
          (each prompt with another row's answer, policy against reference, clamped at 0, no gradient)
 
 The reward of an answer is β·(log π − log π_ref) (β·log π per token for ORPO and SimPO); the loss of a step is the
-mean over its pairs (KTO: rows), whatever the accumulation. Evaluation covers the validation split: the loss, the
+mean over its pairs (KTO: rows), whatever the accumulation. The reference's log-probabilities may instead be computed
+once before training (`train.precompute_reference`, DPO and IPO, whose pairs are fixed): then no reference model is
+kept. The model's own dropout is turned off, as TRL does by default: the policy and its reference must be the same
+function at the start, or the first loss is not ln 2 (a GPT-2 checkpoint drops 10%); adapters keep theirs. Train
+events carry the same figures as evaluation over the steps since the last one (the rewards, margin, pairwise
+accuracy and log-probabilities). Evaluation covers the validation split: the loss, the
 rewards of chosen and rejected, their margin, the share of pairs whose chosen answer is rewarded above the
 rejected one, and the answers' log-probabilities. Samples answer the first held-out prompts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -35,7 +41,7 @@ from studio.data.preferences import PAIRS
 from studio.errors import StudioError
 from studio.model import answer_logps
 from studio.model.trainable import RunModel
-from studio.objectives import OBJECTIVES
+from studio.objectives import OBJECTIVES, reference_kind
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
 from studio.train.objectives.causal_lm import Objective as CausalLM
 
@@ -50,6 +56,7 @@ class PreferenceBatch:
     y: torch.Tensor  # (N, T) targets: the answer's tokens, IGNORE elsewhere (prompt, padding)
     tokens: int  # real tokens read
     rows: int  # what the loss is a mean over: pairs, or unpaired rows
+    answers: np.ndarray  # (N,) the examples read, row by row (precomputed reference log-probabilities are theirs)
     desirable: torch.Tensor | None = None  # (N,) unpaired rows' labels
     mismatched: tuple[torch.Tensor, torch.Tensor] | None = None  # KTO: (x, y) of each prompt with another answer
 
@@ -63,7 +70,9 @@ class PreferenceBatch:
 
         desirable = None if self.desirable is None else moved(self.desirable)
         mismatched = None if self.mismatched is None else (moved(self.mismatched[0]), moved(self.mismatched[1]))
-        return PreferenceBatch(moved(self.x), moved(self.y), self.tokens, self.rows, desirable, mismatched)
+        return PreferenceBatch(
+            moved(self.x), moved(self.y), self.tokens, self.rows, self.answers, desirable, mismatched
+        )
 
 
 class PreferenceRows:
@@ -81,19 +90,23 @@ class PreferenceRows:
         return len(self.examples) // self.per_row
 
     def batch(self, rows: list[int], block_size: int) -> PreferenceBatch:
-        examples = self.examples
         if self.paired:
             answers = [2 * row for row in rows] + [2 * row + 1 for row in rows]
         else:
             answers = rows
-        pairs = [[examples.pair(index, block_size)] for index in answers]
-        padded = padded_examples(pairs, max(len(pair[0][0]) for pair in pairs), packed=False)
+        padded = self.answers_batch(answers, block_size)
         if self.paired:
-            return PreferenceBatch(padded.x, padded.y, padded.tokens, len(rows))
+            return PreferenceBatch(padded.x, padded.y, padded.tokens, len(rows), np.array(answers))
         desirable = torch.from_numpy(self.desirable[rows].astype(bool))
         return PreferenceBatch(
-            padded.x, padded.y, padded.tokens, len(rows), desirable, self.mismatched(rows, block_size)
-        )
+            padded.x, padded.y, padded.tokens, len(rows), np.array(answers), desirable,
+            self.mismatched(rows, block_size),
+        )  # fmt: skip
+
+    def answers_batch(self, answers: list[int], block_size: int):
+        """The examples (prompt and answer) right-padded into one batch."""
+        pairs = [[self.examples.pair(index, block_size)] for index in answers]
+        return padded_examples(pairs, max(len(pair[0][0]) for pair in pairs), packed=False)
 
     def mismatched(self, rows: list[int], block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each row's prompt with the previous row's answer (the first's with the last's), as TRL's KTO pairs them."""
@@ -119,6 +132,13 @@ class PreferenceStream(ExampleStream):
             rows.append(self.example_index(position.examples_drawn))
             position.examples_drawn += 1
         return self.examples.batch(rows, self.block_size)
+
+
+def base_dropout_off(module: torch.nn.Module) -> None:
+    """No dropout in the model itself (adapters keep theirs): the policy then equals its reference at the start."""
+    for name, layer in module.named_modules():
+        if isinstance(layer, torch.nn.Dropout) and "lora_dropout" not in name:
+            layer.p = 0.0
 
 
 class Reference:
@@ -200,6 +220,21 @@ def kto_losses(train, logps: torch.Tensor, reference: torch.Tensor, desirable: t
     return loss, train.beta * ratio.detach()
 
 
+def figure_sums(terms: PairTerms, batch: PreferenceBatch) -> torch.Tensor:
+    """What a batch adds to the reported figures: the loss and its rows; the chosen answers' reward, log-probability
+    and count; the rejected ones' the same; the pairs ranked right (a pair's chosen rewarded above its rejected)."""
+    chosen = rejected = torch.ones_like(terms.loss, dtype=torch.bool)  # pairs: every row has both
+    if batch.desirable is not None:
+        chosen, rejected = batch.desirable, ~batch.desirable
+    right = (terms.reward_chosen > terms.reward_rejected) & chosen & rejected
+    return torch.stack([
+        terms.loss.detach().sum(), torch.tensor(len(terms.loss), device=terms.loss.device),
+        terms.reward_chosen[chosen].sum(), terms.logp_chosen.detach()[chosen].sum(), chosen.sum(),
+        terms.reward_rejected[rejected].sum(), terms.logp_rejected.detach()[rejected].sum(), rejected.sum(),
+        right.sum(),
+    ]).double()  # fmt: skip
+
+
 class Objective(CausalLM):
     def __init__(self, context: TrainingContext):
         super().__init__(context)
@@ -211,13 +246,55 @@ class Objective(CausalLM):
                 "holds unpaired rows (completion, label): use --objective kto, or give paired rows"
             )
         self.reference: Reference | None = None  # set by the trainer once the model is built (attach)
+        self.reference_logps: dict[str, np.ndarray] = {}  # split -> per example, when precomputed (attach)
+        # figure_sums since the last train event
+        self.window = torch.zeros(9, dtype=torch.float64, device=context.accelerator.device)
 
     def attach(self, run_model: RunModel) -> list[torch.nn.Parameter]:
-        """The reference model of an objective that has one, built from the run's starting weights."""
-        if not self.spec.reference:
-            return []
-        self.reference = Reference(run_model, self.context.accelerator.device)
-        return self.reference.parameters()
+        """The reference of an objective that has one, from the run's starting weights: a model, or the answers'
+        log-probabilities computed now (then the weights it adds are none)."""
+        base_dropout_off(run_model.module)
+        kind = reference_kind(self.context.config)
+        if kind == "precomputed":
+            self.reference_logps = self.precomputed_logps(run_model)
+        elif kind is not None:
+            self.reference = Reference(run_model, self.context.accelerator.device)
+            return self.reference.parameters()
+        return []
+
+    @torch.no_grad()
+    def precomputed_logps(self, run_model: RunModel) -> dict[str, np.ndarray]:
+        """Every answer's log-probability under the starting weights (adapters off), in one pass over both splits.
+        Each process computes them all: a pass done once, that any process's rows may then read."""
+        context, module = self.context, run_model.module
+        if context.config.train.method != "qlora":  # a 4-bit base is placed on its device when loaded
+            module.to(context.accelerator.device)
+        training, adapters_off = module.training, contextlib.nullcontext()
+        if run_model.adapters:
+            adapters_off = run_model.inner.disable_adapter()
+        module.eval()
+        logps = {}
+        with adapters_off:
+            for split in ("train", "val"):
+                rows, batch_size = self.rows(split), context.config.train.batch_size
+                values = []
+                for start in range(0, len(rows.examples), batch_size):
+                    answers = list(range(start, min(start + batch_size, len(rows.examples))))
+                    batch = rows.answers_batch(answers, context.block_size)
+                    with context.accelerator.autocast():
+                        logits = module(batch.x.to(context.accelerator.device))[0]
+                    values.append(answer_logps(logits, batch.y.to(logits.device))[0].cpu().numpy())
+                logps[split] = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+        module.train(training)
+        return logps
+
+    def reference_of(self, batch: PreferenceBatch, split: str) -> torch.Tensor | None:
+        """The reference's log-probabilities of the batch's answers: precomputed, or from the reference model."""
+        if self.reference_logps:
+            return torch.from_numpy(self.reference_logps[split][batch.answers]).to(batch.x.device)
+        if self.reference is None:
+            return None
+        return answer_logps(self.reference.logits(batch.x), batch.y)[0]
 
     def rows(self, split: str) -> PreferenceRows:
         dataset = self.context.dataset
@@ -233,10 +310,10 @@ class Objective(CausalLM):
             context.config.train.seed, context.rank, context.world, shuffle,
         )  # fmt: skip
 
-    def terms(self, model: torch.nn.Module, batch: PreferenceBatch) -> PairTerms:
+    def terms(self, model: torch.nn.Module, batch: PreferenceBatch, split: str = "train") -> PairTerms:
         """The loss and what is reported, per pair (KTO: per row), from one forward of all the batch's rows."""
         logps, tokens = answer_logps(model(batch.x)[0], batch.y)
-        reference = None if self.reference is None else answer_logps(self.reference.logits(batch.x), batch.y)[0]
+        reference = self.reference_of(batch, split)
         train = self.context.config.train
         if batch.desirable is None:
             pairs = batch.rows
@@ -255,45 +332,48 @@ class Objective(CausalLM):
         return (policy - reference).mean().clamp(min=0)
 
     def loss_sums(self, model: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
-        loss = self.terms(model, batch).loss.sum()
+        terms = self.terms(model, batch)
+        self.window += figure_sums(terms, batch)
+        loss = terms.loss.sum()
         return torch.stack([loss, loss.detach(), torch.zeros_like(loss)])
+
+    def train_fields(self, seconds: float) -> dict[str, Any]:
+        """The figures evaluation reports, over the rows since the last train event (its loss is the trainer's)."""
+        sums = self.context.accelerator.reduce(self.window, "sum").tolist()
+        self.window.zero_()
+        fields = self.figures(sums, prefix="")
+        del fields["loss"]
+        return fields
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:
-        """The whole validation split, each process its share of the rows: the loss, the rewards, their margin
-        and pairwise accuracy (pairs only; KTO's rewards are of its desirable and undesirable answers), and the
-        answers' log-probabilities."""
+        """The whole validation split, each process its share of the rows (`figures`)."""
         context = self.context
         rows = self.rows("val")
         batch_size = context.config.train.batch_size
         mine = list(range(context.rank, len(rows), context.world))
-        # loss, rows; chosen answers: reward, logp, count; rejected answers: the same; pairs ranked right
         totals = torch.zeros(9, dtype=torch.float64, device=context.accelerator.device)
         for start in range(0, len(mine), batch_size):
             batch = rows.batch(mine[start : start + batch_size], context.block_size).to(context.accelerator.device)
-            terms = self.terms(model, batch)
-            chosen = rejected = torch.ones_like(terms.loss, dtype=torch.bool)  # pairs: every row has both
-            if batch.desirable is not None:
-                chosen, rejected = batch.desirable, ~batch.desirable
-            right = (terms.reward_chosen > terms.reward_rejected) & chosen & rejected
-            totals += torch.stack([
-                terms.loss.sum(), torch.tensor(len(terms.loss), device=totals.device),
-                terms.reward_chosen[chosen].sum(), terms.logp_chosen[chosen].sum(), chosen.sum(),
-                terms.reward_rejected[rejected].sum(), terms.logp_rejected[rejected].sum(), rejected.sum(),
-                right.sum(),
-            ]).double()  # fmt: skip
-        values = context.accelerator.reduce(totals, "sum").tolist()
-        loss, count, chosen_reward, chosen_logp, chosen_n, rejected_reward, rejected_logp, rejected_n, right = values
+            totals += figure_sums(self.terms(model, batch, "val"), batch)
+        return self.figures(context.accelerator.reduce(totals, "sum").tolist(), prefix="val_")
+
+    def figures(self, sums: list[float], prefix: str) -> dict[str, Any]:
+        """From figure_sums added up: the loss, the rewards of chosen and rejected answers, their margin, the share
+        of pairs whose chosen answer is rewarded above the rejected one (pairs only; KTO's rewards are of its
+        desirable and undesirable answers), and the answers' log-probabilities."""
+        loss, count, chosen_reward, chosen_logp, chosen_n, rejected_reward, rejected_logp, rejected_n, right = sums
         reward_chosen, reward_rejected = chosen_reward / max(chosen_n, 1), rejected_reward / max(rejected_n, 1)
-        return {
-            "val_loss": round(loss / max(count, 1), 6),
-            "val_pair_acc": round(right / max(count, 1), 6) if self.spec.paired else None,
-            "val_margin": round(reward_chosen - reward_rejected, 6),
-            "val_reward_chosen": round(reward_chosen, 6),
-            "val_reward_rejected": round(reward_rejected, 6),
-            "val_logp_chosen": round(chosen_logp / max(chosen_n, 1), 6),
-            "val_logp_rejected": round(rejected_logp / max(rejected_n, 1), 6),
+        figures = {
+            "loss": round(loss / max(count, 1), 6),
+            "pair_acc": round(right / max(count, 1), 6) if self.spec.paired else None,
+            "margin": round(reward_chosen - reward_rejected, 6),
+            "reward_chosen": round(reward_chosen, 6),
+            "reward_rejected": round(reward_rejected, 6),
+            "logp_chosen": round(chosen_logp / max(chosen_n, 1), 6),
+            "logp_rejected": round(rejected_logp / max(rejected_n, 1), 6),
         }
+        return {prefix + key: value for key, value in figures.items()}
 
     def samples(self, model: torch.nn.Module, generator: torch.Generator) -> list[dict[str, str]]:
         """The first held-out rows' prompts (as the chat template rendered them), answered by the model."""
