@@ -341,10 +341,13 @@ def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("objective", "method"), [("dpo", "full"), ("kto", "lora"), ("orpo", "lora")])
-def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method):
+@pytest.mark.parametrize(
+    ("objective", "method", "precompute"),
+    [("dpo", "full", False), ("kto", "lora", False), ("orpo", "lora", False), ("ipo", "full", True)],
+)
+def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method, precompute):
     """Bit-identical after stop and resume: the rows drawn continue, and a full run's reference stays the starting
-    weights (it is copied before the checkpoint is loaded)."""
+    weights (it is copied, or its log-probabilities computed, before the checkpoint is loaded)."""
     from safetensors.torch import load_file
 
     from studio.run_folder.layout import find_checkpoint
@@ -354,6 +357,7 @@ def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_pat
     data = write_rows(tmp_path / "prefs.jsonl", toy_rows(10))
     changes = {"train.objective": objective, "train.method": method, "model.block_size": 64, "train.max_steps": 6}
     changes |= {"train.checkpoint_interval": 3, "train.batch_size": 2, "train.lora_dropout": 0.1}
+    changes |= {"train.precompute_reference": precompute}
     straight = train_in_process(adapt_config(folder, data, changes), "straight")
     halves = train_in_process(adapt_config(folder, data, changes | {"train.max_steps": 3}), "halves")
     config_path = halves / "config.toml"
