@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import split_examples
-from studio.data.meta import ANSWERS_PER_ROW
+from studio.data.meta import ANSWERS_PER_ROW, DocumentCounts, RowsWritten
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
@@ -180,9 +180,9 @@ def preference_examples(
 
 def write_preferences(
     folder: Path, source: Source, data: DataConfig, encoder: PreferenceEncoder, dtype: str, stats: ReadStats
-) -> tuple[str, PreferenceCounts, dict[str, int], dict[str, int]]:
-    """Encode every row and write the train and val splits into folder; returns the row format, the counts, and
-    the examples and tokens of each split."""
+) -> RowsWritten:
+    """Encode every row and write the train and val splits into folder; returns what meta.json counts of them (the
+    row format among them: pairs or unpaired, by the rows' fields)."""
     counts = PreferenceCounts()
     offsets, desirable, shapes = [0], [], set()
     with open(folder / "all.bin", "wb") as ids_file, open(folder / "all.mask", "wb") as mask_file:
@@ -215,4 +215,5 @@ def write_preferences(
         labels[split_at:].tofile(folder / "val.desirable")
     examples = {"train": split_at, "val": len(offsets) - 1 - split_at}
     tokens = {"train": int(all_offsets[split_at]), "val": int(all_offsets[-1] - all_offsets[split_at])}
-    return row_format, counts, examples, tokens
+    documents = DocumentCounts(counts.seen, counts.kept, dict(counts.skipped))
+    return RowsWritten(row_format, documents, counts.characters, examples, tokens, counts.truncated)
