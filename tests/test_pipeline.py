@@ -143,6 +143,19 @@ def test_a_stage_after_a_run_that_did_not_finish_is_cancelled_and_never_launched
     assert run_queue.waiting_entries() == []
 
 
+def test_cancelling_a_waiting_stage_cancels_the_stages_after_it_now_with_the_reason(run_cli, studio_home):
+    for name in ("pre", "sft", "dpo", "other"):
+        create_run(tiny_config(), name)
+    run_queue.pause()
+    for name, after in (("pre", None), ("sft", "pre"), ("dpo", "sft"), ("other", None)):
+        run_queue.add_entry(name, after)
+    code, out, err = run_cli("queue", "cancel", "sft")
+    assert code == 0 and "cancelled the stages after it: dpo" in out, err
+    assert [entry.run for entry in run_queue.waiting_entries()] == ["pre", "other"]
+    assert not run_path("sft").exists()
+    assert summarize(run_path("dpo")).status_line == "cancelled: sft cancelled"  # was: waited, then "sft damaged"
+
+
 def test_train_after_queues_a_stage_that_waits_for_its_run(run_cli, tmp_path):
     inputs = write_inputs(tmp_path)
     run_cli("queue", "pause")

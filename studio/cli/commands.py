@@ -199,8 +199,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if args.action == "cancel":
         if not args.run:
             raise StudioError("queue cancel needs the run to take out: `llm-studio queue cancel RUN`")
-        run_queue.cancel(args.run)
+        stages = run_queue.cancel(args.run)
         print(f"run {args.run} taken out of the queue (its folder removed)")
+        if stages:
+            print(f"cancelled the stages after it: {', '.join(stages)} (their folders say why)")
     elif args.action == "pause":
         run_queue.pause()
         print("queue paused: nothing new starts (a run already training goes on); `llm-studio queue resume`")

@@ -169,15 +169,28 @@ def enqueue(run: str, after: str | None = None) -> int:
     return position
 
 
-def cancel(run: str) -> None:
+def cancel(run: str) -> list[str]:
     """Take a waiting run out of the queue and remove its folder (never launched, it holds nothing but its
-    config); a run already started is stopped with `llm-studio stop`, not here."""
+    config); a run already started is stopped with `llm-studio stop`, not here. The stages waiting after it can
+    never start: they are cancelled now, saying why, and so are the stages after them; returns their names."""
     entry = next((entry for entry in waiting_entries() if entry.run == run), None)
     if entry is None or not take_entry(entry):
         if current_run() == run:
             raise StudioError(f"run {run} is not waiting: it is training; stop it with `llm-studio stop {run}`")
         raise StudioError(f"run {run} is not in the queue; `llm-studio queue` lists what waits")
     delete_run(run_path(run))
+    return cancel_stages_after(run)
+
+
+def cancel_stages_after(run: str) -> list[str]:
+    """Cancel the stages waiting for a cancelled run (whose folder is gone, so the runner could not say why at
+    their turn), and the stages after those in turn; their names, in queue order."""
+    cancelled = []
+    for entry in waiting_entries():
+        if entry.after == run and take_entry(entry):
+            cancel_stage(entry.run, f"{run} cancelled")
+            cancelled += [entry.run, *cancel_stages_after(entry.run)]
+    return cancelled
 
 
 def pause() -> None:
