@@ -300,6 +300,11 @@ def test_full_dpo_keeps_its_reference_frozen_and_lora_reference_is_the_base(tiny
             False,
             "is not the start of the rendering",
         ),  # fmt: skip
+        (  # no prompt, answers of two kinds: was refused as a template mismatch, or read as a row without a prompt
+            {"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "yes"}], "rejected": "no"},
+            False,
+            "line 2: chosen and rejected are one a string, one a message list",
+        ),
     ],
 )
 def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_path, run_cli, row, strict, message):

@@ -93,7 +93,7 @@ def read_row(record: dict, shape: str, where: str) -> PreferenceRow | str:
     else:
         prompt, answers = record.get("prompt"), [record["chosen"], record["rejected"]]
         if prompt is None:
-            prompt, answers = implicit_prompt(answers[0], answers[1])
+            prompt, answers = implicit_prompt(answers[0], answers[1], where)
     if prompt is None:
         return "missing_field"
     answer_messages = [messages(answer, "assistant", where) for answer in answers]
@@ -105,9 +105,15 @@ def read_row(record: dict, shape: str, where: str) -> PreferenceRow | str:
     return PreferenceRow(messages(prompt, "user", where), answer_messages, desirable)
 
 
-def implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, list[Any]]:
+def implicit_prompt(chosen: Any, rejected: Any, where: str) -> tuple[Any, list[Any]]:
     """TRL's implicit prompt: what chosen and rejected share at their start (messages, or characters; a shared
-    space before the first difference stays with the answers), and the answers after it."""
+    space before the first difference stays with the answers), and the answers after it. A string and a message
+    list share nothing, so such a row is refused rather than read as one without a prompt."""
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        raise StudioError(
+            f"{where}: chosen and rejected are one a string, one a message list; without a prompt field both must "
+            "be of one kind (their shared start is the prompt); fix the row, or give its prompt"
+        )
     at = 0
     while at < min(len(chosen), len(rejected)) and chosen[at] == rejected[at]:
         at += 1
