@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import Select, Static, TextArea
+from textual.widgets import Input, Select, Static, TextArea
 
 from studio.cli.parser import build_parser, train_config
 from studio.data.meta import DatasetMeta, DocumentCounts
@@ -20,7 +20,7 @@ from studio.errors import StudioError
 from studio.objectives import OBJECTIVES
 from studio.playground_preferences import Answer, preference_row, preferences_file
 from tests.helpers import open_playground
-from tests.test_app import SIZE, field, static_text, type_into
+from tests.test_app import SIZE, field, paste_into, static_text, type_into
 from tests.test_ui_playground import chat_run, no_worker  # noqa: F401 (fixtures)
 from widgets.app import StudioApp
 from widgets.dataset_facts import facts_table
@@ -60,6 +60,18 @@ async def test_the_train_tab_picks_an_objective_shows_its_keys_and_counts_its_re
             field(app, "train.objective").query_one(Select).value = objective
             await pilot.pause()
             assert shown_keys(app) == set(OBJECTIVES[objective].keys)
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_edits_a_reward_holding_a_pipe_as_the_command_line_does(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        field(app, "train.objective").query_one(Select).value = "grpo"
+        await pilot.pause()
+        await paste_into(pilot, "train.rewards", "regex:^(yes\\|no)$|length:4")
+        assert app.config.train.rewards == ["regex:^(yes|no)$", "length:4"]
+        assert field(app, "train.rewards").query_one(Input).value == "regex:^(yes\\|no)$|length:4"
 
 
 def preference_meta() -> DatasetMeta:
