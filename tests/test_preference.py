@@ -317,6 +317,20 @@ def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_pa
     assert code != 0 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitsandbytes' 4-bit kernels run here")
+@pytest.mark.parametrize("objective", ["dpo", "grpo"])
+def test_qlora_on_a_cpu_is_one_line_before_any_data_is_prepared(tiny, tmp_path, run_cli, objective):
+    from studio.paths import datasets_dir
+
+    folder, _ = tiny
+    data = write_rows(tmp_path / "rows.jsonl", toy_rows(4))  # pairs; GRPO takes their prompts
+    rewards = ["--reward", "regex:yes"] if objective == "grpo" else []
+    code, _, err = run_cli("train", "--init-from", folder, "--data", data, "--objective", objective, *rewards,
+                           "--method", "qlora", "--name", "q")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "train.method qlora needs a CUDA GPU" in err, err
+    assert not datasets_dir().exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("objective", "method"), [("dpo", "full"), ("kto", "lora"), ("orpo", "lora")])
 def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method):
