@@ -178,18 +178,28 @@ def cancel(run: str) -> list[str]:
         if current_run() == run:
             raise StudioError(f"run {run} is not waiting: it is training; stop it with `llm-studio stop {run}`")
         raise StudioError(f"run {run} is not in the queue; `llm-studio queue` lists what waits")
+    return remove_run(run, "cancelled")
+
+
+def remove_run(run: str, how: str = "deleted") -> list[str]:
+    """Remove a run's folder (`llm-studio delete`, the Runs tab), taking it out of the queue first if it waits
+    there; the stages waiting for it are cancelled now, saying it was `how` (gone, it can neither start them nor,
+    at their turn, tell why they will not), and so are the stages after them. Returns their names."""
+    for entry in waiting_entries():
+        if entry.run == run:
+            take_entry(entry)
     delete_run(run_path(run))
-    return cancel_stages_after(run)
+    return cancel_stages_after(run, how)
 
 
-def cancel_stages_after(run: str) -> list[str]:
-    """Cancel the stages waiting for a cancelled run (whose folder is gone, so the runner could not say why at
-    their turn), and the stages after those in turn; their names, in queue order."""
+def cancel_stages_after(run: str, how: str) -> list[str]:
+    """Cancel the stages waiting for a run that is gone (`how`: cancelled or deleted), and the stages after those
+    in turn; their names, in queue order."""
     cancelled = []
     for entry in waiting_entries():
         if entry.after == run and take_entry(entry):
-            cancel_stage(entry.run, f"{run} cancelled")
-            cancelled += [entry.run, *cancel_stages_after(entry.run)]
+            cancel_stage(entry.run, f"{run} {how}")
+            cancelled += [entry.run, *cancel_stages_after(entry.run, "cancelled")]
     return cancelled
 
 
