@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -507,7 +508,7 @@ def _coerce(value: Any, kind: type, key: str, where: str) -> Any:
         if isinstance(value, list):
             return [str(item) for item in value]
         if isinstance(value, str):
-            return [item for item in value.split("|")]
+            return split_list(value)
         raise wrong
     if isinstance(value, bool):  # a TOML boolean where a choice is expected (`compile = true`): its text
         return format_value(value)
@@ -521,17 +522,43 @@ def _kind_name(kind: type) -> str:
         bool: "true or false",
         int: "a whole number",
         float: "a number",
-        list: "a list (on the command line: items separated by |)",
+        list: "a list (on the command line: items separated by |, and \\| for a | inside one)",
     }.get(kind, "text")
 
 
 def format_value(value: Any) -> str:
-    """The text that set_field turns back into `value` (the command line's and the forms' spelling)."""
+    """The text that set_field turns back into `value` (the command line's and the forms' spelling); a list's
+    items joined by |, each | in an item escaped, and each backslash that would otherwise escape what follows it
+    (split_list)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
-        return "|".join(value)  # set_field splits list values on |
+        return "|".join(map(_escaped_item, value))
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _escaped_item(item: str) -> str:
+    """A list item as split_list reads it back: a backslash before each | in it, and before each backslash that
+    would otherwise escape what follows it (a |, a backslash, or the separator after the item)."""
+    return re.sub(r"\\(?=[\\|]|$)|\|", lambda found: "\\" + found[0], item)
+
+
+def split_list(text: str) -> list[str]:
+    """A list's text (--set, the studio's forms, a sweep's values) as its items: they are separated by |, and within
+    one \\| is a | and \\\\ a backslash (a reward's regex may hold a |); any other backslash is itself, so a
+    regex's \\d stays as written. format_value writes a list so that it reads back as it was."""
+    items, item = [], ""
+    characters = iter(text)
+    for character in characters:
+        if character == "\\":
+            following = next(characters, "")
+            item += following if following in ("|", "\\") else character + following
+        elif character == "|":
+            items.append(item)
+            item = ""
+        else:
+            item += character
+    return [*items, item]
 
 
 def flat_config(config: RunConfig) -> dict[str, Any]:

@@ -7,13 +7,15 @@ checkpoint that wrote each answer (`chosen_model`, `rejected_model`: extra field
 A tie is not written: the DPO family learns only from a strict preference, TRL's rows have no way to say "equal",
 and a tie written as a pair would teach whichever answer landed in `chosen`.
 
-Rows are appended, one line per choice, in a single write to a file opened for appending: the line lands whole at
-the end even when two studios record at once (a rewrite through studio.atomic_write would lose the other's line).
-Torch-free: the studio's process records.
+Rows are appended, one line per choice, in a single write to a file opened for appending, under an exclusive lock
+on it: the line lands whole at the end even when two studios record at once (a rewrite through studio.atomic_write
+would lose the other's line), and the look at the file's last byte (a line a crash cut short) never sees another
+studio's line half written (it then began a needless blank line). Torch-free: the studio's process records.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -64,6 +66,7 @@ def record_preference(chosen: Answer, rejected: Answer, path: Path | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
         if os.fstat(fd).st_size and _last_byte(path) != b"\n":  # a line cut short by a crash stays a line apart
             line = "\n" + line
         os.write(fd, line.encode("utf-8"))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio.config import RunConfig, field_names, parse_override, set_field, validate
+from studio.config import RunConfig, field_names, format_value, parse_override, set_field, validate
 from studio.errors import StudioError
 
 
@@ -30,6 +30,27 @@ def test_set_converts_command_line_text(key, text, expected):
     set_field(config, key, text)
     section, name = key.split(".")
     assert getattr(getattr(config, section), name) == expected
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        ["regex:^(yes|no)$", "exact:answer"],  # a reward's regex holding a |
+        ["regex:\\d+", "length:4"],  # a backslash that escapes nothing stays as written
+        ["ends in a backslash\\", "\\|", "\\\\", "|", ""],
+    ],
+)
+def test_a_list_reads_back_as_it_was_written_whatever_its_items_hold(items):
+    config = RunConfig()
+    set_field(config, "train.sample_prompts", format_value(items))
+    assert config.train.sample_prompts == items
+
+
+def test_a_list_item_escapes_a_pipe_and_plain_pipes_still_separate():
+    assert format_value(["regex:^(yes|no)$", "regex:\\d"]) == "regex:^(yes\\|no)$|regex:\\d"
+    config = RunConfig()
+    set_field(config, "train.lora_targets", "q_proj|v_proj")
+    assert config.train.lora_targets == ["q_proj", "v_proj"]
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,22 @@ def test_steps_and_epochs_of_examples_and_of_text():
     assert steps_and_epochs(config, text, 25) == "25 steps ≈ 1.0 epochs of 10,000 tokens"
 
 
+@pytest.mark.parametrize(
+    ("objective", "meta", "steps", "line"),
+    [  # 23 pairs (46 examples), or 19 prompts; 4 a step, 2 epochs
+        ("dpo", {"train": 46, "val": 2}, 12, "12 steps ≈ 2.1 epochs of 23 pairs"),  # was 23 steps ≈ 2.0 of 46 examples
+        ("kto", {"train": 46, "val": 2}, 23, "23 steps ≈ 2.0 epochs of 46 examples"),  # KTO reads each answer apart
+        ("grpo", {"train": 19, "val": 1}, 10, "10 steps ≈ 2.1 epochs of 19 prompts"),
+    ],
+)
+def test_epochs_of_an_alignment_objective_count_what_a_batch_holds(objective, meta, steps, line):
+    config = RunConfig()
+    config.train.objective, config.train.batch_size, config.train.grad_accum, config.train.epochs = objective, 4, 1, 2
+    dataset = SimpleNamespace(examples=meta, tokens={"train": 1_000, "val": 50})
+    config.train.max_steps = steps_for_epochs(config, dataset)
+    assert (config.train.max_steps, steps_and_epochs(config, dataset)) == (steps, line)
+
+
 def test_epochs_become_max_steps_at_prepare_and_the_cli_says_both(run_cli, code_corpus, monkeypatch):
     monkeypatch.setattr("studio.cli.commands.start", lambda *args, **kwargs: 0)  # what prints before the launch
     options = ["--data", code_corpus, "--set", "data.tokenizer=char", "--set", "train.batch_size=4"]

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
+from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import RunConfig
 from studio.errors import StudioError
+from studio.queue.sweep import plan_sweep
 from studio.rewards import parse_rewards, score
 from studio.run_folder.layout import EVENTS
 from studio.train.objectives.grpo import clipped_surrogate, group_advantages
@@ -50,6 +53,18 @@ def test_built_in_rewards_and_their_weights():
     assert score([exact], "p", "yes", {"answer": " yes "}) == [1.0]  # no number: the stripped texts
     assert score([exact], "p", "41", row) == [0.0]
     assert length.weight == 0.5 and length.name == "length:4"
+
+
+def test_a_reward_holding_a_pipe_survives_config_toml_set_the_command_line_twin_and_a_sweep(studio_home, tmp_path):
+    reward = "regex:^(yes|no)$"  # was split on its | into "regex:^(yes" and "no)$" by all but --reward and the file
+    given = train_config(build_parser().parse_args(["train", "--objective", "grpo", "--reward", reward]))
+    given.save(tmp_path / "config.toml")
+    assert given.train.rewards == [reward] and RunConfig.load(tmp_path / "config.toml").train.rewards == [reward]
+    twin = train_command_line(given)
+    assert "--set 'train.rewards=regex:^(yes\\|no)$'" in twin
+    assert train_config(build_parser().parse_args(shlex.split(twin)[1:])).train.rewards == [reward]
+    swept = plan_sweep("rewards", given, ["train.rewards=regex:^(yes\\|no)$,exact:answer"])
+    assert [config.train.rewards for _, config in swept] == [[reward], ["exact:answer"]]
 
 
 def test_a_user_reward_function_from_a_file(tmp_path):

@@ -143,6 +143,23 @@ def test_a_stage_after_a_run_that_did_not_finish_is_cancelled_and_never_launched
     assert run_queue.waiting_entries() == []
 
 
+@pytest.mark.parametrize(
+    ("command", "reason"), [(["queue", "cancel", "sft"], "sft cancelled"), (["delete", "sft", "--yes"], "sft deleted")]
+)
+def test_removing_a_waiting_run_cancels_the_stages_after_it_now_with_the_reason(run_cli, studio_home, command, reason):
+    for name in ("pre", "sft", "dpo", "rlhf", "other"):
+        create_run(tiny_config(), name)
+    run_queue.pause()
+    for name, after in (("pre", None), ("sft", "pre"), ("dpo", "sft"), ("rlhf", "dpo"), ("other", None)):
+        run_queue.add_entry(name, after)
+    code, out, err = run_cli(*command)
+    assert code == 0 and "cancelled the stages after it: dpo, rlhf" in out, err
+    assert [entry.run for entry in run_queue.waiting_entries()] == ["pre", "other"]  # delete left sft's entry behind
+    assert not run_path("sft").exists()
+    assert summarize(run_path("dpo")).status_line == f"cancelled: {reason}"  # was: waited, then "sft damaged"
+    assert summarize(run_path("rlhf")).status_line == "cancelled: dpo cancelled"
+
+
 def test_train_after_queues_a_stage_that_waits_for_its_run(run_cli, tmp_path):
     inputs = write_inputs(tmp_path)
     run_cli("queue", "pause")

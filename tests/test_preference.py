@@ -328,6 +328,11 @@ def test_the_first_dpo_step_is_ln2_with_dropout_in_the_model_and_with_a_precompu
             False,
             "is not the start of the rendering",
         ),  # fmt: skip
+        (  # no prompt, answers of two kinds: was refused as a template mismatch, or read as a row without a prompt
+            {"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "yes"}], "rejected": "no"},
+            False,
+            "line 2: chosen and rejected are one a string, one a message list",
+        ),
     ],
 )
 def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_path, run_cli, row, strict, message):
@@ -338,6 +343,20 @@ def test_bad_preference_rows_are_refused_in_one_line_naming_the_row(tiny, tmp_pa
     args = ["prepare", data, "--init-from", folder, "--block-size", 64] + (["--strict"] if strict else [])
     code, _, err = run_cli(*args, "--objective", "dpo")
     assert code != 0 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitsandbytes' 4-bit kernels run here")
+@pytest.mark.parametrize("objective", ["dpo", "grpo"])
+def test_qlora_on_a_cpu_is_one_line_before_any_data_is_prepared(tiny, tmp_path, run_cli, objective):
+    from studio.paths import datasets_dir
+
+    folder, _ = tiny
+    data = write_rows(tmp_path / "rows.jsonl", toy_rows(4))  # pairs; GRPO takes their prompts
+    rewards = ["--reward", "regex:yes"] if objective == "grpo" else []
+    code, _, err = run_cli("train", "--init-from", folder, "--data", data, "--objective", objective, *rewards,
+                           "--method", "qlora", "--name", "q")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "train.method qlora needs a CUDA GPU" in err, err
+    assert not datasets_dir().exists()
 
 
 @pytest.mark.slow

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 
 import pytest
-from textual.widgets import Select, Static, TextArea
+from textual.widgets import Input, Select, Static, TextArea
 
 from studio.cli.parser import build_parser, train_config
 from studio.data.meta import DatasetMeta, DocumentCounts
@@ -18,7 +20,7 @@ from studio.errors import StudioError
 from studio.objectives import OBJECTIVES
 from studio.playground_preferences import Answer, preference_row, preferences_file
 from tests.helpers import open_playground
-from tests.test_app import SIZE, field, static_text, type_into
+from tests.test_app import SIZE, field, paste_into, static_text, type_into
 from tests.test_ui_playground import chat_run, no_worker  # noqa: F401 (fixtures)
 from widgets.app import StudioApp
 from widgets.dataset_facts import facts_table
@@ -58,6 +60,18 @@ async def test_the_train_tab_picks_an_objective_shows_its_keys_and_counts_its_re
             field(app, "train.objective").query_one(Select).value = objective
             await pilot.pause()
             assert shown_keys(app) == set(OBJECTIVES[objective].keys)
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_edits_a_reward_holding_a_pipe_as_the_command_line_does(studio_home):
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        field(app, "train.objective").query_one(Select).value = "grpo"
+        await pilot.pause()
+        await paste_into(pilot, "train.rewards", "regex:^(yes\\|no)$|length:4")
+        assert app.config.train.rewards == ["regex:^(yes|no)$", "length:4"]
+        assert field(app, "train.rewards").query_one(Input).value == "regex:^(yes\\|no)$|length:4"
 
 
 def preference_meta() -> DatasetMeta:
@@ -123,6 +137,29 @@ async def test_judging_the_two_panels_appends_a_trl_row_the_preference_reader_ta
     ]
     read = read_row(rows[0], row_shape(rows[0]), "row 1")  # as `prepare --objective dpo` reads the file
     assert read == PreferenceRow(rows[0]["prompt"], [rows[0]["chosen"], rows[0]["rejected"]])
+
+
+RECORDER = """
+import sys
+from pathlib import Path
+from studio.playground_preferences import Answer, record_preference
+who, path = sys.argv[1], Path(sys.argv[2])
+for i in range(200):
+    prompt = [{"role": "user", "content": f"{who} {i}"}]
+    record_preference(Answer(prompt, who * 20_000, who, i), Answer(prompt, "no", "other", "latest"), path)
+"""
+
+
+def test_two_studios_recording_at_once_write_every_row_whole_on_a_line_of_its_own(tmp_path):
+    path = tmp_path / "playground.jsonl"
+    recorders = [subprocess.Popen([sys.executable, "-c", RECORDER, who, str(path)]) for who in "ab"]
+    assert [recorder.wait(timeout=60) for recorder in recorders] == [0, 0]
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines.pop() == "" and "" not in lines  # no blank line: a recorder never saw the other's row half written
+    rows = [json.loads(line) for line in lines]
+    expected = sorted(f"{who} {i}" for who in "ab" for i in range(200))
+    assert sorted(row["prompt"][0]["content"] for row in rows) == expected  # none lost
+    assert all(row["chosen"][0]["content"] == row["chosen_model"]["run"] * 20_000 for row in rows)
 
 
 def test_a_completions_row_holds_texts_and_different_prompts_are_refused():

@@ -40,7 +40,7 @@ from studio.queue import entries as run_queue
 from studio.run_folder.events import current_history, format_event, read_events, read_new_events
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_alive
-from studio.runs.control import delete_run, launch, stop_run
+from studio.runs.control import launch, stop_run
 
 
 # ---- prepare -------------------------------------------------------------------------------------------
@@ -199,8 +199,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if args.action == "cancel":
         if not args.run:
             raise StudioError("queue cancel needs the run to take out: `llm-studio queue cancel RUN`")
-        run_queue.cancel(args.run)
+        stages = run_queue.cancel(args.run)
         print(f"run {args.run} taken out of the queue (its folder removed)")
+        print_stages_cancelled(stages)
     elif args.action == "pause":
         run_queue.pause()
         print("queue paused: nothing new starts (a run already training goes on); `llm-studio queue resume`")
@@ -359,9 +360,15 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if input(f"delete run {args.run} and all its checkpoints? [y/N] ").strip().lower() not in ("y", "yes"):
             print("kept")
             return 1
-    delete_run(run_dir)
+    stages = run_queue.remove_run(run_dir.name)
     print(f"deleted run {args.run}")
+    print_stages_cancelled(stages)
     return 0
+
+
+def print_stages_cancelled(stages: list[str]) -> None:
+    if stages:
+        print(f"cancelled the stages after it: {', '.join(stages)} (their folders say why)")
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from studio.config import DataConfig
 from studio.data.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplate, detect_format, encode_messages, to_messages
-from studio.data.meta import DatasetMeta
+from studio.data.meta import DatasetMeta, DocumentCounts, RowsWritten
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 from studio.formatting import counted
@@ -125,11 +125,8 @@ class RowEncoder:
             yield ids, mask
 
 
-def write_examples(
-    folder: Path, source: Source, encoder: RowEncoder, dtype: str, stats: ReadStats
-) -> tuple[ExampleCounts, dict[str, int], dict[str, int]]:
-    """Encode every row and write the train and val splits into folder; returns the counts, the examples and
-    the tokens of each split."""
+def write_examples(folder: Path, source: Source, encoder: RowEncoder, dtype: str, stats: ReadStats) -> RowsWritten:
+    """Encode every row and write the train and val splits into folder; returns what meta.json counts of them."""
     counts = ExampleCounts()
     offsets = [0]
     with open(folder / "all.bin", "wb") as ids_file, open(folder / "all.mask", "wb") as mask_file:
@@ -149,9 +146,11 @@ def write_examples(
     val_examples = int(counts.kept * encoder.data.val_fraction + 0.5)  # halves up: 10 examples at 5% hold one out
     split_at = counts.kept - val_examples
     split_examples(folder, np.asarray(offsets, dtype=np.int64), split_at, np.dtype(dtype).itemsize)
+    documents = DocumentCounts(counts.seen, counts.kept, dict(counts.dropped))
     examples = {"train": split_at, "val": val_examples}
     tokens = {"train": int(offsets[split_at]), "val": int(offsets[-1] - offsets[split_at])}
-    return counts, examples, tokens
+    return RowsWritten(encoder.row_format, documents, counts.characters, examples, tokens, counts.truncated,
+                       counts.stop_ids)  # fmt: skip
 
 
 def _end_tokens(ids: list[int], mask: list[int], added: dict[int, Any]) -> set[int]:

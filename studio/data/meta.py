@@ -41,6 +41,20 @@ class DocumentCounts:
 
 
 @dataclass
+class RowsWritten:
+    """What writing rendered rows gave (chat or instruction examples, preference rows, prompt rows): the counts
+    and facts meta.json records of them."""
+
+    row_format: str
+    documents: DocumentCounts  # rows seen, kept, and skipped by reason
+    characters: int  # of the rendered text
+    examples: dict[str, int]  # per split
+    tokens: dict[str, int]  # per split
+    truncated: int = 0
+    stop_ids: set[int] = field(default_factory=set)  # end-of-turn tokens besides the model's eos that end an answer
+
+
+@dataclass
 class ChatTokens:
     """The text a chat template writes as bos_token and eos_token."""
 

@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import split_examples
-from studio.data.meta import ANSWERS_PER_ROW
+from studio.data.meta import ANSWERS_PER_ROW, DocumentCounts, RowsWritten
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
@@ -93,7 +93,7 @@ def read_row(record: dict, shape: str, where: str) -> PreferenceRow | str:
     else:
         prompt, answers = record.get("prompt"), [record["chosen"], record["rejected"]]
         if prompt is None:
-            prompt, answers = implicit_prompt(answers[0], answers[1])
+            prompt, answers = implicit_prompt(answers[0], answers[1], where)
     if prompt is None:
         return "missing_field"
     answer_messages = [messages(answer, "assistant", where) for answer in answers]
@@ -105,9 +105,15 @@ def read_row(record: dict, shape: str, where: str) -> PreferenceRow | str:
     return PreferenceRow(messages(prompt, "user", where), answer_messages, desirable)
 
 
-def implicit_prompt(chosen: Any, rejected: Any) -> tuple[Any, list[Any]]:
+def implicit_prompt(chosen: Any, rejected: Any, where: str) -> tuple[Any, list[Any]]:
     """TRL's implicit prompt: what chosen and rejected share at their start (messages, or characters; a shared
-    space before the first difference stays with the answers), and the answers after it."""
+    space before the first difference stays with the answers), and the answers after it. A string and a message
+    list share nothing, so such a row is refused rather than read as one without a prompt."""
+    if isinstance(chosen, str) != isinstance(rejected, str):
+        raise StudioError(
+            f"{where}: chosen and rejected are one a string, one a message list; without a prompt field both must "
+            "be of one kind (their shared start is the prompt); fix the row, or give its prompt"
+        )
     at = 0
     while at < min(len(chosen), len(rejected)) and chosen[at] == rejected[at]:
         at += 1
@@ -180,9 +186,9 @@ def preference_examples(
 
 def write_preferences(
     folder: Path, source: Source, data: DataConfig, encoder: PreferenceEncoder, dtype: str, stats: ReadStats
-) -> tuple[str, PreferenceCounts, dict[str, int], dict[str, int]]:
-    """Encode every row and write the train and val splits into folder; returns the row format, the counts, and
-    the examples and tokens of each split."""
+) -> RowsWritten:
+    """Encode every row and write the train and val splits into folder; returns what meta.json counts of them (the
+    row format among them: pairs or unpaired, by the rows' fields)."""
     counts = PreferenceCounts()
     offsets, desirable, shapes = [0], [], set()
     with open(folder / "all.bin", "wb") as ids_file, open(folder / "all.mask", "wb") as mask_file:
@@ -215,4 +221,5 @@ def write_preferences(
         labels[split_at:].tofile(folder / "val.desirable")
     examples = {"train": split_at, "val": len(offsets) - 1 - split_at}
     tokens = {"train": int(all_offsets[split_at]), "val": int(all_offsets[-1] - all_offsets[split_at])}
-    return row_format, counts, examples, tokens
+    documents = DocumentCounts(counts.seen, counts.kept, dict(counts.skipped))
+    return RowsWritten(row_format, documents, counts.characters, examples, tokens, counts.truncated)

@@ -439,14 +439,8 @@ def _build(
             meta = _write_dataset(temporary, source, data, identity, progress, purpose.pretrained, purpose.encoder)
         elif row_format == "labeled":
             meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose)
-        elif row_format == "preference":
-            meta = _write_preference_dataset(temporary, source, data, identity, progress, purpose)
-        elif row_format == PROMPTS:
-            meta = _write_prompts_dataset(temporary, source, data, identity, progress, purpose)
         else:
-            meta = _write_example_dataset(
-                temporary, source, data, identity, progress, purpose.pretrained, row_format, purpose.context
-            )
+            meta = _write_rendered_dataset(temporary, source, data, identity, progress, purpose, row_format)
         meta.save(temporary / "meta.json")
         if replacing:
             damaged = root / f"{TEMPORARY_PREFIX}{identity['name']}-damaged-{os.getpid()}"
@@ -587,44 +581,6 @@ def _pad_id(tokenizer: Tokenizer, purpose: Purpose, eot_id: int) -> int:
     return tokenizer.token_to_id(pad) if pad and tokenizer.token_to_id(pad) is not None else eot_id
 
 
-def _write_example_dataset(
-    folder: Path,
-    source: Source,
-    data: DataConfig,
-    identity: dict[str, Any],
-    progress: Progress,
-    pretrained: PretrainedTokenizer,
-    row_format: str,
-    context: int,
-) -> DatasetMeta:
-    """Chat or instruction rows as examples with a supervision mask (studio.data.examples); returns the meta."""
-    tokenizer, template = _model_tokenizer(folder, pretrained)
-    vocab_size = tokenizer.get_vocab_size()
-    stats = ReadStats()
-    progress("encode", 0, 1)
-    encoder = RowEncoder(data, row_format, tokenizer, template, context)
-    counts, examples, tokens = write_examples(folder, source, encoder, token_dtype(vocab_size), stats)
-    progress("encode", 1, 1)
-    eot_id = tokenizer.token_to_id(pretrained.eot_token)
-    return _dataset_meta(
-        identity,
-        tokenizer,
-        eot_id=eot_id,
-        encoder=False,
-        documents=DocumentCounts(counts.seen, counts.kept, dict(counts.dropped)),
-        read=stats,
-        characters=counts.characters,
-        tokens=tokens,
-        text_tokens=sum(tokens.values()),
-        examples=examples,
-        truncated=counts.truncated,
-        row_format=row_format,
-        chat_template=template.source,
-        chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
-        stop_ids=sorted(counts.stop_ids | {eot_id}),
-    )
-
-
 def _model_tokenizer(folder: Path, pretrained: PretrainedTokenizer) -> tuple[Tokenizer, ChatTemplate]:
     """The model's tokenizer, saved into the dataset, and its chat template (or the studio's default)."""
     tokenizer = load_tokenizer(pretrained.path)
@@ -636,18 +592,31 @@ def _model_tokenizer(folder: Path, pretrained: PretrainedTokenizer) -> tuple[Tok
     return tokenizer, ChatTemplate(source, pretrained.bos_token, pretrained.eot_token, template_name)
 
 
-def _write_preference_dataset(
-    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
+def _write_rendered_dataset(
+    folder: Path,
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    purpose: Purpose,
+    row_format: str,
 ) -> DatasetMeta:
-    """Preference rows as examples whose answers alone are learned (studio.data.preferences); returns the meta."""
+    """Rows rendered with the model's tokenizer and chat template (chat or instruction examples, preference rows,
+    prompt rows), written by their format's writer; returns the meta."""
     pretrained = purpose.pretrained
     assert pretrained is not None  # _cache_key refuses rows to render without a model
     tokenizer, template = _model_tokenizer(folder, pretrained)
     stats = ReadStats()
     progress("encode", 0, 1)
-    encoder = PreferenceEncoder(tokenizer, template, purpose.context)
     dtype = token_dtype(tokenizer.get_vocab_size())
-    row_format, counts, examples, tokens = write_preferences(folder, source, data, encoder, dtype, stats)
+    if row_format == "preference":
+        encoder = PreferenceEncoder(tokenizer, template, purpose.context)
+        written = write_preferences(folder, source, data, encoder, dtype, stats)
+    elif row_format == PROMPTS:
+        written = write_prompts(folder, source, data, tokenizer, template, purpose.context, dtype, stats)
+    else:
+        encoder = RowEncoder(data, row_format, tokenizer, template, purpose.context)
+        written = write_examples(folder, source, encoder, dtype, stats)
     progress("encode", 1, 1)
     eot_id = tokenizer.token_to_id(pretrained.eot_token)
     return _dataset_meta(
@@ -655,51 +624,17 @@ def _write_preference_dataset(
         tokenizer,
         eot_id=eot_id,
         encoder=False,
-        documents=DocumentCounts(counts.seen, counts.kept, dict(counts.skipped)),
+        documents=written.documents,
         read=stats,
-        characters=counts.characters,
-        tokens=tokens,
-        text_tokens=sum(tokens.values()),
-        examples=examples,
-        truncated=counts.truncated,
-        row_format=row_format,
+        characters=written.characters,
+        tokens=written.tokens,
+        text_tokens=sum(written.tokens.values()),
+        examples=written.examples,
+        truncated=written.truncated,
+        row_format=written.row_format,
         chat_template=template.source,
         chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
-        stop_ids=[eot_id],
-    )
-
-
-def _write_prompts_dataset(
-    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
-) -> DatasetMeta:
-    """Prompt rows rendered for the model to answer, with their fields (studio.data.prompts); returns the meta."""
-    pretrained = purpose.pretrained
-    assert pretrained is not None  # _cache_key refuses rows to render without a model
-    tokenizer, template = _model_tokenizer(folder, pretrained)
-    stats = ReadStats()
-    progress("encode", 0, 1)
-    dtype = token_dtype(tokenizer.get_vocab_size())
-    skipped, seen, characters, examples, tokens = write_prompts(
-        folder, source, data, tokenizer, template, purpose.context, dtype, stats
-    )
-    progress("encode", 1, 1)
-    eot_id = tokenizer.token_to_id(pretrained.eot_token)
-    return _dataset_meta(
-        identity,
-        tokenizer,
-        eot_id=eot_id,
-        encoder=False,
-        documents=DocumentCounts(seen, sum(examples.values()), dict(skipped)),
-        read=stats,
-        characters=characters,
-        tokens=tokens,
-        text_tokens=sum(tokens.values()),
-        examples=examples,
-        truncated=0,
-        row_format=PROMPTS,
-        chat_template=template.source,
-        chat_tokens=ChatTokens(pretrained.bos_token, pretrained.eot_token),
-        stop_ids=[eot_id],
+        stop_ids=sorted(written.stop_ids | {eot_id}),
     )
 
 

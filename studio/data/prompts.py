@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import split_examples
+from studio.data.meta import DocumentCounts, RowsWritten
 from studio.data.preferences import messages
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
@@ -36,9 +37,8 @@ SKIPPED = {"missing_field": "without a prompt", "overlong": "whose prompt fills 
 def write_prompts(
     folder: Path, source: Source, data: DataConfig, tokenizer: Tokenizer, template: ChatTemplate, context: int,
     dtype: str, stats: ReadStats,
-) -> tuple[Counter, int, int, dict[str, int], dict[str, int]]:  # fmt: skip
-    """Encode every row and write the train and val splits into folder; returns the skipped counts, the rows seen,
-    the characters rendered, and the examples and tokens of each split."""
+) -> RowsWritten:  # fmt: skip
+    """Encode every row and write the train and val splits into folder; returns what meta.json counts of them."""
     skipped, seen, characters = Counter(), 0, 0
     offsets, rows = [0], []
     with open(folder / "all.bin", "wb") as ids_file:
@@ -69,7 +69,7 @@ def write_prompts(
     (folder / "val.rows").write_text("".join(row + "\n" for row in rows[split_at:]), encoding="utf-8")
     examples = {"train": split_at, "val": len(rows) - split_at}
     tokens = {"train": int(all_offsets[split_at]), "val": int(all_offsets[-1] - all_offsets[split_at])}
-    return skipped, seen, characters, examples, tokens
+    return RowsWritten(PROMPTS, DocumentCounts(seen, len(rows), dict(skipped)), characters, examples, tokens)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -169,15 +169,38 @@ def enqueue(run: str, after: str | None = None) -> int:
     return position
 
 
-def cancel(run: str) -> None:
+def cancel(run: str) -> list[str]:
     """Take a waiting run out of the queue and remove its folder (never launched, it holds nothing but its
-    config); a run already started is stopped with `llm-studio stop`, not here."""
+    config); a run already started is stopped with `llm-studio stop`, not here. The stages waiting after it can
+    never start: they are cancelled now, saying why, and so are the stages after them; returns their names."""
     entry = next((entry for entry in waiting_entries() if entry.run == run), None)
     if entry is None or not take_entry(entry):
         if current_run() == run:
             raise StudioError(f"run {run} is not waiting: it is training; stop it with `llm-studio stop {run}`")
         raise StudioError(f"run {run} is not in the queue; `llm-studio queue` lists what waits")
+    return remove_run(run, "cancelled")
+
+
+def remove_run(run: str, how: str = "deleted") -> list[str]:
+    """Remove a run's folder (`llm-studio delete`, the Runs tab), taking it out of the queue first if it waits
+    there; the stages waiting for it are cancelled now, saying it was `how` (gone, it can neither start them nor,
+    at their turn, tell why they will not), and so are the stages after them. Returns their names."""
+    for entry in waiting_entries():
+        if entry.run == run:
+            take_entry(entry)
     delete_run(run_path(run))
+    return cancel_stages_after(run, how)
+
+
+def cancel_stages_after(run: str, how: str) -> list[str]:
+    """Cancel the stages waiting for a run that is gone (`how`: cancelled or deleted), and the stages after those
+    in turn; their names, in queue order."""
+    cancelled = []
+    for entry in waiting_entries():
+        if entry.after == run and take_entry(entry):
+            cancel_stage(entry.run, f"{run} {how}")
+            cancelled += [entry.run, *cancel_stages_after(entry.run, "cancelled")]
+    return cancelled
 
 
 def pause() -> None:

@@ -22,10 +22,10 @@ from textual.widgets import DataTable, Static
 
 from studio.formatting import counted
 from studio.paths import child_process_env, studio_home
-from studio.queue.entries import Entry, QueueState, mark_queued, queue_state, restart_stalled_runner
+from studio.queue.entries import Entry, QueueState, mark_queued, queue_state, remove_run, restart_stalled_runner
 from studio.queue.sweep import sweep_of
 from studio.run_folder.status import RunInfo, list_runs
-from studio.runs.control import delete_run, launch, stop_run
+from studio.runs.control import launch, stop_run
 from studio.runs.prepare import prepare_resume
 from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
@@ -170,8 +170,9 @@ class RunsPane(ReportsWorkerErrors, Vertical):
 
     @staticmethod
     def _delete(run_dir: Path) -> str:
-        delete_run(run_dir)
-        return f"deleted run {run_dir.name}"
+        stages = remove_run(run_dir.name)
+        cancelled = f"; cancelled the stages after it: {', '.join(stages)}" if stages else ""
+        return f"deleted run {run_dir.name}{cancelled}"
 
     @work(thread=True, group="run-control", exit_on_error=False)
     def control_run(self, act: Callable[[], str]) -> None:
