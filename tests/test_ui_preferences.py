@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import Input, Select, Static, TextArea
+from textual.widgets import Checkbox, Input, Select, Static, TextArea
 
 from studio.cli.parser import build_parser, train_config
 from studio.data.meta import DatasetMeta, DocumentCounts
@@ -43,9 +43,14 @@ async def test_the_train_tab_picks_an_objective_shows_its_keys_and_counts_its_re
         sft_line = static_text(app.query_one("#train-method-size", Static))
         field(app, "train.objective").query_one(Select).value = "dpo"
         await pilot.pause()
-        assert shown_keys(app) == {"train.beta", "train.label_smoothing"}
+        assert shown_keys(app) == {"train.beta", "train.label_smoothing", "train.precompute_reference"}
         dpo_line = static_text(app.query_one("#train-method-size", Static))
         assert "with a frozen reference copy" in dpo_line and "reference" not in sft_line
+        field(app, "train.precompute_reference").query_one(Checkbox).value = True
+        await pilot.pause()  # the reference's log-probabilities computed before training: no copy kept
+        assert "reference" not in static_text(app.query_one("#train-method-size", Static))
+        field(app, "train.precompute_reference").query_one(Checkbox).value = False
+        await pilot.pause()
         assert app.config.train.lr == 1e-6  # the objective's default rate (studio.method_defaults)
         assert static_text(app.query_one("#train-lr-note", Static)) == "lr 1e-06 (dpo full default)"
         await type_into(pilot, "train.beta", "0.3")
