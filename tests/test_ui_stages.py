@@ -16,11 +16,18 @@ from textual.widgets import Input, Select
 import studio.runs.control
 from studio.queue import entries as run_queue
 from studio.run_folder.layout import read_config, run_path
-from studio.run_folder.status import process_start
 from studio.runs.control import create_run
-from tests.helpers import fixture_events, record_runner_starts, tiny_config, wait_for, write_fixture_run
+from tests.helpers import (
+    fixture_events,
+    record_runner_starts,
+    record_this_process_as_trainer,
+    tiny_config,
+    wait_for,
+    write_fixture_run,
+)
 from tests.test_app import LaunchRecordingApp, field, parse_back, paste_into, static_text
 from tests.test_pipeline import write_inputs
+from tests.test_ui_runs import pretend_live
 from widgets.app import StudioApp
 from widgets.panes.train import NOW, TrainPane
 
@@ -39,7 +46,7 @@ def launched_here(monkeypatch) -> list[str]:
 
     def launch(run_dir):
         launched.append(run_dir.name)
-        (run_dir / "pid").write_text(f"{os.getpid()} {process_start(os.getpid())}\n", encoding="utf-8")
+        record_this_process_as_trainer(run_dir)
 
     monkeypatch.setattr(studio.runs.control, "launch", launch)
     return launched
@@ -112,8 +119,7 @@ async def test_start_after_offers_runs_training_queued_or_finished_and_is_read_a
         assert offered(app) == [] and app.query_one("#train-after", Select).value == NOW
         write_fixture_run("done")
         write_fixture_run("broke", fixture_events(failed_at=40))  # a stage after it would only be cancelled
-        write_fixture_run("live", events=fixture_events()[:10])
-        (run_path("live") / "pid").write_text(f"{os.getpid()} {process_start(os.getpid())}\n", encoding="utf-8")
+        pretend_live("live")
         create_run(tiny_config(), "idle")  # created, never queued: nothing would start it
         create_run(tiny_config(), "waits")
         run_queue.pause()
