@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -134,6 +135,13 @@ def write_fixture_run(
     write_events(run_dir, fixture_events() if events is None else events)
     (run_dir / "trainer.log").write_text(log, encoding="utf-8")
     return run_dir
+
+
+def record_this_process_as_trainer(run_dir: Path) -> None:
+    """The run's recorded process is this one: the run reads as alive (starting, or running after its event)."""
+    from studio.run_folder.status import process_start
+
+    (run_dir / "pid").write_text(f"{os.getpid()} {process_start(os.getpid())}\n", encoding="utf-8")
 
 
 def write_events(run_dir: Path, events: list[dict], mode: str = "a") -> None:

@@ -118,6 +118,16 @@ def test_train_command_line_of_a_fine_tune_reads_as_the_readme_writes_it():
     assert parse_back(command.removesuffix(" --name 'my run'")).to_dict() == config.to_dict()
 
 
+def test_train_command_line_of_a_stage_queues_it_after_its_run():
+    config = load_preset("finetune")
+    set_field(config, "train.init_from", "pre")
+    apply_method_defaults(config)
+    command = train_command_line(config, name="sft", after="pre")
+    assert command.endswith("--init-from pre --name sft --after pre")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert (args.name, args.after) == ("sft", "pre") and train_config(args).to_dict() == config.to_dict()
+
+
 # ---- app shell ------------------------------------------------------------------------------------
 @pytest.mark.asyncio
 async def test_opens_on_the_builtin_corpus_and_tiny_preset_and_switches_tabs(studio_home):

@@ -7,10 +7,12 @@ folder is the test's), and nothing focused, so no cursor blinks.
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Select
 
 from studio.config import set_field
 from studio.method_defaults import apply_method_defaults
 from studio.presets import load_preset
+from tests.helpers import write_fixture_run
 from widgets.app import StudioApp
 from widgets.config_field import ConfigField
 from widgets.lr_preview import LrPreview
@@ -67,19 +69,38 @@ def test_model_tab_with_a_checkpoint(snap_compare, studio, size, tmp_path, monke
     assert snap_compare(studio, terminal_size=size, run_before=pick)
 
 
+async def train_tab_drawn(pilot) -> None:
+    """Wait until the Train tab's learning-rate curve is drawn and the tab has the focus."""
+    preview = pilot.app.query_one(LrPreview)
+    while preview.shown is None or preview.redraw_timer is not None:  # drawn after a short debounce
+        await pilot.pause(0.05)
+    while not isinstance(pilot.app.focused, TrainPane):  # focus (and the footer's keys) follow the tab
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 @pytest.mark.parametrize("size", SIZES, ids=lambda size: f"{size[0]}x{size[1]}")
 def test_train_tab(snap_compare, studio, size):
     async def show(pilot):
         await pilot.press("3")
         await studio.workers.wait_for_complete()  # the prepared dataset's epochs, read by a worker
-        preview = studio.query_one(LrPreview)
-        while preview.shown is None or preview.redraw_timer is not None:  # drawn after a short debounce
-            await pilot.pause(0.05)
-        while not isinstance(studio.focused, TrainPane):  # focus (and the footer's keys) follow the tab
-            await pilot.pause(0.05)
-        await pilot.pause()
+        await train_tab_drawn(pilot)
 
     assert snap_compare(studio, terminal_size=size, run_before=show)
+
+
+def test_train_tab_queuing_a_stage(snap_compare, studio):
+    """A run chosen to start after: init from is that run (the full fine-tuning rate with it), the hint under
+    Launch says when and from what the run starts, the command line ends with --after."""
+    write_fixture_run("pretrain-1")
+
+    async def show(pilot):
+        await pilot.press("3")
+        await studio.workers.wait_for_complete()  # the runs it offers, read by a worker
+        studio.query_one("#train-after", Select).value = "pretrain-1"
+        await train_tab_drawn(pilot)
+
+    assert snap_compare(studio, terminal_size=(160, 48), run_before=show)
 
 
 def test_help_screen(snap_compare, studio):
@@ -98,11 +119,6 @@ def test_train_tab_aligning_with_dpo(snap_compare, studio):
         form = studio.query_one("#train-form")
         form.scroll_to_widget(next(f for f in studio.query(ConfigField) if f.config_key == "train.objective"),
                               animate=False, top=True)  # fmt: skip
-        preview = studio.query_one(LrPreview)
-        while preview.shown is None or preview.redraw_timer is not None:
-            await pilot.pause(0.05)
-        while not isinstance(studio.focused, TrainPane):
-            await pilot.pause(0.05)
-        await pilot.pause()
+        await train_tab_drawn(pilot)
 
     assert snap_compare(studio, terminal_size=(160, 48), run_before=show)

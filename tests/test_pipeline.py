@@ -4,6 +4,7 @@ cancels the ones after it, saying why; a mistake in any stage is refused before 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from studio.queue.runner import start_and_wait
 from studio.run_folder.events import EventWriter
 from studio.run_folder.layout import EVENTS, latest_checkpoint, read_config, run_path
 from studio.run_folder.lock import is_locked
-from studio.run_folder.status import summarize
+from studio.run_folder.status import RunInfo, summarize
 from studio.runs.control import create_run
 from tests.helpers import TINY_SETTINGS, tiny_config
 from tests.test_queue import queue_cleanup, wait_until  # noqa: F401 (a fixture, used by name)
@@ -171,3 +172,11 @@ def test_train_after_queues_a_stage_that_waits_for_its_run(run_cli, tmp_path):
     assert [(entry.run, entry.after) for entry in run_queue.waiting_entries()] == [("pre", None), ("sft", "pre")]
     assert read_config(run_path("sft")).train.init_from == str(run_path("pre").resolve())  # until pre has finished
     assert "2  sft  after pre" in run_cli("queue")[1]
+
+
+def test_a_stage_may_follow_runs_training_queued_or_finished_newest_first():
+    base = RunInfo("", Path(), "created", 0, 10, None, None, "tiny", "data", 0.0, 0.0, None)
+    states = ["finished", "failed", "stopped", "running", "starting", "queued", "created", "crashed", "cancelled"]
+    runs = [dataclasses.replace(base, name=state, status=state, created=float(age)) for age, state in enumerate(states)]
+    runs.append(dataclasses.replace(base, name="damaged", status="damaged", created=99.0))
+    assert run_queue.runs_to_follow(runs) == ["queued", "starting", "running", "finished"]

@@ -7,7 +7,6 @@ real tiny CPU run, stops it from the dashboard and resumes it from the Runs pane
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -18,10 +17,17 @@ from textual.widgets import Input, TabbedContent
 from studio.cli.main import main
 from studio.config import RunConfig
 from studio.run_folder.layout import run_path
-from studio.run_folder.status import process_start, summarize, trainer_pid
+from studio.run_folder.status import summarize, trainer_pid
 from studio.runs.control import launch, stop_run
 from studio.runs.prepare import prepare_run
-from tests.helpers import fixture_events, tiny_config, wait_for, with_memory, write_fixture_run
+from tests.helpers import (
+    fixture_events,
+    record_this_process_as_trainer,
+    tiny_config,
+    wait_for,
+    with_memory,
+    write_fixture_run,
+)
 from widgets.app import StudioApp
 from widgets.loss_chart import LossChart
 from widgets.messages import RunLaunched
@@ -371,7 +377,7 @@ async def test_a_damaged_run_shows_as_damaged_and_does_not_open(studio_home):
 def pretend_live(name: str) -> None:
     """A run folder whose recorded process is alive (this one) and whose last status is running."""
     run_dir = write_fixture_run(name, events=fixture_events()[:10])
-    (run_dir / "pid").write_text(f"{os.getpid()} {process_start(os.getpid())}\n", encoding="utf-8")
+    record_this_process_as_trainer(run_dir)
 
 
 async def test_the_studio_opens_on_what_is_training(studio_home):

@@ -289,12 +289,13 @@ def train_config(args: argparse.Namespace) -> RunConfig:
     return config
 
 
-def train_command_line(config: RunConfig, name: str = "") -> str:
+def train_command_line(config: RunConfig, name: str = "", after: str = "") -> str:
     """The `llm-studio train` line that train_config turns back into `config`: the preset and the data source,
     then each field that differs from what train_config would put there (the preset's value, or a fine-tuning
     run's learning rates as its method sets them), by its own flag where it has one that takes a value
     (`--init-from DIR --method lora`, as the README writes them) and `--set section.key=value` otherwise, so it
-    stays short for a lightly edited preset and still reproduces the whole config; `--name` last when given."""
+    stays short for a lightly edited preset and still reproduces the whole config; `--name` when given, then
+    `--after RUN` for a stage queued after RUN."""
     preset = load_preset(config.preset)
     defaults = method_defaults(config)
     words = ["llm-studio", "train", "--preset", config.preset, "--data", config.data.source]
@@ -304,7 +305,7 @@ def train_command_line(config: RunConfig, name: str = "") -> str:
         if key != "data.source" and config.value(key) != defaults.get(key, preset.value(key)):
             value = format_value(config.value(key))
             words += [own_flag(key), value] if own_flag(key) else ["--set", f"{key}={value}"]
-    return shlex.join(words + (["--name", name] if name else []))
+    return shlex.join(words + (["--name", name] if name else []) + (["--after", after] if after else []))
 
 
 def own_flag(key: str) -> str:

@@ -128,6 +128,16 @@ def stage_blocked(entry: Entry) -> str | None:
     return None if status == "finished" else f"{entry.after} {status}"
 
 
+FOLLOWABLE = ("starting", "running", "queued", "finished")  # the states from which a run can still end finished
+
+
+def runs_to_follow(runs: list[RunInfo]) -> list[str]:
+    """The runs a stage may be queued after (the studio's "start after" choice), newest first: those training,
+    queued (mark_queued) or finished. A stage after any other run would only be cancelled (stage_blocked)."""
+    newest_first = sorted(runs, key=lambda run: run.created, reverse=True)
+    return [run.name for run in newest_first if run.status in FOLLOWABLE]
+
+
 def cancel_stage(run: str, reason: str) -> None:
     """Mark a stage that will never start: its folder stays (its config, for a later `train`), its status reads
     `cancelled` with the reason, and the stages after it are cancelled in turn."""

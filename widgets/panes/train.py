@@ -4,6 +4,11 @@ checkpoint, or a Hugging Face folder picked from the disk.
 
 Launching runs in a thread worker: prepare_run may prepare the dataset (minutes for a large corpus), then
 studio.runs.control.launch starts the trainer as a detached process group. The UI never imports torch.
+
+"start after" beside Launch chains stages (pretraining, then SFT, then DPO) as `llm-studio train --after RUN`
+does, through the same engine calls: the run is prepared as a stage after RUN and queued, and the queue runner
+starts it from RUN's final checkpoint once RUN has finished. Choosing RUN sets train.init_from to it, as the engine
+would derive it, so the form shows a fine-tuning run (its learning rate, its command line).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ if TYPE_CHECKING:  # the data package loads its pipeline (numpy, tokenizers): th
     from studio.data.meta import DatasetMeta
 
 TEACHER_PICKER_TITLE = "Choose a teacher: a Hugging Face folder with the student's vocabulary (or label set)"
+NOW = ""  # "start after"'s value for starting the run at once (no run is named "")
 # every key some objective reads (its spec's `keys`): the form shows those of the chosen objective only
 OBJECTIVE_KEYS = tuple(dict.fromkeys(key for objective in OBJECTIVES.values() for key in objective.keys))
 
@@ -118,7 +124,9 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             yield Static("", id="train-command")
             with Horizontal(id="train-launch-row"):
                 yield Input(placeholder="run name (default: preset-time)", id="train-run-name", compact=True)
+                yield Select[str]([("now", NOW)], value=NOW, allow_blank=False, id="train-after", compact=True)
                 yield Button("Launch", id="train-launch", variant="success", compact=True)
+            yield Static("", id="train-after-hint")
             yield PrepareProgress(id="train-progress")
             yield StatusLine("ctrl+l launches from any tab", id="train-status")
 
@@ -127,7 +135,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.config_changed("train")
 
     def on_show(self) -> None:
-        self._load_teacher_runs()  # runs finished while the studio was open can teach
+        self._load_runs()  # runs finished while the studio was open can teach, runs started since be followed
         self.teacher_sizes.clear()  # and a teacher's checkpoint may have appeared since it was read
         self.prepared_metas.clear()  # the Data tab may have prepared the data since
         self._show_method_line()
@@ -142,7 +150,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             self._follow_method()
             self._show_objective_keys()
         super().config_changed(section)
-        self._show_command_line()
+        self._show_start()
         self._show_method_line()
         if section == "train":
             self.query_one(LrPreview).show_schedule(self.app.config.train)
@@ -181,8 +189,9 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         self.query_one("#train-command", Static).update(self.command_line())
 
     def command_line(self) -> str:
-        """The CLI twin of what Launch would start, the run name included."""
-        return train_command_line(self.app.config, self.query_one("#train-run-name", Input).value.strip())
+        """The CLI twin of what Launch would start, the run name and the run it is queued after included."""
+        name = self.query_one("#train-run-name", Input).value.strip()
+        return train_command_line(self.app.config, name, self.start_after())
 
     def action_copy_command(self) -> None:
         self.app.copy_to_clipboard(self.command_line())
@@ -254,20 +263,32 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
         if teacher == self.app.config.distill.teacher:
             self._show_method_line()
 
-    # ---- a teacher ----------------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="teacher-runs", exit_on_error=False)
-    def _load_teacher_runs(self) -> None:
+    # ---- the runs the form offers: teachers, and runs to start after ----------------------------------------
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
+    def _load_runs(self) -> None:
+        from studio.queue.entries import mark_queued, runs_to_follow
         from studio.run_folder.layout import latest_checkpoint
         from studio.run_folder.status import list_runs
 
-        names = [run.name for run in list_runs() if latest_checkpoint(run.path) is not None]
-        self.app.call_from_thread(self.query_one("#train-teacher-run", Select).set_options, [(n, n) for n in names])
+        runs = mark_queued(list_runs())
+        teachers = [run.name for run in runs if latest_checkpoint(run.path) is not None]
+        self.app.call_from_thread(self._show_runs, teachers, runs_to_follow(runs))
+
+    def _show_runs(self, teachers: list[str], to_follow: list[str]) -> None:
+        self.query_one("#train-teacher-run", Select).set_options([(name, name) for name in teachers])
+        after = self.query_one("#train-after", Select)
+        chosen = after.value
+        with after.prevent(Select.Changed):  # the choice stays; one gone (deleted, failed) falls back to now
+            after.set_options([("now", NOW), *((name, name) for name in to_follow)])
+            if chosen in to_follow:
+                after.value = chosen
+        self._show_start()
 
     @on(Select.Changed, "#train-teacher-run")
     def _teacher_run_picked(self, event: Select.Changed) -> None:
         event.stop()
         if isinstance(event.value, str):
-            self._teacher_field().assign(event.value)
+            self._field("distill.teacher").assign(event.value)
 
     @on(Button.Pressed, "#train-teacher-folder")
     def _browse_teacher_folder(self) -> None:
@@ -275,10 +296,30 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
 
     def _teacher_folder_picked(self, path: Path | None) -> None:
         if path is not None:
-            self._teacher_field().assign(str(path if path.is_dir() else path.parent))
+            self._field("distill.teacher").assign(str(path if path.is_dir() else path.parent))
 
-    def _teacher_field(self) -> ConfigField:
-        return next(field for field in self.query(ConfigField) if field.config_key == "distill.teacher")
+    def _field(self, key: str) -> ConfigField:
+        return next(field for field in self.query(ConfigField) if field.config_key == key)
+
+    # ---- start after ------------------------------------------------------------------------------------------
+    def start_after(self) -> str:
+        """The run Launch queues the new one after, or NOW."""
+        return self.query_one("#train-after", Select).value
+
+    @on(Select.Changed, "#train-after")
+    def _start_after_chosen(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value != NOW:  # the stage starts from that run: what `--after` makes of an empty init_from
+            self._field("train.init_from").assign(event.value)
+        self._show_start()
+
+    def _show_start(self) -> None:
+        """When Launch starts the run: the hint under it for a stage, and the command line's --after."""
+        after = self.start_after()
+        hint = self.query_one("#train-after-hint", Static)
+        hint.display = after != NOW
+        hint.update(stage_hint(after, self.app.config.train.init_from) if after != NOW else "")
+        self._show_command_line()
 
     @on(Input.Submitted, "#train-run-name")
     def _name_submitted(self) -> None:
@@ -287,24 +328,50 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
     # ---- launch -----------------------------------------------------------------------------------
     @on(Button.Pressed, "#train-launch")
     def launch(self) -> None:
-        """Prepare (if needed) and start a run of the config as it stands; the app opens its dashboard."""
-        if self.begin_task("launching…"):
+        """Prepare (if needed) and start a run of the config as it stands, the app opening its dashboard; or, with
+        a run to start after, queue it as a stage after that run."""
+        after = self.start_after() or None
+        if self.begin_task("queuing…" if after else "launching…"):
             name = self.query_one("#train-run-name", Input).value.strip() or None
-            self.launch_run(self.app.config.copy(), name, self.query_one(PrepareProgress).reporter())
+            self.launch_run(self.app.config.copy(), name, after, self.query_one(PrepareProgress).reporter())
 
     @work(thread=True, exclusive=True, group="launch", exit_on_error=False)
-    def launch_run(self, config: RunConfig, name: str | None, progress: Callable[[str, int, int], None]) -> None:
+    def launch_run(
+        self, config: RunConfig, name: str | None, after: str | None, progress: Callable[[str, int, int], None]
+    ) -> None:
+        """`llm-studio train`'s engine calls: prepare the run (a stage after `after`), then start or queue it."""
+        from studio.queue.entries import enqueue, is_paused
         from studio.runs.control import launch
         from studio.runs.prepare import prepare_run
 
-        run_dir = prepare_run(config, name, progress=progress)
-        launch(run_dir)
-        self.app.call_from_thread(self._launched, run_dir)
+        run_dir = prepare_run(config, name, progress, after)
+        if after is None:
+            launch(run_dir)
+            self.app.call_from_thread(self._launched, run_dir)
+        else:
+            enqueue(run_dir.name, after)
+            self.app.call_from_thread(self._queued, run_dir, after, is_paused())
 
-    def _launched(self, run_dir) -> None:
-        self.query_one("#train-run-name", Input).value = ""
-        self.end_task(f"run {run_dir.name} started")
+    def _launched(self, run_dir: Path) -> None:
+        self._launch_done(f"run {run_dir.name} started")
         self.post_message(RunLaunched(run_dir))
+
+    def _queued(self, run_dir: Path, after: str, paused: bool) -> None:
+        held = "; the queue is paused: nothing starts until `llm-studio queue resume`" if paused else ""
+        self._launch_done(f"queued {run_dir.name} after {after} (starts from its final checkpoint){held}")
+
+    def _launch_done(self, outcome: str) -> None:
+        """The form is ready for the next run; the one just started or queued can be chosen to start after."""
+        self.query_one("#train-run-name", Input).value = ""
+        self.end_task(outcome)
+        self._load_runs()
+
+
+def stage_hint(after: str, init_from: str) -> str:
+    """What Launch does with a run chosen to start after; the run's own init_from, when it names another, wins
+    (as prepare_run has it)."""
+    start = f"its final checkpoint (init from is {after})" if init_from in ("", after) else f"init from ({init_from})"
+    return f"Launch queues it to start when {after} has finished, from {start}"
 
 
 def method_line(config: RunConfig, teacher: int | str | None = 0, classes: int = 0) -> str:

@@ -39,7 +39,8 @@ TABS = [
         "3 Train",
         "optimizer, schedule (its learning-rate curve drawn live), steps, batch, precision, intervals, trackers, "
         "the task (language model or classification), init_from and the method (full, LoRA, DoRA, QLoRA) with "
-        "what trains, a teacher to distill from; the equivalent `llm-studio train` command (y copies it); Launch",
+        "what trains, a teacher to distill from; the equivalent `llm-studio train` command (y copies it); Launch, "
+        "now or after a run chosen beside it (queued as its next stage, from its final checkpoint)",
     ),
     (
         "4 Runs",
