@@ -60,6 +60,7 @@ GRPO_KEYS = (  # the keys GRPO reads (studio.train.objectives.grpo)
     "train.group_size",
     "train.max_completion_tokens",
     "train.grpo_epsilon",
+    "train.grpo_iterations",
     "train.beta",
 )
 GRPO_METRICS = (  # rewards of one sampled answer per held-out prompt (eval events also hold each function's)
