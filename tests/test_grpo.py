@@ -295,3 +295,25 @@ def test_grpo_from_the_command_line_with_a_user_reward_then_generate_and_export(
     code, out, err = run_cli("generate", "cli-grpo", "--prompt", "Word 1?", "--max-new-tokens", 3)
     assert code == 0, err
     assert run_cli("export", "cli-grpo", "--out", tmp_path / "exported")[0] == 0
+    # evaluate on prompt rows: one greedy answer each, scored by the run's rewards, or by --reward (which wins)
+    code, out, err = run_cli("evaluate", "cli-grpo", "--data", data, "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["kind"] == "rewards" and scored["prompts"] == 12 and 0 < scored["completion_len"] <= 4
+    assert set(scored["rewards"]) == {f"{rewards}:short", "exact:answer"}
+    weighted = scored["rewards"][f"{rewards}:short"] + 0.5 * scored["rewards"]["exact:answer"]
+    assert scored["reward"] == pytest.approx(weighted, abs=1e-6)
+    given = ["--reward", "length:2", "--max-new-tokens", 4, "--json"]
+    code, out, err = run_cli("evaluate", "cli-grpo", "--data", data, *given)
+    assert code == 0, err
+    by_run = json.loads(out)
+    assert set(by_run["rewards"]) == {"length:2"} and by_run["completion_len"] == scored["completion_len"]
+    code, out, err = run_cli("evaluate", tmp_path / "exported", "--data", data, *given)
+    assert code == 0, err
+    assert json.loads(out) == by_run  # the export answers as the run does
+    code, _, err = run_cli("evaluate", tmp_path / "exported", "--data", data)  # a folder names no rewards
+    assert code != 0 and "give --reward" in err and len(err.strip().splitlines()) == 1
+    text = tmp_path / "text.txt"
+    text.write_text("Plain text, no prompt rows.\n" * 20, encoding="utf-8")
+    code, _, err = run_cli("evaluate", "cli-grpo", "--data", text, "--reward", "length:2")
+    assert code != 0 and "drop them" in err and len(err.strip().splitlines()) == 1

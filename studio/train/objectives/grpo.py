@@ -40,7 +40,7 @@ import torch
 from studio.checkpoints.training_state import TrainingState
 from studio.data.batches import ExampleFile, ExampleStream, StreamPosition
 from studio.data.prompts import read_rows
-from studio.inference.generate import SamplingConfig, sample
+from studio.inference.generate import SamplingConfig, sample, stopped_length
 from studio.model.trainable import RunModel
 from studio.rewards import Reward, parse_rewards, score
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
@@ -255,7 +255,7 @@ class Objective(CausalLM):
                 completions = sample(self.policy, prompt, context.block_size, sampling, generator, self.stop_ids)
             prompt_text = tokenizer.decode(ids.tolist(), skip_special_tokens=False)
             for completion in completions.tolist():
-                length = self.completion_length(completion)
+                length = stopped_length(completion, self.stop_ids)
                 text = tokenizer.decode(completion[:length])
                 sequences.append(ids.tolist() + completion[:length])
                 masks.append([0] * (len(ids) - 1) + [1] * length)
@@ -270,13 +270,6 @@ class Objective(CausalLM):
             mask[index, : len(learned)] = torch.tensor(learned)
         rewards = torch.tensor(scores, dtype=torch.float64)
         return Answers(x.to(device), targets.to(device), mask.to(device), texts, rewards)
-
-    def completion_length(self, completion: list[int]) -> int:
-        """The tokens of a sampled completion up to and including its first stop token (the rest repeats it)."""
-        for index, token in enumerate(completion):
-            if token in self.stop_ids:
-                return index + 1
-        return len(completion)
 
     def loss_sums(self, model: torch.nn.Module, batch: SampledBatch) -> torch.Tensor:
         train = self.context.config.train
