@@ -7,9 +7,10 @@ it is used (both splits of the prepared files):
 - a causal LM on preference rows ({prompt, chosen, rejected}, studio.data.preferences): the pairwise accuracy (the
   chosen answer's log-probability above the rejected one's, summed over the answer's tokens: no reference model
   is needed, so runs and exported folders alike are judged) and the mean margin between the two;
-- a causal LM on prompt rows ({prompt, ...}, studio.data.prompts): one greedy answer per prompt (up to the run's
-  train.max_completion_tokens), scored by reward functions (studio.rewards): the ones given, else the run's (an
-  exported folder names none); the mean reward (their weighted sum), each function's mean and the answers' length;
+- a causal LM on prompt rows ({prompt, ...}, studio.data.prompts): one greedy answer per prompt (up to
+  --max-new-tokens, else the run's train.max_completion_tokens), scored by reward functions (studio.rewards): the
+  ones given, else the run's (an exported folder names none); the mean reward (their weighted sum), each function's
+  mean and the answers' length in tokens;
 - a classifier: loss, accuracy, macro precision/recall/F1, per-class F1 and the confusion matrix, and each row's
   prediction with its probabilities (for `--out`).
 The model is a run's checkpoint, or a Hugging Face folder (an export, say).
