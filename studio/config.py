@@ -297,6 +297,13 @@ class TrainConfig:
     )
     group_size: int = setting(4, "grpo: G, the answers sampled per prompt and compared with each other", "group size")
     grpo_epsilon: float = setting(0.2, "grpo: ε, the probability ratio is clipped to 1 ± ε", "GRPO ε")
+    grpo_iterations: int = setting(
+        1,
+        "grpo: μ, the optimizer updates each batch of sampled answers is learned from (from the second on, the "
+        "ratio to the sampling weights differs from 1 and ε clips it); each update is one step of max_steps, the "
+        "schedule, logs and checkpoints",
+        "GRPO iterations",
+    )
     max_completion_tokens: int = setting(64, "grpo: the most tokens of a sampled answer", "completion tokens")
     method: Method = setting(
         "full",
@@ -702,6 +709,7 @@ def _check_grpo(t: TrainConfig) -> None:
     if t.group_size < 2:
         raise StudioError(f"train.group_size must be 2 or more (answers compared per prompt), not {t.group_size}")
     _positive("train.grpo_epsilon", t.grpo_epsilon)
+    _positive("train.grpo_iterations", t.grpo_iterations)
     _positive("train.max_completion_tokens", t.max_completion_tokens)
     if t.sharding == "fsdp":  # each process samples answers of its own length: FSDP's gathers would not line up
         raise StudioError("train.objective grpo does not run sharded: use train.sharding ddp")

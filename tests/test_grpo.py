@@ -18,7 +18,7 @@ from studio.errors import StudioError
 from studio.queue.sweep import plan_sweep
 from studio.rewards import parse_rewards, score
 from studio.run_folder.layout import EVENTS
-from studio.train.objectives.grpo import clipped_surrogate, group_advantages
+from studio.train.objectives.grpo import clipped_surrogate, group_advantages, token_logps
 from tests.hf_models import CHATML, make_hf_model
 
 pytest.importorskip("transformers")
@@ -96,6 +96,7 @@ def test_a_user_reward_function_from_a_file(tmp_path):
             "not a regular expression",
         ),
         (["--reward", "regex:a", "--set", "train.group_size=1"], "group_size must be 2 or more"),
+        (["--reward", "regex:a", "--set", "train.grpo_iterations=0"], "grpo_iterations must be positive"),
     ],
 )
 def test_bad_grpo_settings_are_refused_in_one_line(tiny, tmp_path, run_cli, args, message):
@@ -129,6 +130,58 @@ def test_the_group_advantage_and_the_clipped_loss_equal_a_hand_computation():
     assert terms.clipped.tolist() == pytest.approx([0.5, 1.0])
     without = clipped_surrogate(logps, old, None, torch.tensor([a, -a]), mask, epsilon=0.2, beta=0.5)
     assert without.loss.tolist() == pytest.approx([(-1.2 * a - a) / 2, 0.8 * a], rel=1e-5)
+
+
+def test_the_clipped_loss_after_an_update_equals_trls(tiny, tmp_path, monkeypatch):
+    """μ > 1: at an update after the first, π_old is the weights that sampled the answers, not π. TRL 1.16's
+    GRPOTrainer (loss_type grpo, num_iterations 2, β 0.1; the KL term DeepSeekMath's k3, not weighed by the ratio,
+    which TRL 1.16 does by default) takes its `_compute_loss` on four answers of a tiny Llama with old and reference
+    log-probabilities apart from the policy's; the studio's clipped surrogate on the same tokens has TRL's loss and
+    gradients, to 1e-5, and some of its ratios are clipped."""
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    trl = pytest.importorskip("trl")
+    assert trl.__version__ == "1.16.0"
+    import transformers
+    from datasets import Dataset
+
+    policy = transformers.AutoModelForCausalLM.from_pretrained(tiny).train()
+    args = trl.GRPOConfig(
+        output_dir=str(tmp_path / "trl"), loss_type="grpo", num_iterations=2, beta=0.1, epsilon=0.2,
+        use_bias_correction_kl=False, per_device_train_batch_size=4, num_generations=4, report_to=[], use_cpu=True,
+        bf16=False,
+    )  # fmt: skip
+    trainer = trl.GRPOTrainer(
+        policy, reward_funcs=lambda completions, **_: [0.0] * len(completions), args=args,
+        train_dataset=Dataset.from_list([{"prompt": "Word?"}] * 4),
+        processing_class=transformers.AutoTokenizer.from_pretrained(tiny),
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(3)
+    prompts = torch.randint(4, 300, (4, 5), generator=generator)
+    completions = torch.randint(4, 300, (4, 6), generator=generator)
+    completion_mask = (torch.arange(6) < torch.tensor([[6], [4], [5], [2]])).long()  # answers of different lengths
+    advantages = torch.tensor([1.0, -0.5, 0.3, -0.8])
+    ids = torch.cat([prompts, completions], 1)
+    x, targets = ids[:, :-1], ids[:, 1:]
+    mask = torch.cat([torch.zeros(4, 4, dtype=torch.long), completion_mask], 1)  # completion tokens' targets
+    logps = token_logps(policy(x).logits, targets)
+    shifts = torch.randn(logps.shape, generator=generator)
+    old = (logps - 0.3 * shifts).detach()  # the sampling weights': ratios e^{±0.3} and so on, some clipped
+    reference = (logps + 0.2 * torch.randn(logps.shape, generator=generator)).detach()
+    inputs = {
+        "prompt_ids": prompts, "prompt_mask": torch.ones_like(prompts), "completion_ids": completions,
+        "completion_mask": completion_mask, "advantages": advantages, "old_per_token_logps": old[:, 4:],
+        "ref_per_token_logps": reference[:, 4:],
+    }  # fmt: skip
+    trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before each step
+    theirs = trainer._compute_loss(policy, inputs)
+    theirs_grad = torch.autograd.grad(theirs, list(policy.parameters()))
+    terms = clipped_surrogate(logps, old, reference, advantages, mask, epsilon=0.2, beta=0.1)
+    ours = terms.loss.mean()
+    ours_grad = torch.autograd.grad(ours, list(policy.parameters()))
+    assert 0 < terms.clipped.mean() < 1
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    for a, b in zip(ours_grad, theirs_grad):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
 def test_beta_zero_builds_no_reference_and_the_estimate_counts_none(tiny, studio_home, tmp_path):
@@ -202,19 +255,27 @@ def test_prompt_rows_prepare_with_their_fields_and_rows_without_a_prompt_are_ski
 
 
 @pytest.mark.slow
-def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path):
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, iterations):
     """Bit-identical after stop and resume: the prompts drawn and the answers sampled continue (the sampling seed
-    is the stream's position)."""
+    is the stream's position). With μ = 2 updates per sampled batch the checkpoint of step 3 falls between the two
+    updates of the second batch: it holds that batch's answers, which the resumed run learns from again; the
+    first update of a batch has ratio 1 (nothing clipped), the second one not."""
     from safetensors.torch import load_file
 
     from studio.run_folder.layout import find_checkpoint
+    from studio.train.objectives.grpo import SampledBatch
     from tests.test_adapt import adapt_config, losses, train_in_process
 
     data = write_prompts(tmp_path / "prompts.jsonl", 12)
     changes = grpo_changes(6) | {"train.checkpoint_interval": 3, "train.log_interval": 1, "train.beta": 0.1}
     changes |= {"train.batch_size": 2, "train.group_size": 4, "train.max_completion_tokens": 3}
+    changes |= {"train.grpo_iterations": iterations, "train.grpo_epsilon": 0.002, "train.rewards": ["length:6"]}
+    # (a reward the untrained answers differ by, so that advantages are not all 0 and ratios get clipped)
     straight = train_in_process(adapt_config(tiny, data, changes), "straight")
     halves = train_in_process(adapt_config(tiny, data, changes | {"train.max_steps": 3}), "halves")
+    held = {key for key in load_file(find_checkpoint(halves) / "rng-rank0.safetensors") if key.startswith("held.")}
+    assert held == (set() if iterations == 1 else {f"held.0.{name}" for name in SampledBatch.HELD + ("tokens",)})
     config_path = halves / "config.toml"
     config_path.write_text(config_path.read_text().replace("max_steps = 3", "max_steps = 6"))
     train_in_process(RunConfig.load(config_path), "halves", resume_step=3)
@@ -224,6 +285,9 @@ def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_pat
     assert losses(straight)[3:] == losses(halves)[3:]
     rewards = [event["reward"] for event in events(straight, "train")]
     assert rewards[3:] == [event["reward"] for event in events(halves, "train")][3:]
+    clipped = [event["clip_fraction"] for event in events(straight, "train")]
+    assert clipped[::iterations] == [0] * (6 // iterations)  # a batch's first update: π is π_old
+    assert all(fraction > 0 for index, fraction in enumerate(clipped) if index % iterations)
 
 
 @pytest.mark.slow
@@ -246,3 +310,25 @@ def test_grpo_from_the_command_line_with_a_user_reward_then_generate_and_export(
     code, out, err = run_cli("generate", "cli-grpo", "--prompt", "Word 1?", "--max-new-tokens", 3)
     assert code == 0, err
     assert run_cli("export", "cli-grpo", "--out", tmp_path / "exported")[0] == 0
+    # evaluate on prompt rows: one greedy answer each, scored by the run's rewards, or by --reward (which wins)
+    code, out, err = run_cli("evaluate", "cli-grpo", "--data", data, "--json")
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["kind"] == "rewards" and scored["prompts"] == 12 and 0 < scored["completion_len"] <= 4
+    assert set(scored["rewards"]) == {f"{rewards}:short", "exact:answer"}
+    weighted = scored["rewards"][f"{rewards}:short"] + 0.5 * scored["rewards"]["exact:answer"]
+    assert scored["reward"] == pytest.approx(weighted, abs=1e-6)
+    given = ["--reward", "length:2", "--max-new-tokens", 4, "--json"]
+    code, out, err = run_cli("evaluate", "cli-grpo", "--data", data, *given)
+    assert code == 0, err
+    by_run = json.loads(out)
+    assert set(by_run["rewards"]) == {"length:2"} and by_run["completion_len"] == scored["completion_len"]
+    code, out, err = run_cli("evaluate", tmp_path / "exported", "--data", data, *given)
+    assert code == 0, err
+    assert json.loads(out) == by_run  # the export answers as the run does
+    code, _, err = run_cli("evaluate", tmp_path / "exported", "--data", data)  # a folder names no rewards
+    assert code != 0 and "give --reward" in err and len(err.strip().splitlines()) == 1
+    text = tmp_path / "text.txt"
+    text.write_text("Plain text, no prompt rows.\n" * 20, encoding="utf-8")
+    code, _, err = run_cli("evaluate", "cli-grpo", "--data", text, "--reward", "length:2")
+    assert code != 0 and "drop them" in err and len(err.strip().splitlines()) == 1

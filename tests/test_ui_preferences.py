@@ -65,6 +65,13 @@ async def test_the_train_tab_picks_an_objective_shows_its_keys_and_counts_its_re
             field(app, "train.objective").query_one(Select).value = objective
             await pilot.pause()
             assert shown_keys(app) == set(OBJECTIVES[objective].keys)
+        field(app, "train.objective").query_one(Select).value = "grpo"  # μ among GRPO's keys, on its command line
+        await pilot.pause()
+        assert shown_keys(app) == set(OBJECTIVES["grpo"].keys) and "train.grpo_iterations" in shown_keys(app)
+        await type_into(pilot, "train.grpo_iterations", "2")
+        command = static_text(app.query_one("#train-command", Static))
+        assert "--set train.grpo_iterations=2" in command
+        assert train_config(build_parser().parse_args(shlex.split(command)[1:])).train.grpo_iterations == 2
 
 
 @pytest.mark.asyncio

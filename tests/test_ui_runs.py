@@ -10,12 +10,14 @@ import contextlib
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input, TabbedContent
 
 from studio.cli.main import main
 from studio.config import RunConfig
+from studio.run_folder.history import History
 from studio.run_folder.layout import run_path
 from studio.run_folder.status import summarize, trainer_pid
 from studio.runs.control import launch, stop_run
@@ -153,6 +155,39 @@ async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_
         assert str(app.screen.query_one("#run-header").render()).endswith(f"val loss 1.5551   {scores}")
         curves = chart_curves(app.screen)
         assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
+
+
+def write_grpo_run(name: str) -> Path:
+    """A finished GRPO run: its train events carry the sampled answers' reward (rising from 0.2 to 0.7), its eval
+    events the held-out answers' (and no loss)."""
+    events = fixture_events()
+    for event in events:
+        if event["kind"] == "train":
+            event.update(reward=round(0.2 + 0.005 * event["step"], 4), reward_std=0.1)
+        elif event["kind"] == "eval":
+            del event["val_loss"]
+            event.update(val_reward=0.25 if event["step"] < 100 else 0.75, val_reward_std=0.2)
+    run_dir = write_fixture_run(name, events=events)
+    config = RunConfig.load(run_dir / "config.toml")
+    config.train.objective, config.train.rewards = "grpo", ["regex:[a-z]+"]
+    config.save(run_dir / "config.toml")
+    return run_dir
+
+
+async def test_a_grpo_runs_train_reward_is_charted_beside_its_val_reward(studio_home):
+    run_dir = write_grpo_run("aligned")
+    history = History()
+    history.read(run_dir)
+    assert history.series["reward"].steps[:2] == [5, 10] and history.series["reward"].last() == 0.7
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "train reward" in chart_curves(app.screen), what="the train reward charted")
+        curves = chart_curves(app.screen)
+        train, val = curves["train reward"], curves["val reward"]
+        assert train.values == tuple(history.series["reward"].values) and train.share and not train.points
+        assert val.values == (0.25, 0.25, 0.25, 0.25, 0.25, 0.75) and val.share and val.points
 
 
 async def test_help_lists_the_keys_of_the_screen_it_is_opened_on_and_scrolls(studio_home, tmp_path, monkeypatch):

@@ -39,21 +39,23 @@ def loss_curves(
     view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
 ) -> list[Curve]:
     """A run's train loss as a line and validation loss as points (the compare screen draws several runs); a
-    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), and the objective the eval
-    metrics it charts (a classifier's validation accuracy and macro-F1)."""
+    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), and the objective the scores
+    it charts: eval metrics as points (a classifier's validation accuracy and macro-F1), train figures as lines
+    (GRPO's reward)."""
     train, val = view.series["loss"], view.series["val_loss"]
     curves = [
         Curve(f"{label_prefix}train", tuple(train.steps), tuple(train.values), train_color),
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
-    extra = [("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False)]
-    for metric, color in zip(view.charted, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
-        extra.append((metric.key, metric.chart_label, color, True))
-    for name, label, color, share in extra:
+    extra = [("ce_loss", "ce", CE_COLOR, False, False), ("kd_loss", "kd", KD_COLOR, False, False)]
+    scores = [(metric, True) for metric in view.charted] + [(metric, False) for metric in view.train_charted]
+    for (metric, points), color in zip(scores, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
+        extra.append((metric.key, metric.chart_label, color, points, True))
+    for name, label, color, points, share in extra:
         part = view.series[name]
         if part.steps:
             steps, values = tuple(part.steps), tuple(part.values)
-            curves.append(Curve(f"{label_prefix}{label}", steps, values, color, points=share, share=share))
+            curves.append(Curve(f"{label_prefix}{label}", steps, values, color, points=points, share=share))
     return curves
 
 

@@ -6,6 +6,7 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` holding
                          (studio.run_folder.checkpoint_meta)
   optimizer.safetensors  the optimizer's tensors; its hyperparameters and layout in the file's metadata (JSON)
   rng-rank{R}.safetensors  per process: its random streams (the TrainingState's global torch RNG and data generator)
+                         and the batches it holds for later steps (GRPO's answers, when μ > 1)
   trainer_state.json     the TrainingState's counters (step, tokens seen, training seconds) and the world size
 It is built in `checkpoints/.tmp-step-N/`, every file fsynced, then renamed into place; only then does
 `checkpoints/latest` (itself written to a temp file, fsynced and renamed) name it. A crash at any instant
@@ -52,9 +53,10 @@ def begin(run_dir: Path, step: int) -> Path:
 
 
 def write_training_state(tmp: Path, rank: int, state: TrainingState, world_size: int, counters: bool) -> None:
-    """Every rank: its random streams, so dropout and batch order continue exactly after resume; the process
-    that writes the folder (rank 0 on each machine) also the counters, which every rank shares."""
-    _save(state.random_streams(), _streams_path(tmp, rank))
+    """Every rank: its random streams and held batches, so dropout, batch order and the answers being learned from
+    continue exactly after resume; the process that writes the folder (rank 0 on each machine) also the counters,
+    which every rank shares."""
+    _save(state.rank_tensors(), _streams_path(tmp, rank))
     if counters:
         write_atomically(tmp / TRAINER_STATE, json.dumps({**state.counters(), "world_size": world_size}, indent=1))
 
@@ -144,9 +146,9 @@ def read_optimizer_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def read_training_state(checkpoint: Path, rank: int, state: TrainingState) -> bool:
-    """Restore `state` whole from a checkpoint: the counters, and this rank's random streams. False when the
-    checkpoint has no streams for this rank (it was saved by fewer processes): rank 0's data stream, which every
-    rank shares, is restored and the caller seeds the torch stream."""
+    """Restore `state` whole from a checkpoint: the counters, and this rank's random streams and held batches. False
+    when the checkpoint has no streams for this rank (it was saved by fewer processes): rank 0's data stream, which
+    every rank shares, is restored and the caller seeds the torch stream."""
     path = _streams_path(checkpoint, rank)
     try:
         counters = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))

@@ -26,6 +26,7 @@ from studio.cli.console import (
 )
 from studio.cli.parser import (
     DATA_FLAGS,
+    EVALUATE_OPTIONS,
     PREPARE_FLAGS,
     apply_config_options,
     parse_size,
@@ -154,8 +155,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = RunConfig()
     config.data.source = args.data
-    apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
-    result = evaluate(args.target, config.data, args.checkpoint)
+    apply_config_options(config, args, EVALUATE_OPTIONS)
+    result = evaluate(args.target, config.data, args.checkpoint, config.train.rewards, args.max_new_tokens)
     if args.out:
         if result.predictions is None:
             raise StudioError("--out writes a classifier's per-row predictions; this model is a language model")

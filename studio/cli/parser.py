@@ -50,6 +50,7 @@ TRAIN_FLAGS = (
     "train.group_size",
     "distill.teacher",
 )
+EVALUATE_OPTIONS = ("data.text_field", "data.label_field", "data.text_pair_field", "train.rewards")
 MULTI_NODE_FLAGS = ("train.num_machines", "train.machine_rank", "train.main_address", "train.main_port")
 METAVARS = {
     "train.main_address": "HOST",
@@ -124,11 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: on for runs trained on chat data and folders with a template)",
     )
 
-    evaluate = command("evaluate", "judge a model on held-out data: loss, perplexity, accuracy; a classifier's F1")
+    evaluate = command(
+        "evaluate",
+        "judge a model on held-out data: loss, perplexity, accuracy; a classifier's F1; preference rows: pairwise "
+        "accuracy; prompt rows: the reward of its answers",
+    )
     evaluate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
-    evaluate.add_argument("--data", required=True, help="held-out text, or .jsonl rows (classifiers: text and label)")
+    evaluate.add_argument(
+        "--data", required=True, help="held-out text, or .jsonl rows (classifiers: text and label; prompt rows "
+        "{prompt, ...}: the answers scored by the run's rewards, or --reward)",
+    )  # fmt: skip
     evaluate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
-    add_config_options(evaluate, ("data.text_field", "data.label_field", "data.text_pair_field"))
+    add_config_options(evaluate, EVALUATE_OPTIONS)
+    evaluate.add_argument(
+        "--max-new-tokens", type=int, metavar="N",
+        help="prompt rows: the most tokens of an answer (default: the run's train.max_completion_tokens, else 64)",
+    )  # fmt: skip
     evaluate.add_argument("--out", type=Path, help="a classifier's per-row predictions, as .jsonl")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 

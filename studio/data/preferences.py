@@ -66,14 +66,15 @@ class PreferenceCounts:
     skipped: Counter = field(default_factory=Counter)
 
 
-def holds_preferences(source: Source, data: DataConfig) -> bool:
-    """Whether the source's first row is a preference row (chosen and rejected, or completion and label)."""
-    first = next((file for file in source.files if file.has_rows), None)
-    for record, _ in [] if first is None else first.rows(data.strict, ReadStats()):
-        return isinstance(record, dict) and (
-            {"chosen", "rejected"} <= set(record) or {"completion", "label"} <= set(record)
-        )
-    return False
+def holds_preferences(source: Source) -> bool:
+    """Whether the source's first row is a preference row."""
+    return is_preference_row(source.first_row())
+
+
+def is_preference_row(record: Any) -> bool:
+    """A row with answers to rank: chosen and rejected, or completion and label."""
+    fields = set(record) if isinstance(record, dict) else set()
+    return {"chosen", "rejected"} <= fields or {"completion", "label"} <= fields
 
 
 def row_shape(record: dict) -> str:

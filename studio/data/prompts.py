@@ -26,7 +26,7 @@ from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
 from studio.data.examples import split_examples
 from studio.data.meta import DocumentCounts, RowsWritten
-from studio.data.preferences import messages
+from studio.data.preferences import is_preference_row, messages
 from studio.data.sources import ReadStats, Source
 from studio.errors import StudioError
 
@@ -70,6 +70,12 @@ def write_prompts(
     examples = {"train": split_at, "val": len(rows) - split_at}
     tokens = {"train": int(all_offsets[split_at]), "val": int(all_offsets[-1] - all_offsets[split_at])}
     return RowsWritten(PROMPTS, DocumentCounts(seen, len(rows), dict(skipped)), characters, examples, tokens)
+
+
+def holds_prompts(source: Source) -> bool:
+    """Whether the source's first row is a prompt row: a prompt, and no answers to rank (a preference row's)."""
+    record = source.first_row()
+    return isinstance(record, dict) and "prompt" in record and not is_preference_row(record)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -141,6 +141,13 @@ class Source:
             stats.files_read += 1
             yield from file.rows(self.strict, stats)
 
+    def first_row(self) -> Any:
+        """The first row of its first file of rows (None: it has none), which tells what the rows are for."""
+        first = next((file for file in self.files if file.has_rows), None)
+        for record, _ in [] if first is None else first.rows(self.strict, ReadStats()):
+            return record
+        return None
+
     def fingerprint(self, progress: Callable[[int, int], None] | None = None) -> str:
         """A hash of every file's relative path and raw bytes: the same content gives the same hash."""
         digest = hashlib.blake2b(digest_size=16)

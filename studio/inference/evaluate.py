@@ -7,6 +7,10 @@ it is used (both splits of the prepared files):
 - a causal LM on preference rows ({prompt, chosen, rejected}, studio.data.preferences): the pairwise accuracy (the
   chosen answer's log-probability above the rejected one's, summed over the answer's tokens: no reference model
   is needed, so runs and exported folders alike are judged) and the mean margin between the two;
+- a causal LM on prompt rows ({prompt, ...}, studio.data.prompts): one greedy answer per prompt (up to
+  --max-new-tokens, else the run's train.max_completion_tokens), scored by reward functions (studio.rewards): the
+  ones given, else the run's (an exported folder names none); the mean reward (their weighted sum), each function's
+  mean and the answers' length in tokens;
 - a classifier: loss, accuracy, macro precision/recall/F1, per-class F1 and the confusion matrix, and each row's
   prediction with its probabilities (for `--out`).
 The model is a run's checkpoint, or a Hugging Face folder (an export, say).
@@ -20,17 +24,20 @@ from typing import Any
 
 import torch
 
-from studio.config import DataConfig
+from studio.config import DataConfig, RunConfig
 from studio.data.batches import IGNORE, ExampleFile, TokenFile, labeled_batch, mask_tokens, padded_examples
 from studio.data.preferences import PAIRS, holds_preferences
 from studio.data.prepare import Dataset, PretrainedTokenizer, Purpose, prepare_dataset
+from studio.data.prompts import holds_prompts, read_rows
 from studio.data.sources import open_source
 from studio.data.tokenizer import SEP
 from studio.errors import StudioError
+from studio.inference.generate import SamplingConfig, sample, stopped_length
 from studio.inference.load import LoadedModel, load_model
 from studio.model import answer_logps, lm_loss_sum
 from studio.objectives import Objective
 from studio.objectives.metrics import classification_metrics
+from studio.rewards import BUILT_INS, parse_rewards, score
 
 BATCH = 16
 MASK_SEED = 0
@@ -38,14 +45,30 @@ MASK_SEED = 0
 
 @dataclass
 class Evaluation:
-    kind: str  # the objective's evaluate_kind: causal, masked or classify
+    kind: str  # the objective's evaluate_kind (causal, masked, classify), or what the rows ask: preference, rewards
     metrics: dict[str, Any]
     predictions: list[dict[str, Any]] | None = None  # a classifier's, one per row; None: a language model's
 
 
-def evaluate(target: str, data: DataConfig, step: int | None = None) -> Evaluation:
+def evaluate(
+    target: str, data: DataConfig, step: int | None = None, rewards: list[str] | None = None,
+    max_new_tokens: int | None = None,
+) -> Evaluation:  # fmt: skip
+    """The model of `target` judged on `data`; on prompt rows, answers of up to `max_new_tokens` (None: the run's
+    train.max_completion_tokens) scored by `rewards` (names, as train.rewards; None: the run's)."""
     loaded = load_model(target, step)
-    if loaded.objective.generates and holds_preferences(open_source(data.source, data), data):
+    source = open_source(data.source, data) if loaded.objective.generates else None
+    if source is not None and holds_prompts(source):
+        if max_new_tokens is None:
+            max_new_tokens = (loaded.run_config or RunConfig()).train.max_completion_tokens
+        sampling = SamplingConfig(max_new_tokens, temperature=0.0)  # greedy
+        sampling.check()
+        with torch.inference_mode():
+            return Evaluation("rewards", _rewarded_answers(loaded, data, _reward_names(loaded, rewards), sampling))
+    if rewards or max_new_tokens is not None:
+        raise StudioError(f"--reward and --max-new-tokens are for a model's answers to prompt rows ({{prompt, ...}}); "
+                          f"{data.source} holds other rows, or the model does not generate: drop them")  # fmt: skip
+    if source is not None and holds_preferences(source):
         with torch.inference_mode():
             return Evaluation("preference", _pairs(loaded, data))
     dataset = prepare_dataset(data, purpose=_held_out_purpose(loaded))
@@ -77,13 +100,7 @@ def _held_out_purpose(loaded: LoadedModel) -> Purpose:
 def _pairs(loaded: LoadedModel, data: DataConfig) -> dict[str, Any]:
     """Preference rows rendered with the model's chat template (both splits): the share of pairs whose chosen answer
     the model finds likelier than the rejected one, and the mean margin of their log-probabilities."""
-    template = loaded.chat_template
-    pretrained = PretrainedTokenizer(
-        loaded.tokenizer_file, loaded.tokenizer.id_to_token(loaded.eot_id),
-        chat_template=None if template is None else template.source,
-        bos_token="" if template is None else template.bos_token,
-    )  # fmt: skip
-    dataset = prepare_dataset(data, purpose=Purpose(pretrained, loaded.context, task="preference", held_out=True))
+    dataset = prepare_dataset(data, purpose=_rows_purpose(loaded, "preference"))
     if dataset.meta.row_format != PAIRS:
         raise StudioError(f"{data.source} holds unpaired rows (completion, label); evaluate ranks pairs: give "
                           "{prompt, chosen, rejected} rows")  # fmt: skip
@@ -101,6 +118,57 @@ def _pairs(loaded: LoadedModel, data: DataConfig) -> dict[str, Any]:
             margins += float(margin.sum())
             pairs += len(margin)
     return {"pair_accuracy": round(right / pairs, 6), "mean_margin": round(margins / pairs, 6), "pairs": pairs}
+
+
+def _rows_purpose(loaded: LoadedModel, task: str) -> Purpose:
+    """Preference or prompt rows rendered with the model's tokenizer and chat template, all of them kept."""
+    template = loaded.chat_template
+    pretrained = PretrainedTokenizer(
+        loaded.tokenizer_file, loaded.tokenizer.id_to_token(loaded.eot_id),
+        chat_template=None if template is None else template.source,
+        bos_token="" if template is None else template.bos_token,
+    )  # fmt: skip
+    return Purpose(pretrained, loaded.context, task=task, held_out=True)
+
+
+def _reward_names(loaded: LoadedModel, given: list[str] | None) -> list[str]:
+    """The rewards given to evaluate, else the run's own (a GRPO run's)."""
+    names = given or (loaded.run_config.train.rewards if loaded.run_config is not None else [])
+    if not names:
+        raise StudioError(f"prompt rows are judged by the rewards of the model's answers, and {loaded.description} "
+                          f"names none: give --reward ({BUILT_INS})")  # fmt: skip
+    return names
+
+
+def _rewarded_answers(
+    loaded: LoadedModel, data: DataConfig, names: list[str], sampling: SamplingConfig
+) -> dict[str, Any]:  # fmt: skip
+    """Every prompt row (both splits) answered once, as `sampling` says, and scored: the mean reward (the rewards
+    summed with their weights), each function's mean, and the answers' mean length in tokens (up to their stop)."""
+    rewards = parse_rewards(names)
+    dataset = prepare_dataset(data, purpose=_rows_purpose(loaded, "prompts"))
+    stop_ids = sorted({loaded.eot_id, *loaded.stop_ids} - {None})
+    device = next(loaded.model.parameters()).device
+    scores, lengths = [], []
+    for split in ("train", "val"):
+        examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
+        for index, row in enumerate(read_rows(dataset.path / f"{split}.rows")):
+            ids = examples.text_ids(index)
+            prompt = torch.as_tensor(ids, dtype=torch.long, device=device).unsqueeze(0)
+            completion = sample(loaded.model, prompt, loaded.context, sampling, stop_ids=stop_ids)[0].tolist()
+            length = stopped_length(completion, stop_ids)
+            text = loaded.tokenizer.decode(completion[:length])
+            prompt_text = loaded.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+            scores.append(score(rewards, prompt_text, text, row))
+            lengths.append(length)
+    values = torch.tensor(scores, dtype=torch.float64)  # (prompts, rewards)
+    weights = torch.tensor([reward.weight for reward in rewards], dtype=torch.float64)
+    return {
+        "reward": round(float((values @ weights).mean()), 6),
+        "rewards": {reward.name: round(float(mean), 6) for reward, mean in zip(rewards, values.mean(0))},
+        "completion_len": round(sum(lengths) / len(lengths), 3),
+        "prompts": len(lengths),
+    }
 
 
 def _token_metrics(objective: Objective, model: torch.nn.Module, dataset: Dataset, context: int) -> dict[str, Any]:

@@ -119,6 +119,14 @@ def decode_steps(
             return
 
 
+def stopped_length(tokens: list[int], stop_ids: list[int]) -> int:
+    """The tokens of a sampled continuation up to and including its first stop token (a finished row repeats it)."""
+    for index, token in enumerate(tokens):
+        if token in stop_ids:
+            return index + 1
+    return len(tokens)
+
+
 def sample(
     model: torch.nn.Module,
     ids: torch.Tensor,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Metric:
-    """One figure of an objective's `eval` events, as the CLI's eval line and the run's chart show it."""
+    """One figure of an objective's `eval` events (or `train` events: `Objective.train_charted`), as the CLI's eval
+    line and the run's chart show it."""
 
     key: str  # the eval event's field
     label: str  # its name on the eval line and in the chart's legend
@@ -60,10 +61,11 @@ GRPO_KEYS = (  # the keys GRPO reads (studio.train.objectives.grpo)
     "train.group_size",
     "train.max_completion_tokens",
     "train.grpo_epsilon",
+    "train.grpo_iterations",
     "train.beta",
 )
 GRPO_METRICS = (  # rewards of one sampled answer per held-out prompt (eval events also hold each function's)
-    Metric("val_reward", "reward", ".3f", chart_label="reward"),
+    Metric("val_reward", "reward", ".3f", chart_label="val reward"),
     Metric("val_reward_std", "reward std", ".3f"),
     Metric("val_completion_len", "answer len", ".1f"),
 )
@@ -86,6 +88,8 @@ class Objective:
     reference: bool = False  # measured against a frozen reference model: the base with adapters off, or a copy
     paired: bool = False  # learns from pairs of answers only (KTO learns from unpaired ones too)
     keys: tuple[str, ...] = ()  # the config keys of its own it reads (the Train tab shows these, hides the others')
+    train_charted: tuple[Metric, ...] = ()  # figures of its train events drawn beside the loss, as lines, on the
+    # scores' axis with the charted eval metrics (GRPO's reward of the sampled answers, beside the held-out one's)
 
     @property
     def charted(self) -> tuple[Metric, ...]:
@@ -183,6 +187,7 @@ OBJECTIVES: dict[str, Objective] = {
             trainer="studio.train.objectives.grpo",
             reference=True,  # when train.beta > 0 (0 loads none)
             keys=GRPO_KEYS,
+            train_charted=(Metric("reward", "train reward", ".3f", chart_label="train reward"),),
         ),
     )
 }

@@ -37,6 +37,7 @@ TRAIN_METRICS = (
     "mfu",
     "mem_allocated",
     "mem_peak",
+    *dict.fromkeys(metric.key for objective in OBJECTIVES.values() for metric in objective.train_charted),
 )
 # the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)
 EVAL_METRICS = ("val_loss", *dict.fromkeys(m.key for o in OBJECTIVES.values() for m in o.eval_metrics if m.chart_label))
@@ -46,7 +47,7 @@ SAMPLES_KEPT = 50  # the newest sample events kept
 READ_BYTES = 4 << 20  # events.jsonl is parsed this much at a time
 SUMMARY_EVERY_BYTES = 1 << 20  # the summary is written again once this much more has been read
 SUMMARY_AT_CHECKPOINT_BYTES = 4 << 20  # the trainer brings the summary up to date at a checkpoint past this
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2  # 2: the train series the objectives chart (GRPO's reward); a summary of 1 has none, read again
 FINGERPRINT_BYTES = 64  # the bytes before the summary's offset it keeps, to know the file it covers
 
 

@@ -43,6 +43,7 @@ class RunView:
     confusion: tuple[int, list, list[list[int]]] | None = None  # a classifier's latest eval: step, labels, matrix
     memory: MemoryFacts | None = None  # from the `running` event; the measured peaks are series["mem_peak"]
     charted: tuple[Metric, ...] = ()  # the objective's eval metrics drawn beside the loss (studio.objectives)
+    train_charted: tuple[Metric, ...] = ()  # and its train events' figures drawn beside it (GRPO's reward)
     length: str = ""  # "300 steps ≈ 960 epochs of 5 examples"; "" when the dataset is gone
 
 
@@ -56,6 +57,7 @@ class RunWatcher:
         self.schedule = config.train.schedule
         self.dataset_meta = run_dataset_meta(config)
         self.charted = objective_of(config).charted
+        self.train_charted = objective_of(config).train_charted
         self.status = "created"
         self.log_lines: deque[str] = deque(maxlen=log_lines)
         self._log_offset: int | None = None
@@ -148,4 +150,5 @@ class RunWatcher:
                 confusion=self.history.confusion,
                 memory=self.history.memory,
                 charted=self.charted,
+                train_charted=self.train_charted,
             )

@@ -1,7 +1,7 @@
 """GRPO (DeepSeekMath; TRL's GRPOTrainer): answers sampled per prompt, scored by reward functions, each group's
 answers compared with each other.
 
-Per step, each prompt of the batch is answered G = `train.group_size` times by the policy (the studio's KV-cache
+Each batch of prompts drawn is answered G = `train.group_size` times by the policy (the studio's KV-cache
 sampling, up to `train.max_completion_tokens`, stopped at the end-of-turn token), and every answer scored by the
 run's rewards (`studio.rewards`, summed with their weights). Within a group, the advantage of answer i is
 A_i = (r_i − mean r) / (std r + 1e-4). The loss of an answer is the mean over its tokens t (the completion's, up to
@@ -10,12 +10,19 @@ and including its stop token; the prompt and what follows the stop add nothing) 
     −min(ρ_t A, clip(ρ_t, 1 − ε, 1 + ε) A) + β·(exp(q_t) − q_t − 1),   ρ_t = exp(log π(t) − log π_old(t)),
 
 q_t = log π_ref(t) − log π(t) (the k3 estimate of KL(π ‖ π_ref)), ε `train.grpo_epsilon`, β `train.beta` (0: no KL
-term, and no reference is built). The answers are sampled by the weights being updated, one update per generation
-(TRL's default), so π_old is π detached: ρ is 1 in value and the clip fraction 0, while its gradient is the policy
-gradient A·∇log π. The loss of a step is the mean over its answers.
+term, and no reference is built). The loss of a step is the mean over its answers.
+
+The sampled answers are learned from by μ = `train.grpo_iterations` optimizer updates in a row (TRL's
+`num_iterations`), and each update is one step, as for every objective: max_steps, the learning-rate schedule,
+logs and checkpoints count updates, and a sampled batch spans μ steps (the last one cut short at max_steps).
+π_old is the policy that sampled them: with μ = 1 that is π detached (ρ is 1 in value and the clip fraction 0,
+while its gradient is the policy gradient A·∇log π); with μ > 1 its log-probabilities are computed once, when the
+answers are sampled, and the answers, advantages and those log-probabilities are held (`TrainingState.held`, in
+the checkpoint too) until their last update, so a run stopped between two updates of a batch resumes exactly.
 
 Train events carry the reward's mean and its within-group std (and each function's mean), the answers' length,
-the KL, the clip fraction, and the seconds spent generating and scoring apart from the rest of the step.
+the KL, the clip fraction, and the seconds spent generating and scoring apart from the rest of the step (the
+rewards, length and KL of every update, so a batch learned from μ times counts μ times).
 Evaluation answers every held-out prompt once (seeded) and reports the same rewards; samples show the first
 held-out prompts' answers with their rewards.
 """
@@ -23,15 +30,17 @@ held-out prompts' answers with their rewards.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from studio.checkpoints.training_state import TrainingState
 from studio.data.batches import ExampleFile, ExampleStream, StreamPosition
 from studio.data.prompts import read_rows
-from studio.inference.generate import SamplingConfig, sample
+from studio.inference.generate import SamplingConfig, sample, stopped_length
 from studio.model.trainable import RunModel
 from studio.rewards import Reward, parse_rewards, score
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
@@ -49,27 +58,21 @@ class PromptBatch:
     prompts: list[np.ndarray]
     rows: list[dict[str, Any]]
     tokens: int  # prompt tokens read
-    supervised: int  # what the loss is a mean over: the answers, prompts × G
     seed: int = 0  # the answers' sampling seed: the stream's position, so a resumed run samples what it would have
-
-    def to(self, device: torch.device, pin: bool = False) -> PromptBatch:
-        return self  # moved when answered: the prompts become tensors with their answers
 
 
 class PromptRows:
     """A split's prompts and rows, as the stream draws them."""
 
-    def __init__(self, examples: ExampleFile, rows: list[dict[str, Any]], group_size: int):
-        self.examples, self.rows, self.group_size = examples, rows, group_size
+    def __init__(self, examples: ExampleFile, rows: list[dict[str, Any]]):
+        self.examples, self.rows = examples, rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batch(self, indices: list[int], block_size: int) -> PromptBatch:
         prompts = [self.examples.text_ids(index) for index in indices]
-        return PromptBatch(
-            prompts, [self.rows[index] for index in indices], sum(map(len, prompts)), len(indices) * self.group_size
-        )
+        return PromptBatch(prompts, [self.rows[index] for index in indices], sum(map(len, prompts)))
 
 
 class PromptStream(ExampleStream):
@@ -82,6 +85,59 @@ class PromptStream(ExampleStream):
             indices.append(self.example_index(position.examples_drawn))
             position.examples_drawn += 1
         return replace(self.examples.batch(indices, self.block_size), seed=seed)
+
+
+@dataclass
+class SampledBatch:
+    """A batch's answers, G per prompt in order, with what every update learning from them needs."""
+
+    x: torch.Tensor  # (N, T) inputs: prompt + completion per row, right-padded
+    targets: torch.Tensor  # (N, T) the next token of each position
+    mask: torch.Tensor  # (N, T) 1 on the completions' tokens
+    rewards: torch.Tensor  # (N, R) each reward function's value, unweighted (on the CPU, as the weights)
+    advantages: torch.Tensor  # (N,)
+    old_logps: torch.Tensor | None  # (N, T) the sampling weights' log-probabilities; None: π detached (μ = 1)
+    tokens: int  # prompt tokens read
+    generation_seconds: float = 0.0  # spent sampling and scoring it (0 when learned from again)
+
+    # what TrainingState.held keeps of it (with its tokens), when it is learned from again
+    HELD: ClassVar[tuple[str, ...]] = ("x", "targets", "mask", "rewards", "advantages", "old_logps")
+
+    @property
+    def supervised(self) -> int:
+        return len(self.x)  # the loss is a mean over the answers
+
+    def to(self, device: torch.device, pin: bool = False) -> SampledBatch:
+        moved = {name: getattr(self, name).to(device) for name in ("x", "targets", "mask", "advantages")}
+        old_logps = None if self.old_logps is None else self.old_logps.to(device)
+        return replace(self, **moved, old_logps=old_logps)
+
+    def held(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.HELD} | {"tokens": torch.tensor(self.tokens)}
+
+    @classmethod
+    def from_held(cls, tensors: dict[str, torch.Tensor]) -> SampledBatch:
+        return cls(**{name: tensors[name] for name in cls.HELD}, tokens=int(tensors["tokens"]))
+
+
+class SampledStream:
+    """The training prompts, each batch answered when drawn and learned from by μ updates in a row: at a sampled
+    batch's first update it is sampled (and held for the later ones), at its later updates taken from the held
+    ones in order, at its last update let go. A rank that resumed with nothing held (a checkpoint of fewer
+    processes) samples anew."""
+
+    def __init__(self, prompts: PromptStream, sampled: Callable[[PromptBatch], SampledBatch], iterations: int):
+        self.prompts, self.sampled, self.iterations = prompts, sampled, iterations
+        self.step, self.fresh = -1, True  # the step being drawn, and whether its batches are sampled anew
+
+    def next(self, state: TrainingState) -> SampledBatch:
+        if state.step != self.step:  # the step's first micro-batch
+            self.step = state.step
+            self.fresh = state.step % self.iterations == 0 or not state.held
+        batch = self.sampled(self.prompts.next(state)) if self.fresh else SampledBatch.from_held(state.held.pop(0))
+        if state.step % self.iterations < self.iterations - 1:  # learned from again
+            state.held.append(batch.held())
+        return batch
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -158,13 +214,32 @@ class Objective(CausalLM):
     def prompt_rows(self, split: str) -> PromptRows:
         dataset = self.context.dataset
         examples = ExampleFile(dataset.bin_path(split), dataset.dtype)
-        return PromptRows(examples, read_rows(dataset.path / f"{split}.rows"), self.context.config.train.group_size)
+        return PromptRows(examples, read_rows(dataset.path / f"{split}.rows"))
 
-    def batches(self, split: str, shuffle: bool) -> PromptStream:
+    def batches(self, split: str, shuffle: bool) -> SampledStream:
         context = self.context
-        return PromptStream(
+        prompts = PromptStream(
             self.prompt_rows(split), context.config.train.batch_size, context.block_size, False,
             context.config.train.seed, context.rank, context.world, shuffle,
+        )  # fmt: skip
+        return SampledStream(prompts, self.sampled, context.config.train.grpo_iterations)
+
+    @torch.no_grad()
+    def sampled(self, batch: PromptBatch) -> SampledBatch:
+        """The batch's prompts answered G times each (seeded by the stream's position), with their advantages, and
+        with μ > 1 the log-probabilities of the weights that sampled them, which the later updates' ratio needs."""
+        started = time.perf_counter()
+        context, group = self.context, self.context.config.train.group_size
+        answers = self.answer(batch.prompts, batch.rows, group, torch.Generator().manual_seed(batch.seed))
+        total = answers.rewards @ self.weights  # (N,)
+        advantages = group_advantages(total.view(-1, group)).view(-1).float().to(answers.x.device)
+        old_logps = None
+        if context.config.train.grpo_iterations > 1:
+            with context.accelerator.autocast():
+                old_logps = token_logps(self.policy(answers.x)[0], answers.targets)
+        return SampledBatch(
+            answers.x, answers.targets, answers.mask, answers.rewards, advantages, old_logps, batch.tokens,
+            time.perf_counter() - started,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -180,7 +255,7 @@ class Objective(CausalLM):
                 completions = sample(self.policy, prompt, context.block_size, sampling, generator, self.stop_ids)
             prompt_text = tokenizer.decode(ids.tolist(), skip_special_tokens=False)
             for completion in completions.tolist():
-                length = self.completion_length(completion)
+                length = stopped_length(completion, self.stop_ids)
                 text = tokenizer.decode(completion[:length])
                 sequences.append(ids.tolist() + completion[:length])
                 masks.append([0] * (len(ids) - 1) + [1] * length)
@@ -196,31 +271,20 @@ class Objective(CausalLM):
         rewards = torch.tensor(scores, dtype=torch.float64)
         return Answers(x.to(device), targets.to(device), mask.to(device), texts, rewards)
 
-    def completion_length(self, completion: list[int]) -> int:
-        """The tokens of a sampled completion up to and including its first stop token (the rest repeats it)."""
-        for index, token in enumerate(completion):
-            if token in self.stop_ids:
-                return index + 1
-        return len(completion)
-
-    def loss_sums(self, model: torch.nn.Module, batch: PromptBatch) -> torch.Tensor:
-        started = time.perf_counter()
-        group = self.context.config.train.group_size
-        answers = self.answer(batch.prompts, batch.rows, group, torch.Generator().manual_seed(batch.seed))
-        generation_seconds = time.perf_counter() - started
-        total = answers.rewards @ self.weights  # (N,)
-        advantages = group_advantages(total.view(-1, group)).view(-1).float().to(answers.x.device)
-        logps = token_logps(model(answers.x)[0], answers.targets)
+    def loss_sums(self, model: torch.nn.Module, batch: SampledBatch) -> torch.Tensor:
+        train = self.context.config.train
+        logps = token_logps(model(batch.x)[0], batch.targets)
+        old_logps = logps.detach() if batch.old_logps is None else batch.old_logps
         reference = None
         if self.reference is not None:
-            reference = token_logps(self.reference.logits(answers.x), answers.targets)
-        train = self.context.config.train
+            reference = token_logps(self.reference.logits(batch.x), batch.targets)
         terms = clipped_surrogate(
-            logps, logps.detach(), reference, advantages, answers.mask, train.grpo_epsilon, train.beta
+            logps, old_logps, reference, batch.advantages, batch.mask, train.grpo_epsilon, train.beta
         )
+        total = batch.rewards @ self.weights
         self.window += torch.tensor([
-            len(total), total.sum(), total.view(-1, group).std(1).sum(), answers.mask.sum().item(),
-            terms.kl.sum().item(), terms.clipped.sum().item(), generation_seconds, *answers.rewards.sum(0).tolist(),
+            len(total), total.sum(), total.view(-1, train.group_size).std(1).sum(), batch.mask.sum().item(),
+            terms.kl.sum().item(), terms.clipped.sum().item(), batch.generation_seconds, *batch.rewards.sum(0).tolist(),
         ], dtype=torch.float64)  # fmt: skip
         loss = terms.loss.sum()
         return torch.stack([loss, loss.detach(), torch.zeros_like(loss)])
