@@ -69,6 +69,15 @@ def losses(run_dir: Path) -> list[float]:
     return [event["loss"] for event in events if event["kind"] == "train"]
 
 
+def logit_gap(run: str, reloaded: torch.nn.Module, text: str) -> float:
+    """The largest difference between the logits of a model reloaded from an export (by transformers, or peft on
+    its base) and those of the studio's own loaded model of the run, on `text`."""
+    trained = load_generator(run)
+    ids = torch.tensor([trained.encode(text)])
+    with torch.no_grad():
+        return (reloaded(input_ids=ids).logits - trained.model(ids)[0]).abs().max().item()
+
+
 @pytest.fixture
 def code_text(tmp_path) -> Path:
     path = tmp_path / "code.txt"
@@ -94,10 +103,7 @@ def test_every_family_fine_tunes_and_exports_to_plain_transformers(studio_home, 
         weights |= load_file(shard)
     assert not [name for name in weights if "lora" in name]
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    trained = load_generator("ft")
-    ids = torch.tensor([trained.encode("class Point:\n    x")])
-    with torch.no_grad():
-        assert (reloaded(ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-4
+    assert logit_gap("ft", reloaded, "class Point:\n    x") < 1e-4
     assert (out / "generation_config.json").is_file() and (out / "tokenizer.json").is_file()
     if family == "llama" and method == "lora":  # evaluate judges the run, and its export, on held-out text
         from studio.config import DataConfig
@@ -122,10 +128,7 @@ def test_lora_adapter_exports_for_peft_on_its_base(studio_home, tmp_path, code_t
     export_run("dora", out, adapter=True)
     assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
     adapted = PeftModel.from_pretrained(base, out).eval()
-    trained = load_generator("dora")
-    ids = torch.tensor([trained.encode("def add")])
-    with torch.no_grad():
-        assert (adapted(input_ids=ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-5
+    assert logit_gap("dora", adapted, "def add") < 1e-5
 
 
 def step_delta(
@@ -235,7 +238,4 @@ def test_the_studios_own_models_take_adapters_too(studio_home, tmp_path, code_te
     result = export_run("native", out)  # merged into the studio's weights, then checked against transformers
     assert result.max_logit_diff is not None and result.max_logit_diff < 1e-4
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-    trained = load_generator("native")
-    ids = torch.tensor([trained.encode("class Point:")])
-    with torch.no_grad():
-        assert (reloaded(ids).logits - trained.model(ids)[0]).abs().max().item() < 1e-4
+    assert logit_gap("native", reloaded, "class Point:") < 1e-4

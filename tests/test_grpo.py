@@ -234,6 +234,25 @@ def test_grpo_raises_the_reward_of_a_checkable_task(tiny, studio_home, tmp_path)
     assert all(set(sample["rewards"]) == {LOWERCASE} for sample in last_samples)
 
 
+@pytest.mark.slow
+def test_a_grpo_run_with_lora_exports_merged_with_its_trained_logits(tiny, studio_home, tmp_path, run_cli):
+    """GRPO for 2 steps (a KL term: the reference is the base, adapters off), exported merged: transformers reloads
+    the logits of the studio's own model of the run, which are not the base's."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.test_adapt import adapt_config, logit_gap, train_in_process
+
+    data = write_prompts(tmp_path / "prompts.jsonl", 12)
+    changes = grpo_changes(2) | {"train.method": "lora", "train.lr": 2e-2, "train.beta": 0.1}
+    train_in_process(adapt_config(tiny, data, changes), "grpo")
+    text = "Word 99? abc"
+    assert logit_gap("grpo", AutoModelForCausalLM.from_pretrained(tiny).eval(), text) > 1e-3  # the policy moved
+    merged = tmp_path / "merged"
+    assert run_cli("export", "grpo", "--out", merged)[0] == 0
+    reloaded = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    assert logit_gap("grpo", reloaded, text) < 1e-4
+
+
 def test_prompt_rows_prepare_with_their_fields_and_rows_without_a_prompt_are_skipped(tiny, tmp_path, run_cli):
     from studio.data.prepare import open_dataset
     from studio.data.prompts import read_rows

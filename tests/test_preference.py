@@ -313,6 +313,37 @@ def test_the_first_dpo_step_is_ln2_with_dropout_in_the_model_and_with_a_precompu
     assert losses(precomputed.run_dir) == pytest.approx(losses(live.run_dir), abs=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_an_aligned_run_exports_merged_and_as_an_adapter_with_its_trained_logits(
+    tiny, studio_home, tmp_path, run_cli, method
+):
+    """DPO for 2 steps, exported merged (and under LoRA as peft's adapter): transformers (peft on the base) reloads
+    the logits of the studio's own model of the run, which are not the base's: the export holds the policy, not
+    the reference (a frozen copy of the base under full fine-tuning)."""
+    from tests.test_adapt import adapt_config, logit_gap, train_in_process
+
+    folder, _ = tiny
+    data = write_rows(tmp_path / "prefs.jsonl", toy_rows(8))
+    changes = {"train.objective": "dpo", "train.method": method, "model.block_size": 64, "train.max_steps": 2}
+    changes |= {"data.val_fraction": 0.25, "train.lr": 2e-2}
+    train_in_process(adapt_config(folder, data, changes), "aligned")
+    text = "Question 99? yes no"
+    base = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert logit_gap("aligned", base, text) > 1e-3  # the policy moved away from its reference
+    merged = tmp_path / "merged"
+    assert run_cli("export", "aligned", "--out", merged)[0] == 0
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    assert logit_gap("aligned", reloaded, text) < 1e-4
+    if method == "lora":
+        from peft import PeftModel
+
+        adapter = tmp_path / "adapter"
+        assert run_cli("export", "aligned", "--out", adapter, "--adapter")[0] == 0
+        adapted = PeftModel.from_pretrained(base, adapter).eval()
+        assert logit_gap("aligned", adapted, text) < 1e-5
+
+
 @pytest.mark.parametrize(
     ("row", "strict", "message"),
     [

@@ -96,9 +96,14 @@ def native_linear_layers(cfg: ModelConfig) -> list[tuple[str, int, int]]:
     return architecture(cfg.arch).linear_layers(cfg) * cfg.n_layer
 
 
+def adapted_layers(linear_layers: list, targets: list[str]) -> list[tuple[str, int, int]]:
+    """The (name, in, out) layers the adapters go on: those named in train.lora_targets, or all."""
+    return [(name, fan_in, fan_out) for name, fan_in, fan_out in linear_layers if not targets or name in targets]
+
+
 def adapter_params(linear_layers: list, rank: int, targets: list[str], dora: bool) -> int:
     """Trainable values of LoRA (rank·(in + out) per adapted layer) or DoRA (plus a magnitude per output)."""
-    chosen = [(name, fan_in, fan_out) for name, fan_in, fan_out in linear_layers if not targets or name in targets]
+    chosen = adapted_layers(linear_layers, targets)
     return sum(rank * (fan_in + fan_out) + (fan_out if dora else 0) for _, fan_in, fan_out in chosen)
 
 
@@ -120,18 +125,23 @@ def method_sizes(
 
     Weights are fp32 (~0.55 bytes each for qlora's 4-bit base, scales included) with the adapters on top; gradients
     and optimizer moments exist for the trainable values only; activations as estimate_train_memory counts them
-    (for a Hugging Face model: every linear layer's output and four residual-width tensors per layer and token)."""
+    (for a Hugging Face model: every linear layer's output and four residual-width tensors per layer and token),
+    plus what the adapters keep (_adapter_activations)."""
     method = method or train.method
     if facts is None:
         total, layers = param_count(model, model.vocab_size, num_labels), native_linear_layers(model)
         activations = estimate_train_memory(model, train, num_labels=num_labels)["activations"]
         gathered = _gathered_params(model, model.vocab_size, num_labels)
+        layer_count = model.n_layer
     else:
         total, layers = facts.params, facts.linear_layers
         activations = _pretrained_activations(model, train, facts)
         in_layers = sum(fan_in * fan_out for _, fan_in, fan_out in layers)  # the rest is the root's: embeddings, head
         gathered = total - in_layers + 2 * in_layers / max(facts.layers or 1, 1)
+        layer_count = max(facts.layers or 1, 1)
     adapters = method != "full"
+    if adapters:
+        activations += _adapter_activations(layers, layer_count, model.block_size, train)
     trainable = adapter_params(layers, train.lora_rank, train.lora_targets, method == "dora") if adapters else total
     optimizer_values = optimizer_values_per_weight(train)
     memory = {
@@ -161,6 +171,23 @@ def run_sizes(config: RunConfig, facts: dict | None, num_labels: int = 0, teache
     reference = 4 * sizes.total if reference_kind(config) == "frozen copy" else 0
     extra = {"teacher": teacher, "reference": reference, "total": sizes.memory["total"] + teacher + reference}
     return replace(sizes, memory={**sizes.memory, **extra})
+
+
+def _adapter_activations(linear_layers: list, layer_count: int, block_size: int, train: TrainConfig) -> int:
+    """What peft's adapters keep for the backward besides the layers they adapt, per token: each adapter's rank-wide
+    inner output, and with train.lora_dropout each adapter's own dropped-out copy of its layer's input (q, k and v
+    each make one) at the activations' width, with its mask (a byte per value). Checked with autograd's saved-tensor
+    hooks (tests/test_memory.py): on benchmarks/alignment_cost.py's 3M-parameter Llama at full context, the copies
+    add 62% to what the rest of a LoRA step keeps. Under activation checkpointing only the layer being recomputed
+    holds them."""
+    chosen = adapted_layers(linear_layers, train.lora_targets)
+    act_bytes = 2 if half_precision(train) else 4
+    per_token = len(chosen) * train.lora_rank * act_bytes
+    if train.lora_dropout > 0:
+        per_token += sum(fan_in * (act_bytes + 1) for _, fan_in, _ in chosen)
+    if train.activation_checkpointing:
+        per_token //= max(layer_count, 1)
+    return train.batch_size * block_size * per_token
 
 
 def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:
