@@ -10,10 +10,10 @@ weight decay (LLaMA-Factory, axolotl and TRL default to 0), after a short warmup
 which do not depend on the method. LoRA's rank 16 and alpha 32 (updates scaled by 2) are config.py's defaults:
 LLaMA-Factory's alpha = 2 × rank, Unsloth's rank 16.
 
-Aligning on preferences (the DPO family: dpo, ipo, orpo, simpo, kto) moves a model that already answers well, and
-trains far lower (checked 2026-12): TRL 1.16's DPOConfig, KTOConfig, ORPOConfig and CPOConfig all default to 1e-6
-for full training (the alignment handbook's Zephyr DPO recipe 5e-7, Tulu 3's 8B DPO 5e-7); with adapters about five
-times that, LLaMA-Factory's examples/train_lora/llama3_lora_dpo.yaml 5e-6 and axolotl's QLoRA DPO configs 5e-6
+Aligning (the DPO family: dpo, ipo, orpo, simpo, kto; and GRPO) moves a model that already answers well, and trains
+far lower (checked 2026-12): TRL 1.16's DPOConfig, KTOConfig, ORPOConfig, CPOConfig and GRPOConfig all default to
+1e-6 for full training (the alignment handbook's Zephyr DPO recipe 5e-7, Tulu 3's 8B DPO 5e-7); with adapters about
+five times that, LLaMA-Factory's examples/train_lora/llama3_lora_dpo.yaml 5e-6 and axolotl's QLoRA DPO configs 5e-6
 (published LoRA DPO runs reach 5e-5).
 
 A run from scratch (no train.init_from) is not fine-tuning: its preset's rate stands.
@@ -22,7 +22,6 @@ A run from scratch (no train.init_from) is not fine-tuning: its preset's rate st
 from __future__ import annotations
 
 from studio.config import RunConfig, format_value
-from studio.objectives import PREFERENCE_OBJECTIVES
 
 
 def _by_method(full: float, adapters: float) -> dict[str, float]:
@@ -30,15 +29,15 @@ def _by_method(full: float, adapters: float) -> dict[str, float]:
 
 
 # objective family -> method -> the rate a fine-tuning run starts from (the sources in the module's docstring)
-DEFAULT_LR = {"lm": _by_method(full=2e-5, adapters=2e-4), "preference": _by_method(full=1e-6, adapters=5e-6)}
+DEFAULT_LR = {"lm": _by_method(full=2e-5, adapters=2e-4), "alignment": _by_method(full=1e-6, adapters=5e-6)}
 MIN_LR_SHARE = 0.1  # the schedule decays to a tenth of the peak
 FAR = 5.0  # a chosen rate more than this many times above or below the default is warned about
 LR_KEYS = ("train.lr", "train.min_lr")
 
 
 def objective_family(config: RunConfig) -> str:
-    """The key of DEFAULT_LR the run's objective falls under: "preference" for the DPO family, else "lm"."""
-    return "preference" if config.train.objective in PREFERENCE_OBJECTIVES else "lm"
+    """The key of DEFAULT_LR the run's objective falls under: "alignment" for the DPO family and GRPO, else "lm"."""
+    return "lm" if config.train.objective == "lm" else "alignment"
 
 
 def default_lr(config: RunConfig) -> float | None:
@@ -56,7 +55,8 @@ def method_defaults(config: RunConfig) -> dict[str, float]:
     """What a fine-tuning run's LR_KEYS are unless chosen: its objective's and method's rate, and min_lr a tenth of
     the run's rate (whoever chose it); {} for a run from scratch."""
     lr = default_lr(config)
-    return {} if lr is None else {"train.lr": lr, "train.min_lr": config.train.lr * MIN_LR_SHARE}
+    # rounded to the rate's own digits: 2e-05 / 10 is 2e-06, not 2.0000000000000003e-06 in the form
+    return {} if lr is None else {"train.lr": lr, "train.min_lr": float(f"{config.train.lr * MIN_LR_SHARE:.6g}")}
 
 
 def apply_method_defaults(config: RunConfig, chosen: set[str] = frozenset()) -> None:

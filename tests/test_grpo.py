@@ -351,3 +351,16 @@ def test_grpo_from_the_command_line_with_a_user_reward_then_generate_and_export(
     text.write_text("Plain text, no prompt rows.\n" * 20, encoding="utf-8")
     code, _, err = run_cli("evaluate", "cli-grpo", "--data", text, "--reward", "length:2")
     assert code != 0 and "drop them" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_dropout_starts_at_zero_kl_from_its_reference(studio_home, tmp_path):
+    """A GPT-2 checkpoint (10% dropout): with the model's own dropout off, the first step's policy is its
+    reference, so the k3 KL of the first train event is exactly 0."""
+    from tests.test_adapt import adapt_config, train_in_process
+
+    folder = tmp_path / "gpt2"
+    make_hf_model(folder, "gpt2", chat_template=CHATML)
+    changes = grpo_changes(1) | {"train.beta": 0.1, "train.log_interval": 1, "train.max_completion_tokens": 3}
+    run_dir = train_in_process(adapt_config(folder, write_prompts(tmp_path / "prompts.jsonl", 12), changes), "kl")
+    assert events(run_dir, "train")[0]["kl"] == 0

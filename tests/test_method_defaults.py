@@ -23,7 +23,7 @@ def config_of(*argv: str):
 @pytest.mark.parametrize(("method", "lr"), [("lora", 2e-4), ("dora", 2e-4), ("qlora", 2e-4), ("full", 2e-5)])
 def test_fine_tuning_takes_its_methods_learning_rate(method, lr):
     config = config_of("--init-from", "some-run", "--preset", "finetune", "--method", method)
-    assert (config.train.lr, config.train.min_lr) == (lr, pytest.approx(lr / 10))
+    assert (config.train.lr, config.train.min_lr) == (lr, float(f"{lr / 10:.6g}"))  # 2e-06, as the form shows it
     assert lr_note(config) == f"lr {lr!r} ({method} default)" and lr_warning(config) == ""
 
 
@@ -98,9 +98,10 @@ def test_a_remembered_checkpoint_opens_at_its_methods_rate(studio_home):
 
 
 @pytest.mark.parametrize(
-    ("objective", "method", "lr"), [("dpo", "full", 1e-6), ("dpo", "lora", 5e-6), ("kto", "qlora", 5e-6)]
+    ("objective", "method", "lr"),
+    [("dpo", "full", 1e-6), ("dpo", "lora", 5e-6), ("kto", "qlora", 5e-6), ("grpo", "full", 1e-6)],
 )
-def test_a_preference_objective_trains_at_its_familys_far_lower_rate(objective, method, lr):
+def test_an_alignment_objective_trains_at_its_familys_far_lower_rate(objective, method, lr):
     argv = ("--init-from", "some-run", "--objective", objective, "--method", method)
     config = config_of(*argv)
     assert (config.train.lr, config.train.min_lr) == (lr, pytest.approx(lr / 10))
@@ -109,3 +110,16 @@ def test_a_preference_objective_trains_at_its_familys_far_lower_rate(objective, 
     assert f"is {2e-4 / lr:.0f}× above what {objective} {method} fine-tuning needs" in lr_warning(sft_rate)
     command = train_command_line(config)
     assert "train.lr" not in command and config_of(*shlex.split(command)[2:]).to_dict() == config.to_dict()
+
+
+def test_a_stage_after_a_run_trains_at_the_fine_tuning_rate_from_the_cli_and_a_pipeline(tmp_path):
+    """`train --after RUN` starts from RUN, so its rate is a fine-tune's, as the studio's form sets it once "start
+    after" is chosen; a pipeline's later stages likewise."""
+    after = config_of("--preset", "tiny", "--after", "pre", "--objective", "dpo")
+    assert after.train.init_from == "pre" and after.train.lr == 1e-6 and lr_note(after) == "lr 1e-06 (dpo full default)"
+    from studio.cli.parser import stage_arguments
+
+    stage = train_config(stage_arguments({"preset": "tiny", "method": "lora"}), after="pre")
+    assert stage.train.init_from == "pre" and stage.train.lr == 2e-4
+    own = config_of("--preset", "tiny", "--after", "pre", "--init-from", "elsewhere")
+    assert own.train.init_from == "elsewhere"  # --init-from says otherwise

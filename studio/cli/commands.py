@@ -225,7 +225,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             options = stage_arguments(table)
             if options.after and stages:
                 raise StudioError("`after` is for the first stage only; each later one starts after the stage before")
-            stages.append(Stage(name, train_config(options), stages[-1].name if stages else options.after))
+            after = stages[-1].name if stages else options.after
+            stages.append(Stage(name, train_config(options, after), after))
     create_pipeline(stages, progress=ProgressBar())
     print(f"pipeline {args.file.stem}: {counted(len(stages), 'stage')} queued, each from the one before it")
     for stage in stages:

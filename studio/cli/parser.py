@@ -52,6 +52,7 @@ TRAIN_FLAGS = (
 )
 EVALUATE_OPTIONS = ("data.text_field", "data.label_field", "data.text_pair_field", "train.rewards")
 MULTI_NODE_FLAGS = ("train.num_machines", "train.machine_rank", "train.main_address", "train.main_port")
+SINGULAR_FLAGS = {"train.rewards": "--reward"}  # a repeatable flag named for the one value each use gives
 METAVARS = {
     "train.main_address": "HOST",
     "train.init_from": "DIR|RUN",
@@ -258,14 +259,16 @@ def stage_arguments(stage: dict[str, object]) -> argparse.Namespace:
 
 
 def add_config_options(parser: argparse._ActionsContainer, keys: tuple[str, ...]) -> None:
-    """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help)."""
+    """`--name-of-the-key` for each config key, as its declaration says (type, allowed values, help); a repeatable
+    one also by its singular (`--reward` for train.rewards: each use gives one)."""
     for key in keys:
         spec = field_spec(key)
         flag = flag_of(key)
         if spec.kind is bool:
             parser.add_argument(flag, action="store_true", default=None, help=spec.help)
         elif spec.kind is list:
-            parser.add_argument(flag, action="append", metavar=METAVARS.get(key), help=f"{spec.help} (repeatable)")
+            flags = [flag, *([SINGULAR_FLAGS[key]] if key in SINGULAR_FLAGS else [])]
+            parser.add_argument(*flags, action="append", metavar=METAVARS.get(key), help=f"{spec.help} (repeatable)")
         else:
             parser.add_argument(
                 flag, type=spec.kind, choices=spec.choices or None, help=spec.help, metavar=METAVARS.get(key)
@@ -281,9 +284,11 @@ def apply_config_options(config: RunConfig, args: argparse.Namespace, keys: tupl
             set_field(config, key, value, where=flag_of(key))
 
 
-def train_config(args: argparse.Namespace) -> RunConfig:
+def train_config(args: argparse.Namespace, after: str | None = None) -> RunConfig:
     """`train`'s config: the preset, then --data and data options, then --set overrides, then the other flags; a
-    fine-tuning run then takes its method's learning rate unless --set chose one (studio.method_defaults)."""
+    stage after a run (`--after`, or a pipeline's stage before) starts from that run unless --init-from says
+    otherwise; a fine-tuning run then takes its method's learning rate unless --set chose one (studio.method_defaults),
+    as the studio's form does once its "start after" is chosen."""
     config = load_preset(args.preset)
     if args.data:
         config.data.source = args.data
@@ -296,6 +301,7 @@ def train_config(args: argparse.Namespace) -> RunConfig:
     if args.max_steps is not None and args.epochs is not None:
         raise StudioError("--max-steps and --epochs both say how long to train: give one of them")
     apply_config_options(config, args, TRAIN_FLAGS + MULTI_NODE_FLAGS)
+    config.train.init_from = config.train.init_from or after or getattr(args, "after", None) or ""
     apply_method_defaults(config, chosen)
     validate(config)
     return config

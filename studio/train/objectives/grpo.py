@@ -42,11 +42,12 @@ from studio.data.batches import ExampleFile, ExampleStream, StreamPosition
 from studio.data.prompts import read_rows
 from studio.inference.generate import SamplingConfig, sample, stopped_length
 from studio.model.trainable import RunModel
+from studio.objectives import reference_kind
 from studio.rewards import Reward, parse_rewards, score
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
 from studio.train.objectives.causal_lm import EVAL_SEED_OFFSET
 from studio.train.objectives.causal_lm import Objective as CausalLM
-from studio.train.objectives.preference import Reference
+from studio.train.objectives.preference import Reference, base_dropout_off
 
 ADVANTAGE_EPSILON = 1e-4  # keeps a group whose answers all scored alike at advantage 0, not 0/0
 
@@ -204,9 +205,12 @@ class Objective(CausalLM):
         self.window = torch.zeros(7 + len(self.rewards), dtype=torch.float64)  # see train_fields
 
     def attach(self, run_model: RunModel) -> list[torch.nn.Parameter]:
-        """The module that samples the answers, and the reference when β > 0."""
+        """The module that samples the answers, without the model's own dropout (as the preference objectives:
+        sampling, the old policy's log-probabilities and the update must see one function), and the reference
+        when β > 0."""
         self.policy = run_model.module
-        if self.context.config.train.beta == 0:
+        base_dropout_off(run_model.module)
+        if reference_kind(self.context.config) is None:
             return []
         self.reference = Reference(run_model, self.context.accelerator.device)
         return self.reference.parameters()
