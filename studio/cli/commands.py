@@ -150,22 +150,71 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from studio.inference.evaluate import evaluate
+    if not (args.data or args.task):
+        raise StudioError("evaluate needs --data (held-out text or rows) or --task (a task file), or both")
+    report: dict = {}
+    predictions: list[dict] = []
+    if args.data:
+        from studio.inference.evaluate import evaluate
 
-    config = RunConfig()
-    config.data.source = args.data
-    apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
-    result = evaluate(args.target, config.data, args.checkpoint)
+        config = RunConfig()
+        config.data.source = args.data
+        apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
+        result = evaluate(args.target, config.data, args.checkpoint)
+        if args.out and result.predictions is None and not args.task:
+            raise StudioError("--out writes a classifier's or a task's per-row predictions; this model is a language "
+                              "model judged on text: add --task")  # fmt: skip
+        report = {"kind": result.kind, **result.metrics}
+        predictions += result.predictions or []
+    if args.task:
+        tasks = _evaluate_tasks(args)
+        report["tasks"] = {result.metrics["task"]: result.metrics for result in tasks}
+        predictions += [{"task": result.metrics["task"], **row} for result in tasks for row in result.predictions]
     if args.out:
-        if result.predictions is None:
-            raise StudioError("--out writes a classifier's per-row predictions; this model is a language model")
-        args.out.write_text("".join(json.dumps(row) + "\n" for row in result.predictions), encoding="utf-8")
+        args.out.write_text("".join(json.dumps(row) + "\n" for row in predictions), encoding="utf-8")
     if args.json:
-        print(json.dumps({"kind": result.kind, **result.metrics}))
+        print(json.dumps(report))
         return 0
-    for name, value in result.metrics.items():
-        print(f"{name:14} {value}")
+    for name, value in report.items():
+        if name != "tasks":
+            print(f"{name:14} {value}")
+    if args.task:
+        print_task_table(list(report["tasks"].values()))
     return 0
+
+
+def _evaluate_tasks(args: argparse.Namespace) -> list:
+    """Every --task file read and checked, and the options, before the model loads (torch); then each task scored
+    in turn, a bar on stderr."""
+    from studio.tasks.rows import read_task
+
+    tasks = [read_task(file) for file in args.task]
+    from studio.tasks.score import TaskOptions, score_task
+
+    options = TaskOptions(args.fewshot, args.seed, args.extract, args.max_new_tokens)
+    options.check(tasks)
+    from studio.inference.generate import load_generator
+
+    generator = load_generator(args.target, args.checkpoint, args.device)
+    bar = ProgressBar()
+    results = []
+    for task in tasks:
+        results.append(score_task(generator, task, options, lambda done, total, name=task.name: bar(name, done, total)))
+    return results
+
+
+def print_task_table(results: list[dict]) -> None:
+    """One row per task: its scores with their standard errors, its rows, its shots and its time."""
+    rows = []
+    for result in results:
+        scores = [
+            f"{name} {result[name]:.4f} ± {result[name + '_stderr']:.4f}" if name + "_stderr" in result
+            else f"{name} {result[name]:.4f}"
+            for name in ("acc", "acc_norm", "exact_match", "token_f1", "chance") if name in result
+        ]  # fmt: skip
+        rows.append((result["task"], result["kind"], str(result["rows"]), str(result["fewshot"]),
+                     f"{result['seconds']:.1f} s", " · ".join(scores)))  # fmt: skip
+    print_table(("TASK", "KIND", "ROWS", "SHOTS", "TIME", "SCORES"), rows)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -124,12 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: on for runs trained on chat data and folders with a template)",
     )
 
-    evaluate = command("evaluate", "judge a model on held-out data: loss, perplexity, accuracy; a classifier's F1")
+    evaluate = command(
+        "evaluate", "judge a model on held-out data (loss, perplexity, accuracy; a classifier's F1) or on task files"
+    )
     evaluate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
-    evaluate.add_argument("--data", required=True, help="held-out text, or .jsonl rows (classifiers: text and label)")
+    evaluate.add_argument("--data", help="held-out text, or .jsonl rows (classifiers: text and label)")
+    evaluate.add_argument(
+        "--task",
+        action="append",
+        metavar="FILE",
+        help="repeatable: a task file, multiple-choice rows {context, choices, gold} (acc, acc_norm) or "
+        "generation rows {prompt, reference} (exact match, token F1); ARC, HellaSwag, MMLU, PIQA, GSM8K shapes",
+    )
+    evaluate.add_argument("--fewshot", type=int, default=0, metavar="K", help="tasks: K solved rows before each")
+    evaluate.add_argument("--seed", type=int, default=1234, help="tasks: which rows the few-shot examples are")
+    evaluate.add_argument(
+        "--extract", metavar="REGEX", help="generation tasks: the answer's pattern (its last match), or last-number"
+    )
+    evaluate.add_argument("--max-new-tokens", type=int, default=128, help="generation tasks: the longest answer")
+    evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="tasks: where the model runs")
     evaluate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     add_config_options(evaluate, ("data.text_field", "data.label_field", "data.text_pair_field"))
-    evaluate.add_argument("--out", type=Path, help="a classifier's per-row predictions, as .jsonl")
+    evaluate.add_argument("--out", type=Path, help="per-row predictions as .jsonl: a classifier's, or each task row's")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
     predict = command("predict", "a classifier's labels for a text, or an encoder's top fills of each [MASK]")
