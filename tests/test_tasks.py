@@ -106,7 +106,8 @@ def test_a_model_trained_on_a_corpus_scores_above_chance_and_an_untrained_one_at
     code, _, err = run_cli(
         "train", "--data", corpus, "--init-from", meal_model, "--max-steps", 60, "--name", "meals",
         "--set", "model.block_size=32", "--set", "train.lr=3e-3", "--set", "train.warmup_steps=0",
-        "--set", "train.sample_interval=0", "--set", "train.eval_interval=60", "--set", "train.batch_size=8",
+        "--set", "train.sample_interval=0", "--set", "train.eval_interval=30", "--set", "train.batch_size=8",
+        "--set", f"train.eval_tasks={task}",
     )  # fmt: skip
     assert code == 0, err
     code, printed, err = run_cli("evaluate", "meals", "--task", task, "--json")
@@ -114,6 +115,19 @@ def test_a_model_trained_on_a_corpus_scores_above_chance_and_an_untrained_one_at
     trained = json.loads(printed)["tasks"]["meals"]
     print(f"meals: untrained acc {untrained['acc']}, trained acc {trained['acc']} (chance 0.25)")
     assert untrained["acc"] <= 0.5 and trained["acc"] >= 0.9
+
+    from studio.run_folder.history import History
+    from studio.run_folder.layout import run_path
+
+    evals = [event for event in map(json.loads, (run_path("meals") / "events.jsonl").read_text().splitlines())
+             if event["kind"] == "eval"]  # fmt: skip
+    assert [event["step"] for event in evals] == [0, 30, 60]
+    scored = evals[-1]["tasks"]["meals"]  # the same model as the last checkpoint's, scored the same way
+    assert scored == {name: trained[name] for name in ("acc", "acc_norm")} and evals[-1]["tasks_s"] > 0
+    assert evals[0]["tasks"]["meals"]["acc"] == untrained["acc"]
+    history = History()
+    history.read(run_path("meals"))
+    assert history.series["task:meals:acc"].values == [event["tasks"]["meals"]["acc"] for event in evals]
 
 
 def test_generation_rows_are_scored_by_exact_match_and_token_f1_after_extraction(meal_model, tmp_path, run_cli):

@@ -149,6 +149,22 @@ async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_
         assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
 
 
+async def test_eval_task_scores_are_charted_beside_the_loss_on_their_own_axis(studio_home):
+    events = fixture_events()
+    for event in (e for e in events if e["kind"] == "eval"):
+        event["tasks"] = {"meals": {"acc": 0.25 + event["step"] / 200, "acc_norm": 0.3},
+                          "sums": {"exact_match": 0.1, "token_f1": 0.2}}  # fmt: skip
+    write_fixture_run("tasked", events=events)
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "meals acc" in chart_curves(app.screen), what="the task scores charted")
+        curves = chart_curves(app.screen)
+        assert curves["meals acc"].share and curves["meals acc"].values[-1] == 0.75
+        assert curves["sums exact_match"].share and "meals acc_norm" not in curves  # a task's headline score only
+
+
 async def test_help_lists_the_keys_of_the_screen_it_is_opened_on_and_scrolls(studio_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_fixture_run("alpha")

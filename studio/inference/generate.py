@@ -16,7 +16,9 @@ import torch
 from tokenizers import Tokenizer
 
 from studio.data.chat import ChatTemplate
+from studio.data.examples import dataset_chat_template
 from studio.data.labeled import encode_labeled
+from studio.data.prepare import Dataset
 from studio.errors import StudioError
 from studio.inference.load import load_model
 
@@ -299,6 +301,18 @@ class Rate:
 
 
 # ---- loading --------------------------------------------------------------------------------------------
+def run_generator(
+    model: torch.nn.Module, tokenizer: Tokenizer, dataset: Dataset, block_size: int, description: str
+) -> Generator:
+    """A model being trained, ready to generate as its dataset frames text: its end of text, and on chat data its
+    template and end-of-turn ids (the trainer's eval tasks)."""
+    return Generator(
+        model, tokenizer, dataset.eot_id, block_size, description,
+        stop_ids=dataset.meta.stop_ids, chat_template=dataset_chat_template(dataset.meta),
+        chat_default=dataset.has_examples,
+    )  # fmt: skip
+
+
 def load_generator(target: str, step: int | None = None, device: str = "cpu") -> Generator:
     """A causal LM ready to generate: a run's checkpoint or a Hugging Face folder (studio.inference.load)."""
     loaded = load_model(target, step, device, use="generate")

@@ -40,6 +40,7 @@ TRAIN_METRICS = (
 )
 # the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)
 EVAL_METRICS = ("val_loss", *dict.fromkeys(m.key for o in OBJECTIVES.values() for m in o.eval_metrics if m.chart_label))
+TASK_SERIES = "task:"  # eval tasks' scores: a series per task and score, `task:NAME:acc`, made as they come
 RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 SERIES_POINTS = 1000  # the most points a series holds: a chart draws a few hundred, a report one polyline
 SAMPLES_KEPT = 50  # the newest sample events kept
@@ -153,10 +154,14 @@ class History:
                     self.series[name].add(step, event[name])
             if "t" in event:
                 self.step_times.append((step, float(event["t"])))
-        elif kind == "eval" and any(event.get(name) is not None for name in EVAL_METRICS):  # GRPO's has no loss
+        elif kind == "eval":
             for name in EVAL_METRICS:
                 if event.get(name) is not None:
                     self.series[name].add(step, event[name])
+            for task, scores in (event.get("tasks") or {}).items():
+                for score, value in scores.items() if isinstance(scores, dict) else ():
+                    if isinstance(value, int | float):
+                        self.series.setdefault(f"{TASK_SERIES}{task}:{score}", Series()).add(step, value)
             if event.get("val_confusion") and event.get("val_labels"):
                 self.confusion = (step, list(event["val_labels"]), event["val_confusion"])
         elif kind == "sample":
@@ -213,7 +218,7 @@ class History:
     def _restore(self, saved: dict[str, Any]) -> None:
         self.offset, self.skipped_lines = int(saved["offset"]), int(saved["skipped_lines"])
         for name, (steps, values, stride) in saved["series"].items():
-            if name in self.series:
+            if name in self.series or name.startswith(TASK_SERIES):
                 self.series[name] = Series(list(steps), list(values), int(stride))
         self.samples = [(int(step), list(items)) for step, items in saved["samples"]]
         confusion = saved["confusion"]

@@ -76,6 +76,19 @@ def score_task(
     return TaskResult(head | metrics | {"seconds": round(seconds, 3)}, predictions)
 
 
+SCORES = ("acc", "acc_norm", "exact_match", "token_f1")  # what an eval event keeps of a task's metrics
+
+
+def task_scores(generator: Generator, tasks: list[Task]) -> dict[str, Any]:
+    """The eval event's fields of tasks scored during training: each task's scores (0-shot), and their seconds."""
+    started = time.perf_counter()
+    scored = {}
+    for task in tasks:
+        metrics = score_task(generator, task, TaskOptions()).metrics
+        scored[task.name] = {name: metrics[name] for name in SCORES if name in metrics}
+    return {"tasks": scored, "tasks_s": round(time.perf_counter() - started, 3)}
+
+
 def fewshot_prefix(rows: tuple, index: int, options: TaskOptions) -> str:
     """The k solved rows written before row `index`, each ended by the few-shot delimiter."""
     if not options.fewshot:
