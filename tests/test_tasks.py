@@ -192,3 +192,39 @@ def test_evaluate_without_data_or_task_and_a_wrong_extraction_are_one_line(meal_
     task = write_rows(tmp_path / "gen.jsonl", [{"prompt": "Ada eats", "reference": "fish"}])
     code, _, err = run_cli("evaluate", meal_model, "--task", task, "--extract", "(unclosed")
     assert code != 0 and "not a regular expression" in err and len(err.strip().splitlines()) == 1
+
+
+HARNESS_YAML = """task: meals_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {file}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{gold}}}}"
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+"""
+
+
+@pytest.mark.slow
+def test_acc_and_acc_norm_equal_the_harnesss_on_the_same_local_task(meal_model, tmp_path, run_cli):
+    pytest.importorskip("lm_eval")
+    task = write_rows(tmp_path / "meals.jsonl", meal_rows())
+    include = tmp_path / "harness-tasks"
+    include.mkdir()
+    (include / "meals.yaml").write_text(HARNESS_YAML.format(file=task), encoding="utf-8")
+    code, printed, err = run_cli(
+        "evaluate", meal_model, "--task", task, "--harness", "meals_local", "--harness-include", include, "--json"
+    )
+    assert code == 0, err
+    report = json.loads(printed)
+    ours, harness = report["tasks"]["meals"], report["harness"]["meals_local"]
+    print(f"meals: ours acc {ours['acc']} acc_norm {ours['acc_norm']}; harness {harness}")
+    assert ours["acc"] == pytest.approx(harness["acc"], abs=1e-6)
+    assert ours["acc_norm"] == pytest.approx(harness["acc_norm"], abs=1e-6)
+    code, _, err = run_cli("evaluate", meal_model, "--harness", "no_such_task", "--harness-include", include)
+    assert code != 0 and "knows no task 'no_such_task'" in err and len(err.strip().splitlines()) == 1, err

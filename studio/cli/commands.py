@@ -150,8 +150,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if not (args.data or args.task):
-        raise StudioError("evaluate needs --data (held-out text or rows) or --task (a task file), or both")
+    if not (args.data or args.task or args.harness):
+        raise StudioError("evaluate needs --data (held-out text or rows), --task (a task file) or --harness (a "
+                          "harness task)")  # fmt: skip
     report: dict = {}
     predictions: list[dict] = []
     if args.data:
@@ -170,16 +171,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tasks = _evaluate_tasks(args)
         report["tasks"] = {result.metrics["task"]: result.metrics for result in tasks}
         predictions += [{"task": result.metrics["task"], **row} for result in tasks for row in result.predictions]
+    if args.harness:
+        from studio.tasks.harness import harness_scores
+
+        report["harness"] = harness_scores(
+            args.target, args.checkpoint, args.harness, args.harness_include, args.fewshot, args.device
+        )
     if args.out:
         args.out.write_text("".join(json.dumps(row) + "\n" for row in predictions), encoding="utf-8")
     if args.json:
         print(json.dumps(report))
         return 0
     for name, value in report.items():
-        if name != "tasks":
+        if name not in ("tasks", "harness"):
             print(f"{name:14} {value}")
     if args.task:
         print_task_table(list(report["tasks"].values()))
+    for task, metrics in report.get("harness", {}).items():
+        print(f"harness {task}: " + " · ".join(f"{name} {value}" for name, value in metrics.items()))
     return 0
 
 

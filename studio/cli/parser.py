@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable: a task file, multiple-choice rows {context, choices, gold} (acc, acc_norm) or "
         "generation rows {prompt, reference} (exact match, token F1); ARC, HellaSwag, MMLU, PIQA, GSM8K shapes",
     )
+    evaluate.add_argument(
+        "--harness",
+        action="append",
+        metavar="TASK",
+        help="repeatable: an lm-evaluation-harness task, run by the harness (pip install -e '.[harness]')",
+    )
+    evaluate.add_argument("--harness-include", type=Path, metavar="DIR", help="a folder of your own harness task YAMLs")
     evaluate.add_argument("--fewshot", type=int, default=0, metavar="K", help="tasks: K solved rows before each")
     evaluate.add_argument("--seed", type=int, default=1234, help="tasks: which rows the few-shot examples are")
     evaluate.add_argument(
