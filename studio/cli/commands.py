@@ -23,6 +23,7 @@ from studio.cli.console import (
     print_steps,
     print_streams,
     print_table,
+    print_token_looks,
 )
 from studio.cli.parser import (
     DATA_FLAGS,
@@ -135,17 +136,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
     )
     sampling.check()  # before seconds of loading torch and the model
+    if args.logprobs < 0:
+        raise StudioError(f"--logprobs must be 0 (off) or the number of likeliest tokens to show, not {args.logprobs}")
     from studio.inference.generate import load_generator
 
     generator = load_generator(args.target, args.checkpoint, args.device)
     if generator.note:
         print(f"note: {generator.note}", file=sys.stderr)
     chat = generator.chat_default if args.chat is None else args.chat
-    if not chat:
-        print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+    prompts, shown = args.prompt, args.prompt
+    if chat:
+        prompts = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
+        shown = [f"user: {prompt}\nassistant: " for prompt in args.prompt]
+    if not args.logprobs:
+        print_streams(generator.stream(prompts, sampling, args.seed), shown)
         return 0
-    rendered = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
-    print_streams(generator.stream(rendered, sampling, args.seed), [f"user: {p}\nassistant: " for p in args.prompt])
+    for prompt, header in zip(prompts, shown):
+        text, looks = generator.looked(prompt, sampling, args.seed, args.logprobs)
+        print(header + text)
+        print_token_looks(looks)
     return 0
 
 

@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="the same seed gives the same text")
     generate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     generate.add_argument(
+        "--logprobs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after each answer, every token's probability, the entropy there and the K likeliest tokens",
+    )
+    generate.add_argument(
         "--chat",
         action=argparse.BooleanOptionalAction,
         help="each prompt is a user's turn, rendered with the chat template, and the answer streams "

@@ -244,6 +244,19 @@ class Generator:
             )
         return ids
 
+    def looked(self, prompt: str, sampling: SamplingConfig, seed: int | None, k: int) -> tuple[str, list[TokenLook]]:
+        """The prompt's continuation (up to a stop token), and a look at each of its tokens (`token_looks`)."""
+        sampling.check()
+        ids = self.encode(prompt)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        new: list[int] = []
+        prompt_ids = torch.tensor([ids], device=self.device)
+        for token in decode_steps(self.model, prompt_ids, self.block_size, sampling, generator, self.stop_ids):
+            if int(token[0]) in self.stop_ids:
+                break
+            new.append(int(token[0]))
+        return self.tokenizer.decode(new), token_looks(self.model, self.tokenizer, ids, new, k, self.block_size)
+
     def stream(
         self,
         prompts: list[str],
@@ -286,6 +299,42 @@ class Generator:
             for row, index in enumerate(indices):
                 if not done[row]:
                     yield index, None
+
+
+@dataclass(frozen=True)
+class TokenLook:
+    """A generated token as the model saw it: its probability under the model's own distribution (softmax of its
+    logits, before any sampling setting), the distribution's entropy, and the likeliest tokens there."""
+
+    token_id: int
+    text: str
+    probability: float
+    entropy: float  # in nats: 0 when the model is sure, ln(vocabulary) at its most unsure
+    alternatives: list[tuple[str, float]]  # the top k, likeliest first (the token itself when it is among them)
+
+
+@torch.inference_mode()
+def token_looks(
+    model: torch.nn.Module, tokenizer: Tokenizer, prompt: list[int], new: list[int], k: int, block_size: int
+) -> list[TokenLook]:
+    """Each new token's look, from one forward over prompt and answer (a window of the context per token once
+    they outgrow it, as generation slid)."""
+    device = next(model.parameters()).device
+    full = torch.tensor([prompt + new], device=device)
+    if full.size(1) - 1 <= block_size:
+        logits = model(full[:, :-1])[0][0, len(prompt) - 1 :]
+    else:
+        ends = range(len(prompt), full.size(1))
+        logits = torch.stack([model(full[:, max(0, end - block_size) : end])[0][0, -1] for end in ends])
+    looks = []
+    for token, row in zip(new, logits.float().log_softmax(-1)):
+        probabilities = row.exp()
+        top = torch.topk(probabilities, min(k, row.numel()))
+        looks.append(TokenLook(
+            token, tokenizer.decode([token]), probabilities[token].item(), -(probabilities * row).nansum().item(),
+            [(tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())],
+        ))  # fmt: skip
+    return looks
 
 
 class Rate:
