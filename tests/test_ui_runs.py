@@ -149,15 +149,22 @@ async def test_a_classifiers_accuracy_and_f1_stand_beside_its_loss_on_their_own_
         assert curves["val acc"].share and curves["val F1"].share and not curves["val"].share
 
 
-async def test_eval_task_scores_are_charted_beside_the_loss_on_their_own_axis(studio_home):
+async def test_eval_task_scores_are_charted_and_listed_last_and_best(studio_home, tmp_path, capsys):
     events = fixture_events()
-    for event in (e for e in events if e["kind"] == "eval"):
-        event["tasks"] = {"meals": {"acc": 0.25 + event["step"] / 200, "acc_norm": 0.3},
+    for event in (e for e in events if e["kind"] == "eval"):  # steps 0, 20, ... 100: acc 0.25 up to 0.85, then 0.75
+        event["tasks"] = {"meals": {"acc": 0.75 if event["step"] == 100 else 0.25 + event["step"] / 100 * 0.75,
+                                    "acc_norm": 0.3},
                           "sums": {"exact_match": 0.1, "token_f1": 0.2}}  # fmt: skip
     write_fixture_run("tasked", events=events)
+    scores = "meals acc 0.750 (best 0.850) · sums exact_match 0.100 (best 0.100)"
+    assert main(["runs"]) == 0
+    assert scores in capsys.readouterr().out.splitlines()[1]
+    assert main(["report", "tasked", "--out", str(tmp_path / "report")]) == 0
+    assert scores in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
-        await open_runs_tab(pilot, rows=1)
+        table = await open_runs_tab(pilot, rows=1)
+        assert table.get_row("tasked")[-1] == scores
         await pilot.press("enter")
         await wait_for(pilot, lambda: "meals acc" in chart_curves(app.screen), what="the task scores charted")
         curves = chart_curves(app.screen)

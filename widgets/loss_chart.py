@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from textual.reactive import reactive
 
-from studio.run_folder.history import TASK_SERIES
+from studio.run_folder.history import task_headlines
 from studio.run_folder.watch import RunView
 from widgets.cached_plot import CachedPlot
 
@@ -23,7 +23,6 @@ TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
 METRIC_COLORS = ("green", "yellow", "blue")  # the objective's charted eval metrics, in order (a classifier's: acc, F1)
 TASK_COLORS = ("red", "white", "magenta", "blue")  # eval tasks' headline scores, one colour per task in turn
-HEADLINE_SCORES = ("acc", "exact_match")  # what a task is charted by: a multiple-choice one's, a generation one's
 SHARE_AXIS = "right"  # where scores from 0 to 1 are read off, the loss keeping the left-hand axis
 
 
@@ -53,7 +52,7 @@ def loss_curves(
     extra = [("ce_loss", "ce", CE_COLOR, False), ("kd_loss", "kd", KD_COLOR, False)]
     for metric, color in zip(view.charted, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
         extra.append((metric.key, metric.chart_label, color, True))
-    for (name, task, score), color in zip(task_headlines(view), itertools.cycle(TASK_COLORS)):
+    for (name, task, score), color in zip(task_headlines(view.series), itertools.cycle(TASK_COLORS)):
         extra.append((name, f"{task} {score}", color, True))
     for name, label, color, share in extra:
         part = view.series[name]
@@ -61,17 +60,6 @@ def loss_curves(
             steps, values = tuple(part.steps), tuple(part.values)
             curves.append(Curve(f"{label_prefix}{label}", steps, values, color, points=share, share=share))
     return curves
-
-
-def task_headlines(view: RunView) -> list[tuple[str, str, str]]:
-    """(series, task, score) of each eval task's headline score: acc for multiple choice, exact match else."""
-    found = []
-    for name in view.series:
-        if name.startswith(TASK_SERIES):
-            task, _, score = name.removeprefix(TASK_SERIES).rpartition(":")
-            if score in HEADLINE_SCORES:
-                found.append((name, task, score))
-    return found
 
 
 def downsample(steps: tuple[int, ...], values: tuple[float, ...], buckets: int) -> tuple[list[int], list[float]]:
