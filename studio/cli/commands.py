@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         config = RunConfig()
         config.data.source = args.data
         apply_config_options(config, args, ("data.text_field", "data.label_field", "data.text_pair_field"))
-        result = evaluate(args.target, config.data, args.checkpoint)
+        result = evaluate(args.target, config.data, args.checkpoint, args.max_new_tokens)
         if args.out and result.predictions is None and not args.task:
             raise StudioError("--out writes a classifier's or a task's per-row predictions; this model is a language "
                               "model judged on text: add --task")  # fmt: skip

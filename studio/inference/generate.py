@@ -20,7 +20,7 @@ from studio.data.examples import dataset_chat_template
 from studio.data.labeled import encode_labeled
 from studio.data.prepare import Dataset
 from studio.errors import StudioError
-from studio.inference.load import load_model
+from studio.inference.load import LoadedModel, load_model
 
 
 @dataclass
@@ -269,14 +269,15 @@ class Generator:
         alone (no padding); under greedy decoding a prompt's text is the same batched or alone."""
         sampling.check()  # checked here, before the first token is asked for: errors come before any output
         encoded = [self.encode(prompt) for prompt in prompts]
-        return self._stream(encoded, sampling, seed)
+        return self.stream_ids(encoded, sampling, seed)
 
-    def _stream(
+    def stream_ids(
         self,
         encoded: list[list[int]],
         sampling: SamplingConfig,
-        seed: int | None,
+        seed: int | None = None,
     ) -> Iterator[tuple[int, str | None]]:
+        """`stream` of prompts already tokenized (a chat example's rendered conversation, say)."""
         groups: dict[int, list[int]] = {}
         for index, ids in enumerate(encoded):
             groups.setdefault(len(ids), []).append(index)
@@ -364,7 +365,11 @@ def run_generator(
 
 def load_generator(target: str, step: int | None = None, device: str = "cpu") -> Generator:
     """A causal LM ready to generate: a run's checkpoint or a Hugging Face folder (studio.inference.load)."""
-    loaded = load_model(target, step, device, use="generate")
+    return generator_of(load_model(target, step, device, use="generate"))
+
+
+def generator_of(loaded: LoadedModel) -> Generator:
+    """A loaded causal LM as a Generator."""
     return Generator(
         loaded.model,
         loaded.tokenizer,

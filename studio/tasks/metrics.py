@@ -4,7 +4,8 @@
   and token F1 compare after;
 - `extracted`: the answer a pattern picks from a longer text, its last match (the final answer comes last, as GSM8K's
   scoring takes it); `last-number` is GSM8K's flexible pattern, the last number with its sign, commas and point;
-- `token_f1`: the harmonic mean of precision and recall over the normalised words both share (SQuAD's F1).
+- `token_f1`: the harmonic mean of precision and recall over the normalised words both share (SQuAD's F1);
+- `rouge_l`: the same over the longest common subsequence of normalised words (ROUGE-L's F-measure, β = 1).
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ def token_f1(answer: str, reference: str) -> float:
     if not said or not wanted:
         return float(said == wanted)
     shared = sum((Counter(said) & Counter(wanted)).values())
+    if not shared:
+        return 0.0
+    precision, recall = shared / len(said), shared / len(wanted)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rouge_l(answer: str, reference: str) -> float:
+    said, wanted = normalized(answer).split(), normalized(reference).split()
+    if not said or not wanted:
+        return float(said == wanted)
+    longest = [0] * (len(wanted) + 1)  # the LCS of said[:i] and wanted[:j], one row at a time
+    for word in said:
+        diagonal = 0
+        for j, other in enumerate(wanted, start=1):
+            diagonal, longest[j] = longest[j], diagonal + 1 if word == other else max(longest[j], longest[j - 1])
+    shared = longest[-1]
     if not shared:
         return 0.0
     precision, recall = shared / len(said), shared / len(wanted)

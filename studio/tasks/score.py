@@ -165,7 +165,8 @@ def _generation(generator: Generator, rows: tuple, options: TaskOptions, report)
     prompts = [fewshot_prefix(rows, index, options) + row.prompt for index, row in enumerate(rows)]
     if chat:
         prompts = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in prompts]
-    answers = greedy_answers(generator, prompts, options.max_new_tokens, cut_at_blank_line=not chat, report=report)
+    encoded = [generator.encode(prompt) for prompt in prompts]
+    answers = greedy_answers(generator, encoded, options.max_new_tokens, cut_at_blank_line=not chat, report=report)
     predictions = []
     for row, answer in zip(rows, answers):
         said, wanted = extracted(answer, pattern), extracted(row.reference, pattern)
@@ -183,7 +184,7 @@ def _generation(generator: Generator, rows: tuple, options: TaskOptions, report)
 
 
 def greedy_answers(
-    generator: Generator, prompts: list[str], max_new_tokens: int, cut_at_blank_line: bool, report
+    generator: Generator, prompts: list[list[int]], max_new_tokens: int, cut_at_blank_line: bool, report
 ) -> list[str]:
     """Each prompt's greedy answer, a few prompts at a time; cut at its first blank line when asked (a plain
     prompt's answer goes on with the next question otherwise)."""
@@ -191,7 +192,7 @@ def greedy_answers(
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     for first in range(0, len(prompts), GENERATION_BATCH):
         chunk = prompts[first : first + GENERATION_BATCH]
-        for index, delta in generator.stream(chunk, sampling):
+        for index, delta in generator.stream_ids(chunk, sampling):
             if delta is not None:
                 answers[first + index] += delta
         report(min(first + GENERATION_BATCH, len(prompts)), len(prompts))
