@@ -200,6 +200,12 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "clip the gradient norm to this; 0: no clipping", "grad clip")
     eval_interval: int = setting(250, "evaluate every this many steps", "eval every")
     eval_steps: int = setting(20, "validation batches per evaluation (per process)", "eval batches")
+    eval_tasks: list[str] = setting(
+        [],
+        "task files scored at every evaluation (multiple-choice or generation rows, as `evaluate --task` reads "
+        "them); their scores are charted beside the loss",
+        "eval tasks",
+    )
     log_interval: int = setting(10, "write a train event every this many steps", "log every")
     checkpoint_interval: int = setting(500, "save a checkpoint every this many steps", "checkpoint every")
     keep_checkpoints: int = setting(3, "how many of the newest checkpoints to keep", "keep checkpoints")
@@ -283,7 +289,7 @@ class TrainConfig:
         "dpo, ipo: compute the reference's log-probabilities of every answer in one pass before training, then "
         "keep no reference model (full fine-tuning: frees the frozen copy's memory; adapters: one forward less "
         "per step); redone at each start and resume",
-        "precompute reference",
+        "precompute ref",
     )
     kto_desirable_weight: float = setting(1.0, "kto: the weight of desirable (label true) answers", "KTO desirable")
     kto_undesirable_weight: float = setting(

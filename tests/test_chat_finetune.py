@@ -366,3 +366,30 @@ def test_a_small_chat_set_trains_on_every_conversation_and_says_so(studio_home, 
     split = ["--val-fraction", "0.2", "--name", "split"]
     assert main(["prepare", str(chat_rows), "--init-from", str(folder), *split]) == 0
     assert "held out for validation: 1 of 6 examples" in capsys.readouterr().out
+
+
+def test_evaluate_on_chat_rows_scores_the_answers_and_compares_greedy_answers(taught, tmp_path, capsys, monkeypatch):
+    """Rendered with the run's template, as it trained: the answers' tokens only, and each conversation answered."""
+    monkeypatch.setenv("LLM_STUDIO_HOME", str(taught))
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in CONVERSATIONS
+    ]
+    data = write_rows(tmp_path / "chat.jsonl", rows)
+    predictions = tmp_path / "answers.jsonl"
+    capsys.readouterr()
+    assert main(["evaluate", "chat", "--data", str(data), "--json", "--out", str(predictions)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    answered = [json.loads(line) for line in predictions.read_text().splitlines()]
+    print(report)
+    assert report["kind"] == "answers" and report["answers"] == len(CONVERSATIONS)
+    trained = [row for row in answered if row["reference"] in dict(CONVERSATIONS[:3]).values()]
+    assert len(trained) == 3 and all(row["answer"] == row["reference"] and row["exact_match"] == 1 for row in trained)
+    assert report["exact_match"] >= 0.75 and report["rouge_l"] >= report["exact_match"]
+    assert report["accuracy"] >= 0.75 and report["targets"] == 39  # the answers' tokens, not windows of the template
+    out = tmp_path / "exported"
+    assert main(["export", "chat", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(data), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["exact_match"] == report["exact_match"]
+    assert exported["loss"] == pytest.approx(report["loss"], abs=1e-4)

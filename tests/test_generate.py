@@ -123,3 +123,39 @@ def test_unknown_run_and_missing_cuda_are_studio_errors(home):
     if not torch.cuda.is_available():
         with pytest.raises(StudioError, match="no CUDA GPU"):
             load_generator("r", device="cuda")
+
+
+def test_logprobs_are_the_softmax_of_the_models_logits_with_their_entropy_and_alternatives(tmp_path, capsys):
+    """`generate --logprobs K` on a Hugging Face folder, each token checked against transformers' own logits,
+    and past the context (a window per token, as generation slid)."""
+    from tests.hf_models import make_hf_model
+
+    folder = tmp_path / "base"
+    model = make_hf_model(folder, "llama")
+    args = ["generate", str(folder), "--prompt", "def add(a", "--temperature", "0", "--max-new-tokens", "6"]
+    assert main([*args, "--logprobs", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    looks = [line.split() for line in lines if " p " in line and " H " in line]
+    generator = load_generator(str(folder))
+    prompt = generator.encode("def add(a")
+    text, found = generator.looked("def add(a", SamplingConfig(max_new_tokens=6, temperature=0), None, 3)
+    assert lines[0] == "def add(a" + text and len(looks) == len(found) == 6
+    new = [look.token_id for look in found]  # the ids generated (their text may tokenize otherwise)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + new])).logits[0].float()
+    for position, (look, printed) in enumerate(zip(found, looks)):
+        probabilities = logits[len(prompt) - 1 + position].softmax(-1)
+        assert look.probability == pytest.approx(probabilities[new[position]].item(), abs=1e-5)
+        assert look.entropy == pytest.approx(-(probabilities * probabilities.log()).sum().item(), abs=1e-4)
+        top = probabilities.topk(3)
+        assert [p for _, p in look.alternatives] == pytest.approx(top.values.tolist(), abs=1e-5)
+        assert look.alternatives[0][1] == look.probability  # greedy: the token is the likeliest
+        assert float(printed[printed.index("p") + 1]) == pytest.approx(look.probability, abs=1e-4)
+    narrow = dataclasses.replace(generator, block_size=len(prompt) + 2)  # the answer outgrows the context
+    _, slid = narrow.looked("def add(a", SamplingConfig(max_new_tokens=6, temperature=0), None, 3)
+    sequence = prompt + [look.token_id for look in slid]
+    window = torch.tensor([sequence[-(len(prompt) + 2) - 1 : -1]])  # the context's last tokens before the last one
+    with torch.no_grad():
+        last = model(window).logits[0, -1].float().softmax(-1)
+    assert slid[-1].probability == pytest.approx(last[sequence[-1]].item(), abs=1e-5)
+    assert main([*args, "--logprobs", "-1"]) == 2 and "--logprobs must be 0" in capsys.readouterr().err

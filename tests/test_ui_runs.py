@@ -190,6 +190,29 @@ async def test_a_grpo_runs_train_reward_is_charted_beside_its_val_reward(studio_
         assert val.values == (0.25, 0.25, 0.25, 0.25, 0.25, 0.75) and val.share and val.points
 
 
+async def test_eval_task_scores_are_charted_and_listed_last_and_best(studio_home, tmp_path, capsys):
+    events = fixture_events()
+    for event in (e for e in events if e["kind"] == "eval"):  # steps 0, 20, ... 100: acc 0.25 up to 0.85, then 0.75
+        event["tasks"] = {"meals": {"acc": 0.75 if event["step"] == 100 else 0.25 + event["step"] / 100 * 0.75,
+                                    "acc_norm": 0.3},
+                          "sums": {"exact_match": 0.1, "token_f1": 0.2}}  # fmt: skip
+    write_fixture_run("tasked", events=events)
+    scores = "meals acc 0.750 (best 0.850) · sums exact_match 0.100 (best 0.100)"
+    assert main(["runs"]) == 0
+    assert scores in capsys.readouterr().out.splitlines()[1]
+    assert main(["report", "tasked", "--out", str(tmp_path / "report")]) == 0
+    assert scores in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_runs_tab(pilot, rows=1)
+        assert table.get_row("tasked")[-1] == scores
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "meals acc" in chart_curves(app.screen), what="the task scores charted")
+        curves = chart_curves(app.screen)
+        assert curves["meals acc"].share and curves["meals acc"].values[-1] == 0.75
+        assert curves["sums exact_match"].share and "meals acc_norm" not in curves  # a task's headline score only
+
+
 async def test_help_lists_the_keys_of_the_screen_it_is_opened_on_and_scrolls(studio_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_fixture_run("alpha")

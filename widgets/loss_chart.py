@@ -7,11 +7,13 @@ redraws at most REDRAWS_PER_SECOND times.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 from textual.reactive import reactive
 
+from studio.run_folder.history import task_headlines
 from studio.run_folder.watch import RunView
 from widgets.cached_plot import CachedPlot
 
@@ -20,6 +22,7 @@ EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the pr
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
 METRIC_COLORS = ("green", "yellow", "blue")  # the objective's charted eval metrics, in order (a classifier's: acc, F1)
+TASK_COLORS = ("red", "white", "magenta", "blue")  # eval tasks' headline scores, one colour per task in turn
 SHARE_AXIS = "right"  # where scores from 0 to 1 are read off, the loss keeping the left-hand axis
 
 
@@ -51,6 +54,8 @@ def loss_curves(
     scores = [(metric, True) for metric in view.charted] + [(metric, False) for metric in view.train_charted]
     for (metric, points), color in zip(scores, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
         extra.append((metric.key, metric.chart_label, color, points, True))
+    for (name, task, score), color in zip(task_headlines(view.series), itertools.cycle(TASK_COLORS)):
+        extra.append((name, f"{task} {score}", color, True, True))
     for name, label, color, points, share in extra:
         part = view.series[name]
         if part.steps:

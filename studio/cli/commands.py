@@ -23,6 +23,7 @@ from studio.cli.console import (
     print_steps,
     print_streams,
     print_table,
+    print_token_looks,
 )
 from studio.cli.parser import (
     DATA_FLAGS,
@@ -136,37 +137,103 @@ def cmd_generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
     )
     sampling.check()  # before seconds of loading torch and the model
+    if args.logprobs < 0:
+        raise StudioError(f"--logprobs must be 0 (off) or the number of likeliest tokens to show, not {args.logprobs}")
     from studio.inference.generate import load_generator
 
     generator = load_generator(args.target, args.checkpoint, args.device)
     if generator.note:
         print(f"note: {generator.note}", file=sys.stderr)
     chat = generator.chat_default if args.chat is None else args.chat
-    if not chat:
-        print_streams(generator.stream(args.prompt, sampling, args.seed), args.prompt)
+    prompts, shown = args.prompt, args.prompt
+    if chat:
+        prompts = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
+        shown = [f"user: {prompt}\nassistant: " for prompt in args.prompt]
+    if not args.logprobs:
+        print_streams(generator.stream(prompts, sampling, args.seed), shown)
         return 0
-    rendered = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
-    print_streams(generator.stream(rendered, sampling, args.seed), [f"user: {p}\nassistant: " for p in args.prompt])
+    for prompt, header in zip(prompts, shown):
+        text, looks = generator.looked(prompt, sampling, args.seed, args.logprobs)
+        print(header + text)
+        print_token_looks(looks)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from studio.inference.evaluate import evaluate
+    if not (args.data or args.task or args.harness):
+        raise StudioError("evaluate needs --data (held-out text or rows), --task (a task file) or --harness (a "
+                          "harness task)")  # fmt: skip
+    report: dict = {}
+    predictions: list[dict] = []
+    if args.data:
+        from studio.inference.evaluate import evaluate
 
-    config = RunConfig()
-    config.data.source = args.data
-    apply_config_options(config, args, EVALUATE_OPTIONS)
-    result = evaluate(args.target, config.data, args.checkpoint, config.train.rewards, args.max_new_tokens)
+        config = RunConfig()
+        config.data.source = args.data
+        apply_config_options(config, args, EVALUATE_OPTIONS)
+        result = evaluate(args.target, config.data, args.checkpoint, config.train.rewards, args.max_new_tokens)
+        if args.out and result.predictions is None and not args.task:
+            raise StudioError("--out writes a classifier's, chat rows' or a task's per-row predictions; this model is "
+                              "judged on text: add --task")  # fmt: skip
+        report = {"kind": result.kind, **result.metrics}
+        predictions += result.predictions or []
+    if args.task:
+        tasks = _evaluate_tasks(args)
+        report["tasks"] = {result.metrics["task"]: result.metrics for result in tasks}
+        predictions += [{"task": result.metrics["task"], **row} for result in tasks for row in result.predictions]
+    if args.harness:
+        from studio.tasks.harness import harness_scores
+
+        report["harness"] = harness_scores(
+            args.target, args.checkpoint, args.harness, args.harness_include, args.fewshot, args.device
+        )
     if args.out:
-        if result.predictions is None:
-            raise StudioError("--out writes a classifier's per-row predictions; this model is a language model")
-        args.out.write_text("".join(json.dumps(row) + "\n" for row in result.predictions), encoding="utf-8")
+        args.out.write_text("".join(json.dumps(row) + "\n" for row in predictions), encoding="utf-8")
     if args.json:
-        print(json.dumps({"kind": result.kind, **result.metrics}))
+        print(json.dumps(report))
         return 0
-    for name, value in result.metrics.items():
-        print(f"{name:14} {value}")
+    for name, value in report.items():
+        if name not in ("tasks", "harness"):
+            print(f"{name:14} {value}")
+    if args.task:
+        print_task_table(list(report["tasks"].values()))
+    for task, metrics in report.get("harness", {}).items():
+        print(f"harness {task}: " + " · ".join(f"{name} {value}" for name, value in metrics.items()))
     return 0
+
+
+def _evaluate_tasks(args: argparse.Namespace) -> list:
+    """Every --task file read and checked, and the options, before the model loads (torch); then each task scored
+    in turn, a bar on stderr."""
+    from studio.tasks.rows import read_task
+
+    tasks = [read_task(file) for file in args.task]
+    from studio.tasks.score import TaskOptions, score_task
+
+    options = TaskOptions(args.fewshot, args.seed, args.extract, args.max_new_tokens or TaskOptions.max_new_tokens)
+    options.check(tasks)
+    from studio.inference.generate import load_generator
+
+    generator = load_generator(args.target, args.checkpoint, args.device)
+    bar = ProgressBar()
+    results = []
+    for task in tasks:
+        results.append(score_task(generator, task, options, lambda done, total, name=task.name: bar(name, done, total)))
+    return results
+
+
+def print_task_table(results: list[dict]) -> None:
+    """One row per task: its scores with their standard errors, its rows, its shots and its time."""
+    rows = []
+    for result in results:
+        scores = [
+            f"{name} {result[name]:.4f} ± {result[name + '_stderr']:.4f}" if name + "_stderr" in result
+            else f"{name} {result[name]:.4f}"
+            for name in ("acc", "acc_norm", "exact_match", "token_f1", "chance") if name in result
+        ]  # fmt: skip
+        rows.append((result["task"], result["kind"], str(result["rows"]), str(result["fewshot"]),
+                     f"{result['seconds']:.1f} s", " · ".join(scores)))  # fmt: skip
+    print_table(("TASK", "KIND", "ROWS", "SHOTS", "TIME", "SCORES"), rows)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -160,3 +160,10 @@ def print_streams(stream, prompts: list[str]) -> None:
             begin(current)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def print_token_looks(looks) -> None:
+    """One line per generated token: its probability, the entropy there, and the likeliest tokens."""
+    for look in looks:
+        alternatives = " · ".join(f"{text!r} {probability:.4f}" for text, probability in look.alternatives)
+        print(f"  {look.text!r:>14}  p {look.probability:.4f}  H {look.entropy:.3f}  | {alternatives}")

@@ -120,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="the same seed gives the same text")
     generate.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     generate.add_argument(
+        "--logprobs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="after each answer, every token's probability, the entropy there and the K likeliest tokens",
+    )
+    generate.add_argument(
         "--chat",
         action=argparse.BooleanOptionalAction,
         help="each prompt is a user's turn, rendered with the chat template, and the answer streams "
@@ -128,21 +135,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = command(
         "evaluate",
-        "judge a model on held-out data: loss, perplexity, accuracy; a classifier's F1; preference rows: pairwise "
-        "accuracy; prompt rows: the reward of its answers",
+        "judge a model on held-out data (loss, perplexity, accuracy; a classifier's F1; preference rows: pairwise "
+        "accuracy; prompt rows: the reward of its answers; chat rows: its answers) or on task files",
     )
     evaluate.add_argument("target", metavar="RUN|DIR", help="a run, or a Hugging Face folder (e.g. an export)")
     evaluate.add_argument(
-        "--data", required=True, help="held-out text, or .jsonl rows (classifiers: text and label; prompt rows "
-        "{prompt, ...}: the answers scored by the run's rewards, or --reward)",
+        "--data", help="held-out text, or .jsonl rows (classifiers: text and label; prompt rows {prompt, ...}: the "
+        "answers scored by the run's rewards, or --reward; chat rows: the answers' loss, and its own against them)",
     )  # fmt: skip
+    evaluate.add_argument(
+        "--task",
+        action="append",
+        metavar="FILE",
+        help="repeatable: a task file, multiple-choice rows {context, choices, gold} (acc, acc_norm) or "
+        "generation rows {prompt, reference} (exact match, token F1); ARC, HellaSwag, MMLU, PIQA, GSM8K shapes",
+    )
+    evaluate.add_argument(
+        "--harness",
+        action="append",
+        metavar="TASK",
+        help="repeatable: an lm-evaluation-harness task, run by the harness (pip install -e '.[harness]')",
+    )
+    evaluate.add_argument("--harness-include", type=Path, metavar="DIR", help="a folder of your own harness task YAMLs")
+    evaluate.add_argument("--fewshot", type=int, default=0, metavar="K", help="tasks: K solved rows before each")
+    evaluate.add_argument("--seed", type=int, default=1234, help="tasks: which rows the few-shot examples are")
+    evaluate.add_argument(
+        "--extract", metavar="REGEX", help="generation tasks: the answer's pattern (its last match), or last-number"
+    )
+    evaluate.add_argument(
+        "--max-new-tokens", type=int, metavar="N",
+        help="the most tokens of an answer (prompt rows: default the run's train.max_completion_tokens, else 64; "
+        "chat rows and tasks: 128)",
+    )  # fmt: skip
+    evaluate.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="tasks: where the model runs")
     evaluate.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     add_config_options(evaluate, EVALUATE_OPTIONS)
     evaluate.add_argument(
-        "--max-new-tokens", type=int, metavar="N",
-        help="prompt rows: the most tokens of an answer (default: the run's train.max_completion_tokens, else 64)",
-    )  # fmt: skip
-    evaluate.add_argument("--out", type=Path, help="a classifier's per-row predictions, as .jsonl")
+        "--out", type=Path, help="per-row predictions as .jsonl: a classifier's, chat rows' answers, or each task row's"
+    )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
     predict = command("predict", "a classifier's labels for a text, or an encoder's top fills of each [MASK]")

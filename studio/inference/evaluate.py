@@ -3,6 +3,9 @@
 The source is prepared with the model's own tokenizer (and cached like any dataset), and every token or row of
 it is used (both splits of the prepared files):
 - a causal LM: loss, perplexity and next-token accuracy over consecutive windows of its context;
+- a causal LM on chat or instruction rows (rendered with its chat template, as it was trained): the same over the
+  answers' tokens only, and each conversation's first answer generated greedily against the row's: exact match,
+  token F1 and ROUGE-L (studio.inference.answers), each row's answer among the predictions;
 - a masked LM: masked-token loss and accuracy, BERT's masking drawn from a fixed seed;
 - a causal LM on preference rows ({prompt, chosen, rejected}, studio.data.preferences): the pairwise accuracy (the
   chosen answer's log-probability above the rejected one's, summed over the answer's tokens: no reference model
@@ -22,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from studio.config import DataConfig, RunConfig
@@ -32,7 +36,8 @@ from studio.data.prompts import holds_prompts, read_rows
 from studio.data.sources import open_source
 from studio.data.tokenizer import SEP
 from studio.errors import StudioError
-from studio.inference.generate import SamplingConfig, sample, stopped_length
+from studio.inference.answers import exact_match, rouge_l, token_f1
+from studio.inference.generate import SamplingConfig, generator_of, sample, stopped_length
 from studio.inference.load import LoadedModel, load_model
 from studio.model import answer_logps, lm_loss_sum
 from studio.objectives import Objective
@@ -40,6 +45,7 @@ from studio.objectives.metrics import classification_metrics
 from studio.rewards import BUILT_INS, parse_rewards, score
 
 BATCH = 16
+ANSWER_TOKENS = 128  # the most tokens of a chat row's answer, unless --max-new-tokens says
 MASK_SEED = 0
 
 
@@ -55,7 +61,8 @@ def evaluate(
     max_new_tokens: int | None = None,
 ) -> Evaluation:  # fmt: skip
     """The model of `target` judged on `data`; on prompt rows, answers of up to `max_new_tokens` (None: the run's
-    train.max_completion_tokens) scored by `rewards` (names, as train.rewards; None: the run's)."""
+    train.max_completion_tokens) scored by `rewards` (names, as train.rewards; None: the run's); on chat rows,
+    answers of up to `max_new_tokens` (None: ANSWER_TOKENS)."""
     loaded = load_model(target, step)
     source = open_source(data.source, data) if loaded.objective.generates else None
     if source is not None and holds_prompts(source):
@@ -65,9 +72,9 @@ def evaluate(
         sampling.check()
         with torch.inference_mode():
             return Evaluation("rewards", _rewarded_answers(loaded, data, _reward_names(loaded, rewards), sampling))
-    if rewards or max_new_tokens is not None:
-        raise StudioError(f"--reward and --max-new-tokens are for a model's answers to prompt rows ({{prompt, ...}}); "
-                          f"{data.source} holds other rows, or the model does not generate: drop them")  # fmt: skip
+    if rewards:
+        raise StudioError(f"--reward is for a model's answers to prompt rows ({{prompt, ...}}); {data.source} holds "
+                          "other rows, or the model does not generate: drop them")  # fmt: skip
     if source is not None and holds_preferences(source):
         with torch.inference_mode():
             return Evaluation("preference", _pairs(loaded, data))
@@ -75,26 +82,38 @@ def evaluate(
     with torch.inference_mode():
         if loaded.objective.classifies:
             return _classify(loaded, dataset)
-        metrics = _token_metrics(loaded.objective, loaded.model, dataset, loaded.context)
-        return Evaluation(loaded.objective.evaluate_kind, metrics)
+        if loaded.objective.generates and dataset.has_examples:
+            return _answers(loaded, dataset, max_new_tokens or ANSWER_TOKENS)
+        windows = _windows(loaded.objective, dataset, loaded.context, torch.Generator().manual_seed(MASK_SEED))
+        return Evaluation(loaded.objective.evaluate_kind, _token_metrics(loaded.objective, loaded.model, windows))
 
 
 def _held_out_purpose(loaded: LoadedModel) -> Purpose:
-    """How the source is prepared for the model: with its tokenizer, as its own training data was."""
+    """How the source is prepared for the model: with its tokenizer (and a causal LM's chat template), as its own
+    training data was."""
     objective = loaded.objective
-    if loaded.run_config is not None:  # documents end as in the run's dataset; rows framed if its rows were
+    if objective.generates:  # documents end as in the run's dataset; a folder's tokenizer frames text itself
+        framed = loaded.framed if loaded.run_config is not None else True
+        return Purpose.of(objective, _chat_tokenizer(loaded, framed), loaded.context, held_out=True)
+    if loaded.run_config is not None:  # rows framed if its rows were
         end = loaded.tokenizer.id_to_token(loaded.eot_id)
         pretrained = PretrainedTokenizer(loaded.tokenizer_file, end, frames_text=loaded.framed)
         return Purpose.of(objective, pretrained, loaded.context, held_out=True)
-    pad = ""
-    if objective.generates:
-        end = loaded.tokenizer.id_to_token(loaded.eot_id)
-    else:
-        pad_id = loaded.model.hf.config.pad_token_id
-        pad = loaded.tokenizer.id_to_token(pad_id) if pad_id is not None else ""
-        end = SEP if objective.predicts == "fill-mask" else pad  # what separates held-out documents (an encoder's)
+    pad_id = loaded.model.hf.config.pad_token_id
+    pad = loaded.tokenizer.id_to_token(pad_id) if pad_id is not None else ""
+    end = SEP if objective.predicts == "fill-mask" else pad  # what separates held-out documents (an encoder's)
     pretrained = PretrainedTokenizer(loaded.tokenizer_file, end, pad_token=pad, frames_text=True)  # frames itself
     return Purpose.of(objective, pretrained, loaded.context, held_out=True)
+
+
+def _chat_tokenizer(loaded: LoadedModel, framed: bool) -> PretrainedTokenizer:
+    """A causal LM's tokenizer with its chat template: rows are rendered as the model reads them."""
+    template = loaded.chat_template
+    return PretrainedTokenizer(
+        loaded.tokenizer_file, loaded.tokenizer.id_to_token(loaded.eot_id),
+        chat_template=None if template is None else template.source,
+        bos_token="" if template is None else template.bos_token, frames_text=framed,
+    )  # fmt: skip
 
 
 def _pairs(loaded: LoadedModel, data: DataConfig) -> dict[str, Any]:
@@ -122,13 +141,7 @@ def _pairs(loaded: LoadedModel, data: DataConfig) -> dict[str, Any]:
 
 def _rows_purpose(loaded: LoadedModel, task: str) -> Purpose:
     """Preference or prompt rows rendered with the model's tokenizer and chat template, all of them kept."""
-    template = loaded.chat_template
-    pretrained = PretrainedTokenizer(
-        loaded.tokenizer_file, loaded.tokenizer.id_to_token(loaded.eot_id),
-        chat_template=None if template is None else template.source,
-        bos_token="" if template is None else template.bos_token,
-    )  # fmt: skip
-    return Purpose(pretrained, loaded.context, task=task, held_out=True)
+    return Purpose(_chat_tokenizer(loaded, framed=False), loaded.context, task=task, held_out=True)
 
 
 def _reward_names(loaded: LoadedModel, given: list[str] | None) -> list[str]:
@@ -171,11 +184,53 @@ def _rewarded_answers(
     }
 
 
-def _token_metrics(objective: Objective, model: torch.nn.Module, dataset: Dataset, context: int) -> dict[str, Any]:
-    """Loss, perplexity (causal) and accuracy over the learned targets of every window of both splits."""
+def _answers(loaded: LoadedModel, dataset: Dataset, max_new_tokens: int) -> Evaluation:
+    """Chat or instruction examples (both splits): the answers' loss, perplexity and accuracy, and each example's
+    first answer generated greedily from the conversation before it, against the row's (its end-of-turn left out)."""
+    splits = [split for split in ("train", "val") if dataset.meta.examples.get(split)]
+    examples = [ExampleFile(dataset.bin_path(split), dataset.dtype) for split in splits]
+    metrics = _token_metrics(loaded.objective, loaded.model, _example_batches(examples, loaded.context))
+    generator = generator_of(loaded)
+    prompts, references = [], []
+    for split in examples:
+        for index in range(len(split)):
+            prompt = split.prompt(index)
+            prompts.append(prompt.tolist())
+            references.append(_first_answer(split, index, len(prompt), generator.stop_ids))
+    answers = generator.greedy_answers(prompts, max_new_tokens)
+    predictions = []
+    for answer, reference in zip(answers, references):
+        text = loaded.tokenizer.decode(reference).strip()
+        scores = {"exact_match": exact_match(answer, text), "token_f1": token_f1(answer, text),
+                  "rouge_l": rouge_l(answer, text)}  # fmt: skip
+        predictions.append({"answer": answer, "reference": text, **{k: round(v, 6) for k, v in scores.items()}})
+    for name in ("exact_match", "token_f1", "rouge_l"):
+        metrics[name] = round(sum(row[name] for row in predictions) / max(len(predictions), 1), 6)
+    return Evaluation("answers", metrics | {"answers": len(predictions)}, predictions)
+
+
+def _first_answer(examples: ExampleFile, index: int, prompt_length: int, stop_ids: list[int]) -> list[int]:
+    """The ids of an example's first answer: its learned tokens from the first on, up to the next unlearned one,
+    without the end-of-turn tokens that close it."""
+    start, end = examples.offsets[index] + prompt_length, examples.offsets[index + 1]
+    learned = examples.mask[start:end] > 0
+    length = int(np.argmin(learned)) if not learned.all() else len(learned)
+    return [int(token) for token in examples.ids[start : start + length] if int(token) not in stop_ids]
+
+
+def _example_batches(examples: list[ExampleFile], context: int):
+    """Batches of examples, right-padded: inputs and the targets they learn (answers only)."""
+    for split in examples:
+        for first in range(0, len(split), BATCH):
+            rows = [[split.pair(index, context)] for index in range(first, min(first + BATCH, len(split)))]
+            batch = padded_examples(rows, max(len(row[0][0]) for row in rows), packed=False)
+            yield batch.x, batch.y
+
+
+def _token_metrics(objective: Objective, model: torch.nn.Module, batches) -> dict[str, Any]:
+    """Loss, perplexity (causal) and accuracy over the learned targets of (inputs, targets) batches."""
     loss_sum, correct, count = 0.0, 0, 0
-    generator = torch.Generator().manual_seed(MASK_SEED)
-    for inputs, targets in _windows(objective, dataset, context, generator):
+    for inputs, targets in batches:
         logits, _ = model(inputs)
         learned = targets != IGNORE
         loss_sum += lm_loss_sum(logits, targets).item()

@@ -16,9 +16,13 @@ import torch
 from tokenizers import Tokenizer
 
 from studio.data.chat import ChatTemplate
+from studio.data.examples import dataset_chat_template
 from studio.data.labeled import encode_labeled
+from studio.data.prepare import Dataset
 from studio.errors import StudioError
-from studio.inference.load import load_model
+from studio.inference.load import LoadedModel, load_model
+
+ANSWER_BATCH = 8  # prompts answered at once by greedy_answers (same-length ones share a batch)
 
 
 @dataclass
@@ -250,6 +254,38 @@ class Generator:
             )
         return ids
 
+    def looked(self, prompt: str, sampling: SamplingConfig, seed: int | None, k: int) -> tuple[str, list[TokenLook]]:
+        """The prompt's continuation (up to a stop token), and a look at each of its tokens (`token_looks`)."""
+        sampling.check()
+        ids = self.encode(prompt)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        new: list[int] = []
+        prompt_ids = torch.tensor([ids], device=self.device)
+        for token in decode_steps(self.model, prompt_ids, self.block_size, sampling, generator, self.stop_ids):
+            if int(token[0]) in self.stop_ids:
+                break
+            new.append(int(token[0]))
+        return self.tokenizer.decode(new), token_looks(self.model, self.tokenizer, ids, new, k, self.block_size)
+
+    def greedy_answers(
+        self, prompts: list[list[int]], max_new_tokens: int, cut_at_blank_line: bool = False, report=None
+    ) -> list[str]:
+        """Each prompt's greedy answer (up to a stop token), a few prompts at a time, `report(done, total)` after
+        each few; cut at its first blank line when asked (a plain prompt's answer goes on with the next question
+        otherwise)."""
+        answers = [""] * len(prompts)
+        sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+        for first in range(0, len(prompts), ANSWER_BATCH):
+            chunk = prompts[first : first + ANSWER_BATCH]
+            for index, delta in self.stream_ids(chunk, sampling):
+                if delta is not None:
+                    answers[first + index] += delta
+            if report is not None:
+                report(min(first + ANSWER_BATCH, len(prompts)), len(prompts))
+        if cut_at_blank_line:
+            answers = [answer.split("\n\n")[0] for answer in answers]
+        return [answer.strip() for answer in answers]
+
     def stream(
         self,
         prompts: list[str],
@@ -262,14 +298,15 @@ class Generator:
         alone (no padding); under greedy decoding a prompt's text is the same batched or alone."""
         sampling.check()  # checked here, before the first token is asked for: errors come before any output
         encoded = [self.encode(prompt) for prompt in prompts]
-        return self._stream(encoded, sampling, seed)
+        return self.stream_ids(encoded, sampling, seed)
 
-    def _stream(
+    def stream_ids(
         self,
         encoded: list[list[int]],
         sampling: SamplingConfig,
-        seed: int | None,
+        seed: int | None = None,
     ) -> Iterator[tuple[int, str | None]]:
+        """`stream` of prompts already tokenized (a chat example's rendered conversation, say)."""
         groups: dict[int, list[int]] = {}
         for index, ids in enumerate(encoded):
             groups.setdefault(len(ids), []).append(index)
@@ -294,6 +331,42 @@ class Generator:
                     yield index, None
 
 
+@dataclass(frozen=True)
+class TokenLook:
+    """A generated token as the model saw it: its probability under the model's own distribution (softmax of its
+    logits, before any sampling setting), the distribution's entropy, and the likeliest tokens there."""
+
+    token_id: int
+    text: str
+    probability: float
+    entropy: float  # in nats: 0 when the model is sure, ln(vocabulary) at its most unsure
+    alternatives: list[tuple[str, float]]  # the top k, likeliest first (the token itself when it is among them)
+
+
+@torch.inference_mode()
+def token_looks(
+    model: torch.nn.Module, tokenizer: Tokenizer, prompt: list[int], new: list[int], k: int, block_size: int
+) -> list[TokenLook]:
+    """Each new token's look, from one forward over prompt and answer (a window of the context per token once
+    they outgrow it, as generation slid)."""
+    device = next(model.parameters()).device
+    full = torch.tensor([prompt + new], device=device)
+    if full.size(1) - 1 <= block_size:
+        logits = model(full[:, :-1])[0][0, len(prompt) - 1 :]
+    else:
+        ends = range(len(prompt), full.size(1))
+        logits = torch.stack([model(full[:, max(0, end - block_size) : end])[0][0, -1] for end in ends])
+    looks = []
+    for token, row in zip(new, logits.float().log_softmax(-1)):
+        probabilities = row.exp()
+        top = torch.topk(probabilities, min(k, row.numel()))
+        looks.append(TokenLook(
+            token, tokenizer.decode([token]), probabilities[token].item(), -(probabilities * row).nansum().item(),
+            [(tokenizer.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())],
+        ))  # fmt: skip
+    return looks
+
+
 class Rate:
     """Tokens per second since the first token (the prompt's prefill is not a generated token)."""
 
@@ -307,9 +380,25 @@ class Rate:
 
 
 # ---- loading --------------------------------------------------------------------------------------------
+def run_generator(
+    model: torch.nn.Module, tokenizer: Tokenizer, dataset: Dataset, block_size: int, description: str
+) -> Generator:
+    """A model being trained, ready to generate as its dataset frames text: its end of text, and on chat data its
+    template and end-of-turn ids (the trainer's eval tasks)."""
+    return Generator(
+        model, tokenizer, dataset.eot_id, block_size, description,
+        stop_ids=dataset.meta.stop_ids, chat_template=dataset_chat_template(dataset.meta),
+        chat_default=dataset.has_examples,
+    )  # fmt: skip
+
+
 def load_generator(target: str, step: int | None = None, device: str = "cpu") -> Generator:
     """A causal LM ready to generate: a run's checkpoint or a Hugging Face folder (studio.inference.load)."""
-    loaded = load_model(target, step, device, use="generate")
+    return generator_of(load_model(target, step, device, use="generate"))
+
+
+def generator_of(loaded: LoadedModel) -> Generator:
+    """A loaded causal LM as a Generator."""
     return Generator(
         loaded.model,
         loaded.tokenizer,

@@ -16,6 +16,7 @@ from pathlib import Path
 from studio.config import RunConfig, field_names, format_value
 from studio.formatting import format_count, format_loss
 from studio.output_folder import check_replaceable, replaced_whole
+from studio.run_folder.history import run_scores
 from studio.run_folder.layout import read_config, run_or_folder
 from studio.run_folder.watch import RunView, RunWatcher
 
@@ -127,9 +128,11 @@ def _finite(view: RunView, key: str) -> list[tuple[int, float]]:
 
 
 def metrics_table(pages: list[RunPage]) -> str:
-    header = ("run", "status", "step", "train loss", "val loss", "tokens seen")
+    """Each run's losses, tokens and, when any run has them, its scores (a classifier's, eval tasks' last and best)."""
+    scores = [run_scores(page.view.charted, page.view.series) for page in pages]
+    header = ("run", "status", "step", "train loss", "val loss", "tokens seen", *(["scores"] if any(scores) else []))
     rows = []
-    for page in pages:
+    for page, score in zip(pages, scores):
         last = {key: page.view.series[key].last() for key in ("loss", "val_loss")}
         rows.append(
             (
@@ -139,6 +142,7 @@ def metrics_table(pages: list[RunPage]) -> str:
                 format_loss(last["loss"]),
                 format_loss(last["val_loss"]),
                 "-" if page.view.tokens_seen is None else format_count(page.view.tokens_seen),
+                *([score or "-"] if any(scores) else []),
             )
         )
     return _table(header, rows)

@@ -31,6 +31,7 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     "val_precision": NUMBER, "val_recall": NUMBER, "val_f1": NUMBER, "val_f1_per_class": list, "val_confusion": list,
     "val_labels": list,
     "samples": list, "path": str, "message": str,
+    "tasks": dict, "tasks_s": NUMBER,  # eval tasks: {task: {acc: ..., acc_norm: ...}}, and the seconds they took
     # GRPO's train fields (studio.train.objectives.grpo): the rewards, per function too, and where the time went
     "reward": NUMBER, "reward_std": NUMBER, "rewards": dict, "completion_len": NUMBER, "kl": NUMBER,
     "clip_fraction": NUMBER, "generation_s": NUMBER, "update_s": NUMBER, "val_rewards": dict,
@@ -83,7 +84,8 @@ def format_event(event: dict) -> str | None:
             f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}"
         )
     if kind == "eval":
-        return f"step {step:>6}  " + "  ".join(metric.format(event) for metric in objective_of_eval(event).eval_metrics)
+        metrics = [metric.format(event) for metric in objective_of_eval(event).eval_metrics if metric.key in event]
+        return f"step {step:>6}  " + "  ".join(metrics + task_scores_text(event.get("tasks") or {}))
     if kind == "sample":
         first = event["samples"][0] if event.get("samples") else None
         return f"step {step:>6}  sample {first['prompt'] + first['text']!r}"[:160] if first else None
@@ -96,6 +98,15 @@ def format_event(event: dict) -> str | None:
     if kind == "checkpoint":
         return f"step {step:>6}  checkpoint {event.get('path', '')}"
     return None
+
+
+def task_scores_text(tasks: dict[str, dict]) -> list[str]:
+    """Each eval task's scores as the eval line shows them ("meals acc 0.917 acc_norm 0.833")."""
+    return [
+        " ".join([name, *(f"{score} {value:.3f}" for score, value in scores.items() if isinstance(value, int | float))])
+        for name, scores in tasks.items()
+        if isinstance(scores, dict)
+    ]
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.atomic_write import write_atomically
-from studio.objectives import OBJECTIVES
+from studio.objectives import OBJECTIVES, Metric, scores_line
 from studio.run_folder.events import read_event_lines, resumed_from
 from studio.run_folder.layout import EVENTS, EVENTS_SUMMARY
 
@@ -41,6 +41,8 @@ TRAIN_METRICS = (
 )
 # the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)
 EVAL_METRICS = ("val_loss", *dict.fromkeys(m.key for o in OBJECTIVES.values() for m in o.eval_metrics if m.chart_label))
+TASK_SERIES = "task:"  # eval tasks' scores: a series per task and score, `task:NAME:acc`, made as they come
+TASK_HEADLINES = ("acc", "exact_match")  # what a task is judged by at a glance: multiple choice's, generation's
 RATE_WINDOW = 10  # train events used to estimate seconds per step (for the ETA)
 SERIES_POINTS = 1000  # the most points a series holds: a chart draws a few hundred, a report one polyline
 SAMPLES_KEPT = 50  # the newest sample events kept
@@ -154,10 +156,14 @@ class History:
                     self.series[name].add(step, event[name])
             if "t" in event:
                 self.step_times.append((step, float(event["t"])))
-        elif kind == "eval" and any(event.get(name) is not None for name in EVAL_METRICS):  # GRPO's has no loss
+        elif kind == "eval":
             for name in EVAL_METRICS:
                 if event.get(name) is not None:
                     self.series[name].add(step, event[name])
+            for task, scores in (event.get("tasks") or {}).items():
+                for score, value in scores.items() if isinstance(scores, dict) else ():
+                    if isinstance(value, int | float):
+                        self.series.setdefault(f"{TASK_SERIES}{task}:{score}", Series()).add(step, value)
             if event.get("val_confusion") and event.get("val_labels"):
                 self.confusion = (step, list(event["val_labels"]), event["val_confusion"])
         elif kind == "sample":
@@ -214,7 +220,7 @@ class History:
     def _restore(self, saved: dict[str, Any]) -> None:
         self.offset, self.skipped_lines = int(saved["offset"]), int(saved["skipped_lines"])
         for name, (steps, values, stride) in saved["series"].items():
-            if name in self.series:
+            if name in self.series or name.startswith(TASK_SERIES):
                 self.series[name] = Series(list(steps), list(values), int(stride))
         self.samples = [(int(step), list(items)) for step, items in saved["samples"]]
         confusion = saved["confusion"]
@@ -223,6 +229,26 @@ class History:
         self.step_times.extend((int(step), float(t)) for step, t in saved["step_times"])
         self.device, self.max_steps = saved["device"], saved["max_steps"]
         self.memory = None if saved["memory"] is None else MemoryFacts(**saved["memory"])
+
+
+def task_headlines(series: dict[str, Series]) -> list[tuple[str, str, str]]:
+    """(series name, task, score) of each eval task's headline score, in the order the tasks came."""
+    found = []
+    for name in series:
+        if name.startswith(TASK_SERIES):
+            task, _, score = name.removeprefix(TASK_SERIES).rpartition(":")
+            if score in TASK_HEADLINES:
+                found.append((name, task, score))
+    return found
+
+
+def run_scores(charted: tuple[Metric, ...], series: dict[str, Series]) -> str:
+    """A run's scores in one line, as the runs table, the sweep table and the report show them: its objective's
+    charted eval metrics' last values, then each eval task's headline score, last and best."""
+    parts = [scores_line(charted, {metric.key: series[metric.key].last() for metric in charted})]
+    for name, task, score in task_headlines(series):
+        parts.append(f"{task} {score} {series[name].last():.3f} (best {max(series[name].values):.3f})")
+    return " · ".join(part for part in parts if part)
 
 
 def update_summary(run_dir: Path, at_least: int = 0) -> None:

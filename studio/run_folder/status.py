@@ -15,8 +15,8 @@ import psutil
 
 from studio.config import RunConfig
 from studio.errors import StudioError
-from studio.objectives import objective_of, scores_line
-from studio.run_folder.history import History, MemoryFacts
+from studio.objectives import objective_of
+from studio.run_folder.history import History, MemoryFacts, run_scores
 from studio.run_folder.layout import CONFIG, EVENTS, PID, list_run_dirs, read_config
 from studio.run_folder.lock import is_locked
 from studio.sizing.memory_advice import killed_message
@@ -40,7 +40,7 @@ class RunInfo:
     updated: float
     error: str | None
     skipped_lines: int = 0  # lines of events.jsonl that are not events
-    val_scores: str = ""  # the objective's charted eval metrics, last values (objectives.scores_line); "" for an LM
+    val_scores: str = ""  # its charted eval metrics and eval tasks (history.run_scores); "" for a plain LM
 
     @property
     def status_line(self) -> str:
@@ -138,7 +138,6 @@ class RunSummaries:
         else:
             reason = None
         created = (run_dir / CONFIG).stat().st_mtime
-        charted = objective_of(config).charted
         return RunInfo(
             name=run_dir.name,
             path=run_dir,
@@ -153,7 +152,7 @@ class RunSummaries:
             updated=events_file.stat().st_mtime if events_file.exists() else created,
             error=reason,
             skipped_lines=history.skipped_lines,
-            val_scores=scores_line(charted, {metric.key: history.series[metric.key].last() for metric in charted}),
+            val_scores=run_scores(objective_of(config).charted, history.series),
         )
 
     def list_runs(self) -> list[RunInfo]:

@@ -26,6 +26,7 @@ from studio.run_folder.layout import (
 from studio.run_folder.status import summarize
 from studio.runs.control import create_run
 from studio.sizing.hf_facts import HFFacts
+from studio.tasks.rows import read_task
 
 
 def prepare_run(
@@ -49,6 +50,7 @@ def prepare_run(
     check_trackers(config)
     if config.train.objective == "grpo":
         parse_rewards(config.train.rewards, run_user_code=False)  # at least one (the trainer runs them)
+    check_eval_tasks(config)
     pretrained = resolve_init_from(config, progress, planned=config.train.init_from == after)
     dataset = resolve_dataset(config.data, progress, purpose(config, pretrained))
     config.data.dataset = dataset.name
@@ -66,6 +68,18 @@ def prepare_run(
             f"({dataset.vocab_size}); set model.vocab_size=0 to take the dataset's"
         )
     return create_run(config, name or default_run_name(config))
+
+
+def check_eval_tasks(config: RunConfig) -> None:
+    """train.eval_tasks read and checked now (one line for a bad row), kept as absolute paths for the trainer."""
+    if not config.train.eval_tasks:
+        return
+    if not objective_of(config).generates:
+        raise StudioError(f"train.eval_tasks scores a next-token LM's answers; this run trains "
+                          f"{objective_of(config).model_kind}: leave train.eval_tasks empty")  # fmt: skip
+    for file in config.train.eval_tasks:
+        read_task(file)
+    config.train.eval_tasks = [str(Path(file).expanduser().resolve()) for file in config.train.eval_tasks]
 
 
 def prepare_data(config: RunConfig, name: str | None = None, progress: Callable[[str, int, int], None] | None = None):

@@ -35,6 +35,7 @@ from studio.errors import StudioError, os_error_line
 from studio.hardware import gpu_peak_flops
 from studio.hf.folder import run_facts
 from studio.hf.inspection import inspect_folder
+from studio.inference.generate import run_generator
 from studio.model.trainable import build_run_model, teacher_module
 from studio.model.weights import check_fit
 from studio.objectives import objective_of
@@ -55,6 +56,8 @@ from studio.run_folder.layout import (
 )
 from studio.run_folder.lock import hold_lock_for_life
 from studio.sizing.sizes import flops_per_token, run_sizes
+from studio.tasks.rows import read_task
+from studio.tasks.score import task_scores
 from studio.train import sharding, stop_signal
 from studio.train.fast_path import FastPath, fast_path
 from studio.train.memory import MemoryMeter, is_out_of_memory, out_of_memory_message
@@ -96,6 +99,7 @@ class Trainer:
             objective_of(self.config), TrainingContext(self.config, self.dataset, self.tokenizer, self.accelerator)
         )
         self.train_stream = self.objective.batches("train", shuffle=True)
+        self.tasks = [read_task(file) for file in train.eval_tasks]  # scored at each evaluation (every process)
 
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
         self.run_model = build_run_model(self.config)
@@ -359,11 +363,18 @@ class Trainer:
 
     def evaluate(self) -> None:
         """The objective's evaluation of the prepared model (uncompiled: an eval-mode graph would be a second
-        compile), as an `eval` event; nothing without a validation split."""
-        if not self.dataset.has_validation:
+        compile) and the eval tasks' scores, as an `eval` event; nothing without a validation split or tasks."""
+        if not (self.dataset.has_validation or self.tasks):
             return
         self.prepared_model.eval()
-        fields = self.objective.evaluate(self.prepared_model, self.config.train.eval_steps)
+        fields = {}
+        if self.dataset.has_validation:
+            fields = self.objective.evaluate(self.prepared_model, self.config.train.eval_steps)
+        if self.tasks:
+            generator = run_generator(
+                self.prepared_model, self.tokenizer, self.dataset, self.block_size, self.run_dir.name
+            )
+            fields |= task_scores(generator, self.tasks)
         self.prepared_model.train()
         self.report("eval", **fields)
 

@@ -96,6 +96,7 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             yield from form_section(
                 "Evaluation and checkpoints",
                 "train.eval_interval",
+                "train.eval_tasks",
                 "train.checkpoint_interval",
                 "train.sample_interval",
                 "train.seed",

@@ -1,0 +1,1 @@
+"""Benchmark tasks from local files: multiple choice scored by log-likelihood, generation against references."""
