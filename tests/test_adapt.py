@@ -64,6 +64,24 @@ def train_in_process(config: RunConfig, name: str, resume_step: int | None = Non
     return run_dir
 
 
+def straight_and_resumed(config: RunConfig, stop_at: int) -> tuple[Path, Path]:
+    """Run `straight` trains config's steps in one go; run `halves` stops at `stop_at` and resumes to the end. Both
+    end with bit-identical weights and the same losses after `stop_at` (asserted); their folders are returned."""
+    steps, stopped = config.train.max_steps, config.copy()
+    straight = train_in_process(config, "straight")
+    stopped.train.max_steps = stop_at
+    halves = train_in_process(stopped, "halves")
+    config_path = halves / "config.toml"
+    config_path.write_text(config_path.read_text().replace(f"max_steps = {stop_at}", f"max_steps = {steps}"))
+    train_in_process(RunConfig.load(config_path), "halves", resume_step=stop_at)
+    expected = load_file(find_checkpoint(straight) / "model.safetensors")
+    resumed = load_file(find_checkpoint(halves) / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    assert losses(straight)[stop_at:] == losses(halves)[stop_at:]
+    return straight, halves
+
+
 def losses(run_dir: Path) -> list[float]:
     events = [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines()]
     return [event["loss"] for event in events if event["kind"] == "train"]
@@ -169,16 +187,7 @@ def test_ten_steps_equal_five_then_resume_then_five(studio_home, tmp_path, chat_
     make_hf_model(folder, "qwen3", chat_template=CHATML)
     changes = {"train.method": method, "train.max_steps": 10, "train.checkpoint_interval": 5}
     changes |= {"train.lr": 1e-2, "train.lora_dropout": 0.1}  # dropout: the random streams must resume too
-    straight = train_in_process(adapt_config(folder, chat_rows, changes), "straight")
-    halves = train_in_process(adapt_config(folder, chat_rows, changes | {"train.max_steps": 5}), "halves")
-    config_path = halves / "config.toml"
-    config_path.write_text(config_path.read_text().replace("max_steps = 5", "max_steps = 10"))
-    train_in_process(RunConfig.load(config_path), "halves", resume_step=5)
-    expected = load_file(find_checkpoint(straight) / "model.safetensors")
-    resumed = load_file(find_checkpoint(halves) / "model.safetensors")
-    assert expected.keys() == resumed.keys()
-    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
-    assert losses(straight)[5:] == losses(halves)[5:]
+    straight_and_resumed(adapt_config(folder, chat_rows, changes), stop_at=5)
 
 
 @pytest.mark.parametrize("family", ["llama-native", "qwen2", "gemma3"])

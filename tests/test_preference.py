@@ -398,25 +398,14 @@ def test_qlora_on_a_cpu_is_one_line_before_any_data_is_prepared(tiny, tmp_path, 
 def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method, precompute):
     """Bit-identical after stop and resume: the rows drawn continue, and a full run's reference stays the starting
     weights (it is copied, or its log-probabilities computed, before the checkpoint is loaded)."""
-    from safetensors.torch import load_file
-
-    from studio.run_folder.layout import find_checkpoint
-    from tests.test_adapt import adapt_config, losses, train_in_process
+    from tests.test_adapt import adapt_config, straight_and_resumed
 
     folder, _ = tiny
     data = write_rows(tmp_path / "prefs.jsonl", toy_rows(10))
     changes = {"train.objective": objective, "train.method": method, "model.block_size": 64, "train.max_steps": 6}
     changes |= {"train.checkpoint_interval": 3, "train.batch_size": 2, "train.lora_dropout": 0.1}
     changes |= {"train.precompute_reference": precompute}
-    straight = train_in_process(adapt_config(folder, data, changes), "straight")
-    halves = train_in_process(adapt_config(folder, data, changes | {"train.max_steps": 3}), "halves")
-    config_path = halves / "config.toml"
-    config_path.write_text(config_path.read_text().replace("max_steps = 3", "max_steps = 6"))
-    train_in_process(RunConfig.load(config_path), "halves", resume_step=3)
-    expected = load_file(find_checkpoint(straight) / "model.safetensors")
-    resumed = load_file(find_checkpoint(halves) / "model.safetensors")
-    assert all(torch.equal(expected[name], resumed[name]) for name in expected)
-    assert losses(straight)[3:] == losses(halves)[3:]
+    straight_and_resumed(adapt_config(folder, data, changes), stop_at=3)
 
 
 def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in_the_estimate():
