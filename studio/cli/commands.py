@@ -427,15 +427,14 @@ def print_sweep(name: str) -> int:
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.ratings:
         return _print_ratings(args)
-    from studio.reports.leaderboard import leaderboard
+    from studio.reports.leaderboard import HOW_TO_GET_RESULTS, leaderboard
 
     tasks = leaderboard(args.task)
     if args.json:
         print(json.dumps({label: [asdict(standing) for standing in group] for label, group in tasks.items()}))
     elif not tasks:
         what = f"task {args.task}" if args.task else "any task"
-        print(f"no results on {what} yet; get some with `llm-studio evaluate RUN --task FILE` (or train with "
-              "--set train.eval_tasks=FILE)")  # fmt: skip
+        print(f"no results on {what} yet; get some with {HOW_TO_GET_RESULTS}")
     else:
         print_leaderboard(tasks)
     return 0

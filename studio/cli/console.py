@@ -6,7 +6,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from studio.formatting import counted, format_age, format_bytes, format_count, format_memory, teacher_note
+from studio.formatting import counted, format_bytes, format_count, format_memory, teacher_note
+from studio.reports.leaderboard import COLUMNS, standing_cells
 
 if TYPE_CHECKING:  # the CLI's first line prints before numpy and tokenizers (the data package) are imported
     from studio.data.meta import DatasetMeta
@@ -39,25 +40,12 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 def print_leaderboard(tasks: dict) -> None:
-    """One table per task (studio.reports.leaderboard), best first: each score with its standard error and the
-    second score beside it, the step, where it came from, how long ago."""
+    """One table per task (studio.reports.leaderboard), best first."""
     now = time.time()
     for label, standings in tasks.items():
-        rows = [
-            (
-                str(rank),
-                standing.target,
-                "-" if standing.step is None else str(standing.step),
-                f"{standing.headline} {standing.score:.4f}",
-                "-" if standing.stderr is None else f"± {standing.stderr:.4f}",
-                "-" if standing.beside is None else f"{standing.beside} {standing.beside_score:.4f}",
-                standing.source,
-                "-" if standing.t is None else f"{format_age(now - standing.t)} ago",
-            )
-            for rank, standing in enumerate(standings, 1)
-        ]
         print(f"task {label}")
-        print_table(("#", "TARGET", "STEP", "SCORE", "STDERR", "BESIDE", "FROM", "WHEN"), rows)
+        rows = [(str(rank), *standing_cells(standing, now)) for rank, standing in enumerate(standings, 1)]
+        print_table(("#", *(column.upper() for column in COLUMNS)), rows)
         print()
 
 

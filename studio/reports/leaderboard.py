@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from studio.formatting import format_age
 from studio.run_folder.history import TASK_HEADLINES, TASK_SERIES, History, Series, task_headlines
 from studio.run_folder.layout import EVALUATIONS, EVENTS, list_run_dirs
 from studio.tasks.evaluations import home_evaluations_file, read_evaluations
 
 BESIDE_HEADLINE = {"acc": "acc_norm", "exact_match": "token_f1"}  # the second score shown: length-normalised, partial
+HOW_TO_GET_RESULTS = "`llm-studio evaluate RUN --task FILE` (or train with --set train.eval_tasks=FILE)"
 FROM_TRAINING = "training"  # a group label's mark for training's scores that match no one kept file
 
 
@@ -51,6 +53,22 @@ def leaderboard(task: str | None = None) -> dict[str, list[Standing]]:
         label: sorted(group, key=lambda standing: (-standing.score, -(standing.t or 0)))
         for label, group in sorted(groups.items())
     }
+
+
+COLUMNS = ("target", "step", "score", "stderr", "beside", "from", "when")  # what standing_cells shows
+
+
+def standing_cells(standing: Standing, now: float) -> tuple[str, ...]:
+    """A standing as the CLI's table and the studio's show it, one cell per COLUMNS."""
+    return (
+        standing.target,
+        "-" if standing.step is None else str(standing.step),
+        f"{standing.headline} {standing.score:.4f}",
+        "-" if standing.stderr is None else f"± {standing.stderr:.4f}",
+        "-" if standing.beside is None else f"{standing.beside} {standing.beside_score:.4f}",
+        standing.source,
+        "-" if standing.t is None else f"{format_age(now - standing.t)} ago",
+    )
 
 
 def _kept_standings() -> list[Standing]:
