@@ -5,10 +5,17 @@ sees it empty or half-written, and an empty config.toml would read as every defa
 temporary file in the same folder, is flushed to disk, and replaces the file in one rename: a reader sees the old
 file or the new one. Readers still treat an empty or partial file as damaged (a file written by hand, or by an
 older version), never as defaults.
+
+Files that only grow by rows (the playground's preferences, the evaluations kept for the leaderboard) are appended
+to instead (`append_line`): one write of the whole line to a file opened for appending, under an exclusive lock on
+it, so the line lands whole at the end even when two processes append at once (a rewrite through
+`write_atomically` would lose the other's line), and the look at the file's last byte (a line a crash cut short)
+never sees another process's line half written.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from pathlib import Path
@@ -42,3 +49,24 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line (its newline added here) to `path`, creating it and its folder, in one locked write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = line + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+        if os.fstat(fd).st_size and _last_byte(path) != b"\n":  # a line cut short by a crash stays a line apart
+            data = "\n" + data
+        os.write(fd, data.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1)

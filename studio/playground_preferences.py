@@ -7,21 +7,18 @@ checkpoint that wrote each answer (`chosen_model`, `rejected_model`: extra field
 A tie is not written: the DPO family learns only from a strict preference, TRL's rows have no way to say "equal",
 and a tie written as a pair would teach whichever answer landed in `chosen`.
 
-Rows are appended, one line per choice, in a single write to a file opened for appending, under an exclusive lock
-on it: the line lands whole at the end even when two studios record at once (a rewrite through studio.atomic_write
-would lose the other's line), and the look at the file's last byte (a line a crash cut short) never sees another
-studio's line half written (it then began a needless blank line). Torch-free: the studio's process records.
+Rows are appended, one line per choice, by studio.atomic_write's `append_line` (one write under an exclusive lock:
+the line lands whole even when two studios record at once). Torch-free: the studio's process records.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio.atomic_write import append_line
 from studio.errors import StudioError
 from studio.paths import studio_home
 
@@ -62,21 +59,5 @@ def preference_row(chosen: Answer, rejected: Answer) -> dict[str, Any]:
 def record_preference(chosen: Answer, rejected: Answer, path: Path | None = None) -> Path:
     """Append the choice's row to the preference file (preferences_file() unless given); returns the file."""
     path = path or preferences_file()
-    line = json.dumps(preference_row(chosen, rejected), ensure_ascii=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
-        if os.fstat(fd).st_size and _last_byte(path) != b"\n":  # a line cut short by a crash stays a line apart
-            line = "\n" + line
-        os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_line(path, json.dumps(preference_row(chosen, rejected), ensure_ascii=False))
     return path
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as file:
-        file.seek(-1, os.SEEK_END)
-        return file.read(1)

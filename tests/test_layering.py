@@ -71,6 +71,7 @@ def test_the_architecture_names_every_module_and_every_run_folder_file():
         layout.CONFIG,
         layout.EVENTS,
         layout.TRAINER_LOG,
+        layout.EVALUATIONS,
         layout.PID,
         layout.STOP,
         layout.CHECKPOINT_REQUEST,

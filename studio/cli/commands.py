@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from studio.cli.console import (
@@ -18,6 +19,7 @@ from studio.cli.console import (
     memory_summary,
     print_dataset,
     print_dataset_note,
+    print_leaderboard,
     print_lr,
     print_method_sizes,
     print_steps,
@@ -43,6 +45,7 @@ from studio.run_folder.events import current_history, format_event, read_events,
 from studio.run_folder.layout import EVENTS, STOP, TRACKER_LOGS, TRAINER_LOG, existing_run, read_config
 from studio.run_folder.status import list_runs, summarize, trainer_alive
 from studio.runs.control import launch, stop_run
+from studio.tasks.evaluations import HARNESS_FINGERPRINT, Evaluated, evaluated, record_evaluation, task_fingerprint
 
 
 # ---- prepare -------------------------------------------------------------------------------------------
@@ -177,16 +180,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               "judged on text: add --task")  # fmt: skip
         report = {"kind": result.kind, **result.metrics}
         predictions += result.predictions or []
+    judged = _evaluated(args) if args.task or args.harness else None
     if args.task:
-        tasks = _evaluate_tasks(args)
+        tasks = _evaluate_tasks(args, judged)
         report["tasks"] = {result.metrics["task"]: result.metrics for result in tasks}
         predictions += [{"task": result.metrics["task"], **row} for result in tasks for row in result.predictions]
     if args.harness:
         from studio.tasks.harness import harness_scores
 
         report["harness"] = harness_scores(
-            args.target, args.checkpoint, args.harness, args.harness_include, args.fewshot, args.device
+            args.target, judged.step, args.harness, args.harness_include, args.fewshot, args.device
         )
+        for task, metrics in report["harness"].items():
+            record_evaluation(judged, task, HARNESS_FINGERPRINT, args.fewshot, metrics)
     if args.out:
         args.out.write_text("".join(json.dumps(row) + "\n" for row in predictions), encoding="utf-8")
     if args.json:
@@ -202,9 +208,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_tasks(args: argparse.Namespace) -> list:
+def _evaluated(args: argparse.Namespace) -> Evaluated:
+    """The run's checkpoint or the folder that the tasks judge, found before anything loads: their results are
+    kept under it for the leaderboard."""
+    judged = evaluated(args.target, args.checkpoint)
+    if judged.note:
+        print(f"note: {judged.note}", file=sys.stderr)
+    return judged
+
+
+def _evaluate_tasks(args: argparse.Namespace, judged: Evaluated) -> list:
     """Every --task file read and checked, and the options, before the model loads (torch); then each task scored
-    in turn, a bar on stderr."""
+    in turn, a bar on stderr, and its result recorded as soon as it is known."""
     from studio.tasks.rows import read_task
 
     tasks = [read_task(file) for file in args.task]
@@ -214,11 +229,13 @@ def _evaluate_tasks(args: argparse.Namespace) -> list:
     options.check(tasks)
     from studio.inference.generate import load_generator
 
-    generator = load_generator(args.target, args.checkpoint, args.device)
+    generator = load_generator(args.target, judged.step, args.device)
     bar = ProgressBar()
     results = []
     for task in tasks:
-        results.append(score_task(generator, task, options, lambda done, total, name=task.name: bar(name, done, total)))
+        result = score_task(generator, task, options, lambda done, total, name=task.name: bar(name, done, total))
+        record_evaluation(judged, task.name, task_fingerprint(task), options.fewshot, result.metrics)
+        results.append(result)
     return results
 
 
@@ -407,6 +424,41 @@ def print_sweep(name: str) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    if args.ratings:
+        return _print_ratings(args)
+    from studio.reports.leaderboard import HOW_TO_GET_RESULTS, leaderboard
+
+    tasks = leaderboard(args.task)
+    if args.json:
+        print(json.dumps({label: [asdict(standing) for standing in group] for label, group in tasks.items()}))
+    elif not tasks:
+        what = f"task {args.task}" if args.task else "any task"
+        print(f"no results on {what} yet; get some with {HOW_TO_GET_RESULTS}")
+    else:
+        print_leaderboard(tasks)
+    return 0
+
+
+def _print_ratings(args: argparse.Namespace) -> int:
+    from studio.reports.ratings import preference_pairs, ratings
+
+    pairs = preference_pairs()
+    if not pairs:
+        print("no preferences between checkpoints yet; in the playground (tab 5) answer one prompt with two "
+              "checkpoints and press a or b for the better answer")  # fmt: skip
+        return 0
+    found = ratings(pairs)
+    if args.json:
+        print(json.dumps([vars(rating) for rating in found]))
+        return 0
+    rows = [(rating.player, f"{rating.rating:.0f}", f"{rating.low:.0f} to {rating.high:.0f}",
+             f"{rating.wins}-{rating.losses}") for rating in found]  # fmt: skip
+    print_table(("CHECKPOINT", "RATING", "95% INTERVAL", "WON-LOST"), rows)
+    print(f"Bradley-Terry over {counted(len(pairs), 'judged pair')}, Elo scale (mean 1000)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from studio.reports.run_page import write_report
 
@@ -494,6 +546,7 @@ COMMANDS = {
     "pipeline": cmd_pipeline,
     "sweep": cmd_sweep,
     "runs": cmd_runs,
+    "leaderboard": cmd_leaderboard,
     "report": cmd_report,
     "stop": cmd_stop,
     "delete": cmd_delete,

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from studio.formatting import counted, format_bytes, format_count, format_memory, teacher_note
+from studio.reports.leaderboard import COLUMNS, standing_cells
 
 if TYPE_CHECKING:  # the CLI's first line prints before numpy and tokenizers (the data package) are imported
     from studio.data.meta import DatasetMeta
@@ -36,6 +37,16 @@ def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def print_leaderboard(tasks: dict) -> None:
+    """One table per task (studio.reports.leaderboard), best first."""
+    now = time.time()
+    for label, standings in tasks.items():
+        print(f"task {label}")
+        rows = [(str(rank), *standing_cells(standing, now)) for rank, standing in enumerate(standings, 1)]
+        print_table(("#", *(column.upper() for column in COLUMNS)), rows)
+        print()
 
 
 def print_dataset(dataset) -> None:

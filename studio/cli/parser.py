@@ -207,6 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     runs = command("runs", "list runs")
     runs.add_argument("--sweep", metavar="NAME", help="a sweep's runs only, best final validation loss first")
 
+    leaderboard = command(
+        "leaderboard", "every run and export evaluated on a task, best first; or the playground's judgements as ratings"
+    )
+    leaderboard.add_argument("--task", metavar="NAME", help="this task alone (a task file's name without its suffix)")
+    leaderboard.add_argument(
+        "--ratings", action="store_true",
+        help="the playground's preferences as a Bradley-Terry rating per checkpoint (Elo scale, 95%% interval)",
+    )  # fmt: skip
+    leaderboard.add_argument("--json", action="store_true", help="print it as one JSON object")
+
     report = command("report", "one self-contained HTML page about runs: curves, config differences, metrics, samples")
     report.add_argument("runs", nargs="+", metavar="RUN")
     report.add_argument("--out", required=True, type=Path, help="the folder to write index.html into")

@@ -1,1 +1,2 @@
-"""Reports about runs and the machine: `llm-studio bench` (bench) and `llm-studio report` (run_page)."""
+"""Reports about runs and the machine: `llm-studio bench` (bench), `llm-studio report` (run_page), `llm-studio
+leaderboard` (leaderboard, and ratings for the playground's judged pairs)."""

@@ -33,6 +33,7 @@ CONFIG = "config.toml"
 EVENTS = "events.jsonl"
 EVENTS_SUMMARY = "events.summary.json"  # what events.jsonl adds up to, so far (studio.run_folder.history)
 TRAINER_LOG = "trainer.log"
+EVALUATIONS = "evaluations.jsonl"  # task results `evaluate` recorded, for the leaderboard (studio.tasks.evaluations)
 PID = "pid"
 LOCK = "lock"
 STOP = "STOP"

@@ -1,5 +1,5 @@
 """Tab 4: every run and the run queue, refreshed in the background (a queue whose runner died gets a new one, with
-a note); open, compare, resume, stop, delete and export runs; open the sweep a run belongs to.
+a note); open, compare, resume, stop, delete and export runs; open the sweep a run belongs to, and the leaderboard.
 
 Every slow thing (reading the run folders, stopping, resuming, deleting, exporting) runs in a thread worker and
 reports back with call_from_thread; a failure is one line (widgets.worker_errors), never a crash.
@@ -32,6 +32,7 @@ from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
 from widgets.screens.export_dialog import ExportDialog
+from widgets.screens.leaderboard import LeaderboardScreen
 from widgets.screens.sweep import SweepScreen
 from widgets.worker_errors import ReportsWorkerErrors
 
@@ -64,6 +65,7 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         Binding("d", "delete", "Delete"),
         Binding("e", "export", "Export"),
         Binding("w", "sweep", "Sweep"),
+        Binding("l", "leaderboard", "Leaderboard"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -141,6 +143,9 @@ class RunsPane(ReportsWorkerErrors, Vertical):
             self.tell(f"run {run} belongs to no sweep; `llm-studio sweep NAME --grid ...` queues one", "warning")
         else:
             self.app.call_from_thread(self.app.push_screen, SweepScreen(sweep.name))
+
+    def action_leaderboard(self) -> None:
+        self.app.push_screen(LeaderboardScreen())
 
     # ---- resume / stop / delete ------------------------------------------------------------------------
     def action_resume(self) -> None:

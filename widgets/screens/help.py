@@ -44,7 +44,8 @@ TABS = [
     ),
     (
         "4 Runs",
-        "every run with its status, step and losses, and the queue; enter opens its dashboard, w its sweep's results",
+        "every run with its status, step and losses, and the queue; enter opens its dashboard, w its sweep's "
+        "results, l the leaderboard: every run and export evaluated on a task, best first (s sorts)",
     ),
     (
         "5 Playground",
