@@ -159,3 +159,44 @@ def test_logprobs_are_the_softmax_of_the_models_logits_with_their_entropy_and_al
         last = model(window).logits[0, -1].float().softmax(-1)
     assert slid[-1].probability == pytest.approx(last[sequence[-1]].item(), abs=1e-5)
     assert main([*args, "--logprobs", "-1"]) == 2 and "--logprobs must be 0" in capsys.readouterr().err
+
+
+def test_the_model_process_looks_inside_its_last_answer_as_generate_logprobs_does(tmp_path):
+    """The playground's worker, over its JSON lines: a look before any answer is one error line; after a chat answer
+    and after a plain one, the looks are `Generator.looked`'s for the same model, prompt and greedy settings."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.hf_models import CHATML, make_hf_model
+
+    folder = tmp_path / "export"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    greedy = {"target": str(folder), "checkpoint": None, "max_new_tokens": 6, "temperature": 0, "seed": None}
+    messages = [{"role": "user", "content": "def add(a"}]
+    requests = [
+        {"look": {"top_k": 3}},
+        {"generate": {**greedy, "messages": messages}},
+        {"look": {"top_k": 3}},
+        {"generate": {**greedy, "prompt": "def add(a"}},
+        {"look": {"top_k": 3}},
+    ]
+    process = subprocess.run(
+        [sys.executable, "-m", "studio.inference.model_process"],
+        input="".join(json.dumps(request) + "\n" for request in requests),
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    replies = [json.loads(line) for line in process.stdout.splitlines()]
+    assert replies[0] == {"error": "no answer to look inside: generate one first"}
+    looked = [reply["looks"] for reply in replies if "looks" in reply]
+    assert len(looked) == 2
+    generator = load_generator(str(folder))
+    for prompt, looks in zip([generator.chat_prompt(messages), "def add(a"], looked):
+        _, expected = generator.looked(prompt, SamplingConfig(max_new_tokens=6, temperature=0), None, 3)
+        assert len(looks) == len(expected) > 0
+        for look, want in zip(looks, expected):
+            assert look["token_id"] == want.token_id and look["text"] == want.text
+            assert look["probability"] == pytest.approx(want.probability, abs=1e-6)
+            assert look["entropy"] == pytest.approx(want.entropy, abs=1e-6)
+            assert [text for text, _ in look["alternatives"]] == [text for text, _ in want.alternatives]
+            assert [p for _, p in look["alternatives"]] == pytest.approx([p for _, p in want.alternatives], abs=1e-6)
