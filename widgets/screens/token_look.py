@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -18,7 +17,6 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from widgets.key_hints import KeyHints
-from widgets.label_table import label_table
 from widgets.token_sample import styled_token
 
 # (lowest probability, background): a token takes the first band its probability reaches
@@ -54,17 +52,18 @@ def legend() -> Content:
     return Content.assemble(*parts)
 
 
-def look_rows(look: dict[str, Any], index: int, count: int) -> list[tuple[str, str]]:
-    """The facts of one token: which, its probability, the entropy there, then each alternative with its own (token
-    texts escaped: a table's cells read markup, and `[MASK]` is a token)."""
+def look_facts(look: dict[str, Any], index: int, count: int) -> Content:
+    """The facts of one token, a line each: which, its probability, the entropy there, then each alternative with
+    its own probability, on its band's background."""
     rows = [
-        ("token", f"{index + 1} of {count}: {escape(repr(look['text']))}"),
-        ("probability", f"{look['probability']:.4f}"),
-        ("entropy", f"{look['entropy']:.4f} nats"),
+        ("token", f"{index + 1} of {count}: {look['text']!r}", ""),
+        ("probability", f"{look['probability']:.4f}", band_style(look["probability"])),
+        ("entropy", f"{look['entropy']:.4f} nats", ""),
     ]
     for rank, (text, probability) in enumerate(look["alternatives"], start=1):
-        rows.append((f"#{rank}", f"{probability:.4f}  {escape(repr(text))}"))
-    return rows
+        rows.append((f"#{rank}", f"{probability:.4f}  {text!r}", band_style(probability)))
+    lines = (Content.assemble((f"{label:<13}", "bold"), (value, style)) for label, value, style in rows)
+    return Content("\n").join(lines)
 
 
 class TokenLookScreen(ModalScreen[None]):
@@ -124,5 +123,5 @@ class TokenLookScreen(ModalScreen[None]):
 
     def show_cursor(self) -> None:
         self.query_one("#token-look-answer", Static).update(looks_content(self.looks, self.cursor))
-        facts = look_rows(self.looks[self.cursor], self.cursor, len(self.looks))
-        self.query_one("#token-look-facts", Static).update(label_table(facts))
+        facts = look_facts(self.looks[self.cursor], self.cursor, len(self.looks))
+        self.query_one("#token-look-facts", Static).update(facts)
