@@ -161,13 +161,15 @@ def test_logprobs_are_the_softmax_of_the_models_logits_with_their_entropy_and_al
     assert main([*args, "--logprobs", "-1"]) == 2 and "--logprobs must be 0" in capsys.readouterr().err
 
 
-def test_the_model_process_looks_inside_its_last_answer_as_generate_logprobs_does(tmp_path):
-    """The playground's worker, over its JSON lines: a look before any answer is one error line; after a chat answer
-    and after a plain one, the looks are `Generator.looked`'s for the same model, prompt and greedy settings."""
+def test_the_model_process_looks_inside_its_last_answer_as_generate_logprobs_does(tmp_path, monkeypatch, capsys):
+    """The playground's worker (its `main`, fed JSON lines, in this process: loading torch in a second one would
+    cost seconds): a look before any answer is one error line; after a chat answer and after a plain one, on an
+    exported folder, the looks are `Generator.looked`'s for the same model, prompt and greedy settings."""
+    import io
     import json
-    import subprocess
     import sys
 
+    from studio.inference import model_process
     from tests.hf_models import CHATML, make_hf_model
 
     folder = tmp_path / "export"
@@ -181,12 +183,9 @@ def test_the_model_process_looks_inside_its_last_answer_as_generate_logprobs_doe
         {"generate": {**greedy, "prompt": "def add(a"}},
         {"look": {"top_k": 3}},
     ]
-    process = subprocess.run(
-        [sys.executable, "-m", "studio.inference.model_process"],
-        input="".join(json.dumps(request) + "\n" for request in requests),
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    replies = [json.loads(line) for line in process.stdout.splitlines()]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(request) + "\n" for request in requests)))
+    assert model_process.main() == 0
+    replies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert replies[0] == {"error": "no answer to look inside: generate one first"}
     looked = [reply["looks"] for reply in replies if "looks" in reply]
     assert len(looked) == 2
