@@ -182,6 +182,19 @@ async def test_l_asks_the_worker_for_a_look_only_once_an_answer_is_done_and_the_
         assert str(panel.query_one(".generation-status").render()) == "looked inside 4 tokens"
 
 
+@pytest.mark.asyncio
+async def test_l_looks_inside_the_panel_holding_the_focus(chat_run, no_worker):
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_playground(pilot, "What is 2+2?")
+        await pilot.press("c")
+        panel_a, panel_b = app.query_one("#panel-a", GenerationPanel), app.query_one("#panel-b", GenerationPanel)
+        panel_b.query_one(".output-text", TextArea).focus()
+        await pilot.press("l")
+        assert str(panel_b.query_one(".generation-status").render()).startswith("nothing to look inside yet")
+        assert str(panel_a.query_one(".generation-status").render()) == "a new conversation"  # A was not asked
+
+
 def test_token_view_snapshot(chat_run, no_worker, snap_compare):
     async def run_before(pilot) -> None:
         await look_inside(pilot)
