@@ -107,12 +107,11 @@ class Session:
         rate, tokens_per_s = Rate(), 0.0
         stop.clear()
         for _, delta in stream:
-            if stop.is_set():
+            if delta is not None:
+                tokens_per_s = rate.tick()
+                reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
+            if stop.is_set():  # after a token is sent, before the next is made: each token made is shown
                 break
-            if delta is None:
-                continue
-            tokens_per_s = rate.tick()
-            reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
         reply(done={"tokens": rate.tokens, "tokens_per_s": round(tokens_per_s, 1), "stopped": stop.is_set()})
 
     def look(self, request: dict[str, Any]) -> None:
