@@ -57,8 +57,8 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         Binding("p", "focus_prompt", "Prompt"),
         Binding("m", "toggle_chat", "Chat/completion"),
         Binding("n", "new_chat", "New chat"),
-        Binding("l", "look_inside", "Look inside"),
         Binding("ctrl+n", "new_chat", "New chat", show=False),  # also from inside the prompt
+        Binding("l", "look_inside", "Look inside"),
         # judging the two panels' answers (the footer has no room left; ? lists them)
         Binding("a", "prefer('A')", "A (left) better", show=False),
         Binding("b", "prefer('B')", "B (right) better", show=False),
