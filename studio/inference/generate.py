@@ -349,15 +349,14 @@ class TokenLook:
 def token_looks(
     model: torch.nn.Module, tokenizer: Tokenizer, prompt: list[int], new: list[int], k: int, block_size: int
 ) -> list[TokenLook]:
-    """Each new token's look, from one forward over prompt and answer (a window of the context per token once
-    they outgrow it, as generation slid)."""
+    """Each new token's look, from one forward over prompt and answer up to the context's length (a window of the
+    context per token past it, as generation slid)."""
     device = next(model.parameters()).device
     full = torch.tensor([prompt + new], device=device)
-    if full.size(1) - 1 <= block_size:
-        logits = model(full[:, :-1])[0][0, len(prompt) - 1 :]
-    else:
-        ends = range(len(prompt), full.size(1))
-        logits = torch.stack([model(full[:, max(0, end - block_size) : end])[0][0, -1] for end in ends])
+    seen_whole = min(full.size(1) - 1, block_size)  # the positions whose tokens saw everything before them
+    logits = model(full[:, :seen_whole])[0][0, len(prompt) - 1 :]
+    slid = [model(full[:, end - block_size : end])[0][0, -1:] for end in range(seen_whole + 1, full.size(1))]
+    logits = torch.cat([logits, *slid])
     looks = []
     for token, row in zip(new, logits.float().log_softmax(-1)):
         probabilities = row.exp()
