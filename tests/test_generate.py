@@ -10,7 +10,7 @@ import torch
 from studio.cli.main import main
 from studio.config import ModelConfig
 from studio.errors import StudioError
-from studio.inference.generate import SamplingConfig, decode_steps, load_generator
+from studio.inference.generate import SamplingConfig, decode_steps, load_generator, token_looks
 from studio.model import build_model
 from tests.helpers import ADD_FUNCTION, train_runs
 
@@ -159,3 +159,67 @@ def test_logprobs_are_the_softmax_of_the_models_logits_with_their_entropy_and_al
         last = model(window).logits[0, -1].float().softmax(-1)
     assert slid[-1].probability == pytest.approx(last[sequence[-1]].item(), abs=1e-5)
     assert main([*args, "--logprobs", "-1"]) == 2 and "--logprobs must be 0" in capsys.readouterr().err
+
+
+def test_the_model_process_looks_inside_its_last_answer_as_generate_logprobs_does(tmp_path, monkeypatch, capsys):
+    """The playground's worker (its `main`, fed JSON lines, in this process: loading torch in a second one would
+    cost seconds): a look before any answer is one error line; after a chat answer and after a plain one, on an
+    exported folder, the looks are `Generator.looked`'s for the same model, prompt and greedy settings."""
+    import io
+    import json
+    import sys
+
+    from studio.inference import model_process
+    from tests.hf_models import CHATML, make_hf_model
+
+    folder = tmp_path / "export"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    greedy = {"target": str(folder), "checkpoint": None, "max_new_tokens": 6, "temperature": 0, "seed": None}
+    messages = [{"role": "user", "content": "def add(a"}]
+    requests = [
+        {"look": {"top_k": 3}},
+        {"generate": {**greedy, "messages": messages}},
+        {"look": {"top_k": 3}},
+        {"generate": {**greedy, "prompt": "def add(a"}},
+        {"look": {"top_k": 3}},
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(request) + "\n" for request in requests)))
+    assert model_process.main() == 0
+    replies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert replies[0] == {"error": "no answer to look inside: generate one first"}
+    looked = [reply["looks"] for reply in replies if "looks" in reply]
+    assert len(looked) == 2
+    generator = load_generator(str(folder))
+    for prompt, looks in zip([generator.chat_prompt(messages), "def add(a"], looked):
+        _, expected = generator.looked(prompt, SamplingConfig(max_new_tokens=6, temperature=0), None, 3)
+        assert len(looks) == len(expected) > 0
+        for look, want in zip(looks, expected):
+            assert look["token_id"] == want.token_id and look["text"] == want.text
+            assert look["probability"] == pytest.approx(want.probability, abs=1e-6)
+            assert look["entropy"] == pytest.approx(want.entropy, abs=1e-6)
+            assert [text for text, _ in look["alternatives"]] == [text for text, _ in want.alternatives]
+            assert [p for _, p in look["alternatives"]] == pytest.approx([p for _, p in want.alternatives], abs=1e-6)
+
+
+def test_token_looks_past_the_context_take_one_forward_for_the_part_within_it(tmp_path):
+    """A long answer's looks: one forward for the tokens within the context, then a window per token past it (the
+    playground's look at a 200-token answer took 195 forwards, 7 to 25 s on a tiny model); each look is still the
+    softmax of its own window's logits, as generation slid."""
+    from tests.hf_models import make_hf_model
+
+    make_hf_model(tmp_path / "base", "llama")
+    generator = dataclasses.replace(load_generator(str(tmp_path / "base")), block_size=12)
+    prompt = generator.encode("def add(a")
+    forwards = []
+    hook = generator.model.register_forward_hook(lambda *_: forwards.append(1))
+    _, looks = generator.looked("def add(a", SamplingConfig(max_new_tokens=20, temperature=0), None, 3)
+    forwards.clear()
+    looks = token_looks(generator.model, generator.tokenizer, prompt, [look.token_id for look in looks], 3, 12)
+    hook.remove()
+    sequence = prompt + [look.token_id for look in looks]
+    assert len(looks) == 20 and len(forwards) == 1 + len(sequence) - 1 - 12  # one, then one per token past 12
+    with torch.no_grad():
+        for position, look in enumerate(looks, start=len(prompt)):
+            window = torch.tensor([sequence[max(0, position - 12) : position]])
+            expected = generator.model(window)[0][0, -1].float().softmax(-1)[sequence[position]].item()
+            assert look.probability == pytest.approx(expected, abs=1e-5)

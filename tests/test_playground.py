@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from textual.widgets import Static
 
 from studio.run_folder.layout import checkpoint_name
 from tests.helpers import ADD_FUNCTION, open_playground, train_runs, wait_for
 from widgets.app import StudioApp
 from widgets.generation_panel import GenerationPanel
+from widgets.screens.token_look import TokenLookScreen
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes
 
@@ -51,6 +53,35 @@ async def test_text_streams_in_and_equals_the_cli_with_the_same_settings(home, t
         assert panel.text + "\n" == cli_generate(
             "--prompt", "def ", "--temperature", "0", "--max-new-tokens", "30", "--seed", "3"
         )
+
+
+@pytest.mark.asyncio
+async def test_the_token_view_shows_what_generate_logprobs_prints_for_the_same_model_prompt_and_settings(
+    home, torch_blocked
+):
+    greedy = {"max_new_tokens": "12", "temperature": "0", "seed": "3"}
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "def ", **greedy)
+        panel = app.query_one("#panel-a", GenerationPanel)
+        await pilot.press("g")
+        await wait_for(pilot, lambda: not panel.busy, timeout=60.0)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, TokenLookScreen), timeout=60.0)
+        shown = []  # per token: its probability, the entropy there, its alternatives, as the view shows them
+        for _ in app.screen.looks:
+            facts = app.screen.query_one("#token-look-facts", Static).content.plain.splitlines()
+            alternatives = [line.split(maxsplit=2)[1:] for line in facts[3:]]
+            shown.append((facts[1].split()[1], float(facts[2].split()[1]), [(text, p) for p, text in alternatives]))
+            await pilot.press("right")
+    printed = cli_generate("--prompt", "def ", "--temperature", "0", "--max-new-tokens", "12", "--logprobs", "5")
+    looks = [line.split("  p ")[1] for line in printed.splitlines() if "  p " in line and "  H " in line]
+    assert len(shown) == len(looks) == panel.tokens > 1
+    for (probability, entropy, alternatives), look in zip(shown, looks):
+        facts, listed = look.split("  | ")
+        assert probability == facts.split()[0]  # both to 4 decimals
+        assert entropy == pytest.approx(float(facts.split()[2]), abs=6e-4)  # the CLI prints 3 decimals
+        assert alternatives == [tuple(item.rsplit(" ", 1)) for item in listed.split(" · ")]
 
 
 @pytest.mark.asyncio

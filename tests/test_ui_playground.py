@@ -1,6 +1,7 @@
 """The playground with chat runs, on run folders written by hand (nothing is generated: the worker process is
 replaced by replies posted as it would send them): chat mode and the checkpoint's sampling settings taken from the
-run, the prompt cleared once a turn is sent, a line while a conversation continues, `ctrl+a` selecting all."""
+run, the prompt cleared once a turn is sent, a line while a conversation continues, `ctrl+a` selecting all, and the
+token view of an answer (`l`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from studio.data.meta import DatasetMeta, DocumentCounts
 from studio.run_folder.layout import checkpoint_name
 from tests.helpers import open_playground
 from widgets.app import StudioApp
-from widgets.generation_panel import GenerationPanel
+from widgets.generation_panel import LOOK_TOP_K, GenerationPanel
+from widgets.key_hints import KeyHints
+from widgets.screens.help import screen_keys
+from widgets.screens.token_look import TokenLookScreen
 
 CHECKPOINT_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 
@@ -61,6 +65,31 @@ async def answer(pilot, text: str) -> None:
     panel = pilot.app.query_one("#panel-a", GenerationPanel)
     panel.post_message(GenerationPanel.Reply(panel, {"token": text, "tokens_per_s": 50.0}))
     panel.post_message(GenerationPanel.Reply(panel, {"done": {"tokens": 3, "tokens_per_s": 50.0, "stopped": False}}))
+    await pilot.pause()
+
+
+# a look inside the answer "4. It is", as the worker would send it: one token per probability band
+LOOKS = [
+    {"token_id": 52, "text": "4", "probability": 0.9731, "entropy": 0.1523,
+     "alternatives": [["4", 0.9731], ["5", 0.0112], [" four", 0.0051]]},
+    {"token_id": 14, "text": ".", "probability": 0.6204, "entropy": 1.0871,
+     "alternatives": [[".", 0.6204], ["!", 0.2101], ["\n", 0.0733]]},
+    {"token_id": 90, "text": " It", "probability": 0.2457, "entropy": 2.3318,
+     "alternatives": [[" The", 0.3012], [" It", 0.2457], [" So", 0.1024]]},
+    {"token_id": 77, "text": " is", "probability": 0.0412, "entropy": 3.9046,
+     "alternatives": [[" was", 0.4410], [" has", 0.1893], [" will", 0.0977]]},
+]  # fmt: skip
+
+
+async def look_inside(pilot) -> None:
+    """A turn answered, then `l` and the worker's looks."""
+    await open_playground(pilot, "What is 2+2?")
+    pilot.app.query_one("#prompt", TextArea).focus()
+    await pilot.press("ctrl+g")
+    await answer(pilot, "4. It is")
+    await pilot.press("escape", "l")  # out of the prompt, where l is a letter
+    panel = pilot.app.query_one("#panel-a", GenerationPanel)
+    panel.post_message(GenerationPanel.Reply(panel, {"looks": LOOKS}))
     await pilot.pause()
 
 
@@ -119,6 +148,60 @@ async def test_ctrl_a_selects_everything_in_a_prompt(chat_run, field):
         widget = app.query_one(field)
         text = widget.text if isinstance(widget, TextArea) else widget.value
         assert widget.selected_text == text and text
+
+
+@pytest.mark.asyncio
+async def test_l_asks_the_worker_for_a_look_only_once_an_answer_is_done_and_the_view_walks_its_tokens(
+    chat_run, no_worker
+):
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "What is 2+2?")
+        panel = app.query_one("#panel-a", GenerationPanel)
+        assert dict(screen_keys(app.screen))["l"] == "Look inside"  # what ? lists
+        assert "l Look inside" in app.screen.query_one(KeyHints).hints().plain
+        await pilot.press("l")
+        status = str(panel.query_one(".generation-status").render())
+        assert status == "nothing to look inside yet: generate an answer first (g), then press l" and no_worker == []
+        await look_inside(pilot)
+        assert [request for request in no_worker if "look" in request] == [{"look": {"top_k": LOOK_TOP_K}}]
+        assert "look" not in no_worker[0]  # generating asked for no look: it goes as fast as before
+        screen = app.screen
+        assert isinstance(screen, TokenLookScreen)
+        assert screen.query_one("#token-look-answer", Static).content.plain == "4. It is"
+        facts = screen.query_one("#token-look-facts", Static).content.plain.splitlines()
+        assert facts[:3] == ["token        1 of 4: '4'", "probability  0.9731", "entropy      0.1523 nats"]
+        assert facts[3:] == ["#1           0.9731  '4'", "#2           0.0112  '5'", "#3           0.0051  ' four'"]
+        await pilot.press("right", "right", "right", "right")  # past the last token: it stays there
+        facts = screen.query_one("#token-look-facts", Static).content.plain.splitlines()
+        assert facts[:2] == ["token        4 of 4: ' is'", "probability  0.0412"]
+        await pilot.press("left")
+        assert screen.query_one("#token-look-facts", Static).content.plain.startswith("token        3 of 4: ' It'")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TokenLookScreen)
+        assert str(panel.query_one(".generation-status").render()) == "looked inside 4 tokens"
+
+
+@pytest.mark.asyncio
+async def test_l_looks_inside_the_panel_holding_the_focus(chat_run, no_worker):
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        await open_playground(pilot, "What is 2+2?")
+        await pilot.press("c")
+        panel_a, panel_b = app.query_one("#panel-a", GenerationPanel), app.query_one("#panel-b", GenerationPanel)
+        panel_b.query_one(".output-text", TextArea).focus()
+        await pilot.press("l")
+        assert str(panel_b.query_one(".generation-status").render()).startswith("nothing to look inside yet")
+        assert str(panel_a.query_one(".generation-status").render()) == "a new conversation"  # A was not asked
+
+
+def test_token_view_snapshot(chat_run, no_worker, snap_compare):
+    async def run_before(pilot) -> None:
+        await look_inside(pilot)
+        await pilot.press("right", "right")  # the cursor on ' It', whose alternatives hold a likelier token
+        await pilot.pause(0.2)
+
+    assert snap_compare(StudioApp(), terminal_size=(120, 40), run_before=run_before)
 
 
 def test_playground_in_chat_mode_snapshot(chat_run, no_worker, snap_compare):

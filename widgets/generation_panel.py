@@ -2,6 +2,9 @@
 chat mode, a conversation (this panel's own: each side answers with its model) shown as a transcript. A run
 that classifies or fills masks (its objective's `predicts`) answers a text with its labels or its [MASK] fills instead.
 
+Once an answer is done, `look_inside` asks the process for a look at each of its tokens (their probabilities, the
+entropy, the likeliest alternatives) and opens the token view (widgets.screens.token_look) with them.
+
 Each panel owns a generation worker process (`python -m studio.inference.model_process`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
 its replies and posts them as messages, so the UI never waits on the process and never imports torch.
@@ -27,9 +30,11 @@ from studio.inference.playground_facts import PlaygroundFacts
 from studio.objectives import Objective
 from studio.paths import child_process_env
 from studio.playground_preferences import Answer
+from widgets.screens.token_look import TokenLookScreen
 
 LATEST = "latest"
 PREDICTION_TOP_K = 5  # labels, or fills per [MASK], shown for a text
+LOOK_TOP_K = 5  # the likeliest tokens shown in each answer token's place by the token view
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class GenerationPanel(Vertical):
         self._question: str | list[dict[str, str]] | None = None  # what the generation answers (None: a prediction)
         self._answer = ""
         self.answered: Answer | None = None  # the last generation, once done: what the user may judge
+        self.lookable = False  # the last generation is done: the worker holds its ids for a look inside
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="picker"):
@@ -197,9 +203,17 @@ class GenerationPanel(Vertical):
     def begin(self, prompt: str) -> None:
         """Clear the output for a generation of `prompt`; its replies arrive as Reply messages."""
         self.text, self.tokens, self.busy = prompt, 0, True
-        self._answer, self.answered = "", None
+        self._answer, self.answered, self.lookable = "", None, False
         self.query_one(".output-text", TextArea).load_text(prompt)
         self._show_status("loading the model...")
+
+    def look_inside(self) -> None:
+        """Ask the worker for a look at each token of the last answer; its reply opens the token view."""
+        if self.busy or not self.lookable:
+            self._show_status("nothing to look inside yet: generate an answer first (g), then press l")
+            return
+        self._show_status("looking inside the answer...")
+        self._send({"look": {"top_k": LOOK_TOP_K}})
 
     def stop(self) -> None:
         if self.busy:
@@ -224,7 +238,7 @@ class GenerationPanel(Vertical):
             done = data["done"]
             state = "stopped" if done["stopped"] else "done"
             self._show_status(f"{state} · {done['tokens']} tokens · {done['tokens_per_s']:.1f} tok/s")
-            self.busy = False
+            self.busy, self.lookable = False, True
             if self._question is not None and self.run_name is not None:
                 checkpoint = LATEST if self.checkpoint is None else self.checkpoint
                 self.answered = Answer(self._question, self._answer, self.run_name, checkpoint)
@@ -232,6 +246,8 @@ class GenerationPanel(Vertical):
                 self.history = [*self._asked, {"role": "assistant", "content": self._answer}]
                 self._append("\n")
                 self.post_message(self.ConversationChanged(self))
+        elif "looks" in data:
+            self._show_looks(data["looks"])
         elif "error" in data:
             self._show_status(f"error: {data['error']}")
             self.busy = False
@@ -239,6 +255,13 @@ class GenerationPanel(Vertical):
             self._show_status(f"the generation worker ended (exit code {data['exited']})")
             self.busy = False
         message.stop()
+
+    def _show_looks(self, looks: list[dict[str, Any]]) -> None:
+        if not looks:
+            self._show_status("the answer has no tokens to look inside")
+            return
+        self._show_status(f"looked inside {len(looks)} tokens")
+        self.app.push_screen(TokenLookScreen(f"{self.border_title} · {self.run_name} · a look inside", looks))
 
     def _append(self, text: str) -> None:
         output = self.query_one(".output-text", TextArea)

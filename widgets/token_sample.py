@@ -52,12 +52,18 @@ def token_content(pieces: list[TokenPiece]) -> Content:
     visible cell."""
     parts = []
     for index, (piece, learned) in enumerate(pieces):
-        style = (LEARNED_STYLES if learned else TOKEN_STYLES)[index % 2]
-        lines = piece.split("\n")
-        for line_index, line in enumerate(lines):
-            if line_index < len(lines) - 1:
-                parts.append((line + "↵", style))
-                parts.append(("\n", ""))
-            elif line:
-                parts.append((line, style))
+        parts += styled_token(piece, (LEARNED_STYLES if learned else TOKEN_STYLES)[index % 2])
     return Content.assemble(*parts)
+
+
+def styled_token(piece: str, style: str) -> list[tuple[str, str]]:
+    """A token's text as Content parts in `style`; a line break inside it shows as ↵ (a visible cell), then breaks."""
+    parts = []
+    lines = piece.split("\n")
+    for line_index, line in enumerate(lines):
+        if line_index < len(lines) - 1:
+            parts.append((line + "↵", style))
+            parts.append(("\n", ""))
+        elif line:
+            parts.append((line, style))
+    return parts

@@ -200,9 +200,9 @@ class TextStream:
     """Turns tokens into text deltas as they come. Decoding the whole list each time keeps multi-token
     characters (a byte-level BPE splits emoji) whole: a trailing partial character waits for its rest."""
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, ids: list[int] | None = None):
         self.tokenizer = tokenizer
-        self.ids: list[int] = []
+        self.ids = [] if ids is None else ids  # a caller's list, to read the tokens back (a look at them afterwards)
         self.text = ""
 
     def push(self, token_id: int) -> str:
@@ -305,15 +305,17 @@ class Generator:
         encoded: list[list[int]],
         sampling: SamplingConfig,
         seed: int | None = None,
+        answer_ids: list[list[int]] | None = None,
     ) -> Iterator[tuple[int, str | None]]:
-        """`stream` of prompts already tokenized (a chat example's rendered conversation, say)."""
+        """`stream` of prompts already tokenized (a chat example's rendered conversation, say); `answer_ids`, one
+        empty list per prompt when given, receives each prompt's generated ids as they come (no stop token)."""
         groups: dict[int, list[int]] = {}
         for index, ids in enumerate(encoded):
             groups.setdefault(len(ids), []).append(index)
         for indices in groups.values():
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
             ids = torch.tensor([encoded[i] for i in indices], device=self.device)
-            streams = [TextStream(self.tokenizer) for _ in indices]
+            streams = [TextStream(self.tokenizer, answer_ids[index] if answer_ids else None) for index in indices]
             done = [False] * len(indices)
             for token in decode_steps(self.model, ids, self.block_size, sampling, generator, self.stop_ids):
                 for row, token_id in enumerate(token.tolist()):
@@ -347,15 +349,14 @@ class TokenLook:
 def token_looks(
     model: torch.nn.Module, tokenizer: Tokenizer, prompt: list[int], new: list[int], k: int, block_size: int
 ) -> list[TokenLook]:
-    """Each new token's look, from one forward over prompt and answer (a window of the context per token once
-    they outgrow it, as generation slid)."""
+    """Each new token's look, from one forward over prompt and answer up to the context's length (a window of the
+    context per token past it, as generation slid)."""
     device = next(model.parameters()).device
     full = torch.tensor([prompt + new], device=device)
-    if full.size(1) - 1 <= block_size:
-        logits = model(full[:, :-1])[0][0, len(prompt) - 1 :]
-    else:
-        ends = range(len(prompt), full.size(1))
-        logits = torch.stack([model(full[:, max(0, end - block_size) : end])[0][0, -1] for end in ends])
+    seen_whole = min(full.size(1) - 1, block_size)  # the positions whose tokens saw everything before them
+    logits = model(full[:, :seen_whole])[0][0, len(prompt) - 1 :]
+    slid = [model(full[:, end - block_size : end])[0][0, -1:] for end in range(seen_whole + 1, full.size(1))]
+    logits = torch.cat([logits, *slid])
     looks = []
     for token, row in zip(new, logits.float().log_softmax(-1)):
         probabilities = row.exp()

@@ -8,6 +8,8 @@ stdin, one JSON object per line:
     up to the assistant's answer, which is what streams back)
     {"predict": {"target": RUN|DIR, "checkpoint": STEP|null, "text": TEXT, "top_k": K}}
                           a classifier's labels, or a masked LM's fills of each [MASK] (studio.inference.predict)
+    {"look": {"top_k": K}}
+                          a look inside the last generation's tokens, with the model that made it
     {"stop": true}        end the current generation after the token being made
 Replies on stdout, one JSON object per line:
     {"loaded": "run r1, step 500", "chat": B}    the model is ready (loaded once, reused while unchanged);
@@ -15,12 +17,16 @@ Replies on stdout, one JSON object per line:
     {"token": TEXT, "tokens_per_s": F}           text as it grows
     {"done": {"tokens": N, "tokens_per_s": F, "stopped": bool}}
     {"prediction": {"labels": [[LABEL, P], ...]} | {"fills": [[[TOKEN, P], ...], ...]}}
+    {"looks": [{"token_id": ID, "text": TEXT, "probability": P, "entropy": H, "alternatives": [[TEXT, P], ...]},
+               ...]}                             one per answer token: studio.inference.generate's TokenLook, computed
+                                                 by `token_looks` as `generate --logprobs K` does
     {"error": MESSAGE}                           one line the user can act on; the worker carries on
 A reader thread takes requests as they come, so a stop arrives while tokens are being made.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import sys
@@ -54,11 +60,13 @@ def read_requests(requests: queue.Queue, stop: threading.Event) -> None:
 
 
 class Session:
-    """The loaded model (kept while the same target, checkpoint and use are asked for) and the request loop."""
+    """The loaded model (kept while the same target, checkpoint and use are asked for), and the last generation's
+    prompt and answer ids (what a look inside is about)."""
 
     def __init__(self):
         self.key: tuple | None = None
         self.model = None  # a studio.inference.generate Generator, or a studio.inference.predict Classifier or MaskedLM
+        self.answered: tuple[Any, list[int], list[int]] | None = None  # (generator, prompt ids, answer ids)
 
     def load(self, target: str, step: int | None, use: str):
         """The model of target at step, to generate with or to predict with (`use`); "latest" is looked up each
@@ -89,22 +97,38 @@ class Session:
         except TypeError as error:
             raise StudioError(f"bad sampling values: {error}") from None
         sampling.check()
+        self.answered = None
         generator = self.load(str(request["target"]), request.get("checkpoint"), use="generate")
         messages = request.get("messages")
-        prompt = generator.chat_prompt(messages) if messages else str(request.get("prompt", ""))
-        stream = generator.stream([prompt], sampling, request.get("seed"))
+        prompt_ids = generator.encode(generator.chat_prompt(messages) if messages else str(request.get("prompt", "")))
+        answer_ids: list[int] = []  # filled as tokens are made: no extra work while generating
+        stream = generator.stream_ids([prompt_ids], sampling, request.get("seed"), answer_ids=[answer_ids])
+        self.answered = (generator, prompt_ids, answer_ids)
         rate, tokens_per_s = Rate(), 0.0
         stop.clear()
         for _, delta in stream:
-            if stop.is_set():
+            if delta is not None:
+                tokens_per_s = rate.tick()
+                reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
+            if stop.is_set():  # after a token is sent, before the next is made: each token made is shown
                 break
-            if delta is None:
-                continue
-            tokens_per_s = rate.tick()
-            reply(token=delta, tokens_per_s=round(tokens_per_s, 1))
         reply(done={"tokens": rate.tokens, "tokens_per_s": round(tokens_per_s, 1), "stopped": stop.is_set()})
 
+    def look(self, request: dict[str, Any]) -> None:
+        """Each token of the last answer: its probability, the entropy there and the top_k likeliest tokens."""
+        from studio.inference.generate import token_looks
+
+        if self.answered is None:
+            raise StudioError("no answer to look inside: generate one first")
+        generator, prompt_ids, answer_ids = self.answered
+        looks = token_looks(
+            generator.model, generator.tokenizer, prompt_ids, answer_ids, int(request.get("top_k", 5)),
+            generator.block_size,
+        ) if answer_ids else []  # fmt: skip
+        reply(looks=[dataclasses.asdict(look) for look in looks])
+
     def predict(self, request: dict[str, Any]) -> None:
+        self.answered = None
         predictor = self.load(str(request["target"]), request.get("checkpoint"), use="predict")
         reply(prediction=predictor.predict(str(request.get("text", "")), int(request.get("top_k", 5))))
 
@@ -115,6 +139,8 @@ def latest_checkpoint_name(target: str) -> str | None:
 
     from studio.run_folder.layout import is_run, latest_checkpoint, run_path
 
+    if (Path(target).expanduser() / "config.json").is_file():  # an exported folder: one set of weights, no name check
+        return None
     run_dir = Path(target) if is_run(Path(target)) else run_path(target)
     latest = latest_checkpoint(run_dir) if is_run(run_dir) else None
     return latest.name if latest else None
@@ -131,8 +157,10 @@ def main() -> int:
                 session.generate(request["generate"], stop)
             elif "predict" in request:
                 session.predict(request["predict"])
+            elif "look" in request:
+                session.look(request["look"])
             else:
-                raise StudioError(f"unknown request {sorted(request)}; send generate, predict or stop")
+                raise StudioError(f"unknown request {sorted(request)}; send generate, predict, look or stop")
         except StudioError as error:
             reply(error=str(error))
         except Exception as error:  # the UI shows one line; the worker stays up for the next request

@@ -11,6 +11,9 @@ Each panel picks its own run and checkpoint (the latest by default), so comparin
 runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
 worker processes, so a run that is still training can be tried at its newest checkpoint.
 
+Once an answer is done, `l` looks inside it: its tokens coloured by their probability, and for the token under a
+cursor its probability, the entropy there and the likeliest alternatives (widgets.screens.token_look).
+
 Once both panels have answered the same prompt, `a` (A, the left one, better), `b` (B better) or `t` (a tie) judges
 them: a preference is appended to the studio's preference file as a TRL row (studio.playground_preferences), which
 `--data` and the Data tab take for a DPO-family run; a tie is not written (that module says why).
@@ -55,6 +58,7 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         Binding("m", "toggle_chat", "Chat/completion"),
         Binding("n", "new_chat", "New chat"),
         Binding("ctrl+n", "new_chat", "New chat", show=False),  # also from inside the prompt
+        Binding("l", "look_inside", "Look inside"),
         # judging the two panels' answers (the footer has no room left; ? lists them)
         Binding("a", "prefer('A')", "A (left) better", show=False),
         Binding("b", "prefer('B')", "B (right) better", show=False),
@@ -126,6 +130,12 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
         asked = [panel.generate(prompt_area.text, sampling, self.chat) for panel in self.visible_panels()]
         if self.chat and any(asked):  # the turn is sent: the prompt is free for the next one
             prompt_area.clear()
+
+    def action_look_inside(self) -> None:
+        """The token view of the answer of the panel holding the focus (A when neither does)."""
+        focused = self.app.focused
+        holding = [panel for panel in self.visible_panels() if focused is not None and panel in focused.ancestors]
+        (holding or [self.query_one("#panel-a", GenerationPanel)])[0].look_inside()
 
     def action_stop(self) -> None:
         for panel in self.query(GenerationPanel):

@@ -49,8 +49,9 @@ TABS = [
     ),
     (
         "5 Playground",
-        "generate text from a run's checkpoints: completion, or chat (m) with multi-turn history (n: new); a "
-        "classifier gives its labels, a masked LM the fills of each [MASK]",
+        "generate text from a run's checkpoints: completion, or chat (m) with multi-turn history (n: new); l looks "
+        "inside an answer (each token's probability, the entropy, the likeliest alternatives); a classifier gives its "
+        "labels, a masked LM the fills of each [MASK]",
     ),
 ]
 
