@@ -438,13 +438,20 @@ def pretend_live(name: str) -> None:
     record_this_process_as_trainer(run_dir)
 
 
-async def test_the_studio_opens_on_what_is_training(studio_home):
+async def test_the_studio_opens_on_the_dashboard_of_the_one_run_training(studio_home):
     write_fixture_run("done")
     pretend_live("one")
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the live run's dashboard")
         assert app.screen.run_dir.name == "one" and app.sub_title.endswith("· 1 run training")
+
+
+async def test_the_studio_opens_on_the_runs_tab_when_several_runs_train(studio_home):
+    """Its own test, not the one above's second half: a studio opened after another in the same test failed once
+    in three full-suite runs (not alone), its cause not found; each studio now starts from a home of its own."""
+    write_fixture_run("done")
+    pretend_live("one")
     pretend_live("two")
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
