@@ -23,6 +23,7 @@ from studio.tasks.evaluations import (
     task_fingerprint,
 )
 from tests.helpers import ADD_FUNCTION, fixture_events, train_runs, write_fixture_run
+from tests.test_tasks import HARNESS_YAML
 
 CHOICE_ROWS = [
     {"context": "1 + 1 =", "choices": ["2", "3"], "gold": 0},
@@ -169,28 +170,13 @@ def test_evaluate_on_a_folder_keeps_its_result_in_the_home_and_the_leaderboard_s
     ]
 
 
-HARNESS_YAML = """task: sums_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {file}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{context}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{gold}}}}"
-metric_list:
-  - metric: acc
-"""
-
-
 @pytest.mark.slow
 def test_a_harness_result_is_kept_and_ranked_too(folder, studio_home, tmp_path, run_cli):
     pytest.importorskip("lm_eval")
     include = tmp_path / "harness-tasks"
     include.mkdir()
     task = write_rows(tmp_path / "sums.jsonl", CHOICE_ROWS)
-    (include / "sums.yaml").write_text(HARNESS_YAML.format(file=task), encoding="utf-8")
+    (include / "sums.yaml").write_text(HARNESS_YAML.format(task="sums_local", file=task), encoding="utf-8")
     code, printed, err = run_cli("evaluate", folder, "--harness", "sums_local", "--harness-include", include, "--json")
     assert code == 0, err
     (record,) = read_evaluations(home_evaluations_file())

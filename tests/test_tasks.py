@@ -194,7 +194,7 @@ def test_evaluate_without_data_or_task_and_a_wrong_extraction_are_one_line(meal_
     assert code != 0 and "not a regular expression" in err and len(err.strip().splitlines()) == 1
 
 
-HARNESS_YAML = """task: meals_local
+HARNESS_YAML = """task: {task}
 dataset_path: json
 dataset_kwargs:
   data_files:
@@ -207,7 +207,7 @@ doc_to_target: "{{{{gold}}}}"
 metric_list:
   - metric: acc
   - metric: acc_norm
-"""
+"""  # a harness task over a local multiple-choice file (fill in task and file)
 
 
 @pytest.mark.slow
@@ -216,7 +216,7 @@ def test_acc_and_acc_norm_equal_the_harnesss_on_the_same_local_task(meal_model, 
     task = write_rows(tmp_path / "meals.jsonl", meal_rows())
     include = tmp_path / "harness-tasks"
     include.mkdir()
-    (include / "meals.yaml").write_text(HARNESS_YAML.format(file=task), encoding="utf-8")
+    (include / "meals.yaml").write_text(HARNESS_YAML.format(task="meals_local", file=task), encoding="utf-8")
     code, printed, err = run_cli(
         "evaluate", meal_model, "--task", task, "--harness", "meals_local", "--harness-include", include, "--json"
     )
