@@ -688,6 +688,9 @@ def validate(config: RunConfig) -> None:
 def _check_preference(config: RunConfig) -> None:
     """A preference objective aligns a next-token model fine-tuned from --init-from, with its own knobs in range."""
     t = config.train
+    if t.precompute_reference and t.objective not in ("dpo", "ipo"):
+        raise StudioError(f"train.precompute_reference is for dpo and ipo, whose pairs are fixed ({t.objective} "
+                          "has no reference, or draws its answers anew each step): set it to false")  # fmt: skip
     if t.objective == "lm":
         return
     if t.task != "lm" or config.model.encoder or config.model.recurrent:
@@ -697,9 +700,6 @@ def _check_preference(config: RunConfig) -> None:
         _check_grpo(t)
         return
     _positive("train.beta", t.beta)
-    if t.precompute_reference and t.objective not in ("dpo", "ipo"):
-        raise StudioError(f"train.precompute_reference is for dpo and ipo, whose pairs are fixed ({t.objective} "
-                          "has no reference, or pairs its answers anew each step): set it to false")  # fmt: skip
     if not 0.0 <= t.label_smoothing < 0.5:
         raise StudioError(f"train.label_smoothing must be in [0, 0.5), not {t.label_smoothing}")
     for key in ("kto_desirable_weight", "kto_undesirable_weight"):

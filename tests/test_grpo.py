@@ -97,6 +97,7 @@ def test_a_user_reward_function_from_a_file(tmp_path):
         ),
         (["--reward", "regex:a", "--set", "train.group_size=1"], "group_size must be 2 or more"),
         (["--reward", "regex:a", "--set", "train.grpo_iterations=0"], "grpo_iterations must be positive"),
+        (["--reward", "regex:a", "--set", "train.precompute_reference=true"], "precompute_reference is for dpo"),
     ],
 )
 def test_bad_grpo_settings_are_refused_in_one_line(tiny, tmp_path, run_cli, args, message):

@@ -393,7 +393,13 @@ def test_qlora_on_a_cpu_is_one_line_before_any_data_is_prepared(tiny, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("objective", "method", "precompute"),
-    [("dpo", "full", False), ("kto", "lora", False), ("orpo", "lora", False), ("ipo", "full", True)],
+    [
+        ("dpo", "full", False),
+        ("kto", "lora", False),
+        ("orpo", "lora", False),
+        ("ipo", "full", True),
+        ("dpo", "lora", True),
+    ],  # fmt: skip
 )
 def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method, precompute):
     """Bit-identical after stop and resume: the rows drawn continue, and a full run's reference stays the starting
