@@ -106,6 +106,9 @@ def test_cli_streams_the_continuation_of_each_prompt(home, capsys):
         (["--max-new-tokens", "0"], "max_new_tokens must be positive"),
         (["--checkpoint", "7"], "has no checkpoint at step 7 (saved steps: 20)"),
         (["--prompt", "x" * 40], "more than the model's context of 32 tokens"),
+        (["--attention", "1"], "--attention takes LAYER:HEAD, two numbers counted from 0"),
+        (["--attention", "9:0"], "layer 9 is out of range: the model has 2 layers, 0 to 1"),
+        (["--attention", "1:7"], "head 7 is out of range: each layer has 2 heads, 0 to 1"),
     ],
 )
 @pytest.mark.slow
@@ -223,3 +226,74 @@ def test_token_looks_past_the_context_take_one_forward_for_the_part_within_it(tm
             window = torch.tensor([sequence[max(0, position - 12) : position]])
             expected = generator.model(window)[0][0, -1].float().softmax(-1)[sequence[position]].item()
             assert look.probability == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_generate_attention_names_where_a_head_looked_and_the_export_looked_the_same(home, tmp_path, capsys):
+    """`generate --attention L:H` on a run: a line per generated token, the context tokens the head weighed most
+    with their weights. Its export, read through transformers' own eager attention, gives the same weights as the
+    run's recomputation under SDPA, for every token of the answer."""
+    from studio.inference.attention import token_attention
+
+    args = ["--prompt", "def ", "--temperature", "0", "--max-new-tokens", "6", "--attention", "1:1"]
+    assert main(["generate", "r", *args]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert main(["export", "r", "--out", str(tmp_path / "export")]) == 0
+    run, export = load_generator("r"), load_generator(str(tmp_path / "export"))
+    prompt, new = run.answer("def ", SamplingConfig(max_new_tokens=6, temperature=0), None)
+    assert lines[1] == "  attention of layer 1, head 1: the context tokens weighed most" and len(lines) == 2 + len(new)
+    sequence = prompt + new
+    for at, line in zip(range(len(prompt), len(sequence)), lines[2:]):
+        ours = token_attention(run.model, run.tokenizer, sequence, at, 1, 1, run.block_size)
+        theirs = token_attention(export.model, export.tokenizer, sequence, at, 1, 1, export.block_size)
+        assert ours.context == theirs.context and len(ours.weights) == at
+        assert ours.weights == pytest.approx(theirs.weights, abs=1e-5) and sum(ours.weights) == pytest.approx(1)
+        most = max(range(at), key=lambda position: ours.weights[position])
+        assert line.split("<- ")[1].startswith(f"{ours.context[most]!r}@{most} {ours.weights[most]:.3f}")
+
+
+def test_the_model_process_answers_where_a_head_looked_for_a_token_of_its_last_answer(tmp_path, monkeypatch, capsys):
+    """The playground's worker: `attend` before an answer, past the answer's end or past the model's layers is one
+    error line (the worker goes on); after an answer, the reply is `token_attention`'s for the same ids."""
+    import io
+    import json
+    import sys
+
+    from studio.inference import model_process
+    from studio.inference.attention import token_attention
+    from tests.hf_models import make_hf_model
+
+    folder = tmp_path / "export"
+    make_hf_model(folder, "llama")
+    greedy = {"target": str(folder), "checkpoint": None, "max_new_tokens": 4, "temperature": 0, "seed": None}
+    requests = [
+        {"attend": {"token": 0, "layer": 0, "head": 0}},
+        {"generate": {**greedy, "prompt": "def add(a"}},
+        {"attend": {"token": 2, "layer": 1, "head": 1}},
+        {"attend": {"token": 4, "layer": 0, "head": 0}},
+        {"attend": {"token": 0, "layer": 9, "head": 0}},
+    ]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(request) + "\n" for request in requests)))
+    assert model_process.main() == 0
+    replies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    errors = [reply["error"] for reply in replies if "error" in reply]
+    assert errors == [
+        "no answer to look inside: generate one first",
+        "the answer has 4 tokens; token 4 is not one of them",
+        "layer 9 is out of range: the model has 2 layers, 0 to 1",
+    ]
+    (attention,) = [reply["attention"] for reply in replies if "attention" in reply]
+    generator = load_generator(str(folder))
+    prompt, new = generator.answer("def add(a", SamplingConfig(max_new_tokens=4, temperature=0), None)
+    sequence, context = prompt + new, generator.block_size
+    expected = token_attention(generator.model, generator.tokenizer, sequence, len(prompt) + 2, 1, 1, context)
+    assert attention["index"] == 2 and attention["token"] == expected.token and attention["context"] == expected.context
+    assert (attention["layers"], attention["heads"]) == (2, expected.heads)
+    assert attention["weights"] == pytest.approx(expected.weights, abs=1e-6)
+
+
+def test_a_recurrent_model_has_no_attention_to_look_at():
+    from studio.inference.attention import attention_shape
+
+    with pytest.raises(StudioError, match="a lstm model has no attention to look at"):
+        attention_shape(build_model(tiny("lstm")))

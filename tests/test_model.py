@@ -187,12 +187,9 @@ def _transformers():
     return pytest.importorskip("transformers", reason="transformers is not installed (pip install -e .[test])")
 
 
-@pytest.mark.parametrize(("tie", "kv_heads"), [(True, 0), (False, 0), (True, 2), (False, 1)])
-def test_llama_logits_equal_hugging_faces(tie, kv_heads):
+def llama_twin(cfg: ModelConfig):
+    """A transformers LlamaForCausalLM of cfg's shape holding the studio model's weights (a plain copy)."""
     transformers = _transformers()
-    torch.manual_seed(0)
-    cfg = tiny("llama", n_embd=64, n_head=4, n_kv_head=kv_heads, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
-    assert build_model(cfg).num_params() == param_count(cfg)
     ours = build_model(cfg).eval()
     hf_config = transformers.LlamaConfig(
         vocab_size=VOCAB,
@@ -203,7 +200,7 @@ def test_llama_logits_equal_hugging_faces(tie, kv_heads):
         num_key_value_heads=cfg.kv_heads,
         max_position_embeddings=cfg.block_size,
         rms_norm_eps=cfg.norm_eps,
-        tie_word_embeddings=tie,
+        tie_word_embeddings=cfg.tie_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         attention_bias=False,
         mlp_bias=False,
@@ -212,19 +209,16 @@ def test_llama_logits_equal_hugging_faces(tie, kv_heads):
     )
     theirs = transformers.LlamaForCausalLM(hf_config).eval()
     state = ours.state_dict()
-    if tie:
+    if cfg.tie_embeddings:
         state.pop("lm_head.weight")
     missing, unexpected = theirs.load_state_dict(state, strict=False)
     assert unexpected == [] and set(missing) <= {"lm_head.weight"}
-    x, _ = batch()
-    with torch.no_grad():
-        torch.testing.assert_close(theirs(x).logits, ours(x)[0], atol=1e-5, rtol=0)
+    return ours, theirs
 
 
-def test_gpt2_logits_equal_hugging_faces():
+def gpt2_twin(cfg: ModelConfig):
+    """A transformers GPT2LMHeadModel of cfg's shape holding the studio model's weights (Conv1D ones transposed)."""
     transformers = _transformers()
-    torch.manual_seed(0)
-    cfg = tiny("gpt2", n_embd=64, n_head=4, bias=True, mlp_hidden=96)
     ours = build_model(cfg).eval()
     hf_config = transformers.GPT2Config(
         vocab_size=VOCAB,
@@ -232,7 +226,7 @@ def test_gpt2_logits_equal_hugging_faces():
         n_embd=cfg.n_embd,
         n_layer=cfg.n_layer,
         n_head=cfg.n_head,
-        n_inner=cfg.mlp_hidden,
+        n_inner=cfg.mlp_width,
         activation_function="gelu_new",
         layer_norm_epsilon=cfg.norm_eps,
         resid_pdrop=0.0,
@@ -247,6 +241,53 @@ def test_gpt2_logits_equal_hugging_faces():
     state = {k: v.t() if k.endswith(conv1d) else v for k, v in ours.state_dict().items() if k != "lm_head.weight"}
     missing, unexpected = theirs.load_state_dict(state, strict=False)
     assert unexpected == [] and set(missing) <= {"lm_head.weight"}
+    return ours, theirs
+
+
+@pytest.mark.parametrize(("tie", "kv_heads"), [(True, 0), (False, 0), (True, 2), (False, 1)])
+def test_llama_logits_equal_hugging_faces(tie, kv_heads):
+    torch.manual_seed(0)
+    cfg = tiny("llama", n_embd=64, n_head=4, n_kv_head=kv_heads, tie_embeddings=tie, rope_theta=5e5, norm_eps=1e-6)
+    assert build_model(cfg).num_params() == param_count(cfg)
+    ours, theirs = llama_twin(cfg)
     x, _ = batch()
     with torch.no_grad():
         torch.testing.assert_close(theirs(x).logits, ours(x)[0], atol=1e-5, rtol=0)
+
+
+def test_gpt2_logits_equal_hugging_faces():
+    torch.manual_seed(0)
+    ours, theirs = gpt2_twin(tiny("gpt2", n_embd=64, n_head=4, bias=True, mlp_hidden=96))
+    x, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, ours(x)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("twin", "cfg"),
+    [
+        (llama_twin, tiny("llama", n_embd=64, n_head=4, n_kv_head=1, rope_theta=5e5)),  # grouped-query heads
+        (gpt2_twin, tiny("gpt2", n_embd=64, n_head=4, bias=True)),
+    ],
+)
+def test_the_attention_view_recomputes_the_weights_transformers_returns(twin, cfg):
+    """The studio's decoders attend through SDPA, which returns no weights: the view's recomputation (a hook on one
+    layer) equals transformers' eager attention on the same weights, for every layer and head, and the same function
+    asks a Hugging Face model for its own (its attention implementation put back after)."""
+    from studio.inference.attention import attention_rows
+    from studio.model.trainable import PretrainedLM
+
+    torch.manual_seed(0)
+    ours, theirs = twin(cfg)
+    theirs.set_attn_implementation("eager")
+    x = batch(B=1)[0]
+    with torch.no_grad():
+        expected = theirs(x, output_attentions=True).attentions
+    theirs.set_attn_implementation("sdpa")
+    for layer in range(cfg.n_layer):
+        for head in range(cfg.n_head):
+            want = expected[layer][0, head]
+            torch.testing.assert_close(attention_rows(ours, x, layer, head), want, atol=1e-6, rtol=0)
+            from_folder = attention_rows(PretrainedLM(theirs, cfg.block_size), x, layer, head)
+            torch.testing.assert_close(from_folder, want, atol=1e-6, rtol=0)
+    assert theirs.config._attn_implementation == "sdpa"

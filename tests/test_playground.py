@@ -74,7 +74,13 @@ async def test_the_token_view_shows_what_generate_logprobs_prints_for_the_same_m
             alternatives = [line.split(maxsplit=2)[1:] for line in facts[3:]]
             shown.append((facts[1].split()[1], float(facts[2].split()[1]), [(text, p) for p, text in alternatives]))
             await pilot.press("right")
-    printed = cli_generate("--prompt", "def ", "--temperature", "0", "--max-new-tokens", "12", "--logprobs", "5")
+        await pilot.press("home", "a", "down")  # the second layer's first head, behind the first token
+        view = app.screen.query_one("#token-look-attention", Static)
+        await wait_for(pilot, lambda: view.content.plain.startswith("layer 2 of 2"), timeout=60.0)
+        weighed = [line.split(maxsplit=2) for line in view.content.plain.splitlines()[2:]]
+    printed = cli_generate(
+        "--prompt", "def ", "--temperature", "0", "--max-new-tokens", "12", "--logprobs", "5", "--attention", "1:0"
+    )  # fmt: skip
     looks = [line.split("  p ")[1] for line in printed.splitlines() if "  p " in line and "  H " in line]
     assert len(shown) == len(looks) == panel.tokens > 1
     for (probability, entropy, alternatives), look in zip(shown, looks):
@@ -82,6 +88,10 @@ async def test_the_token_view_shows_what_generate_logprobs_prints_for_the_same_m
         assert probability == facts.split()[0]  # both to 4 decimals
         assert entropy == pytest.approx(float(facts.split()[2]), abs=6e-4)  # the CLI prints 3 decimals
         assert alternatives == [tuple(item.rsplit(" ", 1)) for item in listed.split(" · ")]
+    first_token = next(line for line in printed.splitlines() if "  <- " in line).split("  <- ")[1].split(" · ")
+    assert [(weight, text.rsplit(" (token", 1)[0]) for weight, _, text in weighed[:4]] == [
+        (item.rsplit(" ", 1)[1], item.rsplit("@", 1)[0]) for item in first_token
+    ]  # the same context tokens, weighed the same, to 3 decimals
 
 
 @pytest.mark.asyncio

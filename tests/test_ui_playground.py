@@ -195,10 +195,76 @@ async def test_l_looks_inside_the_panel_holding_the_focus(chat_run, no_worker):
         assert str(panel_a.query_one(".generation-status").render()) == "a new conversation"  # A was not asked
 
 
+def attention_of(index: int, layer: int, head: int) -> dict:
+    """The worker's reply to an `attend` for token `index` of LOOKS' answer (a model of 2 layers of 4 heads)."""
+    context = ["<|user|>", "What", " is", " 2", "+", "2", "?", "<|assistant|>", *[look["text"] for look in LOOKS]]
+    context = context[: 8 + index]
+    weights = [0.05 * (1 + (position + layer + head) % 3) for position in range(len(context))]
+    weights = [weight / sum(weights) for weight in weights]
+    token = LOOKS[index]["text"]
+    return {"index": index, "token": token, "layer": layer, "head": head, "layers": 2, "heads": 4,
+            "context": context, "weights": weights}  # fmt: skip
+
+
+def attention_lines(screen) -> list[str]:
+    return screen.query_one("#token-look-attention", Static).content.plain.splitlines()
+
+
+@pytest.mark.asyncio
+async def test_a_shows_where_the_model_looked_for_the_cursors_token_and_asks_again_as_the_choice_moves(
+    chat_run, no_worker
+):
+    """`a` asks the panel's worker for the attention behind the cursor's token (layer and head counted from 0 in the
+    request, from 1 on screen); moving the token, the layer or the head asks again, within the model's counts once a
+    reply said them; a reply for an earlier choice is not drawn; an error is said in the view."""
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await look_inside(pilot)
+        screen, panel = app.screen, app.query_one("#panel-a", GenerationPanel)
+        hints = screen.query_one(KeyHints).hints().plain
+        assert "a Attention" in hints and "Layer" not in hints  # the layer and head keys once it is shown
+        assert not screen.query_one("#token-look-attention", Static).display
+        await pilot.press("a")
+        assert no_worker[-1] == {"attend": {"token": 0, "layer": 0, "head": 0}}
+        assert "Layer −" in screen.query_one(KeyHints).hints().plain
+        assert attention_lines(screen) == ["asking the model for layer 1, head 1..."]
+        panel.post_message(GenerationPanel.Reply(panel, {"attention": attention_of(0, 0, 0)}))
+        await pilot.pause()
+        lines = attention_lines(screen)
+        assert lines[0] == "layer 1 of 2 (up/down) · head 1 of 4 ([ ]) · choosing '4'"
+        assert lines[1] == "<|user|>What is 2+2?<|assistant|>"
+        assert lines[2].startswith("0.200 ████████████████████  ' is' (token 3 of the context)")
+        assert len(lines) == 2 + 5
+        await pilot.press("down", "down", "down")  # past the last layer: it stays on layer 2
+        assert no_worker[-1] == {"attend": {"token": 0, "layer": 1, "head": 0}}
+        await pilot.press("right_square_bracket", "right")
+        assert no_worker[-2:] == [
+            {"attend": {"token": 0, "layer": 1, "head": 1}},
+            {"attend": {"token": 1, "layer": 1, "head": 1}},
+        ]
+        panel.post_message(GenerationPanel.Reply(panel, {"attention": attention_of(0, 1, 1)}))  # an earlier choice
+        await pilot.pause()
+        assert attention_lines(screen) == ["asking the model for layer 2, head 2..."]
+        panel.post_message(GenerationPanel.Reply(panel, {"attention": attention_of(1, 1, 1)}))
+        await pilot.pause()
+        assert attention_lines(screen)[0] == "layer 2 of 2 (up/down) · head 2 of 4 ([ ]) · choosing '.'"
+        panel.post_message(GenerationPanel.Reply(panel, {"error": "the model process ran out of memory"}))
+        await pilot.pause()
+        assert attention_lines(screen) == ["error: the model process ran out of memory"]
+        await pilot.press("a")
+        assert not screen.query_one("#token-look-attention", Static).display
+        asked = len(no_worker)
+        await pilot.press("up", "right")  # hidden: nothing is asked
+        assert len(no_worker) == asked
+
+
 def test_token_view_snapshot(chat_run, no_worker, snap_compare):
     async def run_before(pilot) -> None:
         await look_inside(pilot)
         await pilot.press("right", "right")  # the cursor on ' It', whose alternatives hold a likelier token
+        await pilot.press("a")
+        panel = pilot.app.query_one("#panel-a", GenerationPanel)
+        panel.post_message(GenerationPanel.Reply(panel, {"attention": attention_of(2, 0, 0)}))
         await pilot.pause(0.2)
 
     assert snap_compare(StudioApp(), terminal_size=(120, 40), run_before=run_before)

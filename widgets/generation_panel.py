@@ -3,7 +3,8 @@ chat mode, a conversation (this panel's own: each side answers with its model) s
 that classifies or fills masks (its objective's `predicts`) answers a text with its labels or its [MASK] fills instead.
 
 Once an answer is done, `look_inside` asks the process for a look at each of its tokens (their probabilities, the
-entropy, the likeliest alternatives) and opens the token view (widgets.screens.token_look) with them.
+entropy, the likeliest alternatives) and opens the token view (widgets.screens.token_look) with them; the view asks
+through the panel for the attention behind a token (`attend`), and the panel hands it the reply.
 
 Each panel owns a generation worker process (`python -m studio.inference.model_process`, JSON lines over pipes),
 started on the first request and kept for the next ones (the model stays loaded). A thread worker reads
@@ -105,6 +106,7 @@ class GenerationPanel(Vertical):
         self._answer = ""
         self.answered: Answer | None = None  # the last generation, once done: what the user may judge
         self.lookable = False  # the last generation is done: the worker holds its ids for a look inside
+        self._token_view: TokenLookScreen | None = None  # the look opened from this panel, while it is open
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="picker"):
@@ -248,8 +250,13 @@ class GenerationPanel(Vertical):
                 self.post_message(self.ConversationChanged(self))
         elif "looks" in data:
             self._show_looks(data["looks"])
+        elif "attention" in data:
+            if self._token_view is not None:
+                self._token_view.show_attention(data["attention"])
         elif "error" in data:
             self._show_status(f"error: {data['error']}")
+            if self._token_view is not None:  # what it asked for could not be answered: it says so where it is seen
+                self._token_view.show_attention_problem(f"error: {data['error']}")
             self.busy = False
         elif "exited" in data and self.busy:
             self._show_status(f"the generation worker ended (exit code {data['exited']})")
@@ -261,7 +268,13 @@ class GenerationPanel(Vertical):
             self._show_status("the answer has no tokens to look inside")
             return
         self._show_status(f"looked inside {len(looks)} tokens")
-        self.app.push_screen(TokenLookScreen(f"{self.border_title} · {self.run_name} · a look inside", looks))
+        self._token_view = TokenLookScreen(
+            f"{self.border_title} · {self.run_name} · a look inside", looks, self._ask_attention
+        )
+        self.app.push_screen(self._token_view, lambda _: setattr(self, "_token_view", None))
+
+    def _ask_attention(self, token: int, layer: int, head: int) -> None:
+        self._send({"attend": {"token": token, "layer": layer, "head": head}})
 
     def _append(self, text: str) -> None:
         output = self.query_one(".output-text", TextArea)

@@ -25,6 +25,7 @@ from studio.cli.console import (
     print_steps,
     print_streams,
     print_table,
+    print_token_attention,
     print_token_looks,
 )
 from studio.cli.parser import (
@@ -142,7 +143,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     sampling.check()  # before seconds of loading torch and the model
     if args.logprobs < 0:
         raise StudioError(f"--logprobs must be 0 (off) or the number of likeliest tokens to show, not {args.logprobs}")
-    from studio.inference.generate import load_generator
+    layer_head = attention_choice(args.attention) if args.attention is not None else None
+    from studio.inference.attention import check_choice, token_attention
+    from studio.inference.generate import load_generator, token_looks
 
     generator = load_generator(args.target, args.checkpoint, args.device)
     if generator.note:
@@ -152,14 +155,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if chat:
         prompts = [generator.chat_prompt([{"role": "user", "content": prompt}]) for prompt in args.prompt]
         shown = [f"user: {prompt}\nassistant: " for prompt in args.prompt]
-    if not args.logprobs:
+    if not (args.logprobs or layer_head):
         print_streams(generator.stream(prompts, sampling, args.seed), shown)
         return 0
+    model, tokenizer, context = generator.model, generator.tokenizer, generator.block_size
+    if layer_head:
+        check_choice(model, *layer_head)  # before any text is printed
     for prompt, header in zip(prompts, shown):
-        text, looks = generator.looked(prompt, sampling, args.seed, args.logprobs)
-        print(header + text)
-        print_token_looks(looks)
+        ids, new = generator.answer(prompt, sampling, args.seed)
+        print(header + tokenizer.decode(new))
+        if args.logprobs:
+            print_token_looks(token_looks(model, tokenizer, ids, new, args.logprobs, context))
+        if layer_head:
+            sequence = ids + new
+            attentions = [
+                token_attention(model, tokenizer, sequence, at, *layer_head, context)
+                for at in range(len(ids), len(sequence))
+            ]
+            print_token_attention(attentions)
     return 0
+
+
+def attention_choice(text: str) -> tuple[int, int]:
+    """--attention's LAYER:HEAD as two numbers (their range is checked against the model once it is loaded)."""
+    layer, _, head = text.partition(":")
+    if not (layer.isdigit() and head.isdigit()):
+        raise StudioError(f"--attention takes LAYER:HEAD, two numbers counted from 0 (e.g. 0:1), not {text!r}")
+    return int(layer), int(head)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

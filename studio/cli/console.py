@@ -178,3 +178,17 @@ def print_token_looks(looks) -> None:
     for look in looks:
         alternatives = " · ".join(f"{text!r} {probability:.4f}" for text, probability in look.alternatives)
         print(f"  {look.text!r:>14}  p {look.probability:.4f}  H {look.entropy:.3f}  | {alternatives}")
+
+
+ATTENDED_SHOWN = 4  # context tokens listed per generated token, the most weighed first
+
+
+def print_token_attention(attentions) -> None:
+    """One line per generated token: the context tokens the chosen head weighed most when it was chosen, each with
+    its position in that context and its weight."""
+    if attentions:
+        print(f"  attention of layer {attentions[0].layer}, head {attentions[0].head}: the context tokens weighed most")
+    for attention in attentions:
+        order = sorted(range(len(attention.weights)), key=lambda at: -attention.weights[at])[:ATTENDED_SHOWN]
+        weighed = " · ".join(f"{attention.context[at]!r}@{at} {attention.weights[at]:.3f}" for at in order)
+        print(f"  {attention.token!r:>14}  <- {weighed}")

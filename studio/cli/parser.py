@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each answer, every token's probability, the entropy there and the K likeliest tokens",
     )
     generate.add_argument(
+        "--attention",
+        metavar="LAYER:HEAD",
+        help="after each answer, where that head of that layer (counted from 0) looked when each token was chosen: "
+        "the context tokens it weighed most",
+    )
+    generate.add_argument(
         "--chat",
         action=argparse.BooleanOptionalAction,
         help="each prompt is a user's turn, rendered with the chat template, and the answer streams "

@@ -254,8 +254,8 @@ class Generator:
             )
         return ids
 
-    def looked(self, prompt: str, sampling: SamplingConfig, seed: int | None, k: int) -> tuple[str, list[TokenLook]]:
-        """The prompt's continuation (up to a stop token), and a look at each of its tokens (`token_looks`)."""
+    def answer(self, prompt: str, sampling: SamplingConfig, seed: int | None) -> tuple[list[int], list[int]]:
+        """The prompt's ids and its continuation's (up to a stop token): what a look inside is about."""
         sampling.check()
         ids = self.encode(prompt)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -265,6 +265,11 @@ class Generator:
             if int(token[0]) in self.stop_ids:
                 break
             new.append(int(token[0]))
+        return ids, new
+
+    def looked(self, prompt: str, sampling: SamplingConfig, seed: int | None, k: int) -> tuple[str, list[TokenLook]]:
+        """The prompt's continuation, and a look at each of its tokens (`token_looks`)."""
+        ids, new = self.answer(prompt, sampling, seed)
         return self.tokenizer.decode(new), token_looks(self.model, self.tokenizer, ids, new, k, self.block_size)
 
     def greedy_answers(

@@ -10,6 +10,8 @@ stdin, one JSON object per line:
                           a classifier's labels, or a masked LM's fills of each [MASK] (studio.inference.predict)
     {"look": {"top_k": K}}
                           a look inside the last generation's tokens, with the model that made it
+    {"attend": {"token": I, "layer": L, "head": H}}
+                          where head H of layer L looked when the model chose the last answer's token I
     {"stop": true}        end the current generation after the token being made
 Replies on stdout, one JSON object per line:
     {"loaded": "run r1, step 500", "chat": B}    the model is ready (loaded once, reused while unchanged);
@@ -20,6 +22,8 @@ Replies on stdout, one JSON object per line:
     {"looks": [{"token_id": ID, "text": TEXT, "probability": P, "entropy": H, "alternatives": [[TEXT, P], ...]},
                ...]}                             one per answer token: studio.inference.generate's TokenLook, computed
                                                  by `token_looks` as `generate --logprobs K` does
+    {"attention": {"index": I, "token": TEXT, "layer": L, "head": H, "layers": N, "heads": N, "context": [TEXT, ...],
+                   "weights": [W, ...]}}         studio.inference.attention's TokenAttention, as `generate --attention`
     {"error": MESSAGE}                           one line the user can act on; the worker carries on
 A reader thread takes requests as they come, so a stop arrives while tokens are being made.
 """
@@ -127,6 +131,22 @@ class Session:
         ) if answer_ids else []  # fmt: skip
         reply(looks=[dataclasses.asdict(look) for look in looks])
 
+    def attend(self, request: dict[str, Any]) -> None:
+        """Where one head of one layer looked when the last answer's token `token` was chosen."""
+        from studio.inference.attention import token_attention
+
+        if self.answered is None or not self.answered[2]:
+            raise StudioError("no answer to look inside: generate one first")
+        generator, prompt_ids, answer_ids = self.answered
+        index = int(request.get("token", 0))
+        if not 0 <= index < len(answer_ids):
+            raise StudioError(f"the answer has {len(answer_ids)} tokens; token {index} is not one of them")
+        attention = token_attention(
+            generator.model, generator.tokenizer, prompt_ids + answer_ids, len(prompt_ids) + index,
+            int(request.get("layer", 0)), int(request.get("head", 0)), generator.block_size,
+        )  # fmt: skip
+        reply(attention={"index": index, **dataclasses.asdict(attention)})
+
     def predict(self, request: dict[str, Any]) -> None:
         self.answered = None
         predictor = self.load(str(request["target"]), request.get("checkpoint"), use="predict")
@@ -159,8 +179,10 @@ def main() -> int:
                 session.predict(request["predict"])
             elif "look" in request:
                 session.look(request["look"])
+            elif "attend" in request:
+                session.attend(request["attend"])
             else:
-                raise StudioError(f"unknown request {sorted(request)}; send generate, predict, look or stop")
+                raise StudioError(f"unknown request {sorted(request)}; send generate, predict, look, attend or stop")
         except StudioError as error:
             reply(error=str(error))
         except Exception as error:  # the UI shows one line; the worker stays up for the next request

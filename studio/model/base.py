@@ -24,6 +24,11 @@ class LanguageModel(nn.Module):
     def input_embedding(self) -> nn.Embedding:
         raise NotImplementedError
 
+    def attention_layers(self) -> list[nn.Module]:
+        """Each block's attention module, the first layer's first, for the attention view (studio.inference.attention):
+        each has `weights`, called as its forward is. None for a model without attention (the recurrent ones)."""
+        return []
+
     def output_head(self) -> nn.Linear:
         return self.lm_head
 

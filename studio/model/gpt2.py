@@ -12,7 +12,7 @@ from torch import nn
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel, LastTokenClassifier
-from studio.model.kv_cache import KVCache, attend, packed_mask
+from studio.model.kv_cache import KVCache, attend, attention_weights, packed_mask
 
 
 class CausalSelfAttention(nn.Module):
@@ -25,13 +25,24 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v (B, H, T, D) of x (B, T, C)."""
+        B, T, C = x.shape
+        heads = (t.view(B, T, self.n_head, C // self.n_head) for t in self.c_attn(x).split(C, dim=2))
+        return tuple(t.transpose(1, 2) for t in heads)
+
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        q, k, v = self.project(x)
         y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start, mask)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    def weights(self, x: torch.Tensor, cache=None, start=0, mask=None) -> torch.Tensor:
+        """The attention weights (B, H, T, T) this layer gives x, called with forward's arguments (no cache)."""
+        q, k, _ = self.project(x)
+        return attention_weights(q, k, mask)
 
 
 class MLP(nn.Module):
@@ -81,6 +92,9 @@ class GPT2(LanguageModel):
 
     def input_embedding(self) -> nn.Embedding:
         return self.transformer.wte
+
+    def attention_layers(self) -> list[CausalSelfAttention]:
+        return [block.attn for block in self.transformer.h]
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""

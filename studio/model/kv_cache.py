@@ -1,11 +1,13 @@
 """The decoders' KV cache: keys and values of every layer, preallocated for the whole context.
 
 Decoding writes one position per step in place (no torch.cat, no reallocation), and attention reads the
-filled prefix as a view. `attend` is the one attention call both decoders make, with or without a cache.
+filled prefix as a view. `attend` is the one attention call both decoders make, with or without a cache;
+`attention_weights` is what it weighs the values by, computed in the open for the attention view.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -86,3 +88,14 @@ def attend(
         return sdpa(q, k, v, is_causal=True)
     mask = torch.ones(T, start + T, dtype=torch.bool, device=q.device).tril(diagonal=start)
     return sdpa(q, k, v, attn_mask=mask)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, H, T, T) in fp32: each query position's weights over the keys, as `attend` uses them without a cache
+    (softmax(q kᵀ / √d) under the causal mask, or the packed rows' mask). SDPA never returns them, so the
+    attention view recomputes them from the layer's own q and k; each key/value head serves H / H_kv query heads."""
+    k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
+    scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.size(-1))
+    T = q.size(2)
+    allowed = torch.ones(T, T, dtype=torch.bool, device=q.device).tril() if mask is None else mask
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)

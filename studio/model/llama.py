@@ -13,7 +13,7 @@ from torch import nn
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel, LastTokenClassifier
-from studio.model.kv_cache import KVCache, attend, packed_mask
+from studio.model.kv_cache import KVCache, attend, attention_weights, packed_mask
 
 
 class RMSNorm(nn.Module):
@@ -59,6 +59,15 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, H, T, D), k and v (B, H_kv, T, D) of x (B, T, C), q and k rotated to their positions."""
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2) for proj in (self.k_proj, self.v_proj))
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
     def forward(
         self,
         x: torch.Tensor,
@@ -69,11 +78,14 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = (proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2) for proj in (self.k_proj, self.v_proj))
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         y = attend(q, k, v, self.dropout if self.training else 0.0, cache, self.layer, start, mask)
         return self.resid_dropout(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    def weights(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache=None, start=0, mask=None):
+        """The attention weights (B, H, T, T) this layer gives x, called with forward's arguments (no cache)."""
+        q, k, _ = self.project(x, cos, sin)
+        return attention_weights(q, k, mask)
 
 
 class MLP(nn.Module):
@@ -129,6 +141,9 @@ class Llama(LanguageModel):
 
     def input_embedding(self) -> nn.Embedding:
         return self.model.embed_tokens
+
+    def attention_layers(self) -> list[Attention]:
+        return [block.self_attn for block in self.model.layers]
 
     def new_cache(self, batch: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `batch` sequences of up to max_len (default block_size) tokens."""

@@ -1,12 +1,17 @@
 """A look inside a playground answer (`l`): its tokens coloured by the probability the model gave each, and for the
 token under the cursor (left/right) that probability, the entropy there and the likeliest tokens in its place.
+`a` adds where the model looked when it chose that token: one layer's and one head's attention over the context
+(up/down: the layer, [ and ]: the head), each context token on a background as strong as its weight.
 
 The looks come from the panel's model process (`{"looks": [...]}`, studio.inference.generate's TokenLook as JSON),
-computed by the same `token_looks` as `llm-studio generate --logprobs K`.
+computed by the same `token_looks` as `llm-studio generate --logprobs K`; the attention of a token is asked of it
+through `ask_attention` (an `attend` request) and arrives in `show_attention` (studio.inference.attention's
+TokenAttention as JSON, as `generate --attention LAYER:HEAD` computes it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -28,6 +33,8 @@ PROBABILITY_BANDS = (
 )
 CURSOR_STYLE = "reverse bold"
 EMPTY_TOKEN = "∅"  # a token whose text is empty on its own (a special token) still takes a cell
+ATTENDED_LISTED = 5  # context tokens listed under the attention, the most weighed first
+WEIGHT_BAR = 20  # cells of the most weighed token's bar
 
 
 def band_style(probability: float) -> str:
@@ -66,6 +73,36 @@ def look_facts(look: dict[str, Any], index: int, count: int) -> Content:
     return Content("\n").join(lines)
 
 
+def weight_style(weight: float, most: float) -> str:
+    """A context token's background: as strong as its weight against the most weighed one's, in tenths."""
+    return f"on $accent {round(10 * weight / most) * 10}%" if most > 0 and weight > 0 else ""
+
+
+def attention_content(attention: dict[str, Any]) -> Content:
+    """Where one head looked: which, the context on backgrounds as strong as their weights, and the tokens weighed
+    most with their weights and bars."""
+    weights, context = attention["weights"], attention["context"]
+    most = max(weights)
+    heading = Content.assemble(
+        (f"layer {attention['layer'] + 1} of {attention['layers']}", "bold"), " (up/down) · ",
+        (f"head {attention['head'] + 1} of {attention['heads']}", "bold"), " ([ ]) · choosing ",
+        (repr(attention["token"]), "bold"),
+    )  # fmt: skip
+    parts = []
+    for text, weight in zip(context, weights):
+        parts += styled_token(text or EMPTY_TOKEN, weight_style(weight, most))
+    order = sorted(range(len(weights)), key=lambda at: -weights[at])[:ATTENDED_LISTED]
+    listed = [
+        Content.assemble(
+            (f"{weights[at]:.3f} ", "bold"),
+            ("█" * max(1, round(WEIGHT_BAR * weights[at] / most)), "$accent"),
+            f"  {context[at]!r} (token {at + 1} of the context)",
+        )  # fmt: skip
+        for at in order
+    ]
+    return Content("\n").join([heading, Content.assemble(*parts), *listed])
+
+
 class TokenLookScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     TokenLookScreen {
@@ -76,6 +113,7 @@ class TokenLookScreen(ModalScreen[None]):
         max-width: 110;
         height: auto;
         max-height: 90%;
+        overflow-y: auto;
         border: round $primary;
         border-title-color: $accent;
         background: $surface;
@@ -83,6 +121,9 @@ class TokenLookScreen(ModalScreen[None]):
     }
     #token-look-answer {
         margin: 1 0;
+    }
+    #token-look-attention {
+        margin-top: 1;
     }
     """
 
@@ -92,14 +133,28 @@ class TokenLookScreen(ModalScreen[None]):
         Binding("right", "move(1)", "Next token"),
         Binding("home", "move_to(0)", "First", show=False),
         Binding("end", "move_to(-1)", "Last", show=False),
+        Binding("a", "toggle_attention", "Attention"),
+        Binding("up", "layer(-1)", "Layer −"),
+        Binding("down", "layer(1)", "Layer +"),
+        Binding("left_square_bracket", "head(-1)", "Head −"),
+        Binding("right_square_bracket", "head(1)", "Head +"),
         Binding("escape,l,q", "dismiss", "Close"),
     ]
+    ATTENTION_ACTIONS = ("layer", "head")  # only while the attention is shown
 
-    def __init__(self, title: str, looks: list[dict[str, Any]]):
+    def __init__(
+        self, title: str, looks: list[dict[str, Any]], ask_attention: Callable[[int, int, int], None] | None = None
+    ):
+        """`ask_attention(token, layer, head)` asks the model for an attention, which comes back in `show_attention`;
+        without it the view has no attention to show."""
         super().__init__()
         self.title_text = title
         self.looks = looks
         self.cursor = 0
+        self.ask_attention = ask_attention
+        self.attending = False
+        self.layer_index, self.head_index = 0, 0  # the attention shown, counted from 0
+        self.model_shape: tuple[int, int] | None = None  # the model's (layers, heads), from its first attention
 
     def compose(self) -> ComposeResult:
         with Vertical(id="token-look") as frame:
@@ -108,10 +163,22 @@ class TokenLookScreen(ModalScreen[None]):
             yield Static(id="token-look-answer")
             yield Label("the token under the cursor", classes="form-section")
             yield Static(id="token-look-facts")
+            yield Label(
+                "where the model looked when it chose it", id="token-look-attention-label", classes="form-section"
+            )
+            yield Static(id="token-look-attention")
         yield KeyHints()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "toggle_attention":
+            return self.ask_attention is not None
+        if action in self.ATTENTION_ACTIONS:
+            return self.attending
+        return True
 
     def on_mount(self) -> None:
         self.show_cursor()
+        self.show_attending()
 
     def action_move(self, step: int) -> None:
         self.cursor = max(0, min(len(self.looks) - 1, self.cursor + step))
@@ -125,3 +192,45 @@ class TokenLookScreen(ModalScreen[None]):
         self.query_one("#token-look-answer", Static).update(looks_content(self.looks, self.cursor))
         facts = look_facts(self.looks[self.cursor], self.cursor, len(self.looks))
         self.query_one("#token-look-facts", Static).update(facts)
+        self.ask()
+
+    # ---- the attention (a) ---------------------------------------------------------------------------------
+    def action_toggle_attention(self) -> None:
+        self.attending = not self.attending
+        self.show_attending()
+        self.refresh_bindings()
+        self.ask()
+
+    def action_layer(self, step: int) -> None:
+        self.layer_index = self.moved(self.layer_index, step, self.model_shape[0] if self.model_shape else None)
+        self.ask()
+
+    def action_head(self, step: int) -> None:
+        self.head_index = self.moved(self.head_index, step, self.model_shape[1] if self.model_shape else None)
+        self.ask()
+
+    @staticmethod
+    def moved(index: int, step: int, count: int | None) -> int:
+        """index + step, kept within 0..count-1 (up to the model's count once it is known)."""
+        return max(0, index + step if count is None else min(count - 1, index + step))
+
+    def show_attending(self) -> None:
+        for widget in self.query("#token-look-attention-label, #token-look-attention"):
+            widget.display = self.attending
+
+    def ask(self) -> None:
+        """Ask for the attention behind the cursor's token at the chosen layer and head, when it is shown."""
+        if self.attending and self.ask_attention is not None:
+            asking = f"asking the model for layer {self.layer_index + 1}, head {self.head_index + 1}..."
+            self.query_one("#token-look-attention", Static).update(Content(asking))
+            self.ask_attention(self.cursor, self.layer_index, self.head_index)
+
+    def show_attention(self, attention: dict[str, Any]) -> None:
+        """An attention from the model, drawn if it is still the one asked for (a newer question may be on its way)."""
+        self.model_shape = (attention["layers"], attention["heads"])
+        answers = (attention["index"], attention["layer"], attention["head"])
+        if answers == (self.cursor, self.layer_index, self.head_index):
+            self.query_one("#token-look-attention", Static).update(attention_content(attention))
+
+    def show_attention_problem(self, problem: str) -> None:
+        self.query_one("#token-look-attention", Static).update(Content(problem))
