@@ -1,4 +1,5 @@
-"""What the studio's small modal questions share: a bordered box in the middle, its buttons at the bottom right."""
+"""What the studio's modal screens share: a small question's bordered box in the middle with its buttons at the bottom
+right (`Dialog`), or a wide box to read (`Sheet`: the keys, a look inside an answer)."""
 
 from __future__ import annotations
 
@@ -31,5 +32,25 @@ class Dialog(ModalScreen[ResultType]):
     }
     Dialog Button {
         margin-left: 1;
+    }
+    """
+
+
+class Sheet(ModalScreen[ResultType]):
+    """Subclasses compose one container of the class `sheet` (what they show), then their KeyHints."""
+
+    DEFAULT_CSS = """
+    Sheet {
+        align: center middle;
+    }
+    Sheet > .sheet {
+        width: 90%;
+        max-width: 110;
+        height: auto;
+        max-height: 90%;
+        border: round $primary;
+        border-title-color: $accent;
+        background: $surface;
+        padding: 0 1;
     }
     """

@@ -5,11 +5,12 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Label, Static
 
 from widgets.key_hints import KeyHints
 from widgets.label_table import label_table
+from widgets.screens.dialog import Sheet
 
 KEYS = [
     ("1 … 5", "switch tab: Data, Model, Train, Runs, Playground"),
@@ -67,22 +68,7 @@ def screen_keys(screen: Screen) -> list[tuple[str, str]]:
     return list(keys.items())
 
 
-class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-    }
-    #help {
-        width: 90%;
-        max-width: 110;
-        height: auto;
-        max-height: 90%;
-        border: round $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    """
-
+class HelpScreen(Sheet[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
         Binding("question_mark", "dismiss", "Close", show=False),
@@ -94,7 +80,7 @@ class HelpScreen(ModalScreen[None]):
         self.keys_here = keys_here  # screen_keys() of the screen underneath
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="help"):
+        with VerticalScroll(id="help", classes="sheet"):
             yield Label("Keys here", classes="form-section")
             yield Static(label_table(self.keys_here), id="help-keys-here")
             yield Label("llm-studio: keys", classes="form-section")

@@ -18,10 +18,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
 from widgets.key_hints import KeyHints
+from widgets.screens.dialog import Sheet
 from widgets.token_sample import styled_token
 
 # (lowest probability, background): a token takes the first band its probability reaches
@@ -103,21 +103,10 @@ def attention_content(attention: dict[str, Any]) -> Content:
     return Content("\n").join([heading, Content.assemble(*parts), *listed])
 
 
-class TokenLookScreen(ModalScreen[None]):
+class TokenLookScreen(Sheet[None]):
     DEFAULT_CSS = """
-    TokenLookScreen {
-        align: center middle;
-    }
     #token-look {
-        width: 90%;
-        max-width: 110;
-        height: auto;
-        max-height: 90%;
         overflow-y: auto;
-        border: round $primary;
-        border-title-color: $accent;
-        background: $surface;
-        padding: 0 1;
     }
     #token-look-answer {
         margin: 1 0;
@@ -157,7 +146,7 @@ class TokenLookScreen(ModalScreen[None]):
         self.model_shape: tuple[int, int] | None = None  # the model's (layers, heads), from its first attention
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="token-look") as frame:
+        with Vertical(id="token-look", classes="sheet") as frame:
             frame.border_title = self.title_text
             yield Static(legend(), id="token-look-legend")
             yield Static(id="token-look-answer")
