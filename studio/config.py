@@ -556,17 +556,18 @@ def _escaped_item(item: str) -> str:
     return re.sub(r"\\(?=[\\|]|$)|\|", lambda found: "\\" + found[0], item)
 
 
-def split_list(text: str) -> list[str]:
+def split_list(text: str, separator: str = "|") -> list[str]:
     """A list's text (--set, the studio's forms, a sweep's values) as its items: they are separated by |, and within
     one \\| is a | and \\\\ a backslash (a reward's regex may hold a |); any other backslash is itself, so a
-    regex's \\d stays as written. format_value writes a list so that it reads back as it was."""
+    regex's \\d stays as written. format_value writes a list so that it reads back as it was. A sweep's `--grid`
+    separates its values by commas the same way (`separator`), \\, being a comma within one."""
     items, item = [], ""
     characters = iter(text)
     for character in characters:
         if character == "\\":
             following = next(characters, "")
-            item += following if following in ("|", "\\") else character + following
-        elif character == "|":
+            item += following if following in (separator, "\\") else character + following
+        elif character == separator:
             items.append(item)
             item = ""
         else:

@@ -97,6 +97,20 @@ def test_a_killed_runner_is_noticed_and_looking_at_the_queue_starts_a_new_one(ru
 
 
 # ---- sweeps: planned whole, refused whole -------------------------------------------------------------------------
+def test_a_grid_value_holds_a_comma_written_as_backslash_comma_and_a_list_value_keeps_its_escapes():
+    """A GRPO sweep over regex rewards: `\\,` is a comma within one value (the values are split on the others), and
+    what is left is the list's own text, read by split_list as --set reads it (`\\|` a | within a pattern)."""
+    from studio.config import RunConfig
+    from studio.queue.sweep import SweepRun, parse_axis, sweep_config
+
+    axis = parse_axis(r"train.rewards=regex:^\d{1\,3}$|length:20, regex:a\|b")
+    assert axis.texts == [r"regex:^\d{1,3}$|length:20", r"regex:a\|b"]
+    config = sweep_config(RunConfig(), SweepRun("s", {"train.rewards": axis.texts[0]}))
+    assert config.train.rewards == [r"regex:^\d{1,3}$", "length:20"]
+    config = sweep_config(RunConfig(), SweepRun("s", {"train.rewards": axis.texts[1]}))
+    assert config.train.rewards == ["regex:a|b"]
+
+
 def test_name_labels_are_the_short_key_unless_two_keys_share_it():
     assert name_labels(["train.lr", "model.n_layer"]) == ["lr", "n_layer"]
     assert name_labels(["data.vocab_size", "model.vocab_size"]) == ["data.vocab_size", "model.vocab_size"]

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="SECTION.KEY=V1,V2",
-        help="a config key and its values, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the cross product)",
+        help="a config key and its values, e.g. --grid train.lr=1e-3,3e-3 (repeatable: the cross product; \\, is a "
+        "comma within a value)",
     )
     add_train_options(sweep)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.atomic_write import write_atomically
-from studio.config import RunConfig, field_spec, set_field, validate
+from studio.config import RunConfig, field_spec, set_field, split_list, validate
 from studio.errors import StudioError
 from studio.paths import check_name, sweeps_dir
 from studio.queue.entries import add_entry, ensure_runner, mark_queued
@@ -49,9 +49,10 @@ class Sweep:
 
 # ---- planning: every run checked before any is created ------------------------------------------------------
 def parse_axis(option: str) -> Axis:
-    """`section.key=v1,v2,...` from `--grid`; the key must be a config field."""
+    """`section.key=v1,v2,...` from `--grid` (`\\,` a comma within a value, as `\\|` is a | within a list's item);
+    the key must be a config field."""
     key, sep, values = option.partition("=")
-    texts = [text.strip() for text in values.split(",")]
+    texts = [text.strip() for text in split_list(values, ",")]
     if not sep or not all(texts):
         raise StudioError(f"--grid {option!r}: write it as section.key=v1,v2, e.g. --grid train.lr=1e-3,3e-3")
     field_spec(key.strip(), where="--grid")
