@@ -80,6 +80,47 @@ async def test_the_leaderboard_opens_from_the_runs_tab_sorts_and_opens_a_runs_da
 
 
 @pytest.mark.asyncio
+async def test_r_shows_the_checkpoints_ratings_as_the_cli_prints_them_sorts_them_and_opens_a_run(
+    judged_home, torch_blocked
+):
+    """`r`: the playground's judged pairs as ratings, the rows of `leaderboard --ratings` (rating_cells), best first;
+    `s` orders them by games, then by name; `enter` opens the rated run's dashboard; `r` again: the tasks."""
+    from studio.playground_preferences import Answer, record_preference
+    from studio.reports.ratings import preference_pairs, rating_cells, ratings
+
+    judged = [(("second", 100), ("first", 100))] * 3 + [(("first", 100), ("second", 100))]
+    judged += [(("first", 60), ("second", 100))]
+    for chosen, rejected in judged:
+        record_preference(Answer("hi", "a", *chosen), Answer("hi", "b", *rejected))
+    app = StudioApp()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await open_runs_tab(pilot, rows=2)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LeaderboardScreen) and app.screen.shown, what="results")
+        screen = app.screen
+        await pilot.press("r")
+        table = screen.query_one("#leaderboard-table")
+        rows = [tuple(str(cell) for cell in table.get_row_at(row)) for row in range(table.row_count)]
+        expected = ratings(preference_pairs())
+        assert rows == [(str(rank), *rating_cells(rating)) for rank, rating in enumerate(expected, start=1)]
+        assert [row[1] for row in rows] == ["first@60", "second@100", "first@100"]  # 1-0 against the 3-2 one
+        title = str(screen.query_one("#leaderboard-title").render())
+        assert title == "ratings of 3 checkpoints: Bradley-Terry over 5 judged pairs, Elo scale (mean 1000) · by rating"
+        await pilot.press("s")  # by games: second@100 played 5, first@100 4, first@60 1
+        assert [str(table.get_row_at(row)[1]) for row in range(3)] == ["second@100", "first@100", "first@60"]
+        await pilot.press("s")
+        assert [str(table.get_row_at(row)[1]) for row in range(3)] == ["first@100", "first@60", "second@100"]
+        table.move_cursor(row=1)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: getattr(app.screen, "run_dir", None), what="the rated run's dashboard")
+        assert app.screen.run_dir.name == "first"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, LeaderboardScreen), what="the leaderboard again")
+        await pilot.press("r")
+        assert "2 tasks, 6 results · by score" in str(app.screen.query_one("#leaderboard-title").render())
+
+
+@pytest.mark.asyncio
 async def test_an_empty_leaderboard_says_how_to_get_results(studio_home, torch_blocked):
     write_fixture_run("alone")
     app = StudioApp()
@@ -92,6 +133,8 @@ async def test_an_empty_leaderboard_says_how_to_get_results(studio_home, torch_b
         await pilot.pause()
         assert "llm-studio evaluate RUN --task FILE" in str(app.screen.query_one("#leaderboard-title").render())
         assert app.screen.query_one("#leaderboard-table").row_count == 0
+        await pilot.press("r")
+        assert "press a or b for the better answer" in str(app.screen.query_one("#leaderboard-title").render())
 
 
 async def show_leaderboard(pilot) -> None:

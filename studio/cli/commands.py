@@ -463,21 +463,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def _print_ratings(args: argparse.Namespace) -> int:
-    from studio.reports.ratings import preference_pairs, ratings
+    from studio.reports.ratings import COLUMNS, NO_PREFERENCES, preference_pairs, rating_cells, ratings, ratings_note
 
     pairs = preference_pairs()
     if not pairs:
-        print("no preferences between checkpoints yet; in the playground (tab 5) answer one prompt with two "
-              "checkpoints and press a or b for the better answer")  # fmt: skip
+        print(NO_PREFERENCES)
         return 0
     found = ratings(pairs)
     if args.json:
         print(json.dumps([vars(rating) for rating in found]))
         return 0
-    rows = [(rating.player, f"{rating.rating:.0f}", f"{rating.low:.0f} to {rating.high:.0f}",
-             f"{rating.wins}-{rating.losses}") for rating in found]  # fmt: skip
-    print_table(("CHECKPOINT", "RATING", "95% INTERVAL", "WON-LOST"), rows)
-    print(f"Bradley-Terry over {counted(len(pairs), 'judged pair')}, Elo scale (mean 1000)")
+    print_table(COLUMNS, [rating_cells(rating) for rating in found])
+    print(ratings_note(len(pairs)))
     return 0
 
 

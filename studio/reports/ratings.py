@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.formatting import counted
 from studio.playground_preferences import preferences_file
 
 PRIOR = 0.01  # the penalty's weight on each log-strength squared: a standard deviation of 10 in log-strength
@@ -28,6 +29,13 @@ NEWTON_STEPS = 100
 TOLERANCE = 1e-10  # the largest change of a log-strength at which the fit has converged
 
 
+NO_PREFERENCES = (
+    "no preferences between checkpoints yet; in the playground (tab 5) answer one prompt with two checkpoints and "
+    "press a or b for the better answer"
+)
+COLUMNS = ("CHECKPOINT", "RATING", "95% INTERVAL", "WON-LOST")
+
+
 @dataclass(frozen=True)
 class Rating:
     player: str  # a checkpoint: "RUN@STEP" (or "RUN@latest")
@@ -36,6 +44,20 @@ class Rating:
     high: float
     wins: int
     losses: int
+
+    @property
+    def run(self) -> str:
+        return self.player.rsplit("@", 1)[0]
+
+
+def rating_cells(rating: Rating) -> tuple[str, ...]:
+    """A rating's row under COLUMNS, as `leaderboard --ratings` prints it and the studio's leaderboard shows it."""
+    interval = f"{rating.low:.0f} to {rating.high:.0f}"
+    return rating.player, f"{rating.rating:.0f}", interval, f"{rating.wins}-{rating.losses}"
+
+
+def ratings_note(pairs: int) -> str:
+    return f"Bradley-Terry over {counted(pairs, 'judged pair')}, Elo scale (mean {ELO_MEAN})"
 
 
 def preference_pairs(path: Path | None = None) -> list[tuple[str, str]]:
