@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,109 @@ def test_bad_cleaning_options_are_one_line(run_cli, studio_home, tmp_path, args,
     code, out, err = run_cli("prepare", corpus, "--tokenizer", "char", *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not list(studio_home.glob("datasets/*"))  # nothing prepared, nothing left behind
+
+
+# ---- decontamination -----------------------------------------------------------------------------------
+TASK_ROWS = [
+    {"question": "Which gas do plants take in from the air to make sugar?", "choices": ["oxygen", "CO2"], "answer": 1},
+    {
+        "question": "A train leaves the station at nine in the morning and travels north at sixty miles per hour "
+        "for three hours; how far has it gone?",
+        "choices": ["120 miles", "180 miles"],
+        "answer": 1,
+    },
+]
+# 13 words of row 2's question, in other case and punctuation, inside a training document
+CONTAMINATED = "Practice set. A TRAIN leaves the station, at nine in the morning and travels north at sixty -- fast!"
+# 12 of those words only: one short of the default n-gram
+NEAR_MISS = "Story: the train leaves the station at nine in the morning and travels north slowly."
+
+
+def write_task(folder: Path) -> Path:
+    task = folder / "arc-mini.jsonl"
+    task.write_text("".join(json.dumps(row) + "\n" for row in TASK_ROWS), encoding="utf-8")
+    return task
+
+
+def test_a_document_with_a_task_rows_13_gram_is_removed_and_one_without_stays(run_cli, tmp_path):
+    task = write_task(tmp_path)
+    corpus = tmp_path / "corpus.jsonl"
+    texts = [CONTAMINATED, NEAR_MISS, "Plants are green and grow towards the light of the sun every day."]
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    code, out, err = run_cli(
+        "prepare", corpus, "--tokenizer", "char", "--val-fraction", "0.2", "--decontaminate", task, "--name", "clean"
+    )
+    assert code == 0, err
+    meta = open_dataset("clean").meta
+    assert meta.documents.dropped["contaminated"] == 1 and meta.documents.kept == 2
+    assert meta.cleaning.contaminated == [{"dropped": "document 1", "matched": "arc-mini.jsonl row 2"}]
+    assert meta.cleaning.contaminating_rows == 1
+    text = dataset_text("clean")
+    assert "A TRAIN leaves" not in text and NEAR_MISS in text
+    assert "contaminated: 1 dropped, matching 1 evaluation row" in out
+    assert "document 1 shares an n-gram with arc-mini.jsonl row 2" in out
+
+
+def test_the_n_gram_is_configurable_and_rows_are_checked_too(tmp_path):
+    task = write_task(tmp_path)
+    rows = [
+        ({"messages": [{"role": "user", "content": NEAR_MISS}, {"role": "assistant", "content": "ok"}]}, "line 1"),
+        ({"messages": [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "hi"}]}, "line 2"),
+    ]
+    default = CleaningRules(DataConfig(decontaminate=[str(task)]))
+    assert [where for _, where in default.rows(rows)] == ["line 1", "line 2"]
+    shorter = CleaningRules(DataConfig(decontaminate=[str(task)], decontaminate_ngram=8))
+    assert [where for _, where in shorter.rows(rows)] == ["line 2"]
+    assert shorter.dropped == {"contaminated": 1}
+    assert shorter.finish().contaminated == [{"dropped": "line 1", "matched": "arc-mini.jsonl row 2"}]
+
+
+# ---- near-duplicates -----------------------------------------------------------------------------------
+def planted_near_duplicates(seed: int = 5, distinct: int = 300, copies: int = 120):
+    """Distinct documents of 150 words drawn from 3,000, and copies of some of them with two words changed (a
+    year, a name), placed later in the corpus: (texts, which are copies)."""
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = [f"w{index}" for index in range(3000)]
+    documents = [[rng.choice(vocabulary) for _ in range(150)] for _ in range(distinct)]
+    texts, copy_flags = [" ".join(words) for words in documents], [False] * distinct
+    for original in rng.sample(range(distinct), copies):
+        words = list(documents[original])
+        for position in rng.sample(range(150), 2):
+            words[position] = rng.choice([str(rng.randint(1990, 2030)), rng.choice(["Ann", "Bob", "Chen", "Dana"])])
+        texts.append(" ".join(words))
+        copy_flags.append(True)
+    return texts, copy_flags
+
+
+def test_near_duplicates_are_found_and_distinct_documents_stay(tmp_path):
+    from studio.data.clean import scan
+    from studio.data.sources import open_source
+
+    texts, copy_flags = planted_near_duplicates()
+    corpus = tmp_path / "pages.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    data = DataConfig(source=str(corpus), near_dedup=0.8)
+    result = scan(open_source(data.source, data), data, rules=CleaningRules(data, scratch=tmp_path))
+    removed = [not keep for keep in result.keep]
+    found = sum(1 for copy, gone in zip(copy_flags, removed) if copy and gone)
+    assert found / sum(copy_flags) >= 0.95
+    assert not any(gone for copy, gone in zip(copy_flags, removed) if not copy)  # every distinct document stays
+    assert result.dropped["near_duplicate"] == sum(removed)
+    pair = result.cleaning.near_duplicates[0]
+    assert float(pair["similarity"]) >= 0.8 and pair["removed"].startswith("document 3")
+    assert not list(tmp_path.glob(".near-dedup-*"))  # the index is removed
+
+
+def test_prepare_near_dedup_counts_and_shows_pairs(run_cli, tmp_path):
+    texts, copy_flags = planted_near_duplicates(distinct=30, copies=10)
+    corpus = tmp_path / "pages.jsonl"
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    code, out, err = run_cli("prepare", corpus, "--tokenizer", "char", "--near-dedup", "0.8", "--name", "pages")
+    assert code == 0, err
+    meta = open_dataset("pages").meta
+    assert meta.documents.dropped["near_duplicate"] == 10 and meta.documents.kept == 30
+    assert meta.options["near_dedup"] == 0.8
+    assert "near-duplicates removed: 10 (kept 30)" in out
+    assert len(meta.cleaning.near_duplicates) == 10

@@ -3,9 +3,11 @@ Jaccard similarity.
 
 Each document's shingles (`data.near_dedup_shingles`: runs of WORD_SHINGLE lowercased words, or of CHAR_SHINGLE
 characters) are fed to a datasketch MinHash of NUM_PERM permutations as the document streams. Its signature is cut
-into bands of rows (datasketch's `_optimal_param` for the threshold, false positives and negatives weighed alike);
-two documents sharing a band are candidates, and a candidate is a near-duplicate when the signatures' estimated
-Jaccard similarity reaches the threshold. The first document of a group is kept, the later ones dropped.
+into bands of rows (datasketch's `_optimal_param` for the threshold, a missed pair weighed 0.95 against a false
+candidate's 0.05: a candidate is confirmed before it counts, so a false one costs only a look-up; at 0.8 that is
+16 bands of 8 rows, which makes pairs of similarity 0.85 candidates 99.4% of the time, where equal weights' 9 bands
+of 13 made them 69%); two documents sharing a band are candidates, and a candidate is a near-duplicate when the
+signatures' estimated Jaccard similarity reaches the threshold. The first document of a group is kept, the later ones dropped.
 
 The index lives in a SQLite file in the dataset's build folder, not in memory: each kept document's band keys and
 its signature (NUM_PERM × 4 bytes), so a corpus larger than RAM is deduplicated in bounded memory (SQLite's page
@@ -65,7 +67,8 @@ class NearDuplicates:
         from datasketch.lsh import _optimal_param
 
         self.threshold = threshold
-        self.bands, self.rows = _optimal_param(threshold, NUM_PERM, 0.5, 0.5)
+        self.bands, self.rows = _optimal_param(threshold, NUM_PERM, false_positive_weight=0.05,
+                                               false_negative_weight=0.95)  # fmt: skip
         self.template = MinHash(num_perm=NUM_PERM, seed=1)
         handle, name = tempfile.mkstemp(prefix=".near-dedup-", suffix=".sqlite", dir=folder)
         os.close(handle)
