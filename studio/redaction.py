@@ -19,6 +19,7 @@ is held back until its end arrives.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections import Counter
@@ -221,6 +222,7 @@ class Found:
 
 def find_all(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Every checked match of the kinds, earliest first, none overlapping (the table's order decides)."""
+    starts: list[int] = []  # of the matches taken, sorted; `taken` in the same order
     taken: list[Found] = []
     wanted = set(kinds)
     for detector in DETECTORS:
@@ -231,9 +233,12 @@ def find_all(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
             start, end = match.span(group)
             if detector.check and not detector.check(match.group(group)):
                 continue
-            if not any(start < other.end and other.start < end for other in taken):
-                taken.append(Found(start, end, detector.kind))
-    return sorted(taken, key=lambda found: found.start)
+            place = bisect.bisect(starts, start)
+            overlaps = (place and taken[place - 1].end > start) or (place < len(taken) and taken[place].start < end)
+            if not overlaps:
+                starts.insert(place, start)
+                taken.insert(place, Found(start, end, detector.kind))
+    return taken
 
 
 @dataclass

@@ -257,3 +257,39 @@ def test_prepare_near_dedup_counts_and_shows_pairs(run_cli, tmp_path):
     assert meta.options["near_dedup"] == 0.8
     assert "near-duplicates removed: 10 (kept 30)" in out
     assert len(meta.cleaning.near_duplicates) == 10
+
+
+# ---- the Data tab ------------------------------------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_the_data_tab_redacts_and_decontaminates_and_shows_what_it_did(studio_home, tmp_path):
+    """The Data tab's Privacy and contamination fields set what the CLI's flags set; after Prepare its facts show
+    the redactions per kind with one in context and the contaminated document with the task row it matched."""
+    from textual.widgets import Input
+
+    from tests.test_app import SIZE, field, paste_into, static_text
+    from widgets.app import StudioApp
+    from widgets.dataset_facts import DatasetFacts
+
+    task = write_task(tmp_path)
+    corpus = tmp_path / "tickets.jsonl"
+    texts = [CONTAMINATED, "Write to ann@example.com or call 415-555-0132 about the refund, please."]
+    corpus.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts * 3), encoding="utf-8")
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await paste_into(pilot, "data.source", str(corpus))
+        field(app, "data.tokenizer").query_one("Select").value = "char"
+        await paste_into(pilot, "data.val_fraction", "0.2")
+        await paste_into(pilot, "data.redact", "email,phone")
+        await paste_into(pilot, "data.decontaminate", str(task))
+        await pilot.pause()
+        assert app.config.data.redact == "email,phone" and app.config.data.decontaminate == [str(task)]
+        assert field(app, "data.near_dedup").query_one(Input).value == "0.0"
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        facts = [" ".join(line.split()) for line in static_text(app.query_one(DatasetFacts)).splitlines()]
+    assert "redacted email 1, phone 1" in facts
+    assert "document 2: Write to <EMAIL> or call <PHONE> about the refund, please." in facts
+    assert "contaminated 3 removed, matching 1 evaluation row" in facts  # each copy; the other's copies: duplicates
+    assert "document 1 ~ arc-mini.jsonl row 2" in facts
+    assert "dropped duplicates 2, contaminated 3" in facts

@@ -7,7 +7,8 @@ into bands of rows (datasketch's `_optimal_param` for the threshold, a missed pa
 candidate's 0.05: a candidate is confirmed before it counts, so a false one costs only a look-up; at 0.8 that is
 16 bands of 8 rows, which makes pairs of similarity 0.85 candidates 99.4% of the time, where equal weights' 9 bands
 of 13 made them 69%); two documents sharing a band are candidates, and a candidate is a near-duplicate when the
-signatures' estimated Jaccard similarity reaches the threshold. The first document of a group is kept, the later ones dropped.
+signatures' estimated Jaccard similarity reaches the threshold. The first document of a group is kept, the later
+ones dropped.
 
 The index lives in a SQLite file in the dataset's build folder, not in memory: each kept document's band keys and
 its signature (NUM_PERM × 4 bytes), so a corpus larger than RAM is deduplicated in bounded memory (SQLite's page
