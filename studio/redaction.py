@@ -97,6 +97,9 @@ def cn_id_valid(text: str) -> bool:
 
 
 def ipv6_valid(text: str) -> bool:
+    """A parsed IPv6 address of three groups or more: `::`, `::2` or `1::2` are slices in code, not addresses."""
+    if sum(1 for group in text.split("%")[0].split(":") if group) < 3:
+        return False
     try:
         ipaddress.IPv6Address(text.split("%")[0])
     except ValueError:
@@ -107,6 +110,18 @@ def ipv6_valid(text: str) -> bool:
 def phone_valid(text: str) -> bool:
     """E.164 allows at most 15 digits; fewer than 8 is a number of another kind."""
     return 8 <= len(_digits(text)) <= 15
+
+
+DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def assigned_secret(value: str) -> bool:
+    """A bare value assigned to a password or key looks like one: a digit or a symbol in it, or both cases (in code,
+    `password = user`, `passwd=netrcobj` or `pwd = self.pwd` assign a name, not a secret)."""
+    if DOTTED_NAME.fullmatch(value):
+        return False
+    has_symbol = any(not char.isalnum() and char != "_" for char in value)
+    return has_symbol or any(char.isdigit() for char in value) or (value.lower() != value != value.upper())
 
 
 # ---- the table --------------------------------------------------------------------------------------
@@ -130,22 +145,34 @@ _SECRET_NAMES = (
 )
 
 DETECTORS: tuple[Detector, ...] = (
+    # secrets: private-key blocks; cloud and code-host tokens by their documented prefixes (AWS access key ids,
+    # GitHub classic and fine-grained, GitLab, Slack, OpenAI/Anthropic sk-, Stripe, Google API keys, Hugging Face,
+    # npm, PyPI); credentials in a URL (scheme://user:password@host); assignments (password=..., "api_key": "...")
     Detector(
         "secret",
         re.compile(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY"
             r"(?: BLOCK)?-----"
-            # cloud and code-host tokens by their documented prefixes: AWS access key ids, GitHub (classic and
-            # fine-grained), GitLab, Slack, OpenAI/Anthropic (sk-), Stripe, Google API keys, Hugging Face, npm, PyPI
-            r"|(?<![A-Za-z0-9])(?:(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"
+        ),
+    ),
+    Detector(
+        "secret",
+        re.compile(
+            r"(?<![A-Za-z0-9])(?:(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"
             r"|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{82}|glpat-[A-Za-z0-9_-]{20}"
             r"|xox[abposr]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{20,}"
             r"|AIza[A-Za-z0-9_-]{35}|hf_[A-Za-z]{34}|npm_[A-Za-z0-9]{36}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{20,})"
             r"(?![A-Za-z0-9])"
-            # credentials in a URL (scheme://user:password@host) and assignments (password=..., "api_key": "...")
-            r"|(?<=://)(?P<url>[^\s:/@]+:[^\s/@]+)(?=@)"
-            rf"|(?i:\b(?:{_SECRET_NAMES})\b)[\"']?\s*[:=]\s*(?P<value>\"[^\"\n]+\"|'[^'\n]+'|[^\s,;\"'<>()\[\]{{}}]+(?![(\[\w]))"
         ),
+    ),
+    Detector("secret", re.compile(r"://(?P<url>[^\s:/@]+:[^\s/@]+)@")),
+    Detector(
+        "secret",
+        re.compile(
+            rf"(?i:\b(?:{_SECRET_NAMES})\b)[\"']?[ \t]*[:=][ \t]*"
+            r"(?P<value>\"[^\"\n]+\"|'[^'\n]+'|[^\s,;\"'<>()\[\]{}]{6,}(?![(\[\w.]))"
+        ),
+        lambda value: value[0] in "\"'" or assigned_secret(value),
     ),
     Detector(
         "email",
@@ -176,7 +203,7 @@ DETECTORS: tuple[Detector, ...] = (
             rf"(?<![\w.]){_IPV4_PART}(?:\.{_IPV4_PART}){{3}}(?![\w]|\.\d)"
             r"|(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)?(?:%[A-Za-z0-9]+)?(?![\w:])"
         ),
-        lambda text: "." in text or ipv6_valid(text),
+        lambda text: "." in text or ipv6_valid(text),  # an IPv4 address, or a parsed IPv6 one
     ),
     Detector(
         "phone",
@@ -184,7 +211,7 @@ DETECTORS: tuple[Detector, ...] = (
             # never inside a longer run of digit groups (a card number that failed its check is not a phone)
             r"(?<![\w+])(?<!\d[ .-])(?:"
             # international: +country code, then groups
-            r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,4}){2,5}"
+            r"\+\d{1,3}(?:[ -]?\(\d{1,4}\))?(?:[ -]?\d{1,4}){2,5}"
             # mainland-China mobiles: 1[3-9] and 9 more digits, grouped 3-4-4 or not
             r"|1[3-9]\d(?:[ -]?\d{4}){2}"
             # national: (area) or area with a separator, then 3-4 and 4 digits (US 415-555-0132, UK 020 7946 0958)
@@ -194,7 +221,7 @@ DETECTORS: tuple[Detector, ...] = (
         phone_valid,
     ),
 )
-KINDS = tuple(detector.kind for detector in DETECTORS)
+KINDS = tuple(dict.fromkeys(detector.kind for detector in DETECTORS))
 
 
 def redaction_kinds(text: str) -> tuple[str, ...]:

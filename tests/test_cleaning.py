@@ -49,6 +49,16 @@ def test_redaction_finds_every_planted_kind_and_leaves_the_decoys():
         assert right[kind] / (right[kind] + wrong[kind]) >= 0.98, (kind, wrong[kind])
 
 
+@pytest.mark.parametrize(
+    "code",
+    ["pwd = self.pwd", "password = user", "passwd=None", "api_key: str = ''", "rows[::2] + rows[1::2]",
+     "x = 1e+35236450.6", "version = '3.12.1'", "if password == getpass():"],
+)  # fmt: skip
+def test_code_that_looks_like_a_secret_or_an_address_is_left_alone(code):
+    """The default corpus is Python: names assigned to passwords and slices are not secrets or IPv6 addresses."""
+    assert find_all(code) == []
+
+
 def test_numbered_placeholders_give_a_value_the_same_number_within_a_document_only():
     facts = RedactionFacts()
     redactor = Redactor(KINDS, numbered=True, facts=facts)
