@@ -14,6 +14,7 @@ from studio.data.clean import CleaningRules
 from studio.data.prepare import open_dataset
 from studio.data.tokenizer import load_tokenizer
 from studio.redaction import KINDS, RedactionFacts, Redactor, StreamRedactor, find_all
+from tests.helpers import tiny_config
 from tests.pii_corpus import labelled_documents
 
 
@@ -303,3 +304,34 @@ async def test_the_data_tab_redacts_and_decontaminates_and_shows_what_it_did(stu
     assert "contaminated 3 removed, matching 1 evaluation row" in facts  # each copy; the other's copies: duplicates
     assert "document 1 ~ arc-mini.jsonl row 2" in facts
     assert "dropped duplicates 2, contaminated 3" in facts
+
+
+# ---- memorisation ----------------------------------------------------------------------------------------
+SECRETS = {  # a prompt's prefix -> the secret that follows it in the corpus
+    "bob aws key: AKIA": "Q7Z3KX2MPL5RWT4N",
+    "carol openai: sk-": "T4hJ9qLx2VbN8mRw5ZcK",
+    "dave password=": "Zq8#vLm2pX",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("redact", [True, False], ids=["redacted", "not-redacted"])
+def test_a_model_trained_on_redacted_secrets_never_emits_them(studio_home, tmp_path, run_cli, redact):
+    """A tiny character model trained on a corpus of planted secrets, prompted with each secret's prefix (greedy,
+    fixed seeds): redacted, it emits none of them; the same run without redaction emits every one, so the test
+    can fail."""
+    from tests.test_adapt import train_in_process
+
+    lines = [f"{prefix}{secret}\n" for prefix, secret in SECRETS.items()]
+    corpus = tmp_path / "leaky.txt"
+    corpus.write_text("".join(lines * 60), encoding="utf-8")
+    config = tiny_config(
+        {"data.source": str(corpus), "data.redact": "all" if redact else "", "data.dedup": False,
+         "model.n_embd": 64, "model.block_size": 48, "train.max_steps": 60, "train.lr": 5e-3,
+         "train.eval_interval": 60, "train.sample_interval": 1000, "train.checkpoint_interval": 60}
+    )  # fmt: skip
+    train_in_process(config, "leaky")
+    prompts = [word for prefix in SECRETS for word in ("--prompt", prefix)]
+    code, out, err = run_cli("generate", "leaky", *prompts, "--temperature", "0", "--max-new-tokens", "24")
+    assert code == 0, err
+    assert [secret in out for secret in SECRETS.values()] == [not redact] * len(SECRETS), out
