@@ -13,8 +13,8 @@ phones (through the `phonenumbers` package) and a few credentials, without IBANs
 prefixes; the formats and checksums are published facts, written here once and tested on planted data.
 
 A document streams through in pieces (`StreamRedactor`); every pattern but a private-key block stays within a
-line, and pieces end at line breaks (studio.data.clean), so only an open `-----BEGIN ... PRIVATE KEY-----` block
-is held back until its end arrives.
+line, and pieces end at line breaks (studio.data.clean; only a line over 64 Ki characters is cut inside, where a
+value could be split), so only an open `-----BEGIN ... PRIVATE KEY-----` block is held back until its end arrives.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class Detector:
     kind: str  # the type as `data.redact` names it; its placeholder is the kind in capitals
     pattern: re.Pattern
     check: Callable[[str], bool] | None = None  # None: the pattern is the whole rule
-    # the part replaced: the group "value" where the pattern has one (a password's value, not `password=`)
+    # the part replaced: the pattern's named group where it has one (a password's value, not `password=`)
 
 
 NOT_WORD_BEFORE = r"(?<![\w.+-])"

@@ -51,9 +51,6 @@ class CleaningFacts:
     contaminated: list[dict[str, str]] = field(default_factory=list)  # the first drops: dropped, matched (a row)
     contaminating_rows: int = 0  # evaluation rows that matched at least one training document
 
-    def __bool__(self) -> bool:
-        return bool(self.redacted or self.near_duplicates or self.contaminated)
-
 
 @dataclass
 class RowsWritten:
