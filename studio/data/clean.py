@@ -135,6 +135,11 @@ class CleaningRules:
         self.contaminating: set[str] = set()
         self.dropped: Counter = Counter()  # rows dropped by these rules (the scan counts documents itself)
 
+    @property
+    def on(self) -> bool:
+        """Whether any of the rules is asked for (else documents and rows pass as they are)."""
+        return bool(self.data.redact or self.near or self.evaluation)
+
     def redactor(self) -> Redactor | None:
         return redactor_of(self.data)
 

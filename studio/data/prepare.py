@@ -454,7 +454,7 @@ def _build(
             meta = _write_dataset(temporary, source, data, identity, progress, purpose.pretrained, purpose.encoder)
         else:
             rules = CleaningRules(data, scratch=temporary)
-            source = dataclasses.replace(source, row_rules=rules.rows)
+            source = dataclasses.replace(source, row_rules=rules.rows if rules.on else None)
             if row_format == "labeled":
                 meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose, rules)
             else:
@@ -550,7 +550,7 @@ def _write_labeled_dataset(
         labels = label_names(read.rows, source.location, at_least=1)
         train_rows, val_rows = [], read.rows
     elif data.val_file:  # held-out rows of their own: every row of the source trains
-        held_out_source = dataclasses.replace(open_source(data.val_file, data), row_rules=rules.rows)
+        held_out_source = dataclasses.replace(open_source(data.val_file, data), row_rules=source.row_rules)
         held_out = read_labeled_rows(held_out_source, data, stats)
         labels = label_names(read.rows + held_out.rows, source.location)
         train_rows, val_rows = read.rows, held_out.rows
