@@ -257,6 +257,28 @@ def test_near_duplicates_are_found_and_distinct_documents_stay(tmp_path):
     assert not list(tmp_path.glob(".near-dedup-*"))  # the index is removed
 
 
+def test_near_duplicate_rows_are_dropped_by_their_characters(tmp_path):
+    """Short chat rows differ in too few words for word shingles: character shingles find the near-copy, and a
+    row about something else stays."""
+    question = "How do I reset the password of my account on the billing portal?"
+
+    def row(text: str, where: str) -> tuple[dict, str]:
+        return {
+            "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "See settings."}]
+        }, where
+
+    rows = [
+        row(question, "line 1"),
+        row(question.replace("my", "our"), "line 2"),
+        row("What is the refund policy?", "line 3"),
+    ]
+    rules = CleaningRules(DataConfig(near_dedup=0.8, near_dedup_shingles="char"), scratch=tmp_path)
+    assert [where for _, where in rules.rows(rows)] == ["line 1", "line 3"]
+    assert rules.dropped == {"near_duplicate": 1}
+    (pair,) = rules.finish().near_duplicates
+    assert pair["removed"].startswith("line 2: ") and pair["kept"].startswith("line 1: How do I reset")
+
+
 def test_prepare_near_dedup_counts_and_shows_pairs(run_cli, tmp_path):
     texts, copy_flags = planted_near_duplicates(distinct=30, copies=10)
     corpus = tmp_path / "pages.jsonl"
