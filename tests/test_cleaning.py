@@ -357,3 +357,30 @@ def test_a_model_trained_on_redacted_secrets_never_emits_them(studio_home, tmp_p
     code, out, err = run_cli("generate", "leaky", *prompts, "--temperature", "0", "--max-new-tokens", "24")
     assert code == 0, err
     assert [secret in out for secret in SECRETS.values()] == [not redact] * len(SECRETS), out
+
+
+@pytest.mark.slow
+def test_chat_rows_prepared_with_redaction_learn_the_placeholders_in_their_turns(studio_home, tmp_path):
+    """End to end through a model's chat template: each answer is still learned as the assistant's turn, with the
+    placeholder where the value was; the user's turn is redacted too and never learned."""
+    pytest.importorskip("transformers")
+    from studio.runs.prepare import prepare_run
+    from tests.hf_models import CHATML, make_hf_model
+    from tests.test_adapt import adapt_config
+    from tests.test_chat_finetune import learned_spans, only_dataset, write_rows
+
+    folder = tmp_path / "model"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    rows = [
+        {"messages": [{"role": "user", "content": "My card 4111 1111 1111 1111 failed"},
+                      {"role": "assistant", "content": "Write to help@example.com"}]},
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Call 415-555-0132"}]},
+    ]  # fmt: skip
+    data = write_rows(tmp_path / "chat.jsonl", rows)
+    config = adapt_config(folder, data, {"data.val_fraction": 0.0, "model.block_size": 128, "data.redact": "all"})
+    prepare_run(config, "chat")
+    name = only_dataset(studio_home)
+    assert learned_spans(name) == [["Write to <EMAIL><|im_end|>"], ["Call <PHONE><|im_end|>"]]
+    text = dataset_text(name)
+    assert "<|im_start|>user\nMy card <CARD> failed<|im_end|>" in text and "4111" not in text
+    assert open_dataset(name).meta.cleaning.redacted == {"email": 1, "card": 1, "phone": 1}
