@@ -290,6 +290,12 @@ def test_prepare_near_dedup_counts_and_shows_pairs(run_cli, tmp_path):
     assert meta.options["near_dedup"] == 0.8
     assert "near-duplicates removed: 10 (kept 30)" in out
     assert len(meta.cleaning.near_duplicates) == 10
+    from widgets.dataset_facts import cleaning_rows  # what the Data tab shows of them
+
+    shown = cleaning_rows(meta)
+    assert shown[0] == ("near-duplicates", "10 removed, e.g.") and len(shown) == 4
+    pair = meta.cleaning.near_duplicates[0]
+    assert shown[1] == ("", f"{pair['removed']} ≈{pair['similarity']} {pair['kept']}")
 
 
 # ---- the Data tab ------------------------------------------------------------------------------------------
