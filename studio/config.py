@@ -24,6 +24,7 @@ from typing import Any, Literal
 from studio.architectures import ARCHITECTURES, architecture
 from studio.atomic_write import write_atomically
 from studio.errors import StudioError
+from studio.redaction import redaction_kinds
 from studio.rewards import parse_reward
 
 Arch = Literal["llama", "gpt2", "lstm", "rnn", "bert", "hf"]
@@ -36,6 +37,7 @@ Sharding = Literal["ddp", "fsdp"]
 Method = Literal["full", "lora", "dora", "qlora"]
 DataFormat = Literal["auto", "text", "alpaca", "messages", "sharegpt"]
 Overlong = Literal["truncate", "drop"]
+Shingles = Literal["word", "char"]
 Task = Literal["lm", "classify"]
 TrainObjective = Literal["lm", "dpo", "ipo", "orpo", "simpo", "kto", "grpo"]
 PRETRAINED_ARCH = "hf"  # a Hugging Face checkpoint that transformers builds (train.init_from names its folder)
@@ -156,6 +158,31 @@ class DataConfig:
     min_chars: int = setting(1, "drop documents shorter than this (after cleaning)", "min chars")
     max_chars: int = setting(0, "drop documents longer than this; 0: no limit", "max chars")
     dedup: bool = setting(True, "drop exact duplicate documents", "dedup")
+    near_dedup: float = setting(
+        0.0,
+        "drop documents (rows) whose Jaccard similarity to a kept one reaches this, by MinHash and LSH; e.g. 0.8; "
+        "0: off",
+        "near-dedup",
+    )
+    near_dedup_shingles: Shingles = setting(
+        "word", "near-dedup: compare runs of 5 words (documents), or of 5 characters (short rows)", "shingles"
+    )
+    redact: str = setting(
+        "",
+        "replace personal data and secrets by typed placeholders (<EMAIL> ...): all, or some of email, phone, ip, "
+        "card, iban, cn_id, ssn, secret, separated by commas; rows field by field, roles and labels kept",
+        "redact",
+    )
+    redact_numbered: bool = setting(
+        False, "redact: number the placeholders within a document, a value keeping its number (<EMAIL_1>)", "numbered"
+    )
+    decontaminate: list[str] = setting(
+        [],
+        "evaluation files (task files, rows or text): drop training documents (rows) sharing a run of "
+        "data.decontaminate_ngram words with any of their rows",
+        "decontaminate",
+    )
+    decontaminate_ngram: int = setting(13, "decontaminate: the words a shared run must have", "n-gram")
     strict: bool = setting(
         False,
         "refuse bytes that are not UTF-8 instead of replacing them, and rows whose text is null or empty instead of "
@@ -639,6 +666,12 @@ def validate(config: RunConfig) -> None:
         raise StudioError(f"data.val_fraction must be at least 0 and below 0.5, not {d.val_fraction} (try 0.05)")
     if d.min_chars < 0 or d.max_chars < 0 or (d.max_chars and d.max_chars < d.min_chars):
         raise StudioError("data.min_chars and data.max_chars must be >= 0, and max_chars >= min_chars (0: no limit)")
+    if not 0.0 <= d.near_dedup <= 1.0:
+        raise StudioError(
+            f"data.near_dedup {d.near_dedup} is not a Jaccard similarity in (0, 1]; e.g. 0.8, or 0 for no near-dedup"
+        )
+    redaction_kinds(d.redact)
+    _positive("data.decontaminate_ngram", d.decontaminate_ngram)
 
     _choices(config, "train")
     for key in (

@@ -4,6 +4,11 @@ builds from Hugging Face folders) and `preferences/` (the playground's judged an
 
 Runs and datasets are named, and a name is only ever a name: `check_name` is the one rule, so no name can
 reach outside its folder (no `/`, no leading dot, no `..`).
+
+What the studio keeps is its owner's alone (runs hold the training data's text in samples, datasets hold it whole):
+`studio_home`, which every path of the home goes through, sets the process's umask to 077 (`keep_private`), so every
+folder the studio or its child processes (trainers, the queue runner, inspections) create is 0700 and every file
+0600, whichever function creates it; a home that an older version left open to others is closed (made 0700).
 """
 
 import os
@@ -14,13 +19,23 @@ from studio.errors import StudioError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 TEMPORARY_PREFIX = ".tmp-"  # a folder being built, renamed into place when complete (never a valid name)
+PRIVATE_UMASK = 0o077  # folders 0700, files 0600: readable by their owner only
 
 
 def studio_home() -> Path:
     home = Path(os.environ.get("LLM_STUDIO_HOME") or Path.home() / ".llm-studio").expanduser()
     if home.exists() and not home.is_dir():
         raise StudioError(f"the studio's home {home} is a file, not a folder; move it, or set LLM_STUDIO_HOME")
+    keep_private(home)
     return home
+
+
+def keep_private(home: Path) -> None:
+    """The one access rule: whatever this process (and its children) creates from now on is its owner's alone, and
+    the home, when it is there and ours, is closed to others."""
+    os.umask(PRIVATE_UMASK)
+    if home.is_dir() and home.stat().st_mode & 0o077 and home.stat().st_uid == os.getuid():
+        home.chmod(0o700)
 
 
 def datasets_dir() -> Path:

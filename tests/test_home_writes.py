@@ -91,3 +91,25 @@ def test_resume_race_keeps_the_config_whole_and_starts_one_trainer(studio_home, 
         config = read_config(run_dir)
         assert config.train.max_steps == max_steps and config.data == trained.data, max_steps
         assert summarize(run_dir).step == max_steps
+
+
+def test_the_home_and_everything_in_it_are_readable_by_their_owner_only(studio_home, run_cli, tmp_path):
+    """Issue 25: a home left open by an older version is closed, and what prepare, a run's creation and the queue
+    write in it (folders, meta.json, token files, config.toml, entries) is 0700 / 0600, whatever the umask was."""
+    import os
+    import stat
+
+    from studio.presets import load_preset
+    from studio.runs.prepare import prepare_run
+
+    os.umask(0o022)
+    studio_home.mkdir(mode=0o755)
+    corpus = tmp_path / "notes.txt"
+    corpus.write_text("private notes of a support desk\n" * 200, encoding="utf-8")
+    assert run_cli("prepare", corpus, "--tokenizer", "char", "--name", "notes")[0] == 0
+    config = load_preset("tiny")
+    config.data.source = "notes"
+    prepare_run(config, "private-run")
+    modes = {path: stat.S_IMODE(path.stat().st_mode) for path in [studio_home, *studio_home.rglob("*")]}
+    assert any(path.name == "config.toml" for path in modes) and any(path.name == "train.bin" for path in modes)
+    assert {str(path): mode for path, mode in modes.items() if mode != (0o700 if path.is_dir() else 0o600)} == {}

@@ -24,7 +24,10 @@ DROP_REASONS = {
     "missing_field": "missing a field",
     "empty_answer": "an empty answer",
     "same_answers": "chosen = rejected",
+    "near_duplicate": "near-duplicates",
+    "contaminated": "contaminated",
 }
+SHOWN = 3  # redactions, near-duplicate pairs and contaminated documents shown of those meta.json keeps
 
 
 class DatasetFacts(Static):
@@ -67,8 +70,27 @@ def facts_table(name: str, meta: DatasetMeta) -> Table:
     elif meta.examples:
         rows.insert(2, ("format", f"{meta.row_format}, {meta.examples['train']:,} train · "
                                   f"{meta.examples['val']:,} val, {meta.truncated:,} truncated"))  # fmt: skip
+    rows.extend(cleaning_rows(meta))
     if meta.empty_rows:
         rows.append(("empty rows", f"{meta.empty_rows:,} skipped (null or empty text)"))
     if meta.binary_files_skipped:
         rows.append(("binary skipped", counted(meta.binary_files_skipped, "file")))
     return label_table(rows)
+
+
+def cleaning_rows(meta: DatasetMeta) -> list[tuple[str, str]]:
+    """What redaction, near-dedup and decontamination did: counts, then the first few of each in context."""
+    cleaning, rows = meta.cleaning, []
+    if cleaning.redacted:
+        rows.append(("redacted", ", ".join(f"{kind} {count:,}" for kind, count in cleaning.redacted.items())))
+        rows += [("", f"{shown['where']}: {shown['context']}") for shown in cleaning.redactions[:SHOWN]]
+    if cleaning.near_duplicates:
+        rows.append(("near-duplicates", f"{meta.documents.dropped.get('near_duplicate', 0):,} removed, e.g."))
+        rows += [
+            ("", f"{pair['removed']} ≈{pair['similarity']} {pair['kept']}") for pair in cleaning.near_duplicates[:SHOWN]
+        ]
+    if cleaning.contaminated:
+        matched = counted(cleaning.contaminating_rows, "evaluation row")
+        rows.append(("contaminated", f"{meta.documents.dropped.get('contaminated', 0):,} removed, matching {matched}"))
+        rows += [("", f"{match['dropped']} ~ {match['matched']}") for match in cleaning.contaminated[:SHOWN]]
+    return rows

@@ -64,7 +64,28 @@ def print_dataset(dataset) -> None:
     if meta.empty_rows:
         empty = counted(meta.empty_rows, "row")
         print(f"note: {empty} had null or empty text and were skipped (--strict refuses them)")
+    print_cleaning(meta)
     print(f"folder: {dataset.path}")
+
+
+def print_cleaning(meta: DatasetMeta, preview: int = 5) -> None:
+    """What redaction, near-dedup and decontamination did: counts, the first redactions in context, sample pairs,
+    the evaluation rows matched."""
+    cleaning, dropped = meta.cleaning, meta.documents.dropped
+    if cleaning.redacted:
+        counts = ", ".join(f"{count:,} {kind}" for kind, count in cleaning.redacted.items())
+        print(f"redacted: {counts}")
+        for shown in cleaning.redactions[:preview]:
+            print(f"  {shown['where']}: {shown['context']}")
+    if dropped.get("near_duplicate"):
+        print(f"near-duplicates removed: {dropped['near_duplicate']:,} (kept {meta.documents.kept:,})")
+        for pair in cleaning.near_duplicates[:preview]:
+            print(f"  {pair['removed']}  ~{pair['similarity']}~  {pair['kept']}")
+    if dropped.get("contaminated"):
+        rows = counted(cleaning.contaminating_rows, "evaluation row")
+        print(f"contaminated: {dropped['contaminated']:,} dropped, matching {rows}")
+        for match in cleaning.contaminated[:preview]:
+            print(f"  {match['dropped']} shares an n-gram with {match['matched']}")
 
 
 def dropped_text(meta: DatasetMeta) -> str:

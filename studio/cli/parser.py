@@ -28,6 +28,12 @@ DATA_FLAGS = (
     "data.val_file",
     "data.glob",
     "data.strict",
+    "data.redact",
+    "data.redact_numbered",
+    "data.near_dedup",
+    "data.near_dedup_shingles",
+    "data.decontaminate",
+    "data.decontaminate_ngram",
 )
 # chat and preference rows: the model's tokenizer, template and context, and what the rows are for
 PREPARE_FLAGS = ("train.init_from", "model.block_size", "train.objective")
@@ -60,6 +66,10 @@ METAVARS = {
     "train.lora_targets": "LAYER",
     "train.rewards": "REWARD",
     "distill.teacher": "RUN|DIR",
+    "data.redact": "TYPES|all",
+    "data.near_dedup": "THRESHOLD",
+    "data.decontaminate": "FILE",
+    "data.decontaminate_ngram": "N",
 }
 
 

@@ -36,8 +36,20 @@ class DocumentCounts:
     seen: int
     kept: int
     # empty, too_short, too_long, duplicate (text); duplicate, overlong, no_answer (examples); no_label (labeled);
-    # missing_field, empty_answer, same_answers, overlong (preference rows)
+    # missing_field, empty_answer, same_answers, overlong (preference rows); near_duplicate, contaminated (any)
     dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CleaningFacts:
+    """What the privacy and contamination rules did (data.redact, data.near_dedup, data.decontaminate); what they
+    dropped is counted in `documents.dropped` (near_duplicate, contaminated)."""
+
+    redacted: dict[str, int] = field(default_factory=dict)  # placeholders put in, per kind (email, phone ...)
+    redactions: list[dict[str, str]] = field(default_factory=list)  # the first ones: kind, where, context
+    near_duplicates: list[dict[str, str]] = field(default_factory=list)  # sample pairs: kept, removed, similarity
+    contaminated: list[dict[str, str]] = field(default_factory=list)  # the first drops: dropped, matched (a row)
+    contaminating_rows: int = 0  # evaluation rows that matched at least one training document
 
 
 @dataclass
@@ -86,6 +98,7 @@ class DatasetMeta:
     chars_per_token: float
     created: str  # ISO 8601, UTC
     empty_rows: int = 0  # rows whose text is null or empty, skipped (datasets prepared before rows had it lack it)
+    cleaning: CleaningFacts = field(default_factory=CleaningFacts)  # redactions, near-duplicate pairs, contamination
     # an encoder's special tokens: pad, cls, sep, mask (text and labeled layouts; None for others)
     special_ids: dict[str, int | None] | None = None  # older versions wrote null ids for text datasets
     # classification rows (studio.data.labeled)

@@ -32,7 +32,8 @@ from tokenizers import Tokenizer
 
 from studio.config import DataConfig
 from studio.data.chat import ChatTemplate
-from studio.data.clean import Scan, kept_documents, scan
+from studio.data.clean import CleaningRules, Scan, kept_documents, scan
+from studio.data.contamination import evaluation_source
 from studio.data.examples import RowEncoder, chat_template_for, source_format, write_examples
 from studio.data.labeled import label_names, read_labeled_rows, split_rows, write_labeled
 from studio.data.meta import EXAMPLES, LABELED, TEXT, ChatTokens, DatasetMeta, DocumentCounts
@@ -361,6 +362,7 @@ def _options(
     if pretrained:
         options["tokenizer"] = f"pretrained-{tokenizer_hash(load_tokenizer(pretrained.path))[:12]}"
         options["eot_token"] = pretrained.eot_token
+    _cleaning_options(options, data)
     if data.tokenizer == "char" or pretrained:
         del options["vocab_size"]
     if kind != "folder":
@@ -368,6 +370,19 @@ def _options(
     if kind in ("builtin", "text"):  # no rows to pick a field of
         del options["text_field"]
     return options
+
+
+def _cleaning_options(options: dict[str, Any], data: DataConfig) -> None:
+    """The privacy and contamination options join the key only when on (datasets prepared before they existed are
+    still found), each with what it depends on: the evaluation files by their content."""
+    if not data.redact:
+        del options["redact"], options["redact_numbered"]
+    if not data.near_dedup:
+        del options["near_dedup"], options["near_dedup_shingles"]
+    if data.decontaminate:
+        options["decontaminate"] = [evaluation_source(file).fingerprint() for file in data.decontaminate]
+    else:
+        del options["decontaminate"], options["decontaminate_ngram"]
 
 
 def _short_hash(text: str) -> str:
@@ -437,10 +452,14 @@ def _build(
     try:
         if row_format == "text":
             meta = _write_dataset(temporary, source, data, identity, progress, purpose.pretrained, purpose.encoder)
-        elif row_format == "labeled":
-            meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose)
         else:
-            meta = _write_rendered_dataset(temporary, source, data, identity, progress, purpose, row_format)
+            rules = CleaningRules(data, scratch=temporary)
+            source = dataclasses.replace(source, row_rules=rules.rows if rules.on else None)
+            if row_format == "labeled":
+                meta = _write_labeled_dataset(temporary, source, data, identity, progress, purpose, rules)
+            else:
+                meta = _write_rendered_dataset(temporary, source, data, identity, progress, purpose, row_format)
+            _add_row_cleaning(meta, rules)
         meta.save(temporary / "meta.json")
         if replacing:
             damaged = root / f"{TEMPORARY_PREFIX}{identity['name']}-damaged-{os.getpid()}"
@@ -451,6 +470,13 @@ def _build(
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     return Dataset(identity["name"], final, meta)
+
+
+def _add_row_cleaning(meta: DatasetMeta, rules: CleaningRules) -> None:
+    """What the cleaning rules found in the rows, and the rows they dropped before any writer saw them."""
+    meta.cleaning = rules.finish()
+    meta.documents.seen += sum(rules.dropped.values())
+    meta.documents.dropped |= {rule: count for rule, count in rules.dropped.items() if count}
 
 
 def _write_dataset(
@@ -468,6 +494,7 @@ def _write_dataset(
         data,
         collect_charset=data.tokenizer == "char" and not pretrained,
         progress=lambda done, total: progress("scan", done, total),
+        rules=CleaningRules(data, scratch=folder),
     )
     _check_not_empty(corpus, source, data)
 
@@ -484,7 +511,7 @@ def _write_dataset(
     text_encoder = _pretrained_encoder(tokenizer, pretrained) if pretrained else encoder_for(tokenizer, data.tokenizer)
     train_chars = int(corpus.characters * (1 - data.val_fraction))
     with SplitWriter(folder, token_dtype(vocab_size), train_chars) as writer:
-        for pieces in kept_documents(source, corpus):
+        for pieces in kept_documents(source, corpus, data):
             for piece in pieces:
                 writer.write(piece, text_encoder.encode)
                 progress("encode", writer.chars, corpus.characters)
@@ -502,11 +529,18 @@ def _write_dataset(
         characters=corpus.characters,
         tokens=writer.tokens,
         text_tokens=text_tokens,
+        cleaning=corpus.cleaning,
     )
 
 
 def _write_labeled_dataset(
-    folder: Path, source: Source, data: DataConfig, identity: dict[str, Any], progress: Progress, purpose: Purpose
+    folder: Path,
+    source: Source,
+    data: DataConfig,
+    identity: dict[str, Any],
+    progress: Progress,
+    purpose: Purpose,
+    rules: CleaningRules,
 ) -> DatasetMeta:
     """Classification rows (studio.data.labeled): ids, offsets and labels per split; returns the meta."""
     stats = ReadStats()
@@ -516,7 +550,8 @@ def _write_labeled_dataset(
         labels = label_names(read.rows, source.location, at_least=1)
         train_rows, val_rows = [], read.rows
     elif data.val_file:  # held-out rows of their own: every row of the source trains
-        held_out = read_labeled_rows(open_source(data.val_file, data), data, stats)
+        held_out_source = dataclasses.replace(open_source(data.val_file, data), row_rules=source.row_rules)
+        held_out = read_labeled_rows(held_out_source, data, stats)
         labels = label_names(read.rows + held_out.rows, source.location)
         train_rows, val_rows = read.rows, held_out.rows
         read.skipped += held_out.skipped
@@ -679,7 +714,7 @@ def _dataset_meta(
 def _train_tokenizer(source: Source, corpus: Scan, data: DataConfig) -> Tokenizer:
     if data.tokenizer == "char":
         return train_char(corpus.charset)
-    texts: Iterator[str] = (piece for pieces in kept_documents(source, corpus) for piece in pieces)
+    texts: Iterator[str] = (piece for pieces in kept_documents(source, corpus, data) for piece in pieces)
     return train_bpe(texts, data.vocab_size, corpus.characters)
 
 
@@ -743,6 +778,8 @@ def _check_not_empty(corpus: Scan, source: Source, data: DataConfig) -> None:
         "too_short": f"shorter than data.min_chars={data.min_chars}",
         "too_long": f"longer than data.max_chars={data.max_chars}",
         "duplicate": "duplicates",
+        "contaminated": "sharing an n-gram with data.decontaminate's rows",
+        "near_duplicate": "near-duplicates",
     }
     dropped = ", ".join(f"{count} {reasons[rule]}" for rule, count in corpus.dropped.items() if count)
     raise StudioError(

@@ -107,6 +107,9 @@ class Source:
     files: tuple[SourceFile, ...]
     text_field: str
     strict: bool
+    # what rows pass through as they are read (studio.data.clean.CleaningRules.rows: redaction, near-duplicates,
+    # contamination); None: every row as it is
+    row_rules: Callable[[Iterator[tuple[dict, str]]], Iterator[tuple[dict, str]]] | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -135,6 +138,10 @@ class Source:
     def records(self, stats: ReadStats, wanted: str) -> Iterator[tuple[dict, str]]:
         """Every row of every file, with where it is; a plain text file is refused, `wanted` naming what rows
         the caller reads (e.g. "classification rows")."""
+        rows = self._records(stats, wanted)
+        yield from self.row_rules(rows) if self.row_rules else rows
+
+    def _records(self, stats: ReadStats, wanted: str) -> Iterator[tuple[dict, str]]:
         for file in self.files:
             if not file.has_rows:
                 raise StudioError(f"{file.path} is plain text, not rows; {wanted} come from {ROW_FILES}")

@@ -1,5 +1,9 @@
 """Tab 1, Data: the corpus and how it is cleaned and tokenized (app.config.data), Prepare, and what came out.
 
+Its Privacy and contamination section sets what `prepare --redact --near-dedup --decontaminate` sets; the facts
+then show the redactions per kind with the first ones in context, the near-duplicate pairs and the evaluation rows
+matched (widgets.dataset_facts).
+
 A source of rows (parquet, csv, tsv, json, jsonl, a datasets folder) shows its columns and first rows as soon as
 it is named, read in a thread worker, with the columns the text and label fields name marked.
 
@@ -60,6 +64,15 @@ class DataPane(TaskPane, ConfigPane, Horizontal):
             yield ConfigField("data.text_field")
             yield ConfigField("data.glob")
             yield from form_section("Cleaning", "data.min_chars", "data.max_chars", "data.dedup", "data.strict")
+            yield from form_section(
+                "Privacy and contamination",
+                "data.redact",
+                "data.redact_numbered",
+                "data.near_dedup",
+                "data.near_dedup_shingles",
+                "data.decontaminate",
+                "data.decontaminate_ngram",
+            )
             yield from form_section("Tokenizer", "data.tokenizer", "data.vocab_size", "data.val_fraction")
             yield from form_section(
                 "Fine-tuning rows", "data.format", "data.supervise_all", "data.overlong", "data.packing"
