@@ -35,6 +35,8 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     # GRPO's train fields (studio.train.objectives.grpo): the rewards, per function too, and where the time went
     "reward": NUMBER, "reward_std": NUMBER, "rewards": dict, "completion_len": NUMBER, "kl": NUMBER,
     "clip_fraction": NUMBER, "generation_s": NUMBER, "update_s": NUMBER, "val_rewards": dict,
+    # differentially private training (studio.train.privacy): ε spent so far (train), the run's DP facts (status)
+    "epsilon": NUMBER, "noise_multiplier": NUMBER, "sample_rate": NUMBER, "delta": NUMBER, "max_grad_norm": NUMBER,
     # every objective's eval figures, as its spec lists them (the preference objectives' pair accuracy, margin, ...)
     **{metric.key: NUMBER for objective in OBJECTIVES.values() for metric in objective.eval_metrics},
     # a preference run's train events: its eval figures over the steps since the last (reward_chosen, margin, ...)

@@ -1,0 +1,92 @@
+"""Differentially private training (DP-SGD through Opacus): the ε in the train events is Opacus's RDP accountant's
+for the run's noise, sampling rate and steps; each example's gradient is clipped before the noise; the accountant's
+history survives a resume; budgets the planned steps cannot meet and layers Opacus cannot handle are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.data.batches import TokenFile
+from studio.data.prepare import open_dataset
+from studio.run_folder.layout import EVENTS, read_config
+from studio.runs.prepare import prepare_run
+from studio.train.trainer import Trainer
+from tests.helpers import tiny_config
+from tests.test_adapt import train_in_process
+
+opacus = pytest.importorskip("opacus")
+
+PRIVATE = {"train.privacy_epsilon": 8.0, "train.max_steps": 10, "train.log_interval": 5, "train.eval_interval": 10,
+           "train.sample_interval": 0, "train.checkpoint_interval": 100}  # fmt: skip
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / EVENTS).read_text().splitlines()
+    return [event for event in map(json.loads, lines) if event["kind"] == kind]
+
+
+def rdp_epsilon(noise: float, rate: float, steps: int, delta: float) -> float:
+    accountant = opacus.accountants.RDPAccountant()
+    for _ in range(steps):
+        accountant.step(noise_multiplier=noise, sample_rate=rate)
+    return accountant.get_epsilon(delta=delta)
+
+
+@pytest.mark.slow
+def test_the_epsilon_of_the_train_events_is_opacus_accountants(studio_home, code_corpus):
+    config = tiny_config({"data.source": str(code_corpus), **PRIVATE})
+    run_dir = train_in_process(config, "private")
+    running = next(event for event in events(run_dir, "status") if event["state"] == "running")
+    noise, rate, delta = running["noise_multiplier"], running["sample_rate"], running["delta"]
+    assert delta == 1e-5 and running["max_grad_norm"] == 1.0
+    dataset = open_dataset(read_config(run_dir).data.dataset)
+    windows = (len(TokenFile(dataset.bin_path("train"), dataset.dtype)) - 1) // config.model.block_size
+    assert rate == config.train.batch_size / windows  # the accountant's rate: batch over the disjoint windows
+    expected_noise = opacus.accountants.utils.get_noise_multiplier(
+        target_epsilon=8.0, target_delta=delta, sample_rate=rate, steps=10
+    )
+    assert noise == pytest.approx(expected_noise, rel=1e-5)
+    spent = [(event["step"], event["epsilon"]) for event in events(run_dir, "train")]
+    assert [step for step, _ in spent] == [5, 10]
+    for step, epsilon in spent:
+        assert epsilon == pytest.approx(rdp_epsilon(noise, rate, step, delta), rel=1e-5)
+    assert spent[0][1] < spent[1][1] <= 8.0
+
+
+@pytest.mark.slow
+def test_each_examples_gradient_is_clipped_before_the_noise(studio_home, code_corpus):
+    """With noise 0, the gradient the optimizer receives is the sum of every example's own gradient (computed here
+    by plain autograd, one example at a time) scaled to at most max_grad_norm, over the expected batch."""
+    clip = 0.05
+    config = tiny_config({"data.source": str(code_corpus), **PRIVATE, "train.privacy_max_grad_norm": clip})
+    trainer = Trainer(prepare_run(config, "clipped"))
+    trainer.privacy.optimizer.noise_multiplier = 0.0
+    batch = trainer.train_stream.next(trainer.state)
+    reference = {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+    trainer.accumulate_gradients([batch], 1 / trainer.privacy.loss_divisor)
+    trainer.privacy.optimizer.pre_step()  # clip, add the noise (none), divide by the expected batch
+    received = {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
+
+    from studio.model import build_model, lm_loss_sum
+
+    plain = build_model(config.model)
+    plain.load_state_dict(reference)
+    clipped_sum = {name: torch.zeros_like(p) for name, p in plain.named_parameters()}
+    norms = []
+    for row in range(batch.x.size(0)):
+        plain.zero_grad()
+        logits, _ = plain(batch.x[row : row + 1])
+        (lm_loss_sum(logits, batch.y[row : row + 1]) / config.model.block_size).backward()
+        norm = torch.sqrt(sum(p.grad.pow(2).sum() for p in plain.parameters()))
+        norms.append(float(norm))
+        factor = min(1.0, clip / (float(norm) + 1e-6))
+        assert float(norm) * factor <= clip * (1 + 1e-5)
+        for name, p in plain.named_parameters():
+            clipped_sum[name] += p.grad * factor
+    assert min(norms) > clip  # the clipping acted on every example
+    for name, gradient in received.items():
+        torch.testing.assert_close(gradient, clipped_sum[name] / config.train.batch_size, rtol=1e-4, atol=1e-7)
