@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from studio.checkpoints.files import TRAINER_STATE
 from studio.data.batches import TokenFile
 from studio.data.prepare import open_dataset
-from studio.run_folder.layout import EVENTS, read_config
+from studio.run_folder.layout import EVENTS, find_checkpoint, read_config
 from studio.runs.prepare import prepare_run
 from studio.train.trainer import Trainer
 from tests.helpers import tiny_config
-from tests.test_adapt import train_in_process
+from tests.test_adapt import straight_and_resumed, train_in_process
 
 opacus = pytest.importorskip("opacus")
 
@@ -90,3 +91,28 @@ def test_each_examples_gradient_is_clipped_before_the_noise(studio_home, code_co
     assert min(norms) > clip  # the clipping acted on every example
     for name, gradient in received.items():
         torch.testing.assert_close(gradient, clipped_sum[name] / config.train.batch_size, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_noise_and_its_epsilon_continues(studio_home, code_corpus):
+    config = tiny_config({"data.source": str(code_corpus), **PRIVATE, "train.max_steps": 5})
+    run_dir = train_in_process(config, "resumed")  # its noise planned for 5 steps, a checkpoint at the last
+    state = json.loads((find_checkpoint(run_dir, 5) / TRAINER_STATE).read_text())
+    running = next(event for event in events(run_dir, "status") if event["state"] == "running")
+    noise, rate = running["noise_multiplier"], running["sample_rate"]
+    assert state["privacy_history"] == [[pytest.approx(noise, rel=1e-5), rate, 5]]
+    config_path = run_dir / "config.toml"
+    config_path.write_text(config_path.read_text().replace("max_steps = 5", "max_steps = 10"))
+    train_in_process(config, "resumed", resume_step=5)
+    last = events(run_dir, "train")[-1]
+    assert last["step"] == 10 and last["epsilon"] == pytest.approx(rdp_epsilon(noise, rate, 10, 1e-5), rel=1e-5)
+    resumed = [event for event in events(run_dir, "status") if event["state"] == "running"][-1]
+    assert resumed["noise_multiplier"] == noise  # not planned again for 10 steps
+
+
+@pytest.mark.slow
+def test_a_private_run_resumes_exactly(studio_home, code_corpus):
+    """The Poisson draws (the data generator) and the noise (the torch stream) continue as if never stopped."""
+    noisy = {**PRIVATE, "train.privacy_epsilon": 0.0, "train.privacy_noise_multiplier": 1.0}
+    straight, halves = straight_and_resumed(tiny_config({"data.source": str(code_corpus), **noisy}), stop_at=5)
+    assert events(halves, "train")[-1]["epsilon"] == events(straight, "train")[-1]["epsilon"]
