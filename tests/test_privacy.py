@@ -5,18 +5,21 @@ history survives a resume; budgets the planned steps cannot meet and layers Opac
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from studio.checkpoints.files import TRAINER_STATE
+from studio.config import validate
 from studio.data.batches import TokenFile
 from studio.data.prepare import open_dataset
+from studio.errors import StudioError
 from studio.run_folder.layout import EVENTS, find_checkpoint, read_config
 from studio.runs.prepare import prepare_run
 from studio.train.trainer import Trainer
-from tests.helpers import tiny_config
+from tests.helpers import TINY_TRAIN, tiny_config
 from tests.test_adapt import straight_and_resumed, train_in_process
 
 opacus = pytest.importorskip("opacus")
@@ -116,3 +119,52 @@ def test_a_private_run_resumes_exactly(studio_home, code_corpus):
     noisy = {**PRIVATE, "train.privacy_epsilon": 0.0, "train.privacy_noise_multiplier": 1.0}
     straight, halves = straight_and_resumed(tiny_config({"data.source": str(code_corpus), **noisy}), stop_at=5)
     assert events(halves, "train")[-1]["epsilon"] == events(straight, "train")[-1]["epsilon"]
+
+
+@pytest.mark.slow
+def test_a_budget_the_planned_steps_cannot_meet_is_one_line_at_launch(run_cli, code_corpus):
+    tight = ["--set", "train.privacy_epsilon=0.05", "--set", "train.max_steps=20"]
+    code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "tight", *tight)
+    failed = [line for line in (out + err).splitlines() if "error:" in line]
+    assert code != 0 and len(failed) == 1 and "Traceback" not in out + err
+    assert "train.privacy_epsilon 0.05 cannot be met by 20 steps" in failed[0] and "fewer steps" in failed[0]
+
+
+def test_a_noise_whose_steps_spend_more_than_the_target_names_the_most_steps_within_it():
+    from studio.train.privacy import epsilon_spent, planned_noise
+
+    train = tiny_config({"train.privacy_epsilon": 2.0, "train.privacy_noise_multiplier": 1.0}).train
+    with pytest.raises(StudioError, match=r"spends ε 2.1 over 1000 steps, more than train.privacy_epsilon 2.0") as e:
+        planned_noise(train, sample_rate=0.01)
+    most = int(str(e.value).split("take at most ")[1].split()[0])
+    assert epsilon_spent(1.0, 0.01, most, 1e-5) <= 2.0 < epsilon_spent(1.0, 0.01, most + 1, 1e-5)
+    train.max_steps = most
+    assert planned_noise(train, sample_rate=0.01) == 1.0  # within the budget: the noise given
+
+
+@pytest.mark.slow
+def test_layers_opacus_cannot_handle_are_named_in_one_line(studio_home, code_corpus):
+    config = tiny_config({"data.source": str(code_corpus), **PRIVATE, "model.arch": "lstm"})
+    with pytest.raises(StudioError, match=r"^differentially private training: Opacus cannot handle this model \("
+                                          r"We do not support nn.LSTM") as error:  # fmt: skip
+        Trainer(prepare_run(config, "recurrent"))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"train.num_processes": 2}, "runs in one process"),
+        ({"train.grad_accum": 2}, "set train.grad_accum 1"),
+        ({"train.mixed_precision": "bf16"}, "trains in fp32"),
+        ({"train.method": "dora"}, "not dora: use lora"),
+        ({"train.objective": "dpo", "train.init_from": "x"}, "not dpo"),
+        ({"data.packing": True}, "set data.packing false"),
+        ({"train.privacy_delta": 1.0}, "train.privacy_delta must be in (0, 1)"),
+        ({"train.privacy_max_grad_norm": 0.0}, "train.privacy_max_grad_norm must be positive"),
+    ],
+)
+def test_what_private_training_does_not_do_is_refused_in_one_line(changes, message):
+    config = tiny_config({"train.privacy_epsilon": 3.0, **changes})
+    with pytest.raises(StudioError, match=re.escape(message)):
+        validate(config)

@@ -51,10 +51,12 @@ def planned_noise(train: TrainConfig, sample_rate: float) -> float:
     if noise and target:
         spent = epsilon_spent(noise, sample_rate, steps, delta)
         if spent > target:
+            within = _steps_within(noise, sample_rate, delta, target)
+            fewer = f"take at most {within} steps, " if within else "even one step spends more: "
             raise StudioError(
                 f"train.privacy_noise_multiplier {noise} spends ε {spent:.3g} over {steps} steps, more than "
-                f"train.privacy_epsilon {target}: take at most {_steps_within(noise, sample_rate, delta, target)} "
-                "steps, raise the noise or privacy_epsilon, or set the noise to 0 for the least that meets ε"
+                f"train.privacy_epsilon {target}: {fewer}raise the noise or privacy_epsilon, or set the noise to 0 "
+                "for the least that meets ε"
             )
     if noise:
         return noise
@@ -62,8 +64,8 @@ def planned_noise(train: TrainConfig, sample_rate: float) -> float:
     if least_spent > target:
         raise StudioError(
             f"train.privacy_epsilon {target} cannot be met by {steps} steps at sampling rate {sample_rate:.3g} "
-            f"(batch / examples): even noise {MOST_NOISE:g} spends ε {least_spent:.3g}; raise privacy_epsilon or "
-            "privacy_delta, or take fewer steps or a smaller batch"
+            f"(batch over the units sampled from): even noise {MOST_NOISE:g} spends ε {least_spent:.3g}; raise "
+            "privacy_epsilon or privacy_delta, or take fewer steps or a smaller batch"
         )
     return get_noise_multiplier(target_epsilon=target, target_delta=delta, sample_rate=sample_rate, steps=steps)
 
