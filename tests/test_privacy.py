@@ -168,3 +168,42 @@ def test_what_private_training_does_not_do_is_refused_in_one_line(changes, messa
     config = tiny_config({"train.privacy_epsilon": 3.0, **changes})
     with pytest.raises(StudioError, match=re.escape(message)):
         validate(config)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_private_lora_classifier_learns_and_its_epsilon_is_on_the_dashboard_and_in_the_report(
+    studio_home, tmp_path, run_cli
+):
+    """LoRA on a tiny Hugging Face Llama, the adapters (and the new head) the only private gradients, on the
+    generated sentiment task: at ε 8 it reaches 85% validation accuracy in 30 steps (0.92 measured)."""
+    from tests.hf_models import make_hf_model
+    from tests.test_app import static_text
+    from tests.test_classify import classify_config, last_eval, sentiment_rows, write_rows
+    from widgets.app import StudioApp
+    from widgets.loss_chart import LossChart
+    from widgets.run_header import RunHeader
+    from widgets.screens.dashboard import DashboardScreen
+
+    rows, folder = write_rows(tmp_path / "sentiment.jsonl", sentiment_rows()), tmp_path / "llama"
+    make_hf_model(folder, "llama")
+    private = {"train.method": "lora", "train.lr": 1e-2, "train.max_steps": 30, "train.eval_interval": 30,
+               "train.privacy_epsilon": 8.0}  # fmt: skip
+    run_dir = train_in_process(classify_config(rows, str(folder), private), "private-lora")
+    assert last_eval("private-lora")["val_acc"] >= 0.85
+    trainable = next(event for event in events(run_dir, "status") if event["state"] == "running")
+    assert trainable["trainable_params"] < trainable["params"] / 3  # the adapters and the head, not the base
+    epsilon = events(run_dir, "train")[-1]["epsilon"]
+    assert 7.5 < epsilon <= 8.0
+    app = StudioApp()
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.push_screen(DashboardScreen(run_dir))
+        await pilot.pause(0.5)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert f"ε {epsilon:.3g} of 8 at δ 1e-05" in static_text(app.screen.query_one(RunHeader))
+        spent = next(curve for curve in app.screen.query_one(LossChart).curves if curve.label == "ε spent")
+        assert spent.steps[-1] == 30 and spent.values[-1] == epsilon
+    code, _, err = run_cli("report", "private-lora", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert f"<td>ε {epsilon:.3g} of 8 at δ 1e-05</td>" in (tmp_path / "report" / "index.html").read_text()

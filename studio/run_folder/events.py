@@ -81,9 +81,10 @@ def format_event(event: dict) -> str | None:
         if event.get("reward") is not None:  # GRPO: the reward, and generation's seconds beside the update's
             reward = (f"  reward {number('reward', '.3f')} ± {number('reward_std', '.3f')}  "
                       f"gen {number('generation_s', '.1f')}s update {number('update_s', '.1f')}s")  # fmt: skip
+        spent = f"  ε {number('epsilon', '.3g')}" if event.get("epsilon") is not None else ""  # a private run's
         return (
             f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
-            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}"
+            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}{spent}"
         )
     if kind == "eval":
         metrics = [metric.format(event) for metric in objective_of_eval(event).eval_metrics if metric.key in event]
