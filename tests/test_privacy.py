@@ -123,7 +123,7 @@ def test_a_private_run_resumes_exactly(studio_home, code_corpus):
 
 @pytest.mark.slow
 def test_a_budget_the_planned_steps_cannot_meet_is_one_line_at_launch(run_cli, code_corpus):
-    tight = ["--set", "train.privacy_epsilon=0.05", "--set", "train.max_steps=20"]
+    tight = ["--privacy-epsilon", "0.05", "--max-steps", "20"]
     code, out, err = run_cli("train", *TINY_TRAIN, "--data", code_corpus, "--name", "tight", *tight)
     failed = [line for line in (out + err).splitlines() if "error:" in line]
     assert code != 0 and len(failed) == 1 and "Traceback" not in out + err
@@ -207,3 +207,20 @@ async def test_a_private_lora_classifier_learns_and_its_epsilon_is_on_the_dashbo
     code, _, err = run_cli("report", "private-lora", "--out", tmp_path / "report")
     assert code == 0, err
     assert f"<td>ε {epsilon:.3g} of 8 at δ 1e-05</td>" in (tmp_path / "report" / "index.html").read_text()
+
+
+@pytest.mark.asyncio
+async def test_the_train_tab_sets_a_privacy_budget_that_reaches_the_command(studio_home):
+    from tests.test_app import SIZE, parse_back, static_text, type_into
+    from widgets.app import StudioApp
+
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        await type_into(pilot, "train.privacy_epsilon", "3")
+        await type_into(pilot, "train.privacy_max_grad_norm", "0.5")
+        await pilot.pause(0.3)
+        assert app.config.train.private and app.config.train.privacy_max_grad_norm == 0.5
+        command = static_text(app.query_one("#train-command"))
+        assert "--privacy-epsilon 3.0" in command and "--privacy-max-grad-norm 0.5" in command
+        assert parse_back(command).to_dict() == app.config.to_dict()

@@ -48,6 +48,10 @@ TRAIN_FLAGS = (
     "train.report_to",
     "train.rewards",
     "train.group_size",
+    "train.privacy_epsilon",
+    "train.privacy_delta",
+    "train.privacy_max_grad_norm",
+    "train.privacy_noise_multiplier",
     "distill.teacher",
 )
 EVALUATE_OPTIONS = ("data.text_field", "data.label_field", "data.text_pair_field", "train.rewards")
@@ -60,6 +64,10 @@ METAVARS = {
     "train.lora_targets": "LAYER",
     "train.rewards": "REWARD",
     "distill.teacher": "RUN|DIR",
+    "train.privacy_epsilon": "EPSILON",
+    "train.privacy_delta": "DELTA",
+    "train.privacy_max_grad_norm": "NORM",
+    "train.privacy_noise_multiplier": "SIGMA",
 }
 
 
