@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from studio.config import validate
 from studio.data.batches import TokenFile
 from studio.data.prepare import open_dataset
 from studio.errors import StudioError
+from studio.run_folder.events import format_event
 from studio.run_folder.layout import EVENTS, find_checkpoint, read_config
 from studio.runs.prepare import prepare_run
+from studio.sizing.sizes import run_sizes
 from studio.train.trainer import Trainer
 from tests.helpers import TINY_TRAIN, tiny_config
 from tests.test_adapt import straight_and_resumed, train_in_process
@@ -59,6 +62,7 @@ def test_the_epsilon_of_the_train_events_is_opacus_accountants(studio_home, code
     for step, epsilon in spent:
         assert epsilon == pytest.approx(rdp_epsilon(noise, rate, step, delta), rel=1e-5)
     assert spent[0][1] < spent[1][1] <= 8.0
+    assert format_event(events(run_dir, "train")[-1]).endswith(f"ε {spent[1][1]:.3g}")  # trainer.log's line
 
 
 @pytest.mark.slow
@@ -74,6 +78,9 @@ def test_each_examples_gradient_is_clipped_before_the_noise(studio_home, code_co
     trainer.accumulate_gradients([batch], 1 / trainer.privacy.loss_divisor)
     trainer.privacy.optimizer.pre_step()  # clip, add the noise (none), divide by the expected batch
     received = {name: p.grad.clone() for name, p in trainer.model.named_parameters()}
+    held = sum(t.numel() for p in trainer.model.parameters() for t in (p.grad, p.grad_sample, p.summed_grad))
+    rows = replace(config.train, batch_size=batch.x.size(0))  # the estimate at the batch Poisson drew
+    assert 4 * held == run_sizes(replace(config, train=rows), None).memory["gradients"]
 
     from studio.model import build_model, lm_loss_sum
 
