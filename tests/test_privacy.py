@@ -150,10 +150,13 @@ def test_a_noise_whose_steps_spend_more_than_the_target_names_the_most_steps_wit
 
 
 @pytest.mark.slow
-def test_layers_opacus_cannot_handle_are_named_in_one_line(studio_home, code_corpus):
-    config = tiny_config({"data.source": str(code_corpus), **PRIVATE, "model.arch": "lstm"})
-    with pytest.raises(StudioError, match=r"^differentially private training: Opacus cannot handle this model \("
-                                          r"We do not support nn.LSTM") as error:  # fmt: skip
+@pytest.mark.parametrize(
+    ("arch", "named"), [("lstm", "We do not support nn.LSTM"), ("rnn", "nn.RNN (rnn) has no per-example gradients")]
+)
+def test_layers_opacus_cannot_handle_are_named_in_one_line(studio_home, code_corpus, arch, named):
+    config = tiny_config({"data.source": str(code_corpus), **PRIVATE, "model.arch": arch})
+    start = "differentially private training: Opacus cannot handle this model ("
+    with pytest.raises(StudioError, match="^" + re.escape(start + named)) as error:
         Trainer(prepare_run(config, "recurrent"))
     assert "\n" not in str(error.value)
 

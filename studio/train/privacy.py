@@ -81,11 +81,17 @@ def _steps_within(noise: float, sample_rate: float, delta: float, target: float)
     return low
 
 
+# Layers Opacus's ModuleValidator passes whose per-example gradients still fail (in functorch, Opacus 1.6)
+UNVALIDATED = (torch.nn.RNN, torch.nn.GRU)
+
+
 def check_supported(model: torch.nn.Module) -> None:
-    """Opacus's ModuleValidator on the model: the layers it cannot make private named in one line."""
-    problems = ModuleValidator.validate(model, strict=False)
+    """Opacus's ModuleValidator on the model, and the layers it passes but cannot make private: named in one line."""
+    problems = [str(problem).split(". ")[0] for problem in ModuleValidator.validate(model, strict=False)]
+    problems += [f"nn.{type(module).__name__} ({name}) has no per-example gradients in Opacus"
+                 for name, module in model.named_modules() if type(module) in UNVALIDATED]  # fmt: skip
     if problems:
-        reasons = "; ".join(str(problem).split(". ")[0] for problem in problems)
+        reasons = "; ".join(problems)
         raise StudioError(f"differentially private training: Opacus cannot handle this model ({reasons}); train "
                           "a llama, gpt2 or Hugging Face model, or without privacy")  # fmt: skip
 
