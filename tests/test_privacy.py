@@ -234,3 +234,36 @@ async def test_the_train_tab_sets_a_privacy_budget_that_reaches_the_command(stud
         command = static_text(app.query_one("#train-command"))
         assert "--privacy-epsilon 3.0" in command and "--privacy-max-grad-norm 0.5" in command
         assert parse_back(command).to_dict() == app.config.to_dict()
+
+
+def test_poisson_sampling_takes_each_chat_example_with_the_accountants_rate(studio_home, tmp_path, chat_rows):
+    """Six conversations at batch 3: each drawn with probability 1/2, independently; every row one example, padded;
+    an empty draw (1/64 of them) learns nothing."""
+    from studio.checkpoints.training_state import TrainingState
+    from studio.data.batches import IGNORE, ExampleFile, private_examples
+    from tests.hf_models import CHATML, make_hf_model
+
+    folder = tmp_path / "model"
+    make_hf_model(folder, "qwen2", chat_template=CHATML)
+    config = tiny_config({"data.source": str(chat_rows), "train.init_from": str(folder), "model.block_size": 64})
+    dataset = open_dataset(read_config(prepare_run(config, "chat")).data.dataset)
+    examples = ExampleFile(dataset.bin_path("train"), dataset.dtype)
+    pairs = [tuple(map(torch.from_numpy, examples.pair(index, 64))) for index in range(len(examples))]
+    stream = private_examples(examples, 3, 64, dataset.meta.pad_id)
+    assert len(examples) == 6 and stream.rate == 0.5
+    state = TrainingState()
+    state.data_generator.manual_seed(0)
+    drawn, empty = [0] * 6, 0
+    for _ in range(2000):
+        batch = stream.next(state)
+        if batch.supervised == 0:
+            empty += 1
+            assert batch.tokens == 0 and (batch.y == IGNORE).all()
+            continue
+        for row in range(batch.x.size(0)):
+            index = next(i for i, (x, _) in enumerate(pairs) if torch.equal(batch.x[row, : len(x)], x))
+            assert torch.equal(batch.y[row, : len(pairs[index][1])], pairs[index][1])
+            assert (batch.y[row, len(pairs[index][1]) :] == IGNORE).all()  # the padding learns nothing
+            drawn[index] += 1
+    assert all(abs(count / 2000 - 0.5) < 0.04 for count in drawn), drawn
+    assert 10 <= empty <= 55  # 2000 / 64 = 31 expected
