@@ -353,6 +353,32 @@ class TrainConfig:
         "but the output head",
         "LoRA targets",
     )
+    privacy_epsilon: float = setting(
+        0.0,
+        "differential privacy (DP-SGD through Opacus): the ε the run may spend by its last step, at privacy_delta; "
+        "the noise is the least that meets it; 0: no target (private when privacy_noise_multiplier is set)",
+        "privacy ε",
+    )
+    privacy_delta: float = setting(
+        1e-5,
+        "DP-SGD: δ, the probability the ε bound may fail; keep it well below 1 / the training examples "
+        "(1e-5, as Opacus's examples and the DP-SGD papers use)",
+        "privacy δ",
+    )
+    privacy_max_grad_norm: float = setting(
+        1.0, "DP-SGD: each example's gradient is clipped to this norm before the noise is added", "per-example clip"
+    )
+    privacy_noise_multiplier: float = setting(
+        0.0,
+        "DP-SGD: the noise's standard deviation, in units of privacy_max_grad_norm, instead of the least that meets "
+        "privacy_epsilon; with both set a run whose steps would spend more than ε refuses to start",
+        "noise multiplier",
+    )
+
+    @property
+    def private(self) -> bool:
+        """Differentially private training (studio.train.privacy): a target ε or a noise multiplier is set."""
+        return self.privacy_epsilon > 0 or self.privacy_noise_multiplier > 0
 
     @property
     def world_size(self) -> int:
@@ -711,6 +737,7 @@ def validate(config: RunConfig) -> None:
         raise StudioError(f"distill.alpha must be in [0, 1], not {config.distill.alpha}")
     _positive("distill.temperature", config.distill.temperature)
     _check_preference(config)
+    _check_privacy(config)
     if t.min_lr > t.lr:
         raise StudioError(f"train.min_lr ({t.min_lr}) must not exceed train.lr ({t.lr})")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
@@ -740,6 +767,38 @@ def _check_preference(config: RunConfig) -> None:
         _positive(f"train.{key}", getattr(t, key))
     if t.simpo_gamma < 0:
         raise StudioError(f"train.simpo_gamma must not be negative, not {t.simpo_gamma}")
+
+
+def _check_privacy(config: RunConfig) -> None:
+    """DP-SGD's knobs in range, and what it is not built for here refused: its per-example clipping needs one
+    example per row and one process taking the whole step (studio.train.privacy)."""
+    t, m = config.train, config.model
+    for key in ("privacy_epsilon", "privacy_noise_multiplier"):
+        if getattr(t, key) < 0:
+            raise StudioError(f"train.{key} must not be negative (0: not set), not {getattr(t, key)}")
+    if not 0 < t.privacy_delta < 1:
+        raise StudioError(f"train.privacy_delta must be in (0, 1), e.g. 1e-5, not {t.privacy_delta}")
+    _positive("train.privacy_max_grad_norm", t.privacy_max_grad_norm)
+    if not t.private:
+        return
+    refusals = (
+        (t.world_size > 1, "runs in one process (its noise and accounting are one process's steps): set "
+                           "--num-processes 1"),
+        (t.accum_steps > 1, "takes each step's batch at once (Poisson sampling draws a step's examples "
+                            "together): set train.grad_accum 1 and train.global_batch 0, and raise train.batch_size"),
+        (t.mixed_precision in ("bf16", "fp16"), "trains in fp32 (per-example gradients under autocast are not "
+                                                "checked here): set train.mixed_precision auto or no"),
+        (t.compile == "true", "does not compile (Opacus's hooks run eagerly): set train.compile auto or false"),
+        (t.method not in ("full", "lora"), f"trains full weights or LoRA adapters, not {t.method}: use lora"),
+        (t.objective != "lm", f"is for lm and classify runs, not {t.objective}: set train.objective lm"),
+        (bool(config.distill.teacher), "learns from the data alone: remove distill.teacher"),
+        (config.data.packing, "clips each example's gradient, and a packed row holds several: set data.packing "
+                              "false"),
+        (m.encoder and t.task == "lm", "does not draw BERT's masks: train a masked LM without privacy"),
+    )  # fmt: skip
+    for refused, why in refusals:
+        if refused:
+            raise StudioError(f"differentially private training (train.privacy_*) {why}")
 
 
 def _check_grpo(t: TrainConfig) -> None:

@@ -13,6 +13,7 @@ import pytest
 import widgets.hardware_panel
 import widgets.panes.runs
 from studio.hardware import CpuStats
+from studio.run_folder.layout import read_config
 from tests.helpers import T0, fixture_events, with_memory, write_fixture_run
 from widgets.app import StudioApp
 from widgets.screens.dashboard import DashboardScreen
@@ -75,3 +76,18 @@ def test_dashboard_of_a_finished_run(fixed_runs, snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_dashboard_of_a_failed_run(fixed_runs, snap_compare, size):
     assert snap_compare(StudioApp(), terminal_size=size, run_before=open_run(1))
+
+
+def test_dashboard_of_a_private_run(fixed_runs, snap_compare):
+    """DP-SGD's ε spent: a line on the loss chart and "ε 7.9 of 8 at δ 1e-05" at the end of the metrics line."""
+    events = fixture_events()
+    for event in events:
+        if event["kind"] == "train":
+            event["epsilon"] = round(8 * (event["step"] / 100) ** 0.5 * 0.99, 4)
+    run_dir = write_fixture_run("private-tiny", events=events)
+    config = read_config(run_dir)
+    config.train.privacy_epsilon = 8.0
+    config.save(run_dir / "config.toml")
+    for path in run_dir.iterdir():
+        os.utime(path, (T0 - 3600, T0 - 3600))  # the newest: it lists last
+    assert snap_compare(StudioApp(), terminal_size=(160, 48), run_before=open_run(2))

@@ -21,6 +21,7 @@ REDRAWS_PER_SECOND = 3
 EMA_WEIGHT = 0.9  # smoothing: each shown point is 10% the new value, 90% the previous smoothed one
 TRAIN_COLOR, VAL_COLOR = "cyan", "orange"
 CE_COLOR, KD_COLOR = "green", "magenta"  # a distilled run's two parts of the loss
+EPSILON_COLOR = "red"  # a private run's ε spent, against the loss's axis (it grows from 0 to a few)
 METRIC_COLORS = ("green", "yellow", "blue")  # the objective's charted eval metrics, in order (a classifier's: acc, F1)
 TASK_COLORS = ("red", "white", "magenta", "blue")  # eval tasks' headline scores, one colour per task in turn
 SHARE_AXIS = "right"  # where scores from 0 to 1 are read off, the loss keeping the left-hand axis
@@ -42,7 +43,8 @@ def loss_curves(
     view: RunView, label_prefix: str = "", train_color: str = TRAIN_COLOR, val_color: str = VAL_COLOR
 ) -> list[Curve]:
     """A run's train loss as a line and validation loss as points (the compare screen draws several runs); a
-    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), and the objective the scores
+    distilled run adds the two parts of its loss (cross-entropy and the teacher's KL), a private run the ε it has
+    spent, and the objective the scores
     it charts: eval metrics as points (a classifier's validation accuracy and macro-F1), train figures as lines
     (GRPO's reward)."""
     train, val = view.series["loss"], view.series["val_loss"]
@@ -51,6 +53,7 @@ def loss_curves(
         Curve(f"{label_prefix}val", tuple(val.steps), tuple(val.values), val_color, points=True),
     ]
     extra = [("ce_loss", "ce", CE_COLOR, False, False), ("kd_loss", "kd", KD_COLOR, False, False)]
+    extra.append(("epsilon", "ε spent", EPSILON_COLOR, False, False))
     scores = [(metric, True) for metric in view.charted] + [(metric, False) for metric in view.train_charted]
     for (metric, points), color in zip(scores, METRIC_COLORS):  # shares: on an axis of their own, not the loss's
         extra.append((metric.key, metric.chart_label, color, points, True))

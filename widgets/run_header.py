@@ -59,6 +59,7 @@ def metrics_line(view: RunView) -> str:
         f"MFU {'-' if mfu is None else f'{100 * mfu:.1f}%'}{peak}   "
         f"train loss {_number(last['loss'], '.4f')}   val loss {_number(last['val_loss'], '.4f')}"
         + (f"   {scores}" if (scores := scores_line(view.charted, last)) else "")
+        + (f"   {view.privacy}" if view.privacy else "")
     )
 
 

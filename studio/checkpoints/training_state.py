@@ -2,8 +2,8 @@
 
 The weights and the optimizer's state are saved beside it (studio.checkpoints.files); this is the rest that
 a resume needs to continue exactly: where the run is (step, tokens seen, seconds spent training, examples
-drawn) and its random streams (the global torch RNG, which drives dropout, and the data generator, which picks
-the windows of plain text).
+drawn), its random streams (the global torch RNG, which drives dropout and a private run's noise, and the data
+generator, which picks the windows of plain text), and a private run's accountant history (studio.train.privacy).
 The counters are the same on every rank, and so is the data generator (every process draws the windows of
 all and keeps its share, studio.data.batches); the global torch RNG is each rank's own, and so are the batches an
 objective holds for later steps (GRPO's sampled answers, learned from by several updates in a row).
@@ -24,6 +24,8 @@ class TrainingState:
     examples_drawn: int = 0  # example data: this rank's position in its stream of examples (the same on every rank)
     data_generator: torch.Generator = field(default_factory=torch.Generator)  # the batch order, alike on every rank
     held: list[dict[str, torch.Tensor]] = field(default_factory=list)  # batches kept for later steps, in order
+    # DP-SGD's accountant history: (noise multiplier, sampling rate, steps) runs, as Opacus's RDPAccountant keeps it
+    privacy_history: list[tuple[float, float, int]] = field(default_factory=list)
 
     def seed(self, seed: int, rank: int = 0) -> None:
         """Fresh streams: the batch order from `seed` (on every rank), dropout from `seed + rank`."""
@@ -37,6 +39,7 @@ class TrainingState:
             "tokens_seen": self.tokens_seen,
             "train_seconds": self.train_seconds,
             "examples_drawn": self.examples_drawn,
+            "privacy_history": [list(entry) for entry in self.privacy_history],
         }
 
     def rank_tensors(self) -> dict[str, torch.Tensor]:
@@ -55,6 +58,7 @@ class TrainingState:
         self.tokens_seen = int(counters["tokens_seen"])
         self.train_seconds = float(counters["train_seconds"])
         self.examples_drawn = int(counters.get("examples_drawn", 0))  # absent from checkpoints of plain text runs
+        self.privacy_history = [(float(n), float(q), int(s)) for n, q, s in counters.get("privacy_history", [])]
         self.data_generator.set_state(tensors["data"])
         if "torch" in tensors:
             torch.set_rng_state(tensors["torch"])

@@ -54,6 +54,10 @@ TRAIN_FLAGS = (
     "train.report_to",
     "train.rewards",
     "train.group_size",
+    "train.privacy_epsilon",
+    "train.privacy_delta",
+    "train.privacy_max_grad_norm",
+    "train.privacy_noise_multiplier",
     "distill.teacher",
 )
 EVALUATE_OPTIONS = ("data.text_field", "data.label_field", "data.text_pair_field", "train.rewards")
@@ -70,6 +74,10 @@ METAVARS = {
     "data.near_dedup": "THRESHOLD",
     "data.decontaminate": "FILE",
     "data.decontaminate_ngram": "N",
+    "train.privacy_epsilon": "EPSILON",
+    "train.privacy_delta": "DELTA",
+    "train.privacy_max_grad_norm": "NORM",
+    "train.privacy_noise_multiplier": "SIGMA",
 }
 
 

@@ -11,10 +11,14 @@ Two kinds of data, one `Batch`:
   every example, which keeps attention and loss inside it. Targets the supervision mask leaves out are IGNORE.
   Examples come in epochs, each a seeded permutation, shared out between processes; the position in that
   stream is one counter (`examples_drawn`), so a resume continues exactly where the run was.
+- differentially private training (`PoissonStream`): each step takes every unit (an example, or one of the
+  disjoint windows plain text is cut into) with the same probability, drawn from the data generator, as DP-SGD's
+  privacy accounting assumes (studio.train.privacy).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -287,3 +291,51 @@ def padded_examples(rows: list[list[tuple[np.ndarray, np.ndarray]]], length: int
             at += len(inputs)
         positions[row, at:] = np.arange(length - at)
     return Batch(torch.from_numpy(x), torch.from_numpy(y), tokens, torch.from_numpy(positions) if packed else None)
+
+
+# ---- Poisson sampling (differentially private training) -------------------------------------------------------
+class PoissonStream:
+    """DP-SGD's batches: every one of `units` is in a step's batch with probability `rate` = batch_size / units,
+    independently, so a batch holds batch_size units on average. An empty draw is one row that learns nothing
+    (`nothing_learned`): its gradient is zero and the step is noise alone, as DP-SGD's empty batch is."""
+
+    def __init__(self, units: int, batch_size: int, batch_of: Callable[[list[int]], Batch], what: str):
+        if batch_size > units:
+            raise StudioError(f"train.batch_size {batch_size} is more than the {units} {what} private training "
+                              f"samples from; lower it below {units} or add data")  # fmt: skip
+        self.units, self.rate, self.batch_of = units, batch_size / units, batch_of
+
+    def next(self, position: StreamPosition) -> Batch:
+        chosen = torch.rand(self.units, generator=position.data_generator) < self.rate
+        indices = chosen.nonzero().flatten().tolist()
+        return self.batch_of(indices) if indices else nothing_learned(self.batch_of([0]))
+
+
+def nothing_learned(batch: Batch) -> Batch:
+    """The batch with no target learned and no token counted."""
+    return Batch(batch.x, torch.full_like(batch.y, IGNORE), 0, batch.positions, batch.lengths)
+
+
+def private_windows(tokens: TokenFile, batch_size: int, block_size: int) -> PoissonStream:
+    """Plain text cut into disjoint windows of block_size (+1 for the last target), Poisson-sampled: a token is in
+    one unit only, so the accountant's unit is a window of the corpus."""
+    units = max(len(tokens) - 1, 0) // block_size
+
+    def windows(indices: list[int]) -> Batch:
+        starts = np.asarray(indices)[:, None] * block_size + np.arange(block_size + 1)
+        rows = torch.from_numpy(tokens.ids[starts].astype(np.int64))
+        return Batch(rows[:, :-1].contiguous(), rows[:, 1:].contiguous(), rows[:, :-1].numel())
+
+    return PoissonStream(units, batch_size, windows, f"windows of {block_size} tokens")
+
+
+def private_examples(examples: ExampleFile, batch_size: int, block_size: int, pad_id: int) -> PoissonStream:
+    """Examples (chat rows, or labeled rows) Poisson-sampled, each row one example, right-padded."""
+
+    def rows(indices: list[int]) -> Batch:
+        if examples.labels is not None:
+            return labeled_batch(examples, indices, pad_id)
+        pairs = [[examples.pair(index, block_size)] for index in indices]
+        return padded_examples(pairs, max(len(row[0][0]) for row in pairs), packed=False)
+
+    return PoissonStream(len(examples), batch_size, rows, "examples")

@@ -128,9 +128,12 @@ def _finite(view: RunView, key: str) -> list[tuple[int, float]]:
 
 
 def metrics_table(pages: list[RunPage]) -> str:
-    """Each run's losses, tokens and, when any run has them, its scores (a classifier's, eval tasks' last and best)."""
+    """Each run's losses, tokens and, when any run has them, its scores (a classifier's, eval tasks' last and best)
+    and its privacy spent (a private run's ε)."""
     scores = [run_scores(page.view.charted, page.view.series) for page in pages]
-    header = ("run", "status", "step", "train loss", "val loss", "tokens seen", *(["scores"] if any(scores) else []))
+    private = any(page.view.privacy for page in pages)
+    header = ("run", "status", "step", "train loss", "val loss", "tokens seen", *(["scores"] if any(scores) else []),
+              *(["privacy"] if private else []))  # fmt: skip
     rows = []
     for page, score in zip(pages, scores):
         last = {key: page.view.series[key].last() for key in ("loss", "val_loss")}
@@ -143,6 +146,7 @@ def metrics_table(pages: list[RunPage]) -> str:
                 format_loss(last["val_loss"]),
                 "-" if page.view.tokens_seen is None else format_count(page.view.tokens_seen),
                 *([score or "-"] if any(scores) else []),
+                *([page.view.privacy or "-"] if private else []),
             )
         )
     return _table(header, rows)

@@ -35,6 +35,8 @@ FIELD_TYPES = {  # every field an event may carry, and its type; a field of anot
     # GRPO's train fields (studio.train.objectives.grpo): the rewards, per function too, and where the time went
     "reward": NUMBER, "reward_std": NUMBER, "rewards": dict, "completion_len": NUMBER, "kl": NUMBER,
     "clip_fraction": NUMBER, "generation_s": NUMBER, "update_s": NUMBER, "val_rewards": dict,
+    # differentially private training (studio.train.privacy): ε spent so far (train), the run's DP facts (status)
+    "epsilon": NUMBER, "noise_multiplier": NUMBER, "sample_rate": NUMBER, "delta": NUMBER, "max_grad_norm": NUMBER,
     # every objective's eval figures, as its spec lists them (the preference objectives' pair accuracy, margin, ...)
     **{metric.key: NUMBER for objective in OBJECTIVES.values() for metric in objective.eval_metrics},
     # a preference run's train events: its eval figures over the steps since the last (reward_chosen, margin, ...)
@@ -79,9 +81,10 @@ def format_event(event: dict) -> str | None:
         if event.get("reward") is not None:  # GRPO: the reward, and generation's seconds beside the update's
             reward = (f"  reward {number('reward', '.3f')} ± {number('reward_std', '.3f')}  "
                       f"gen {number('generation_s', '.1f')}s update {number('update_s', '.1f')}s")  # fmt: skip
+        spent = f"  ε {number('epsilon', '.3g')}" if event.get("epsilon") is not None else ""  # a private run's
         return (
             f"step {step:>6}  loss {number('loss', '.4f')}  lr {number('lr', '.2e')}{norm}  "
-            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}"
+            f"{number('tokens_per_s', ',.0f')} tok/s{mfu}{reward}{spent}"
         )
     if kind == "eval":
         metrics = [metric.format(event) for metric in objective_of_eval(event).eval_metrics if metric.key in event]

@@ -37,6 +37,7 @@ TRAIN_METRICS = (
     "mfu",
     "mem_allocated",
     "mem_peak",
+    "epsilon",  # a private run's privacy spent so far (studio.train.privacy)
     *dict.fromkeys(metric.key for objective in OBJECTIVES.values() for metric in objective.train_charted),
 )
 # the validation loss, and what each objective charts beside it (a classifier's accuracy and macro-F1)

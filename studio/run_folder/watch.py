@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.config import TrainConfig
 from studio.epochs import run_dataset_meta, steps_and_epochs
 from studio.objectives import Metric, objective_of
 from studio.run_folder.history import History, MemoryFacts, Series
@@ -45,6 +46,7 @@ class RunView:
     charted: tuple[Metric, ...] = ()  # the objective's eval metrics drawn beside the loss (studio.objectives)
     train_charted: tuple[Metric, ...] = ()  # and its train events' figures drawn beside it (GRPO's reward)
     length: str = ""  # "300 steps ≈ 960 epochs of 5 examples"; "" when the dataset is gone
+    privacy: str = ""  # a private run's privacy spent: "ε 1.23 of 8 at δ 1e-05"; "" when it is not private
 
 
 class RunWatcher:
@@ -151,4 +153,14 @@ class RunWatcher:
                 memory=self.history.memory,
                 charted=self.charted,
                 train_charted=self.train_charted,
+                privacy=privacy_spent(self.config.train, self.series["epsilon"].last()),
             )
+
+
+def privacy_spent(train: TrainConfig, epsilon: float | None) -> str:
+    """A private run's ε spent so far, its target and δ, as the dashboard and the report show it; "" when the run
+    is not private."""
+    if not train.private:
+        return ""
+    target = f" of {train.privacy_epsilon:g}" if train.privacy_epsilon else ""
+    return f"ε {'-' if epsilon is None else f'{epsilon:.3g}'}{target} at δ {train.privacy_delta:g}"

@@ -124,9 +124,10 @@ def method_sizes(
     given (the logits are then per text, not per token).
 
     Weights are fp32 (~0.55 bytes each for qlora's 4-bit base, scales included) with the adapters on top; gradients
-    and optimizer moments exist for the trainable values only; activations as estimate_train_memory counts them
-    (for a Hugging Face model: every linear layer's output and four residual-width tensors per layer and token),
-    plus what the adapters keep (_adapter_activations)."""
+    and optimizer moments exist for the trainable values only (a private run's gradients are held batch_size + 2
+    times: one per example, their clipped sum and the gradient itself, studio.train.privacy); activations as
+    estimate_train_memory counts them (for a Hugging Face model: every linear layer's output and four residual-width
+    tensors per layer and token), plus what the adapters keep (_adapter_activations)."""
     method = method or train.method
     if facts is None:
         total, layers = param_count(model, model.vocab_size, num_labels), native_linear_layers(model)
@@ -146,7 +147,7 @@ def method_sizes(
     optimizer_values = optimizer_values_per_weight(train)
     memory = {
         "weights": (int(0.55 * total) if method == "qlora" else 4 * total) + (4 * trainable if adapters else 0),
-        "gradients": 4 * trainable,
+        "gradients": 4 * trainable * (train.batch_size + 2 if train.private else 1),
         "optimizer": 4 * optimizer_values * trainable,
         "activations": activations,
     }

@@ -6,7 +6,8 @@ in page-locked memory copied without waiting (`non_blocking`). On a CPU the defa
 run computes exactly what it computed before them: compiling costs more time than it saves on the small models
 CPUs train, TF32 does not exist and there is nothing to copy; bf16 autocast, faster on CPUs with AVX512-BF16,
 changes the numbers and stays one `--mixed-precision bf16` away. `train.mixed_precision` and `train.compile` set to
-anything but "auto" are obeyed on any device (docs/ARCHITECTURE.md, "The GPU fast path").
+anything but "auto" are obeyed on any device (docs/ARCHITECTURE.md, "The GPU fast path"). A differentially private
+run's "auto" is fp32 and eager on any device: Opacus's per-example gradients are checked there (studio.train.privacy).
 """
 
 from __future__ import annotations
@@ -29,6 +30,6 @@ def fast_path(device_type: str, train: TrainConfig, bf16_supported: bool) -> Fas
     cuda = device_type == "cuda"
     precision = train.mixed_precision
     if precision == "auto":
-        precision = "bf16" if cuda and bf16_supported else "no"
-    compile = cuda if train.compile == "auto" else train.compile == "true"
+        precision = "bf16" if cuda and bf16_supported and not train.private else "no"
+    compile = cuda and not train.private if train.compile == "auto" else train.compile == "true"
     return FastPath(precision=precision, tf32=cuda, compile=compile, pin_memory=cuda)

@@ -18,7 +18,7 @@ import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -65,6 +65,9 @@ from studio.train.objectives import Distilled, TrainingContext, training_objecti
 from studio.train.optimizer import build_optimizer, set_lr
 from studio.train.schedule import lr_at
 
+if TYPE_CHECKING:  # Opacus, an optional extra, is imported by private runs alone
+    from studio.train.privacy import PrivateTraining
+
 
 class NullWriter:
     """What ranks other than 0 get instead of an EventWriter: they report nothing."""
@@ -98,7 +101,14 @@ class Trainer:
         self.objective = training_objective(
             objective_of(self.config), TrainingContext(self.config, self.dataset, self.tokenizer, self.accelerator)
         )
-        self.train_stream = self.objective.batches("train", shuffle=True)
+        self.privacy: PrivateTraining | None = None  # DP-SGD (studio.train.privacy), with Poisson-sampled batches
+        if train.private:
+            from studio.train.privacy import PrivateTraining
+
+            self.train_stream = self.objective.private_batches()
+            self.privacy = PrivateTraining(self.config, self.train_stream.rate)
+        else:
+            self.train_stream = self.objective.batches("train", shuffle=True)
         self.tasks = [read_task(file) for file in train.eval_tasks]  # scored at each evaluation (every process)
 
         set_seed(train.seed)  # the same initial weights (and adapters) on every rank
@@ -116,11 +126,14 @@ class Trainer:
         self.teacher = self._teacher()
         if self.teacher is not None:
             self.objective = Distilled(self.objective, self.teacher, self.config.distill)
+        trained_module = self.model
+        if self.privacy is not None:  # per-example gradients, clipped and noised before the optimizer steps
+            trained_module, self.optimizer = self.privacy.wrap(self.model, self.optimizer)
         if self.sharded:  # FSDP reduces the gradients itself: Accelerate adds autocast, and no DDP around it
             self.prepared_model = self.accelerator.prepare_model(self.model, evaluation_mode=True)
             self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
         else:
-            self.prepared_model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+            self.prepared_model, self.optimizer = self.accelerator.prepare(trained_module, self.optimizer)
         # Compiled after prepare (DDP and autocast inside the graph). The prepared model is kept: the first step
         # falls back to it if compiling fails (compile_failed), and evaluation runs it (an eval-mode graph would
         # be a second compile, for a few batches now and then).
@@ -132,6 +145,8 @@ class Trainer:
         self.memory = MemoryMeter(self.accelerator.device, self._weights())
         self.state = TrainingState()  # last, so nothing above consumes random numbers of the training streams
         self._start_state(resumed_from)
+        if self.privacy is not None:  # the noise planned for a fresh run (or its budget refused), a resumed run's own
+            self.privacy.start(self.state)
 
     # ---- setup --------------------------------------------------------------------------------------
     def _teacher(self) -> torch.nn.Module | None:
@@ -225,6 +240,7 @@ class Trainer:
             mem_estimate=self.memory_estimate,
             mem_measure=self.memory.measure,
             mem_baseline=self.memory.baseline,
+            **(self.privacy.facts() if self.privacy is not None else {}),
         )
         if self.state.step == 0:
             if not self.dataset.has_validation:
@@ -278,6 +294,8 @@ class Trainer:
         batches = [self.train_stream.next(self.state) for _ in range(train.accum_steps)]
         learned, tokens = self._global_counts(batches)
         scale = accelerator.num_processes / max(learned, 1)
+        if self.privacy is not None:  # each example's loss its own, not a share of the batch's (studio.train.privacy)
+            scale = 1 / self.privacy.loss_divisor
         try:
             sums = self.accumulate_gradients(batches, scale)
         except torch._dynamo.exc.TorchDynamoException as error:  # compiling failed (no compiler, say)
@@ -287,10 +305,12 @@ class Trainer:
             sums = self.accumulate_gradients(batches, scale)
         self.compile_pending = False
         grad_norm = None
-        if train.grad_clip or log:
+        if self.privacy is None and (train.grad_clip or log):  # DP-SGD clips each example's gradient instead
             norm = accelerator.clip_grad_norm_(self.run_model.inner.parameters(), train.grad_clip or math.inf)
             grad_norm = float(sharding.whole(norm)) if log else None
         self.optimizer.step()
+        if self.privacy is not None:
+            self.privacy.step()
         self.optimizer.zero_grad(set_to_none=True)
         local_learned = sum(batch.supervised for batch in batches)
         return StepResult(sums, local_learned, tokens, grad_norm)
@@ -350,6 +370,8 @@ class Trainer:
             "mfu": round(tokens_per_s * self.flops_per_token / self.peak_flops, 5) if self.peak_flops else None,
         }
         fields.update(self.objective.train_fields(window.seconds))
+        if self.privacy is not None:
+            fields["epsilon"] = round(self.privacy.epsilon(), 6)
         if self.teacher is not None:
             fields.update(ce_loss=round(cross_entropy, 6), kd_loss=round(divergence, 6))
         if self.accelerator.device.type == "cuda":

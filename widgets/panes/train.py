@@ -118,6 +118,13 @@ class TrainPane(TaskPane, ConfigPane, Horizontal):
             with Horizontal(classes="button-row"):
                 yield Select[str]([], prompt="teacher run…", id="train-teacher-run", compact=True)
                 yield Button("Teacher folder…", id="train-teacher-folder", compact=True)
+            yield from form_section(
+                "Privacy (DP-SGD)",
+                "train.privacy_epsilon",
+                "train.privacy_delta",
+                "train.privacy_max_grad_norm",
+                "train.privacy_noise_multiplier",
+            )
         with Vertical(id="train-side"):
             yield LrPreview(id="train-lr")
             yield Static("", id="train-lr-note")

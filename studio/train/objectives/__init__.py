@@ -2,7 +2,8 @@
 protocol, after torchtune's loss protocols.
 
 - `batches(split, shuffle)`: the split's batch stream (`next(state)` draws a `Batch` from the training state's
-  data generator, so a resumed run draws what it would have drawn);
+  data generator, so a resumed run draws what it would have drawn); `private_batches()`: the training split
+  Poisson-sampled instead, for differentially private training (studio.train.privacy);
 - `loss_sums(model, batch)`: the summed loss over the targets the batch learns, with its cross-entropy and
   distillation parts (a tensor of three, left on the device); the trainer divides by the step's learned targets;
 - `evaluate(model, eval_steps)`: the fields of an `eval` event, reduced over every process;
@@ -27,7 +28,7 @@ from accelerate import Accelerator
 from tokenizers import Tokenizer
 
 from studio.config import DistillConfig, RunConfig
-from studio.data.batches import ExampleFile, ExampleStream
+from studio.data.batches import ExampleFile, ExampleStream, PoissonStream, private_examples
 from studio.data.prepare import Dataset
 from studio.model import distill_loss_sum, lm_loss_sum
 from studio.objectives import Objective
@@ -72,6 +73,12 @@ class TrainingObjective:
             examples, context.config.train.batch_size, context.block_size, context.config.data.packing,
             context.config.train.seed, context.rank, context.world, shuffle, dataset.meta.pad_id,
         )  # fmt: skip
+
+    def private_batches(self) -> PoissonStream:
+        """The training examples Poisson-sampled, for DP-SGD (studio.train.privacy)."""
+        context, dataset = self.context, self.context.dataset
+        examples = ExampleFile(dataset.bin_path("train"), dataset.dtype)
+        return private_examples(examples, context.config.train.batch_size, context.block_size, dataset.meta.pad_id)
 
     def sample_examples(self) -> tuple[ExampleFile, range]:
         """The examples samples answer: the first few of the validation split, or of the training split when the

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from studio.checkpoints.training_state import TrainingState
-from studio.data.batches import IGNORE, ExampleStream, TokenFile, WindowStream
+from studio.data.batches import IGNORE, ExampleStream, PoissonStream, TokenFile, WindowStream, private_windows
 from studio.data.examples import dataset_chat_template
 from studio.inference.generate import SamplingConfig, sample
 from studio.model import lm_loss_sum
@@ -34,6 +34,14 @@ class Objective(TrainingObjective):
             tokens = TokenFile(dataset.bin_path(split), dataset.dtype)
             return WindowStream(tokens, batch_size, context.block_size, context.rank, context.world)
         return self.examples(split, shuffle)
+
+    def private_batches(self) -> PoissonStream:
+        """Plain text's disjoint windows, or the examples, Poisson-sampled (DP-SGD)."""
+        context, dataset = self.context, self.context.dataset
+        if dataset.has_examples:
+            return super().private_batches()
+        tokens = TokenFile(dataset.bin_path("train"), dataset.dtype)
+        return private_windows(tokens, context.config.train.batch_size, context.block_size)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:
