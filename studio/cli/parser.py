@@ -181,11 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     predict.add_argument("--top-k", type=int, default=5, help="labels, or candidates per [MASK]")
 
-    export = command("export", "write a checkpoint as a Hugging Face folder")
-    export.add_argument("run")
+    export = command("export", "write a checkpoint as a Hugging Face folder, or a GGUF file for llama.cpp and Ollama")
+    export.add_argument("run", metavar="RUN|DIR")
     export.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     export.add_argument("--out", required=True, type=Path, help="an empty or new folder (or an earlier export)")
-    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    export.add_argument("--format", default="huggingface", choices=["huggingface", "gguf"])
+    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="--format huggingface")
+    export.add_argument(
+        "--quant",
+        choices=["f32", "f16", "bf16", "q8_0", "q4_k_m"],
+        help="--format gguf: the weights' format (default f16; q4_k_m is llama.cpp's quantiser)",
+    )
     export.add_argument("--max-shard-size", default="2GB", help="split weights above this size, e.g. 500MB")
     export.add_argument(
         "--adapter",
