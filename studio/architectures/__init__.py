@@ -27,6 +27,7 @@ GGUF_FAMILIES: dict[str, Gguf] = {
     "gpt2": GPT2.gguf,
     "qwen2": Gguf("qwen2"),
     "qwen3": Gguf("qwen3"),
+    "phi3": Gguf("phi3"),  # its fused qkv_proj and gate_up_proj are llama.cpp's attn_qkv and ffn_up as they are
 }
 
 

@@ -46,10 +46,19 @@ INSTALL = "pip install 'llm-studio[gguf]'"
 VERIFICATION = "verification.json"
 MODELFILE = "Modelfile"
 
-# The byte-level BPE pre-tokenizer that llama.cpp's "gpt-2" pre-tokenizer implements: GPT-2's regex, then bytes
-# mapped to visible characters. The studio's own BPE adds a split of pre-tokens into pieces of at most
-# MAX_PRETOKEN_BYTES, which llama.cpp does not: the two agree on every pre-token (a word, a number, a run of
-# spaces) up to that length, which the probes check.
+# The pre-tokenizers llama.cpp implements, by the regex a byte-level BPE's tokenizer.json splits text with, as
+# its Split step before a ByteLevel that splits no further (Qwen2's, Llama 3's). Qwen2's tokenizer also puts text
+# in NFC, which llama.cpp does not: the two agree on text already in NFC (nearly all text), as they do for every
+# GGUF of Qwen that llama.cpp's own converter writes.
+SPLIT_PRE_TOKENIZERS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{"
+    r"1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+}
+# GPT-2's regex, which a ByteLevel step applies itself: llama.cpp's "gpt-2". The studio's own BPE adds a cut of
+# pre-tokens into pieces of at most MAX_PRETOKEN_BYTES, which llama.cpp does not: the two agree on every
+# pre-token (a word, a number, a run of spaces) up to that length, which the probes check.
 GPT2_PRE_TOKENIZER = "gpt-2"
 
 # Probe strings whose token ids llama.cpp must give as the studio does (the special tokens are added to them).
@@ -106,6 +115,7 @@ class SpecialIds:
 class Reference:
     """What the studio's own model says on the probes, which llama.cpp must say too."""
 
+    context: int  # the longest sequence the studio's model takes
     probe_ids: dict[str, list[int]]
     logit_ids: list[int]
     logits: np.ndarray  # (positions, vocabulary)
@@ -142,7 +152,7 @@ def export_gguf(run: str, out: Path, step: int | None = None, quant: str = "f16"
         template = pinned_chat_template(dataset, tokenizer, specials)
         writing = "f16" if quant == "q4_k_m" else quant
         written = staging / (name if writing == quant else f".{run_dir.name}-f16.gguf")
-        write_gguf(written, gguf, facts, hf_config, weights, vocabulary, specials, template, writing, run_dir.name)
+        write_gguf(written, gguf, facts, hf_config, weights, vocabulary, specials, template, writing)
         if quant == "q4_k_m":
             quantize_k(written, staging / name)
             written.unlink()
@@ -153,7 +163,7 @@ def export_gguf(run: str, out: Path, step: int | None = None, quant: str = "f16"
             figures["verified"] = False
         else:
             started = time.monotonic()
-            figures |= llama_cpp_figures(staging / name, reference, config.model.block_size)
+            figures |= llama_cpp_figures(staging / name, reference)
             figures["verify_seconds"] = since(started)
             verdict = judge(figures, quant, reference)
             figures["verified"] = True
@@ -198,12 +208,12 @@ def gguf_facts(name: str, config: RunConfig, hf_config: dict[str, Any]) -> Gguf:
     model_type = hf_config["model_type"]
     facts = GGUF_FAMILIES.get(model_type) if config.model.pretrained else architecture(config.model.arch).gguf
     if facts is None:
-        what = f"{model_type} models" if config.model.pretrained else f"the studio's {config.model.arch} models"
-        known = ", ".join(sorted(GGUF_FAMILIES))
-        raise StudioError(
-            f"run {name}: llama.cpp has no loader for {what}; GGUF export takes the studio's llama and gpt2 models "
-            f"and Hugging Face {known}; export it with --format huggingface"
-        )
+        families = ", ".join(sorted(GGUF_FAMILIES))
+        if config.model.pretrained:
+            what = f"GGUF export does not write {model_type} models (it writes Hugging Face {families})"
+        else:
+            what = f"llama.cpp has no loader for the studio's {config.model.arch} models"
+        raise StudioError(f"run {name}: {what}; export it with --format huggingface")
     window = hf_config.get("sliding_window") if hf_config.get("use_sliding_window", True) else None
     context = hf_config.get("max_position_embeddings", 0)
     if window and window < context and not facts.sliding_window:
@@ -226,10 +236,12 @@ def gguf_vocabulary(name: str, tokenizer, vocab_size: int, gguf) -> Vocabulary:
             f"run {name} has a character-level tokenizer, which llama.cpp cannot express: it drops a character "
             "its vocabulary lacks where the studio writes <|unk|>; train with --tokenizer bpe to export GGUF"
         )
-    if model["type"] != "BPE" or spec.get("normalizer") or not gpt2_pre_tokenizer(spec["pre_tokenizer"]):
+    pre = llama_cpp_pre_tokenizer(spec) if model["type"] == "BPE" else None
+    if pre is None:
         raise StudioError(
             f"run {name}'s tokenizer ({model['type']}, pre-tokenizer {describe(spec['pre_tokenizer'])}) splits text "
-            "in a way no llama.cpp pre-tokenizer does; GGUF export takes byte-level BPE with GPT-2's split"
+            "in a way no llama.cpp pre-tokenizer does; GGUF export takes byte-level BPE with GPT-2's, Llama 3's or "
+            "Qwen2's split"
         )
     by_id = {token_id: token for token, token_id in tokenizer.get_vocab(with_added_tokens=True).items()}
     specials = {added["content"] for added in spec["added_tokens"] if added["special"]}
@@ -244,20 +256,31 @@ def gguf_vocabulary(name: str, tokenizer, vocab_size: int, gguf) -> Vocabulary:
         else:
             types.append(gguf.TokenType.NORMAL)
     merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in model["merges"]]
-    return Vocabulary(tokens, types, merges, GPT2_PRE_TOKENIZER, sorted(specials))
+    return Vocabulary(tokens, types, merges, pre, sorted(specials))
 
 
-def gpt2_pre_tokenizer(pre: dict[str, Any] | None) -> bool:
-    """GPT-2's byte-level split, alone or followed by the studio's cut of long pre-tokens."""
+def llama_cpp_pre_tokenizer(spec: dict[str, Any]) -> str | None:
+    """The name of llama.cpp's pre-tokenizer that splits text as the tokenizer.json `spec` does; None: none."""
+    pre, normalizer = spec["pre_tokenizer"], spec.get("normalizer")
     if pre is None:
-        return False
-    if pre["type"] == "Sequence":
-        first, *rest = pre["pretokenizers"]
-        return gpt2_pre_tokenizer(first) and all(studio_cut(step) for step in rest)
+        return None
+    steps = pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]
+    first, *rest = steps
+    if normalizer is None and gpt2_byte_level(first) and all(map(studio_cut, rest)):
+        return GPT2_PRE_TOKENIZER
+    if normalizer in (None, {"type": "NFC"}) and len(steps) == 2 and first["type"] == "Split":
+        byte_level = rest[0]["type"] == "ByteLevel" and not rest[0]["use_regex"] and not rest[0]["add_prefix_space"]
+        whole = first["behavior"] == "Isolated" and not first["invert"]
+        return SPLIT_PRE_TOKENIZERS.get(first["pattern"].get("Regex", "")) if byte_level and whole else None
+    return None
+
+
+def gpt2_byte_level(pre: dict[str, Any]) -> bool:
     return pre["type"] == "ByteLevel" and not pre["add_prefix_space"] and pre.get("use_regex", True)
 
 
 def studio_cut(pre: dict[str, Any]) -> bool:
+    """The studio's cut of long pre-tokens (studio.data.tokenizer.train_bpe)."""
     return pre["type"] == "Split" and pre["pattern"].get("Regex", "").startswith(".{1,")
 
 
@@ -322,11 +345,11 @@ def write_gguf(
     specials: SpecialIds,
     chat_template: str | None,
     quant: str,
-    name: str,
 ) -> None:
     arch = gguf.MODEL_ARCH[facts.arch.upper()]
+    # no general.name: llama.cpp changes how it tokenizes by the name (one holding "phi3" strips spaces after
+    # special tokens), and a run's name is the user's
     writer = gguf.GGUFWriter(path, facts.arch)
-    writer.add_name(name)
     write_hyperparameters(writer, hf_config)
     writer.add_file_type(FILE_TYPES[quant](gguf))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -344,7 +367,7 @@ def write_gguf(
     writer.add_add_eos_token(False)
     if chat_template:
         writer.add_chat_template(chat_template)
-    names = gguf.get_tensor_name_map(arch, hf_config["num_hidden_layers"])
+    names = gguf.get_tensor_name_map(arch, hf_config.get("num_hidden_layers") or hf_config["n_layer"])
     for hf_name, tensor in weights.items():
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
@@ -454,7 +477,17 @@ def studio_reference(run_dir: Path, step: int, probes: list[str]) -> Reference:
         answer = greedy_ids(generator, chat_prompt, min(CHAT_TOKENS, generator.block_size - len(chat_prompt)))
         chat_answer = tokenizer.decode(answer)
         chat_stopped = len(answer) < min(CHAT_TOKENS, generator.block_size - len(chat_prompt))
-    return Reference(probe_ids, logit_ids, logits, prompt, greedy, generator.stop_ids, chat_answer, chat_stopped)
+    return Reference(
+        generator.block_size,
+        probe_ids,
+        logit_ids,
+        logits,
+        prompt,
+        greedy,
+        generator.stop_ids,
+        chat_answer,
+        chat_stopped,
+    )
 
 
 def greedy_ids(generator: Generator, prompt: list[int], new_tokens: int) -> list[int]:
@@ -466,12 +499,12 @@ def greedy_ids(generator: Generator, prompt: list[int], new_tokens: int) -> list
     return answer[0]
 
 
-def llama_cpp_figures(path: Path, reference: Reference, context: int) -> dict[str, Any]:
+def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
     """llama.cpp's answers on the probes, compared with the studio's."""
     import llama_cpp
 
     quiet_llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=context, logits_all=True, verbose=False, seed=0)
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=reference.context, logits_all=True, verbose=False, seed=0)
     mismatched = {
         text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         for text, ids in reference.probe_ids.items()
