@@ -70,6 +70,7 @@ PROBES = (
     "中文分词测试：你好，世界。日本語も。",
     "emoji 🙂🚀 and 👩‍💻 joined",
 )
+# Logits are compared on each probe and on this text, every position pooled: a 2% rule needs many positions
 LOGIT_PROBE = "def add(a, b):\n    return a + b\n\nThe quick brown fox jumps over the lazy dog 12345."
 GREEDY_PROMPT = "def "
 GREEDY_TOKENS = 32
@@ -117,8 +118,8 @@ class Reference:
 
     context: int  # the longest sequence the studio's model takes
     probe_ids: dict[str, list[int]]
-    logit_ids: list[int]
-    logits: np.ndarray  # (positions, vocabulary)
+    logit_ids: list[list[int]]  # sequences
+    logits: np.ndarray  # (positions of every sequence, vocabulary)
     greedy_prompt: list[int]
     greedy_ids: list[int]  # up to a stop token
     stop_ids: list[int]
@@ -467,8 +468,9 @@ def studio_reference(run_dir: Path, step: int, probes: list[str]) -> Reference:
     generator = load_generator(str(run_dir), step)
     tokenizer = generator.tokenizer
     probe_ids = {text: tokenizer.encode(text, add_special_tokens=False).ids for text in probes}
-    logit_ids = tokenizer.encode(LOGIT_PROBE, add_special_tokens=False).ids[: generator.block_size]
-    logits = generator.model(torch.tensor([logit_ids]))[0][0].float().numpy()
+    logit_probe = tokenizer.encode(LOGIT_PROBE, add_special_tokens=False).ids
+    logit_ids = [ids[: generator.block_size] for ids in [*probe_ids.values(), logit_probe] if ids]
+    logits = np.concatenate([generator.model(torch.tensor([ids]))[0][0].float().numpy() for ids in logit_ids])
     prompt = generator.encode(GREEDY_PROMPT)
     greedy = greedy_ids(generator, prompt, min(GREEDY_TOKENS, generator.block_size - len(prompt)))
     chat_answer, chat_stopped = None, False
@@ -510,9 +512,7 @@ def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
         for text, ids in reference.probe_ids.items()
         if llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) != ids
     }
-    llm.reset()
-    llm.eval(reference.logit_ids)
-    logits = np.array(llm.scores[: len(reference.logit_ids)], dtype=np.float32)  # a copy: generating reuses them
+    logits = np.concatenate([llama_cpp_logits(llm, ids) for ids in reference.logit_ids])
     agree = float((logits.argmax(-1) == reference.logits.argmax(-1)).mean())
     greedy = llama_cpp_greedy(llm, reference.greedy_prompt, len(reference.greedy_ids), reference.stop_ids)
     figures: dict[str, Any] = {
@@ -520,7 +520,7 @@ def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
         "probes": len(reference.probe_ids),
         "probes_tokenized_alike": len(reference.probe_ids) - len(mismatched),
         "mismatched_probes": {text: ids[:16] for text, ids in mismatched.items()},
-        "logit_positions": len(reference.logit_ids),
+        "logit_positions": len(logits),
         "max_logit_diff": float(np.abs(logits - reference.logits).max()),
         "top1_agreement": agree,
         "greedy_tokens": len(reference.greedy_ids),
@@ -538,6 +538,12 @@ def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
         }
     llm.close()
     return figures
+
+
+def llama_cpp_logits(llm, ids: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)  # a copy: the next evaluation reuses them
 
 
 def quiet_llama_cpp() -> None:
