@@ -38,6 +38,7 @@ from studio.cli.parser import (
 )
 from studio.config import RunConfig, field_specs
 from studio.errors import StudioError
+from studio.export import GGUF_QUANTS
 from studio.formatting import counted, format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
 from studio.queue import entries as run_queue
@@ -288,7 +289,7 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
         raise StudioError("--adapter is a Hugging Face export's: llama.cpp runs the merged model; drop --adapter")
     from studio.export.gguf import export_gguf
 
-    result = export_gguf(args.run, args.out, args.checkpoint, args.quant or "f16")
+    result = export_gguf(args.run, args.out, args.checkpoint, args.quant or GGUF_QUANTS[0])
     if result.fallback:
         print(f"note: {result.fallback}", file=sys.stderr)
     print(f"exported {counted(len(result.files), 'file')} to {result.out}")

@@ -31,6 +31,7 @@ from studio.config import RunConfig
 from studio.data.prepare import Dataset, open_dataset
 from studio.data.tokenizer import load_tokenizer
 from studio.errors import StudioError
+from studio.export import GGUF_QUANTS
 from studio.export.huggingface import merged_native_weights, model_config_json
 from studio.export.ollama import modelfile
 from studio.inference.generate import Generator, SamplingConfig, load_generator
@@ -41,7 +42,6 @@ from studio.objectives import objective_of
 from studio.output_folder import check_replaceable, replaced_whole
 from studio.run_folder.layout import run_or_folder
 
-QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_k_m")
 INSTALL = "pip install 'llm-studio[gguf]'"
 VERIFICATION = "verification.json"
 MODELFILE = "Modelfile"
@@ -127,9 +127,11 @@ class Reference:
     chat_stopped: bool
 
 
-def export_gguf(run: str, out: Path, step: int | None = None, quant: str = "f16", verify: bool = True) -> GgufExport:
-    if quant not in QUANTS:
-        raise StudioError(f"--quant must be one of {', '.join(QUANTS)}, not {quant!r}")
+def export_gguf(
+    run: str, out: Path, step: int | None = None, quant: str = GGUF_QUANTS[0], verify: bool = True
+) -> GgufExport:
+    if quant not in GGUF_QUANTS:
+        raise StudioError(f"--quant must be one of {', '.join(GGUF_QUANTS)}, not {quant!r}")
     gguf = require_gguf()
     run_dir = run_or_folder(run)
     read = read_checkpoint(run_dir, step)
