@@ -136,7 +136,7 @@ def export_gguf(
     run_dir = run_or_folder(run)
     read = read_checkpoint(run_dir, step)
     config = read.config
-    check_generates(run_dir.name, config)
+    check_exportable(run_dir.name, config)
     dataset = open_dataset(config.data.dataset)
     tokenizer = load_tokenizer(dataset.tokenizer_path)
     hf_config, weights = hf_layout(read, dataset)
@@ -197,26 +197,32 @@ def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def check_generates(name: str, config: RunConfig) -> None:
+def check_exportable(name: str, config: RunConfig) -> None:
+    """Refuses, before the model is loaded, a run llama.cpp cannot run: not a causal LM, or a studio architecture
+    it has no loader for."""
     objective = objective_of(config)
     if not objective.generates:
         raise StudioError(
             f"run {name} is {objective.model_kind}: llama.cpp runs language models that continue text; "
             "export it with --format huggingface"
         )
+    if not config.model.pretrained and architecture(config.model.arch).gguf is None:
+        raise StudioError(
+            f"run {name}: llama.cpp has no loader for the studio's {config.model.arch} models; "
+            "export it with --format huggingface"
+        )
 
 
 def gguf_facts(name: str, config: RunConfig, hf_config: dict[str, Any]) -> Gguf:
-    """The run's family's GGUF facts; refused when llama.cpp has no loader for it, or would run it otherwise."""
+    """The run's family's GGUF facts; refused when the export does not write its family, or llama.cpp would run it
+    otherwise than trained (a sliding window its loader lacks)."""
     model_type = hf_config["model_type"]
     facts = GGUF_FAMILIES.get(model_type) if config.model.pretrained else architecture(config.model.arch).gguf
     if facts is None:
-        families = ", ".join(sorted(GGUF_FAMILIES))
-        if config.model.pretrained:
-            what = f"GGUF export does not write {model_type} models (it writes Hugging Face {families})"
-        else:
-            what = f"llama.cpp has no loader for the studio's {config.model.arch} models"
-        raise StudioError(f"run {name}: {what}; export it with --format huggingface")
+        raise StudioError(
+            f"run {name}: GGUF export does not write {model_type} models (it writes Hugging Face "
+            f"{', '.join(sorted(GGUF_FAMILIES))}); export it with --format huggingface"
+        )
     window = hf_config.get("sliding_window") if hf_config.get("use_sliding_window", True) else None
     context = hf_config.get("max_position_embeddings", 0)
     if window and window < context and not facts.sliding_window:
@@ -508,7 +514,11 @@ def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
     import llama_cpp
 
     quiet_llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=reference.context, logits_all=True, verbose=False, seed=0)
+    # an f32 cache of keys and values (llama.cpp's default is f16): what is judged is the file, not that rounding
+    f32 = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(
+        model_path=str(path), n_ctx=reference.context, logits_all=True, type_k=f32, type_v=f32, verbose=False
+    )
     mismatched = {
         text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         for text, ids in reference.probe_ids.items()
