@@ -121,6 +121,7 @@ class Reference:
     logit_ids: list[list[int]]  # sequences
     logits: np.ndarray  # (positions of every sequence, vocabulary)
     greedy_prompt: list[int]
+    greedy_budget: int  # the most tokens generated
     greedy_ids: list[int]  # up to a stop token
     stop_ids: list[int]
     chat_answer: str | None  # None: not a chat run
@@ -480,23 +481,17 @@ def studio_reference(run_dir: Path, step: int, probes: list[str]) -> Reference:
     logit_ids = [ids[: generator.block_size] for ids in [*probe_ids.values(), logit_probe] if ids]
     logits = np.concatenate([generator.model(torch.tensor([ids]))[0][0].float().numpy() for ids in logit_ids])
     prompt = generator.encode(GREEDY_PROMPT)
-    greedy = greedy_ids(generator, prompt, min(GREEDY_TOKENS, generator.block_size - len(prompt)))
+    budget = min(GREEDY_TOKENS, generator.block_size - len(prompt))  # within the context: no window slides
+    greedy = greedy_ids(generator, prompt, budget)
     chat_answer, chat_stopped = None, False
     if generator.chat_template is not None:
         chat_prompt = generator.encode(generator.chat_prompt(CHAT_PROBE))
-        answer = greedy_ids(generator, chat_prompt, min(CHAT_TOKENS, generator.block_size - len(chat_prompt)))
-        chat_answer = tokenizer.decode(answer)
-        chat_stopped = len(answer) < min(CHAT_TOKENS, generator.block_size - len(chat_prompt))
+        chat_budget = min(CHAT_TOKENS, generator.block_size - len(chat_prompt))
+        answer = greedy_ids(generator, chat_prompt, chat_budget)
+        chat_answer, chat_stopped = tokenizer.decode(answer), len(answer) < chat_budget
+    stops = generator.stop_ids
     return Reference(
-        generator.block_size,
-        probe_ids,
-        logit_ids,
-        logits,
-        prompt,
-        greedy,
-        generator.stop_ids,
-        chat_answer,
-        chat_stopped,
+        generator.block_size, probe_ids, logit_ids, logits, prompt, budget, greedy, stops, chat_answer, chat_stopped
     )
 
 
@@ -519,14 +514,11 @@ def llama_cpp_figures(path: Path, reference: Reference) -> dict[str, Any]:
     llm = llama_cpp.Llama(
         model_path=str(path), n_ctx=reference.context, logits_all=True, type_k=f32, type_v=f32, verbose=False
     )
-    mismatched = {
-        text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        for text, ids in reference.probe_ids.items()
-        if llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) != ids
-    }
+    theirs = {text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) for text in reference.probe_ids}
+    mismatched = {text: ids for text, ids in theirs.items() if ids != reference.probe_ids[text]}
     logits = np.concatenate([llama_cpp_logits(llm, ids) for ids in reference.logit_ids])
     agree = float((logits.argmax(-1) == reference.logits.argmax(-1)).mean())
-    greedy = llama_cpp_greedy(llm, reference.greedy_prompt, len(reference.greedy_ids), reference.stop_ids)
+    greedy = llama_cpp_greedy(llm, reference.greedy_prompt, reference.greedy_budget, reference.stop_ids)
     figures: dict[str, Any] = {
         "llama_cpp": llama_cpp.__version__,
         "probes": len(reference.probe_ids),
