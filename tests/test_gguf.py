@@ -135,6 +135,7 @@ def test_a_lora_run_is_merged_and_verified(in_home, tmp_path, capsys):
         ("char", "run char has a character-level tokenizer, which llama.cpp cannot express"),
         ("lstm", "run lstm: llama.cpp has no loader for the studio's lstm models"),
     ],
+    ids=["encoder", "char", "lstm"],
 )
 def test_what_llama_cpp_cannot_run_is_refused_in_one_line_and_nothing_written(in_home, tmp_path, capsys, run, message):
     out = tmp_path / "out"
@@ -268,7 +269,11 @@ CONVERSATION = [
 ]
 
 
-@pytest.mark.parametrize("jinja, bos, eos", [(CHATML, "", "</s>"), (DEFAULT_CHAT_TEMPLATE, "", "<|endoftext|>")])
+@pytest.mark.parametrize(
+    "jinja, bos, eos",
+    [(CHATML, "", "</s>"), (DEFAULT_CHAT_TEMPLATE, "", "<|endoftext|>")],
+    ids=["chatml", "studio-default"],
+)
 def test_the_modelfile_template_renders_a_conversation_as_the_runs_jinja_template_does(jinja, bos, eos):
     text, note = modelfile("run-f16.gguf", jinja, ChatTokens(bos, eos), [eos])
     assert note is None
