@@ -75,3 +75,20 @@ def test_dashboard_of_a_finished_run(fixed_runs, snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_dashboard_of_a_failed_run(fixed_runs, snap_compare, size):
     assert snap_compare(StudioApp(), terminal_size=size, run_before=open_run(1))
+
+
+async def export_as_gguf(pilot) -> None:
+    """The export dialog over the Runs pane, GGUF chosen with q8_0 (the folder fixed: the home is temporary)."""
+    await show_runs(pilot)
+    await pilot.press("e")
+    await pilot.pause()
+    pilot.app.screen.query_one("#export-folder").value = "~/exports/shakes-small"
+    pilot.app.screen.query_one("#export-format").value = "gguf"
+    await pilot.pause()
+    pilot.app.screen.query_one("#export-quant").value = "q8_0"
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_export_dialog_with_gguf(fixed_runs, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=export_as_gguf)
