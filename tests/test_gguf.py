@@ -154,7 +154,7 @@ def test_quant_belongs_to_gguf_and_adapter_to_huggingface(in_home, tmp_path, cap
 
 
 # ---- Hugging Face families ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral", "phi3", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral", "phi3", "gemma3", "gpt2"])
 def test_hugging_face_families_export_to_f16_and_q8_0(studio_home, tmp_path, capsys, family):
     folder = tmp_path / family
     make_hf_model(folder, family)

@@ -77,6 +77,8 @@ class Gguf:
     # whether llama.cpp's loader of it has sliding-window attention: without it, a config whose window is shorter
     # than its context would be run with full attention, which is another model
     sliding_window: bool = False
+    # added to the RMSNorm weights: Gemma's norm multiplies by 1 + weight, llama.cpp's by the weight
+    norm_shift: float = 0.0
 
 
 @dataclass(frozen=True)

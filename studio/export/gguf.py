@@ -360,7 +360,7 @@ def write_gguf(
     # no general.name: llama.cpp changes how it tokenizes by the name (one holding "phi3" strips spaces after
     # special tokens), and a run's name is the user's
     writer = gguf.GGUFWriter(path, facts.arch)
-    write_hyperparameters(writer, hf_config)
+    write_hyperparameters(writer, hf_config, facts)
     writer.add_file_type(FILE_TYPES[quant](gguf))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     writer.add_tokenizer_model("gpt2")
@@ -398,7 +398,7 @@ FILE_TYPES = {
 }
 
 
-def write_hyperparameters(writer, hf_config: dict[str, Any]) -> None:
+def write_hyperparameters(writer, hf_config: dict[str, Any], facts: Gguf) -> None:
     """The shape, as llama.cpp's converter reads it from config.json (GPT-2's names, or Llama's and the like)."""
     get = hf_config.get
     width = get("hidden_size") or get("n_embd")
@@ -415,6 +415,7 @@ def write_hyperparameters(writer, hf_config: dict[str, Any]) -> None:
     if get("rms_norm_eps") is not None:
         writer.add_layer_norm_rms_eps(get("rms_norm_eps"))
     rope = get("rope_parameters") or {}
+    rope = rope.get("full_attention", rope)  # Gemma 3's: one per kind of layer (llama.cpp fixes the sliding ones')
     theta = rope.get("rope_theta", get("rope_theta"))
     if theta is not None:
         head_dim = get("head_dim") or width // heads
@@ -422,14 +423,18 @@ def write_hyperparameters(writer, hf_config: dict[str, Any]) -> None:
         writer.add_rope_dimension_count(head_dim)
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if facts.sliding_window and get("sliding_window"):
+        writer.add_sliding_window(get("sliding_window"))
 
 
 def gguf_tensor(name: str, tensor: torch.Tensor, facts: Gguf, hf_config: dict[str, Any]) -> torch.Tensor:
-    """A weight as llama.cpp's family reads it: Conv1D weights back to (out, in), Llama's q and k rows reordered
-    for its pairwise rotation."""
+    """A weight as llama.cpp's family reads it: Conv1D weights back to (out, in), Gemma's norms from offsets to
+    weights, Llama's q and k rows reordered for its pairwise rotation."""
     tensor = tensor.detach().float()
     if name.endswith(facts.transposed):
         tensor = tensor.t()
+    if name.endswith("norm.weight"):
+        tensor = tensor + facts.norm_shift
     if facts.rotary_pairs and name.endswith(("q_proj.weight", "k_proj.weight")):
         heads = hf_config["num_attention_heads"]
         if name.endswith("k_proj.weight"):
