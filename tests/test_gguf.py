@@ -269,17 +269,49 @@ CONVERSATION = [
 ]
 
 
-@pytest.mark.parametrize(
-    "jinja, bos, eos",
-    [(CHATML, "", "</s>"), (DEFAULT_CHAT_TEMPLATE, "", "<|endoftext|>")],
-    ids=["chatml", "studio-default"],
+# the families' own templates, as their tokenizer_config.json holds them (without the checks of turn order)
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
-def test_the_modelfile_template_renders_a_conversation_as_the_runs_jinja_template_does(jinja, bos, eos):
+GEMMA = (
+    "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else "
+    "message['role'] %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] "
+    "+ ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+PHI3 = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + "
+    "'<|end|>\\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\\n' + message['content'] + '<|end|>\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "jinja, bos, eos, turns",
+    [
+        (CHATML, "", "</s>", CONVERSATION),
+        (DEFAULT_CHAT_TEMPLATE, "", "<|endoftext|>", CONVERSATION),
+        (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", CONVERSATION),
+        (PHI3, "<s>", "<|endoftext|>", CONVERSATION),
+        # Gemma and Mistral fold a system turn into the first user turn their own ways: not translated
+        (GEMMA, "<bos>", "<eos>", CONVERSATION[1:]),
+        (MISTRAL, "<s>", "</s>", CONVERSATION[1:]),
+    ],
+    ids=["chatml", "studio-default", "llama3", "phi3", "gemma", "mistral"],
+)
+def test_the_modelfile_template_renders_a_conversation_as_the_runs_jinja_template_does(jinja, bos, eos, turns):
     text, note = modelfile("run-f16.gguf", jinja, ChatTokens(bos, eos), [eos])
     assert note is None
     go = text.split('TEMPLATE """')[1].split('"""')[0]
-    expected = ChatTemplate(jinja, bos, eos).render(CONVERSATION, add_generation_prompt=True)
-    assert render_go(go, CONVERSATION) == expected
+    add_generation_prompt = jinja != MISTRAL  # Mistral's template writes none: the prompt ends with [/INST]
+    assert render_go(go, turns) == ChatTemplate(jinja, bos, eos).render(turns, add_generation_prompt)
 
 
 def test_a_template_of_no_known_format_gets_no_template_line_and_a_note():
