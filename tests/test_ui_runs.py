@@ -355,6 +355,34 @@ async def test_export_runs_the_cli_and_shows_its_last_line(studio_home):
         assert ("error", expected) in seen  # the run has no checkpoint: the CLI's own one-line reason
 
 
+async def test_the_export_dialog_offers_gguf_and_its_quantisation(studio_home, monkeypatch):
+    write_fixture_run("exportable")
+    commands = []
+
+    def recorded(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout="for Ollama: ollama create exportable\n", stderr="")
+
+    monkeypatch.setattr("widgets.panes.runs.subprocess.run", recorded)
+    app = StudioApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_runs_tab(pilot, rows=1)
+        seen = record_notifications(app)
+        await pilot.press("e")
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog) and dialog.query_one("#export-quant").disabled
+        dialog.query_one("#export-format").value = "gguf"
+        await pilot.pause()
+        assert not dialog.query_one("#export-quant").disabled
+        dialog.query_one("#export-quant").value = "q8_0"
+        dialog.query_one("#export-folder").value = str(studio_home / "gguf")
+        await pilot.click("#export")
+        await wait_for(pilot, lambda: len(seen) >= 2, what="the export's result")
+    (command,) = commands
+    assert command[-7:] == ["exportable", "--out", str(studio_home / "gguf"), "--format", "gguf", "--quant", "q8_0"]
+    assert seen[-1] == ("information", "for Ollama: ollama create exportable")
+
+
 @pytest.fixture
 def live_run(studio_home, code_corpus):
     config = tiny_config({"train.max_steps": 100_000, "train.checkpoint_interval": 1000})

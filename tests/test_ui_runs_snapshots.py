@@ -91,3 +91,20 @@ def test_dashboard_of_a_private_run(fixed_runs, snap_compare):
     for path in run_dir.iterdir():
         os.utime(path, (T0 - 3600, T0 - 3600))  # the newest: it lists last
     assert snap_compare(StudioApp(), terminal_size=(160, 48), run_before=open_run(2))
+
+
+async def export_as_gguf(pilot) -> None:
+    """The export dialog over the Runs pane, GGUF chosen with q8_0 (the folder fixed: the home is temporary)."""
+    await show_runs(pilot)
+    await pilot.press("e")
+    await pilot.pause()
+    pilot.app.screen.query_one("#export-folder").value = "~/exports/shakes-small"
+    pilot.app.screen.query_one("#export-format").value = "gguf"
+    await pilot.pause()
+    pilot.app.screen.query_one("#export-quant").value = "q8_0"
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_export_dialog_with_gguf(fixed_runs, snap_compare, size):
+    assert snap_compare(StudioApp(), terminal_size=size, run_before=export_as_gguf)

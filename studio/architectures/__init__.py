@@ -10,7 +10,7 @@ transformers builds it and says what it is (studio.hf).
 
 from __future__ import annotations
 
-from studio.architectures.base import Architecture
+from studio.architectures.base import Architecture, Gguf
 from studio.architectures.bert import BERT
 from studio.architectures.gpt2 import GPT2
 from studio.architectures.llama import LLAMA
@@ -18,6 +18,18 @@ from studio.architectures.recurrent import LSTM, RNN
 from studio.errors import StudioError
 
 ARCHITECTURES: dict[str, Architecture] = {facts.name: facts for facts in (LLAMA, GPT2, LSTM, RNN, BERT)}
+
+# The Hugging Face families whose runs leave as GGUF, by config.json's model_type. llama.cpp runs Mistral as a
+# Llama (its converter does too); Qwen2 and Qwen3 rotate halves as Hugging Face does, so nothing is permuted.
+GGUF_FAMILIES: dict[str, Gguf] = {
+    "llama": LLAMA.gguf,
+    "mistral": LLAMA.gguf,
+    "gpt2": GPT2.gguf,
+    "qwen2": Gguf("qwen2"),
+    "qwen3": Gguf("qwen3"),
+    "phi3": Gguf("phi3"),  # its fused qkv_proj and gate_up_proj are llama.cpp's attn_qkv and ffn_up as they are
+    "gemma3_text": Gguf("gemma3", sliding_window=True, norm_shift=1.0),
+}
 
 
 def architecture(name: str) -> Architecture:

@@ -64,6 +64,24 @@ class HuggingFace:
 
 
 @dataclass(frozen=True)
+class Gguf:
+    """How a model leaves as a GGUF file that llama.cpp runs (studio.export.gguf), from its Hugging Face layout
+    (the weights under Hugging Face's names, and config.json): what llama.cpp's converter does for its family."""
+
+    arch: str  # llama.cpp's architecture (a value of gguf.MODEL_ARCH_NAMES), which also names its tensors
+    # llama.cpp's llama rotates adjacent pairs of q and k where Hugging Face's Llama rotates their two halves: the
+    # rows of q_proj and k_proj are reordered to match (the converter's `permute`)
+    rotary_pairs: bool = False
+    # the ends of the names of weights Hugging Face stores (in, out), which GGUF keeps (out, in): GPT-2's Conv1D
+    transposed: tuple[str, ...] = ()
+    # whether llama.cpp's loader of it has sliding-window attention: without it, a config whose window is shorter
+    # than its context would be run with full attention, which is another model
+    sliding_window: bool = False
+    # added to the RMSNorm weights: Gemma's norm multiplies by 1 + weight, llama.cpp's by the weight
+    norm_shift: float = 0.0
+
+
+@dataclass(frozen=True)
 class Architecture:
     """One of the studio's own architectures as data: what builds it, its sizes, and how it is exported."""
 
@@ -89,7 +107,7 @@ class Architecture:
     grouped_query: bool = False  # fewer key/value heads than heads may be asked for (model.n_kv_head)
     rotary: bool = False  # rotary embeddings, which rotate pairs: the head size must be even
     huggingface: HuggingFace | None = None  # None: transformers has no class for it
-    gguf: None = None  # llama.cpp's names and metadata: not yet
+    gguf: Gguf | None = None  # None: llama.cpp has no loader for it
 
 
 def attention_activations(cfg: ModelShape) -> int:

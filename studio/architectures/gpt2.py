@@ -11,6 +11,7 @@ from typing import Any
 
 from studio.architectures.base import (
     Architecture,
+    Gguf,
     HuggingFace,
     LinearLayer,
     ModelShape,
@@ -82,4 +83,5 @@ GPT2 = Architecture(
     huggingface=HuggingFace(
         "GPT2LMHeadModel", "GPT2ForSequenceClassification", config_json, transposed=CONV1D, zero_biases=zero_biases
     ),
+    gguf=Gguf("gpt2", transposed=CONV1D),
 )

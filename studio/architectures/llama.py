@@ -9,6 +9,7 @@ from typing import Any
 
 from studio.architectures.base import (
     Architecture,
+    Gguf,
     HuggingFace,
     LinearLayer,
     ModelShape,
@@ -77,4 +78,5 @@ LLAMA = Architecture(
     grouped_query=True,
     rotary=True,
     huggingface=HuggingFace("LlamaForCausalLM", "LlamaForSequenceClassification", config_json),
+    gguf=Gguf("llama", rotary_pairs=True),
 )

@@ -39,6 +39,7 @@ from studio.cli.parser import (
 )
 from studio.config import RunConfig, field_specs
 from studio.errors import StudioError
+from studio.export import GGUF_QUANTS
 from studio.formatting import counted, format_age, format_bytes, format_count, format_loss, format_prediction
 from studio.presets import preset_table
 from studio.queue import entries as run_queue
@@ -287,6 +288,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "gguf":
+        return cmd_export_gguf(args)
+    if args.quant is not None:
+        raise StudioError("--quant is a GGUF export's: add --format gguf (a Hugging Face export takes --dtype)")
     size = parse_size(args.max_shard_size)
     from studio.export.huggingface import export_run
 
@@ -298,6 +303,22 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"checked with transformers: largest logit difference {result.max_logit_diff:.2e} ({result.note})")
     else:
         print(f"note: {result.note}")
+    return 0
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    if args.adapter:
+        raise StudioError("--adapter is a Hugging Face export's: llama.cpp runs the merged model; drop --adapter")
+    from studio.export.gguf import export_gguf
+
+    result = export_gguf(args.run, args.out, args.checkpoint, args.quant or GGUF_QUANTS[0])
+    if result.fallback:
+        print(f"note: {result.fallback}", file=sys.stderr)
+    print(f"exported {counted(len(result.files), 'file')} to {result.out}")
+    print(result.verdict)
+    if result.template_note:
+        print(f"note: {result.template_note}")
+    print(f"for Ollama: {result.ollama_command}")
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from studio.config import RunConfig, field_names, field_spec, format_value, parse_override, set_field, validate
 from studio.errors import StudioError
+from studio.export import FORMATS, GGUF_QUANTS
 from studio.method_defaults import apply_method_defaults, method_defaults
 from studio.presets import load_preset
 
@@ -206,11 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     predict.add_argument("--top-k", type=int, default=5, help="labels, or candidates per [MASK]")
 
-    export = command("export", "write a checkpoint as a Hugging Face folder")
-    export.add_argument("run")
+    export = command("export", "write a checkpoint as a Hugging Face folder, or a GGUF file for llama.cpp and Ollama")
+    export.add_argument("run", metavar="RUN|DIR")
     export.add_argument("--checkpoint", type=int, metavar="STEP", help="a saved step (default: the latest)")
     export.add_argument("--out", required=True, type=Path, help="an empty or new folder (or an earlier export)")
-    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    export.add_argument("--format", default=FORMATS[0], choices=FORMATS)
+    export.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="--format huggingface")
+    export.add_argument(
+        "--quant",
+        choices=GGUF_QUANTS,
+        help=f"--format gguf: the weights' format (default {GGUF_QUANTS[0]}; q4_k_m is llama.cpp's quantiser)",
+    )
     export.add_argument("--max-shard-size", default="2GB", help="split weights above this size, e.g. 500MB")
     export.add_argument(
         "--adapter",

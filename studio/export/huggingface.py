@@ -107,11 +107,7 @@ def write_native(
     """A studio model: its weights under Hugging Face's names (adapters merged in first) and plain-JSON configs."""
     config = read.config
     model_cfg = config.model
-    weights = read.weights
-    if config.train.method != "full":  # fold the adapters into the weights they adapt
-        run_model = build_run_model(config)
-        run_model.load_state(weights)
-        weights = weights_to_save(run_model.merged(), model_cfg.tie_embeddings)
+    weights = merged_native_weights(read)
     huggingface = architecture(model_cfg.arch).huggingface  # None: transformers has no class for it
     hf_weights = weights if huggingface is None else hf_names(weights, model_cfg)
     hf_weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in hf_weights.items()}
@@ -140,6 +136,16 @@ def write_native(
     prompts = config.train.sample_prompts
     diff = verify_export(out, reference.eval(), tokenizer, prompts, eot_id, objective.export_auto_class)
     return files, diff, f"verified with transformers on {len(prompts)} sample prompts"
+
+
+def merged_native_weights(read: CheckpointRead) -> dict[str, torch.Tensor]:
+    """A studio model's weights under its own names, its adapters (if it trained any) folded into them."""
+    config = read.config
+    if config.train.method == "full":
+        return read.weights
+    run_model = build_run_model(config)
+    run_model.load_state(read.weights)
+    return weights_to_save(run_model.merged(), config.model.tie_embeddings)
 
 
 def write_pretrained(

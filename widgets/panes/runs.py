@@ -31,7 +31,7 @@ from widgets.messages import OpenRun, RunLaunched
 from widgets.run_table import RunTable
 from widgets.screens.compare import CompareScreen
 from widgets.screens.confirm import ConfirmScreen
-from widgets.screens.export_dialog import ExportDialog
+from widgets.screens.export_dialog import ExportChoice, ExportDialog
 from widgets.screens.leaderboard import LeaderboardScreen
 from widgets.screens.sweep import SweepScreen
 from widgets.worker_errors import ReportsWorkerErrors
@@ -191,15 +191,16 @@ class RunsPane(ReportsWorkerErrors, Vertical):
         if run := self._current():
             default = studio_home() / "exports" / run.name
             self.app.push_screen(
-                ExportDialog(run.name, str(default)), lambda folder: folder and self.export(run.name, folder)
+                ExportDialog(run.name, str(default)), lambda choice: choice and self.export(run.name, choice)
             )
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def export(self, name: str, folder: str) -> None:
-        """`llm-studio export` in a subprocess: it loads torch, which the studio's process never does."""
-        self.tell(f"exporting {name} to {folder}…")
+    def export(self, name: str, choice: ExportChoice) -> None:
+        """`llm-studio export` in a subprocess: it loads torch (and llama.cpp), which the studio's process never
+        does."""
+        self.tell(f"exporting {name} to {choice.folder}…")
         done = subprocess.run(
-            [sys.executable, "-m", "studio.cli", "export", name, "--out", folder],
+            [sys.executable, "-m", "studio.cli", "export", name, *choice.cli_args()],
             capture_output=True,
             text=True,
             env=child_process_env(),
