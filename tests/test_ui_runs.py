@@ -484,7 +484,11 @@ async def test_the_studio_opens_on_the_runs_tab_when_several_runs_train(studio_h
     app = StudioApp()
     async with app.run_test(size=SIZE) as pilot:
         tabs = app.query_one("#tabs", TabbedContent)
-        await wait_for(pilot, lambda: tabs.active == "runs", what="the Runs tab")
+        # in two steps, so that a failure says which: the two live runs not found, or found and the tab not shown
+        # (it timed out on a loaded machine once more; a cancelled first read, ruled out, and a race with the tab
+        # bar's own first activation, not reproduced, were looked at)
+        await wait_for(pilot, lambda: app.live_runs == 2, timeout=60.0, what="the two live runs counted")
+        await wait_for(pilot, lambda: tabs.active == "runs", timeout=60.0, what=f"the Runs tab (on {tabs.active})")
         assert not isinstance(app.screen, DashboardScreen) and app.sub_title.endswith("· 2 runs training")
 
 
