@@ -7,14 +7,27 @@ import pytest
 import torch
 
 from studio.data.batches import IGNORE
+from studio.model import lm_loss_sum
 from studio.model.readout import CrossEntropySum, DivergenceSum, OutputHead, States, TokenLogProbs
+from tests.helpers import tiny_config
+from tests.hf_models import SIZES, family_config, make_hf_model
 
 RTOL = 1e-5
 CHUNK = 5  # tokens per chunk: several chunks, the last one short
 
 
-def assert_close(chunked: torch.Tensor, whole: torch.Tensor) -> None:
-    torch.testing.assert_close(chunked, whole, rtol=RTOL, atol=RTOL * whole.abs().max().item())
+def assert_close(chunked: torch.Tensor, whole: torch.Tensor, scale: float | None = None) -> None:
+    """Equal to RTOL of each value, or of `scale` (by default the largest value) for values near 0."""
+    scale = whole.abs().max().item() if scale is None else scale
+    torch.testing.assert_close(chunked, whole, rtol=RTOL, atol=RTOL * scale)
+
+
+def assert_gradients_close(chunked: list[torch.Tensor], whole: list[torch.Tensor]) -> None:
+    """Each gradient to RTOL, measured against the largest of them all: a gradient that is 0 in theory (a bias
+    that softmax's shift invariance cancels) is rounding noise either way."""
+    scale = max(grad.abs().max().item() for grad in whole)
+    for chunked_grad, whole_grad in zip(chunked, whole):
+        assert_close(chunked_grad, whole_grad, scale)
 
 
 def masked_targets(shape: tuple[int, int], vocab: int, masked: bool, generator: torch.Generator) -> torch.Tensor:
@@ -47,8 +60,7 @@ def compare(make_readout, reduce, bias: bool, softcap: float | None) -> None:
         results.append((value.detach(), gradients_of(reduce(value), tensors)))
     (chunked_value, chunked_grads), (whole_value, whole_grads) = results
     assert_close(chunked_value, whole_value)
-    for chunked_grad, whole_grad in zip(chunked_grads, whole_grads):
-        assert_close(chunked_grad, whole_grad)
+    assert_gradients_close(chunked_grads, whole_grads)
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -96,3 +108,121 @@ def test_no_gradient_work_under_no_grad():
 def test_states_readout_hands_back_the_states_and_head():
     hidden, head, _ = head_case(False, None)
     assert States()(hidden, head) == (hidden, head)
+
+
+# ---- through the models' forward: the studio's decoders and encoder, Hugging Face families --------------------
+VOCAB = 64
+
+
+def studio_model(arch: str, tied: bool) -> torch.nn.Module:
+    from studio.model import build_model
+
+    config = tiny_config({"model.arch": arch, "model.vocab_size": VOCAB, "model.tie_embeddings": tied})
+    torch.manual_seed(0)
+    return build_model(config.model).train()
+
+
+def hf_model(family: str, tied: bool) -> torch.nn.Module:
+    """transformers' model of the family (tests/hf_models.py's tiny config), called the studio's way; Gemma 3 with
+    its final logit soft-capping on (Gemma 2's 30, scaled to these small logits)."""
+    import transformers
+
+    from studio.model.trainable import PretrainedLM
+
+    config = family_config(family, VOCAB)
+    config.tie_word_embeddings = tied
+    if family == "gemma3":
+        config.final_logit_softcapping = 0.5
+    torch.manual_seed(0)
+    return PretrainedLM(transformers.AutoModelForCausalLM.from_config(config).train(), 32)
+
+
+MODELS = {
+    "llama": lambda tied: studio_model("llama", tied),
+    "gpt2": lambda tied: studio_model("gpt2", tied),
+    "bert": lambda tied: studio_model("bert", tied),
+    "hf-llama": lambda tied: hf_model("llama", tied),
+    "hf-qwen2": lambda tied: hf_model("qwen2", tied),
+    "hf-gemma3": lambda tied: hf_model("gemma3", tied),
+}
+
+
+def readouts(kind: str, targets: torch.Tensor, teacher: torch.nn.Module):
+    """The readout of an objective and what its loss makes of it: (make(rows), reduce(value))."""
+    if kind == "cross_entropy":  # causal LM, masked LM, SFT (masked: only the answers learned)
+        return lambda rows: CrossEntropySum(targets, rows), lambda value: value
+    if kind == "token_logps":  # preference objectives (per row) and GRPO (per token), weighed as they weigh
+        weights = torch.linspace(-1, 1, targets.numel()).view(targets.shape)
+        return lambda rows: TokenLogProbs(targets, rows), lambda value: (value * weights).sum()
+    with torch.no_grad():  # distillation: a teacher of another width, read as its final states and head
+        states = teacher(targets.clamp(min=0), readout=States())[0]
+    return lambda rows: DivergenceSum(targets, states, 2.0, rows), lambda value: value
+
+
+@pytest.mark.parametrize("kind", ["cross_entropy", "token_logps", "divergence"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_models_loss_and_gradients_equal_whole_logits(name, tied, masked, kind):
+    model = MODELS[name](tied)
+    ids = torch.randint(VOCAB, (2, 12), generator=torch.Generator().manual_seed(7))
+    targets = masked_targets((2, 12), VOCAB, masked, torch.Generator().manual_seed(8))
+    make, reduce = readouts(kind, targets, studio_model("llama", tied=True).eval())
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for rows in (CHUNK, 0):
+        value = model(ids, readout=make(rows))[0]
+        results.append((value.detach(), gradients_of(reduce(value), params)))
+    (chunked_value, chunked_grads), (whole_value, whole_grads) = results
+    if kind == "cross_entropy":  # the whole path is the loss as it was: the logits of a plain forward
+        torch.testing.assert_close(whole_value, lm_loss_sum(model(ids)[0], targets))
+    assert_close(chunked_value, whole_value)
+    assert_gradients_close(chunked_grads, whole_grads)
+
+
+def test_the_hf_families_heads_are_the_studios_to_apply():
+    """Not a fallback to whole logits: the head is read from the model, soft-capping included."""
+    from studio.model.trainable import output_head
+
+    for name in ("hf-llama", "hf-qwen2", "hf-gemma3"):
+        head = output_head(MODELS[name](tied=False).hf)
+        assert head is not None and head.weight.shape[0] == VOCAB
+    assert output_head(MODELS["hf-gemma3"](tied=False).hf).softcap == 0.5
+
+
+def test_a_family_that_scales_its_logits_is_read_from_its_logits():
+    """Granite divides its logits after the head: the studio reads them whole rather than miss the scale."""
+    import transformers
+
+    from studio.model.trainable import PretrainedLM, output_head
+
+    config = transformers.GraniteConfig(**SIZES, vocab_size=VOCAB, num_key_value_heads=2, logits_scaling=4.0)
+    torch.manual_seed(0)
+    model = PretrainedLM(transformers.AutoModelForCausalLM.from_config(config), 32)
+    ids = torch.randint(VOCAB, (2, 12), generator=torch.Generator().manual_seed(9))
+    assert output_head(model.hf) is None
+    chunked = model(ids, readout=CrossEntropySum(ids, CHUNK))[0]
+    assert_close(chunked, lm_loss_sum(model(ids)[0], ids))
+
+
+def test_adapters_on_a_hf_folder_read_the_decoder_with_its_adapters(tmp_path):
+    """The run's model as the trainer builds it (peft around transformers' model): chunked equals whole, and the
+    adapters' gradients are there."""
+    from studio.model.trainable import build_run_model
+
+    folder = tmp_path / "qwen2"
+    make_hf_model(folder, "qwen2", vocab=VOCAB)
+    config = tiny_config({"model.arch": "hf", "train.init_from": str(folder), "train.method": "lora"})
+    config.model.vocab_size = VOCAB
+    module = build_run_model(config).module
+    ids = torch.randint(VOCAB, (2, 12), generator=torch.Generator().manual_seed(10))
+    targets = masked_targets((2, 12), VOCAB, True, torch.Generator().manual_seed(11))
+    adapters = [p for p in module.parameters() if p.requires_grad]
+    results = []
+    for rows in (CHUNK, 0):
+        torch.manual_seed(0)  # the adapters' dropout: the same masks
+        loss = module(ids, readout=CrossEntropySum(targets, rows))[0]
+        results.append((loss.detach(), gradients_of(loss, adapters)))
+    assert_close(results[0][0], results[1][0])
+    assert_gradients_close(results[0][1], results[1][1])
+    assert any(grad.abs().sum() > 0 for grad in results[0][1])

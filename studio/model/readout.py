@@ -4,12 +4,13 @@ A language model's logits are batch × context × vocabulary floats, and a loss 
 tensors for its backward: at today's vocabularies (128K–262K tokens) more than the model itself. A `Readout` is
 handed to the model's forward (`model(ids, readout=...)`), which then returns what the readout computes from its
 final hidden states and its `OutputHead` instead of the logits. Its chunked path takes the tokens a chunk at a
-time (`chunk_rows` of them: 64 MiB of fp32 logits): the head's matmul, the upcast to fp32 and the loss, and the
-gradient of the chunk computed right there (Liger's fused linear cross-entropy does the same), so nothing
-vocabulary-wide outlives its chunk. A loss that is one sum (the cross-entropy, the distillation's KL) keeps its
-gradients from the forward, scaled in the backward; per-token values (the preference objectives' and GRPO's
-log-probabilities) recompute each chunk in the backward, whose gradient then weighs each token differently.
-With `chunk_rows` 0 a readout computes the whole logits, exactly as before (train.chunked_loss false).
+time (`chunk_rows` of them, studio.sizing.sizes.loss_chunk_rows: 64 MiB of fp32 logits): the head's matmul, the
+upcast to fp32 and the loss, and the gradient of the chunk computed right there (Liger's fused linear
+cross-entropy does the same), so nothing vocabulary-wide outlives its chunk. A loss that is one sum (the
+cross-entropy, the distillation's KL) keeps its gradients from the forward, scaled in the backward; per-token
+values (the preference objectives' and GRPO's log-probabilities) recompute each chunk in the backward, whose
+gradient then weighs each token differently. With `chunk_rows` 0 a readout computes the whole logits, exactly as
+before (train.chunked_loss false).
 
 Going through the forward keeps what wraps it (DDP's hooks, FSDP's gathered weights, autocast) around the head too.
 On CUDA, when `cut-cross-entropy` is installed, the cross-entropy sum goes through its kernel instead
@@ -25,13 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.data.batches import IGNORE
-
-CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of tokens: large enough for an efficient matmul
-
-
-def chunk_rows(vocab: int, chunked: bool) -> int:
-    """Tokens per chunk for a vocabulary of `vocab` (0: whole logits)."""
-    return max(1, CHUNK_BYTES // (4 * vocab)) if chunked else 0
+from studio.model import distill_loss_sum, lm_loss_sum, token_logps
 
 
 def cross_entropy_backend(device_type: str, chunked: bool) -> str:
@@ -134,7 +129,9 @@ def add_chunk_grads(grads: list, rows: slice, grad_logits: torch.Tensor, cap_slo
     grad = grad_logits.to(dtype)
     if grad_states is not None:
         grad_states[rows] = grad @ head.weight.to(dtype)
-    if grad_weight is not None:
+    if grad_weight is not None and dtype == torch.float32:
+        grad_weight.addmm_(grad.T, states)  # in place: no vocabulary-wide temporary per chunk
+    elif grad_weight is not None:
         grad_weight.add_((grad.T @ states.to(dtype)).float())
     if grad_bias is not None:
         grad_bias.add_(grad_logits.sum(0))
@@ -231,8 +228,7 @@ class CrossEntropySum(Readout):
         self.targets = targets
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        flat = logits.float().reshape(-1, logits.size(-1))
-        return F.cross_entropy(flat, self.targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
+        return lm_loss_sum(logits, self.targets)
 
     def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
@@ -261,9 +257,7 @@ class TokenLogProbs(Readout):
         self.targets = targets
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        picked = self.targets.clamp(min=0).unsqueeze(-1)
-        logps = torch.gather(logits.float().log_softmax(-1), -1, picked).squeeze(-1)
-        return torch.where(self.targets != IGNORE, logps, 0.0)
+        return token_logps(logits, self.targets)
 
     def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
@@ -282,13 +276,8 @@ class DivergenceSum(Readout):
         self.targets, self.teacher, self.temperature = targets, teacher, temperature
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        learned = self.targets != IGNORE
         teacher_states, teacher_head = self.teacher
-        teacher_logits = teacher_head.logits(teacher_states)
-        vocab = min(logits.size(-1), teacher_logits.size(-1))  # a padded embedding's extra rows never occur
-        student = (logits[learned][:, :vocab].float() / self.temperature).log_softmax(-1)
-        teacher = (teacher_logits[learned][:, :vocab].float() / self.temperature).log_softmax(-1)
-        return self.temperature**2 * (teacher.exp() * (teacher - student)).sum()
+        return distill_loss_sum(logits, teacher_head.logits(teacher_states), self.targets, self.temperature)
 
     def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
@@ -296,6 +285,41 @@ class DivergenceSum(Readout):
         teacher_states = teacher_states.reshape(-1, teacher_states.size(-1))[learned]
         score = DivergenceScore(teacher_states, teacher_head, self.temperature)
         return chunked(states, head, score, self.chunk_rows, summed=True)
+
+
+class EvaluationSums(Readout):
+    """The summed cross-entropy of the learned targets and how many of them are the top logit (no gradient)."""
+
+    def __init__(self, targets: torch.Tensor, chunk_rows: int):
+        super().__init__(chunk_rows)
+        self.targets = targets
+
+    def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        correct = ((logits.argmax(-1) == self.targets) & (self.targets != IGNORE)).sum()
+        return torch.stack([lm_loss_sum(logits, self.targets), correct.float()])
+
+    def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
+        states, learned = learned_rows(hidden, self.targets)
+        targets = self.targets.reshape(-1)[learned]
+        sums = torch.zeros(2, device=hidden.device)
+        for start in range(0, len(states), self.chunk_rows):
+            chunk = slice(start, start + self.chunk_rows)
+            sums += EvaluationSums(targets[chunk], 0).of_logits(head.logits(states[chunk]))
+        return sums
+
+
+class Together(Readout):
+    """Several readouts from one forward: a tuple of what each reads."""
+
+    def __init__(self, *readouts: Readout):
+        super().__init__(chunk_rows=1)
+        self.readouts = readouts
+
+    def __call__(self, hidden: torch.Tensor, head: OutputHead) -> tuple:
+        return tuple(readout(hidden, head) for readout in self.readouts)
+
+    def of_logits(self, logits: torch.Tensor) -> tuple:
+        return tuple(readout.of_logits(logits) for readout in self.readouts)
 
 
 class States(Readout):
