@@ -226,3 +226,18 @@ def test_adapters_on_a_hf_folder_read_the_decoder_with_its_adapters(tmp_path):
     assert_close(results[0][0], results[1][0])
     assert_gradients_close(results[0][1], results[1][1])
     assert any(grad.abs().sum() > 0 for grad in results[0][1])
+
+
+def test_automatic_chunks_hold_64_mib_of_the_heads_own_vocabulary(monkeypatch):
+    """The head decides, not the tokenizer: a checkpoint's head often has more rows than its tokenizer has tokens."""
+    from studio.model import readout
+
+    sizes = []
+    original = readout.chunk_logits
+    monkeypatch.setattr(
+        readout, "chunk_logits", lambda states, *rest: sizes.append(len(states)) or original(states, *rest)
+    )
+    vocab = 2**18  # 64 rows of fp32 logits in 64 MiB
+    hidden = torch.randn(1, 150, 2)
+    CrossEntropySum(torch.zeros(1, 150, dtype=torch.long), readout.AUTO)(hidden, OutputHead(torch.zeros(vocab, 2)))
+    assert sizes == [64, 64, 22]

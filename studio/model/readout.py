@@ -27,6 +27,9 @@ import torch.nn.functional as F
 
 from studio.data.batches import IGNORE
 from studio.model import distill_loss_sum, lm_loss_sum, token_logps
+from studio.sizing.sizes import loss_chunk_rows
+
+AUTO = -1  # a readout's chunk_rows: as many as 64 MiB of fp32 logits of the head's own vocabulary hold
 
 
 def cross_entropy_backend(device_type: str, chunked: bool) -> str:
@@ -197,7 +200,9 @@ def chunked(states: torch.Tensor, head: OutputHead, score, rows: int, summed: bo
 
 # ---- the readouts the objectives hand to the model ----------------------------------------------------------
 class Readout:
-    """What a loss reads from the final hidden states (B, T, width) and the head; `chunk_rows` 0: whole logits."""
+    """What a loss reads from the final hidden states (B, T, width) and the head, `chunk_rows` tokens at a time:
+    AUTO (the head's vocabulary decides: a model's may be larger than its tokenizer's), a number, or 0 for whole
+    logits."""
 
     def __init__(self, chunk_rows: int):
         self.chunk_rows = chunk_rows
@@ -205,12 +210,13 @@ class Readout:
     def __call__(self, hidden: torch.Tensor, head: OutputHead):
         if not self.chunk_rows or head.weight is None:
             return self.of_logits(head.logits(hidden))
-        return self.chunked(hidden, head)
+        rows = loss_chunk_rows(head.weight.size(0), True) if self.chunk_rows == AUTO else self.chunk_rows
+        return self.chunked(hidden, head, rows)
 
     def of_logits(self, logits: torch.Tensor):
         raise NotImplementedError
 
-    def chunked(self, hidden: torch.Tensor, head: OutputHead):
+    def chunked(self, hidden: torch.Tensor, head: OutputHead, rows: int):
         raise NotImplementedError
 
 
@@ -230,12 +236,12 @@ class CrossEntropySum(Readout):
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return lm_loss_sum(logits, self.targets)
 
-    def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
+    def chunked(self, hidden: torch.Tensor, head: OutputHead, rows: int) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
         targets = self.targets.reshape(-1)[learned]
         if cross_entropy_backend(hidden.device.type, True) == "cut-cross-entropy":
             return fused_cross_entropy_sum(states, head, targets)
-        return chunked(states, head, CrossEntropyScore(targets), self.chunk_rows, summed=True)
+        return chunked(states, head, CrossEntropyScore(targets), rows, summed=True)
 
 
 def fused_cross_entropy_sum(states: torch.Tensor, head: OutputHead, targets: torch.Tensor) -> torch.Tensor:
@@ -259,10 +265,10 @@ class TokenLogProbs(Readout):
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return token_logps(logits, self.targets)
 
-    def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
+    def chunked(self, hidden: torch.Tensor, head: OutputHead, rows: int) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
         score = CrossEntropyScore(self.targets.reshape(-1)[learned])
-        logps = -chunked(states, head, score, self.chunk_rows, summed=False)
+        logps = -chunked(states, head, score, rows, summed=False)
         every = torch.zeros(learned.shape, dtype=logps.dtype, device=logps.device)
         return every.masked_scatter(learned, logps).view(self.targets.shape)
 
@@ -279,12 +285,12 @@ class DivergenceSum(Readout):
         teacher_states, teacher_head = self.teacher
         return distill_loss_sum(logits, teacher_head.logits(teacher_states), self.targets, self.temperature)
 
-    def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
+    def chunked(self, hidden: torch.Tensor, head: OutputHead, rows: int) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
         teacher_states, teacher_head = self.teacher
         teacher_states = teacher_states.reshape(-1, teacher_states.size(-1))[learned]
         score = DivergenceScore(teacher_states, teacher_head, self.temperature)
-        return chunked(states, head, score, self.chunk_rows, summed=True)
+        return chunked(states, head, score, rows, summed=True)
 
 
 class EvaluationSums(Readout):
@@ -298,12 +304,12 @@ class EvaluationSums(Readout):
         correct = ((logits.argmax(-1) == self.targets) & (self.targets != IGNORE)).sum()
         return torch.stack([lm_loss_sum(logits, self.targets), correct.float()])
 
-    def chunked(self, hidden: torch.Tensor, head: OutputHead) -> torch.Tensor:
+    def chunked(self, hidden: torch.Tensor, head: OutputHead, rows: int) -> torch.Tensor:
         states, learned = learned_rows(hidden, self.targets)
         targets = self.targets.reshape(-1)[learned]
         sums = torch.zeros(2, device=hidden.device)
-        for start in range(0, len(states), self.chunk_rows):
-            chunk = slice(start, start + self.chunk_rows)
+        for start in range(0, len(states), rows):
+            chunk = slice(start, start + rows)
             sums += EvaluationSums(targets[chunk], 0).of_logits(head.logits(states[chunk]))
         return sums
 

@@ -29,9 +29,8 @@ from tokenizers import Tokenizer
 from studio.config import DistillConfig, RunConfig
 from studio.data.batches import ExampleFile, ExampleStream
 from studio.data.prepare import Dataset
-from studio.model.readout import CrossEntropySum, DivergenceSum, Readout, States, Together
+from studio.model.readout import AUTO, CrossEntropySum, DivergenceSum, Readout, States, Together
 from studio.objectives import Objective
-from studio.sizing.sizes import loss_chunk_rows
 
 SAMPLED_EXAMPLES = 3  # held-out chat or labeled examples each sample event answers
 
@@ -92,8 +91,9 @@ class TrainingObjective:
 
     @property
     def chunk_rows(self) -> int:
-        """Tokens per chunk of the loss (0: whole logits), train.chunked_loss (studio.model.readout)."""
-        return loss_chunk_rows(self.context.dataset.vocab_size, self.context.config.train.chunked_loss)
+        """Tokens per chunk of the loss (studio.model.readout): as the head's vocabulary decides (AUTO), or 0 for
+        whole logits (train.chunked_loss false)."""
+        return AUTO if self.context.config.train.chunked_loss else 0
 
     def read(self, model: torch.nn.Module, batch, readout: Readout):
         """What `readout` reads of the model's outputs for the batch: from its final states through its head, a
