@@ -191,7 +191,7 @@ class Trainer:
         sizes = run_sizes(config, run_facts(config, inspect_folder), num_labels, teacher)
         return sizes.memory["total"]
 
-    def _cross_entropy(self) -> str | None:
+    def cross_entropy(self) -> str | None:
         """How the loss reads the output head (studio.model.readout): whole logits, the chunked PyTorch path, or a
         fused kernel; None for a classifier, whose logits are one row per text."""
         if objective_of(self.config).classifies:
@@ -233,7 +233,7 @@ class Trainer:
             mem_estimate=self.memory_estimate,
             mem_measure=self.memory.measure,
             mem_baseline=self.memory.baseline,
-            cross_entropy=self._cross_entropy(),
+            cross_entropy=self.cross_entropy(),
         )
         if self.state.step == 0:
             if not self.dataset.has_validation:
