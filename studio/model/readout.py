@@ -19,6 +19,7 @@ On CUDA, when `cut-cross-entropy` is installed, the cross-entropy sum goes throu
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from dataclasses import dataclass
 
@@ -37,9 +38,15 @@ def cross_entropy_backend(device_type: str, chunked: bool) -> str:
     the chunked PyTorch path elsewhere, or the whole logits when chunking is off."""
     if not chunked:
         return "whole logits"
-    if device_type == "cuda" and importlib.util.find_spec("cut_cross_entropy") is not None:
+    if device_type == "cuda" and installed("cut_cross_entropy"):
         return "cut-cross-entropy"
     return "chunked (pytorch)"
+
+
+@functools.cache
+def installed(package: str) -> bool:
+    """Whether a package can be imported (looked up once: the loss asks at every step)."""
+    return importlib.util.find_spec(package) is not None
 
 
 @dataclass
