@@ -241,3 +241,13 @@ def test_automatic_chunks_hold_64_mib_of_the_heads_own_vocabulary(monkeypatch):
     hidden = torch.randn(1, 150, 2)
     CrossEntropySum(torch.zeros(1, 150, dtype=torch.long), readout.AUTO)(hidden, OutputHead(torch.zeros(vocab, 2)))
     assert sizes == [64, 64, 22]
+
+
+def test_the_path_the_running_event_reports(monkeypatch):
+    from studio.model import readout
+
+    assert readout.cross_entropy_backend("cpu", chunked=False) == "whole logits"
+    assert readout.cross_entropy_backend("cpu", chunked=True) == "chunked (pytorch)"
+    monkeypatch.setattr(readout, "installed", lambda package: package == "cut_cross_entropy")
+    assert readout.cross_entropy_backend("cuda", chunked=True) == "cut-cross-entropy"
+    assert readout.cross_entropy_backend("cpu", chunked=True) == "chunked (pytorch)"  # a CUDA kernel: CUDA only
