@@ -284,8 +284,8 @@ class Objective(CausalLM):
                     answers = list(range(start, min(start + batch_size, len(rows.examples))))
                     batch = rows.answers_batch(answers, context.block_size)
                     with context.accelerator.autocast():
-                        logps = self.answer_logps(module, batch.x, batch.y, context.accelerator.device)[0]
-                    values.append(logps.cpu().numpy())
+                        answer = self.answer_logps(module, batch.x, batch.y, context.accelerator.device)[0]
+                    values.append(answer.cpu().numpy())
                 logps[split] = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
         module.train(training)
         return logps
