@@ -38,7 +38,7 @@ SHAPES = {
 BATCH, CONTEXT, LR, WARMUP_STEPS = 8, 256, 1e-4, 3
 
 
-def build_checkpoint(folder: Path, text: Path, shape: dict) -> None:
+def build_checkpoint(folder: Path, text: Path, shape: dict, context: int = CONTEXT) -> None:
     """The Hugging Face folder both loops start from (the tokenizer's 2,048 tokens are the head's first rows)."""
     import torch
     import transformers
@@ -52,12 +52,14 @@ def build_checkpoint(folder: Path, text: Path, shape: dict) -> None:
     )
     tokenizer.train_from_iterator([text.read_text(encoding="utf-8")], trainer)
     transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(folder)
-    config = transformers.Qwen2Config(**shape, max_position_embeddings=CONTEXT, eos_token_id=0)
+    config = transformers.Qwen2Config(**shape, max_position_embeddings=context, eos_token_id=0)
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(folder)
 
 
-def prepare(home: Path, folder: Path, text: Path, method: str, device: str) -> Path:
+def prepare(
+    home: Path, folder: Path, text: Path, method: str, device: str, batch: int = BATCH, context: int = CONTEXT
+) -> Path:
     """The studio's run folder (its dataset: the text encoded with the checkpoint's tokenizer)."""
     from studio.config import RunConfig
     from studio.runs.prepare import prepare_run
@@ -65,12 +67,12 @@ def prepare(home: Path, folder: Path, text: Path, method: str, device: str) -> P
     os.environ["LLM_STUDIO_HOME"] = str(home)
     config = RunConfig()
     config.data.source = str(text)
-    config.model.block_size = CONTEXT
+    config.model.block_size = context
     train = config.train
-    train.init_from, train.method, train.batch_size, train.lr = str(folder), method, BATCH, LR
+    train.init_from, train.method, train.batch_size, train.lr = str(folder), method, batch, LR
     train.grad_clip, train.sample_interval, train.weight_decay = 1.0, 0, 0.0
     train.mixed_precision = "bf16" if device == "cuda" else "no"
-    return prepare_run(config, f"bench-{method}")
+    return prepare_run(config, f"bench-{method}-{context}")
 
 
 # ---- the two loops, each run in a child process ------------------------------------------------------------

@@ -262,6 +262,13 @@ class TrainConfig:
         "compute (decoders, BERT and Hugging Face models)",
         "activation ckpt",
     )
+    chunked_loss: bool = setting(
+        True,
+        "the output head and the loss a chunk of tokens at a time, never the whole batch × context × vocabulary "
+        "logits (the same loss and gradients; a fused kernel on CUDA when cut-cross-entropy is installed); "
+        "false: whole logits",
+        "chunked loss",
+    )
     num_processes: int = setting(1, "processes on each machine: GPUs, or CPU processes over gloo", "processes")
     sharding: Sharding = setting(
         "ddp",

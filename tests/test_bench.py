@@ -26,7 +26,7 @@ TINY = bench.Plan(
     widths=(32,),
     presets=("nanogpt-cpu", "llama-1b"),
 )
-TABLES = {"presets", "overhead", "data", "generation", "scaling_batch", "scaling_context", "scaling_width"}
+TABLES = {"presets", "overhead", "loss", "data", "generation", "scaling_batch", "scaling_context", "scaling_width"}
 
 
 @pytest.fixture
@@ -68,6 +68,9 @@ def test_bench_quick_prints_the_tables_and_writes_every_figure_with_its_unit(
     assert presets["llama-1b"]["train"] is None and presets["llama-1b"]["note"]  # too big here: listed, with why
     overhead = {row["loop"]: row["vs bare"] for row in report["tables"]["overhead"]["rows"]}
     assert overhead["bare PyTorch loop"] == 1.0 and overhead["llm-studio Trainer"] > 0
+    whole, chunked = report["tables"]["loss"]["rows"]
+    assert whole["loss"] == "whole logits" and whole["vs whole"] == 1.0
+    assert chunked["loss"] in ("chunked (pytorch)", "cut-cross-entropy") and chunked["estimate"] < whole["estimate"]
     assert report["tables"]["data"]["rows"][0]["peak RSS"] > 0  # the prepare command's own, measured
     assert [row["batch"] for row in report["tables"]["scaling_batch"]["rows"]] == [1, 2]
 

@@ -15,10 +15,11 @@ import torch
 from studio.cli.parser import build_parser, train_command_line, train_config
 from studio.config import RunConfig
 from studio.errors import StudioError
+from studio.model import token_logps
 from studio.queue.sweep import plan_sweep
 from studio.rewards import parse_rewards, score
 from studio.run_folder.layout import EVENTS
-from studio.train.objectives.grpo import clipped_surrogate, group_advantages, token_logps
+from studio.train.objectives.grpo import clipped_surrogate, group_advantages
 from tests.hf_models import CHATML, make_hf_model
 
 pytest.importorskip("transformers")

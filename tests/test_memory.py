@@ -286,3 +286,39 @@ def test_the_estimate_counts_what_loras_dropout_keeps_for_the_backward(tmp_path)
     (saved_without, estimated_without), (saved_with, estimated_with) = map(saved_and_estimated, (0.0, 0.1))
     assert saved_with - saved_without > 0.3 * saved_without  # the copies: not a detail, even beside the logits
     assert estimated_with - estimated_without == pytest.approx(saved_with - saved_without, rel=0.05)
+
+
+def test_with_the_chunked_loss_the_estimate_counts_one_chunk_of_logits_not_every_tokens():
+    """A Qwen2.5-0.5B-shaped model at context 2048: whole logits are 3 fp32 vocabulary rows per token (3.7 GB);
+    chunked, 3 rows per token of one chunk, plus the learned states and their gradient, which grow with the context
+    by 2·width values per token and no longer by the vocabulary."""
+    from studio.sizing.sizes import estimate_train_memory, loss_chunk_rows
+
+    vocab, width = 151_936, 896
+    shape = {"model.arch": "llama", "model.n_layer": 24, "model.n_embd": width, "model.n_head": 14}
+    config = tiny_config({**shape, "model.vocab_size": vocab, "train.batch_size": 1, "model.block_size": 2048})
+
+    def activations(chunked: bool, block_size: int) -> int:
+        config.train.chunked_loss, config.model.block_size = chunked, block_size
+        return estimate_train_memory(config.model, config.train)["activations"]
+
+    chunk = loss_chunk_rows(vocab, True)
+    assert chunk == 110  # 64 MiB of fp32 logits
+    saved = activations(False, 2048) - activations(True, 2048)
+    assert saved == 3 * 4 * (2048 - chunk) * vocab - 2 * 4 * 2048 * width
+    assert saved > 3.5e9
+    grown_whole = activations(False, 2048) - activations(False, 1024)
+    grown_chunked = activations(True, 2048) - activations(True, 1024)
+    assert grown_whole - grown_chunked == 1024 * (3 * 4 * vocab - 2 * 4 * width)
+
+
+def test_running_out_of_memory_with_the_chunked_loss_off_suggests_it_first():
+    from studio.sizing.memory_advice import to_fit
+
+    off = tiny_config({"train.chunked_loss": False})
+    assert to_fit(off, "CPU", setting_up=False).startswith(
+        "to fit, turn on the chunked loss (--set train.chunked_loss=true: the logits never whole), lower"
+    )
+    assert "chunked" not in to_fit(tiny_config(), "CPU", setting_up=False)  # on already (the default)
+    classifier = tiny_config({"train.chunked_loss": False, "train.task": "classify"})
+    assert "chunked" not in to_fit(classifier, "CPU", setting_up=False)  # one row of labels per text

@@ -74,12 +74,21 @@ def lm_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
 
 
-def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row, the sum of the answer's token log-probabilities and its number of tokens: positions whose target is
-    IGNORE (prompt, padding, on either side) add exactly nothing, whatever their logits."""
-    learned = targets != IGNORE
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each target's log-probability, in fp32; exactly 0 where the target is IGNORE, whatever the logits."""
     logps = torch.gather(logits.float().log_softmax(-1), -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(learned, logps, 0.0).sum(-1), learned.sum(-1)
+    return torch.where(targets != IGNORE, logps, 0.0)
+
+
+def answer_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of the answer's token log-probabilities and its number of tokens (`answer_sums`)."""
+    return answer_sums(token_logps(logits, targets), targets)
+
+
+def answer_sums(logps: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the sum of the answer's token log-probabilities (`token_logps`) and its number of tokens: positions
+    whose target is IGNORE (prompt, padding, on either side) add exactly nothing."""
+    return logps.sum(-1), (targets != IGNORE).sum(-1)
 
 
 def distill_loss_sum(

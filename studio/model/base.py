@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from studio.model.readout import OutputHead, Readout
+
 
 class LanguageModel(nn.Module):
     """Subclasses set `self.cfg` and say which module embeds the input tokens and which is the output head."""
@@ -31,6 +33,15 @@ class LanguageModel(nn.Module):
 
     def output_head(self) -> nn.Linear:
         return self.lm_head
+
+    def head(self) -> OutputHead:
+        """The output head as a loss reads it without whole logits (studio.model.readout)."""
+        head = self.output_head()
+        return OutputHead(head.weight, head.bias)
+
+    def output(self, hidden: torch.Tensor, readout: Readout | None) -> torch.Tensor:
+        """The logits of the final states, or what `readout` reads from them through the head instead."""
+        return self.output_head()(hidden) if readout is None else readout(hidden, self.head())
 
     def tie_weights(self) -> None:
         """Share the embedding with the output head when cfg.tie_embeddings; call again after a load that

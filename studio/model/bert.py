@@ -15,6 +15,7 @@ from studio.architectures.bert import TYPE_VOCAB
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel
+from studio.model.readout import OutputHead, Readout
 
 
 class Embeddings(nn.Module):
@@ -106,9 +107,12 @@ class PredictionHead(nn.Module):
         self.decoder = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
+    def transformed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads: the dense + GELU + LayerNorm transform of the final states."""
+        return self.transform.LayerNorm(F.gelu(self.transform.dense(x)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.transform.LayerNorm(F.gelu(self.transform.dense(x)))
-        return self.decoder(x) + self.bias
+        return self.decoder(self.transformed(x)) + self.bias
 
 
 class Bert(LanguageModel):
@@ -133,20 +137,27 @@ class Bert(LanguageModel):
     def output_head(self) -> nn.Linear:
         return self.cls.predictions.decoder
 
+    def head(self) -> OutputHead:
+        return OutputHead(self.cls.predictions.decoder.weight, self.cls.predictions.bias)
+
     def forward(
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_types: torch.Tensor | None = None,
+        readout: Readout | None = None,
     ):
-        """Logits at every position of idx (B, T) (and the loss on the targets given, IGNORE elsewhere);
-        attention_mask (B, T): 1 for tokens, 0 for padding that no position attends to."""
+        """Logits at every position of idx (B, T) (and the loss on the targets given, IGNORE elsewhere), or what a
+        readout reads from the transformed states through the decoder; attention_mask (B, T): 1 for tokens, 0 for
+        padding that no position attends to."""
         assert idx.size(1) <= self.cfg.block_size, f"{idx.size(1)} tokens: longer than block_size {self.cfg.block_size}"
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         x = self.bert.embeddings(idx, token_types)
         for layer in self.bert.encoder.layer:
             x = self.run_block(layer, x, mask)
+        if readout is not None:
+            return readout(self.cls.predictions.transformed(x), self.head()), None
         logits = self.cls.predictions(x)
         return logits, None if targets is None else lm_loss(logits, targets)
 

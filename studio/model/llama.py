@@ -14,6 +14,7 @@ from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel, LastTokenClassifier
 from studio.model.kv_cache import KVCache, attend, attention_weights, packed_mask
+from studio.model.readout import Readout
 
 
 class RMSNorm(nn.Module):
@@ -187,9 +188,11 @@ class Llama(LanguageModel):
         cache: KVCache | None = None,
         start: int = 0,
         positions: torch.Tensor | None = None,
+        readout: Readout | None = None,
     ):
-        """Logits (and the loss given targets) of idx (B, T): final_states through the LM head."""
-        logits = self.lm_head(self.final_states(idx, cache, start, positions))
+        """Logits (and the loss given targets) of idx (B, T): final_states through the LM head; with a readout,
+        what it reads from them instead (a loss without whole logits)."""
+        logits = self.output(self.final_states(idx, cache, start, positions), readout)
         return logits, None if targets is None else lm_loss(logits, targets)
 
 

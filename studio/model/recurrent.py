@@ -11,6 +11,7 @@ from torch import nn
 from studio.config import ModelConfig
 from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel, LastTokenClassifier
+from studio.model.readout import Readout
 
 
 class RecurrentLM(LanguageModel):
@@ -35,8 +36,8 @@ class RecurrentLM(LanguageModel):
         x, _ = self.rnn(self.drop(self.embed(idx)))  # no initial state given: zeros
         return self.drop(x)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        logits = self.lm_head(self.final_states(idx))
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, readout: Readout | None = None):
+        logits = self.output(self.final_states(idx), readout)
         return logits, None if targets is None else lm_loss(logits, targets)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.hf.folder import ADAPTER_CONFIG, adapter_base
+from studio.model.readout import OutputHead, Readout
 from studio.objectives import objective_of
 from studio.run_folder.layout import short_reason
 
@@ -77,9 +78,13 @@ class PretrainedLM(nn.Module):
         cache: PretrainedCache | None = None,
         start: int = 0,
         positions: torch.Tensor | None = None,
+        readout: Readout | None = None,
     ) -> tuple[torch.Tensor, None]:
-        """Logits of idx (B, T). Packed rows give `positions` restarting at 0 for each example: with no attention
-        mask and no cache, transformers then keeps attention within each example."""
+        """Logits of idx (B, T), or what a readout reads from the final states through the head (`output_head`):
+        the decoder then runs alone, the head is the studio's. Packed rows give `positions` restarting at 0 for each
+        example: with no attention mask and no cache, transformers then keeps attention within each example."""
+        if readout is not None:
+            return self.read_out(idx, positions, readout), None
         if cache is not None and start == 0:
             cache.past = None  # a new window: what the cache held is stale
         past = None if cache is None else cache.past
@@ -87,6 +92,30 @@ class PretrainedLM(nn.Module):
         if cache is not None:
             cache.past = out.cache
         return out.logits, None
+
+    def read_out(self, idx: torch.Tensor, positions: torch.Tensor | None, readout: Readout):
+        """What `readout` reads from the model's final states and head; from its logits, for a family that changes
+        its logits in a way `output_head` does not know."""
+        model = self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf  # under peft's wrapper:
+        head = output_head(model)  # the adapters sit inside the layers, so the decoder runs them
+        if head is None:
+            return readout.of_logits(self.hf(input_ids=idx, position_ids=positions).logits)
+        hidden = model.get_decoder()(input_ids=idx, position_ids=positions).last_hidden_state
+        return readout(hidden, head)
+
+
+# Config fields of families whose forward scales the logits after the head (Cohere, Granite): read whole
+LOGIT_SCALES = ("logit_scale", "logits_scaling")
+
+
+def output_head(model: nn.Module) -> OutputHead | None:
+    """A transformers causal LM's head as its forward applies it: the output embedding (tied or not, with its bias if
+    any) and the final soft-capping (Gemma 2 and 3); None for a family that scales its logits otherwise."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_SCALES):
+        return None
+    linear = model.get_output_embeddings()
+    return OutputHead(linear.weight, linear.bias, getattr(config, "final_logit_softcapping", None))
 
 
 def model_context(hf_model: nn.Module) -> int | None:

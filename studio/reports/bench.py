@@ -11,6 +11,9 @@ generated here from the built-in corpus: no network, no files of the user's, not
   rounds in this process, so that load from elsewhere on the machine hits both alike;
 - data: `llm-studio prepare` as a child process (MB/s of text, its peak RSS), the studio's encoder, and the
   tokenizers library's own `encode_batch` on the same text;
+- loss: the Trainer's step with its loss read from the output head a chunk of tokens at a time (train.chunked_loss)
+  against whole logits, the base preset with a 32K-token head, in alternating rounds: tokens/s and the estimate
+  (`benchmarks/chunked_ce.py` measures peak RSS against a plain transformers + peft loop on a 0.5B model);
 - generation: tokens/s with and without the KV cache (alternating rounds);
 - scaling: the training and generation figures along batch size, context length and model width.
 
@@ -54,6 +57,7 @@ from studio.sizing.sizes import estimate_train_memory, flops_per_token, param_co
 from studio.train.trainer import Trainer
 
 PREPARED_NAME = "bench-prepare"
+LOSS_VOCAB = 32_768  # the loss table's head: a vocabulary whose logits outweigh a small model's activations
 NEEDS_GPU = "needs a GPU"
 GPU_ONLY = (  # what a CPU-only machine measures otherwise, whatever the plan
     "bf16 mixed precision (a CPU trains in fp32 here: bf16 autocast is slower on CPUs)",
@@ -131,8 +135,8 @@ def run_bench(plan: Plan, progress: Callable[[str], None] = lambda line: None) -
     with _temporary_home() as home:
         corpus = write_corpus(home / "corpus.txt", plan.corpus_chars)
         bench = Bench(plan, device, corpus)
-        measures = [bench.presets_table, bench.overhead_table, bench.data_table, bench.generation_table,
-                    *bench.scaling_measures()]  # fmt: skip
+        measures = [bench.presets_table, bench.overhead_table, bench.loss_table, bench.data_table,
+                    bench.generation_table, *bench.scaling_measures()]  # fmt: skip
         tables = []
         for index, measure in enumerate(measures, 1):
             tables.append(measure())
@@ -300,6 +304,33 @@ class Bench:
                 ["llm-studio Trainer", 1000 * studio_s, tokens / studio_s, studio_s / bare_s],
             ],
         )
+
+    # ---- the loss's head ------------------------------------------------------------------------------
+    def loss_table(self) -> Table:
+        """The trainer's step with the loss read a chunk of tokens at a time against whole logits, alternated, on the
+        base preset with a LOSS_VOCAB-token head (today's checkpoints have larger ones still): tokens/s, and the
+        estimate, whose activations differ by the logits (studio.sizing.sizes)."""
+        trainers = []
+        for chunked in (False, True):
+            config = self.config(self.plan.base_preset)
+            config.model.vocab_size, config.train.chunked_loss = LOSS_VOCAB, chunked
+            trainers.append(Trainer(prepare_run(config, f"loss-{'chunked' if chunked else 'whole'}")))
+        plan = self.plan
+        seconds = alternate_rounds([studio_step(t) for t in trainers], plan.warmup_steps, plan.steps, plan.rounds)
+        config = trainers[0].config
+        tokens = config.train.batch_size * config.model.block_size
+        table = Table(
+            "loss",
+            f"The loss without whole logits ({config.preset} with a {LOSS_VOCAB:,}-token head, batch "
+            f"{config.train.batch_size} x {config.model.block_size}, {_precision_name(self.device)}; median of "
+            f"{plan.rounds} alternating rounds of {plan.steps} steps)",
+            [Column("loss"), TRAIN, Column("estimate", "MiB", "memory estimate (MiB)"), Column("vs whole", "x")],
+        )
+        for trainer, step_seconds in zip(trainers, seconds):
+            trainer.events.close()
+            row = [trainer.cross_entropy(), tokens / step_seconds, trainer.memory_estimate / 2**20]
+            table.rows.append([*row, seconds[0] / step_seconds])
+        return table
 
     # ---- data -----------------------------------------------------------------------------------------
     def data_table(self) -> Table:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from studio.config import RunConfig
 from studio.formatting import format_bytes
+from studio.objectives import objective_of
 
 NEAR_THE_LIMIT = 0.7  # a killed trainer whose memory had reached this share of the machine's RAM: likely killed for it
 
@@ -47,10 +48,13 @@ def _shape(config: RunConfig) -> str:
 
 
 def to_fit(config: RunConfig, where: str, setting_up: bool) -> str:
-    """The levers that make a run fit: batch, gradient accumulation, context, activation checkpointing, precision,
-    and while setting up a smaller model."""
+    """The levers that make a run fit: the chunked loss when it is off, batch, gradient accumulation, context,
+    activation checkpointing, precision, and while setting up a smaller model."""
     train = config.train
-    levers = [
+    levers = []
+    if not train.chunked_loss and not objective_of(config).classifies:  # the same loss for less: first
+        levers.append("turn on the chunked loss (--set train.chunked_loss=true: the logits never whole)")
+    levers += [
         "lower train.batch_size (raise train.grad_accum to keep the tokens per step)",
         "shorten model.block_size",
     ]

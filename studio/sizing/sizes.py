@@ -61,7 +61,9 @@ def estimate_train_memory(
       an attention layer's inputs, q, k, v and outputs and its MLP's inner tensors; a recurrent layer's gates and
       states). On top: the embedding output, and the logits' fp32
       cross-entropy: its log-probabilities kept for the backward, then the loss's gradient and the
-      log-softmax's beside them when the backward starts (3·vocab values per token).
+      log-softmax's beside them when the backward starts (3·vocab values per token); with train.chunked_loss,
+      those 3·vocab values for one chunk of tokens alone (`loss_chunk_rows`), and per token the learned states and
+      their gradient kept from the forward (2·n_embd values: _cross_entropy_bytes).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
       dropout masks and allocator slack are not counted. With activation checkpointing the layers keep only
       their inputs, plus the one layer being recomputed (_kept_by_layers).
@@ -85,7 +87,8 @@ def estimate_train_memory(
         "weights": 4 * n + (2 * n if mixed else 0),
         "gradients": 4 * n,
         "optimizer": 4 * optimizer_values * n,
-        "activations": tokens * per_token * act_bytes + _cross_entropy_bytes(train, cfg.block_size, vocab, num_labels),
+        "activations": tokens * per_token * act_bytes
+        + _cross_entropy_bytes(train, cfg.block_size, vocab, cfg.n_embd, num_labels),
     }
     return _with_total(_per_process(memory, train, _gathered_params(cfg, vocab, num_labels)))
 
@@ -223,14 +226,29 @@ def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: HFFac
     per_token = sum(fan_out for _, _, fan_out in facts.linear_layers) + layers * 4 * hidden
     per_token = _kept_by_layers(layers, per_token, hidden, train.activation_checkpointing)
     tokens = train.batch_size * model.block_size
-    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts.vocab or 0)
+    return tokens * per_token * act_bytes + _cross_entropy_bytes(train, model.block_size, facts.vocab or 0, hidden)
 
 
-def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, num_labels: int = 0) -> int:
-    """The fp32 cross-entropy at the start of the backward: the log-probabilities kept for it, the loss's gradient
-    and the log-softmax's, one row per token (or per text for a classifier)."""
-    rows, classes = (train.batch_size, num_labels) if num_labels else (train.batch_size * block_size, vocab)
-    return 3 * 4 * rows * classes
+LOSS_CHUNK_BYTES = 64 * 2**20  # the fp32 logits of one chunk of tokens: large enough for an efficient matmul
+
+
+def loss_chunk_rows(vocab: int, chunked: bool) -> int:
+    """Tokens per chunk of the loss's head (studio.model.readout), 0 for whole logits (train.chunked_loss off)."""
+    return max(1, LOSS_CHUNK_BYTES // (4 * max(vocab, 1))) if chunked else 0
+
+
+def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, width: int, num_labels: int = 0) -> int:
+    """The fp32 cross-entropy at its peak: the log-probabilities, the loss's gradient and the log-softmax's, one
+    row per token (or per text for a classifier) at the start of the backward. Chunked (train.chunked_loss), the
+    same three rows for one chunk of tokens, and per token the learned final states and their gradient, which the
+    forward computes and keeps (fp32, width values each)."""
+    if num_labels:
+        return 3 * 4 * train.batch_size * num_labels
+    tokens = train.batch_size * block_size
+    chunk = loss_chunk_rows(vocab, train.chunked_loss)
+    if not chunk:
+        return 3 * 4 * tokens * vocab
+    return 3 * 4 * min(chunk, tokens) * vocab + 2 * 4 * tokens * width
 
 
 def half_precision(train: TrainConfig) -> bool:

@@ -36,6 +36,7 @@ from studio.hardware import gpu_peak_flops
 from studio.hf.folder import run_facts
 from studio.hf.inspection import inspect_folder
 from studio.inference.generate import run_generator
+from studio.model.readout import cross_entropy_backend
 from studio.model.trainable import build_run_model, teacher_module
 from studio.model.weights import check_fit
 from studio.objectives import objective_of
@@ -205,6 +206,13 @@ class Trainer:
         sizes = run_sizes(config, run_facts(config, inspect_folder), num_labels, teacher)
         return sizes.memory["total"]
 
+    def cross_entropy(self) -> str | None:
+        """How the loss reads the output head (studio.model.readout): whole logits, the chunked PyTorch path, or a
+        fused kernel; None for a classifier, whose logits are one row per text."""
+        if objective_of(self.config).classifies:
+            return None
+        return cross_entropy_backend(self.accelerator.device.type, self.config.train.chunked_loss)
+
     def _weights(self) -> list[torch.Tensor]:
         """The parameters of the models this process holds (its slices, under FSDP): the trained one's, a
         teacher's, and a reference's frozen copy."""
@@ -241,6 +249,7 @@ class Trainer:
             mem_measure=self.memory.measure,
             mem_baseline=self.memory.baseline,
             **(self.privacy.facts() if self.privacy is not None else {}),
+            cross_entropy=self.cross_entropy(),
         )
         if self.state.step == 0:
             if not self.dataset.has_validation:

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 from studio.config import DistillConfig, RunConfig
 from studio.data.batches import ExampleFile, ExampleStream, PoissonStream, private_examples
 from studio.data.prepare import Dataset
-from studio.model import distill_loss_sum, lm_loss_sum
+from studio.model.readout import AUTO, CrossEntropySum, DivergenceSum, Readout, States, Together
 from studio.objectives import Objective
 
 SAMPLED_EXAMPLES = 3  # held-out chat or labeled examples each sample event answers
@@ -96,9 +96,19 @@ class TrainingObjective:
     def train_fields(self, seconds: float) -> dict:
         return {}
 
+    @property
+    def chunk_rows(self) -> int:
+        """Tokens per chunk of the loss (studio.model.readout): as the head's vocabulary decides (AUTO), or 0 for
+        whole logits (train.chunked_loss false)."""
+        return AUTO if self.context.config.train.chunked_loss else 0
+
+    def read(self, model: torch.nn.Module, batch, readout: Readout):
+        """What `readout` reads of the model's outputs for the batch: from its final states through its head, a
+        chunk of tokens at a time (the objectives that score a vocabulary)."""
+        return model(batch.x, **batch.model_inputs(), readout=readout)[0]
+
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
-        logits, _ = model(batch.x, **batch.model_inputs())
-        cross_entropy = lm_loss_sum(logits, batch.y)
+        cross_entropy = self.read(model, batch, CrossEntropySum(batch.y, self.chunk_rows))
         return torch.stack([cross_entropy, cross_entropy, torch.zeros_like(cross_entropy)])
 
 
@@ -122,12 +132,15 @@ class Distilled:
         return self.objective.train_fields(seconds)
 
     def loss_sums(self, model: torch.nn.Module, batch) -> torch.Tensor:
-        extra = batch.model_inputs()
-        logits, _ = model(batch.x, **extra)
-        cross_entropy = lm_loss_sum(logits, batch.y)
+        """One forward of each: the teacher's final states and head (not its logits), then the student's
+        cross-entropy and divergence from its own, both a chunk of tokens at a time."""
+        objective, rows = self.objective, self.objective.chunk_rows
         with torch.no_grad():
-            teacher_logits, _ = self.teacher(batch.x, **extra)
-        divergence = distill_loss_sum(logits, teacher_logits, batch.y, self.distill.temperature)
+            teacher = objective.read(self.teacher, batch, States())
+        divergence_sum = DivergenceSum(batch.y, teacher, self.distill.temperature, rows)
+        cross_entropy, divergence = objective.read(
+            model, batch, Together(CrossEntropySum(batch.y, rows), divergence_sum)
+        )
         loss = self.distill.alpha * divergence + (1 - self.distill.alpha) * cross_entropy
         return torch.stack([loss, cross_entropy, divergence])
 

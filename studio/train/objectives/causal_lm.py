@@ -13,7 +13,7 @@ from studio.checkpoints.training_state import TrainingState
 from studio.data.batches import IGNORE, ExampleStream, PoissonStream, TokenFile, WindowStream, private_windows
 from studio.data.examples import dataset_chat_template
 from studio.inference.generate import SamplingConfig, sample
-from studio.model import lm_loss_sum
+from studio.model.readout import EvaluationSums
 from studio.train.objectives import TrainingContext, TrainingObjective
 
 EVAL_SEED_OFFSET = 10_000  # evaluation draws the same fixed batches every time, apart from training's
@@ -53,12 +53,8 @@ class Objective(TrainingObjective):
         totals = torch.zeros(3, device=context.accelerator.device)  # loss sum, correct, learned targets
         for _ in range(eval_steps):
             batch = stream.next(position).to(context.accelerator.device)
-            extra = {} if batch.positions is None else {"positions": batch.positions}
-            logits, _ = model(batch.x, **extra)
-            learned = batch.y != IGNORE
-            totals[0] += lm_loss_sum(logits, batch.y)
-            totals[1] += ((logits.argmax(-1) == batch.y) & learned).sum()
-            totals[2] += learned.sum()
+            totals[:2] += self.read(model, batch, EvaluationSums(batch.y, self.chunk_rows))
+            totals[2] += (batch.y != IGNORE).sum()
         loss_sum, correct, count = context.accelerator.reduce(totals, "sum").tolist()
         val_loss = loss_sum / count
         return {

@@ -12,6 +12,7 @@ import torch
 from studio.data.batches import ExampleFile, ExampleStream, labeled_batch
 from studio.inference.generate import label_probabilities
 from studio.model import lm_loss_sum
+from studio.model.readout import Readout
 from studio.objectives.metrics import classification_metrics
 from studio.train.objectives import TrainingObjective
 
@@ -20,6 +21,10 @@ class Objective(TrainingObjective):
     def batches(self, split: str, shuffle: bool) -> ExampleStream:
         """The rows in seeded epochs, each with its label as the one target (studio.data.labeled)."""
         return self.examples(split, shuffle)
+
+    def read(self, model: torch.nn.Module, batch, readout: Readout):
+        """From the logits themselves: one row of labels per text, nothing vocabulary-wide to chunk."""
+        return readout.of_logits(model(batch.x, **batch.model_inputs())[0])
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, eval_steps: int) -> dict[str, Any]:

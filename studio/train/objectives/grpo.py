@@ -41,6 +41,7 @@ from studio.checkpoints.training_state import TrainingState
 from studio.data.batches import ExampleFile, ExampleStream, StreamPosition
 from studio.data.prompts import read_rows
 from studio.inference.generate import SamplingConfig, sample, stopped_length
+from studio.model.readout import TokenLogProbs
 from studio.model.trainable import RunModel
 from studio.objectives import reference_kind
 from studio.rewards import Reward, parse_rewards, score
@@ -179,11 +180,6 @@ def clipped_surrogate(
     return SurrogateTerms(mean(per_token), mean(kl).detach(), mean(clipped.to(logps.dtype)))
 
 
-def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Each target's log-probability (N, T), in fp32."""
-    return torch.gather(logits.float().log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
-
-
 @dataclass
 class Answers:
     """A batch's answers, G per prompt in order, as one right-padded batch: prompt + completion per row."""
@@ -240,7 +236,7 @@ class Objective(CausalLM):
         old_logps = None
         if context.config.train.grpo_iterations > 1:
             with context.accelerator.autocast():
-                old_logps = token_logps(self.policy(answers.x)[0], answers.targets)
+                old_logps = self.token_logps(self.policy, answers.x, answers.targets)
         return SampledBatch(
             answers.x, answers.targets, answers.mask, answers.rewards, advantages, old_logps, batch.tokens,
             time.perf_counter() - started,
@@ -277,11 +273,11 @@ class Objective(CausalLM):
 
     def loss_sums(self, model: torch.nn.Module, batch: SampledBatch) -> torch.Tensor:
         train = self.context.config.train
-        logps = token_logps(model(batch.x)[0], batch.targets)
+        logps = self.token_logps(model, batch.x, batch.targets)
         old_logps = logps.detach() if batch.old_logps is None else batch.old_logps
         reference = None
         if self.reference is not None:
-            reference = token_logps(self.reference.logits(batch.x), batch.targets)
+            reference = self.token_logps(self.reference, batch.x, batch.targets)
         terms = clipped_surrogate(
             logps, old_logps, reference, batch.advantages, batch.mask, train.grpo_epsilon, train.beta
         )
@@ -292,6 +288,11 @@ class Objective(CausalLM):
         ], dtype=torch.float64)  # fmt: skip
         loss = terms.loss.sum()
         return torch.stack([loss, loss.detach(), torch.zeros_like(loss)])
+
+    def token_logps(self, model, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each target's log-probability (N, T) in fp32 under `model` (the policy, or its reference), read from the
+        final states a chunk of tokens at a time (studio.model.readout)."""
+        return model(x, readout=TokenLogProbs(targets, self.chunk_rows))[0]
 
     def train_fields(self, seconds: float) -> dict[str, Any]:
         """The answers since the last train event, over every process: the reward's mean, its within-group std and

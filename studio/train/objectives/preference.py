@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from studio.data.batches import IGNORE, ExampleFile, ExampleStream, StreamPosition, padded_examples
 from studio.data.preferences import PAIRS
 from studio.errors import StudioError
-from studio.model import answer_logps
+from studio.model import answer_sums
+from studio.model.readout import Readout, TokenLogProbs
 from studio.model.trainable import RunModel
 from studio.objectives import OBJECTIVES, reference_kind
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
@@ -152,11 +153,12 @@ class Reference:
             self.frozen = copy.deepcopy(run_model.module).to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, readout: Readout) -> tuple:
+        """Called as the model is: what `readout` reads of the reference's outputs for x."""
         if self.frozen is not None:
-            return self.frozen(x)[0]
+            return self.frozen(x, readout=readout)
         with self.run_model.inner.disable_adapter():
-            return self.run_model.module(x)[0]
+            return self.run_model.module(x, readout=readout)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The weights it adds to the run's: the frozen copy's, none for the adapters' base."""
@@ -282,8 +284,8 @@ class Objective(CausalLM):
                     answers = list(range(start, min(start + batch_size, len(rows.examples))))
                     batch = rows.answers_batch(answers, context.block_size)
                     with context.accelerator.autocast():
-                        logits = module(batch.x.to(context.accelerator.device))[0]
-                    values.append(answer_logps(logits, batch.y.to(logits.device))[0].cpu().numpy())
+                        answer = self.answer_logps(module, batch.x, batch.y, context.accelerator.device)[0]
+                    values.append(answer.cpu().numpy())
                 logps[split] = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
         module.train(training)
         return logps
@@ -294,7 +296,13 @@ class Objective(CausalLM):
             return torch.from_numpy(self.reference_logps[split][batch.answers]).to(batch.x.device)
         if self.reference is None:
             return None
-        return answer_logps(self.reference.logits(batch.x), batch.y)[0]
+        return self.answer_logps(self.reference, batch.x, batch.y)[0]
+
+    def answer_logps(self, model, x: torch.Tensor, y: torch.Tensor, device: torch.device | None = None):
+        """Per row, the answer's log-probability under `model` (the policy, or its reference) and its number of
+        tokens, read from the final states a chunk of tokens at a time (studio.model.readout)."""
+        x, y = (x, y) if device is None else (x.to(device), y.to(device))
+        return answer_sums(model(x, readout=TokenLogProbs(y, self.chunk_rows))[0], y)
 
     def rows(self, split: str) -> PreferenceRows:
         dataset = self.context.dataset
@@ -312,7 +320,7 @@ class Objective(CausalLM):
 
     def terms(self, model: torch.nn.Module, batch: PreferenceBatch, split: str = "train") -> PairTerms:
         """The loss and what is reported, per pair (KTO: per row), from one forward of all the batch's rows."""
-        logps, tokens = answer_logps(model(batch.x)[0], batch.y)
+        logps, tokens = self.answer_logps(model, batch.x, batch.y)
         reference = self.reference_of(batch, split)
         train = self.context.config.train
         if batch.desirable is None:
@@ -327,8 +335,8 @@ class Objective(CausalLM):
         """KTO's z: the mean log-ratio of the prompts answered with other rows' answers, at least 0, no gradient."""
         x, y = batch.mismatched
         with torch.no_grad():
-            policy = answer_logps(model(x)[0], y)[0]
-            reference = answer_logps(self.reference.logits(x), y)[0]
+            policy = self.answer_logps(model, x, y)[0]
+            reference = self.answer_logps(self.reference, x, y)[0]
         return (policy - reference).mean().clamp(min=0)
 
     def loss_sums(self, model: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
