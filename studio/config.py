@@ -388,6 +388,13 @@ class TrainConfig:
         return self.privacy_epsilon > 0 or self.privacy_noise_multiplier > 0
 
     @property
+    def chunked_readout(self) -> bool:
+        """The loss reads the output head a chunk of tokens at a time (chunked_loss), except in a private run: Opacus
+        takes each example's gradient from hooks on the head's module, which a chunked readout (the head's weight in
+        a matmul of its own) would go around, leaving the head's gradient unclipped."""
+        return self.chunked_loss and not self.private
+
+    @property
     def world_size(self) -> int:
         """Processes over every machine."""
         return self.num_processes * self.num_machines

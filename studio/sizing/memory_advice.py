@@ -52,7 +52,8 @@ def to_fit(config: RunConfig, where: str, setting_up: bool) -> str:
     activation checkpointing, precision, and while setting up a smaller model."""
     train = config.train
     levers = []
-    if not train.chunked_loss and not objective_of(config).classifies:  # the same loss for less: first
+    # the same loss for less: first (a private run reads whole logits whatever it is set to)
+    if not train.chunked_loss and not train.private and not objective_of(config).classifies:
         levers.append("turn on the chunked loss (--set train.chunked_loss=true: the logits never whole)")
     levers += [
         "lower train.batch_size (raise train.grad_accum to keep the tokens per step)",

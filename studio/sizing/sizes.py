@@ -245,7 +245,7 @@ def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, width:
     if num_labels:
         return 3 * 4 * train.batch_size * num_labels
     tokens = train.batch_size * block_size
-    chunk = loss_chunk_rows(vocab, train.chunked_loss)
+    chunk = loss_chunk_rows(vocab, train.chunked_readout)
     if not chunk:
         return 3 * 4 * tokens * vocab
     return 3 * 4 * min(chunk, tokens) * vocab + 2 * 4 * tokens * width

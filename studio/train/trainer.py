@@ -211,7 +211,7 @@ class Trainer:
         fused kernel; None for a classifier, whose logits are one row per text."""
         if objective_of(self.config).classifies:
             return None
-        return cross_entropy_backend(self.accelerator.device.type, self.config.train.chunked_loss)
+        return cross_entropy_backend(self.accelerator.device.type, self.config.train.chunked_readout)
 
     def _weights(self) -> list[torch.Tensor]:
         """The parameters of the models this process holds (its slices, under FSDP): the trained one's, a

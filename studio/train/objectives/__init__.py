@@ -100,7 +100,7 @@ class TrainingObjective:
     def chunk_rows(self) -> int:
         """Tokens per chunk of the loss (studio.model.readout): as the head's vocabulary decides (AUTO), or 0 for
         whole logits (train.chunked_loss false)."""
-        return AUTO if self.context.config.train.chunked_loss else 0
+        return AUTO if self.context.config.train.chunked_readout else 0
 
     def read(self, model: torch.nn.Module, batch, readout: Readout):
         """What `readout` reads of the model's outputs for the batch: from its final states through its head, a
