@@ -153,8 +153,8 @@ class Reference:
             self.frozen = copy.deepcopy(run_model.module).to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, readout: Readout) -> tuple:
-        """Called as the model is: what `readout` reads of the reference's outputs for x."""
+    def __call__(self, x: torch.Tensor, readout: Readout | None = None) -> tuple:
+        """Called as the model is: the reference's logits of x, or what `readout` reads of its outputs."""
         if self.frozen is not None:
             return self.frozen(x, readout=readout)
         with self.run_model.inner.disable_adapter():
