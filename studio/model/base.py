@@ -40,8 +40,11 @@ class LanguageModel(nn.Module):
         return OutputHead(head.weight, head.bias)
 
     def output(self, hidden: torch.Tensor, readout: Readout | None) -> torch.Tensor:
-        """The logits of the final states, or what `readout` reads from them through the head instead."""
-        return self.output_head()(hidden) if readout is None else readout(hidden, self.head())
+        """The logits of the final states, or what `readout` reads from them through the head instead. Whole logits
+        come from the head module itself, so what hooks on it sees them (Opacus takes each example's gradient so)."""
+        if readout is None:
+            return self.output_head()(hidden)
+        return readout.of_logits(self.output_head()(hidden)) if readout.whole else readout(hidden, self.head())
 
     def tie_weights(self) -> None:
         """Share the embedding with the output head when cfg.tie_embeddings; call again after a load that

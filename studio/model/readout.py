@@ -214,8 +214,13 @@ class Readout:
     def __init__(self, chunk_rows: int):
         self.chunk_rows = chunk_rows
 
+    @property
+    def whole(self) -> bool:
+        """Whether it reads whole logits (chunk_rows 0)."""
+        return not self.chunk_rows
+
     def __call__(self, hidden: torch.Tensor, head: OutputHead):
-        if not self.chunk_rows or head.weight is None:
+        if self.whole or head.weight is None:
             return self.of_logits(head.logits(hidden))
         rows = loss_chunk_rows(head.weight.size(0), True) if self.chunk_rows == AUTO else self.chunk_rows
         return self.chunked(hidden, head, rows)
