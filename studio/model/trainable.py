@@ -110,14 +110,11 @@ LOGIT_SCALES = ("logit_scale", "logits_scaling")
 
 def output_head(model: nn.Module) -> OutputHead | None:
     """A transformers causal LM's head as its forward applies it: the output embedding (tied or not, with its bias if
-    any) and the final soft-capping (Gemma 2 and 3); None for a family that scales its logits otherwise, or a head
-    with an adapter of its own (its weight alone is not the head)."""
+    any) and the final soft-capping (Gemma 2 and 3); None for a family that scales its logits otherwise."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     if any(getattr(config, name, None) not in (None, 1, 1.0) for name in LOGIT_SCALES):
         return None
     linear = model.get_output_embeddings()
-    if hasattr(linear, "base_layer"):  # an adapter on the head (lora_targets naming it): its forward is the head
-        return None
     return OutputHead(linear.weight, linear.bias, getattr(config, "final_logit_softcapping", None))
 
 
