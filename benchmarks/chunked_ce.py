@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.finetune_throughput import DEFAULT_TEXT, build_checkpoint, plain_steps, prepare, studio_steps
-from studio.hardware import peak_resident_bytes
+# its sibling script, by the folder a script runs from (not `benchmarks.`: Opacus installs a package of that name)
+from finetune_throughput import DEFAULT_TEXT, build_checkpoint, measure, prepare  # noqa: E402
 
 VOCAB = 151_936
 SHAPES = {  # Qwen2Config fields; both tie the head to the embedding, as Qwen2.5-0.5B does
@@ -39,27 +37,6 @@ CASES = {"lora-0.5b": ("lora", "0.5b"), "full-small": ("full", "small")}
 LOOPS = {"plain": "transformers + peft loop", "studio": "llm-studio trainer"}
 
 
-def child(loop: str, run_dir: Path, warmup: int, steps: int) -> None:
-    """One measurement: `warmup` steps, then `steps` timed ones; prints tokens/s and the peak RSS as JSON."""
-    step, _ = (studio_steps if loop == "studio" else plain_steps)(run_dir)
-    for _ in range(warmup):
-        step()
-    started, tokens = time.perf_counter(), 0
-    for _ in range(steps):
-        tokens += step()
-    seconds = time.perf_counter() - started
-    print(json.dumps({"tokens_per_s": tokens / seconds, "peak_bytes": peak_resident_bytes()}))
-
-
-def measure(loop: str, run_dir: Path, warmup: int, steps: int) -> dict:
-    command = [sys.executable, __file__, "--child", loop, "--run-dir", str(run_dir), "--warmup", str(warmup),
-               "--steps", str(steps)]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True)
-    if output.returncode != 0:
-        raise SystemExit(f"{loop} loop failed:\n{output.stderr[-2000:]}")
-    return json.loads(output.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT)
@@ -70,12 +47,7 @@ def main() -> None:
     parser.add_argument("--contexts", default="1024,2048")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--work", type=Path, help="the folder of the checkpoints and runs (kept; reused when given)")
-    parser.add_argument("--child", choices=list(LOOPS), help=argparse.SUPPRESS)
-    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.run_dir, args.warmup, args.steps)
-        return
     contexts = [int(context) for context in args.contexts.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="llm-studio-chunked-ce-"))
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))  # this invocation's runs: a reused folder's names are taken
@@ -91,7 +63,7 @@ def main() -> None:
             results: dict[str, list[dict]] = {loop: [] for loop in LOOPS}
             for _ in range(args.rounds):
                 for loop in LOOPS:  # plain first, then the studio: taking turns
-                    results[loop].append(measure(loop, run_dir, args.warmup, args.steps))
+                    results[loop].append(measure(loop, run_dir, args.steps, args.warmup))
             row = {"case": case, "method": method, "shape": shape_name, "context": context}
             for loop, runs in results.items():
                 row[f"{loop}_tokens_per_s"] = statistics.median(run["tokens_per_s"] for run in runs)

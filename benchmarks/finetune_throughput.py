@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from studio.hardware import peak_resident_bytes  # noqa: E402
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 # The model shapes to time: a small one for CPUs, and Qwen2.5-0.5B's (random weights, its 151,936-token head) for GPUs.
@@ -140,13 +141,13 @@ def plain_steps(run_dir: Path):
     return step, device
 
 
-def child(loop: str, run_dir: Path, steps: int) -> None:
-    """One measurement: warm-up steps, then `steps` timed ones; prints tokens/s and the peak memory as JSON."""
+def child(loop: str, run_dir: Path, steps: int, warmup: int = WARMUP_STEPS) -> None:
+    """One measurement: `warmup` steps, then `steps` timed ones; prints tokens/s and the peak memory as JSON (on a
+    CPU the process's VmHWM: getrusage's ru_maxrss would carry its parent's over fork and exec)."""
     import torch
 
-    torch.set_num_threads(torch.get_num_threads())
     step, device = (studio_steps if loop == "studio" else plain_steps)(run_dir)
-    for _ in range(WARMUP_STEPS):
+    for _ in range(warmup):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -158,12 +159,14 @@ def child(loop: str, run_dir: Path, steps: int) -> None:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+        peak = peak_resident_bytes()
     print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - started), "peak_bytes": peak}))
 
 
-def measure(loop: str, run_dir: Path, steps: int) -> dict:
-    command = [sys.executable, __file__, "--child", loop, "--run-dir", str(run_dir), "--steps", str(steps)]
+def measure(loop: str, run_dir: Path, steps: int, warmup: int = WARMUP_STEPS) -> dict:
+    """`child` in a process of its own (its peak memory is its own), through this script's --child."""
+    command = [sys.executable, __file__, "--child", loop, "--run-dir", str(run_dir), "--steps", str(steps),
+               "--warmup", str(warmup)]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
     if output.returncode != 0:
         raise SystemExit(f"{loop} loop failed:\n{output.stderr[-2000:]}")
@@ -180,9 +183,10 @@ def main() -> None:
     parser.add_argument("--shape", default="small", choices=sorted(SHAPES))
     parser.add_argument("--child", choices=["studio", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=WARMUP_STEPS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.run_dir, args.steps)
+        child(args.child, args.run_dir, args.steps, args.warmup)
         return
     work = Path(tempfile.mkdtemp(prefix="llm-studio-finetune-bench-"))
     shape = SHAPES[args.shape]
