@@ -238,12 +238,16 @@ def learned_rows(hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
     return hidden.reshape(-1, hidden.size(-1))[learned], learned
 
 
-class CrossEntropySum(Readout):
-    """The summed cross-entropy of the learned targets (B, T) (IGNORE: not learned), in fp32."""
+class TargetsReadout(Readout):
+    """A readout of the targets (B, T) a batch learns (IGNORE: not learned)."""
 
     def __init__(self, targets: torch.Tensor, chunk_rows: int):
         super().__init__(chunk_rows)
         self.targets = targets
+
+
+class CrossEntropySum(TargetsReadout):
+    """The summed cross-entropy of the learned targets (B, T) (IGNORE: not learned), in fp32."""
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return lm_loss_sum(logits, self.targets)
@@ -267,12 +271,8 @@ def fused_cross_entropy_sum(states: torch.Tensor, head: OutputHead, targets: tor
     ).float()
 
 
-class TokenLogProbs(Readout):
+class TokenLogProbs(TargetsReadout):
     """Each target's log-probability (B, T) in fp32; 0 where the target is IGNORE."""
-
-    def __init__(self, targets: torch.Tensor, chunk_rows: int):
-        super().__init__(chunk_rows)
-        self.targets = targets
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return token_logps(logits, self.targets)
@@ -305,12 +305,8 @@ class DivergenceSum(Readout):
         return chunked(states, head, score, rows, summed=True)
 
 
-class EvaluationSums(Readout):
+class EvaluationSums(TargetsReadout):
     """The summed cross-entropy of the learned targets and how many of them are the top logit (no gradient)."""
-
-    def __init__(self, targets: torch.Tensor, chunk_rows: int):
-        super().__init__(chunk_rows)
-        self.targets = targets
 
     def of_logits(self, logits: torch.Tensor) -> torch.Tensor:
         correct = ((logits.argmax(-1) == self.targets) & (self.targets != IGNORE)).sum()
