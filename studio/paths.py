@@ -13,6 +13,7 @@ folder the studio or its child processes (trainers, the queue runner, inspection
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -34,7 +35,11 @@ def keep_private(home: Path) -> None:
     """The one access rule: whatever this process (and its children) creates from now on is its owner's alone, and
     the home, when it is there and ours, is closed to others."""
     os.umask(PRIVATE_UMASK)
-    if home.is_dir() and home.stat().st_mode & 0o077 and home.stat().st_uid == os.getuid():
+    try:
+        status = home.stat()  # once: every path of the home comes through here
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(status.st_mode) and status.st_mode & 0o077 and status.st_uid == os.getuid():
         home.chmod(0o700)
 
 
