@@ -804,6 +804,9 @@ def _check_privacy(config: RunConfig) -> None:
                                                 "checked here): set train.mixed_precision auto or no"),
         (t.compile == "true", "does not compile (Opacus's hooks run eagerly): set train.compile auto or false"),
         (t.method not in ("full", "lora"), f"trains full weights or LoRA adapters, not {t.method}: use lora"),
+        (t.method == "full" and m.pretrained, "trains a Hugging Face checkpoint through LoRA adapters only (on its "
+                                              "full model Opacus's per-example hooks fail at the first step): use "
+                                              "--method lora"),
         (t.objective != "lm", f"is for lm and classify runs, not {t.objective}: set train.objective lm"),
         (bool(config.distill.teacher), "learns from the data alone: remove distill.teacher"),
         (config.data.packing, "clips each example's gradient, and a packed row holds several: set data.packing "

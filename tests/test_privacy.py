@@ -168,6 +168,7 @@ def test_layers_opacus_cannot_handle_are_named_in_one_line(studio_home, code_cor
         ({"train.grad_accum": 2}, "set train.grad_accum 1"),
         ({"train.mixed_precision": "bf16"}, "trains in fp32"),
         ({"train.method": "dora"}, "not dora: use lora"),
+        ({"train.method": "full", "model.arch": "hf", "train.init_from": "x"}, "LoRA adapters only"),
         ({"train.objective": "dpo", "train.init_from": "x"}, "not dpo"),
         ({"data.packing": True}, "set data.packing false"),
         ({"train.privacy_delta": 1.0}, "train.privacy_delta must be in (0, 1)"),

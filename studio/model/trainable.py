@@ -98,7 +98,7 @@ class PretrainedLM(nn.Module):
         its logits in a way `output_head` does not know."""
         model = self.hf.get_base_model() if hasattr(self.hf, "get_base_model") else self.hf  # under peft's wrapper:
         head = output_head(model)  # the adapters sit inside the layers, so the decoder runs them
-        if head is None:
+        if head is None or readout.whole:  # whole logits from the model's own forward: hooks on its head see them
             return readout.of_logits(self.hf(input_ids=idx, position_ids=positions).logits)
         hidden = model.get_decoder()(input_ids=idx, position_ids=positions).last_hidden_state
         return readout(hidden, head)
