@@ -269,6 +269,12 @@ class TrainConfig:
         "false: whole logits",
         "chunked loss",
     )
+    lean_activations: bool = setting(
+        True,
+        "recompute LoRA's dropout and the gated MLP's activation in the backward instead of keeping their outputs "
+        "(the same gradients; at long contexts a third less activation memory for little compute); false: keep them",
+        "lean activations",
+    )
     num_processes: int = setting(1, "processes on each machine: GPUs, or CPU processes over gloo", "processes")
     sharding: Sharding = setting(
         "ddp",
@@ -393,6 +399,12 @@ class TrainConfig:
         takes each example's gradient from hooks on the head's module, which a chunked readout (the head's weight in
         a matmul of its own) would go around, leaving the head's gradient unclipped."""
         return self.chunked_loss and not self.private
+
+    @property
+    def recomputes_cheap_steps(self) -> bool:
+        """LoRA's dropout and gated activations are recomputed in the backward (lean_activations), except in a private
+        run: Opacus's hooks on lora_A would see its input without the dropout (studio.model.recompute)."""
+        return self.lean_activations and not self.private
 
     @property
     def world_size(self) -> int:

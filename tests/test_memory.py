@@ -264,6 +264,7 @@ def test_the_estimate_counts_what_loras_dropout_keeps_for_the_backward(tmp_path)
     make_hf_model(folder, "llama")
     config = RunConfig()
     config.train.init_from, config.train.method, config.train.batch_size = str(folder), "lora", 2
+    config.train.lean_activations = False  # peft's own dropout (recomputed, it keeps nothing: tests/test_recompute.py)
     config.model.block_size = 32
     resolve_init_from(config)  # the model's config from the folder, as prepare_run takes it
     config.model.vocab_size = 320

@@ -106,6 +106,9 @@ class Architecture:
     learned_positions: bool = False  # a table of positions: a lookup, no FLOPs
     grouped_query: bool = False  # fewer key/value heads than heads may be asked for (model.n_kv_head)
     rotary: bool = False  # rotary embeddings, which rotate pairs: the head size must be even
+    # a gated MLP, act(gate)·up: under train.lean_activations the product is recomputed in the backward, so a layer
+    # keeps one mlp_width fewer (studio.model.recompute)
+    gated_mlp: bool = False
     huggingface: HuggingFace | None = None  # None: transformers has no class for it
     gguf: Gguf | None = None  # None: llama.cpp has no loader for it
 

@@ -77,6 +77,7 @@ LLAMA = Architecture(
     linear_layers=linear_layers,
     grouped_query=True,
     rotary=True,
+    gated_mlp=True,
     huggingface=HuggingFace("LlamaForCausalLM", "LlamaForSequenceClassification", config_json),
     gguf=Gguf("llama", rotary_pairs=True),
 )

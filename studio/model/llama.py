@@ -15,6 +15,7 @@ from studio.model import init_weights, lm_loss
 from studio.model.base import LanguageModel, LastTokenClassifier
 from studio.model.kv_cache import KVCache, attend, attention_weights, packed_mask
 from studio.model.readout import Readout
+from studio.model.recompute import gated_product
 
 
 class RMSNorm(nn.Module):
@@ -90,7 +91,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x)); with recompute_product (train.lean_activations) the product is recomputed
+    in the backward (studio.model.recompute)."""
+
+    recompute_product = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -101,7 +105,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+        product = gated_product(F.silu, self.gate_proj(x), self.up_proj(x), self.recompute_product)
+        return self.dropout(self.down_proj(product))
 
 
 class Block(nn.Module):

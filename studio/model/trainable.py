@@ -26,6 +26,7 @@ from studio.config import RunConfig
 from studio.errors import StudioError
 from studio.hf.folder import ADAPTER_CONFIG, adapter_base
 from studio.model.readout import OutputHead, Readout
+from studio.model.recompute import keep_fewer_activations
 from studio.objectives import objective_of
 from studio.run_folder.layout import short_reason
 
@@ -207,6 +208,8 @@ def build_run_model(config: RunConfig, dequantized: bool = False) -> RunModel:
     if train.activation_checkpointing:
         checkpoint_activations(base)
     inner = base if train.method == "full" else add_adapters(base, config, heads)
+    if train.recomputes_cheap_steps:
+        keep_fewer_activations(inner)
     if config.model.pretrained:
         module = PretrainedLM(inner, config.model.block_size) if labels is None else PretrainedClassifier(inner)
     else:

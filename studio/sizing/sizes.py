@@ -66,7 +66,8 @@ def estimate_train_memory(
       their gradient kept from the forward (2·n_embd values: _cross_entropy_bytes).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
       dropout masks and allocator slack are not counted. With activation checkpointing the layers keep only
-      their inputs, plus the one layer being recomputed (_kept_by_layers).
+      their inputs, plus the one layer being recomputed (_kept_by_layers); with train.lean_activations a gated
+      MLP keeps one mlp_width fewer (_recomputed_per_layer).
     - mixed_precision "auto" counts as fp32 (half_precision).
 
     What it is held against (studio.train.memory): on a GPU, the tensors' peak; on a CPU, the process's peak RSS
@@ -80,7 +81,7 @@ def estimate_train_memory(
     act_bytes = 2 if mixed else 4
     optimizer_values = optimizer_values_per_weight(train)
     tokens = train.batch_size * cfg.block_size
-    per_layer = architecture(cfg.arch).activations_per_layer(cfg)
+    per_layer = architecture(cfg.arch).activations_per_layer(cfg) - _recomputed_per_layer(cfg, train)
     per_token = _kept_by_layers(cfg.n_layer, cfg.n_layer * per_layer, cfg.n_embd, train.activation_checkpointing)
     per_token += cfg.n_embd
     memory = {
@@ -183,15 +184,21 @@ def _adapter_activations(linear_layers: list, layer_count: int, block_size: int,
     each make one) at the activations' width, with its mask (a byte per value). Checked with autograd's saved-tensor
     hooks (tests/test_memory.py): on benchmarks/alignment_cost.py's 3M-parameter Llama at full context, the copies
     add 62% to what the rest of a LoRA step keeps. Under activation checkpointing only the layer being recomputed
-    holds them."""
+    holds them; with train.lean_activations none are kept (the dropout is redrawn in the backward)."""
     chosen = adapted_layers(linear_layers, train.lora_targets)
     act_bytes = 2 if half_precision(train) else 4
     per_token = len(chosen) * train.lora_rank * act_bytes
-    if train.lora_dropout > 0:
+    if train.lora_dropout > 0 and not train.recomputes_cheap_steps:
         per_token += sum(fan_in * (act_bytes + 1) for _, fan_in, _ in chosen)
     if train.activation_checkpointing:
         per_token //= max(layer_count, 1)
     return train.batch_size * block_size * per_token
+
+
+def _recomputed_per_layer(cfg: ModelConfig, train: TrainConfig) -> int:
+    """Values per token a layer no longer keeps when cheap steps are recomputed (studio.model.recompute): a gated
+    MLP's act(gate), recomputed with the product from gate and up."""
+    return cfg.mlp_width if train.recomputes_cheap_steps and architecture(cfg.arch).gated_mlp else 0
 
 
 def _gathered_params(cfg: ModelConfig, vocab: int, num_labels: int) -> float:
