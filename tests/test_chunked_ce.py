@@ -243,6 +243,24 @@ def test_automatic_chunks_hold_64_mib_of_the_heads_own_vocabulary(monkeypatch):
     assert sizes == [64, 64, 22]
 
 
+@pytest.mark.parametrize("trains", [False, True])
+def test_a_trained_head_is_read_in_chunks_of_at_least_its_width(monkeypatch, trains):
+    """Each chunk passes over the head's weight and, when it trains, its gradient: a chunk of fewer tokens than the
+    width would spend more on those passes than on its logits. A frozen head keeps the 64 MiB chunks."""
+    from studio.model import readout
+
+    sizes = []
+    original = readout.chunk_logits
+    monkeypatch.setattr(
+        readout, "chunk_logits", lambda states, *rest: sizes.append(len(states)) or original(states, *rest)
+    )
+    vocab, width = 2**18, 100  # 64 rows of fp32 logits in 64 MiB, fewer than the width
+    hidden = torch.randn(1, 150, width)
+    weight = torch.zeros(vocab, width, requires_grad=trains)
+    CrossEntropySum(torch.zeros(1, 150, dtype=torch.long), readout.AUTO)(hidden, OutputHead(weight))
+    assert sizes == ([100, 50] if trains else [64, 64, 22])
+
+
 def test_the_path_the_running_event_reports(monkeypatch):
     from studio.model import readout
 

@@ -4,7 +4,8 @@ A language model's logits are batch × context × vocabulary floats, and a loss 
 tensors for its backward: at today's vocabularies (128K–262K tokens) more than the model itself. A `Readout` is
 handed to the model's forward (`model(ids, readout=...)`), which then returns what the readout computes from its
 final hidden states and its `OutputHead` instead of the logits. Its chunked path takes the tokens a chunk at a
-time (`chunk_rows` of them, studio.sizing.sizes.loss_chunk_rows: 64 MiB of fp32 logits): the head's matmul, the
+time (`chunk_rows` of them, studio.sizing.sizes.loss_chunk_rows: 64 MiB of fp32 logits, or the head's width in
+tokens when more and its weight trains): the head's matmul, the
 upcast to fp32 and the loss, and the gradient of the chunk computed right there (Liger's fused linear
 cross-entropy does the same), so nothing vocabulary-wide outlives its chunk. A loss that is one sum (the
 cross-entropy, the distillation's KL) keeps its gradients from the forward, scaled in the backward; per-token
@@ -30,7 +31,7 @@ from studio.data.batches import IGNORE
 from studio.model import distill_loss_sum, lm_loss_sum, token_logps
 from studio.sizing.sizes import loss_chunk_rows
 
-AUTO = -1  # a readout's chunk_rows: as many as 64 MiB of fp32 logits of the head's own vocabulary hold
+AUTO = -1  # a readout's chunk_rows: loss_chunk_rows of the head's own vocabulary and width
 
 
 def cross_entropy_backend(device_type: str, chunked: bool) -> str:
@@ -222,7 +223,10 @@ class Readout:
     def __call__(self, hidden: torch.Tensor, head: OutputHead):
         if self.whole or head.weight is None:
             return self.of_logits(head.logits(hidden))
-        rows = loss_chunk_rows(head.weight.size(0), True) if self.chunk_rows == AUTO else self.chunk_rows
+        rows = self.chunk_rows
+        if rows == AUTO:
+            trains = head.weight.requires_grad and torch.is_grad_enabled()
+            rows = loss_chunk_rows(head.weight.size(0), True, head.weight.size(1) if trains else 0)
         return self.chunked(hidden, head, rows)
 
     def of_logits(self, logits: torch.Tensor):

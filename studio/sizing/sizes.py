@@ -62,8 +62,8 @@ def estimate_train_memory(
       states). On top: the embedding output, and the logits' fp32
       cross-entropy: its log-probabilities kept for the backward, then the loss's gradient and the
       log-softmax's beside them when the backward starts (3·vocab values per token); with train.chunked_loss,
-      those 3·vocab values for one chunk of tokens alone (`loss_chunk_rows`), and per token the learned states and
-      their gradient kept from the forward (2·n_embd values: _cross_entropy_bytes).
+      those 3·vocab values for one chunk of tokens alone (`loss_chunk_rows`: longer when the head trains), and per
+      token the learned states and their gradient kept from the forward (2·n_embd values: _cross_entropy_bytes).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
       dropout masks and allocator slack are not counted. With activation checkpointing the layers keep only
       their inputs, plus the one layer being recomputed (_kept_by_layers); with train.lean_activations a gated
@@ -239,20 +239,27 @@ def _pretrained_activations(model: ModelConfig, train: TrainConfig, facts: HFFac
 LOSS_CHUNK_BYTES = 64 * 2**20  # the fp32 logits of one chunk of tokens: large enough for an efficient matmul
 
 
-def loss_chunk_rows(vocab: int, chunked: bool) -> int:
-    """Tokens per chunk of the loss's head (studio.model.readout), 0 for whole logits (train.chunked_loss off)."""
-    return max(1, LOSS_CHUNK_BYTES // (4 * max(vocab, 1))) if chunked else 0
+def loss_chunk_rows(vocab: int, chunked: bool, trained_head_width: int = 0) -> int:
+    """Tokens per chunk of the loss's head (studio.model.readout), 0 for whole logits (train.chunked_loss off).
+    When the head's weight trains (trained_head_width: its width; 0 when frozen), at least that many tokens: each
+    chunk reads the weight (vocab × width) twice and adds into its fp32 gradient, so a chunk of fewer tokens than
+    the width spends more on those passes than on its own logits (full fine-tuning at 110 tokens a chunk, width 256:
+    0.84x the whole logits' tokens/s at context 2048, benchmarks/chunked_ce.py)."""
+    if not chunked:
+        return 0
+    return max(1, LOSS_CHUNK_BYTES // (4 * max(vocab, 1)), trained_head_width)
 
 
 def _cross_entropy_bytes(train: TrainConfig, block_size: int, vocab: int, width: int, num_labels: int = 0) -> int:
     """The fp32 cross-entropy at its peak: the log-probabilities, the loss's gradient and the log-softmax's, one
     row per token (or per text for a classifier) at the start of the backward. Chunked (train.chunked_loss), the
-    same three rows for one chunk of tokens, and per token the learned final states and their gradient, which the
-    forward computes and keeps (fp32, width values each)."""
+    same three rows for one chunk of tokens (a longer chunk when full fine-tuning trains the head:
+    loss_chunk_rows), and per token the learned final states and their gradient, which the forward computes and
+    keeps (fp32, width values each)."""
     if num_labels:
         return 3 * 4 * train.batch_size * num_labels
     tokens = train.batch_size * block_size
-    chunk = loss_chunk_rows(vocab, train.chunked_readout)
+    chunk = loss_chunk_rows(vocab, train.chunked_readout, width if train.method == "full" else 0)
     if not chunk:
         return 3 * 4 * tokens * vocab
     return 3 * 4 * min(chunk, tokens) * vocab + 2 * 4 * tokens * width
