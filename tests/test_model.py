@@ -281,3 +281,22 @@ def test_the_attention_view_recomputes_the_weights_transformers_returns(twin, cf
             from_folder = attention_rows(PretrainedLM(theirs, cfg.block_size), x, layer, head)
             torch.testing.assert_close(from_folder, want, atol=1e-6, rtol=0)
     assert theirs.config._attn_implementation == "sdpa"
+
+
+def test_a_relu2_gpt2_resumes_as_itself_from_its_runs_saved_config(tmp_path):
+    """A resumed run rebuilds its model from config.toml: the activation comes back with it, and the checkpoint's
+    weights give the same logits (a GELU model of the same weights would not)."""
+    from studio.config import RunConfig
+
+    torch.manual_seed(0)
+    config = RunConfig(model=tiny("gpt2", activation="relu2"))
+    config.save(tmp_path / "config.toml")
+    saved = build_model(config.model).eval()
+    rebuilt_config = RunConfig.load(tmp_path / "config.toml").model
+    assert rebuilt_config.activation == "relu2"
+    rebuilt, gelu = build_model(rebuilt_config).eval(), build_model(tiny("gpt2")).eval()
+    rebuilt.load_state_dict(saved.state_dict())
+    gelu.load_state_dict(saved.state_dict())
+    x, _ = batch()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x)[0], saved(x)[0]) and not torch.allclose(gelu(x)[0], saved(x)[0])
