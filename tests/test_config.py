@@ -114,6 +114,15 @@ def test_grouped_query_attention_is_for_llama_only():
         validate(config)
 
 
+def test_relu2_is_for_gpt2_only():
+    config = RunConfig()
+    set_field(config, "model.activation", "relu2")
+    with pytest.raises(StudioError, match="model.activation relu2 is for gpt2, not llama; set it to gelu"):
+        validate(config)
+    set_field(config, "model.arch", "gpt2")
+    validate(config)
+
+
 def test_every_architecture_the_config_offers_has_its_facts():
     from typing import get_args
 

@@ -45,7 +45,7 @@ def train_native(name: str, corpus: Path, changes: dict) -> None:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """Native runs trained once: llama and gpt2 on a byte-level BPE of code and Chinese, LoRA adapters on that
-    llama, and runs llama.cpp cannot take (an encoder, a character-level llama, an LSTM)."""
+    llama, and runs llama.cpp cannot take (an encoder, a character-level llama, an LSTM, a ReLU² gpt2)."""
     home = tmp_path_factory.mktemp("home")
     corpus = home / "corpus.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
@@ -57,6 +57,7 @@ def home(tmp_path_factory):
         train_native("encoder", corpus, {"model.arch": "bert", "train.max_steps": 2})
         train_native("char", corpus, {"data.tokenizer": "char", "train.max_steps": 2})
         train_native("lstm", corpus, {"model.arch": "lstm", "train.max_steps": 2})
+        train_native("relu2", corpus, {"model.arch": "gpt2", "model.activation": "relu2", "train.max_steps": 2})
         yield home
 
 
@@ -134,8 +135,9 @@ def test_a_lora_run_is_merged_and_verified(in_home, tmp_path, capsys):
         ("encoder", "run encoder is a masked LM (encoder): llama.cpp runs language models that continue text"),
         ("char", "run char has a character-level tokenizer, which llama.cpp cannot express"),
         ("lstm", "run lstm: llama.cpp has no loader for the studio's lstm models"),
+        ("relu2", "run relu2: its MLP's activation is relu2, which llama.cpp's gpt2 loader does not have"),
     ],
-    ids=["encoder", "char", "lstm"],
+    ids=["encoder", "char", "lstm", "relu2"],
 )
 def test_what_llama_cpp_cannot_run_is_refused_in_one_line_and_nothing_written(in_home, tmp_path, capsys, run, message):
     out = tmp_path / "out"

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from studio.architectures.gpt2 import GPT2 as GPT2_FACTS
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.formatting import counted, format_bytes, format_count
@@ -220,21 +221,8 @@ def gpt2_twin(cfg: ModelConfig):
     """A transformers GPT2LMHeadModel of cfg's shape holding the studio model's weights (Conv1D ones transposed)."""
     transformers = _transformers()
     ours = build_model(cfg).eval()
-    hf_config = transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=cfg.block_size,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_inner=cfg.mlp_width,
-        activation_function="gelu_new",
-        layer_norm_epsilon=cfg.norm_eps,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        tie_word_embeddings=True,
-        bos_token_id=0,
-        eos_token_id=0,
+    hf_config = transformers.GPT2Config(  # the export's config.json fields
+        vocab_size=VOCAB, tie_word_embeddings=True, **GPT2_FACTS.huggingface.config_json(cfg, 0, {})
     )
     theirs = transformers.GPT2LMHeadModel(hf_config).eval()
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -255,9 +243,11 @@ def test_llama_logits_equal_hugging_faces(tie, kv_heads):
         torch.testing.assert_close(theirs(x).logits, ours(x)[0], atol=1e-5, rtol=0)
 
 
-def test_gpt2_logits_equal_hugging_faces():
+@pytest.mark.parametrize("activation", ["gelu", "relu2"])
+def test_gpt2_logits_equal_hugging_faces(activation):
     torch.manual_seed(0)
-    ours, theirs = gpt2_twin(tiny("gpt2", n_embd=64, n_head=4, bias=True, mlp_hidden=96))
+    ours, theirs = gpt2_twin(tiny("gpt2", n_embd=64, n_head=4, bias=True, mlp_hidden=96, activation=activation))
+    assert theirs.config.activation_function == {"gelu": "gelu_new", "relu2": "relu2"}[activation]
     x, _ = batch()
     with torch.no_grad():
         torch.testing.assert_close(theirs(x).logits, ours(x)[0], atol=1e-5, rtol=0)
@@ -291,3 +281,22 @@ def test_the_attention_view_recomputes_the_weights_transformers_returns(twin, cf
             from_folder = attention_rows(PretrainedLM(theirs, cfg.block_size), x, layer, head)
             torch.testing.assert_close(from_folder, want, atol=1e-6, rtol=0)
     assert theirs.config._attn_implementation == "sdpa"
+
+
+def test_a_relu2_gpt2_resumes_as_itself_from_its_runs_saved_config(tmp_path):
+    """A resumed run rebuilds its model from config.toml: the activation comes back with it, and the checkpoint's
+    weights give the same logits (a GELU model of the same weights would not)."""
+    from studio.config import RunConfig
+
+    torch.manual_seed(0)
+    config = RunConfig(model=tiny("gpt2", activation="relu2"))
+    config.save(tmp_path / "config.toml")
+    saved = build_model(config.model).eval()
+    rebuilt_config = RunConfig.load(tmp_path / "config.toml").model
+    assert rebuilt_config.activation == "relu2"
+    rebuilt, gelu = build_model(rebuilt_config).eval(), build_model(tiny("gpt2")).eval()
+    rebuilt.load_state_dict(saved.state_dict())
+    gelu.load_state_dict(saved.state_dict())
+    x, _ = batch()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x)[0], saved(x)[0]) and not torch.allclose(gelu(x)[0], saved(x)[0])

@@ -24,6 +24,7 @@ class ModelShape(Protocol):
     vocab_size: int
     tie_embeddings: bool
     bias: bool
+    activation: str
     rope_theta: float
     norm_eps: float
 

@@ -20,6 +20,7 @@ from studio.architectures.base import (
 )
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+HF_ACTIVATIONS = {"gelu": "gelu_new", "relu2": "relu2"}  # model.activation -> GPT2Config.activation_function
 LAYER_BIASES = ("ln_1.bias", "ln_2.bias", "attn.c_attn.bias", "attn.c_proj.bias", "mlp.c_fc.bias", "mlp.c_proj.bias")
 
 
@@ -51,7 +52,7 @@ def config_json(cfg: ModelShape, eot_id: int, special_ids: dict[str, int]) -> di
         "n_positions": cfg.block_size,
         "n_ctx": cfg.block_size,
         "n_inner": cfg.mlp_width,
-        "activation_function": "gelu_new",
+        "activation_function": HF_ACTIVATIONS[cfg.activation],
         "layer_norm_epsilon": cfg.norm_eps,
         "resid_pdrop": 0.0,
         "embd_pdrop": 0.0,

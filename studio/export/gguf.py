@@ -216,13 +216,18 @@ def check_exportable(name: str, config: RunConfig) -> None:
 
 def gguf_facts(name: str, config: RunConfig, hf_config: dict[str, Any]) -> Gguf:
     """The run's family's GGUF facts; refused when the export does not write its family, or llama.cpp would run it
-    otherwise than trained (a sliding window its loader lacks)."""
+    otherwise than trained (a sliding window or an activation its loader lacks)."""
     model_type = hf_config["model_type"]
     facts = GGUF_FAMILIES.get(model_type) if config.model.pretrained else architecture(config.model.arch).gguf
     if facts is None:
         raise StudioError(
             f"run {name}: GGUF export does not write {model_type} models (it writes Hugging Face "
             f"{', '.join(sorted(GGUF_FAMILIES))}); export it with --format huggingface"
+        )
+    if hf_config.get("activation_function") == "relu2":  # llama.cpp's gpt2 graph has GELU only
+        raise StudioError(
+            f"run {name}: its MLP's activation is {hf_config['activation_function']}, which llama.cpp's gpt2 "
+            "loader does not have (it would run GELU); export it with --format huggingface"
         )
     window = hf_config.get("sliding_window") if hf_config.get("use_sliding_window", True) else None
     context = hf_config.get("max_position_embeddings", 0)

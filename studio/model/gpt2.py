@@ -46,17 +46,24 @@ class CausalSelfAttention(nn.Module):
         return attention_weights(q, k, mask)
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)²: Hugging Face's "relu2" (ACT2FN), modded-nanogpt's MLP activation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         hidden = cfg.mlp_width
         self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU, Hugging Face's "gelu_new"
+        self.act = ReLUSquared() if cfg.activation == "relu2" else nn.GELU(approximate="tanh")  # GELU: "gelu_new"
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 
 class Block(nn.Module):
