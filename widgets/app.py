@@ -95,7 +95,7 @@ class StudioApp(ReportsWorkerErrors, App):
     def __init__(self, config: RunConfig | None = None):
         super().__init__()
         self.config = config or default_config()
-        self.live_runs = 0  # runs training now, counted in the title bar
+        self.live_runs: int | None = None  # runs training now, counted in the title bar; None before the first read
         self.remembered = remembered(self.config)  # what the home's remembered.json holds, or would
 
     def compose(self) -> ComposeResult:
@@ -117,7 +117,7 @@ class StudioApp(ReportsWorkerErrors, App):
     def on_mount(self) -> None:
         self.show_config_summary()
         self.focus_active_pane()
-        self.find_live_runs(open_them=True)  # someone back over SSH lands on what is training
+        self.find_live_runs()  # someone back over SSH lands on what is training (show_live_runs)
         self.set_interval(LIVE_RUNS_SECONDS, self.find_live_runs)
         # Once the tabs (lazily mounted just after the first frame) exist, move every object alive to the
         # garbage collector's permanent generation: its full collections otherwise rescan thousands of widget
@@ -205,18 +205,22 @@ class StudioApp(ReportsWorkerErrors, App):
         self.sub_title = f"{model_name(self.config)} · {self.config.data.source}{live}"
 
     @work(thread=True, exclusive=True, group="live-runs", exit_on_error=False)
-    def find_live_runs(self, open_them: bool = False) -> None:
+    def find_live_runs(self) -> None:
         live = live_runs()
-        self.call_from_thread(self.show_live_runs, live, open_them)
+        self.call_from_thread(self.show_live_runs, live)
 
-    def show_live_runs(self, live: list[RunInfo], open_them: bool) -> None:
-        """Count them in the title bar; at start, open the dashboard of the one live run, or the Runs tab."""
+    def show_live_runs(self, live: list[RunInfo]) -> None:
+        """Count them in the title bar; on the first read, open the dashboard of the one live run, or the Runs tab.
+        The first read to come back, whichever started it: the periodic read cancels a running one (exclusive), so the
+        read started at mount may come back after it, or never (on a loaded machine the studio once stayed on the Data
+        tab with two runs counted)."""
+        first_read = self.live_runs is None
         if len(live) != self.live_runs:
             self.live_runs = len(live)
             self.show_config_summary()
-        if open_them and len(live) == 1:
+        if first_read and len(live) == 1:
             self.open_dashboard(live[0].path)
-        elif open_them and live:
+        elif first_read and live:
             self.action_show_tab("runs")
 
     # ---- runs ---------------------------------------------------------------------------------------
