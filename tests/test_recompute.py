@@ -1,6 +1,6 @@
 """Cheap steps recomputed in the backward (studio.model.recompute, train.lean_activations): the same loss and
-gradients bit for bit, less kept from the forward by exactly what is recomputed, applied by the run's model
-builder except in a private run."""
+gradients bit for bit as peft's layers with the same dropout draws, less kept from the forward by exactly what is
+recomputed, applied by the run's model builder except in a private run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from studio.model.recompute import DroppedLinear, keep_fewer_activations
+from studio.model.recompute import DroppedLinear, keep_fewer_activations, quick_dropout
 from tests.helpers import tiny_config
 from tests.hf_models import family_config
 
@@ -39,6 +39,25 @@ def studio_model(method: str, dropout: float, lean: bool) -> torch.nn.Module:
     return build_run_model(config).module.train()
 
 
+class QuickDropout(torch.nn.Module):
+    """peft's dropout drawn as the recomputed one draws it: the reference that the lean model must equal."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return quick_dropout(x, self.p) if self.training else x
+
+
+def with_quick_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        for name, dropout in getattr(module, "lora_dropout", {}).items():
+            if isinstance(dropout, torch.nn.Dropout):
+                module.lora_dropout[name] = QuickDropout(dropout.p)
+    return model
+
+
 def loss_and_grads(model: torch.nn.Module, vocab: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     ids = torch.randint(vocab, (ROWS, LENGTH), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(2)  # the dropout's draws
@@ -61,14 +80,14 @@ def assert_same_step(plain: torch.nn.Module, lean: torch.nn.Module, vocab: int) 
 def test_a_transformers_model_under_lora_takes_the_same_step_with_cheap_steps_recomputed(family):
     lean = hf_lora_model(family, 0.1, lean=True)
     assert any(isinstance(module, DroppedLinear) for module in lean.modules())
-    assert_same_step(hf_lora_model(family, 0.1, lean=False), lean, 320)
+    assert_same_step(with_quick_dropout(hf_lora_model(family, 0.1, lean=False)), lean, 320)
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_the_studios_llama_takes_the_same_step_with_its_product_recomputed(method):
     lean = studio_model(method, 0.1, lean=True)
     assert all(mlp.recompute_product for mlp in lean.modules() if hasattr(mlp, "recompute_product"))
-    assert_same_step(studio_model(method, 0.1, lean=False), lean, 64)
+    assert_same_step(with_quick_dropout(studio_model(method, 0.1, lean=False)), lean, 64)
 
 
 @pytest.mark.parametrize("family, replaced", [("llama", True), ("qwen2", True), ("gemma3", True), ("phi3", False),
@@ -79,6 +98,22 @@ def test_only_gated_mlps_whose_forward_transformers_writes_so_are_replaced(famil
     model = hf_lora_model(family, 0.0, lean=True)
     mlps = [module for module in model.modules() if type(module).__name__.endswith("MLP")]
     assert mlps and all(("forward" in vars(mlp)) == replaced for mlp in mlps)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
+def test_the_quick_dropout_drops_a_share_p_and_keeps_the_expectation(p):
+    """Four 16-bit lanes per 64-bit draw: the share dropped is p (rounded to 1/65,536) within sampling error, the
+    kept values scaled so that the mean stays the input's, and the same generator state draws the same mask."""
+    ones = torch.ones(1000, 1000)
+    torch.manual_seed(3)
+    dropped = quick_dropout(ones, p)
+    share = (dropped == 0).float().mean().item()
+    assert abs(share - p) < 5 * (p * (1 - p) / ones.numel()) ** 0.5
+    assert torch.allclose(dropped[dropped != 0], torch.tensor(65536 / (65536 - round(p * 65536))))
+    assert abs(dropped.mean().item() - 1) < 5 * (p / (1 - p) / ones.numel()) ** 0.5
+    torch.manual_seed(3)
+    assert torch.equal(quick_dropout(ones, p), dropped)
+    assert quick_dropout(ones, 1e-6) is ones  # p under half a lane: nothing to drop
 
 
 def kept_by_forward(model: torch.nn.Module, ids: torch.Tensor) -> int:

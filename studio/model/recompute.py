@@ -9,15 +9,16 @@ tensors, 42 MiB dropout's copies of 896-wide inputs):
   its input for lora_A's gradient, and on a CPU its dropout mask beside it, in fp32: two input-sized tensors per
   adapted layer (q, k and v each make theirs of the same input). Here lora_A runs the dropout inside a checkpoint,
   which keeps the input (one tensor, shared by the layers that read it) and the random generator's state, and
-  draws the same mask again in the backward.
+  draws the same mask again in the backward, four values per 64-bit random draw (quick_dropout).
 - A gated MLP's activation, `act(gate) * up`: autograd keeps gate for the activation's gradient and act(gate) and up
   for the product's, three intermediate-wide tensors. Inside a checkpoint it keeps gate and up and recomputes the
   activation and the product.
 
-The forward and the gradients are the same, bit for bit: the checkpoint restores the generator's state before it
-redraws a mask. The recomputation costs an elementwise pass and a rank-wide matmul per adapted layer, against the
-layers' full matmuls. It is not applied to a private run (TrainConfig.recomputes_cheap_steps): Opacus takes each
-example's gradient from hooks on each layer's module, which would see lora_A's input without its dropout.
+The forward and the gradients are the same, bit for bit, as peft's layers drawing the same masks (quick_dropout's):
+the checkpoint restores the generator's state before it redraws a mask. The recomputation costs an elementwise pass,
+a mask's draw and a rank-wide matmul per adapted layer, against the layers' full matmuls. It is not applied to a private
+run (TrainConfig.recomputes_cheap_steps): Opacus takes each example's gradient from hooks on each layer's module, which
+would see lora_A's input without its dropout.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def _transformers_gated_mlp(cls: type) -> bool:
 
 # ---- LoRA's dropout --------------------------------------------------------------------------------------------
 class DroppedLinear(nn.Linear):
-    """peft's lora_A with the adapter's dropout inside it: `linear(dropout(x))`, the dropped-out copy recomputed in the
-    backward from x and the generator's state. The same weight (its name in checkpoints unchanged)."""
+    """peft's lora_A with the adapter's dropout inside it: `linear(quick_dropout(x))`, the dropped-out copy recomputed
+    in the backward from x and the generator's state. The same weight (its name in checkpoints unchanged)."""
 
     def __init__(self, linear: nn.Linear, p: float):
         nn.Module.__init__(self)
@@ -91,15 +92,32 @@ class DroppedLinear(nn.Linear):
         self.register_parameter("bias", linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not torch.is_grad_enabled():
-            return F.linear(F.dropout(x, self.p, self.training), self.weight, self.bias)
+        if not self.training:
+            return F.linear(x, self.weight, self.bias)
+        if not torch.is_grad_enabled():
+            return self._dropped(x)
         return checkpoint(self._dropped, x, use_reentrant=False)
 
     def _dropped(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.dropout(x, self.p, True), self.weight, self.bias)
+        return F.linear(quick_dropout(x, self.p), self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, dropout={self.p} (recomputed)"
+
+
+def quick_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout whose mask costs a quarter of a random draw per value: each 64-bit draw gives four 16-bit lanes, a
+    value dropped where its lane falls under p's share of 65,536 (p rounded to 1/65,536, and the kept values scaled by
+    that rounded share, so the expectation stays x). The redraw in the backward makes the mask's cost count twice;
+    torch's dropout draws once per value (on this project's CPU: 3.6 ms against 10 ms for 2048 × 896 values)."""
+    dropped_lanes = round(p * 65536)
+    if dropped_lanes == 0:
+        return x
+    draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+    lanes = draws.view(torch.int16)[: x.numel()].view(x.shape)
+    kept = lanes >= dropped_lanes - 32768  # lanes are uniform over [-32768, 32767]
+    # the scale folded into the mask: a Python number times x would leave autograd an 8-byte tensor per call
+    return x * kept.to(x.dtype).mul_(65536 / (65536 - dropped_lanes))
 
 
 def _lora_layer(module: nn.Module) -> bool:
