@@ -243,7 +243,7 @@ def test_the_studios_own_models_take_adapters_too(studio_home, tmp_path, code_te
     assert any("lora_A" in name for name in saved) and any("base_layer" in name for name in saved)  # a random base
     curve = losses(run_dir)
     # adapters on a random base learn, slowly: LoRA's first five steps' mean fell by 0.05 to 0.11 by the last five
-    # over 4 seeds and dropout draws, DoRA's by 0.2; single steps scatter by about ±0.03 around the trend
+    # over 3 seeds and 2 kinds of dropout draws, DoRA's by 0.2; single steps scatter by about ±0.03 around the trend
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.04, curve
     out = tmp_path / "merged"
     result = export_run("native", out)  # merged into the studio's weights, then checked against transformers
