@@ -72,22 +72,19 @@ LOGITS_ALREADY = OutputHead(None)
 
 # ---- what a chunk's loss is, and its gradient with respect to the chunk's fp32 logits ------------------------
 class CrossEntropyScore:
-    """−log p(target) per token (0 where the target is IGNORE)."""
+    """−log p(target) per token, of the learned tokens alone (the readouts hand it those rows' states)."""
 
     def __init__(self, targets: torch.Tensor):
-        self.targets = targets  # (N,)
+        self.targets = targets  # (N,), none IGNORE
 
     def values(self, logits: torch.Tensor, rows: slice, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        targets = self.targets[rows]
-        learned = targets != IGNORE
-        picked = targets.clamp(min=0).unsqueeze(1)
-        log_norm = torch.logsumexp(logits, -1)
-        values = torch.where(learned, log_norm - logits.gather(1, picked).squeeze(1), 0.0)
+        picked = self.targets[rows].unsqueeze(1)
+        log_probs = torch.log_softmax(logits, -1)  # one fused pass where logsumexp, a subtraction and exp took three
+        values = -log_probs.gather(1, picked).squeeze(1)
         if not with_grad:
             return values, None
-        grad = torch.exp(logits - log_norm.unsqueeze(1))  # softmax − one-hot, on the learned rows alone
-        grad.scatter_add_(1, picked, torch.full_like(picked, -1, dtype=grad.dtype))
-        return values, grad.mul_(learned.unsqueeze(1))
+        grad = log_probs.exp_()  # softmax − one-hot, in the same buffer
+        return values, grad.scatter_add_(1, picked, torch.full_like(picked, -1, dtype=grad.dtype))
 
 
 class DivergenceScore:
