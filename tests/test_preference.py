@@ -8,13 +8,16 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save as safetensors_bytes
 
 from studio.config import RunConfig, set_field
 from studio.data.batches import IGNORE
 from studio.model import answer_logps
-from studio.run_folder.layout import EVENTS
+from studio.run_folder.layout import EVENTS, REFERENCE_LOGPS
+from studio.runs.prepare import prepare_run
 from studio.train.objectives.preference import kto_losses, log1mexp, pair_losses
 from tests.hf_models import CHATML, make_hf_model
 
@@ -255,7 +258,6 @@ def test_dpo_with_lora_learns_the_chosen_style_from_the_command_line(tiny, studi
 
 @pytest.mark.slow
 def test_full_dpo_keeps_its_reference_frozen_and_lora_reference_is_the_base(tiny, studio_home, tmp_path):
-    from studio.runs.prepare import prepare_run
     from studio.train.trainer import Trainer
     from tests.test_adapt import adapt_config
 
@@ -290,7 +292,6 @@ def test_the_first_dpo_step_is_ln2_with_dropout_in_the_model_and_with_a_precompu
     """A train event's figures are taken in the step's forward, before its update: the first one's policy is its
     reference, so its loss is ln 2 and its margin 0, also for a GPT-2 checkpoint (10% dropout, turned off) and with
     the reference's log-probabilities computed before training, which keeps no reference model."""
-    from studio.runs.prepare import prepare_run
     from studio.train.trainer import Trainer
     from tests.test_adapt import adapt_config, losses
 
@@ -401,17 +402,49 @@ def test_qlora_on_a_cpu_is_one_line_before_any_data_is_prepared(tiny, tmp_path, 
         ("dpo", "lora", True),
     ],  # fmt: skip
 )
-def test_six_steps_equal_three_then_resume_then_three(tiny, studio_home, tmp_path, objective, method, precompute):
+def test_six_steps_equal_three_then_resume_then_three(
+    tiny, studio_home, tmp_path, monkeypatch, objective, method, precompute
+):
     """Bit-identical after stop and resume: the rows drawn continue, and a full run's reference stays the starting
-    weights (it is copied, or its log-probabilities computed, before the checkpoint is loaded)."""
+    weights (it is copied, or its log-probabilities computed, before the checkpoint is loaded). Precomputed, they
+    are computed once per run: the resume reads the run folder's."""
+    from studio.train.objectives.preference import Objective
     from tests.test_adapt import adapt_config, straight_and_resumed
 
+    computed = []
+    compute = Objective.precomputed_logps
+    monkeypatch.setattr(Objective, "precomputed_logps", lambda self, model: computed.append(1) or compute(self, model))
     folder, _ = tiny
     data = write_rows(tmp_path / "prefs.jsonl", toy_rows(10))
     changes = {"train.objective": objective, "train.method": method, "model.block_size": 64, "train.max_steps": 6}
     changes |= {"train.checkpoint_interval": 3, "train.batch_size": 2, "train.lora_dropout": 0.1}
     changes |= {"train.precompute_reference": precompute}
-    straight_and_resumed(adapt_config(folder, data, changes), stop_at=3)
+    straight, halves = straight_and_resumed(adapt_config(folder, data, changes), stop_at=3)
+    assert len(computed) == (2 if precompute else 0)  # the straight run's, and the halves' first start
+    assert (halves / REFERENCE_LOGPS).is_file() == precompute
+
+
+def test_a_kept_reference_that_does_not_fit_the_examples_is_computed_again(tiny, studio_home, tmp_path):
+    """A reference file that holds another count of answers, or is no safetensors file, is not read: the run
+    computes the log-probabilities again, and keeps those."""
+    from safetensors.numpy import load
+
+    from studio.train.trainer import Trainer
+    from tests.test_adapt import adapt_config
+
+    folder, _ = tiny
+    data = write_rows(tmp_path / "prefs.jsonl", toy_rows(10))
+    changes = {"train.objective": "dpo", "train.precompute_reference": True, "model.block_size": 64}
+    run_dir = prepare_run(adapt_config(folder, data, changes | {"train.max_steps": 1}), "kept")
+    kept = run_dir / REFERENCE_LOGPS
+    for wrong in (b"not safetensors", safetensors_bytes({"train": np.zeros(3, np.float32)})):
+        kept.write_bytes(wrong)
+        trainer = Trainer(run_dir)
+        assert {split: len(values) for split, values in trainer.objective.reference_logps.items()} == {
+            split: len(trainer.objective.rows(split).examples) for split in ("train", "val")
+        }
+        assert all(np.array_equal(load(kept.read_bytes())[split], trainer.objective.reference_logps[split])
+                   for split in ("train", "val"))  # fmt: skip
 
 
 def test_the_objective_comes_from_train_objective_and_a_full_reference_counts_in_the_estimate():

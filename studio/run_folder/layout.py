@@ -11,6 +11,8 @@
         checkpoints/step-NNNNNNN/       one checkpoint (studio.checkpoints.files writes and reads its files)
         checkpoints/.tmp-step-NNNNNNN/  a checkpoint being written
         trackers/                       what experiment trackers write here (TensorBoard's event files), if asked
+        reference_logps.safetensors     a precomputed reference's log-probabilities of every answer (DPO, IPO):
+                                        computed at the run's first start, read again when it resumes
 
 Every reader and writer (the CLI, the trainer, generation, export, the studio) takes these names from here.
 """
@@ -40,6 +42,7 @@ STOP = "STOP"
 CHECKPOINT_REQUEST = "CHECKPOINT"
 CHECKPOINTS = "checkpoints"
 TRACKER_LOGS = "trackers"
+REFERENCE_LOGPS = "reference_logps.safetensors"
 LATEST = "latest"
 WEIGHTS = "model.safetensors"  # in a checkpoint folder; its metadata (CheckpointMeta) holds the config trained with
 OPTIMIZER = "optimizer.safetensors"

@@ -99,9 +99,8 @@ class Trainer:
         self.dataset = open_dataset(self.config.data.dataset)
         self.tokenizer = load_tokenizer(self.dataset.tokenizer_path)
         self.tokenizer_hash = self.dataset.meta.tokenizer_hash
-        self.objective = training_objective(
-            objective_of(self.config), TrainingContext(self.config, self.dataset, self.tokenizer, self.accelerator)
-        )
+        context = TrainingContext(self.run_dir, self.config, self.dataset, self.tokenizer, self.accelerator)
+        self.objective = training_objective(objective_of(self.config), context)
         self.privacy: PrivateTraining | None = None  # DP-SGD (studio.train.privacy), with Poisson-sampled batches
         if train.private:
             from studio.train.privacy import PrivateTraining

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -38,8 +39,10 @@ SAMPLED_EXAMPLES = 3  # held-out chat or labeled examples each sample event answ
 
 @dataclass
 class TrainingContext:
-    """What an objective needs of the trainer: the run's config, its data and tokenizer, and the processes."""
+    """What an objective needs of the trainer: the run's folder and config, its data and tokenizer, and the
+    processes."""
 
+    run_dir: Path
     config: RunConfig
     dataset: Dataset
     tokenizer: Tokenizer

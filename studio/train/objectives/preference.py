@@ -13,14 +13,14 @@ batch of pairs is one forward: the chosen answers' rows, then the rejected ones'
 - KTO:   per answer, desirable w_d(1 − σ(β(c − z))), undesirable w_u(1 − σ(β(z − c))), z the batch's KL estimate
          (each prompt with another row's answer, policy against reference, clamped at 0, no gradient)
 
-The reward of an answer is β·(log π − log π_ref) (β·log π per token for ORPO and SimPO); the loss of a step is the
-mean over its pairs (KTO: rows), whatever the accumulation. The reference's log-probabilities may instead be computed
-once before training (`train.precompute_reference`, DPO and IPO, whose pairs are fixed): then no reference model is
-kept. The model's own dropout is turned off, as TRL does by default: the policy and its reference must be the same
-function at the start, or the first loss is not ln 2 (a GPT-2 checkpoint drops 10%); adapters keep theirs. Train
-events carry the same figures as evaluation over the steps since the last one (the rewards, margin, pairwise
-accuracy and log-probabilities). Evaluation covers the validation split: the loss, the
-rewards of chosen and rejected, their margin, the share of pairs whose chosen answer is rewarded above the
+The reward of an answer is β·(log π − log π_ref) (β·log π per token for ORPO and SimPO); the loss of a step is the mean
+over its pairs (KTO: rows), whatever the accumulation. The reference's log-probabilities may instead be computed once
+before training (`train.precompute_reference`, DPO and IPO, whose pairs are fixed): then no reference model is kept, and
+the run's folder keeps them for a resume (`REFERENCE_LOGPS`). The model's own dropout is turned off, as TRL does by
+default: the policy and its reference must be the same function at the start, or the first loss is not ln 2 (a GPT-2
+checkpoint drops 10%); adapters keep theirs. Train events carry the same figures as evaluation over the steps since the
+last one (the rewards, margin, pairwise accuracy and log-probabilities). Evaluation covers the validation split: the
+loss, the rewards of chosen and rejected, their margin, the share of pairs whose chosen answer is rewarded above the
 rejected one, and the answers' log-probabilities. Samples answer the first held-out prompts.
 """
 
@@ -33,9 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 import torch
 import torch.nn.functional as F
 
+from studio.atomic_write import write_atomically
 from studio.data.batches import IGNORE, ExampleFile, ExampleStream, StreamPosition, padded_examples
 from studio.data.preferences import PAIRS
 from studio.errors import StudioError
@@ -43,6 +46,7 @@ from studio.model import answer_sums
 from studio.model.readout import Readout, TokenLogProbs
 from studio.model.trainable import RunModel
 from studio.objectives import OBJECTIVES, reference_kind
+from studio.run_folder.layout import REFERENCE_LOGPS
 from studio.train.objectives import SAMPLED_EXAMPLES, TrainingContext
 from studio.train.objectives.causal_lm import Objective as CausalLM
 
@@ -258,11 +262,29 @@ class Objective(CausalLM):
         base_dropout_off(run_model.module)
         kind = reference_kind(self.context.config)
         if kind == "precomputed":
-            self.reference_logps = self.precomputed_logps(run_model)
+            self.reference_logps = self.kept_reference_logps(run_model)
         elif kind is not None:
             self.reference = Reference(run_model, self.context.accelerator.device)
             return self.reference.parameters()
         return []
+
+    def kept_reference_logps(self, run_model: RunModel) -> dict[str, np.ndarray]:
+        """The answers' reference log-probabilities, computed at the run's first start and kept in its folder: a
+        resumed run reads them (its starting weights and its examples are the run's own), unless the file does not
+        hold one value per example of each split, when they are computed again."""
+        path = self.context.run_dir / REFERENCE_LOGPS
+        counts = {split: len(self.rows(split).examples) for split in ("train", "val")}
+        if path.is_file():
+            try:
+                kept = safetensors.numpy.load(path.read_bytes())
+            except safetensors.SafetensorError:
+                kept = {}
+            if {split: len(kept.get(split, ())) for split in counts} == counts:
+                return kept
+        logps = self.precomputed_logps(run_model)
+        if self.context.accelerator.is_main_process:
+            write_atomically(path, safetensors.numpy.save(logps))
+        return logps
 
     @torch.no_grad()
     def precomputed_logps(self, run_model: RunModel) -> dict[str, np.ndarray]:
