@@ -1,4 +1,5 @@
-"""Shared fixtures: a private LLM_STUDIO_HOME per test, a small real corpus, the CLI, torch blocked.
+"""Shared fixtures: a private LLM_STUDIO_HOME per test, a small real corpus, the CLI, torch blocked,
+Hugging Face folders inspected in-process.
 
 Helpers that tests import (tiny training options, trained homes, fixture run folders) are in tests/helpers.py."""
 
