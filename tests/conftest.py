@@ -1,4 +1,5 @@
-"""Shared fixtures: a private LLM_STUDIO_HOME per test, a small real corpus, the CLI, torch blocked.
+"""Shared fixtures: a private LLM_STUDIO_HOME per test, a small real corpus, the CLI, torch blocked,
+Hugging Face folders inspected in-process.
 
 Helpers that tests import (tiny training options, trained homes, fixture run folders) are in tests/helpers.py."""
 
@@ -86,3 +87,23 @@ def chat_rows(tmp_path) -> Path:
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def inspection_in_process(monkeypatch):
+    """studio.hf.inspection run in this process instead of a child, for tests that train in-process (torch and
+    transformers loaded already) and whose claim is not the child: the child's start (importing both, building the
+    model) is seconds for every Hugging Face folder such a test prepares. The child itself stays tested elsewhere."""
+    import contextlib
+    import io
+    import subprocess
+
+    from studio.hf import folder, inspection
+
+    def in_process(args: list[str]) -> subprocess.CompletedProcess:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = inspection.main(args)
+        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+    monkeypatch.setattr(folder, "_inspection_child", in_process)

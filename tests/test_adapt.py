@@ -24,7 +24,8 @@ from studio.runs.prepare import prepare_run
 from studio.train.trainer import Trainer
 from tests.hf_models import CHATML, FAMILIES, TEXT, make_hf_model
 
-pytestmark = pytest.mark.slow  # trains models, in this process (no trainer start-up) but for seconds
+# trains models, in this process (no trainer start-up, no inspection child) but for seconds
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("inspection_in_process")]
 
 transformers = pytest.importorskip("transformers")
 

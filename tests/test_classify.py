@@ -21,6 +21,9 @@ from studio.sizing.sizes import method_sizes
 from tests.hf_models import make_hf_model
 from tests.test_adapt import train_in_process
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 transformers = pytest.importorskip("transformers")
 
 POSITIVE, NEGATIVE = ["good", "great", "fine", "happy", "nice"], ["bad", "awful", "sad", "poor", "ugly"]

@@ -13,7 +13,9 @@ from studio.cli.main import main
 from studio.inference.generate import load_generator
 from studio.run_folder.layout import find_checkpoint, run_path
 
-pytestmark = pytest.mark.slow  # every test here starts trainer processes
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+# every test here starts trainer processes
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("inspection_in_process")]
 
 transformers = pytest.importorskip("transformers")  # the test extra: always installed where tests run
 

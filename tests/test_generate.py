@@ -14,6 +14,9 @@ from studio.inference.generate import SamplingConfig, decode_steps, load_generat
 from studio.model import build_model
 from tests.helpers import ADD_FUNCTION, train_runs
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 VOCAB = 97
 
 

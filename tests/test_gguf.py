@@ -19,7 +19,9 @@ from tests.helpers import ADD_FUNCTION, tiny_config
 from tests.hf_models import CHATML, TEXT, family_config, make_hf_model
 from tests.test_adapt import adapt_config, train_in_process
 
-pytestmark = pytest.mark.slow  # trains models, in this process, for seconds
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+# trains models, in this process, for seconds
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("inspection_in_process")]
 
 gguf = pytest.importorskip("gguf")  # the test extra: always installed where tests run
 llama_cpp = pytest.importorskip("llama_cpp")

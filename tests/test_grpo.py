@@ -22,6 +22,9 @@ from studio.run_folder.layout import EVENTS
 from studio.train.objectives.grpo import clipped_surrogate, group_advantages
 from tests.hf_models import CHATML, make_hf_model
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 pytest.importorskip("transformers")
 
 LOWERCASE = "regex:[a-z]+"  # the toy task: answer with a word of lowercase letters

@@ -15,6 +15,9 @@ from studio.method_defaults import lr_note, lr_warning
 from tests.test_app import SIZE, field, static_text, type_into
 from widgets.app import StudioApp
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 
 def config_of(*argv: str):
     return train_config(build_parser().parse_args(["train", *argv]))

@@ -21,6 +21,9 @@ from studio.runs.prepare import prepare_run
 from studio.train.objectives.preference import kto_losses, log1mexp, pair_losses
 from tests.hf_models import CHATML, make_hf_model
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 transformers = pytest.importorskip("transformers")
 
 LN2 = 0.6931471824645996

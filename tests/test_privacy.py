@@ -25,6 +25,9 @@ from studio.train.trainer import Trainer
 from tests.helpers import TINY_TRAIN, tiny_config
 from tests.test_adapt import straight_and_resumed, train_in_process
 
+# Hugging Face folders inspected in this process, which has torch already: no child per folder
+pytestmark = pytest.mark.usefixtures("inspection_in_process")
+
 opacus = pytest.importorskip("opacus")
 
 PRIVATE = {"train.privacy_epsilon": 8.0, "train.max_steps": 10, "train.log_interval": 5, "train.eval_interval": 10,

@@ -157,14 +157,20 @@ def _inspect(folder: Path, task: str) -> HFFacts:
     return HFFacts.from_json(_run_inspection(folder, [str(folder), "--task", task, *(save if unsaved else [])]))
 
 
-def _run_inspection(folder: Path, args: list[str]) -> str:
-    """What `python -m studio.hf.inspection ARGS` prints; its one-line refusal as a StudioError."""
-    result = subprocess.run(
+def _inspection_child(args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m studio.hf.inspection ARGS`, its output captured (tests with torch loaded swap in an in-process
+    call: tests/conftest.py's inspection_in_process)."""
+    return subprocess.run(
         [sys.executable, "-m", "studio.hf.inspection", *args],
         capture_output=True,
         text=True,
         env=child_process_env(),
     )
+
+
+def _run_inspection(folder: Path, args: list[str]) -> str:
+    """What `python -m studio.hf.inspection ARGS` prints; its one-line refusal as a StudioError."""
+    result = _inspection_child(args)
     if result.returncode == 2:
         raise StudioError(result.stderr.strip().splitlines()[-1])
     if result.returncode != 0:
