@@ -44,3 +44,29 @@ def test_a_folder_missing_a_tensor_is_still_refused(tmp_path, tensor):
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(StudioError, match="the weights lack 1 of the GPTNeoXForCausalLM's tensors"):
         inspect_folder(folder)
+
+
+def test_threads_asking_about_one_folder_at_once_start_one_child(tmp_path, monkeypatch, inspection_in_process):
+    """The studio's panes ask from worker threads; four at once started four children of the same folder."""
+    import threading
+    import time
+
+    from studio.hf import folder as hf_folder
+
+    make_hf_model(tmp_path / "qwen2", "qwen2")
+    children, run_child = [], hf_folder._inspection_child
+
+    def slow_child(args):
+        children.append(args)
+        time.sleep(0.3)  # the others ask meanwhile
+        return run_child(args)
+
+    monkeypatch.setattr(hf_folder, "_inspection_child", slow_child)
+    answers = []
+    askers = [threading.Thread(target=lambda: answers.append(hf_folder.folder_facts(tmp_path / "qwen2")))
+              for _ in range(4)]  # fmt: skip
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join()
+    assert len(children) == 1 and len(answers) == 4 and all(answer is answers[0] for answer in answers)

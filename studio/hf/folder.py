@@ -16,6 +16,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,14 +122,17 @@ def read_hf_folder(folder: Path, task: str = "lm") -> HFFolder:
 
 def folder_facts(folder: Path, task: str = "lm") -> HFFacts:
     """studio.hf.inspection's facts about the model in `folder`, from a child process (torch stays out of this one);
-    remembered while the folder's config.json is unchanged, so the studio and the CLI ask once."""
+    remembered while the folder's config.json is unchanged, so the studio and the CLI ask once. Threads asking for
+    the same folder at once wait for the first one's child (the studio's panes started one each, four at a time)."""
     key = (str(folder.resolve()), (folder / "config.json").stat().st_mtime_ns, task)
-    if key not in _FACTS:
-        _FACTS[key] = _inspect(folder, task)
+    with _ASKING.setdefault(key, threading.Lock()):
+        if key not in _FACTS:
+            _FACTS[key] = _inspect(folder, task)
     return _FACTS[key]
 
 
 _FACTS: dict[tuple[str, int, str], HFFacts] = {}
+_ASKING: dict[tuple[str, int, str], threading.Lock] = {}  # one lock per folder asked about (setdefault is atomic)
 
 
 def remembered_facts(folder: Path) -> HFFacts | None:
