@@ -215,8 +215,8 @@ class TrainConfig:
     )
     muon_ns_steps: int = setting(
         5,
-        "muon only: Newton-Schulz iterations orthogonalising each update; fewer are cheaper (a CPU's step spends "
-        "a sixth in them at 5) and orthogonalise more roughly",
+        "muon only: Newton-Schulz iterations orthogonalising each update; fewer are cheaper but orthogonalise more "
+        "roughly (3 cost speedrun-cpu more steps than they saved time)",
         "Muon NS steps",
     )
     min_lr: float = setting(1e-4, "where linear, cosine and wsd decay to", "min lr")
