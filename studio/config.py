@@ -213,6 +213,12 @@ class TrainConfig:
         "muon only: the peak learning rate of the hidden matrices; the schedule scales it as it scales lr",
         "Muon lr",
     )
+    muon_ns_steps: int = setting(
+        5,
+        "muon only: Newton-Schulz iterations orthogonalising each update; fewer are cheaper but orthogonalise more "
+        "roughly (3 cost speedrun-cpu more steps than they saved time)",
+        "Muon NS steps",
+    )
     min_lr: float = setting(1e-4, "where linear, cosine and wsd decay to", "min lr")
     schedule: Schedule = setting("cosine", "the learning-rate schedule after warmup", "schedule")
     warmup_steps: int = setting(100, "steps of linear warmup", "warmup steps")
@@ -738,6 +744,7 @@ def validate(config: RunConfig) -> None:
     for key in (
         "lr",
         "muon_lr",
+        "muon_ns_steps",
         "max_steps",
         "batch_size",
         "grad_accum",

@@ -82,6 +82,7 @@ def test_parse_override_needs_an_equals_sign():
         ("train.lr", -1.0, "train.lr must be positive"),
         ("train.batch_size", 0, "train.batch_size must be positive"),
         ("train.max_steps", -5, "train.max_steps must be positive"),
+        ("train.muon_ns_steps", 0, "train.muon_ns_steps must be positive"),
         ("data.vocab_size", 100, "vocab_size 100 is out of range"),
         ("data.vocab_size", 10**8, "out of range"),
         ("model.arch", "transformer-xl", "model.arch must be one of"),

@@ -100,3 +100,16 @@ def test_its_state_saved_as_safetensors_resumes_bit_for_bit(tmp_path):
     assert steps(resumed, resumed_optimizer, 5, seed=2) == expected
     for name, tensor in resumed.state_dict().items():
         assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def trained(ns_steps: int, count: int) -> tuple[torch.nn.Module, list[float]]:
+    model = tiny_model()
+    return model, steps(model, build_optimizer(model, muon_train(muon_ns_steps=ns_steps)), count, seed=1)
+
+
+def test_fewer_newton_schulz_iterations_take_a_different_step_that_still_learns():
+    """train.muon_ns_steps reaches Muon's orthogonalisation: 2 iterations move the weights elsewhere than 5 do."""
+    weight = "transformer.h.0.mlp.c_fc.weight"
+    assert not torch.equal(trained(2, 1)[0].state_dict()[weight], trained(5, 1)[0].state_dict()[weight])
+    losses = trained(2, 30)[1]
+    assert losses[-1] < losses[0] - 1.0

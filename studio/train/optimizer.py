@@ -44,7 +44,12 @@ def muon_with_adamw(model: nn.Module, train: TrainConfig) -> MuonWithAdamW:
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in orthogonalised]
     muon_group = {"params": matrices, LR_SCALE: train.muon_lr / train.lr}
     muon = torch.optim.Muon(
-        [muon_group], lr=train.muon_lr, weight_decay=train.weight_decay, momentum=train.momentum, nesterov=True
+        [muon_group],
+        lr=train.muon_lr,
+        weight_decay=train.weight_decay,
+        momentum=train.momentum,
+        nesterov=True,
+        ns_steps=train.muon_ns_steps,
     )
     return MuonWithAdamW(muon, adamw(decay_groups(rest, train.weight_decay), train))
 
