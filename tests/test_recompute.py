@@ -128,6 +128,13 @@ def test_the_quick_dropout_drops_a_share_p_and_keeps_the_expectation(p):
     assert quick_dropout(ones, 1e-6) is ones  # p under half a lane: nothing to drop
 
 
+def test_a_dropout_just_under_one_keeps_one_lane_and_a_finite_scale():
+    """train.lora_dropout may be anything below 1: 0.999999 rounds to all 65,536 lanes, and would divide by zero."""
+    torch.manual_seed(3)
+    dropped = quick_dropout(torch.ones(1000, 1000), 0.999999)
+    assert torch.isfinite(dropped).all() and set(dropped.unique().tolist()) <= {0.0, 65536.0}
+
+
 def kept_by_forward(model: torch.nn.Module, ids: torch.Tensor) -> int:
     """Bytes the forward leaves allocated (what autograd keeps for the backward), from the profiler's record of every
     allocation and release during it; the output itself not counted."""
