@@ -7,12 +7,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from studio.architectures.gpt2 import GPT2 as GPT2_FACTS
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.formatting import counted, format_bytes, format_count
 from studio.model import build_classifier, build_model, param_groups
+from studio.model.kv_cache import CPU_FP32_ATTENTION_BELOW, attend
 from studio.sizing.sizes import estimate_train_memory, flops_per_token, param_count
 
 VOCAB = 97
@@ -149,6 +151,25 @@ def test_dropout_acts_in_training_only(arch):
     model.eval()
     with torch.no_grad():
         assert torch.equal(model(x)[0], model(x)[0])
+
+
+@pytest.mark.parametrize(("keys", "in_fp32"), [(64, True), (CPU_FP32_ATTENTION_BELOW, False)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_short_16_bit_attention_on_a_cpu_runs_in_fp32(keys, in_fp32, dtype):
+    """Below CPU_FP32_ATTENTION_BELOW keys, 16-bit attention on a CPU is fp32 SDPA's output rounded once (faster
+    there, studio.model.kv_cache), autocast or not, and its gradient reaches the 16-bit q, k, v; from there on, SDPA
+    in 16 bits as given."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, keys, 8, generator=g).to(dtype).requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=dtype):
+        out = attend(q, k, v, 0.0, None, 0, 0)
+    in_fp32_out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(dtype)
+    in_16_bits_out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out.dtype == dtype
+    assert torch.equal(out, in_fp32_out if in_fp32 else in_16_bits_out)
+    assert not torch.equal(in_fp32_out, in_16_bits_out)  # the two paths are told apart
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == dtype for t in (q, k, v))
 
 
 def test_residual_projections_start_smaller():

@@ -65,7 +65,9 @@ def estimate_train_memory(
       those 3·vocab values for one chunk of tokens alone (`loss_chunk_rows`: longer when the head trains), and per
       token the learned states and their gradient kept from the forward (2·n_embd values: _cross_entropy_bytes).
       Checked against autograd's saved tensors and peak memory on the small presets (tests/test_memory.py);
-      dropout masks and allocator slack are not counted. With activation checkpointing the layers keep only
+      dropout masks and allocator slack are not counted, nor, on a CPU, that 16-bit attention over short
+      sequences keeps its q, k, v and output in fp32 (studio.model.kv_cache.attend; ~4·n_embd values of 2 bytes
+      more per layer and token). With activation checkpointing the layers keep only
       their inputs, plus the one layer being recomputed (_kept_by_layers); with train.lean_activations a gated
       MLP keeps one mlp_width fewer (_recomputed_per_layer).
     - mixed_precision "auto" counts as fp32 (half_precision).
