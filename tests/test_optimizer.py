@@ -9,7 +9,7 @@ from studio.checkpoints import files as checkpoint
 from studio.config import ModelConfig, TrainConfig
 from studio.errors import StudioError
 from studio.model import build_classifier, build_model, lm_loss
-from studio.train.optimizer import MuonWithAdamW, build_optimizer, set_lr
+from studio.train.optimizer import MuonWithAdamW, ShapeBatchedMuon, build_optimizer, set_lr
 
 
 def tiny_model(arch: str = "gpt2", tie: bool = True) -> torch.nn.Module:
@@ -113,3 +113,19 @@ def test_fewer_newton_schulz_iterations_take_a_different_step_that_still_learns(
     assert not torch.equal(trained(2, 1)[0].state_dict()[weight], trained(5, 1)[0].state_dict()[weight])
     losses = trained(2, 30)[1]
     assert losses[-1] < losses[0] - 1.0
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_shape_batched_muon_takes_torchs_muon_steps_bit_for_bit(nesterov):
+    """The batched Newton-Schulz iterations (llama's 2 layers: 12 matrices in 3 shapes, tall and wide) change
+    nothing of torch.optim.Muon's updates, weight decay and momentum included, over several steps."""
+    models = [tiny_model("llama"), tiny_model("llama")]
+    settings = dict(lr=0.02, weight_decay=0.1, momentum=0.9, nesterov=nesterov)
+    optimizers = [
+        optimizer_class([p for p in model.parameters() if p.dim() == 2], **settings)
+        for model, optimizer_class in zip(models, (ShapeBatchedMuon, torch.optim.Muon))
+    ]
+    losses = [steps(model, optimizer, 4, seed=3) for model, optimizer in zip(models, optimizers)]
+    assert losses[0] == losses[1]
+    for (name, batched), single in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        assert torch.equal(batched, single), name
