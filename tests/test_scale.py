@@ -123,6 +123,50 @@ def test_a_sharded_run_resumes_exactly_and_its_checkpoints_load_in_one_process(r
     assert code == 0 and out.startswith("def "), err
 
 
+def hf_rows(objective: str) -> list[dict]:
+    """25 chat rows, or 25 preference pairs whose chosen answers say yes: at a validation share of 0.2, 5 held out."""
+    rows = []
+    for i in range(25):
+        prompt = [{"role": "user", "content": f"Question {i}?"}]
+        if objective == "dpo":
+            answers = {"chosen": "yes yes", "rejected": "no no"}
+            rows.append(
+                {"prompt": prompt} | {key: [{"role": "assistant", "content": text}] for key, text in answers.items()}
+            )
+        else:
+            rows.append({"messages": [*prompt, {"role": "assistant", "content": "yes " * (i % 4 + 1)}]})
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["lm", "dpo"])
+def test_a_transformers_checkpoint_trains_sharded_as_in_one_process(run_cli, tmp_path, objective):
+    """A transformers folder fine-tuned by two FSDP processes takes the steps of one process with the same global
+    batch. The chunked loss runs the decoder and the head apart, so the module called must be FSDP's root unit, or
+    the embeddings are still sharded when the decoder reads them. DPO's 5 held-out pairs fall 3 and 2 to the two
+    processes: both run 2 batches (the second process's last one only takes its part in FSDP's gathers), and the
+    figures are one process's."""
+    import json
+
+    from tests.hf_models import CHATML, make_hf_model
+
+    folder, data = tmp_path / "base", tmp_path / "rows.jsonl"
+    make_hf_model(folder, "llama", chat_template=CHATML)
+    data.write_text("".join(json.dumps(row) + "\n" for row in hf_rows(objective)), encoding="utf-8")
+    settings = {"train.batch_size": 2, "train.global_batch": 4, "train.max_steps": 4, "train.lr": 1e-2,
+                "train.warmup_steps": 0, "train.log_interval": 1, "train.eval_interval": 4,
+                "train.sample_interval": 0, "data.val_fraction": 0.2, "model.block_size": 64}  # fmt: skip
+    command = ["train", "--init-from", folder, "--data", data, "--objective", objective, "--method", "full"]
+    command += [word for key, value in settings.items() for word in ("--set", f"{key}={value}")]
+    assert run_cli(*command, "--name", "one")[0] == 0
+    code, _, err = run_cli(*command, "--name", "two", "--num-processes", 2, "--sharding", "fsdp")
+    assert code == 0, err
+    (one_losses, one_val), (two_losses, two_val) = curves(run_path("one")), curves(run_path("two"))
+    assert len(one_losses) == len(two_losses) == 4 and one_losses[-1] < one_losses[0]  # it learned
+    assert max(abs(a - b) for a, b in zip(one_losses, two_losses)) < LOSS_TOLERANCE
+    assert abs(one_val - two_val) < LOSS_TOLERANCE
+
+
 def last_samples(run_dir: Path) -> tuple[int, list[dict]]:
     """The step and texts of the last sample event."""
     event = [event for event in read_events(run_dir / EVENTS) if event["kind"] == "sample"][-1]

@@ -4,15 +4,16 @@ PyTorch's FSDP2 (`fully_shard`), called here directly rather than through Accele
 Accelerate wraps the model in DDP whatever its plugin says, and calling FSDP2 ourselves gives GPUs and the CPU test
 machines one code path. Each repeated block (every member of an `nn.ModuleList`: the studio's blocks, transformers'
 decoder layers) is a unit of its own, gathered whole just before it runs and freed after; the root unit holds the
-rest (embeddings, final norm, head: a tied head stays tied). Under bf16 the gathered weights are bf16 and gradients
-are reduced in fp32 (FSDP2's MixedPrecisionPolicy). Gradients are reduce-scattered after every micro-step, so a
-process never holds them whole; turning that off between micro-steps would save communication but keep every
-gradient whole until the step's last one, a quarter of what sharding saves.
+rest (embeddings, final norm, head: a tied head stays tied); the root is the module the trainer calls, whose forward
+gathers them for whatever runs inside it (the chunked loss calls a transformers decoder and head apart). Under bf16
+the gathered weights are bf16 and gradients are reduced in fp32 (FSDP2's MixedPrecisionPolicy). Gradients are
+reduce-scattered after every micro-step, so a process never holds them whole; turning that off between micro-steps
+would save communication but keep every gradient whole until the step's last one, a quarter of what sharding saves.
 
-Checkpoints stay what one process writes: every tensor is gathered whole, one at a time, and the process that
-writes the folder keeps it on the CPU (`gathered`), so export, generate and resume with any number of processes
-read them as they are. On resume every process reads the whole weights before sharding, and takes its slice of
-the optimizer's state without communicating (`sharded_optimizer_state`).
+Checkpoints stay what one process writes: every tensor is gathered whole, one at a time, and the process that writes
+the folder keeps it on the CPU (`gathered`), so export, generate and resume with any number of processes read them
+as they are. On resume every process reads the whole weights before sharding, and takes its slice of the optimizer's
+state without communicating (`sharded_optimizer_state`).
 """
 
 from __future__ import annotations

@@ -118,8 +118,10 @@ class Trainer:
         self.frozen_weights = self.objective.attach(self.run_model)  # a preference objective's reference
         resumed_from = None if resume_step is None else self._load_weights(resume_step)
         self.sharded = train.sharding == "fsdp"
-        if self.sharded:  # the whole weights first (resume included), then each process keeps its slices
-            sharding.shard(self.run_model.inner, self.fast.precision)
+        if self.sharded:  # the whole weights first (resume included), then each process keeps its slices; the
+            # module called is the root unit, so that its forward gathers what no block holds (embeddings, head) for
+            # whatever it calls: a transformers model's readout runs its decoder and head apart
+            sharding.shard(self.model, self.fast.precision)
         self.optimizer = build_optimizer(self.run_model.inner, train)  # over the sharded parameters, if sharded
         if resumed_from is not None:
             self._load_optimizer(resumed_from)
@@ -413,7 +415,7 @@ class Trainer:
         chat data the first held-out user turns (rendered with the chat template) answered."""
         if not self.config.train.sample_interval:
             return
-        with sharding.whole_everywhere(self.run_model.inner) if self.sharded else nullcontext():
+        with sharding.whole_everywhere(self.model) if self.sharded else nullcontext():
             if self.accelerator.is_local_main_process:
                 self.report("sample", samples=self._samples())
 

@@ -21,6 +21,8 @@ protocol, after torchtune's loss protocols.
 from __future__ import annotations
 
 import importlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +61,14 @@ class TrainingContext:
     @property
     def world(self) -> int:
         return self.accelerator.num_processes
+
+    def shares(self, count: int) -> Iterator[list[int]]:
+        """This process's share of `count` held-out items (every world-th), `train.batch_size` at a time, in as many
+        batches as the process with the most takes: FSDP gathers weights in every forward, so every process calls the
+        model alike. An empty list once this process has run out: its call is only its part in the gathering."""
+        mine, batch_size = list(range(self.rank, count, self.world)), self.config.train.batch_size
+        for start in range(0, math.ceil(count / self.world), batch_size):
+            yield mine[start : start + batch_size]
 
 
 class TrainingObjective:

@@ -4,7 +4,6 @@ first held-out texts' likeliest labels beside their true ones."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -35,11 +34,7 @@ class Objective(TrainingObjective):
         classes, device = len(dataset.meta.labels), context.accelerator.device
         confusion = torch.zeros(classes, classes, dtype=torch.long, device=device)
         loss_sum = torch.zeros(1, device=device)
-        world, batch_size = context.world, context.config.train.batch_size
-        mine = list(range(context.rank, len(examples), world))
-        # every process runs as many batches as the one with the most examples: FSDP gathers weights in each call
-        for start in range(0, math.ceil(len(examples) / world), batch_size):
-            rows = mine[start : start + batch_size]
+        for rows in context.shares(len(examples)):
             batch = labeled_batch(examples, rows or [0], dataset.meta.pad_id).to(device)
             logits, _ = model(batch.x, **batch.model_inputs())
             if not rows:  # this process had run out of examples: the call was only its part in gathering

@@ -354,7 +354,9 @@ class Objective(CausalLM):
         return PairTerms(loss, rewards, rewards, logps, logps)
 
     def kl_estimate(self, model: torch.nn.Module, batch: PreferenceBatch) -> torch.Tensor:
-        """KTO's z: the mean log-ratio of the prompts answered with other rows' answers, at least 0, no gradient."""
+        """KTO's z: the mean log-ratio of the prompts answered with other rows' answers, at least 0, no gradient.
+        Over the micro-batch, on each process: z is then the same whether a step's rows are split between processes
+        or accumulated by one (TRL gathers it over the processes, so its z changes with their number)."""
         x, y = batch.mismatched
         with torch.no_grad():
             policy = self.answer_logps(model, x, y)[0]
@@ -380,12 +382,12 @@ class Objective(CausalLM):
         """The whole validation split, each process its share of the rows (`figures`)."""
         context = self.context
         rows = self.rows("val")
-        batch_size = context.config.train.batch_size
-        mine = list(range(context.rank, len(rows), context.world))
         totals = torch.zeros(9, dtype=torch.float64, device=context.accelerator.device)
-        for start in range(0, len(mine), batch_size):
-            batch = rows.batch(mine[start : start + batch_size], context.block_size).to(context.accelerator.device)
-            totals += figure_sums(self.terms(model, batch, "val"), batch)
+        for share in context.shares(len(rows)):
+            batch = rows.batch(share or [0], context.block_size).to(context.accelerator.device)
+            terms = self.terms(model, batch, "val")
+            if share:  # else this process had run out of rows: its forwards were only its part in FSDP's gathers
+                totals += figure_sums(terms, batch)
         return self.figures(context.accelerator.reduce(totals, "sum").tolist(), prefix="val_")
 
     def figures(self, sums: list[float], prefix: str) -> dict[str, Any]:
