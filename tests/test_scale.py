@@ -3,6 +3,7 @@ several machines are launched through `accelerate launch`."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -123,40 +124,33 @@ def test_a_sharded_run_resumes_exactly_and_its_checkpoints_load_in_one_process(r
     assert code == 0 and out.startswith("def "), err
 
 
-def hf_rows(objective: str) -> list[dict]:
-    """25 chat rows, or 25 preference pairs whose chosen answers say yes: at a validation share of 0.2, 5 held out."""
-    rows = []
-    for i in range(25):
-        prompt = [{"role": "user", "content": f"Question {i}?"}]
-        if objective == "dpo":
-            answers = {"chosen": "yes yes", "rejected": "no no"}
-            rows.append(
-                {"prompt": prompt} | {key: [{"role": "assistant", "content": text}] for key, text in answers.items()}
-            )
-        else:
-            rows.append({"messages": [*prompt, {"role": "assistant", "content": "yes " * (i % 4 + 1)}]})
-    return rows
+def preference_rows() -> list[dict]:
+    """25 preference pairs whose chosen answers say yes: at a validation share of 0.2, 5 held out."""
+    answers = {"chosen": "yes yes", "rejected": "no no"}
+    return [
+        {"prompt": [{"role": "user", "content": f"Question {i}?"}]}
+        | {key: [{"role": "assistant", "content": text}] for key, text in answers.items()}
+        for i in range(25)
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("objective", ["lm", "dpo"])
-def test_a_transformers_checkpoint_trains_sharded_as_in_one_process(run_cli, tmp_path, objective):
-    """A transformers folder fine-tuned by two FSDP processes takes the steps of one process with the same global
-    batch. The chunked loss runs the decoder and the head apart, so the module called must be FSDP's root unit, or
-    the embeddings are still sharded when the decoder reads them. DPO's 5 held-out pairs fall 3 and 2 to the two
-    processes: both run 2 batches (the second process's last one only takes its part in FSDP's gathers), and the
-    figures are one process's."""
-    import json
-
+def test_a_transformers_checkpoint_trains_sharded_as_in_one_process(run_cli, tmp_path):
+    """A transformers folder trained with DPO by two FSDP processes takes the steps of one process with the same
+    global batch. The chunked loss runs the decoder and the head apart (for every objective: DPO's answer
+    log-probabilities as SFT's cross-entropy), so the module called must be FSDP's root unit, or the embeddings are
+    still sharded when the decoder reads them. The 5 held-out pairs fall 3 and 2 to the two processes: both run 2
+    batches (the second process's last one only takes its part in FSDP's gathers), and the figures are one
+    process's."""
     from tests.hf_models import CHATML, make_hf_model
 
     folder, data = tmp_path / "base", tmp_path / "rows.jsonl"
     make_hf_model(folder, "llama", chat_template=CHATML)
-    data.write_text("".join(json.dumps(row) + "\n" for row in hf_rows(objective)), encoding="utf-8")
+    data.write_text("".join(json.dumps(row) + "\n" for row in preference_rows()), encoding="utf-8")
     settings = {"train.batch_size": 2, "train.global_batch": 4, "train.max_steps": 4, "train.lr": 1e-2,
                 "train.warmup_steps": 0, "train.log_interval": 1, "train.eval_interval": 4,
                 "train.sample_interval": 0, "data.val_fraction": 0.2, "model.block_size": 64}  # fmt: skip
-    command = ["train", "--init-from", folder, "--data", data, "--objective", objective, "--method", "full"]
+    command = ["train", "--init-from", folder, "--data", data, "--objective", "dpo", "--method", "full"]
     command += [word for key, value in settings.items() for word in ("--set", f"{key}={value}")]
     assert run_cli(*command, "--name", "one")[0] == 0
     code, _, err = run_cli(*command, "--name", "two", "--num-processes", 2, "--sharding", "fsdp")
