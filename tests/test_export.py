@@ -10,6 +10,8 @@ import torch
 from studio.cli.main import main
 from studio.errors import StudioError
 from studio.inference.generate import load_generator
+from studio.run_folder.exports import exported_folders
+from studio.run_folder.layout import EXPORTS, run_path
 from tests.helpers import ADD_FUNCTION, train_runs
 
 pytestmark = pytest.mark.slow  # every test here starts trainer processes
@@ -82,6 +84,8 @@ def test_sharded_export_loads_and_an_earlier_export_may_be_replaced(home, tmp_pa
     assert {p.name for p in out.glob("*.safetensors")} == {"model.safetensors"}
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert model.dtype == torch.bfloat16
+    offered = [folder.path for folder in exported_folders(run_path("llama"))]  # in the playground, beside the run
+    assert offered.count(out.resolve()) == 1  # exported twice, offered once
 
 
 def test_recurrent_models_export_plain_safetensors_with_a_note(home, tmp_path, capsys):
@@ -110,7 +114,9 @@ def test_an_export_that_fails_before_it_is_verified_leaves_the_earlier_one_in_pl
         raise StudioError("the export was stopped before its check")
 
     monkeypatch.setattr("studio.export.huggingface.verify_export", killed)
+    recorded = (run_path("llama") / EXPORTS).read_text()
     assert main(["export", "llama", "--out", str(out), "--dtype", "bf16"]) == 2
+    assert (run_path("llama") / EXPORTS).read_text() == recorded  # an export that failed is not offered
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
     assert [path.name for path in tmp_path.iterdir()] == ["out"]  # nothing half-written beside it either
 

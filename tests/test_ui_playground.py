@@ -6,13 +6,16 @@ token view of an answer (`l`)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Label, Static, TextArea
+from textual.widgets import Input, Label, Select, Static, TextArea
 
 from studio.config import RunConfig
 from studio.data.chat import DEFAULT_CHAT_TEMPLATE
 from studio.data.meta import DatasetMeta, DocumentCounts
+from studio.output_folder import MARKER
+from studio.run_folder.exports import record_export
 from studio.run_folder.layout import checkpoint_name
 from tests.helpers import open_playground
 from widgets.app import StudioApp
@@ -109,6 +112,50 @@ async def test_a_chat_run_opens_in_chat_mode_with_its_checkpoint_sampling_settin
         assert sampling == {"temperature": "0.7", "top_p": "0.8", "top_k": "20"}
         assert app.query_one("#repetition_penalty", Input).value == "1.05"
         assert app.query_one("#max_new_tokens", Input).value == "200"  # not the checkpoint's: the studio's
+
+
+def export_folder(folder: Path, run: str, chat_template: str | None = None) -> Path:
+    """A Hugging Face folder as `export` leaves it for `run` (its marker names the run), with a chat template or
+    none."""
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / MARKER).write_text(json.dumps({"run": run, "step": 100, "files": ["config.json"]}))
+    if chat_template:
+        (folder / "chat_template.jinja").write_text(chat_template)
+    return folder
+
+
+@pytest.mark.asyncio
+async def test_a_runs_exports_and_its_base_answer_beside_it(chat_run, no_worker, tmp_path):
+    """The folders exported from a run that are still its own, and the folder it was adapted from, are picked
+    beside it; a folder's request names its path, its mode is the folder's own (a template: chat)."""
+    exported = export_folder(tmp_path / "exported", "assistant", DEFAULT_CHAT_TEMPLATE)
+    record_export(chat_run, exported, 100)
+    record_export(chat_run, export_folder(tmp_path / "taken", "another"), 100)  # another run's export since
+    record_export(chat_run, tmp_path / "deleted", 100)
+    (tmp_path / "base" / "config.json").write_text("{}")  # chat_run's base: no template
+    app = StudioApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_playground(pilot, "Hi")
+        panel = app.query_one("#panel-a", GenerationPanel)
+        options = panel.query_one("#run", Select)._options[1:]  # after the blank "run" prompt
+        assert [(str(label), value) for label, value in options] == [
+            ("assistant", "assistant"),
+            ("assistant ▸ export exported (step 100)", str(exported)),
+            ("assistant ▸ base base", str(tmp_path / "base")),
+        ]
+        assert panel.run_name == "assistant"  # the newest run, not a folder
+        panel.query_one("#run", Select).value = str(tmp_path / "base")
+        await pilot.pause()
+        assert str(app.query_one("#playground-mode", Label).render()) == "completion"
+        panel.query_one("#run", Select).value = str(exported)
+        await pilot.pause()
+        assert str(app.query_one("#playground-mode", Label).render()) == "chat"
+        app.query_one("#prompt", TextArea).focus()
+        await pilot.press("ctrl+g")
+        request = no_worker[-1]["generate"]
+        assert request["target"] == str(exported) and request["checkpoint"] is None
+        assert request["messages"] == [{"role": "user", "content": "Hi"}]
 
 
 @pytest.mark.asyncio

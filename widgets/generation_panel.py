@@ -40,9 +40,13 @@ LOOK_TOP_K = 5  # the likeliest tokens shown in each answer token's place by the
 
 @dataclass(frozen=True)
 class PickableRun:
-    steps: list[int]  # the saved checkpoints
+    """A run, or a Hugging Face folder offered beside one (its export, its base): picked by its target, the run's
+    name or the folder's path, which the worker loads."""
+
+    steps: list[int]  # the saved checkpoints (none for a folder: one set of weights)
     objective: Objective  # what it was trained for: whether it continues text or predicts (labels, [MASK] fills)
     facts: PlaygroundFacts = PlaygroundFacts()  # whether it chats, and its checkpoint's sampling defaults
+    label: str | None = None  # a folder's line in the picker (a run's is its name)
 
 
 class GenerationPanel(Vertical):
@@ -123,15 +127,16 @@ class GenerationPanel(Vertical):
 
     # ---- attributes down ---------------------------------------------------------------------------------
     def set_runs(self, runs: dict[str, PickableRun]) -> None:
-        """The runs, with their saved steps and use; keeps the current choice when it still exists."""
+        """The runs and folders by target, with their saved steps and use; keeps the current choice when it still
+        exists, else the newest run."""
         self._runs = runs
         select = self.query_one("#run", Select)
         current = select.value
-        select.set_options((name, name) for name in runs)
+        select.set_options((run.label or target, target) for target, run in runs.items())
         if current in runs:
             select.value = current
         elif runs:
-            select.value = next(reversed(runs))  # the newest run
+            select.value = [target for target, run in runs.items() if run.label is None][-1]  # folders come with runs
         self._fill_checkpoints()
 
     @on(Select.Changed, "#run")

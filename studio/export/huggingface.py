@@ -35,6 +35,7 @@ from studio.model.weights import hf_names, load_weights, weights_to_save
 from studio.objectives import Objective, objective_of
 from studio.output_folder import check_replaceable, replaced_whole
 from studio.run_folder.events import current_history, read_events
+from studio.run_folder.exports import record_export
 from studio.run_folder.layout import EVENTS, run_or_folder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,6 +83,7 @@ def export_run(
         card = model_card(run_dir.name, read.step, config, objective, metrics, dtype)
         (staging / "README.md").write_text(card, encoding="utf-8")
         files.append("README.md")
+    record_export(run_dir, out, read.step)
     return ExportResult(out, files, diff, note, read.note)
 
 

@@ -1,6 +1,7 @@
 """What the playground knows of a run before loading it, read torch-free from files: whether the run chats (its
 dataset's examples were rendered with a chat template), and the sampling defaults of the Hugging Face checkpoint it
-was adapted from (that folder's `generation_config.json`, as transformers' `generate` would sample)."""
+was adapted from (that folder's `generation_config.json`, as transformers' `generate` would sample); the same of a
+Hugging Face folder offered beside a run (its export, its base)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.config import RunConfig
+from studio.data.chat import read_chat_template
 from studio.data.meta import EXAMPLES, DatasetMeta
 from studio.errors import StudioError
 from studio.paths import datasets_dir, is_name
@@ -28,6 +30,15 @@ class PlaygroundFacts:
 
 def playground_facts(config: RunConfig) -> PlaygroundFacts:
     return PlaygroundFacts(dataset_chats(config.data.dataset), checkpoint_sampling(config.train.init_from))
+
+
+def folder_facts(folder: Path) -> PlaygroundFacts:
+    """A Hugging Face folder's: it chats when it has a chat template; its generation_config.json's sampling."""
+    try:
+        chats = read_chat_template(folder) is not None
+    except StudioError:  # an unreadable template: asked to chat, the worker will say what is wrong
+        chats = False
+    return PlaygroundFacts(chats, checkpoint_sampling(str(folder)))
 
 
 def dataset_chats(name: str) -> bool:

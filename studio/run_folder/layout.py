@@ -36,6 +36,7 @@ EVENTS = "events.jsonl"
 EVENTS_SUMMARY = "events.summary.json"  # what events.jsonl adds up to, so far (studio.run_folder.history)
 TRAINER_LOG = "trainer.log"
 EVALUATIONS = "evaluations.jsonl"  # task results `evaluate` recorded, for the leaderboard (studio.tasks.evaluations)
+EXPORTS = "exports.jsonl"  # Hugging Face folders `export` wrote from the run, for the playground (run_folder.exports)
 PID = "pid"
 LOCK = "lock"
 STOP = "STOP"

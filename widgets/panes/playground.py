@@ -7,9 +7,11 @@ a masked LM with the top fills of each [MASK].
 Picking panel A's run sets the mode (chat for a run trained on chat or instruction examples) and the sampling
 controls (the run's checkpoint's generation_config.json where it has one, the studio's defaults elsewhere).
 
-Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two
-runs on the same prompt and seed is `c` and a second pick. Checkpoints are read from disk by the panels'
-worker processes, so a run that is still training can be tried at its newest checkpoint.
+Each panel picks its own run and checkpoint (the latest by default), so comparing two checkpoints or two runs on the
+same prompt and seed is `c` and a second pick. Beside each run the picker offers its Hugging Face exports and the
+local folder a language model was fine-tuned from (`folders_beside`): the base against the fine-tune. Checkpoints
+are read from disk by the panels' worker processes, so a run that is still training can be tried at its newest
+checkpoint.
 
 Once an answer is done, `l` looks inside it: its tokens coloured by their probability, and for the token under a
 cursor its probability, the entropy there and the likeliest alternatives (widgets.screens.token_look).
@@ -21,7 +23,8 @@ them: a preference is appended to the studio's preference file as a TRL row (stu
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -35,6 +38,9 @@ from widgets.generation_panel import GenerationPanel, PickableRun
 from widgets.panes.focus import FocusablePane
 from widgets.prompt import PromptArea, PromptInput
 from widgets.worker_errors import ReportsWorkerErrors
+
+if TYPE_CHECKING:
+    from studio.objectives import Objective
 
 # (input id, label, default, type): the sampling controls, in SamplingConfig's names
 SAMPLING_FIELDS = (
@@ -105,8 +111,12 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
                 config = read_config(run.path)
                 objective, facts = objective_of(config), playground_facts(config)
             except StudioError:  # an unreadable config: asked to generate, the worker will say what is wrong
-                objective, facts = OBJECTIVES["causal_lm"], PlaygroundFacts()
+                runs[run.name] = PickableRun(
+                    list_checkpoint_steps(run.path), OBJECTIVES["causal_lm"], PlaygroundFacts()
+                )
+                continue
             runs[run.name] = PickableRun(list_checkpoint_steps(run.path), objective, facts)
+            runs |= folders_beside(run.name, run.path, config.train.init_from, objective)
         self.app.call_from_thread(self._show_runs, runs)
 
     def _show_runs(self, runs: dict[str, PickableRun]) -> None:
@@ -209,3 +219,25 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
     # ---- focus -------------------------------------------------------------------------------------------
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", TextArea).focus()
+
+
+def folders_beside(name: str, run_dir: Path, init_from: str, objective: Objective) -> dict[str, PickableRun]:
+    """The Hugging Face folders offered beside run `name`, by path: its exports that are still its own, and for a
+    language model the local folder it was adapted from, so that an export, or the base before fine-tuning, answers
+    beside the run."""
+    from studio.inference.playground_facts import folder_facts
+    from studio.objectives import OBJECTIVES
+    from studio.run_folder.exports import exported_folders
+
+    folders = {
+        str(exported.path): PickableRun(
+            [], objective, folder_facts(exported.path), f"{name} ▸ export {exported.path.name} (step {exported.step})"
+        )
+        for exported in exported_folders(run_dir)
+    }
+    base = Path(init_from).expanduser()
+    if init_from and objective.generates and (base / "config.json").is_file():
+        folders[str(base.resolve())] = PickableRun(
+            [], OBJECTIVES["causal_lm"], folder_facts(base), f"{name} ▸ base {base.name}"
+        )
+    return folders
