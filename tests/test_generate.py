@@ -10,9 +10,18 @@ import torch
 from studio.cli.main import main
 from studio.config import ModelConfig
 from studio.errors import StudioError
-from studio.inference.generate import SamplingConfig, decode_steps, load_generator, token_looks
+from studio.inference.generate import (
+    SamplingConfig,
+    decode_steps,
+    left_padded,
+    load_generator,
+    padding_inputs,
+    sample,
+    token_looks,
+)
 from studio.model import build_model
 from tests.helpers import ADD_FUNCTION, train_runs
+from tests.hf_models import family_config
 
 # Hugging Face folders inspected in this process, which has torch already: no child per folder
 pytestmark = pytest.mark.usefixtures("inspection_in_process")
@@ -59,6 +68,33 @@ def test_greedy_tokens_with_and_without_cache_are_identical_past_the_context(arc
     cached = torch.stack(list(decode_steps(model, ids, 16, sampling)), 1)
     uncached = torch.stack(list(decode_steps(model, ids, 16, sampling, use_cache=False)), 1)
     assert cached.shape == (3, 30) and torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])  # grouped queries, sliding windows, learned positions
+def test_left_padded_prompts_decode_as_each_alone(family):
+    """Prompts of 3, 9 and 6 tokens in one left-padded batch (transformers' models): each row's logits over its prompt
+    and its greedy answer, under a repetition penalty (which reads every id of a row), are the prompt's alone."""
+    import transformers
+
+    from studio.model.trainable import PretrainedLM
+
+    torch.manual_seed(0)
+    model = PretrainedLM(transformers.AutoModelForCausalLM.from_config(family_config(family)).eval(), 128)
+    generator = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(3, 320, (length,), generator=generator) for length in (3, 9, 6)]
+    ids, pads = left_padded(prompts)
+    greedy = SamplingConfig(max_new_tokens=12, temperature=0.0, repetition_penalty=1.3)
+    with torch.no_grad():
+        padded = padding_inputs(model, pads, ids.size(1), 64, cached=True)
+        logits = model(ids, cache=model.new_cache(3, 64), **padded)[0]
+        for row, prompt in enumerate(prompts):
+            torch.testing.assert_close(logits[row, pads[row] :], model(prompt[None])[0][0], rtol=0, atol=1e-5)
+        answers = sample(model, ids, 64, greedy, pads=pads)
+        assert [answer.tolist() for answer in answers] == [
+            sample(model, p[None], 64, greedy)[0].tolist() for p in prompts
+        ]
+    with pytest.raises(ValueError, match="takes padding"):  # the studio's own models keep one length per batch
+        padding_inputs(build_model(tiny("llama")), pads, 20, 64, cached=True)
 
 
 @pytest.mark.slow

@@ -219,12 +219,23 @@ def grpo_changes(steps: int) -> dict:
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_reward_of_a_checkable_task(tiny, studio_home, tmp_path):
+def test_grpo_raises_the_reward_of_a_checkable_task(tiny, studio_home, tmp_path, monkeypatch):
     from studio.run_folder.history import History
+    from studio.train.objectives import grpo
     from tests.test_adapt import adapt_config, train_in_process
 
+    batches = []  # each sampling call's rows and padding: a transformers policy answers a step's prompts together
+    real_sample = grpo.sample
+
+    def sample(model, ids, *args, pads=None, **kwargs):
+        batches.append((len(ids), 0 if pads is None else int(pads.max())))
+        return real_sample(model, ids, *args, pads=pads, **kwargs)
+
+    monkeypatch.setattr(grpo, "sample", sample)
     data = write_prompts(tmp_path / "prompts.jsonl")
     run_dir = train_in_process(adapt_config(tiny, data, grpo_changes(20)), "grpo")
+    steps = [padding for rows, padding in batches if rows == 4 * 8]  # 4 prompts, 8 answers each
+    assert len(steps) == 20 and max(steps) > 0  # one batch a step, of prompts of several lengths
     evals = events(run_dir, "eval")
     assert evals[0]["val_reward"] <= 0.5  # the start: the untrained model's held-out answers
     assert evals[-1]["val_reward"] >= 0.8 and evals[-1]["val_rewards"][LOWERCASE] == evals[-1]["val_reward"]

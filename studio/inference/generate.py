@@ -3,7 +3,8 @@
 `decode_steps` is the loop everything uses (the trainer's samples, `llm-studio generate`, the playground's
 worker): it yields one token per sequence per step. The decoders keep a preallocated KV cache, so a step
 feeds one token, not the whole context; once the context is full the window slides (a full forward per
-step, as without a cache). The recurrent models recompute the window every step.
+step, as without a cache). The recurrent models recompute the window every step. A transformers model also
+decodes prompts of several lengths in one batch, left-padded (`left_padded`; GRPO samples a step's prompts so).
 """
 
 from __future__ import annotations
@@ -91,20 +92,26 @@ def decode_steps(
     generator: torch.Generator | None = None,
     stop_ids: list[int] | None = None,
     use_cache: bool = True,
+    pads: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence in `ids` (B, T) (a (B,) tensor) per step, up to
-    max_new_tokens steps; stop early once every row has produced one of stop_ids (finished rows repeat it)."""
+    max_new_tokens steps; stop early once every row has produced one of stop_ids (finished rows repeat it).
+
+    `pads` (B,): how many of each row's first ids are left padding (`left_padded`), for a model that `takes_padding`
+    (a transformers model: an attention mask hides the padding, and each row's positions start after it). Prompts of
+    several lengths then decode in one batch, with a cache; prompt and answer must fit in the context (no sliding)."""
     stops = torch.tensor(stop_ids or [], dtype=ids.dtype, device=ids.device)
     B, T = ids.shape
     tokens = torch.empty(B, T + sampling.max_new_tokens, dtype=ids.dtype, device=ids.device)
     tokens[:, :T] = ids
     cached = use_cache and hasattr(model, "new_cache")
+    padding = {} if pads is None else padding_inputs(model, pads, T + sampling.max_new_tokens, block_size, cached)
     cache, filled = None, 0  # filled: positions of the current window whose keys and values are stored
     finished = torch.zeros(B, dtype=torch.bool, device=ids.device)
     for step in range(sampling.max_new_tokens):
         end = T + step
         if cached and cache is not None and filled < cache.max_len:
-            logits, _ = model(tokens[:, end - 1 : end], cache=cache, start=filled)
+            logits, _ = model(tokens[:, end - 1 : end], cache=cache, start=filled, **fed(padding, end - 1, end))
             filled += 1
         else:  # no cache, a first step, or a full context sliding on: the window whole (as without a cache)
             window = tokens[:, max(0, end - block_size) : end]
@@ -112,7 +119,7 @@ def decode_steps(
                 if cache is None:  # sized for this generation, not the whole context a model may allow
                     cache = model.new_cache(B, min(block_size, T + sampling.max_new_tokens))
                 filled = window.size(1)
-            logits, _ = model(window, cache=cache) if cached else model(window)
+            logits, _ = model(window, cache=cache, **fed(padding, 0, end)) if cached else model(window)
         token = pick(logits[:, -1, :], tokens[:, :end], sampling, generator)
         if len(stops):
             token = torch.where(finished, tokens[:, end - 1], token)  # a finished row repeats its stop token
@@ -121,6 +128,35 @@ def decode_steps(
         yield token
         if len(stops) and bool(finished.all()):
             return
+
+
+def left_padded(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of several lengths as one batch (B, longest), each right-aligned, and how many of each row's first ids
+    are padding (B,). The padding repeats the row's first token: hidden by the attention mask, and the repetition
+    penalty, which looks at every id of a row, then sees only tokens the prompt holds."""
+    longest = max(len(prompt) for prompt in prompts)
+    ids = torch.stack([torch.cat([prompt[:1].expand(longest - len(prompt)), prompt]) for prompt in prompts])
+    return ids, torch.tensor([longest - len(prompt) for prompt in prompts], device=ids.device)
+
+
+def padding_inputs(model, pads: torch.Tensor, length: int, block_size: int, cached: bool) -> dict[str, torch.Tensor]:
+    """For left-padded rows of `length` positions (prompt and answer): the attention mask (1 but at the padding) and
+    the positions (counted from each row's first real token), which decode_steps hands the model a part at a time."""
+    if not (getattr(model, "takes_padding", False) and cached and length <= block_size):
+        raise ValueError("left-padded prompts need a model that takes padding, a cache and room for the answers")
+    columns = torch.arange(length, device=pads.device)
+    return {
+        "attention_mask": (columns >= pads[:, None]).long(),
+        "positions": (columns - pads[:, None]).clamp(min=0),
+    }
+
+
+def fed(padding: dict[str, torch.Tensor], begin: int, end: int) -> dict[str, torch.Tensor]:
+    """What the model is handed of `padding_inputs` with positions begin to end: the mask over every position up to
+    end (the cache's and theirs), their positions; nothing without padding (a window never slides with it)."""
+    if not padding:
+        return {}
+    return {"attention_mask": padding["attention_mask"][:, :end], "positions": padding["positions"][:, begin:end]}
 
 
 def stopped_length(tokens: list[int], stop_ids: list[int]) -> int:
@@ -138,9 +174,11 @@ def sample(
     sampling: SamplingConfig,
     generator: torch.Generator | None = None,
     stop_ids: list[int] | None = None,
+    pads: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Extend `ids` (B, T) by up to max_new_tokens tokens; returns only the new tokens (B, N)."""
-    steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_ids))
+    """Extend `ids` (B, T) (left-padded by `pads`, as decode_steps takes them) by up to max_new_tokens tokens;
+    returns only the new tokens (B, N)."""
+    steps = list(decode_steps(model, ids, block_size, sampling, generator, stop_ids, pads=pads))
     return torch.stack(steps, dim=1) if steps else ids[:, :0]
 
 

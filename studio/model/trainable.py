@@ -64,6 +64,8 @@ class PretrainedCache:
 class PretrainedLM(nn.Module):
     """A transformers causal LM (or the peft model around it) behind the studio's calling convention."""
 
+    takes_padding = True  # left-padded prompts decode in one batch (decode_steps' `pads`): transformers masks them
+
     def __init__(self, hf_model: nn.Module, block_size: int):
         super().__init__()
         self.hf = hf_model
@@ -80,16 +82,25 @@ class PretrainedLM(nn.Module):
         start: int = 0,
         positions: torch.Tensor | None = None,
         readout: Readout | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, None]:
         """Logits of idx (B, T), or what a readout reads from the final states through the head (`output_head`):
         the decoder then runs alone, the head is the studio's. Packed rows give `positions` restarting at 0 for each
-        example: with no attention mask and no cache, transformers then keeps attention within each example."""
+        example: with no attention mask and no cache, transformers then keeps attention within each example.
+        Left-padded rows (decode_steps' `pads`) give `attention_mask` (B, the cache's length and T: 0 at padding)
+        and their `positions`."""
         if readout is not None:
             return self.read_out(idx, positions, readout), None
         if cache is not None and start == 0:
             cache.past = None  # a new window: what the cache held is stale
         past = None if cache is None else cache.past
-        out = self.hf(input_ids=idx, position_ids=positions, cache=past, use_cache=cache is not None)
+        out = self.hf(
+            input_ids=idx,
+            position_ids=positions,
+            attention_mask=attention_mask,
+            cache=past,
+            use_cache=cache is not None,
+        )
         if cache is not None:
             cache.past = out.cache
         return out.logits, None
