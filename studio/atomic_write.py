@@ -16,6 +16,7 @@ never sees another process's line half written.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 from pathlib import Path
@@ -64,6 +65,24 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def appended_records(path: Path) -> list[dict]:
+    """The JSON objects of a file `append_line` grows, in order ([] when there is none): a line a crash cut short,
+    or one that is not an object, is passed over."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _last_byte(path: Path) -> bytes:

@@ -10,13 +10,13 @@ replacement (a fixed seed: the same file gives the same intervals). Torch-free.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from studio.atomic_write import appended_records
 from studio.formatting import counted
 from studio.playground_preferences import preferences_file
 
@@ -63,16 +63,11 @@ def ratings_note(pairs: int) -> str:
 def preference_pairs(path: Path | None = None) -> list[tuple[str, str]]:
     """(winner, loser) of each row of the playground's preference file that names both checkpoints; rows of other
     tools (no `chosen_model`), lines a crash cut short and a checkpoint judged against itself are passed over."""
-    try:
-        lines = (path or preferences_file()).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
     pairs = []
-    for line in lines:
+    for row in appended_records(path or preferences_file()):
         try:
-            row = json.loads(line)
             pair = _player(row["chosen_model"]), _player(row["rejected_model"])
-        except (json.JSONDecodeError, TypeError, KeyError):
+        except (TypeError, KeyError):
             continue
         if pair[0] != pair[1]:
             pairs.append(pair)

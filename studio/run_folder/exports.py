@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.atomic_write import append_line
+from studio.atomic_write import append_line, appended_records
 from studio.output_folder import MARKER
 from studio.run_folder.layout import EXPORTS
 
@@ -42,20 +42,8 @@ def exported_folders(run_dir: Path) -> list[ExportedFolder]:
 
 
 def _recorded_paths(file: Path) -> list[Path]:
-    """The folders an exports file names, in order (lines a crash cut short passed over)."""
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    paths = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("out"), str):
-            paths.append(Path(record["out"]))
-    return paths
+    """The folders an exports file names, in order."""
+    return [Path(record["out"]) for record in appended_records(file) if isinstance(record.get("out"), str)]
 
 
 def _marker(folder: Path) -> dict:

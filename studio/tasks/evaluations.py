@@ -17,7 +17,7 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studio.atomic_write import append_line
+from studio.atomic_write import append_line, appended_records
 from studio.errors import StudioError
 from studio.paths import studio_home
 from studio.run_folder.layout import EVALUATIONS, checkpoint_step, run_or_folder, usable_checkpoint
@@ -69,16 +69,4 @@ def record_evaluation(where: Evaluated, task: str, fingerprint: str, fewshot: in
 
 def read_evaluations(file: Path) -> list[dict[str, Any]]:
     """The records of an evaluations file ([] when there is none), lines that are not records skipped."""
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and all(name in record for name in RECORD_FIELDS):
-            records.append(record)
-    return records
+    return [record for record in appended_records(file) if all(name in record for name in RECORD_FIELDS)]
