@@ -108,10 +108,15 @@ def test_native_runs_export_to_f16_and_q8_0_that_llama_cpp_runs_alike(in_home, t
 
 def test_f32_logits_within_1e_3_and_q4_k_m_through_llama_cpps_quantiser(in_home, tmp_path, capsys):
     f32 = export("llama", tmp_path / "f32", "f32", capsys)
-    assert f32["max_logit_diff"] <= 1e-3 and f32["greedy_equal"]
+    assert f32["max_logit_diff"] <= f32["max_logit_diff_allowed"] == 1e-3 and f32["greedy_equal"]
     q4 = export("llama", tmp_path / "q4", "q4_k_m", capsys)
     assert q4["bytes"] < f32["bytes"] / 3
     assert not [path.name for path in (tmp_path / "q4").iterdir() if path.name.startswith(".llama-f16")]
+
+
+def test_an_f32_gpt2_is_allowed_f16s_rounding_as_llama_cpp_looks_its_gelu_up_in_f16(in_home, tmp_path, capsys):
+    f32 = export("gpt2", tmp_path / "f32", "f32", capsys)  # 1.0e-3 off: over the 1e-3 that llama's f32 keeps
+    assert 1e-3 < f32["max_logit_diff_allowed"] < 0.1 and f32["greedy_equal"]
 
 
 def test_a_chinese_bpe_run_round_trips_its_token_ids_through_llama_cpp(in_home, tmp_path, capsys):
