@@ -29,9 +29,19 @@ def family_config(family: str, vocab: int = 320):
         return transformers.Qwen2Config(**SIZES, **common, num_key_value_heads=2, tie_word_embeddings=True)
     if family == "qwen3":  # RMSNorm on q and k
         return transformers.Qwen3Config(**SIZES, **common, num_key_value_heads=2, head_dim=16)
-    if family == "gemma3":  # sliding-window layers beside global ones
+    if family == "gemma3":  # a sliding-window layer beside a global one, each kind with its rotary base
         return transformers.Gemma3TextConfig(
-            **SIZES, **common, num_key_value_heads=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=16
+            **SIZES,
+            **common,
+            num_key_value_heads=2,
+            head_dim=16,
+            sliding_window=8,
+            query_pre_attn_scalar=16,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+            },
         )
     if family == "mistral":
         return transformers.MistralConfig(**SIZES, **common, num_key_value_heads=2, sliding_window=16)

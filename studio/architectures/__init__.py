@@ -28,7 +28,7 @@ GGUF_FAMILIES: dict[str, Gguf] = {
     "qwen2": Gguf("qwen2"),
     "qwen3": Gguf("qwen3"),
     "phi3": Gguf("phi3"),  # its fused qkv_proj and gate_up_proj are llama.cpp's attn_qkv and ffn_up as they are
-    "gemma3_text": Gguf("gemma3", sliding_window=True, norm_shift=1.0),
+    "gemma3_text": Gguf("gemma3", sliding_window=True, norm_shift=1.0, gelu_f16_table=True),
 }
 
 

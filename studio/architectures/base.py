@@ -80,6 +80,10 @@ class Gguf:
     sliding_window: bool = False
     # added to the RMSNorm weights: Gemma's norm multiplies by 1 + weight, llama.cpp's by the weight
     norm_shift: float = 0.0
+    # whether its MLP has a tanh GELU, which llama.cpp's CPU backend looks up in a table of f16 results by the
+    # input rounded to f16 (ggml's GGML_GELU_FP16), whatever the file's type: no GGUF key changes it, so an f32
+    # file's logits are off by f16's rounding of the activations, not by f32's
+    gelu_f16_table: bool = False
 
 
 @dataclass(frozen=True)

@@ -84,5 +84,5 @@ GPT2 = Architecture(
     huggingface=HuggingFace(
         "GPT2LMHeadModel", "GPT2ForSequenceClassification", config_json, transposed=CONV1D, zero_biases=zero_biases
     ),
-    gguf=Gguf("gpt2", transposed=CONV1D),
+    gguf=Gguf("gpt2", transposed=CONV1D, gelu_f16_table=True),
 )
