@@ -2,7 +2,8 @@
 answers compared with each other.
 
 Each batch of prompts drawn is answered G = `train.group_size` times by the policy (the studio's KV-cache
-sampling, up to `train.max_completion_tokens`, stopped at the end-of-turn token), and every answer scored by the
+sampling, up to `train.max_completion_tokens`, stopped at the end-of-turn token; a transformers policy answers the
+batch's prompts together, left-padded: `completions`), and every answer scored by the
 run's rewards (`studio.rewards`, summed with their weights). Within a group, the advantage of answer i is
 A_i = (r_i − mean r) / (std r + 1e-4). The loss of an answer is the mean over its tokens t (the completion's, up to
 and including its stop token; the prompt and what follows the stop add nothing) of
