@@ -188,12 +188,16 @@ def test_classifiers_started_from_hugging_face_folders_learn_and_export(studio_h
 
 
 @pytest.mark.slow
-def test_a_studio_classifier_exports_to_its_transformers_class(studio_home, tmp_path, rows, capsys):
-    train_in_process(classify_config(rows), "native")
+@pytest.mark.parametrize(("arch", "transformers_class"), [("llama", "LlamaForSequenceClassification"),
+                                                         ("bert", "BertForSequenceClassification")])  # fmt: skip
+def test_a_studio_classifier_exports_to_its_transformers_class(studio_home, tmp_path, rows, capsys, arch,
+                                                               transformers_class):  # fmt: skip
+    """From scratch: a BERT classifier's new tokenizer holds an encoder's tokens, which its export is checked with."""
+    train_in_process(classify_config(rows, changes={"model.arch": arch}), "native")
     out = tmp_path / "native"
     assert main(["export", "native", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["label2id"] == {"neg": 0, "pos": 1}
+    assert config["architectures"] == [transformers_class] and config["label2id"] == {"neg": 0, "pos": 1}
     capsys.readouterr()
     assert main(["predict", "native", "--text", "awful sad day", "--top-k", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1].strip().startswith("neg ")

@@ -317,9 +317,12 @@ def model_config_json(
             "eos_token_id": eot_id,
             **common,
         }
+    # what pads the rows: a labeled dataset's pad_id, unless the tokenizer's own [PAD] and the like were kept (an
+    # encoder's text; older versions wrote them null)
+    special_ids = {"pad": meta.pad_id} | {name: i for name, i in (meta.special_ids or {}).items() if i is not None}
     document = {
         "architectures": [huggingface.model_class],
-        **huggingface.config_json(m, eot_id, meta.special_ids or {}),
+        **huggingface.config_json(m, eot_id, special_ids),
         **common,
     }
     if objective.classifies:

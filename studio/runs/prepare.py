@@ -5,10 +5,12 @@ Torch-free (the studio launches runs too).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.architectures import architecture
 from studio.config import RunConfig, validate
 from studio.errors import StudioError
 from studio.hardware import gpu_count
@@ -105,10 +107,15 @@ def prepared_dataset(config: RunConfig):
 
 
 def purpose(config: RunConfig, pretrained):
-    """What the run's dataset is prepared for: its model's tokenizer and context, an encoder, the task."""
+    """What the run's dataset is prepared for: its model's tokenizer and context, an encoder, the task. A BERT
+    classifier from scratch gets an encoder's tokens in its new tokenizer too ([PAD] [CLS] [SEP] [MASK]): what its
+    export, BERT's, is checked and loaded with."""
     from studio.data.prepare import Purpose
 
-    return Purpose.of(objective_of(config), pretrained, config.model.block_size)
+    made_for = Purpose.of(objective_of(config), pretrained, config.model.block_size)
+    if pretrained is None and architecture(config.model.arch).encoder:
+        return dataclasses.replace(made_for, encoder=True)
+    return made_for
 
 
 def start_stage_from(run_dir: Path, after: str) -> None:
