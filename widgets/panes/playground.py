@@ -110,13 +110,11 @@ class PlaygroundPane(ReportsWorkerErrors, FocusablePane, Vertical):
             try:
                 config = read_config(run.path)
                 objective, facts = objective_of(config), playground_facts(config)
+                folders = folders_beside(run.name, run.path, config.train.init_from, objective)
             except StudioError:  # an unreadable config: asked to generate, the worker will say what is wrong
-                runs[run.name] = PickableRun(
-                    list_checkpoint_steps(run.path), OBJECTIVES["causal_lm"], PlaygroundFacts()
-                )
-                continue
+                objective, facts, folders = OBJECTIVES["causal_lm"], PlaygroundFacts(), {}
             runs[run.name] = PickableRun(list_checkpoint_steps(run.path), objective, facts)
-            runs |= folders_beside(run.name, run.path, config.train.init_from, objective)
+            runs |= folders
         self.app.call_from_thread(self._show_runs, runs)
 
     def _show_runs(self, runs: dict[str, PickableRun]) -> None:
